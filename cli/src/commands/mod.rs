@@ -1,0 +1,4 @@
+//! One module per `connector` subcommand.
+
+pub mod schema;
+pub mod validate;

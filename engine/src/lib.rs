@@ -1,0 +1,14 @@
+//! The Hypernet Connect engine.
+//!
+//! Data flows one way: spec → auth → request → page → records → map → validate → store. Each
+//! stage is one module with a small public surface. Built so far:
+//!
+//! - [`spec`]: the connector spec language, and the loader that validates it;
+//! - [`models`]: the Hypernet models that records map onto;
+//! - [`template`]: the sandbox that templates and conditions run in;
+//! - [`schema`]: the generated JSON Schemas and reference pages.
+
+pub mod models;
+pub mod schema;
+pub mod spec;
+pub mod template;

@@ -1,0 +1,406 @@
+//! The model definitions. Field names follow the design document's `Media` example: snake_case,
+//! units in the name (`file_size_bytes`, `duration_seconds`), instants as `*_at`.
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{DateOrDateTime, FieldInfo, FieldType, choice_enum, model};
+use crate::spec::ValueKind;
+
+choice_enum! {
+    /// What kind of media a [`Media`] record is.
+    MediaType {
+        /// A still image.
+        Photo => "photo",
+        /// A video.
+        Video => "video",
+        /// A sound recording.
+        Audio => "audio",
+    }
+}
+
+model! {
+    /// A photo, video or audio file (Google Photos, Instagram media, Dropbox images).
+    Media {
+        /// Photo, video or audio.
+        media_type: MediaType,
+        /// Where the content can be fetched: a URL at the provider or a path in an archive.
+        file_path: String,
+        /// The file's size in bytes, where the provider says.
+        file_size_bytes: Option<i64>,
+        /// The MIME type, such as `image/jpeg`.
+        mime_type: Option<String>,
+        /// The file name or title.
+        title: Option<String>,
+        /// The caption or description.
+        description: Option<String>,
+        /// When the photo or video was taken.
+        taken_at: Option<Timestamp>,
+        /// Width in pixels.
+        width: Option<i64>,
+        /// Height in pixels.
+        height: Option<i64>,
+        /// Length of a video or recording, in seconds.
+        duration_seconds: Option<f64>,
+        /// The camera's maker.
+        camera_make: Option<String>,
+        /// The camera's model.
+        camera_model: Option<String>,
+        /// The provider's page for the item.
+        url: Option<String>,
+    }
+}
+
+model! {
+    /// An email message (Gmail, Outlook).
+    Email {
+        /// When the message was sent or received.
+        sent_at: Timestamp,
+        /// The conversation the message belongs to.
+        thread_id: Option<String>,
+        /// The subject line.
+        subject: Option<String>,
+        /// The sender, as in the `From` header.
+        from: Option<String>,
+        /// The `To` recipients.
+        to: Option<Vec<String>>,
+        /// The `Cc` recipients.
+        cc: Option<Vec<String>>,
+        /// A short plain-text excerpt.
+        snippet: Option<String>,
+        /// The plain-text body.
+        body_text: Option<String>,
+        /// The HTML body.
+        body_html: Option<String>,
+        /// Labels or folders.
+        labels: Option<Vec<String>>,
+        /// Whether the user has read it.
+        is_read: Option<bool>,
+        /// Size of the whole message in bytes.
+        size_bytes: Option<i64>,
+    }
+}
+
+model! {
+    /// A person in an address book.
+    Contact {
+        /// The name as shown.
+        display_name: String,
+        /// Given (first) name.
+        given_name: Option<String>,
+        /// Family (last) name.
+        family_name: Option<String>,
+        /// Email addresses.
+        emails: Option<Vec<String>>,
+        /// Phone numbers.
+        phones: Option<Vec<String>>,
+        /// Company or organization.
+        organization: Option<String>,
+        /// Job title.
+        job_title: Option<String>,
+        /// Birthday.
+        birthday: Option<Date>,
+        /// A photo of the person.
+        photo_url: Option<String>,
+        /// Free-form notes.
+        notes: Option<String>,
+    }
+}
+
+model! {
+    /// A calendar event.
+    Event {
+        /// The event's title; events without one have an empty title.
+        title: String,
+        /// When it starts: a date for all-day events, otherwise a date-time.
+        start: DateOrDateTime,
+        /// When it ends (exclusive for all-day events, as in iCalendar).
+        end: Option<DateOrDateTime>,
+        /// Whether it lasts whole days.
+        all_day: Option<bool>,
+        /// The IANA time zone it was created in.
+        time_zone: Option<String>,
+        /// Where it takes place.
+        location: Option<String>,
+        /// Details.
+        description: Option<String>,
+        /// The calendar it belongs to.
+        calendar_id: Option<String>,
+        /// The organizer's email or name.
+        organizer: Option<String>,
+        /// Attendees' emails.
+        attendees: Option<Vec<String>>,
+        /// confirmed, tentative or cancelled, as the provider says.
+        status: Option<String>,
+        /// The provider's page for the event.
+        url: Option<String>,
+    }
+}
+
+model! {
+    /// A file, folder or document (Drive, Dropbox, OneDrive, Notion databases).
+    Document {
+        /// The file or document name.
+        title: String,
+        /// The MIME type; provider-native documents have the provider's own.
+        mime_type: Option<String>,
+        /// Size in bytes; native documents and folders often have none.
+        file_size_bytes: Option<i64>,
+        /// Whether this is a folder.
+        is_folder: Option<bool>,
+        /// The path in the user's storage.
+        path: Option<String>,
+        /// The provider's page for it.
+        url: Option<String>,
+        /// When it was created.
+        created_at: Option<Timestamp>,
+        /// When it last changed.
+        modified_at: Option<Timestamp>,
+        /// A content hash, where the provider gives one.
+        content_hash: Option<String>,
+    }
+}
+
+model! {
+    /// A post on a social network (Instagram, X, Facebook, LinkedIn).
+    Post {
+        /// When it was published.
+        published_at: Timestamp,
+        /// The post's text or caption.
+        text: Option<String>,
+        /// The author's handle or name.
+        author: Option<String>,
+        /// The post's public URL.
+        url: Option<String>,
+        /// URLs of attached photos and videos.
+        media_urls: Option<Vec<String>>,
+        /// Likes or favourites.
+        like_count: Option<i64>,
+        /// Replies or comments.
+        reply_count: Option<i64>,
+        /// Shares, reposts or retweets.
+        share_count: Option<i64>,
+        /// The id of the post this replies to.
+        in_reply_to: Option<String>,
+    }
+}
+
+model! {
+    /// A note or page (Notion, Evernote).
+    Note {
+        /// The title; untitled notes have an empty one.
+        title: String,
+        /// The body as plain text or Markdown.
+        content: Option<String>,
+        /// Tags.
+        tags: Option<Vec<String>>,
+        /// When it was created.
+        created_at: Option<Timestamp>,
+        /// When it last changed.
+        updated_at: Option<Timestamp>,
+        /// The provider's page for it.
+        url: Option<String>,
+        /// Whether it is archived or in the trash.
+        archived: Option<bool>,
+    }
+}
+
+model! {
+    /// A to-do item (Todoist, Asana, Trello cards).
+    Task {
+        /// What is to be done.
+        title: String,
+        /// Details.
+        description: Option<String>,
+        /// Whether it is done.
+        completed: Option<bool>,
+        /// When it is due: a date, or a date-time for tasks with a time.
+        due: Option<DateOrDateTime>,
+        /// When it was completed.
+        completed_at: Option<Timestamp>,
+        /// When it was created.
+        created_at: Option<Timestamp>,
+        /// Priority, as the provider numbers it.
+        priority: Option<i64>,
+        /// The project or list it is in.
+        project: Option<String>,
+        /// Labels.
+        labels: Option<Vec<String>>,
+        /// The provider's page for it.
+        url: Option<String>,
+    }
+}
+
+model! {
+    /// A chat message (Slack, Teams, Messenger).
+    Message {
+        /// When it was sent.
+        sent_at: Timestamp,
+        /// The text; messages with only attachments have an empty text.
+        text: String,
+        /// The sender's id or name.
+        sender: Option<String>,
+        /// The channel or conversation.
+        channel: Option<String>,
+        /// The thread it belongs to.
+        thread_id: Option<String>,
+        /// When it was last edited.
+        edited_at: Option<Timestamp>,
+        /// URLs of attached files.
+        attachment_urls: Option<Vec<String>>,
+    }
+}
+
+model! {
+    /// A money movement on an account (Plaid, Stripe).
+    Transaction {
+        /// The amount as the provider signs it (Plaid: positive is money out).
+        amount: f64,
+        /// The day it was booked.
+        date: Date,
+        /// The ISO 4217 currency code.
+        currency: Option<String>,
+        /// The description on the statement.
+        description: Option<String>,
+        /// The merchant's name.
+        merchant: Option<String>,
+        /// Categories, most general first.
+        categories: Option<Vec<String>>,
+        /// Whether it is still pending.
+        pending: Option<bool>,
+        /// The account at the provider.
+        account_id: Option<String>,
+        /// When it was authorized, where known to the second.
+        authorized_at: Option<Timestamp>,
+    }
+}
+
+model! {
+    /// A workout (Strava, Fitbit, Google Fit).
+    Activity {
+        /// The sport, such as `Run` or `Ride`, as the provider names it.
+        activity_type: String,
+        /// When it started.
+        started_at: Timestamp,
+        /// The user's title for it.
+        name: Option<String>,
+        /// Time from start to end, in seconds.
+        elapsed_seconds: Option<f64>,
+        /// Time in motion, in seconds.
+        moving_seconds: Option<f64>,
+        /// Distance in metres.
+        distance_meters: Option<f64>,
+        /// Total climb in metres.
+        elevation_gain_meters: Option<f64>,
+        /// Energy in kilocalories.
+        calories: Option<f64>,
+        /// Average heart rate, beats per minute.
+        average_heart_rate: Option<f64>,
+        /// Highest heart rate, beats per minute.
+        max_heart_rate: Option<f64>,
+    }
+}
+
+model! {
+    /// One health measurement (Apple Health, Fitbit, Withings).
+    HealthRecord {
+        /// What was measured, such as `heart_rate`, `steps` or `weight`.
+        record_type: String,
+        /// The measured value.
+        value: f64,
+        /// The unit, such as `count/min`, `count` or `kg`.
+        unit: String,
+        /// When it was measured, or when the measured period began.
+        recorded_at: Timestamp,
+        /// When the measured period ended.
+        ended_at: Option<Timestamp>,
+        /// The device or app that measured it.
+        source_device: Option<String>,
+    }
+}
+
+model! {
+    /// A track the user played (Spotify, Last.fm).
+    ListeningEvent {
+        /// The track's title.
+        track_title: String,
+        /// When it was played.
+        played_at: Timestamp,
+        /// The artists.
+        artist_names: Option<Vec<String>>,
+        /// The album.
+        album: Option<String>,
+        /// The track's length in milliseconds.
+        duration_ms: Option<i64>,
+        /// The provider's page for the track.
+        track_url: Option<String>,
+        /// The ISRC, where known.
+        isrc: Option<String>,
+    }
+}
+
+model! {
+    /// A film or episode the user watched (Netflix, YouTube).
+    ViewingEvent {
+        /// The title watched.
+        title: String,
+        /// When it was watched.
+        watched_at: Timestamp,
+        /// The series, for an episode.
+        series_title: Option<String>,
+        /// Season number.
+        season: Option<i64>,
+        /// Episode number.
+        episode: Option<i64>,
+        /// How long was watched, in seconds.
+        duration_seconds: Option<f64>,
+        /// The provider's page for the title.
+        url: Option<String>,
+    }
+}
+
+model! {
+    /// Something the user bought (Amazon, other shops).
+    Purchase {
+        /// What was bought.
+        item_title: String,
+        /// When it was ordered.
+        purchased_at: Timestamp,
+        /// How many.
+        quantity: Option<i64>,
+        /// The price paid in total.
+        total_amount: Option<f64>,
+        /// The ISO 4217 currency code.
+        currency: Option<String>,
+        /// The seller.
+        merchant: Option<String>,
+        /// The order it was part of.
+        order_id: Option<String>,
+        /// The product's page.
+        url: Option<String>,
+    }
+}
+
+model! {
+    /// The user's own profile at a service.
+    Profile {
+        /// The name shown on the profile.
+        display_name: String,
+        /// The handle or user name.
+        username: Option<String>,
+        /// The email address on the account.
+        email: Option<String>,
+        /// The profile text.
+        bio: Option<String>,
+        /// The profile picture.
+        avatar_url: Option<String>,
+        /// The public profile page.
+        profile_url: Option<String>,
+        /// The location on the profile.
+        location: Option<String>,
+        /// When the account was created.
+        created_at: Option<Timestamp>,
+    }
+}

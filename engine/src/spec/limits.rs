@@ -1,0 +1,151 @@
+//! How often and how hard a connector may call its provider, and when it runs.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::values::Duration;
+
+/// At most `requests` calls in any window of length `per`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// The number of requests allowed in each window.
+    #[schemars(range(min = 1))]
+    pub requests: u32,
+    /// The window, such as `15m` or `1d`.
+    pub per: Duration,
+    /// Who shares the allowance.
+    #[serde(default)]
+    pub scope: RateLimitScope,
+}
+
+/// Who shares a rate limit's allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitScope {
+    /// Each connected account (integration) has its own allowance, shared by its streams.
+    #[default]
+    User,
+    /// All accounts using this connector in one process share one allowance (per-app limits).
+    App,
+}
+
+/// How failed requests are retried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Attempts per request, the first included.
+    #[serde(default = "Retry::default_max_attempts")]
+    #[schemars(range(min = 1, max = 20))]
+    pub max_attempts: u32,
+    /// The wait between attempts.
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// HTTP statuses that are retried; other 4xx fail at once.
+    #[serde(default = "Retry::default_statuses")]
+    pub statuses: Vec<u16>,
+    /// Response headers that say how long to wait, checked in order; the first present wins
+    /// over the backoff.
+    #[serde(default = "Retry::default_wait_headers")]
+    pub wait_headers: Vec<WaitHeader>,
+}
+
+impl Retry {
+    fn default_max_attempts() -> u32 {
+        5
+    }
+
+    fn default_statuses() -> Vec<u16> {
+        vec![429, 500, 502, 503, 504]
+    }
+
+    fn default_wait_headers() -> Vec<WaitHeader> {
+        vec![WaitHeader {
+            name: "Retry-After".to_owned(),
+            format: WaitFormat::RetryAfter,
+        }]
+    }
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            max_attempts: Self::default_max_attempts(),
+            backoff: Backoff::default(),
+            statuses: Self::default_statuses(),
+            wait_headers: Self::default_wait_headers(),
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: attempt `n` waits a random time up to
+/// `min(max, initial * 2^(n-1))`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    /// The first wait's upper bound.
+    #[serde(default = "Backoff::default_initial")]
+    pub initial: Duration,
+    /// The largest wait.
+    #[serde(default = "Backoff::default_max")]
+    pub max: Duration,
+}
+
+impl Backoff {
+    fn default_initial() -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn default_max() -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Self::default_initial(),
+            max: Self::default_max(),
+        }
+    }
+}
+
+/// A response header that tells how long to wait before retrying.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitHeader {
+    /// The header name, such as `Retry-After` or `X-RateLimit-Reset`.
+    pub name: String,
+    /// How its value is written.
+    pub format: WaitFormat,
+}
+
+/// How a wait header's value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitFormat {
+    /// RFC 9110 `Retry-After`: seconds to wait, or an HTTP date.
+    RetryAfter,
+    /// Seconds to wait.
+    Seconds,
+    /// The epoch second at which the limit resets.
+    EpochSeconds,
+    /// The epoch millisecond at which the limit resets.
+    EpochMillis,
+}
+
+/// When the connector runs by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// The default time between syncs of one integration; operators may override it.
+    pub every: Duration,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            every: Duration::from_secs(86_400),
+        }
+    }
+}

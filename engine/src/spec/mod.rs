@@ -1,0 +1,135 @@
+//! The connector spec language: the Rust types a `connector.yaml` is read into.
+//!
+//! These types are the single source of truth: the JSON Schema in `schemas/`, the reference in
+//! `docs/spec.md` and the validator are all derived from them. A [`ConnectorSpec`] is only ever
+//! obtained through [`load`] or [`parse`], which run every check, so code holding one may rely
+//! on its paths and templates compiling and its references resolving.
+
+mod auth;
+mod limits;
+mod stream;
+mod values;
+
+mod check;
+mod diagnostic;
+mod load;
+mod schema_errors;
+mod yaml;
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use auth::{
+    ApiKeyAuth, Auth, BasicAuth, BearerAuth, Capture, ClientAuth, Grant, KeyLocation, OAuth1Auth,
+    OAuth2Auth, ParamNames, Pkce, Refresh, ScopeSeparator, SignatureMethod, TokenMethod,
+    TokenRequest, TokenResponse,
+};
+pub use diagnostic::{Diagnostic, Position};
+pub use limits::{Backoff, RateLimit, RateLimitScope, Retry, Schedule, WaitFormat, WaitHeader};
+pub use load::{LoadError, SpecSource, load, parse};
+pub use stream::{
+    Body, Conversion, CursorFormat, Decode, FieldMapping, FieldRule, Incremental, LinkHeaderMarker,
+    Method, NextUrlSource, Paginate, ParamLocation, Parent, Request, Stream, ValueKind,
+};
+pub use values::{
+    Condition, Duration, DurationError, HostPattern, JsonPath, Template, Url, ValueSource,
+};
+
+/// A connector: how to authenticate with one provider and which streams to import from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Hypernet connector spec", extend("x-expected" = "a connector spec"))]
+pub struct ConnectorSpec {
+    /// The connector's id: lower case letters, digits and `_`; equal to its folder's name.
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]*$"), length(max = 64))]
+    pub id: String,
+    /// The provider's name as people know it.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// The spec's own version, in semantic versioning.
+    #[schemars(regex(pattern = r"^[0-9]+\.[0-9]+\.[0-9]+$"))]
+    pub version: String,
+    /// The catalog section the connector is listed in.
+    pub category: Category,
+    /// What the connector imports, in a sentence or two.
+    #[schemars(length(min = 1))]
+    pub description: String,
+    /// The provider's API documentation.
+    pub docs_url: Url,
+    /// How requests are authenticated.
+    pub auth: Auth,
+    /// The URL that request paths are relative to.
+    pub base_url: Url,
+    /// Every host the connector may call: the API, the OAuth endpoints, next-page URLs. Requests
+    /// to any other host are refused.
+    #[schemars(length(min = 1))]
+    pub allowed_hosts: Vec<HostPattern>,
+    /// Headers sent with every request (`Notion-Version`). Templates over `config`, `secrets`.
+    #[serde(default)]
+    pub headers: IndexMap<String, Template>,
+    /// Values the integration is configured with, seen by templates as `config.<name>`, or as
+    /// `secrets.<name>` when secret.
+    #[serde(default)]
+    pub config: IndexMap<String, ConfigField>,
+    /// The provider's documented rate limits; all of them are obeyed.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimit>,
+    /// How failed requests are retried.
+    #[serde(default)]
+    pub retry: Retry,
+    /// When the connector syncs by itself.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// The streams, by name (lower case letters, digits and `_`).
+    #[schemars(length(min = 1))]
+    pub streams: IndexMap<String, Stream>,
+}
+
+/// A value an integration is configured with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigField {
+    /// What the value is and where the user finds it.
+    pub description: String,
+    /// Secret values are seen as `secrets.<name>`, encrypted at rest and never logged.
+    #[serde(default)]
+    pub secret: bool,
+    /// The value used when none is given; a field without one must be given.
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+/// The catalog section a connector is listed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Photos and videos.
+    Media,
+    /// Email and contacts.
+    Email,
+    /// Calendars and events.
+    Calendar,
+    /// Files and documents.
+    Storage,
+    /// Social networks.
+    Social,
+    /// Notes, tasks and work tools.
+    Productivity,
+    /// Chat and messaging.
+    Messaging,
+    /// Music and podcasts.
+    Music,
+    /// Films and series.
+    Video,
+    /// Banking and payments.
+    Finance,
+    /// Purchases.
+    Shopping,
+    /// Health records.
+    Health,
+    /// Workouts and activity.
+    Fitness,
+    /// Developer tools.
+    Developer,
+}

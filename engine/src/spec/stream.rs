@@ -1,0 +1,440 @@
+//! A stream: the requests that fetch one kind of record, and how each record becomes a model.
+//!
+//! A stream's record handling (`decode`, `records`, `id`, `map`, `deleted`) does not depend on
+//! where the bytes come from. Today the source is always `request` (HTTP); a data-export archive
+//! source (files in a zip or folder) will be a second, mutually exclusive key beside `request`,
+//! sharing everything else.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::values::{Condition, Duration, JsonPath, Template, ValueSource};
+use crate::models::ModelKind;
+
+/// One kind of record fetched from the provider and mapped onto one Hypernet model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stream {
+    /// What the stream imports, for people reading the spec and the catalog.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The Hypernet model each record becomes. A stream without one only feeds its substreams
+    /// (a calendar list whose calendars each start an events run); its records are not stored.
+    #[serde(default)]
+    pub model: Option<ModelKind>,
+    /// For a substream: the stream whose records each start one run of this one.
+    #[serde(default)]
+    pub parent: Option<Parent>,
+    /// The HTTP request for the first page.
+    pub request: Request,
+    /// How the next page is requested.
+    #[serde(default)]
+    pub paginate: Paginate,
+    /// The body format.
+    #[serde(default)]
+    pub decode: Decode,
+    /// Selects the records in a decoded page: each node it selects is one record. `$` makes the
+    /// whole body one record; `$.items[*]` makes each element of `items` one.
+    pub records: JsonPath,
+    /// The record's id at the provider, unique within this stream's model.
+    pub id: ValueSource,
+    /// Model field → where its value comes from. Required with `model`, absent without.
+    #[serde(default)]
+    pub map: IndexMap<String, FieldMapping>,
+    /// How later runs fetch only what changed.
+    #[serde(default)]
+    pub incremental: Option<Incremental>,
+    /// True for a record that says it was deleted at the provider; the stored record is kept
+    /// and marked deleted. `record` is the raw record.
+    #[serde(default)]
+    pub deleted: Option<Condition>,
+}
+
+/// Links a substream to its parent stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Parent {
+    /// The parent stream's name.
+    pub stream: String,
+    /// Values taken from each parent record, seen by this stream's templates as `parent.<name>`.
+    pub fields: IndexMap<String, ValueSource>,
+}
+
+/// An HTTP request. Every value may be a template over `config`, `secrets`, `state`, `parent`
+/// and `page`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// The HTTP method.
+    #[serde(default)]
+    pub method: Method,
+    /// A path below `base_url`, or an absolute https URL on one of `allowed_hosts`.
+    pub path: Template,
+    /// Query parameters. A parameter whose value renders empty is left out.
+    #[serde(default)]
+    pub query: IndexMap<String, Template>,
+    /// Request headers, added to the connector's `headers`.
+    #[serde(default)]
+    pub headers: IndexMap<String, Template>,
+    /// The request body.
+    #[serde(default)]
+    pub body: Option<Body>,
+}
+
+/// An HTTP method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    /// GET.
+    #[default]
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// PATCH.
+    Patch,
+}
+
+/// A request body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Body {
+    /// A JSON document; every string in it is a template.
+    Json(serde_json::Value),
+    /// An `application/x-www-form-urlencoded` form.
+    Form(IndexMap<String, Template>),
+}
+
+/// Where a paginator or an incremental cursor puts its value in the next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamLocation {
+    /// A query parameter.
+    #[default]
+    Query,
+    /// A top-level field of the JSON body.
+    Body,
+}
+
+/// How the next page is requested. `kind` picks the strategy. Every strategy also stops when a
+/// page has no records or when `stop_when` (over `response` and `page`) is true.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Paginate {
+    /// One request; no further pages.
+    #[default]
+    None,
+    /// A token from each page is sent with the next request (`pageToken`, `start_cursor`).
+    /// Stops when the token is missing, null or empty.
+    Cursor {
+        /// Where the token is in the decoded page.
+        token: JsonPath,
+        /// The parameter or body field that carries the token.
+        param: String,
+        /// Where `param` goes.
+        #[serde(default)]
+        location: ParamLocation,
+        /// A different request for the pages after the first, such as Dropbox's
+        /// `list_folder/continue`; its templates see the token as `page.token`.
+        #[serde(default)]
+        next_request: Option<Box<Request>>,
+        /// Stop early when this is true.
+        #[serde(default)]
+        stop_when: Option<Condition>,
+    },
+    /// Each page names the URL of the next (`paging.next`, `@odata.nextLink`, a `Link` header).
+    /// Stops when there is none. The URL's host must be one of `allowed_hosts`.
+    NextUrl {
+        /// Where the next URL is.
+        from: NextUrlSource,
+        /// Stop early when this is true.
+        #[serde(default)]
+        stop_when: Option<Condition>,
+    },
+    /// An offset that grows by `limit` each page. Stops on a page shorter than `limit`.
+    OffsetLimit {
+        /// The offset parameter.
+        offset_param: String,
+        /// The page size parameter.
+        limit_param: String,
+        /// The page size requested.
+        limit: u32,
+        /// Where the parameters go.
+        #[serde(default)]
+        location: ParamLocation,
+        /// Stop early when this is true.
+        #[serde(default)]
+        stop_when: Option<Condition>,
+    },
+    /// A page number that grows by one each page. Stops on an empty page, or on one shorter
+    /// than `size` when `size` is set.
+    PageNumber {
+        /// The page number parameter.
+        page_param: String,
+        /// The first page's number.
+        #[serde(default = "default_first_page")]
+        start: u32,
+        /// The page size parameter, where the API takes one.
+        #[serde(default)]
+        size_param: Option<String>,
+        /// The page size requested.
+        #[serde(default)]
+        size: Option<u32>,
+        /// Stop early when this is true.
+        #[serde(default)]
+        stop_when: Option<Condition>,
+    },
+}
+
+fn default_first_page() -> u32 {
+    1
+}
+
+impl Paginate {
+    /// The `kind` name as written in specs.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Cursor { .. } => "cursor",
+            Self::NextUrl { .. } => "next_url",
+            Self::OffsetLimit { .. } => "offset_limit",
+            Self::PageNumber { .. } => "page_number",
+        }
+    }
+}
+
+/// Where a page names the next page's URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum NextUrlSource {
+    /// A JSONPath into the decoded page.
+    Body(JsonPath),
+    /// The `rel="next"` link of the RFC 8288 `Link` header.
+    LinkHeader(LinkHeaderMarker),
+}
+
+/// The `link_header` value: the only accepted value is `next`, the relation followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkHeaderMarker {
+    /// Follow `rel="next"`.
+    Next,
+}
+
+/// The format of response bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Decode {
+    /// One JSON document.
+    #[default]
+    Json,
+    /// One JSON document per line; the page is the array of them.
+    Jsonl,
+    /// CSV with a header row; the page is an array of objects keyed by the header.
+    Csv,
+    /// XML; elements become objects, attributes `@name` keys, text `$text`.
+    Xml,
+}
+
+/// Where a model field's value comes from: a JSONPath (`$.title`) or a template, written alone,
+/// or as `from` with a conversion and a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum FieldMapping {
+    /// A JSONPath (starting with `$`) or a template, converted by the field's type.
+    Short(ValueSource),
+    /// A source with an explicit conversion and/or default.
+    Full(FieldRule),
+}
+
+impl FieldMapping {
+    /// Where the value comes from.
+    pub fn source(&self) -> &ValueSource {
+        match self {
+            Self::Short(source) => source,
+            Self::Full(rule) => &rule.from,
+        }
+    }
+
+    /// The explicit conversion, if any.
+    pub fn conversion(&self) -> Option<Conversion> {
+        match self {
+            Self::Short(_) => None,
+            Self::Full(rule) => rule.conversion,
+        }
+    }
+}
+
+/// A field mapping with a conversion or a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldRule {
+    /// A JSONPath (starting with `$`) or a template.
+    pub from: ValueSource,
+    /// How the raw value becomes the field's value; by default the field's own type decides.
+    #[serde(default, rename = "as")]
+    pub conversion: Option<Conversion>,
+    /// The value used when the source selects nothing or null.
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+}
+
+/// A typed conversion of a raw value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Conversion {
+    /// Text as it is; numbers and booleans as their JSON text.
+    String,
+    /// A whole number from a JSON number or a decimal string (int64 sent as a string).
+    Integer,
+    /// A number from a JSON number or a numeric string.
+    Number,
+    /// `true`/`false` from a JSON boolean or the strings `true`/`false`.
+    Boolean,
+    /// A date-time from epoch seconds, as a number or a string, fractions allowed (Slack `ts`).
+    EpochSeconds,
+    /// A date-time from epoch milliseconds, as a number or a string (Gmail `internalDate`).
+    EpochMillis,
+    /// A date-time from RFC 3339, with or without fractional seconds.
+    Rfc3339,
+    /// A date-time from RFC 2822 (email `Date` headers).
+    Rfc2822,
+    /// A calendar date from `YYYY-MM-DD` (all-day events).
+    Date,
+    /// Text with HTML entities decoded (Gmail snippets).
+    HtmlUnescape,
+    /// The raw JSON value, unchanged.
+    Json,
+}
+
+impl Conversion {
+    /// The kind of value the conversion produces.
+    pub fn output(self) -> ValueKind {
+        match self {
+            Self::String | Self::HtmlUnescape => ValueKind::String,
+            Self::Integer => ValueKind::Integer,
+            Self::Number => ValueKind::Number,
+            Self::Boolean => ValueKind::Boolean,
+            Self::EpochSeconds | Self::EpochMillis | Self::Rfc3339 | Self::Rfc2822 => {
+                ValueKind::DateTime
+            }
+            Self::Date => ValueKind::Date,
+            Self::Json => ValueKind::Any,
+        }
+    }
+}
+
+/// The kinds of value a model field holds and a conversion produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueKind {
+    /// Text.
+    String,
+    /// A whole number.
+    Integer,
+    /// Any number.
+    Number,
+    /// True or false.
+    Boolean,
+    /// An RFC 3339 date-time.
+    DateTime,
+    /// A calendar date.
+    Date,
+    /// A calendar date or an RFC 3339 date-time (event start and end).
+    DateOrDateTime,
+    /// A list.
+    Array,
+    /// An object.
+    Object,
+    /// Anything (raw JSON).
+    Any,
+}
+
+impl ValueKind {
+    /// Whether a value of kind `self` can be stored in a field of kind `field`.
+    pub fn fits(self, field: ValueKind) -> bool {
+        self == field
+            || self == Self::Any
+            || field == Self::Any
+            || (self == Self::Integer && field == Self::Number)
+            || (matches!(self, Self::Date | Self::DateTime) && field == Self::DateOrDateTime)
+    }
+
+    /// The name used in messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::String => "text",
+            Self::Integer => "a whole number",
+            Self::Number => "a number",
+            Self::Boolean => "a boolean",
+            Self::DateTime => "a date-time",
+            Self::Date => "a date",
+            Self::DateOrDateTime => "a date or a date-time",
+            Self::Array => "a list",
+            Self::Object => "an object",
+            Self::Any => "any value",
+        }
+    }
+}
+
+/// How later runs fetch only what changed. `kind` picks the mechanism.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Incremental {
+    /// The newest value of a record field is remembered and sent on the next run, minus
+    /// `lookback` (`updated_min`, Strava's `after`). Templates see it as `state.cursor`.
+    Cursor {
+        /// The record field that grows with each change, such as `$.updated_at`.
+        field: JsonPath,
+        /// The parameter that carries the remembered value.
+        param: String,
+        /// Where `param` goes.
+        #[serde(default)]
+        location: ParamLocation,
+        /// How the value is written in the request.
+        #[serde(default)]
+        format: CursorFormat,
+        /// How far back from the remembered value the next run starts, to catch late writes.
+        #[serde(default = "zero_duration")]
+        lookback: Duration,
+    },
+    /// The provider hands out a token on the last page (`nextSyncToken`, a Dropbox cursor) that
+    /// returns only changes when sent back. Templates see it as `state.sync_token`.
+    SyncToken {
+        /// Where the token is in the decoded page.
+        token: JsonPath,
+        /// The parameter that carries it.
+        param: String,
+        /// Where `param` goes.
+        #[serde(default)]
+        location: ParamLocation,
+        /// HTTP statuses that mean the token expired and a full sync is needed (Google: 410).
+        #[serde(default = "default_reset_statuses")]
+        reset_on: Vec<u16>,
+    },
+}
+
+fn zero_duration() -> Duration {
+    Duration::from_secs(0)
+}
+
+fn default_reset_statuses() -> Vec<u16> {
+    vec![410]
+}
+
+/// How an incremental cursor value is written in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CursorFormat {
+    /// RFC 3339 (`2026-01-02T03:04:05Z`).
+    #[default]
+    Rfc3339,
+    /// Epoch seconds.
+    EpochSeconds,
+    /// Epoch milliseconds.
+    EpochMillis,
+    /// The value exactly as the record had it.
+    Raw,
+}

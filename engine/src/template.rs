@@ -1,0 +1,130 @@
+//! The sandbox in which spec templates and conditions run.
+//!
+//! Specs come from community contributors, so templates get no file system, no includes, no
+//! network and a fuel limit that bounds the work any one render may do. The same environment
+//! compiles templates for `connector validate` and renders them at run time, so what validates
+//! is exactly what runs.
+
+use std::collections::BTreeSet;
+
+use minijinja::{Environment, UndefinedBehavior};
+
+/// Instructions one render may execute: generous for string building, fatal to runaway loops.
+pub const FUEL_PER_RENDER: u64 = 50_000;
+
+/// A fresh sandboxed environment with the engine's settings.
+pub fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_fuel(Some(FUEL_PER_RENDER));
+    // A missing `record.field` renders empty rather than failing the record; a missing
+    // top-level variable is caught by `connector validate` instead.
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    // Values go into URLs, headers and JSON, never HTML; escaping is the caller's business.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env
+}
+
+/// Why a template or condition does not compile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CompileError(String);
+
+fn compile_error(error: &minijinja::Error) -> CompileError {
+    let mut text = error.kind().to_string();
+    if let Some(detail) = error.detail() {
+        text = format!("{text}: {detail}");
+    }
+    if let Some(line) = error.line().filter(|line| *line > 1) {
+        text = format!("{text} (line {line} of the template)");
+    }
+    CompileError(text)
+}
+
+/// The variables a template reads, as dotted paths (`config.workspace_id`, `record`).
+pub fn template_variables(
+    env: &Environment<'_>,
+    source: &str,
+) -> Result<BTreeSet<String>, CompileError> {
+    let template = env
+        .template_from_str(source)
+        .map_err(|error| compile_error(&error))?;
+    Ok(template.undeclared_variables(true).into_iter().collect())
+}
+
+/// The variables a condition (a minijinja expression) reads.
+pub fn condition_variables(
+    env: &Environment<'_>,
+    source: &str,
+) -> Result<BTreeSet<String>, CompileError> {
+    let expression = env
+        .compile_expression(source)
+        .map_err(|error| compile_error(&error))?;
+    Ok(expression.undeclared_variables(true).into_iter().collect())
+}
+
+/// Whether a template is plain text that renders as itself.
+pub fn is_literal(source: &str) -> bool {
+    !(source.contains("{{") || source.contains("{%") || source.contains("{#"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_are_listed_with_their_attributes() {
+        let env = environment();
+        let variables = template_variables(
+            &env,
+            "{{ config.workspace_id }}/{{ record.id }}{% for x in page.items %}{{ x }}{% endfor %}",
+        )
+        .unwrap();
+        assert!(variables.contains("config.workspace_id"));
+        assert!(variables.contains("record.id"));
+        assert!(variables.contains("page.items"));
+        assert!(!variables.iter().any(|name| name == "x"));
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        let env = environment();
+        assert!(template_variables(&env, "{{ record.id ").is_err());
+        assert!(condition_variables(&env, "record.status ==").is_err());
+        assert_eq!(
+            condition_variables(&env, "record.status == 'cancelled'")
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["record.status"]
+        );
+    }
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel() {
+        let env = environment();
+        let template = env
+            .template_from_str(
+                "{% for a in range(1000) %}{% for b in range(1000) %}x{% endfor %}{% endfor %}",
+            )
+            .unwrap();
+        let error = template.render(()).unwrap_err();
+        assert_eq!(error.kind(), minijinja::ErrorKind::OutOfFuel);
+    }
+
+    #[test]
+    fn templates_cannot_include_other_files() {
+        // `include` is compiled out (no `multi_template` feature) and no loader is set, so a
+        // spec can never read a file, whichever of the two stops it.
+        let env = environment();
+        let outcome = env
+            .template_from_str("{% include '/etc/passwd' %}")
+            .and_then(|template| template.render(()));
+        assert!(outcome.is_err());
+    }
+
+    #[test]
+    fn literals_are_recognised() {
+        assert!(is_literal("photo"));
+        assert!(!is_literal("{{ record.kind }}"));
+    }
+}
