@@ -240,7 +240,13 @@ impl Checker<'_> {
             );
             return None;
         }
-        if on_allowed_host {
+        // With a malformed `allowed_hosts` entry, that entry is the one problem to report.
+        let hosts_well_formed = self
+            .spec
+            .allowed_hosts
+            .iter()
+            .all(|pattern| is_host_pattern(pattern.as_str()));
+        if on_allowed_host && hosts_well_formed {
             let host = url.host_str().unwrap_or_default();
             if !self
                 .spec
@@ -594,7 +600,9 @@ impl Checker<'_> {
                         shown.push(next);
                         self.push(
                             Problem::at(
-                                pointer(&["streams", current, "parent", "stream"]),
+                                // The walk started at the cycle's first-declared stream; its
+                                // parent link is the likely surprise.
+                                pointer(&["streams", cycle[0], "parent", "stream"]),
                                 format!("parents form a cycle: {}", shown.join(" → ")),
                             )
                             .expected("parent links that end at a stream without a parent"),
@@ -805,13 +813,21 @@ impl Checker<'_> {
                     .expected("`model:` naming the model these fields belong to"),
                 );
             }
-            let feeds = self.spec.streams.values().any(|other| {
+            let streams = &self.spec.streams;
+            let feeds = streams.values().any(|other| {
                 other
                     .parent
                     .as_ref()
                     .is_some_and(|parent| parent.stream == name)
             });
-            if !feeds {
+            // A misspelt `parent.stream` elsewhere is reported there; this would only echo it.
+            let dangling = streams.values().any(|other| {
+                other
+                    .parent
+                    .as_ref()
+                    .is_some_and(|parent| !streams.contains_key(&parent.stream))
+            });
+            if !feeds && !dangling {
                 self.push(
                     Problem::at(
                         base,
@@ -895,7 +911,7 @@ impl Checker<'_> {
         for name in missing {
             let description = model
                 .field(name)
-                .map_or("", |field| field.description.trim());
+                .map_or(String::new(), |field| sentence_fragment(field.description));
             self.push(
                 Problem::at(
                     format!("{base}/map"),
@@ -987,20 +1003,29 @@ impl Checker<'_> {
                 && !names.iter().any(|name| name == attribute)
             {
                 let mut message = format!(
-                    "the {what} reads `{root}.{attribute}`, but there is no {kind} `{attribute}` (they come from {source})"
+                    "the {what} reads `{root}.{attribute}`, but there is no {kind} `{attribute}`"
                 );
                 if let Some(close) = did_you_mean(attribute, names.iter().map(String::as_str)) {
                     message = format!("{message} (did you mean `{root}.{close}`?)");
                 }
                 let expected = if names.is_empty() {
-                    format!("no `{root}.` variables here")
+                    format!("no `{root}.` variables here; they come from {source}")
                 } else {
-                    format!("`{root}.` followed by {}", one_of(names))
+                    format!("`{root}.` followed by {}, from {source}", one_of(names))
                 };
                 self.push(Problem::at(at, message).expected(expected));
             }
         }
     }
+}
+
+/// A doc sentence as a fragment inside a message: lower-case start, no final period.
+fn sentence_fragment(text: &str) -> String {
+    let text = text.trim().trim_end_matches('.');
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_lowercase().chain(chars).collect()
+    })
 }
 
 fn is_host_pattern(text: &str) -> bool {

@@ -82,7 +82,7 @@ pub struct ConnectorSpec {
     #[serde(default)]
     pub schedule: Schedule,
     /// The streams, by name (lower case letters, digits and `_`).
-    #[schemars(length(min = 1))]
+    #[schemars(extend("minProperties" = 1, "x-expected" = "at least one stream"))]
     pub streams: IndexMap<String, Stream>,
 }
 

@@ -85,9 +85,22 @@ impl Explainer<'_> {
                 out.push(problem);
             }
             ValidationErrorKind::Type { kind } => {
-                let expected = self
+                let mut expected = self
                     .hint(parent_path(schema_path))
                     .unwrap_or_else(|| type_names(kind));
+                // `version: 1.0` and `param: 2` are text to the author but numbers to YAML.
+                let wants_text = matches!(kind, TypeKind::Single(jsonschema::JsonType::String));
+                if wants_text && (instance.is_number() || instance.is_boolean()) {
+                    expected = format!(
+                        "{expected}: YAML reads this as a {}, quote it (\"{}\")",
+                        if instance.is_number() {
+                            "number"
+                        } else {
+                            "boolean"
+                        },
+                        instance
+                    );
+                }
                 out.push(
                     Problem::at(pointer, format!("found {}", describe_value(instance)))
                         .expected(expected),
@@ -114,7 +127,8 @@ impl Explainer<'_> {
                 out.push(self.not_a_choice(pointer, instance, &choices));
             }
             ValidationErrorKind::MinLength { limit: 1 }
-            | ValidationErrorKind::MinItems { limit: 1 } => {
+            | ValidationErrorKind::MinItems { limit: 1 }
+            | ValidationErrorKind::MinProperties { limit: 1 } => {
                 let what = self
                     .hint(parent_path(schema_path))
                     .unwrap_or_else(|| "at least one entry".to_owned());
