@@ -21,6 +21,10 @@ struct Cli {
 enum Command {
     /// Check connector specs and report every problem as file:line:column.
     Validate(commands::validate::Args),
+    /// Run connectors against their recorded fixtures and compare with their snapshots.
+    Test(commands::test::Args),
+    /// Import a connector's records into an SQLite file, from the sandbox or the real API.
+    Sync(commands::sync::Args),
     /// Print the connector JSON Schema, or write and check all generated files.
     Schema(commands::schema::Args),
 }
@@ -36,11 +40,26 @@ pub enum Outcome {
     UsageError,
 }
 
+fn with_runtime(work: impl std::future::Future<Output = Outcome>) -> Outcome {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(work),
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            Outcome::Problems
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Validate(args) => commands::validate::run(&args),
         Command::Schema(args) => commands::schema::run(&args),
+        Command::Test(args) => with_runtime(commands::test::run(&args)),
+        Command::Sync(args) => with_runtime(commands::sync::run(&args)),
     };
     match outcome {
         Outcome::Success => ExitCode::SUCCESS,

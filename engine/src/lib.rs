@@ -8,7 +8,22 @@
 //! - [`template`]: the sandbox that templates and conditions run in;
 //! - [`schema`]: the generated JSON Schemas and reference pages.
 
+pub mod auth;
+pub mod convert;
+pub mod decode;
+pub mod events;
+pub mod extract;
+pub mod http;
+pub mod map;
 pub mod models;
+pub mod paginate;
+pub mod ratelimit;
+pub mod replay;
+pub mod request;
+pub mod sandbox;
 pub mod schema;
 pub mod spec;
+pub mod store;
+pub mod sync;
 pub mod template;
+pub mod validate;

@@ -62,6 +62,72 @@ pub fn condition_variables(
     Ok(expression.undeclared_variables(true).into_iter().collect())
 }
 
+/// Templates and conditions compiled once per run and rendered by id.
+///
+/// Conditions are stored as `{% if (...) %}1{% endif %}` templates so that nothing borrows the
+/// environment and the registry can be shared across tasks.
+#[derive(Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+    count: usize,
+}
+
+/// A compiled template or condition in a [`Templates`] registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateId(String);
+
+/// A render that failed: a runtime error in a template (out of fuel, a failing filter).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct RenderError(String);
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self {
+            env: environment(),
+            count: 0,
+        }
+    }
+}
+
+impl Templates {
+    /// Compiles a template.
+    pub fn add(&mut self, source: &str) -> Result<TemplateId, CompileError> {
+        self.count += 1;
+        let name = format!("t{}", self.count);
+        self.env
+            .add_template_owned(name.clone(), source.to_owned())
+            .map_err(|error| compile_error(&error))?;
+        Ok(TemplateId(name))
+    }
+
+    /// Compiles a condition.
+    pub fn add_condition(&mut self, source: &str) -> Result<TemplateId, CompileError> {
+        // Compile the expression alone first so its errors point at the author's text.
+        self.env
+            .compile_expression(source)
+            .map_err(|error| compile_error(&error))?;
+        self.add(&format!("{{% if ({source}) %}}1{{% endif %}}"))
+    }
+
+    /// Renders a template with `context`.
+    pub fn render(
+        &self,
+        id: &TemplateId,
+        context: &minijinja::Value,
+    ) -> Result<String, RenderError> {
+        self.env
+            .get_template(&id.0)
+            .and_then(|template| template.render(context))
+            .map_err(|error| RenderError(error.to_string()))
+    }
+
+    /// Evaluates a condition with `context`.
+    pub fn test(&self, id: &TemplateId, context: &minijinja::Value) -> Result<bool, RenderError> {
+        self.render(id, context).map(|text| text == "1")
+    }
+}
+
 /// Whether a template is plain text that renders as itself.
 pub fn is_literal(source: &str) -> bool {
     !(source.contains("{{") || source.contains("{%") || source.contains("{#"))
@@ -120,6 +186,32 @@ mod tests {
             .template_from_str("{% include '/etc/passwd' %}")
             .and_then(|template| template.render(()));
         assert!(outcome.is_err());
+    }
+
+    #[test]
+    fn registered_templates_and_conditions_render() {
+        let mut templates = Templates::default();
+        let path = templates
+            .add("/calendars/{{ parent.id | urlencode }}/events")
+            .unwrap();
+        let cancelled = templates
+            .add_condition("record.status == 'cancelled'")
+            .unwrap();
+        let context = minijinja::context! { parent => minijinja::context! { id => "a b@c" }, record => minijinja::context! { status => "cancelled" } };
+        assert_eq!(
+            templates.render(&path, &context).unwrap(),
+            "/calendars/a%20b%40c/events"
+        );
+        assert!(templates.test(&cancelled, &context).unwrap());
+        assert!(
+            !templates
+                .test(
+                    &cancelled,
+                    &minijinja::context! { record => minijinja::context! { status => "confirmed" } }
+                )
+                .unwrap()
+        );
+        assert!(templates.add_condition("record.status =").is_err());
     }
 
     #[test]

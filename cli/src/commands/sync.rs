@@ -1,0 +1,253 @@
+//! `connector sync CONNECTOR`: import records into an SQLite file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use engine::auth::StaticAuth;
+use engine::events::Totals;
+use engine::http::{ClientOptions, HttpClient, Transport};
+use engine::ratelimit::RateLimitRegistry;
+use engine::sandbox::{ConnectorFiles, SANDBOX_ACCESS_TOKEN, Sandbox, sandbox_config};
+use engine::spec;
+use engine::store::SqliteStore;
+use engine::sync::{CompiledConnector, Integration, SyncRun};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::progress::Progress;
+use crate::Outcome;
+
+/// Arguments of `connector sync`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The connector: an id (a folder under `--connectors-root`) or a path.
+    connector: String,
+    /// Use the built-in sandbox (the connector's fixtures) instead of the real API.
+    #[arg(long)]
+    sandbox: bool,
+    /// The SQLite file to write to (created if missing).
+    #[arg(long, default_value = "hypernet.sqlite")]
+    db: PathBuf,
+    /// An access token for OAuth connectors (real API). Also read from HYPERNET_ACCESS_TOKEN.
+    #[arg(long, env = "HYPERNET_ACCESS_TOKEN", hide_env_values = true)]
+    access_token: Option<String>,
+    /// A config or secret value, as NAME=VALUE (repeatable). Secrets are better passed through
+    /// the environment as HYPERNET_CONFIG_<NAME>.
+    #[arg(long = "config", value_name = "NAME=VALUE")]
+    config: Vec<String>,
+    /// Only these root streams (repeatable); default: all.
+    #[arg(long = "stream", value_name = "NAME")]
+    streams: Vec<String>,
+    /// The Hypernet user the records belong to.
+    #[arg(long, default_value = "local")]
+    user: String,
+    /// Print a JSON summary instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The folder of connectors.
+    #[arg(long, default_value = "connectors")]
+    connectors_root: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary<'a> {
+    connector: &'a str,
+    database: &'a std::path::Path,
+    sandbox: bool,
+    seconds: f64,
+    #[serde(flatten)]
+    totals: Totals,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<String>,
+}
+
+fn config_values(spec: &spec::ConnectorSpec, args: &Args) -> Result<Map<String, Value>, String> {
+    let mut values = Map::new();
+    for name in spec.config.keys() {
+        if let Ok(value) = std::env::var(format!("HYPERNET_CONFIG_{}", name.to_uppercase())) {
+            values.insert(name.clone(), Value::String(value));
+        }
+    }
+    for pair in &args.config {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`--config {pair}` is not NAME=VALUE"))?;
+        values.insert(name.to_owned(), Value::String(value.to_owned()));
+    }
+    Ok(values)
+}
+
+/// Runs the command.
+pub async fn run(args: &Args) -> Outcome {
+    let files = match ConnectorFiles::locate(&args.connector, &args.connectors_root) {
+        Ok(files) => files,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Outcome::UsageError;
+        }
+    };
+    let spec = match spec::load(&files.spec) {
+        Ok(spec) => Arc::new(spec),
+        Err(error) => {
+            eprintln!("{error}");
+            return Outcome::Problems;
+        }
+    };
+    let mut given = match config_values(&spec, args) {
+        Ok(values) => values,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Outcome::UsageError;
+        }
+    };
+    let sandbox = if args.sandbox {
+        for (name, value) in sandbox_config(&spec) {
+            given.entry(name).or_insert(value);
+        }
+        match Sandbox::start(&files).await {
+            Ok(sandbox) => Some(sandbox),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return Outcome::Problems;
+            }
+        }
+    } else {
+        None
+    };
+    let integration_id = format!("{}:{}", spec.id, args.user);
+    let integration = match Integration::configure(&spec, &args.user, &integration_id, &given) {
+        Ok(integration) => integration,
+        Err(error) => {
+            eprintln!(
+                "error: {}: config value {error}; pass it with --config NAME=VALUE",
+                spec.id
+            );
+            return Outcome::UsageError;
+        }
+    };
+    let token = if sandbox.is_some() {
+        Some(SANDBOX_ACCESS_TOKEN)
+    } else {
+        args.access_token.as_deref()
+    };
+    let auth = match StaticAuth::prepare(&spec.auth, &integration.credentials_context(), token) {
+        Ok(auth) => auth,
+        Err(error) => {
+            eprintln!("error: {}: {error}", spec.id);
+            return Outcome::UsageError;
+        }
+    };
+    let connector = match CompiledConnector::compile(Arc::clone(&spec)) {
+        Ok(connector) => connector,
+        Err(error) => {
+            eprintln!("error: {}: {error}", spec.id);
+            return Outcome::Problems;
+        }
+    };
+    let transport = sandbox
+        .as_ref()
+        .map_or(Transport::Direct, Sandbox::transport);
+    let registry = RateLimitRegistry::default();
+    let http = match HttpClient::new(
+        spec.allowed_hosts.clone(),
+        spec.retry.clone(),
+        registry.gate(&spec, &integration_id),
+        ClientOptions {
+            transport,
+            ..ClientOptions::default()
+        },
+    ) {
+        Ok(http) => http,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Outcome::Problems;
+        }
+    };
+    let mut store = match SqliteStore::open(&args.db).await {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("error: cannot open {}: {error}", args.db.display());
+            return Outcome::Problems;
+        }
+    };
+
+    let started = Instant::now();
+    let progress = Progress::new(&format!("syncing {}", spec.id), args.json);
+    let result = SyncRun::new(
+        &connector,
+        &integration,
+        &http,
+        &auth,
+        &progress,
+        &mut store,
+    )
+    .run(&args.streams)
+    .await;
+    progress.finish();
+    let summary = Summary {
+        connector: &spec.id,
+        database: &args.db,
+        sandbox: args.sandbox,
+        seconds: started.elapsed().as_secs_f64(),
+        totals: progress.counters().totals(),
+        error: result.as_ref().err().map(ToString::to_string),
+        hint: result.as_ref().err().map(|error| error.hint()),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+    } else {
+        print_summary(&summary);
+    }
+    if result.is_ok() {
+        Outcome::Success
+    } else {
+        Outcome::Problems
+    }
+}
+
+fn print_summary(summary: &Summary<'_>) {
+    let totals = &summary.totals;
+    let written = &totals.written;
+    if let Some(error) = &summary.error {
+        eprintln!("error: {error}");
+        if let Some(hint) = &summary.hint {
+            eprintln!("  what to do: {hint}");
+        }
+        eprintln!(
+            "  records already imported are kept in {}",
+            summary.database.display()
+        );
+    }
+    println!(
+        "{}{}: {} records in {:.1}s → {}",
+        summary.connector,
+        if summary.sandbox { " (sandbox)" } else { "" },
+        totals.records,
+        summary.seconds,
+        summary.database.display()
+    );
+    println!(
+        "  new {} · updated {} · unchanged {} · deleted {} · rejected {}",
+        written.new, written.updated, written.unchanged, written.deleted, written.rejected
+    );
+    println!(
+        "  pages {} · requests {} · retries {} · rate-limit waits {} ({:.1}s)",
+        totals.pages,
+        totals.requests,
+        totals.retries,
+        totals.rate_limit_waits,
+        totals.rate_limit_wait_ms as f64 / 1000.0
+    );
+    if written.rejected > 0 {
+        println!(
+            "  {} records did not fit their model; they are kept with the reason in the `rejects` table",
+            written.rejected
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! `connector test [CONNECTOR...]`: every stream against its recorded fixtures, compared with
+//! the snapshots beside the connector.
+
+use std::path::PathBuf;
+
+use engine::sandbox::{ConnectorFiles, TestReport, test_connector};
+
+use super::progress::Progress;
+use crate::Outcome;
+
+/// Arguments of `connector test`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Connector ids (folders under `--connectors`) or paths. Default: every connector with
+    /// fixtures.
+    connectors: Vec<String>,
+    /// Write this run's records as the new snapshots.
+    #[arg(long)]
+    accept: bool,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The folder of connectors.
+    #[arg(long, default_value = "connectors")]
+    connectors_root: PathBuf,
+}
+
+/// Runs the command.
+pub async fn run(args: &Args) -> Outcome {
+    let names: Vec<String> = if args.connectors.is_empty() {
+        let mut found: Vec<String> = std::fs::read_dir(&args.connectors_root)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|entry| entry.path().join("fixtures").is_dir())
+                    .map(|entry| entry.path().display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        found
+    } else {
+        args.connectors.clone()
+    };
+    if names.is_empty() {
+        eprintln!(
+            "error: no connectors with fixtures under {}",
+            args.connectors_root.display()
+        );
+        return Outcome::UsageError;
+    }
+    let mut reports = Vec::new();
+    for name in &names {
+        let files = match ConnectorFiles::locate(name, &args.connectors_root) {
+            Ok(files) => files,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return Outcome::UsageError;
+            }
+        };
+        let progress = Progress::new(&format!("testing {name}"), args.json);
+        let report = test_connector(&files, args.accept, &progress).await;
+        progress.finish();
+        match report {
+            Ok(report) => reports.push(report),
+            Err(error) => {
+                eprintln!("error: {name}: {error}");
+                return Outcome::Problems;
+            }
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reports).unwrap_or_default()
+        );
+    } else {
+        for report in &reports {
+            print_report(report);
+        }
+    }
+    if reports.iter().all(|report| report.passed) {
+        Outcome::Success
+    } else {
+        Outcome::Problems
+    }
+}
+
+fn print_report(report: &TestReport) {
+    let verdict = if report.passed { "ok" } else { "FAILED" };
+    println!("{}: {verdict}", report.connector);
+    for stream in &report.streams {
+        println!("  stream {}: {}", stream.stream, stream.status);
+        if let Some(diff) = &stream.diff {
+            for line in diff.lines() {
+                println!("    {line}");
+            }
+        }
+    }
+    for fixture in &report.unused_fixtures {
+        println!("  fixture never requested: {fixture}");
+    }
+    for request in &report.unmatched_requests {
+        println!("  request without a fixture: {request}");
+    }
+    if let Some(error) = &report.error {
+        println!("  sync failed: {error}");
+    }
+    if report
+        .streams
+        .iter()
+        .any(|stream| stream.status == "new" || stream.status == "differs")
+    {
+        println!(
+            "  review the diff, then run `connector test {} --accept` to keep this run as the snapshot",
+            report.connector
+        );
+    }
+}

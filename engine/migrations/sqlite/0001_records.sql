@@ -1,0 +1,26 @@
+-- Imported records, one row per (platform, model, provider id). `data` is the model record as
+-- JSON (provenance included); `content_hash` lets an unchanged record go unwritten.
+CREATE TABLE records (
+    source_platform  TEXT NOT NULL,
+    model            TEXT NOT NULL,
+    source_object_id TEXT NOT NULL,
+    user_id          TEXT NOT NULL,
+    integration_id   TEXT NOT NULL,
+    data             TEXT NOT NULL,
+    content_hash     TEXT NOT NULL,
+    first_seen_at    TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    deleted_at       TEXT,
+    PRIMARY KEY (source_platform, model, source_object_id)
+) WITHOUT ROWID;
+
+-- Records that could not be mapped or did not fit their model: never dropped silently.
+CREATE TABLE rejects (
+    id               INTEGER PRIMARY KEY,
+    source_platform  TEXT NOT NULL,
+    stream           TEXT NOT NULL,
+    source_object_id TEXT,
+    reason           TEXT NOT NULL,
+    raw              TEXT NOT NULL,
+    seen_at          TEXT NOT NULL
+);

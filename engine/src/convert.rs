@@ -1,0 +1,276 @@
+//! Typed conversions of raw values into model field values.
+
+use std::str::FromStr;
+
+use serde_json::{Number, Value};
+
+use crate::spec::{Conversion, ValueKind};
+
+/// How a field's raw value is converted: as the spec says, or as the field's type implies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Converter {
+    /// The spec's explicit `as:`.
+    Explicit(Conversion),
+    /// The field's own type decides.
+    ByKind(ValueKind),
+}
+
+impl Converter {
+    /// Converts `value`; the error says what was found and what was expected.
+    pub fn apply(self, value: &Value) -> Result<Value, String> {
+        match self {
+            Self::Explicit(conversion) => convert(conversion, value),
+            Self::ByKind(kind) => match kind {
+                ValueKind::String => convert(Conversion::String, value),
+                ValueKind::Integer => convert(Conversion::Integer, value),
+                ValueKind::Number => convert(Conversion::Number, value),
+                ValueKind::Boolean => convert(Conversion::Boolean, value),
+                ValueKind::DateTime => convert(Conversion::Rfc3339, value),
+                ValueKind::Date => convert(Conversion::Date, value),
+                ValueKind::DateOrDateTime => match value.as_str() {
+                    Some(text) if text.len() == 10 => convert(Conversion::Date, value),
+                    _ => convert(Conversion::Rfc3339, value),
+                },
+                ValueKind::Array if !value.is_array() => {
+                    Err(format!("{} is not a list", shown(value)))
+                }
+                ValueKind::Object if !value.is_object() => {
+                    Err(format!("{} is not an object", shown(value)))
+                }
+                ValueKind::Array | ValueKind::Object | ValueKind::Any => Ok(value.clone()),
+            },
+        }
+    }
+}
+
+fn shown(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    } else {
+        text
+    }
+}
+
+fn text(value: &Value) -> Option<&str> {
+    value.as_str().map(str::trim)
+}
+
+/// Applies one conversion.
+pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
+    let fail = |what: &str| Err(format!("{} is not {what}", shown(value)));
+    match conversion {
+        Conversion::Json => Ok(value.clone()),
+        Conversion::String => match value {
+            Value::String(_) => Ok(value.clone()),
+            Value::Number(number) => Ok(Value::String(number.to_string())),
+            Value::Bool(flag) => Ok(Value::String(flag.to_string())),
+            _ => fail("text"),
+        },
+        Conversion::HtmlUnescape => match value {
+            Value::String(text) => Ok(Value::String(htmlize::unescape(text).into_owned())),
+            _ => fail("text"),
+        },
+        Conversion::Integer => match value {
+            Value::Number(number) if number.is_i64() => Ok(value.clone()),
+            Value::Number(number) => match number.as_f64() {
+                Some(float) if float.fract() == 0.0 && float.abs() < 9.0e15 => {
+                    Ok(Value::from(float as i64))
+                }
+                _ => fail("a whole number"),
+            },
+            _ => match text(value).map(i64::from_str) {
+                Some(Ok(number)) => Ok(Value::from(number)),
+                _ => fail("a whole number"),
+            },
+        },
+        Conversion::Number => match value {
+            Value::Number(_) => Ok(value.clone()),
+            _ => match text(value)
+                .and_then(|text| f64::from_str(text).ok())
+                .and_then(Number::from_f64)
+            {
+                Some(number) => Ok(Value::Number(number)),
+                None => fail("a number"),
+            },
+        },
+        Conversion::Boolean => match value {
+            Value::Bool(_) => Ok(value.clone()),
+            _ => match text(value).map(str::to_ascii_lowercase).as_deref() {
+                Some("true") => Ok(Value::Bool(true)),
+                Some("false") => Ok(Value::Bool(false)),
+                _ => fail("true or false"),
+            },
+        },
+        Conversion::EpochSeconds => {
+            let seconds = match value {
+                Value::Number(number) => number.as_f64(),
+                _ => text(value).and_then(|text| f64::from_str(text).ok()),
+            };
+            let Some(seconds) = seconds.filter(|seconds| seconds.is_finite()) else {
+                return fail("epoch seconds");
+            };
+            // Whole seconds and nanoseconds separately: `1512085950.000216` must not lose digits.
+            let (whole, nanos) = match value
+                .as_str()
+                .map(str::trim)
+                .and_then(|text| text.split_once('.'))
+            {
+                Some((whole, fraction)) if fraction.bytes().all(|b| b.is_ascii_digit()) => {
+                    let digits: String = fraction
+                        .chars()
+                        .chain(std::iter::repeat('0'))
+                        .take(9)
+                        .collect();
+                    (whole.parse::<i64>().ok(), digits.parse::<i32>().ok())
+                }
+                _ => (
+                    Some(seconds.trunc() as i64),
+                    Some(((seconds.fract()) * 1e9).round() as i32),
+                ),
+            };
+            match (whole, nanos) {
+                (Some(whole), Some(nanos)) => timestamp(jiff::Timestamp::new(whole, nanos)),
+                _ => fail("epoch seconds"),
+            }
+        }
+        Conversion::EpochMillis => {
+            let millis = match value {
+                Value::Number(number) => number
+                    .as_i64()
+                    .or_else(|| number.as_f64().map(|float| float as i64)),
+                _ => text(value).and_then(|text| i64::from_str(text).ok()),
+            };
+            match millis {
+                Some(millis) => timestamp(jiff::Timestamp::from_millisecond(millis)),
+                None => fail("epoch milliseconds"),
+            }
+        }
+        Conversion::Rfc3339 => match text(value).map(jiff::Timestamp::from_str) {
+            Some(result) => timestamp(result),
+            None => fail("an RFC 3339 date-time"),
+        },
+        Conversion::Rfc2822 => match text(value).map(jiff::fmt::rfc2822::parse) {
+            Some(Ok(zoned)) => timestamp(Ok(zoned.timestamp())),
+            _ => fail("an RFC 2822 date"),
+        },
+        Conversion::Date => match text(value).map(jiff::civil::Date::from_str) {
+            Some(Ok(date)) => Ok(Value::String(date.to_string())),
+            _ => fail("a date (YYYY-MM-DD)"),
+        },
+    }
+}
+
+fn timestamp(result: Result<jiff::Timestamp, jiff::Error>) -> Result<Value, String> {
+    result
+        .map(|timestamp| Value::String(timestamp.to_string()))
+        .map_err(|error| error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn int64_as_string_and_numbers() {
+        assert_eq!(
+            convert(Conversion::Integer, &json!("4032")).unwrap(),
+            json!(4032)
+        );
+        assert_eq!(
+            convert(Conversion::Integer, &json!(" 12 ")).unwrap(),
+            json!(12)
+        );
+        assert_eq!(convert(Conversion::Integer, &json!(7.0)).unwrap(), json!(7));
+        assert!(convert(Conversion::Integer, &json!("12.5")).is_err());
+        assert_eq!(
+            convert(Conversion::Number, &json!("-12.50")).unwrap(),
+            json!(-12.5)
+        );
+    }
+
+    #[test]
+    fn epoch_values_as_numbers_and_strings() {
+        assert_eq!(
+            convert(Conversion::EpochMillis, &json!("1700000000123")).unwrap(),
+            json!("2023-11-14T22:13:20.123Z")
+        );
+        assert_eq!(
+            convert(Conversion::EpochSeconds, &json!(1700000000)).unwrap(),
+            json!("2023-11-14T22:13:20Z")
+        );
+        // Slack's `ts`: microseconds kept exactly.
+        assert_eq!(
+            convert(Conversion::EpochSeconds, &json!("1512085950.000216")).unwrap(),
+            json!("2017-11-30T23:52:30.000216Z")
+        );
+        assert!(convert(Conversion::EpochMillis, &json!("soon")).is_err());
+    }
+
+    #[test]
+    fn rfc3339_with_and_without_fractions_and_offsets() {
+        assert_eq!(
+            convert(Conversion::Rfc3339, &json!("2024-03-01T10:00:00Z")).unwrap(),
+            json!("2024-03-01T10:00:00Z")
+        );
+        assert_eq!(
+            convert(
+                Conversion::Rfc3339,
+                &json!("2024-03-01T10:00:00.123456789Z")
+            )
+            .unwrap(),
+            json!("2024-03-01T10:00:00.123456789Z")
+        );
+        assert_eq!(
+            convert(Conversion::Rfc3339, &json!("2024-03-01T12:00:00+02:00")).unwrap(),
+            json!("2024-03-01T10:00:00Z")
+        );
+        assert!(convert(Conversion::Rfc3339, &json!("2024-03-01")).is_err());
+    }
+
+    #[test]
+    fn rfc2822_dates_and_html() {
+        assert_eq!(
+            convert(
+                Conversion::Rfc2822,
+                &json!("Tue, 1 Jul 2003 10:52:37 +0200")
+            )
+            .unwrap(),
+            json!("2003-07-01T08:52:37Z")
+        );
+        assert_eq!(
+            convert(
+                Conversion::HtmlUnescape,
+                &json!("Tom &amp; Jerry&#39;s &quot;show&quot;")
+            )
+            .unwrap(),
+            json!("Tom & Jerry's \"show\"")
+        );
+    }
+
+    #[test]
+    fn field_kinds_pick_a_default_conversion() {
+        let all_day = Converter::ByKind(ValueKind::DateOrDateTime);
+        assert_eq!(
+            all_day.apply(&json!("2026-03-01")).unwrap(),
+            json!("2026-03-01")
+        );
+        assert_eq!(
+            all_day.apply(&json!("2026-03-01T09:00:00-05:00")).unwrap(),
+            json!("2026-03-01T14:00:00Z")
+        );
+        assert_eq!(
+            Converter::ByKind(ValueKind::String)
+                .apply(&json!(42))
+                .unwrap(),
+            json!("42")
+        );
+        assert!(
+            Converter::ByKind(ValueKind::Array)
+                .apply(&json!("a"))
+                .is_err()
+        );
+    }
+}

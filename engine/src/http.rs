@@ -1,0 +1,461 @@
+//! Sending requests: allowed hosts only, rate limits, retries with backoff, decoding.
+//!
+//! What is retried: statuses in the spec's `retry.statuses` (429 and 5xx by default), timeouts,
+//! connection failures and resets (also mid-body), and 2xx bodies that do not decode (truncated
+//! JSON). The wait is the first wait header present (`Retry-After` as seconds or an HTTP date,
+//! reset timestamps), else exponential backoff with full jitter. A 401 asks the authorizer to
+//! refresh once. Any other 4xx fails at once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use crate::decode::decode;
+use crate::events::{Event, Observer};
+use crate::ratelimit::RateGate;
+use crate::spec::{Decode, HostPattern, Retry, WaitFormat};
+
+/// The longest wait a header may impose before a retry.
+const MAX_HEADER_WAIT: Duration = Duration::from_secs(3600);
+
+/// The header that tells the sandbox replay which host a request was meant for.
+pub const SANDBOX_HOST_HEADER: &str = "x-hypernet-host";
+
+/// A request ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRequest {
+    /// The method.
+    pub method: reqwest::Method,
+    /// The full URL.
+    pub url: url::Url,
+    /// Headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body and its content type.
+    pub body: Option<RequestBody>,
+}
+
+/// A request body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestBody {
+    /// `application/json`.
+    Json(Value),
+    /// `application/x-www-form-urlencoded`.
+    Form(Vec<(String, String)>),
+}
+
+impl HttpRequest {
+    /// `GET https://host/path?query`, for messages.
+    pub fn describe(&self) -> String {
+        format!("{} {}", self.method, self.url)
+    }
+}
+
+/// A decoded response.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The status (2xx).
+    pub status: u16,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The decoded body.
+    pub body: Value,
+    /// The body's size in bytes.
+    pub bytes: usize,
+}
+
+/// Where requests really go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// To the URL's own host.
+    Direct,
+    /// Every request to the sandbox replay at this base URL, its intended host in a header.
+    Sandbox(url::Url),
+}
+
+/// Adds credentials to requests, and renews them when the provider refuses them.
+pub trait Authorizer: Send + Sync {
+    /// Adds the credentials to an outgoing request.
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder;
+
+    /// Tries to renew the credentials after a 401; `Ok(true)` when there are new ones to retry
+    /// with. Static credentials cannot be renewed.
+    fn refresh(&self) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send + '_>> {
+        Box::pin(async { Ok(false) })
+    }
+}
+
+/// Why a request failed for good.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The URL's host is not in the connector's `allowed_hosts`.
+    #[error("{url} is not on one of the connector's allowed hosts")]
+    HostNotAllowed {
+        /// The refused URL.
+        url: String,
+    },
+    /// The provider answered with an error that retrying will not fix.
+    #[error("the provider answered {status}: {excerpt}")]
+    Status {
+        /// The status.
+        status: u16,
+        /// The start of the body.
+        excerpt: String,
+    },
+    /// The provider refused the credentials, and they could not be renewed.
+    #[error("the provider refused the credentials (401): {excerpt}")]
+    Unauthorized {
+        /// The start of the body.
+        excerpt: String,
+    },
+    /// Renewing the credentials failed.
+    #[error("renewing the credentials failed: {0}")]
+    Refresh(String),
+    /// Every attempt failed with a retryable error.
+    #[error("gave up after {attempts} attempts; the last failure: {last}")]
+    RetriesExhausted {
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// The request could not be built (a header value with a newline, say).
+    #[error("the request could not be built: {0}")]
+    Build(String),
+}
+
+impl HttpError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Self::HostNotAllowed { .. } => {
+                "the connector spec must list this host in `allowed_hosts`; report it to the connector's authors"
+            }
+            Self::Status { status: 403, .. } => {
+                "check that the account granted the scopes this connector asks for, then connect again"
+            }
+            Self::Status { status: 404, .. } => {
+                "the resource is gone or the connector's request is wrong; report it to the connector's authors"
+            }
+            Self::Status { .. } => {
+                "the request was refused; if it persists, report it to the connector's authors"
+            }
+            Self::Unauthorized { .. } | Self::Refresh(_) => {
+                "connect the account again (the credentials were refused or revoked)"
+            }
+            Self::RetriesExhausted { .. } => {
+                "the provider is failing or rate limiting; try again later, the sync resumes where it stopped"
+            }
+            Self::Build(_) => "check the configured values for line breaks or invalid characters",
+        }
+    }
+}
+
+/// Options of the HTTP client.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The limit on one attempt, from connecting to the last body byte.
+    pub timeout: Duration,
+    /// Where requests go.
+    pub transport: Transport,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(60),
+            transport: Transport::Direct,
+        }
+    }
+}
+
+/// Sends a connector's requests.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    transport: Transport,
+    allowed_hosts: Vec<HostPattern>,
+    retry: Retry,
+    gate: RateGate,
+}
+
+/// Installs ring as the process's TLS provider; call once at start. Idempotent.
+pub fn install_tls_provider() {
+    // Err means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl HttpClient {
+    /// A client for one integration of a connector.
+    pub fn new(
+        allowed_hosts: Vec<HostPattern>,
+        retry: Retry,
+        gate: RateGate,
+        options: ClientOptions,
+    ) -> Result<Self, HttpError> {
+        install_tls_provider();
+        let client = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(15)))
+            .user_agent(concat!("hypernet-connect/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| HttpError::Build(error.to_string()))?;
+        Ok(Self {
+            client,
+            transport: options.transport,
+            allowed_hosts,
+            retry,
+            gate,
+        })
+    }
+
+    /// Sends `request` until it succeeds or fails for good, and decodes the body.
+    pub async fn fetch(
+        &self,
+        request: &HttpRequest,
+        format: Decode,
+        auth: &dyn Authorizer,
+        observer: &dyn Observer,
+    ) -> Result<Page, HttpError> {
+        let host = request.url.host_str().unwrap_or_default();
+        if request.url.scheme() != "https"
+            || !self
+                .allowed_hosts
+                .iter()
+                .any(|pattern| pattern.matches(host))
+        {
+            return Err(HttpError::HostNotAllowed {
+                url: request.url.to_string(),
+            });
+        }
+        let mut attempt = 0;
+        let mut refreshed = false;
+        loop {
+            attempt += 1;
+            self.gate
+                .acquire(|wait| observer.event(&Event::RateLimited { wait }))
+                .await;
+            observer.event(&Event::Request);
+            let (reason, header_wait) = match self.send(request, auth).await {
+                Ok((status, headers, body)) if (200..300).contains(&status) => {
+                    match decode(format, &body) {
+                        Ok(value) => {
+                            return Ok(Page {
+                                status,
+                                headers,
+                                bytes: body.len(),
+                                body: value,
+                            });
+                        }
+                        Err(error) => (error.to_string(), None),
+                    }
+                }
+                Ok((401, _, body)) if !refreshed => {
+                    refreshed = true;
+                    match auth.refresh().await {
+                        Ok(true) => {
+                            attempt -= 1;
+                            continue;
+                        }
+                        Ok(false) => {
+                            return Err(HttpError::Unauthorized {
+                                excerpt: excerpt(&body),
+                            });
+                        }
+                        Err(error) => return Err(HttpError::Refresh(error)),
+                    }
+                }
+                Ok((401, _, body)) => {
+                    return Err(HttpError::Unauthorized {
+                        excerpt: excerpt(&body),
+                    });
+                }
+                Ok((status, headers, _)) if self.retry.statuses.contains(&status) => {
+                    (format!("status {status}"), self.header_wait(&headers))
+                }
+                Ok((status, _, body)) => {
+                    return Err(HttpError::Status {
+                        status,
+                        excerpt: excerpt(&body),
+                    });
+                }
+                Err(error) => (describe_transport_error(&error), None),
+            };
+            if attempt >= self.retry.max_attempts {
+                return Err(HttpError::RetriesExhausted {
+                    attempts: attempt,
+                    last: reason,
+                });
+            }
+            let wait = header_wait.unwrap_or_else(|| self.backoff(attempt));
+            observer.event(&Event::Retry {
+                attempt,
+                wait,
+                reason: &reason,
+            });
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn send(
+        &self,
+        request: &HttpRequest,
+        auth: &dyn Authorizer,
+    ) -> Result<(u16, HeaderMap, bytes::Bytes), reqwest::Error> {
+        let mut url = request.url.clone();
+        let mut builder_headers = HeaderMap::new();
+        if let Transport::Sandbox(base) = &self.transport {
+            if let Ok(value) = HeaderValue::from_str(url.host_str().unwrap_or_default()) {
+                builder_headers.insert(HeaderName::from_static(SANDBOX_HOST_HEADER), value);
+            }
+            // Scheme, host and port come from the replay; path and query stay.
+            let _ = url.set_scheme(base.scheme());
+            let _ = url.set_host(base.host_str());
+            let _ = url.set_port(base.port_or_known_default());
+        }
+        for (name, value) in &request.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                builder_headers.append(name, value);
+            }
+        }
+        let mut builder = self
+            .client
+            .request(request.method.clone(), url)
+            .headers(builder_headers);
+        builder = match &request.body {
+            None => builder,
+            Some(RequestBody::Json(value)) => builder
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(serde_json::to_vec(value).unwrap_or_default()),
+            Some(RequestBody::Form(fields)) => builder
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(fields)
+                        .finish(),
+                ),
+        };
+        let response = auth.authorize(builder).send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await?;
+        Ok((status, headers, body))
+    }
+
+    /// Full jitter: a random wait up to `min(max, initial * 2^(attempt - 1))`.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let initial = self.retry.backoff.initial.get();
+        let cap = initial
+            .saturating_mul(1 << (attempt - 1).min(20))
+            .min(self.retry.backoff.max.get());
+        let millis = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::random_range(0..=millis))
+    }
+
+    fn header_wait(&self, headers: &HeaderMap) -> Option<Duration> {
+        self.retry.wait_headers.iter().find_map(|header| {
+            let value = headers.get(header.name.as_str())?.to_str().ok()?.trim();
+            wait_from_header(header.format, value, SystemTime::now())
+        })
+    }
+}
+
+/// The wait a header value asks for, read as `format`, relative to `now`.
+pub fn wait_from_header(format: WaitFormat, value: &str, now: SystemTime) -> Option<Duration> {
+    let until = |epoch: Duration| {
+        (SystemTime::UNIX_EPOCH + epoch)
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+    };
+    let wait = match format {
+        WaitFormat::RetryAfter => match value.parse::<u64>() {
+            Ok(seconds) => Duration::from_secs(seconds),
+            Err(_) => httpdate::parse_http_date(value)
+                .ok()?
+                .duration_since(now)
+                .unwrap_or(Duration::ZERO),
+        },
+        WaitFormat::Seconds => Duration::try_from_secs_f64(value.parse::<f64>().ok()?).ok()?,
+        WaitFormat::EpochSeconds => until(Duration::from_secs(value.parse().ok()?)),
+        WaitFormat::EpochMillis => until(Duration::from_millis(value.parse().ok()?)),
+    };
+    Some(wait.min(MAX_HEADER_WAIT))
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.chars().count() > 300 {
+        format!("{}…", text.chars().take(300).collect::<String>())
+    } else {
+        text.to_owned()
+    }
+}
+
+fn describe_transport_error(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else if error.is_body() || error.is_decode() {
+        "the connection broke while reading the body"
+    } else {
+        "the request failed"
+    };
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    let mut detail = String::new();
+    while let Some(cause) = source {
+        detail = cause.to_string();
+        source = cause.source();
+    }
+    format!("{kind} ({detail})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_headers_in_every_format() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            wait_from_header(WaitFormat::RetryAfter, "7", now),
+            Some(Duration::from_secs(7))
+        );
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            wait_from_header(WaitFormat::RetryAfter, &date, now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            wait_from_header(WaitFormat::Seconds, "1.5", now),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            wait_from_header(WaitFormat::EpochSeconds, "1700000042", now),
+            Some(Duration::from_secs(42))
+        );
+        assert_eq!(
+            wait_from_header(WaitFormat::EpochMillis, "1700000000500", now),
+            Some(Duration::from_millis(500))
+        );
+        // A reset in the past means no wait; an absurd one is capped.
+        assert_eq!(
+            wait_from_header(WaitFormat::EpochSeconds, "1600000000", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            wait_from_header(WaitFormat::RetryAfter, "999999", now),
+            Some(MAX_HEADER_WAIT)
+        );
+        assert_eq!(wait_from_header(WaitFormat::RetryAfter, "soon", now), None);
+    }
+}

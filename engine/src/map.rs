@@ -1,0 +1,294 @@
+//! Raw provider records → Hypernet model records.
+//!
+//! A [`RecordMapper`] is compiled once per stream and run; mapping one record touches only
+//! pre-compiled JSONPaths and templates. The record is converted to a template value once, and
+//! only when the stream has templates at all.
+
+use serde_json::{Map, Value};
+
+use crate::convert::Converter;
+use crate::extract::{CompiledPath, PathError};
+use crate::models::ModelKind;
+use crate::spec::{FieldMapping, Stream, ValueSource};
+use crate::template::{CompileError, TemplateId, Templates};
+use crate::validate::validate_record;
+
+/// Where a value comes from, compiled.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A JSONPath into the record.
+    Path(CompiledPath),
+    /// A template over `record`, `parent`, `config`.
+    Template(TemplateId),
+}
+
+/// A spec part that does not compile (specs are validated first, so this is rare).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BuildError {
+    /// A JSONPath.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// A template or condition.
+    #[error(transparent)]
+    Template(#[from] CompileError),
+}
+
+impl Source {
+    /// Compiles a value source.
+    pub fn compile(source: &ValueSource, templates: &mut Templates) -> Result<Self, BuildError> {
+        Ok(match source {
+            ValueSource::Path(path) => Self::Path(CompiledPath::compile(path.as_str())?),
+            ValueSource::Template(text) => Self::Template(templates.add(text.as_str())?),
+        })
+    }
+
+    /// The value for `record`; `None` when the path selects nothing or null, or the template
+    /// renders empty.
+    pub fn value(
+        &self,
+        record: &Value,
+        context: &Lazy<'_>,
+        templates: &Templates,
+    ) -> Result<Option<Value>, String> {
+        match self {
+            Self::Path(path) => Ok(path.first(record).filter(|value| !value.is_null()).cloned()),
+            Self::Template(id) => {
+                let text = templates
+                    .render(id, context.get())
+                    .map_err(|error| error.to_string())?;
+                Ok((!text.is_empty()).then_some(Value::String(text)))
+            }
+        }
+    }
+}
+
+/// The template context of one record (`record`, `parent`, `config`), built on first use.
+pub struct Lazy<'a> {
+    record: &'a Value,
+    parent: &'a minijinja::Value,
+    config: &'a minijinja::Value,
+    built: std::cell::OnceCell<minijinja::Value>,
+}
+
+impl<'a> Lazy<'a> {
+    /// A context for `record`.
+    pub fn new(
+        record: &'a Value,
+        parent: &'a minijinja::Value,
+        config: &'a minijinja::Value,
+    ) -> Self {
+        Self {
+            record,
+            parent,
+            config,
+            built: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn get(&self) -> &minijinja::Value {
+        self.built.get_or_init(|| {
+            minijinja::context! {
+                record => minijinja::Value::from(minijinja::value::Serde(self.record)),
+                parent => self.parent.clone(),
+                config => self.config.clone(),
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct FieldPlan {
+    name: &'static str,
+    source: Source,
+    converter: Converter,
+    default: Option<Value>,
+    required: bool,
+}
+
+/// Who a record belongs to: filled into every record's provenance fields.
+#[derive(Debug, Clone)]
+pub struct Provenance {
+    /// The Hypernet user.
+    pub user_id: String,
+    /// The integration (connected account).
+    pub integration_id: String,
+    /// The connector id.
+    pub platform: String,
+}
+
+/// A record ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedRecord {
+    /// The provider's id for it.
+    pub id: String,
+    /// The model record, provenance included; for a tombstone, the provenance only.
+    pub data: Map<String, Value>,
+    /// The provider says it was deleted.
+    pub deleted: bool,
+}
+
+/// A record that could not be mapped or did not fit its model; kept with the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    /// The provider's id, when it could be read.
+    pub id: Option<String>,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The raw record as the provider sent it.
+    pub raw: Value,
+}
+
+/// What became of one raw record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mapped {
+    /// Mapped and valid.
+    Record(MappedRecord),
+    /// Not mapped; see the reason.
+    Rejected(Reject),
+}
+
+/// Maps one stream's raw records onto its model.
+#[derive(Debug, Clone)]
+pub struct RecordMapper {
+    model: ModelKind,
+    id: Source,
+    fields: Vec<FieldPlan>,
+    deleted: Option<TemplateId>,
+}
+
+impl RecordMapper {
+    /// Compiles the mapping of `stream`, which must have a model.
+    pub fn compile(
+        model: ModelKind,
+        stream: &Stream,
+        templates: &mut Templates,
+    ) -> Result<Self, BuildError> {
+        let id = Source::compile(&stream.id, templates)?;
+        let mut fields = Vec::with_capacity(stream.map.len());
+        for (name, mapping) in &stream.map {
+            let Some(info) = model.field(name) else {
+                continue; // refused by validation; never reached for a loaded spec
+            };
+            let default = match mapping {
+                FieldMapping::Full(rule) => rule.default.clone(),
+                FieldMapping::Short(_) => None,
+            };
+            fields.push(FieldPlan {
+                name: info.name,
+                source: Source::compile(mapping.source(), templates)?,
+                converter: mapping
+                    .conversion()
+                    .map_or(Converter::ByKind(info.kind), Converter::Explicit),
+                default,
+                required: info.required,
+            });
+        }
+        let deleted = stream
+            .deleted
+            .as_ref()
+            .map(|condition| templates.add_condition(condition.as_str()))
+            .transpose()?;
+        Ok(Self {
+            model,
+            id,
+            fields,
+            deleted,
+        })
+    }
+
+    /// The model records become.
+    pub fn model(&self) -> ModelKind {
+        self.model
+    }
+
+    /// Maps one raw record.
+    pub fn map(
+        &self,
+        raw: &Value,
+        parent: &minijinja::Value,
+        config: &minijinja::Value,
+        provenance: &Provenance,
+        templates: &Templates,
+    ) -> Mapped {
+        let context = Lazy::new(raw, parent, config);
+        let reject = |id: Option<String>, reason: String| {
+            Mapped::Rejected(Reject {
+                id,
+                reason,
+                raw: raw.clone(),
+            })
+        };
+        let id = match self.id.value(raw, &context, templates) {
+            Ok(Some(Value::String(id))) => id,
+            Ok(Some(Value::Number(number))) => number.to_string(),
+            Ok(_) => return reject(None, "the record has no id".to_owned()),
+            Err(error) => return reject(None, format!("id: {error}")),
+        };
+        let mut data = Map::with_capacity(self.fields.len() + 4);
+        data.insert(
+            "user_id".to_owned(),
+            Value::String(provenance.user_id.clone()),
+        );
+        data.insert(
+            "source_integration_id".to_owned(),
+            Value::String(provenance.integration_id.clone()),
+        );
+        data.insert(
+            "source_platform".to_owned(),
+            Value::String(provenance.platform.clone()),
+        );
+        data.insert("source_object_id".to_owned(), Value::String(id.clone()));
+
+        if let Some(condition) = &self.deleted {
+            match templates.test(condition, context.get()) {
+                // A tombstone carries only its identity: providers send little else with it.
+                Ok(true) => {
+                    return Mapped::Record(MappedRecord {
+                        id,
+                        data,
+                        deleted: true,
+                    });
+                }
+                Ok(false) => {}
+                Err(error) => return reject(Some(id), format!("deleted: {error}")),
+            }
+        }
+
+        for field in &self.fields {
+            let value = match field.source.value(raw, &context, templates) {
+                Ok(value) => value.or_else(|| field.default.clone()),
+                Err(error) => return reject(Some(id), format!("{}: {error}", field.name)),
+            };
+            match value {
+                Some(value) => match field.converter.apply(&value) {
+                    Ok(converted) => {
+                        data.insert(field.name.to_owned(), converted);
+                    }
+                    Err(error) => return reject(Some(id), format!("{}: {error}", field.name)),
+                },
+                None if field.required => {
+                    return reject(
+                        Some(id),
+                        format!(
+                            "{}: required, but the record has no value for it",
+                            field.name
+                        ),
+                    );
+                }
+                None => {}
+            }
+        }
+        let record = Value::Object(data);
+        if let Err(reason) = validate_record(self.model, &record) {
+            return reject(Some(id), reason);
+        }
+        let Value::Object(data) = record else {
+            unreachable!("built as an object above")
+        };
+        Mapped::Record(MappedRecord {
+            id,
+            data,
+            deleted: false,
+        })
+    }
+}

@@ -1,0 +1,348 @@
+//! Recorded HTTP exchanges, and a loopback server that replays them.
+//!
+//! A fixture is one JSON file in `connectors/<id>/fixtures/`:
+//!
+//! ```json
+//! {
+//!   "request": {"method": "GET", "path": "/v1/mediaItems", "query": {"pageSize": "100"}},
+//!   "response": {"status": 200, "headers": {"content-type": "application/json"}, "body": {...}}
+//! }
+//! ```
+//!
+//! A request matches a fixture when the method and path are equal, the query parameters are
+//! exactly the fixture's (order aside), the fixture's `host` (if any) is the intended host, and
+//! the fixture's `body` (if any) is contained in the request's JSON body. The response body is
+//! `body` (sent as JSON) or `body_text` (sent as is: CSV, XML, a truncated document).
+//!
+//! The engine reaches the replay through [`crate::http::Transport::Sandbox`], so requests go
+//! through the real HTTP client, retries and rate limits included.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::http::SANDBOX_HOST_HEADER;
+
+/// One recorded exchange.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fixture {
+    /// The file name, set when loaded.
+    #[serde(skip)]
+    pub name: String,
+    /// What the request looks like.
+    pub request: FixtureRequest,
+    /// What the provider answered.
+    pub response: FixtureResponse,
+}
+
+/// The request side of a fixture.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureRequest {
+    /// The method.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// The intended host; any host when absent.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The path.
+    pub path: String,
+    /// The query parameters, exactly.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// A subset of the JSON body.
+    #[serde(default)]
+    pub body: Option<Value>,
+}
+
+fn default_method() -> String {
+    "GET".to_owned()
+}
+
+/// The response side of a fixture.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureResponse {
+    /// The status.
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// Headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A JSON body.
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// A body sent as it is.
+    #[serde(default)]
+    pub body_text: Option<String>,
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+/// Why fixtures could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A fixture is malformed.
+    #[error("{}: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Loads every `*.json` fixture in `folder`, sorted by name.
+pub fn load_fixtures(folder: &Path) -> Result<Vec<Fixture>, ReplayError> {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
+        move |source| ReplayError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(folder)
+        .map_err(io(folder))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "json")
+        })
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+            let mut fixture: Fixture =
+                serde_json::from_str(&text).map_err(|error| ReplayError::Invalid {
+                    path: path.clone(),
+                    reason: error.to_string(),
+                })?;
+            if fixture.response.body.is_some() && fixture.response.body_text.is_some() {
+                return Err(ReplayError::Invalid {
+                    path,
+                    reason: "a response has `body` or `body_text`, not both".to_owned(),
+                });
+            }
+            fixture.name = path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Ok(fixture)
+        })
+        .collect()
+}
+
+/// Whether `subset` is contained in `value` (objects by key, everything else equal).
+fn contains(value: &Value, subset: &Value) -> bool {
+    match (value, subset) {
+        (Value::Object(value), Value::Object(subset)) => subset
+            .iter()
+            .all(|(key, wanted)| value.get(key).is_some_and(|found| contains(found, wanted))),
+        _ => value == subset,
+    }
+}
+
+#[derive(Debug, Default)]
+struct Usage {
+    served: Vec<usize>,
+    unmatched: Vec<String>,
+}
+
+struct State {
+    fixtures: Vec<Fixture>,
+    usage: Mutex<Usage>,
+}
+
+impl State {
+    fn find(&self, method: &Method, uri: &Uri, host: Option<&str>, body: &Bytes) -> Option<usize> {
+        let query: BTreeMap<String, String> =
+            url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
+        let json: Option<Value> = serde_json::from_slice(body).ok();
+        self.fixtures.iter().position(|fixture| {
+            let request = &fixture.request;
+            request.method.eq_ignore_ascii_case(method.as_str())
+                && request.path == uri.path()
+                && request.query == query
+                && request
+                    .host
+                    .as_deref()
+                    .is_none_or(|wanted| Some(wanted) == host)
+                && request
+                    .body
+                    .as_ref()
+                    .is_none_or(|wanted| json.as_ref().is_some_and(|found| contains(found, wanted)))
+        })
+    }
+}
+
+async fn serve(
+    state: Arc<State>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let host = headers
+        .get(SANDBOX_HOST_HEADER)
+        .and_then(|value| value.to_str().ok());
+    let Some(index) = state.find(&method, &uri, host, &body) else {
+        let description = format!("{method} {}{uri}", host.unwrap_or_default());
+        state
+            .usage
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unmatched
+            .push(description.clone());
+        let body = serde_json::json!({ "error": format!("no fixture matches {description}") });
+        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+    };
+    state
+        .usage
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .served
+        .push(index);
+    let fixture = &state.fixtures[index].response;
+    let status = StatusCode::from_u16(fixture.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response_headers = HeaderMap::new();
+    for (name, value) in &fixture.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response_headers.insert(name, value);
+        }
+    }
+    let body = match (&fixture.body, &fixture.body_text) {
+        (Some(json), _) => {
+            response_headers
+                .entry(axum::http::header::CONTENT_TYPE)
+                .or_insert(HeaderValue::from_static("application/json"));
+            serde_json::to_vec(json).unwrap_or_default()
+        }
+        (None, Some(text)) => text.clone().into_bytes(),
+        (None, None) => Vec::new(),
+    };
+    (status, response_headers, body).into_response()
+}
+
+/// A running replay server on 127.0.0.1.
+pub struct ReplayServer {
+    address: SocketAddr,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReplayServer {
+    /// Starts serving `fixtures` on a free loopback port.
+    pub async fn start(fixtures: Vec<Fixture>) -> std::io::Result<Self> {
+        let state = Arc::new(State {
+            fixtures,
+            usage: Mutex::default(),
+        });
+        let handler_state = Arc::clone(&state);
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                serve(Arc::clone(&handler_state), method, uri, headers, body)
+            },
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let address = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            // The server lives until dropped; an accept error ends it, and tests then fail on
+            // connection errors that name the request.
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            address,
+            state,
+            task,
+        })
+    }
+
+    /// The base URL to send requests to.
+    pub fn base_url(&self) -> url::Url {
+        // A socket address always forms a valid URL.
+        url::Url::parse(&format!("http://{}", self.address)).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// Fixtures never served, by file name.
+    pub fn unused(&self) -> Vec<String> {
+        let usage = self
+            .state
+            .usage
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.state
+            .fixtures
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !usage.served.contains(index))
+            .map(|(_, fixture)| fixture.name.clone())
+            .collect()
+    }
+
+    /// Requests no fixture matched.
+    pub fn unmatched(&self) -> Vec<String> {
+        self.state
+            .usage
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unmatched
+            .clone()
+    }
+
+    /// How many requests were served from fixtures.
+    pub fn served(&self) -> usize {
+        self.state
+            .usage
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .served
+            .len()
+    }
+}
+
+impl Drop for ReplayServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn body_subsets() {
+        let body = json!({"cursor": "abc", "limit": 100, "filter": {"kind": "page", "x": 1}});
+        assert!(contains(&body, &json!({"cursor": "abc"})));
+        assert!(contains(&body, &json!({"filter": {"kind": "page"}})));
+        assert!(!contains(&body, &json!({"cursor": "xyz"})));
+        assert!(!contains(&body, &json!({"missing": 1})));
+    }
+}

@@ -1,0 +1,264 @@
+//! The built-in sandbox: a connector's own fixtures stand in for its provider.
+//!
+//! Used by `connector test`, `connector sync --sandbox` and the service's sandbox mode. Nothing
+//! about a provider is special-cased: every connector with `fixtures/` runs the same way.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::events::Observer;
+use crate::http::{ClientOptions, HttpClient, Transport};
+use crate::ratelimit::RateLimitRegistry;
+use crate::replay::{ReplayServer, load_fixtures};
+use crate::spec::{self, ConnectorSpec};
+use crate::store::MemorySink;
+use crate::sync::{CompiledConnector, Integration, SyncRun};
+
+/// The access token OAuth connectors present to the replay.
+pub const SANDBOX_ACCESS_TOKEN: &str = "sandbox-access-token";
+
+/// A connector's files.
+#[derive(Debug, Clone)]
+pub struct ConnectorFiles {
+    /// The folder holding `connector.yaml`.
+    pub folder: PathBuf,
+    /// `connector.yaml`.
+    pub spec: PathBuf,
+}
+
+impl ConnectorFiles {
+    /// Finds a connector named as a path (its folder or spec file) or as an id under
+    /// `connectors_root`.
+    pub fn locate(name: &str, connectors_root: &Path) -> Result<Self, String> {
+        let path = Path::new(name);
+        let folder = if path.is_file() {
+            path.parent().map(Path::to_path_buf).unwrap_or_default()
+        } else if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            connectors_root.join(name)
+        };
+        let spec = folder.join("connector.yaml");
+        if spec.is_file() {
+            Ok(Self { folder, spec })
+        } else {
+            Err(format!(
+                "no connector `{name}`: {} does not exist",
+                spec.display()
+            ))
+        }
+    }
+
+    /// The fixtures folder.
+    pub fn fixtures(&self) -> PathBuf {
+        self.folder.join("fixtures")
+    }
+
+    /// The snapshots folder.
+    pub fn snapshots(&self) -> PathBuf {
+        self.folder.join("snapshots")
+    }
+}
+
+/// Config for a sandbox run: required values without defaults get a placeholder.
+pub fn sandbox_config(spec: &ConnectorSpec) -> Map<String, Value> {
+    spec.config
+        .iter()
+        .filter(|(_, field)| field.default.is_none())
+        .map(|(name, _)| (name.clone(), Value::String(format!("sandbox-{name}"))))
+        .collect()
+}
+
+/// A running replay of a connector's fixtures.
+pub struct Sandbox {
+    replay: ReplayServer,
+}
+
+impl Sandbox {
+    /// Starts replaying the connector's fixtures.
+    pub async fn start(files: &ConnectorFiles) -> Result<Self, String> {
+        let fixtures = load_fixtures(&files.fixtures()).map_err(|error| error.to_string())?;
+        let replay = ReplayServer::start(fixtures)
+            .await
+            .map_err(|error| format!("cannot start the replay server: {error}"))?;
+        Ok(Self { replay })
+    }
+
+    /// Where the engine must send requests.
+    pub fn transport(&self) -> Transport {
+        Transport::Sandbox(self.replay.base_url())
+    }
+
+    /// The replay server, for its usage report.
+    pub fn replay(&self) -> &ReplayServer {
+        &self.replay
+    }
+}
+
+/// One stream's result in a fixture test.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StreamOutcome {
+    /// The stream.
+    pub stream: String,
+    /// `matches`, `new` (no snapshot yet), `differs`, or `accepted`.
+    pub status: &'static str,
+    /// A unified diff, snapshot → this run, when it differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+/// The result of `connector test` for one connector.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TestReport {
+    /// The connector.
+    pub connector: String,
+    /// Whether everything matched.
+    pub passed: bool,
+    /// Per stream.
+    pub streams: Vec<StreamOutcome>,
+    /// Fixtures never requested.
+    pub unused_fixtures: Vec<String>,
+    /// Requests without a fixture.
+    pub unmatched_requests: Vec<String>,
+    /// A sync error, if the run failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+const SNAPSHOT_HEADER: &str = "---\nsource: connector test\nexpression: ";
+
+/// Runs every stream of a connector against its fixtures and compares the mapped records with
+/// the snapshots beside it; with `accept`, writes the new snapshots instead.
+pub async fn test_connector(
+    files: &ConnectorFiles,
+    accept: bool,
+    observer: &dyn Observer,
+) -> Result<TestReport, String> {
+    let spec = Arc::new(spec::load(&files.spec).map_err(|error| error.to_string())?);
+    let connector =
+        CompiledConnector::compile(Arc::clone(&spec)).map_err(|error| error.to_string())?;
+    let sandbox = Sandbox::start(files).await?;
+    let integration = Integration::configure(
+        &spec,
+        "sandbox-user",
+        &format!("{}-sandbox", spec.id),
+        &sandbox_config(&spec),
+    )?;
+    let registry = RateLimitRegistry::default();
+    let http = HttpClient::new(
+        spec.allowed_hosts.clone(),
+        spec.retry.clone(),
+        registry.gate(&spec, &integration.integration_id),
+        ClientOptions {
+            transport: sandbox.transport(),
+            ..ClientOptions::default()
+        },
+    )
+    .map_err(|error| error.to_string())?;
+    let auth = crate::auth::StaticAuth::prepare(
+        &spec.auth,
+        &integration.credentials_context(),
+        Some(SANDBOX_ACCESS_TOKEN),
+    )
+    .map_err(|error| error.to_string())?;
+    let mut sink = MemorySink::default();
+    let error = SyncRun::new(&connector, &integration, &http, &auth, observer, &mut sink)
+        .run(&[])
+        .await
+        .err();
+    let error = error.map(|error| format!("{error}\n  what to do: {}", error.hint()));
+
+    let mut streams = Vec::new();
+    for (name, stream) in &spec.streams {
+        if stream.model.is_none() {
+            continue;
+        }
+        let content = render_stream(name, &sink);
+        let path = files.snapshots().join(format!("{name}.snap"));
+        let previous = std::fs::read_to_string(&path)
+            .ok()
+            .map(|text| snapshot_body(&text).to_owned());
+        let status = match (&previous, accept) {
+            (Some(previous), _) if *previous == content => "matches",
+            (_, true) => {
+                std::fs::create_dir_all(files.snapshots()).map_err(|error| error.to_string())?;
+                std::fs::write(&path, format!("{SNAPSHOT_HEADER}{name}\n---\n{content}"))
+                    .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+                "accepted"
+            }
+            (None, false) => "new",
+            (Some(_), false) => "differs",
+        };
+        let diff = (status == "differs" || status == "new").then(|| {
+            let before = previous.as_deref().unwrap_or("");
+            similar::TextDiff::from_lines(before, content.as_str())
+                .unified_diff()
+                .context_radius(3)
+                .header(&format!("snapshots/{name}.snap"), "this run")
+                .to_string()
+        });
+        streams.push(StreamOutcome {
+            stream: name.clone(),
+            status,
+            diff,
+        });
+    }
+    let unused_fixtures = sandbox.replay().unused();
+    let unmatched_requests = sandbox.replay().unmatched();
+    let passed = error.is_none()
+        && unused_fixtures.is_empty()
+        && unmatched_requests.is_empty()
+        && streams
+            .iter()
+            .all(|outcome| matches!(outcome.status, "matches" | "accepted"));
+    Ok(TestReport {
+        connector: spec.id.clone(),
+        passed,
+        streams,
+        unused_fixtures,
+        unmatched_requests,
+        error,
+    })
+}
+
+/// The text after an insta-style header (`---` ... `---`).
+fn snapshot_body(text: &str) -> &str {
+    text.strip_prefix("---\n")
+        .and_then(|rest| rest.split_once("\n---\n"))
+        .map_or(text, |(_, body)| body)
+}
+
+fn render_stream(name: &str, sink: &MemorySink) -> String {
+    let records: Vec<Value> = sink
+        .records
+        .get(name)
+        .map(|records| {
+            records
+                .iter()
+                .map(|record| {
+                    let mut data = record.data.clone();
+                    if record.deleted {
+                        data.insert("deleted".to_owned(), Value::Bool(true));
+                    }
+                    Value::Object(data)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let rejects: Vec<Value> = sink
+        .rejects
+        .get(name)
+        .map(|rejects| {
+            rejects
+                .iter()
+                .map(|reject| serde_json::json!({"id": reject.id, "reason": reject.reason}))
+                .collect()
+        })
+        .unwrap_or_default();
+    let document = serde_json::json!({ "records": records, "rejects": rejects });
+    let mut text = serde_json::to_string_pretty(&document).unwrap_or_default();
+    text.push('\n');
+    text
+}

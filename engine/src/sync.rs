@@ -1,0 +1,412 @@
+//! Running a connector: request → page → records → map → validate → store, page by page.
+//!
+//! Everything a run needs is compiled once ([`CompiledConnector`]); then each root stream's pages
+//! are fetched in turn. A page is processed as it arrives and written before the next is
+//! requested, so memory holds one page (per level of substreams), however long the stream.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+use crate::events::{Event, Observer};
+use crate::extract::CompiledPath;
+use crate::http::{Authorizer, HttpClient, HttpError};
+use crate::map::{BuildError, Lazy, Mapped, Provenance, RecordMapper, Source};
+use crate::paginate::{PageCursor, PageRequest, Paginator};
+use crate::request::{RequestError, RequestPlan};
+use crate::spec::{ConnectorSpec, Decode};
+use crate::store::{Batch, Sink, StoreError};
+use crate::template::Templates;
+
+#[derive(Debug)]
+struct CompiledStream {
+    request: RequestPlan,
+    paginator: Paginator,
+    decode: Decode,
+    records: CompiledPath,
+    mapper: Option<RecordMapper>,
+    /// This stream's `parent.fields`, evaluated on each parent record.
+    parent_fields: Vec<(String, Source)>,
+    children: Vec<String>,
+    is_root: bool,
+}
+
+/// A connector with every path, template and request compiled, ready to run many times.
+#[derive(Debug)]
+pub struct CompiledConnector {
+    spec: Arc<ConnectorSpec>,
+    templates: Templates,
+    streams: IndexMap<String, CompiledStream>,
+}
+
+impl CompiledConnector {
+    /// Compiles a loaded (and so validated) spec.
+    pub fn compile(spec: Arc<ConnectorSpec>) -> Result<Self, BuildError> {
+        let mut templates = Templates::default();
+        let mut streams = IndexMap::with_capacity(spec.streams.len());
+        for (name, stream) in &spec.streams {
+            let parent_fields = match &stream.parent {
+                Some(parent) => parent
+                    .fields
+                    .iter()
+                    .map(|(field, source)| {
+                        Ok((field.clone(), Source::compile(source, &mut templates)?))
+                    })
+                    .collect::<Result<Vec<_>, BuildError>>()?,
+                None => vec![],
+            };
+            let children = spec
+                .streams
+                .iter()
+                .filter(|(_, other)| {
+                    other
+                        .parent
+                        .as_ref()
+                        .is_some_and(|parent| &parent.stream == name)
+                })
+                .map(|(child, _)| child.clone())
+                .collect();
+            let compiled = CompiledStream {
+                request: RequestPlan::compile(&stream.request, &spec.headers, &mut templates)?,
+                paginator: Paginator::compile(&stream.paginate, &spec.headers, &mut templates)?,
+                decode: stream.decode,
+                records: CompiledPath::compile(stream.records.as_str())?,
+                mapper: stream
+                    .model
+                    .map(|model| RecordMapper::compile(model, stream, &mut templates))
+                    .transpose()?,
+                parent_fields,
+                children,
+                is_root: stream.parent.is_none(),
+            };
+            streams.insert(name.clone(), compiled);
+        }
+        Ok(Self {
+            spec,
+            templates,
+            streams,
+        })
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &ConnectorSpec {
+        &self.spec
+    }
+
+    /// The streams that start a run (those without a parent), in spec order.
+    pub fn root_streams(&self) -> impl Iterator<Item = &str> {
+        self.streams
+            .iter()
+            .filter(|(_, stream)| stream.is_root)
+            .map(|(name, _)| name.as_str())
+    }
+}
+
+/// The connected account a run imports for, and its configuration.
+#[derive(Debug, Clone)]
+pub struct Integration {
+    /// Who owns the records.
+    pub user_id: String,
+    /// The connected account's id.
+    pub integration_id: String,
+    /// Config values (`config.*` in templates).
+    pub config: Map<String, Value>,
+    /// Secret values (`secrets.*` in templates).
+    pub secrets: Map<String, Value>,
+}
+
+impl Integration {
+    /// An integration with `given` config and secret values, completed by the spec's defaults.
+    /// Fails when a value without a default is missing.
+    pub fn configure(
+        spec: &ConnectorSpec,
+        user_id: &str,
+        integration_id: &str,
+        given: &Map<String, Value>,
+    ) -> Result<Self, String> {
+        let mut config = Map::new();
+        let mut secrets = Map::new();
+        for (name, field) in &spec.config {
+            let value = match (given.get(name), &field.default) {
+                (Some(value), _) => value.clone(),
+                (None, Some(default)) => Value::String(default.clone()),
+                (None, None) => {
+                    return Err(format!("`{name}` is required: {}", field.description));
+                }
+            };
+            if field.secret {
+                secrets.insert(name.clone(), value);
+            } else {
+                config.insert(name.clone(), value);
+            }
+        }
+        // Values captured during authorization are config too, though not declared.
+        for (name, value) in given {
+            if !spec.config.contains_key(name) {
+                config.insert(name.clone(), value.clone());
+            }
+        }
+        Ok(Self {
+            user_id: user_id.to_owned(),
+            integration_id: integration_id.to_owned(),
+            config,
+            secrets,
+        })
+    }
+
+    /// `config` and `secrets` as one template context.
+    pub fn credentials_context(&self) -> minijinja::Value {
+        minijinja::context! {
+            config => minijinja::Value::from(minijinja::value::Serde(&self.config)),
+            secrets => minijinja::Value::from(minijinja::value::Serde(&self.secrets)),
+        }
+    }
+}
+
+/// What went wrong, where.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncErrorKind {
+    /// Sending a request.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// Rendering a request.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// Following the pages.
+    #[error("{0}")]
+    Pagination(String),
+    /// Writing records.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stream does not exist.
+    #[error("no such stream")]
+    UnknownStream,
+}
+
+/// A failed sync: which connector, stream and request, what happened and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{connector} / {stream}{}: {kind}", request.as_ref().map(|request| format!(" / {request}")).unwrap_or_default())]
+pub struct SyncError {
+    /// The connector.
+    pub connector: String,
+    /// The stream.
+    pub stream: String,
+    /// The request, as `METHOD URL`, when one was involved.
+    pub request: Option<String>,
+    /// What happened.
+    pub kind: SyncErrorKind,
+}
+
+impl SyncError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> String {
+        match &self.kind {
+            SyncErrorKind::Http(error) => error.hint().to_owned(),
+            SyncErrorKind::Request(_) => "check the integration's config values; if they are right, report it to the connector's authors".to_owned(),
+            SyncErrorKind::Pagination(_) => "the provider's paging misbehaved; try again later, or report it to the connector's authors".to_owned(),
+            SyncErrorKind::Store(_) => "check that the database is reachable and has free space; the sync resumes where it stopped".to_owned(),
+            SyncErrorKind::UnknownStream => "run `connector validate` to list the connector's streams".to_owned(),
+        }
+    }
+}
+
+/// One run of a connector for one integration.
+pub struct SyncRun<'a, S: Sink> {
+    connector: &'a CompiledConnector,
+    http: &'a HttpClient,
+    auth: &'a dyn Authorizer,
+    observer: &'a dyn Observer,
+    sink: &'a mut S,
+    provenance: Provenance,
+    config: minijinja::Value,
+    secrets: minijinja::Value,
+}
+
+type StreamFuture<'f> = Pin<Box<dyn Future<Output = Result<(), SyncError>> + Send + 'f>>;
+
+impl<'a, S: Sink> SyncRun<'a, S> {
+    /// Prepares a run.
+    pub fn new(
+        connector: &'a CompiledConnector,
+        integration: &Integration,
+        http: &'a HttpClient,
+        auth: &'a dyn Authorizer,
+        observer: &'a dyn Observer,
+        sink: &'a mut S,
+    ) -> Self {
+        Self {
+            connector,
+            http,
+            auth,
+            observer,
+            sink,
+            provenance: Provenance {
+                user_id: integration.user_id.clone(),
+                integration_id: integration.integration_id.clone(),
+                platform: connector.spec.id.clone(),
+            },
+            config: minijinja::Value::from(minijinja::value::Serde(&integration.config)),
+            secrets: minijinja::Value::from(minijinja::value::Serde(&integration.secrets)),
+        }
+    }
+
+    /// Runs the named root streams (every root stream when `only` is empty), with their
+    /// substreams.
+    pub async fn run(&mut self, only: &[String]) -> Result<(), SyncError> {
+        let roots: Vec<String> = self.connector.root_streams().map(str::to_owned).collect();
+        for name in only {
+            if !self.connector.streams.contains_key(name) {
+                return Err(self.error(name, None, SyncErrorKind::UnknownStream));
+            }
+        }
+        for name in roots
+            .iter()
+            .filter(|name| only.is_empty() || only.contains(name))
+        {
+            self.run_stream(name, minijinja::Value::from(())).await?;
+        }
+        Ok(())
+    }
+
+    fn error(&self, stream: &str, request: Option<String>, kind: SyncErrorKind) -> SyncError {
+        SyncError {
+            connector: self.connector.spec.id.clone(),
+            stream: stream.to_owned(),
+            request,
+            kind,
+        }
+    }
+
+    fn run_stream<'f>(&'f mut self, name: &'f str, parent: minijinja::Value) -> StreamFuture<'f>
+    where
+        'a: 'f,
+    {
+        Box::pin(async move {
+            let connector = self.connector;
+            let Some(stream) = connector.streams.get(name) else {
+                return Err(self.error(name, None, SyncErrorKind::UnknownStream));
+            };
+            let templates = &connector.templates;
+            let base_url = connector.spec.base_url.as_str();
+            let mut cursor = PageCursor::First;
+            loop {
+                let context = minijinja::context! {
+                    config => self.config.clone(),
+                    secrets => self.secrets.clone(),
+                    state => minijinja::context! {},
+                    parent => parent.clone(),
+                    page => stream.paginator.page_value(&cursor),
+                };
+                let request = match stream.paginator.request(&cursor) {
+                    PageRequest::Render { plan, injections } => plan
+                        .unwrap_or(&stream.request)
+                        .render(base_url, &context, templates, &injections),
+                    PageRequest::Url(url) => stream
+                        .request
+                        .render(base_url, &context, templates, &[])
+                        .and_then(|mut request| {
+                            request.url =
+                                url::Url::parse(url).map_err(|error| RequestError::Url {
+                                    url: url.to_owned(),
+                                    reason: error.to_string(),
+                                })?;
+                            request.method = reqwest::Method::GET;
+                            request.body = None;
+                            Ok(request)
+                        }),
+                }
+                .map_err(|error| self.error(name, None, error.into()))?;
+                let page = self
+                    .http
+                    .fetch(&request, stream.decode, self.auth, self.observer)
+                    .await
+                    .map_err(|error| self.error(name, Some(request.describe()), error.into()))?;
+
+                let mut raw_records: Vec<&Value> = Vec::new();
+                stream
+                    .records
+                    .for_each(&page.body, |record| raw_records.push(record));
+                self.observer.event(&Event::Page {
+                    stream: name,
+                    records: raw_records.len(),
+                });
+
+                if let Some(mapper) = &stream.mapper {
+                    let mut records = Vec::with_capacity(raw_records.len());
+                    let mut rejects = Vec::new();
+                    for raw in &raw_records {
+                        match mapper.map(raw, &parent, &self.config, &self.provenance, templates) {
+                            Mapped::Record(record) => records.push(record),
+                            Mapped::Rejected(reject) => rejects.push(reject),
+                        }
+                    }
+                    let batch = Batch {
+                        platform: &self.provenance.platform,
+                        stream: name,
+                        model: mapper.model(),
+                        records: &records,
+                        rejects: &rejects,
+                    };
+                    let counts = self.sink.write(batch).await.map_err(|error| {
+                        self.error(name, Some(request.describe()), error.into())
+                    })?;
+                    self.observer.event(&Event::Stored(counts));
+                }
+
+                for child_name in &stream.children {
+                    let Some(child) = connector.streams.get(child_name) else {
+                        continue;
+                    };
+                    for raw in &raw_records {
+                        let child_parent =
+                            parent_value(&child.parent_fields, raw, &self.config, templates)
+                                .map_err(|error| {
+                                    self.error(child_name, None, SyncErrorKind::Pagination(error))
+                                })?;
+                        self.run_stream(child_name, child_parent).await?;
+                    }
+                }
+
+                match stream.paginator.next(
+                    &cursor,
+                    &page.body,
+                    &page.headers,
+                    raw_records.len(),
+                    templates,
+                ) {
+                    Ok(Some(next)) => cursor = next,
+                    Ok(None) => return Ok(()),
+                    Err(error) => {
+                        return Err(self.error(
+                            name,
+                            Some(request.describe()),
+                            SyncErrorKind::Pagination(error),
+                        ));
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// The `parent` a child sees: its declared fields, taken from one parent record.
+fn parent_value(
+    fields: &[(String, Source)],
+    record: &Value,
+    config: &minijinja::Value,
+    templates: &Templates,
+) -> Result<minijinja::Value, String> {
+    let none = minijinja::Value::from(());
+    let context = Lazy::new(record, &none, config);
+    let mut values = Map::new();
+    for (name, source) in fields {
+        let value = source
+            .value(record, &context, templates)
+            .map_err(|error| format!("parent field `{name}`: {error}"))?;
+        values.insert(name.clone(), value.unwrap_or(Value::Null));
+    }
+    Ok(minijinja::Value::from(minijinja::value::Serde(values)))
+}
