@@ -55,6 +55,13 @@ fn with_runtime(work: impl std::future::Future<Output = Outcome>) -> Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Structured events (retries, rate-limit waits) go to stderr; RUST_LOG=info shows them.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
     let outcome = match cli.command {
         Command::Validate(args) => commands::validate::run(&args),
         Command::Schema(args) => commands::schema::run(&args),

@@ -166,3 +166,163 @@ fn schema_prints_the_connector_schema() {
     let schema: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(schema["title"], "Hypernet connector spec");
 }
+
+/// A copy of the google_photos connector in a scratch folder, to break on purpose.
+fn scratch_connector() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let source = root().join("connectors/google_photos");
+    let target = dir.path().join("google_photos");
+    for sub in ["", "fixtures", "snapshots"] {
+        std::fs::create_dir_all(target.join(sub)).unwrap();
+        for entry in std::fs::read_dir(source.join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), target.join(sub).join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    dir
+}
+
+#[test]
+fn connector_test_passes_on_the_catalog() {
+    let output = connector(&["test", "google_photos"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert!(stdout(&output).contains("stream media_items: matches"));
+}
+
+#[test]
+fn connector_test_fails_when_a_snapshot_changes() {
+    let dir = scratch_connector();
+    let snapshot = dir.path().join("google_photos/snapshots/media_items.snap");
+    let text = std::fs::read_to_string(&snapshot)
+        .unwrap()
+        .replace("\"width\": 4032", "\"width\": 4000");
+    std::fs::write(&snapshot, text).unwrap();
+    let output = connector(&["test", dir.path().join("google_photos").to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(
+        text.contains("-      \"width\": 4000,") && text.contains("+      \"width\": 4032,"),
+        "{text}"
+    );
+}
+
+#[test]
+fn connector_test_fails_when_a_fixture_changes_or_goes_unused() {
+    let dir = scratch_connector();
+    let folder = dir.path().join("google_photos");
+    let fixture = folder.join("fixtures/01_media_items_page_1.json");
+    let text = std::fs::read_to_string(&fixture)
+        .unwrap()
+        .replace("PXL_20240601_051231482.jpg", "renamed.jpg");
+    std::fs::write(&fixture, text).unwrap();
+    let output = connector(&["test", folder.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).contains("+      \"title\": \"renamed.jpg\""),
+        "{}",
+        stdout(&output)
+    );
+
+    let dir = scratch_connector();
+    let folder = dir.path().join("google_photos");
+    std::fs::copy(
+        folder.join("fixtures/01_media_items_page_1.json"),
+        folder.join("fixtures/99_never_asked.json"),
+    )
+    .unwrap();
+    let output = connector(&["test", folder.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).contains("fixture never requested: 99_never_asked.json"),
+        "{}",
+        stdout(&output)
+    );
+
+    let dir = scratch_connector();
+    let folder = dir.path().join("google_photos");
+    std::fs::remove_file(folder.join("fixtures/03_media_items_page_3_last.json")).unwrap();
+    let output = connector(&["test", folder.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(text.contains("request without a fixture: GET photoslibrary.googleapis.com/v1/mediaItems?pageSize=100&pageToken="), "{text}");
+    assert!(text.contains("sync failed: google_photos / media_items / GET https://photoslibrary.googleapis.com/v1/mediaItems"), "{text}");
+}
+
+#[test]
+fn sync_in_the_sandbox_fills_an_sqlite_file_and_a_second_run_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hypernet.sqlite");
+    let db_arg = db.to_str().unwrap();
+    let output = connector(&["sync", "google_photos", "--sandbox", "--db", db_arg]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout(&output).contains("new 5 · updated 0 · unchanged 0"),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = connector(&[
+        "sync",
+        "google_photos",
+        "--sandbox",
+        "--db",
+        db_arg,
+        "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (
+            summary["new"].as_u64(),
+            summary["unchanged"].as_u64(),
+            summary["requests"].as_u64()
+        ),
+        (Some(0), Some(5), Some(3))
+    );
+
+    let rows: Vec<(String, String, String)> = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::sqlite::SqliteConnectOptions;
+        let pool = sqlx::SqlitePool::connect_with(SqliteConnectOptions::new().filename(&db)).await.unwrap();
+        sqlx::query_as("SELECT source_object_id, model, data FROM records ORDER BY json_extract(data, '$.taken_at')").fetch_all(&pool).await.unwrap()
+    });
+    assert_eq!(rows.len(), 5);
+    let oldest: serde_json::Value = serde_json::from_str(&rows[0].2).unwrap();
+    assert_eq!(rows[0].0, "AKfRoYt2mHq7wZb1cRx5LyP8sU3vD6nK9oF4eG1aJ0iTwQc");
+    assert_eq!(rows[0].1, "media");
+    assert_eq!(oldest["title"], "IMG_0042.HEIC");
+    assert_eq!(oldest["media_type"], "photo");
+    assert_eq!(oldest["width"], 3024);
+    assert_eq!(oldest["taken_at"], "2019-11-22T10:00:00Z");
+    assert_eq!(oldest["source_platform"], "google_photos");
+}
+
+#[test]
+fn sync_of_an_unknown_connector_is_a_usage_error() {
+    let output = connector(&["sync", "no_such_connector", "--sandbox"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no connector `no_such_connector`"));
+}
+
+#[test]
+fn sync_of_an_oauth_connector_without_a_token_says_what_to_do() {
+    let output = connector(&[
+        "sync",
+        "google_photos",
+        "--db",
+        "/nonexistent/never-written.sqlite",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("needs an access token"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

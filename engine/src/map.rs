@@ -4,6 +4,8 @@
 //! pre-compiled JSONPaths and templates. The record is converted to a template value once, and
 //! only when the stream has templates at all.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use crate::convert::Converter;
@@ -44,20 +46,92 @@ impl Source {
 
     /// The value for `record`; `None` when the path selects nothing or null, or the template
     /// renders empty.
-    pub fn value(
+    pub fn value<'a>(
         &self,
-        record: &Value,
+        record: &'a Value,
         context: &Lazy<'_>,
         templates: &Templates,
-    ) -> Result<Option<Value>, String> {
+    ) -> Result<Option<Cow<'a, Value>>, String> {
+        // A selected value is borrowed: the conversion makes the one copy that is stored.
         match self {
-            Self::Path(path) => Ok(path.first(record).filter(|value| !value.is_null()).cloned()),
+            Self::Path(path) => Ok(path
+                .first(record)
+                .filter(|value| !value.is_null())
+                .map(Cow::Borrowed)),
             Self::Template(id) => {
                 let text = templates
                     .render(id, context.get())
                     .map_err(|error| error.to_string())?;
-                Ok((!text.is_empty()).then_some(Value::String(text)))
+                Ok((!text.is_empty()).then_some(Cow::Owned(Value::String(text))))
             }
+        }
+    }
+}
+
+/// Which parts of a record a stream's templates read, found when they are compiled.
+///
+/// Converting a whole record into a template value costs more than everything else done with
+/// it, so only the attributes templates name (`record.mimeType`) are converted, unless one
+/// uses the record as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RecordFields {
+    /// No template reads the record.
+    #[default]
+    None,
+    /// Only these top-level attributes.
+    Only(Vec<String>),
+    /// The whole record.
+    All,
+}
+
+impl RecordFields {
+    /// Adds what a template (or, with `condition`, a condition) reads.
+    pub fn add(&mut self, source: &str, condition: bool) {
+        let env = crate::template::environment();
+        let variables = if condition {
+            crate::template::condition_variables(&env, source)
+        } else {
+            crate::template::template_variables(&env, source)
+        };
+        // A template that does not compile is refused elsewhere; reading it whole is safe.
+        let Ok(variables) = variables else {
+            *self = Self::All;
+            return;
+        };
+        for variable in variables {
+            let mut parts = variable.split('.');
+            if parts.next() != Some("record") {
+                continue;
+            }
+            match (parts.next(), &mut *self) {
+                (_, Self::All) => {}
+                (None, _) => *self = Self::All,
+                (Some(name), Self::Only(names)) => {
+                    if !names.iter().any(|known| known == name) {
+                        names.push(name.to_owned());
+                    }
+                }
+                (Some(name), Self::None) => *self = Self::Only(vec![name.to_owned()]),
+            }
+        }
+    }
+
+    fn value(&self, record: &Value) -> minijinja::Value {
+        match self {
+            Self::All => minijinja::Value::from(minijinja::value::Serde(record)),
+            Self::None => minijinja::Value::from(()),
+            Self::Only(names) => minijinja::Value::from(
+                names
+                    .iter()
+                    .filter_map(|name| {
+                        let value = record.get(name)?;
+                        Some((
+                            name.clone(),
+                            minijinja::Value::from(minijinja::value::Serde(value)),
+                        ))
+                    })
+                    .collect::<std::collections::BTreeMap<String, minijinja::Value>>(),
+            ),
         }
     }
 }
@@ -65,20 +139,23 @@ impl Source {
 /// The template context of one record (`record`, `parent`, `config`), built on first use.
 pub struct Lazy<'a> {
     record: &'a Value,
+    fields: &'a RecordFields,
     parent: &'a minijinja::Value,
     config: &'a minijinja::Value,
     built: std::cell::OnceCell<minijinja::Value>,
 }
 
 impl<'a> Lazy<'a> {
-    /// A context for `record`.
+    /// A context for `record`, converting the parts named by `fields`.
     pub fn new(
         record: &'a Value,
+        fields: &'a RecordFields,
         parent: &'a minijinja::Value,
         config: &'a minijinja::Value,
     ) -> Self {
         Self {
             record,
+            fields,
             parent,
             config,
             built: std::cell::OnceCell::new(),
@@ -88,11 +165,40 @@ impl<'a> Lazy<'a> {
     fn get(&self) -> &minijinja::Value {
         self.built.get_or_init(|| {
             minijinja::context! {
-                record => minijinja::Value::from(minijinja::value::Serde(self.record)),
+                record => self.fields.value(self.record),
                 parent => self.parent.clone(),
                 config => self.config.clone(),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_attributes_templates_read_are_converted() {
+        let mut fields = RecordFields::default();
+        fields.add(
+            "{{ 'video' if record.mimeType is startingwith('video/') else 'photo' }}",
+            false,
+        );
+        fields.add("record.status == 'cancelled'", true);
+        fields.add("{{ parent.id }}", false);
+        assert_eq!(
+            fields,
+            RecordFields::Only(vec!["mimeType".to_owned(), "status".to_owned()])
+        );
+        let value = fields
+            .value(&serde_json::json!({"mimeType": "video/mp4", "status": "ok", "big": [1, 2, 3]}));
+        assert_eq!(
+            value.get_attr("mimeType").unwrap().as_str(),
+            Some("video/mp4")
+        );
+        assert!(value.get_attr("big").unwrap().is_undefined());
+        fields.add("{{ record | tojson }}", false);
+        assert_eq!(fields, RecordFields::All);
     }
 }
 
@@ -154,6 +260,7 @@ pub struct RecordMapper {
     id: Source,
     fields: Vec<FieldPlan>,
     deleted: Option<TemplateId>,
+    record_fields: RecordFields,
 }
 
 impl RecordMapper {
@@ -164,6 +271,17 @@ impl RecordMapper {
         templates: &mut Templates,
     ) -> Result<Self, BuildError> {
         let id = Source::compile(&stream.id, templates)?;
+        let mut record_fields = RecordFields::default();
+        let sources =
+            std::iter::once(&stream.id).chain(stream.map.values().map(FieldMapping::source));
+        for source in sources {
+            if let ValueSource::Template(text) = source {
+                record_fields.add(text.as_str(), false);
+            }
+        }
+        if let Some(condition) = &stream.deleted {
+            record_fields.add(condition.as_str(), true);
+        }
         let mut fields = Vec::with_capacity(stream.map.len());
         for (name, mapping) in &stream.map {
             let Some(info) = model.field(name) else {
@@ -193,6 +311,7 @@ impl RecordMapper {
             id,
             fields,
             deleted,
+            record_fields,
         })
     }
 
@@ -210,7 +329,7 @@ impl RecordMapper {
         provenance: &Provenance,
         templates: &Templates,
     ) -> Mapped {
-        let context = Lazy::new(raw, parent, config);
+        let context = Lazy::new(raw, &self.record_fields, parent, config);
         let reject = |id: Option<String>, reason: String| {
             Mapped::Rejected(Reject {
                 id,
@@ -218,7 +337,11 @@ impl RecordMapper {
                 raw: raw.clone(),
             })
         };
-        let id = match self.id.value(raw, &context, templates) {
+        let id = match self
+            .id
+            .value(raw, &context, templates)
+            .map(|id| id.map(Cow::into_owned))
+        {
             Ok(Some(Value::String(id))) => id,
             Ok(Some(Value::Number(number))) => number.to_string(),
             Ok(_) => return reject(None, "the record has no id".to_owned()),
@@ -256,7 +379,7 @@ impl RecordMapper {
 
         for field in &self.fields {
             let value = match field.source.value(raw, &context, templates) {
-                Ok(value) => value.or_else(|| field.default.clone()),
+                Ok(value) => value.or_else(|| field.default.as_ref().map(Cow::Borrowed)),
                 Err(error) => return reject(Some(id), format!("{}: {error}", field.name)),
             };
             match value {

@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 
 use crate::events::{Event, Observer};
 use crate::extract::CompiledPath;
-use crate::http::{Authorizer, HttpClient, HttpError};
-use crate::map::{BuildError, Lazy, Mapped, Provenance, RecordMapper, Source};
+use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, Page};
+use crate::map::{BuildError, Lazy, Mapped, Provenance, RecordFields, RecordMapper, Source};
 use crate::paginate::{PageCursor, PageRequest, Paginator};
 use crate::request::{RequestError, RequestPlan};
 use crate::spec::{ConnectorSpec, Decode};
@@ -213,19 +213,79 @@ impl SyncError {
     }
 }
 
-/// One run of a connector for one integration.
-pub struct SyncRun<'a, S: Sink> {
+/// What a run shares between its streams: everything but the sink.
+struct Fetcher<'a> {
     connector: &'a CompiledConnector,
     http: &'a HttpClient,
     auth: &'a dyn Authorizer,
     observer: &'a dyn Observer,
-    sink: &'a mut S,
     provenance: Provenance,
     config: minijinja::Value,
     secrets: minijinja::Value,
 }
 
+/// One run of a connector for one integration.
+pub struct SyncRun<'a, S: Sink> {
+    fetcher: Fetcher<'a>,
+    sink: &'a mut S,
+}
+
 type StreamFuture<'f> = Pin<Box<dyn Future<Output = Result<(), SyncError>> + Send + 'f>>;
+
+impl Fetcher<'_> {
+    fn error(&self, stream: &str, request: Option<String>, kind: SyncErrorKind) -> SyncError {
+        SyncError {
+            connector: self.connector.spec.id.clone(),
+            stream: stream.to_owned(),
+            request,
+            kind,
+        }
+    }
+
+    /// Renders and sends the request for the page at `cursor`.
+    async fn fetch(
+        &self,
+        name: &str,
+        stream: &CompiledStream,
+        parent: &minijinja::Value,
+        cursor: &PageCursor,
+    ) -> Result<(HttpRequest, Page), SyncError> {
+        let templates = &self.connector.templates;
+        let base_url = self.connector.spec.base_url.as_str();
+        let context = minijinja::context! {
+            config => self.config.clone(),
+            secrets => self.secrets.clone(),
+            state => minijinja::context! {},
+            parent => parent.clone(),
+            page => stream.paginator.page_value(cursor),
+        };
+        let request = match stream.paginator.request(cursor) {
+            PageRequest::Render { plan, injections } => {
+                plan.unwrap_or(&stream.request)
+                    .render(base_url, &context, templates, &injections)
+            }
+            PageRequest::Url(url) => stream
+                .request
+                .render(base_url, &context, templates, &[])
+                .and_then(|mut request| {
+                    request.url = url::Url::parse(url).map_err(|error| RequestError::Url {
+                        url: url.to_owned(),
+                        reason: error.to_string(),
+                    })?;
+                    request.method = reqwest::Method::GET;
+                    request.body = None;
+                    Ok(request)
+                }),
+        }
+        .map_err(|error| self.error(name, None, error.into()))?;
+        let page = self
+            .http
+            .fetch(&request, stream.decode, self.auth, self.observer)
+            .await
+            .map_err(|error| self.error(name, Some(request.describe()), error.into()))?;
+        Ok((request, page))
+    }
+}
 
 impl<'a, S: Sink> SyncRun<'a, S> {
     /// Prepares a run.
@@ -237,12 +297,11 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         observer: &'a dyn Observer,
         sink: &'a mut S,
     ) -> Self {
-        Self {
+        let fetcher = Fetcher {
             connector,
             http,
             auth,
             observer,
-            sink,
             provenance: Provenance {
                 user_id: integration.user_id.clone(),
                 integration_id: integration.integration_id.clone(),
@@ -250,16 +309,22 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             },
             config: minijinja::Value::from(minijinja::value::Serde(&integration.config)),
             secrets: minijinja::Value::from(minijinja::value::Serde(&integration.secrets)),
-        }
+        };
+        Self { fetcher, sink }
     }
 
     /// Runs the named root streams (every root stream when `only` is empty), with their
     /// substreams.
     pub async fn run(&mut self, only: &[String]) -> Result<(), SyncError> {
-        let roots: Vec<String> = self.connector.root_streams().map(str::to_owned).collect();
+        let roots: Vec<String> = self
+            .fetcher
+            .connector
+            .root_streams()
+            .map(str::to_owned)
+            .collect();
         for name in only {
-            if !self.connector.streams.contains_key(name) {
-                return Err(self.error(name, None, SyncErrorKind::UnknownStream));
+            if !self.fetcher.connector.streams.contains_key(name) {
+                return Err(self.fetcher.error(name, None, SyncErrorKind::UnknownStream));
             }
         }
         for name in roots
@@ -271,122 +336,131 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         Ok(())
     }
 
-    fn error(&self, stream: &str, request: Option<String>, kind: SyncErrorKind) -> SyncError {
-        SyncError {
-            connector: self.connector.spec.id.clone(),
-            stream: stream.to_owned(),
-            request,
-            kind,
-        }
-    }
-
     fn run_stream<'f>(&'f mut self, name: &'f str, parent: minijinja::Value) -> StreamFuture<'f>
     where
         'a: 'f,
     {
         Box::pin(async move {
-            let connector = self.connector;
+            let connector = self.fetcher.connector;
             let Some(stream) = connector.streams.get(name) else {
-                return Err(self.error(name, None, SyncErrorKind::UnknownStream));
+                return Err(self.fetcher.error(name, None, SyncErrorKind::UnknownStream));
             };
             let templates = &connector.templates;
-            let base_url = connector.spec.base_url.as_str();
             let mut cursor = PageCursor::First;
+            let mut fetched = self.fetcher.fetch(name, stream, &parent, &cursor).await?;
             loop {
-                let context = minijinja::context! {
-                    config => self.config.clone(),
-                    secrets => self.secrets.clone(),
-                    state => minijinja::context! {},
-                    parent => parent.clone(),
-                    page => stream.paginator.page_value(&cursor),
-                };
-                let request = match stream.paginator.request(&cursor) {
-                    PageRequest::Render { plan, injections } => plan
-                        .unwrap_or(&stream.request)
-                        .render(base_url, &context, templates, &injections),
-                    PageRequest::Url(url) => stream
-                        .request
-                        .render(base_url, &context, templates, &[])
-                        .and_then(|mut request| {
-                            request.url =
-                                url::Url::parse(url).map_err(|error| RequestError::Url {
-                                    url: url.to_owned(),
-                                    reason: error.to_string(),
-                                })?;
-                            request.method = reqwest::Method::GET;
-                            request.body = None;
-                            Ok(request)
-                        }),
-                }
-                .map_err(|error| self.error(name, None, error.into()))?;
-                let page = self
-                    .http
-                    .fetch(&request, stream.decode, self.auth, self.observer)
-                    .await
-                    .map_err(|error| self.error(name, Some(request.describe()), error.into()))?;
-
+                let (request, page) = fetched;
                 let mut raw_records: Vec<&Value> = Vec::new();
                 stream
                     .records
                     .for_each(&page.body, |record| raw_records.push(record));
-                self.observer.event(&Event::Page {
+                self.fetcher.observer.event(&Event::Page {
                     stream: name,
                     records: raw_records.len(),
                 });
 
-                if let Some(mapper) = &stream.mapper {
-                    let mut records = Vec::with_capacity(raw_records.len());
-                    let mut rejects = Vec::new();
-                    for raw in &raw_records {
-                        match mapper.map(raw, &parent, &self.config, &self.provenance, templates) {
-                            Mapped::Record(record) => records.push(record),
-                            Mapped::Rejected(reject) => rejects.push(reject),
+                let next = stream
+                    .paginator
+                    .next(
+                        &cursor,
+                        &page.body,
+                        &page.headers,
+                        raw_records.len(),
+                        templates,
+                    )
+                    .map_err(|error| {
+                        self.fetcher.error(
+                            name,
+                            Some(request.describe()),
+                            SyncErrorKind::Pagination(error),
+                        )
+                    })?;
+
+                // The next page is requested before this one is mapped, so the provider works
+                // while the records are mapped; then this page is written (the database works on
+                // its own thread) while the next one is decoded. Substreams need this page's
+                // records afterwards, so a stream with children takes its pages one at a time.
+                // This page is written while the next one is fetched and decoded: the database
+                // works on its own thread, so the two overlap. (Requesting the next page before
+                // mapping this one measured slower: the response body only streams while this
+                // task polls it.) Substreams need this page's records afterwards, so a stream
+                // with children takes its pages one at a time.
+                let prefetched = {
+                    let fetcher = &self.fetcher;
+                    let sink = &mut *self.sink;
+                    let (mut records, mut rejects) =
+                        (Vec::with_capacity(raw_records.len()), Vec::new());
+                    if let Some(mapper) = &stream.mapper {
+                        for raw in &raw_records {
+                            match mapper.map(
+                                raw,
+                                &parent,
+                                &fetcher.config,
+                                &fetcher.provenance,
+                                templates,
+                            ) {
+                                Mapped::Record(record) => records.push(record),
+                                Mapped::Rejected(reject) => rejects.push(reject),
+                            }
                         }
                     }
-                    let batch = Batch {
-                        platform: &self.provenance.platform,
-                        stream: name,
-                        model: mapper.model(),
-                        records: &records,
-                        rejects: &rejects,
+                    let write = async {
+                        let Some(mapper) = &stream.mapper else {
+                            return Ok(None);
+                        };
+                        let batch = Batch {
+                            platform: &fetcher.provenance.platform,
+                            stream: name,
+                            model: mapper.model(),
+                            records: &records,
+                            rejects: &rejects,
+                        };
+                        sink.write(batch).await.map(Some).map_err(|error| {
+                            fetcher.error(name, Some(request.describe()), error.into())
+                        })
                     };
-                    let counts = self.sink.write(batch).await.map_err(|error| {
-                        self.error(name, Some(request.describe()), error.into())
-                    })?;
-                    self.observer.event(&Event::Stored(counts));
-                }
+                    let prefetch = async {
+                        match &next {
+                            Some(next) if stream.children.is_empty() => {
+                                Some(fetcher.fetch(name, stream, &parent, next).await)
+                            }
+                            _ => None,
+                        }
+                    };
+                    let (written, prefetched) = tokio::join!(biased; write, prefetch);
+                    if let Some(counts) = written? {
+                        fetcher.observer.event(&Event::Stored(counts));
+                    }
+                    prefetched
+                };
 
                 for child_name in &stream.children {
                     let Some(child) = connector.streams.get(child_name) else {
                         continue;
                     };
                     for raw in &raw_records {
-                        let child_parent =
-                            parent_value(&child.parent_fields, raw, &self.config, templates)
-                                .map_err(|error| {
-                                    self.error(child_name, None, SyncErrorKind::Pagination(error))
-                                })?;
+                        let child_parent = parent_value(
+                            &child.parent_fields,
+                            raw,
+                            &self.fetcher.config,
+                            templates,
+                        )
+                        .map_err(|error| {
+                            self.fetcher
+                                .error(child_name, None, SyncErrorKind::Pagination(error))
+                        })?;
                         self.run_stream(child_name, child_parent).await?;
                     }
                 }
 
-                match stream.paginator.next(
-                    &cursor,
-                    &page.body,
-                    &page.headers,
-                    raw_records.len(),
-                    templates,
-                ) {
-                    Ok(Some(next)) => cursor = next,
-                    Ok(None) => return Ok(()),
-                    Err(error) => {
-                        return Err(self.error(
-                            name,
-                            Some(request.describe()),
-                            SyncErrorKind::Pagination(error),
-                        ));
-                    }
-                }
+                let Some(next) = next else {
+                    return Ok(());
+                };
+                fetched = match prefetched {
+                    Some(result) => result?,
+                    None => self.fetcher.fetch(name, stream, &parent, &next).await?,
+                };
+                cursor = next;
             }
         })
     }
@@ -400,13 +474,16 @@ fn parent_value(
     templates: &Templates,
 ) -> Result<minijinja::Value, String> {
     let none = minijinja::Value::from(());
-    let context = Lazy::new(record, &none, config);
+    let context = Lazy::new(record, &RecordFields::All, &none, config);
     let mut values = Map::new();
     for (name, source) in fields {
         let value = source
             .value(record, &context, templates)
             .map_err(|error| format!("parent field `{name}`: {error}"))?;
-        values.insert(name.clone(), value.unwrap_or(Value::Null));
+        values.insert(
+            name.clone(),
+            value.map_or(Value::Null, std::borrow::Cow::into_owned),
+        );
     }
     Ok(minijinja::Value::from(minijinja::value::Serde(values)))
 }

@@ -4,7 +4,6 @@
 //! new and changed records with one multi-row statement. Re-running a sync over unchanged data
 //! writes nothing.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -80,7 +79,8 @@ fn now() -> String {
 struct PendingRow<'a> {
     record: &'a MappedRecord,
     json: String,
-    hash: String,
+    /// The first 16 bytes of the BLAKE3 hash of `json`: ample to tell changed content apart.
+    hash: [u8; 16],
 }
 
 impl Sink for SqliteStore {
@@ -93,60 +93,23 @@ impl Sink for SqliteStore {
         let at = now();
         let mut transaction = self.pool.begin().await?;
 
-        // What is stored now, for this page's ids.
-        let mut stored: HashMap<String, (String, bool)> =
-            HashMap::with_capacity(batch.records.len());
-        for chunk in batch.records.chunks(ROWS_PER_STATEMENT) {
-            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT source_object_id, content_hash, deleted_at IS NOT NULL FROM records WHERE source_platform = ",
-            );
-            query
-                .push_bind(batch.platform)
-                .push(" AND model = ")
-                .push_bind(model)
-                .push(" AND source_object_id IN (");
-            let mut ids = query.separated(", ");
-            for record in chunk {
-                ids.push_bind(&record.id);
-            }
-            query.push(")");
-            for row in query.build().fetch_all(&mut *transaction).await? {
-                stored.insert(
-                    row.try_get(0)?,
-                    (row.try_get(1)?, row.try_get::<bool, _>(2)?),
-                );
-            }
-        }
+        let (tombstones, live): (Vec<&MappedRecord>, Vec<&MappedRecord>) =
+            batch.records.iter().partition(|record| record.deleted);
+        let rows: Vec<PendingRow<'_>> = live
+            .into_iter()
+            .map(|record| {
+                let json = serde_json::to_string(&record.data).unwrap_or_default();
+                let digest = blake3::hash(json.as_bytes());
+                let mut hash = [0u8; 16];
+                hash.copy_from_slice(&digest.as_bytes()[..16]);
+                PendingRow { record, json, hash }
+            })
+            .collect();
 
-        let mut changed: Vec<PendingRow<'_>> = Vec::new();
-        let mut tombstones: Vec<&MappedRecord> = Vec::new();
-        for record in batch.records {
-            let existing = stored.get(&record.id);
-            if record.deleted {
-                if !existing.is_some_and(|(_, deleted)| *deleted) {
-                    counts.deleted += 1;
-                    tombstones.push(record);
-                } else {
-                    counts.unchanged += 1;
-                }
-                continue;
-            }
-            let json = serde_json::to_string(&record.data).unwrap_or_default();
-            let hash = blake3::hash(json.as_bytes()).to_hex().to_string();
-            match existing {
-                Some((stored_hash, false)) if *stored_hash == hash => counts.unchanged += 1,
-                Some(_) => {
-                    counts.updated += 1;
-                    changed.push(PendingRow { record, json, hash });
-                }
-                None => {
-                    counts.new += 1;
-                    changed.push(PendingRow { record, json, hash });
-                }
-            }
-        }
-
-        for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            // One statement does the work of "read the stored hash, then write if it differs":
+            // the WHERE skips unchanged rows, RETURNING reports the rows written, and a row whose
+            // first_seen_at is this write's timestamp is new.
             let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO records (source_platform, model, source_object_id, user_id, integration_id, data, content_hash, first_seen_at, updated_at, deleted_at) ",
             );
@@ -157,17 +120,29 @@ impl Sink for SqliteStore {
                     .push_bind(text_field(item.record, "user_id"))
                     .push_bind(text_field(item.record, "source_integration_id"))
                     .push_bind(&item.json)
-                    .push_bind(&item.hash)
+                    .push_bind(item.hash.to_vec())
                     .push_bind(&at)
                     .push_bind(&at)
                     .push_bind(None::<String>);
             });
-            query.push(
-                " ON CONFLICT (source_platform, model, source_object_id) DO UPDATE SET \
-                 user_id = excluded.user_id, integration_id = excluded.integration_id, data = excluded.data, \
-                 content_hash = excluded.content_hash, updated_at = excluded.updated_at, deleted_at = NULL",
-            );
-            query.build().execute(&mut *transaction).await?;
+            query
+                .push(
+                    " ON CONFLICT (source_platform, model, source_object_id) DO UPDATE SET \
+                     user_id = excluded.user_id, integration_id = excluded.integration_id, data = excluded.data, \
+                     content_hash = excluded.content_hash, updated_at = excluded.updated_at, deleted_at = NULL \
+                     WHERE records.content_hash != excluded.content_hash OR records.deleted_at IS NOT NULL \
+                     RETURNING first_seen_at = ",
+                )
+                .push_bind(&at);
+            let written = query.build().fetch_all(&mut *transaction).await?;
+            let new = written
+                .iter()
+                .map(|row| row.try_get::<bool, _>(0))
+                .filter(|is_new| matches!(is_new, Ok(true)))
+                .count() as u64;
+            counts.new += new;
+            counts.updated += written.len() as u64 - new;
+            counts.unchanged += (chunk.len() - written.len()) as u64;
         }
 
         for chunk in tombstones.chunks(ROWS_PER_STATEMENT) {
@@ -183,16 +158,19 @@ impl Sink for SqliteStore {
                     .push_bind(text_field(record, "user_id"))
                     .push_bind(text_field(record, "source_integration_id"))
                     .push_bind(json)
-                    .push_bind("")
+                    .push_bind(Vec::<u8>::new())
                     .push_bind(&at)
                     .push_bind(&at)
                     .push_bind(&at);
             });
             query.push(
                 " ON CONFLICT (source_platform, model, source_object_id) DO UPDATE SET \
-                 deleted_at = excluded.deleted_at, updated_at = excluded.updated_at",
+                 deleted_at = excluded.deleted_at, updated_at = excluded.updated_at \
+                 WHERE records.deleted_at IS NULL RETURNING 1",
             );
-            query.build().execute(&mut *transaction).await?;
+            let marked = query.build().fetch_all(&mut *transaction).await?.len();
+            counts.deleted += marked as u64;
+            counts.unchanged += (chunk.len() - marked) as u64;
         }
 
         for chunk in batch.rejects.chunks(ROWS_PER_STATEMENT) {

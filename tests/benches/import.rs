@@ -1,0 +1,248 @@
+//! Import throughput and memory: Google-Photos-shaped records (about 600 bytes of JSON each,
+//! 100 per page) served from a loopback server process, imported with the real `google_photos`
+//! spec through the real engine (HTTP, JSONPath, templates, conversions, model validation) into
+//! an SQLite file.
+//!
+//! `cargo bench -p hypernet-tests --bench import` runs N = 10k, 100k and 1M, each in a fresh
+//! process so that its peak RSS is its own, and prints a table. `-- --records N` runs one size.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use engine::auth::StaticAuth;
+use engine::events::Counters;
+use engine::http::{ClientOptions, HttpClient, Transport};
+use engine::ratelimit::RateLimitRegistry;
+use engine::sandbox::{SANDBOX_ACCESS_TOKEN, sandbox_config};
+use engine::store::SqliteStore;
+use engine::sync::{CompiledConnector, Integration, SyncRun};
+
+const PAGE_SIZE: usize = 100;
+
+/// The width of the page number inside every id; ids are `AKfRoY` + page + position.
+const PAGE_DIGITS: usize = 12;
+
+fn record(page: usize, position: usize) -> String {
+    let id = format!("AKfRoY{page:0>PAGE_DIGITS$}{position:0>28}");
+    let (mime, metadata) = if position.is_multiple_of(10) {
+        (
+            "video/mp4",
+            r#""video": {"cameraMake": "Apple", "cameraModel": "iPhone 15", "fps": 29.97, "status": "READY"}"#,
+        )
+    } else {
+        (
+            "image/jpeg",
+            r#""photo": {"cameraMake": "Google", "cameraModel": "Pixel 8", "focalLength": 6.9, "apertureFNumber": 1.68, "isoEquivalent": 50}"#,
+        )
+    };
+    let time = jiff::Timestamp::from_second(1_600_000_000 + position as i64 * 3_600)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    format!(
+        r#"{{"id": "{id}", "description": "Holiday photo number {position}", "productUrl": "https://photos.google.com/lr/photo/{id}", "baseUrl": "https://lh3.googleusercontent.com/lr/{id}", "mimeType": "{mime}", "mediaMetadata": {{"creationTime": "{time}", "width": "4032", "height": "3024", {metadata}}}, "filename": "PXL_{position}.jpg"}}"#
+    )
+}
+
+/// A full page rendered once; each request copies it and writes its page number into every id,
+/// so serving costs a memcpy and the figures are the engine's, not the test server's.
+struct PageTemplate {
+    body: Vec<u8>,
+    /// Where page-number digits stand in `body`.
+    slots: Vec<usize>,
+}
+
+impl PageTemplate {
+    fn new() -> Self {
+        let marker = "9".repeat(PAGE_DIGITS);
+        let records: Vec<String> = (0..PAGE_SIZE)
+            .map(|position| record(999_999_999_999, position))
+            .collect();
+        let body = format!(r#"{{"mediaItems": [{}]"#, records.join(","));
+        let slots = body
+            .match_indices(&format!("AKfRoY{marker}"))
+            .map(|(at, _)| at + "AKfRoY".len())
+            .collect();
+        Self {
+            body: body.into_bytes(),
+            slots,
+        }
+    }
+
+    fn page(&self, page: usize, next: Option<usize>) -> Vec<u8> {
+        let mut body = self.body.clone();
+        let digits = format!("{page:0>PAGE_DIGITS$}");
+        for &slot in &self.slots {
+            body[slot..slot + PAGE_DIGITS].copy_from_slice(digits.as_bytes());
+        }
+        match next {
+            Some(next) => {
+                body.extend_from_slice(format!(r#", "nextPageToken": "{next}"}}"#).as_bytes())
+            }
+            None => body.push(b'}'),
+        }
+        body
+    }
+}
+
+/// The server process: `total / PAGE_SIZE` pages; the token is the next page's number.
+fn serve(total: usize) {
+    let pages = total.div_ceil(PAGE_SIZE);
+    let template = Arc::new(PageTemplate::new());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let app = axum::Router::new().route(
+            "/v1/mediaItems",
+            axum::routing::get(
+                move |axum::extract::Query(query): axum::extract::Query<
+                    std::collections::HashMap<String, String>,
+                >| {
+                    let template = Arc::clone(&template);
+                    async move {
+                        let page: usize = query
+                            .get("pageToken")
+                            .and_then(|token| token.parse().ok())
+                            .unwrap_or(0);
+                        let next = (page + 1 < pages).then_some(page + 1);
+                        (
+                            [("content-type", "application/json")],
+                            template.page(page, next),
+                        )
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        println!("{}", listener.local_addr().expect("address"));
+        std::io::stdout().flush().ok();
+        axum::serve(listener, app).await.ok();
+    });
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One import of `total` records; prints one result line.
+fn import(total: usize) {
+    let exe = std::env::current_exe().expect("own path");
+    let mut server = Command::new(exe)
+        .args(["--serve", &total.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("server process");
+    let mut address = String::new();
+    BufReader::new(server.stdout.take().expect("server stdout"))
+        .read_line(&mut address)
+        .expect("server address");
+    let base = url::Url::parse(&format!("http://{}", address.trim())).expect("server URL");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (seconds, requests, records) = runtime.block_on(async move {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../connectors/google_photos/connector.yaml");
+        let spec = Arc::new(engine::spec::load(&root).expect("the google_photos spec"));
+        let connector = CompiledConnector::compile(Arc::clone(&spec)).expect("compiles");
+        let integration = Integration::configure(&spec, "bench", "bench", &sandbox_config(&spec))
+            .expect("config");
+        let registry = RateLimitRegistry::default();
+        // The spec's app-wide daily quota would stop a million-record run; the bench measures
+        // the engine, so it runs without limits.
+        let http = HttpClient::new(
+            spec.allowed_hosts.clone(),
+            spec.retry.clone(),
+            engine::ratelimit::RateGate::unlimited(),
+            ClientOptions {
+                transport: Transport::Sandbox(base),
+                ..ClientOptions::default()
+            },
+        )
+        .expect("client");
+        drop(registry);
+        let auth = StaticAuth::prepare(
+            &spec.auth,
+            &integration.credentials_context(),
+            Some(SANDBOX_ACCESS_TOKEN),
+        )
+        .expect("auth");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = SqliteStore::open(&dir.path().join("bench.sqlite"))
+            .await
+            .expect("store");
+        let counters = Counters::default();
+        let started = Instant::now();
+        SyncRun::new(
+            &connector,
+            &integration,
+            &http,
+            &auth,
+            &counters,
+            &mut store,
+        )
+        .run(&[])
+        .await
+        .expect("import");
+        let seconds = started.elapsed().as_secs_f64();
+        let totals = counters.totals();
+        assert_eq!(totals.written.new as usize, total, "every record stored");
+        assert_eq!(
+            store.count("google_photos").await.expect("count") as usize,
+            total
+        );
+        (seconds, totals.requests, totals.records)
+    });
+    server.kill().ok();
+    server.wait().ok();
+    println!(
+        "{total:>9} records  {seconds:>7.2} s  {:>9.0} records/s  {requests:>6} requests  peak RSS {:>6.1} MiB",
+        records as f64 / seconds,
+        peak_rss_kib() as f64 / 1024.0
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|arg| arg == flag)
+            .and_then(|index| args.get(index + 1))
+            .and_then(|text| text.parse::<usize>().ok())
+    };
+    if let Some(total) = value("--serve") {
+        return serve(total);
+    }
+    if let Some(total) = value("--records") {
+        return import(total);
+    }
+    println!(
+        "import benchmark: google_photos spec, {PAGE_SIZE} records per page, loopback HTTP, SQLite file"
+    );
+    let exe = std::env::current_exe().expect("own path");
+    for total in [10_000, 100_000, 1_000_000] {
+        let status = Command::new(&exe)
+            .args(["--records", &total.to_string()])
+            .status()
+            .expect("bench process");
+        if !status.success() {
+            std::process::exit(1);
+        }
+    }
+}
