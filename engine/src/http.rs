@@ -80,6 +80,11 @@ pub trait Authorizer: Send + Sync {
     /// Adds the credentials to an outgoing request.
     fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder;
 
+    /// Runs before each request: credentials that are about to expire renew themselves here.
+    fn prepare(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Tries to renew the credentials after a 401; `Ok(true)` when there are new ones to retry
     /// with. Static credentials cannot be renewed.
     fn refresh(&self) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send + '_>> {
@@ -237,6 +242,7 @@ impl HttpClient {
             self.gate
                 .acquire(|wait| observer.event(&Event::RateLimited { wait }))
                 .await;
+            auth.prepare().await.map_err(HttpError::Refresh)?;
             observer.event(&Event::Request);
             let (reason, header_wait) = match self.send(request, auth).await {
                 Ok((status, headers, body)) if (200..300).contains(&status) => {

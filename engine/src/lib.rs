@@ -16,6 +16,7 @@ pub mod extract;
 pub mod http;
 pub mod map;
 pub mod models;
+pub mod oauth;
 pub mod paginate;
 pub mod ratelimit;
 pub mod replay;
