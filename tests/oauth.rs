@@ -81,6 +81,7 @@ fn http(spec: &ConnectorSpec, server: &url::Url) -> HttpClient {
 /// The user's browser: follows the authorization URL to the provider and stops at the redirect
 /// back to Hypernet, returning the callback's query.
 async fn browser(start: &AuthorizationStart, server: &url::Url) -> HashMap<String, String> {
+    engine::http::install_tls_provider();
     let mut url = start.url.clone();
     url.set_scheme("http").unwrap();
     url.set_host(server.host_str()).unwrap();
@@ -139,7 +140,8 @@ async fn sync(
         Arc::new(Counters::default()),
     )
     .on_refresh(Box::new(move |tokens| {
-        refreshed.lock().unwrap().push(tokens.clone())
+        refreshed.lock().unwrap().push(tokens);
+        Box::pin(async {})
     }));
     let counters = Counters::default();
     let result = SyncRun::new(

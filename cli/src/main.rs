@@ -25,6 +25,8 @@ enum Command {
     Test(commands::test::Args),
     /// Import a connector's records into an SQLite file, from the sandbox or the real API.
     Sync(commands::sync::Args),
+    /// Connect an account through OAuth on this machine; tokens are stored encrypted.
+    Auth(commands::auth::Args),
     /// Print the connector JSON Schema, or write and check all generated files.
     Schema(commands::schema::Args),
 }
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Schema(args) => commands::schema::run(&args),
         Command::Test(args) => with_runtime(commands::test::run(&args)),
         Command::Sync(args) => with_runtime(commands::sync::run(&args)),
+        Command::Auth(args) => with_runtime(commands::auth::run(&args)),
     };
     match outcome {
         Outcome::Success => ExitCode::SUCCESS,

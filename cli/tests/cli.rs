@@ -313,16 +313,167 @@ fn sync_of_an_unknown_connector_is_a_usage_error() {
 
 #[test]
 fn sync_of_an_oauth_connector_without_a_token_says_what_to_do() {
-    let output = connector(&[
-        "sync",
-        "google_photos",
-        "--db",
-        "/nonexistent/never-written.sqlite",
-    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hypernet.sqlite");
+    let output = connector(&["sync", "google_photos", "--db", db.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("needs an access token"),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("google_photos is not connected for user local: run `connector auth google_photos` first"), "{stderr}");
+}
+
+/// `connector auth --sandbox`, with a stand-in browser following the printed URL.
+fn authorize_in_sandbox(db: &std::path::Path, key: &std::path::Path) -> (String, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_connector"))
+        .args([
+            "auth",
+            "google_photos",
+            "--sandbox",
+            "--no-open",
+            "--db",
+            db.to_str().unwrap(),
+            "--key-file",
+            key.to_str().unwrap(),
+        ])
+        .env("RUST_LOG", "debug")
+        .env_remove("HYPERNET_TOKEN_KEY")
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut logged = String::new();
+    let url = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "auth ended before printing a URL: {logged}"
+        );
+        logged.push_str(&line);
+        if line.starts_with("http://") {
+            break line.trim().to_owned();
+        }
+    };
+    engine::http::install_tls_provider();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let provider = browser.get(&url).send().await.unwrap();
+        let callback = provider.headers()["location"].to_str().unwrap().to_owned();
+        assert!(callback.contains("/callback?code="), "{callback}");
+        let page = browser
+            .get(&callback)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("Authorization received"));
+    });
+    let output = child.wait_with_output().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    logged.push_str(&rest);
+    assert_eq!(output.status.code(), Some(0), "{logged}");
+    (String::from_utf8_lossy(&output.stdout).into_owned(), logged)
+}
+
+#[test]
+fn oauth_tokens_are_stored_encrypted_and_never_appear_in_the_database_or_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, key) = (
+        dir.path().join("hypernet.sqlite"),
+        dir.path().join("hypernet.key"),
     );
+    let (auth_out, auth_err) = authorize_in_sandbox(&db, &key);
+    assert!(
+        auth_out
+            .contains("Connected Google Photos for user local (integration google_photos:local)"),
+        "{auth_out}"
+    );
+    assert!(
+        auth_out.contains(
+            "Granted scopes: https://www.googleapis.com/auth/photoslibrary.readonly.appcreateddata"
+        ),
+        "{auth_out}"
+    );
+
+    let sync = Command::new(env!("CARGO_BIN_EXE_connector"))
+        .args([
+            "sync",
+            "google_photos",
+            "--sandbox",
+            "--db",
+            db.to_str().unwrap(),
+            "--key-file",
+            key.to_str().unwrap(),
+            "--json",
+        ])
+        .env("RUST_LOG", "debug")
+        .env_remove("HYPERNET_TOKEN_KEY")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(
+        sync.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&sync.stdout).unwrap();
+    assert_eq!(summary["new"], 5);
+
+    // Learn the plaintext tokens the way only a holder of the key can.
+    let sealed: Vec<u8> = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = engine::store::SqliteStore::open(&db).await.unwrap();
+        store
+            .integration("google_photos:local")
+            .await
+            .unwrap()
+            .unwrap()
+            .sealed_tokens
+            .unwrap()
+    });
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    let cipher = engine::secrets::TokenCipher::new(&key_text, &[]).unwrap();
+    let tokens: engine::oauth::TokenSet =
+        serde_json::from_slice(&cipher.decrypt(&sealed).unwrap()).unwrap();
+    let secrets = [
+        tokens.access_token.clone(),
+        tokens.refresh_token.clone().unwrap(),
+    ];
+    assert!(secrets[0].starts_with("sandbox-access-") && secrets[0].len() > 30);
+
+    let mut haystacks: Vec<(String, Vec<u8>)> = vec![
+        ("auth stdout".into(), auth_out.into_bytes()),
+        ("auth stderr".into(), auth_err.into_bytes()),
+        ("sync stdout".into(), sync.stdout.clone()),
+        ("sync stderr".into(), sync.stderr.clone()),
+    ];
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("hypernet.sqlite")
+        {
+            haystacks.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+        }
+    }
+    assert!(haystacks.len() >= 5, "the database files were searched too");
+    for (name, bytes) in &haystacks {
+        for secret in &secrets {
+            assert!(
+                !bytes
+                    .windows(secret.len())
+                    .any(|window| window == secret.as_bytes()),
+                "a token appears in {name}"
+            );
+        }
+    }
 }

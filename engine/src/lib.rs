@@ -23,6 +23,7 @@ pub mod replay;
 pub mod request;
 pub mod sandbox;
 pub mod schema;
+pub mod secrets;
 pub mod spec;
 pub mod store;
 pub mod sync;

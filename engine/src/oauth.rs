@@ -541,8 +541,11 @@ pub fn parse_token_response(
     })
 }
 
-/// Called with the new tokens after every refresh, to store them (encrypted).
-pub type OnRefresh = Box<dyn Fn(&TokenSet) + Send + Sync>;
+/// Called with the new tokens after every refresh, to store them (encrypted). It is awaited
+/// before the new tokens are used: a rotated refresh token must be saved before the old one is
+/// forgotten, or a crash would force the user to connect again.
+pub type OnRefresh =
+    Box<dyn Fn(TokenSet) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Bearer credentials that renew themselves: before they expire (with the spec's buffer) and
 /// once after a 401.
@@ -629,7 +632,7 @@ impl OAuthAuthorizer {
         match endpoint.refresh(&current, &self.config).await {
             Ok(tokens) => {
                 if let Some(on_refresh) = &self.on_refresh {
-                    on_refresh(&tokens);
+                    on_refresh(tokens.clone()).await;
                 }
                 *self
                     .tokens

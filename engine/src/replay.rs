@@ -162,6 +162,155 @@ fn contains(value: &Value, subset: &Value) -> bool {
     }
 }
 
+/// A stand-in OAuth provider for the sandbox, built from a connector's `auth` section: its
+/// authorization endpoint redirects straight back with a code (and any callback values the spec
+/// captures), and its token endpoints answer in the shape the spec's `token_response` reads.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxOAuth {
+    authorize: Option<(String, String)>,
+    captured_params: Vec<String>,
+    token_endpoints: Vec<((String, String), crate::spec::TokenResponse)>,
+    capture_paths: Vec<String>,
+    scopes: String,
+}
+
+fn host_and_path(url: &str) -> Option<(String, String)> {
+    let url = url::Url::parse(url).ok()?;
+    Some((url.host_str()?.to_owned(), url.path().to_owned()))
+}
+
+impl SandboxOAuth {
+    /// The stand-in for `auth`, or `None` when it is not OAuth 2.0.
+    pub fn for_auth(auth: &crate::spec::Auth) -> Option<Self> {
+        use crate::spec::{Capture, Refresh};
+        let crate::spec::Auth::OAuth2(oauth) = auth else {
+            return None;
+        };
+        let mut endpoints = vec![(
+            host_and_path(oauth.token_url.as_str())?,
+            oauth.token_response.clone(),
+        )];
+        if let Some(url) = &oauth.refresh_url {
+            endpoints.extend(
+                host_and_path(url.as_str())
+                    .map(|endpoint| (endpoint, oauth.token_response.clone())),
+            );
+        }
+        for request in oauth.post_exchange.iter().chain(match &oauth.refresh {
+            Refresh::Exchange { request, .. } => Some(request.as_ref()),
+            _ => None,
+        }) {
+            endpoints.extend(
+                host_and_path(request.url.as_str())
+                    .map(|endpoint| (endpoint, request.response.clone())),
+            );
+        }
+        let (mut captured_params, mut capture_paths) = (Vec::new(), Vec::new());
+        for capture in oauth.capture.values() {
+            match capture {
+                Capture::Callback(param) => captured_params.push(param.clone()),
+                Capture::TokenResponse(path) => capture_paths.push(path.to_string()),
+            }
+        }
+        Some(Self {
+            authorize: oauth
+                .authorization_url
+                .as_ref()
+                .and_then(|url| host_and_path(url.as_str())),
+            captured_params,
+            token_endpoints: endpoints,
+            capture_paths,
+            scopes: oauth.scopes.join(oauth.scope_separator.as_str()),
+        })
+    }
+
+    fn respond(&self, host: Option<&str>, uri: &Uri) -> Option<Response> {
+        let here = (host?.to_owned(), uri.path().to_owned());
+        if self.authorize.as_ref() == Some(&here) {
+            let query: BTreeMap<String, String> =
+                url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+                    .into_owned()
+                    .collect();
+            let mut target = url::Url::parse(query.get("redirect_uri")?).ok()?;
+            {
+                let mut pairs = target.query_pairs_mut();
+                pairs.append_pair(
+                    "code",
+                    &format!("sandbox-code-{:016x}", rand::random::<u64>()),
+                );
+                pairs.append_pair("state", query.get("state").map_or("", String::as_str));
+                for param in &self.captured_params {
+                    pairs.append_pair(param, &format!("sandbox-{param}"));
+                }
+            }
+            return Some(axum::response::Redirect::to(target.as_str()).into_response());
+        }
+        let (_, response) = self
+            .token_endpoints
+            .iter()
+            .find(|(endpoint, _)| *endpoint == here)?;
+        let mut body = Value::Object(serde_json::Map::new());
+        let prefix = response
+            .envelope
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "$".to_owned());
+        let under = |path: &str| format!("{prefix}{}", path.trim_start_matches('$'));
+        set_path(
+            &mut body,
+            &under(response.access_token.as_str()),
+            Value::String(format!("sandbox-access-{:032x}", rand::random::<u128>())),
+        );
+        set_path(
+            &mut body,
+            &under(response.refresh_token.as_str()),
+            Value::String(format!("sandbox-refresh-{:032x}", rand::random::<u128>())),
+        );
+        set_path(
+            &mut body,
+            &under(response.expires_in.as_str()),
+            Value::from(3600),
+        );
+        set_path(
+            &mut body,
+            &under(response.scope.as_str()),
+            Value::String(self.scopes.clone()),
+        );
+        for path in &self.capture_paths {
+            set_path(
+                &mut body,
+                path,
+                Value::String(format!(
+                    "sandbox-{}",
+                    path.rsplit('.').next().unwrap_or("value")
+                )),
+            );
+        }
+        Some(axum::Json(body).into_response())
+    }
+}
+
+/// Writes `value` at a plain `$.a.b` path, creating objects on the way; other paths are skipped.
+fn set_path(target: &mut Value, path: &str, value: Value) {
+    let Some(rest) = path.strip_prefix("$.") else {
+        return;
+    };
+    let mut node = target;
+    let parts: Vec<&str> = rest.split('.').collect();
+    for (index, part) in parts.iter().enumerate() {
+        let Value::Object(map) = node else {
+            return;
+        };
+        if index + 1 == parts.len() {
+            map.insert((*part).to_owned(), value);
+            return;
+        }
+        node = map
+            .entry((*part).to_owned())
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    }
+}
+
 #[derive(Debug, Default)]
 struct Usage {
     served: Vec<usize>,
@@ -170,6 +319,7 @@ struct Usage {
 
 struct State {
     fixtures: Vec<Fixture>,
+    oauth: Option<SandboxOAuth>,
     usage: Mutex<Usage>,
 }
 
@@ -207,6 +357,19 @@ async fn serve(
     let host = headers
         .get(SANDBOX_HOST_HEADER)
         .and_then(|value| value.to_str().ok());
+    // A browser reaches the sandbox's authorization page without the engine's host header; the
+    // page is recognised by its path then.
+    let oauth_host = host.map(str::to_owned).or_else(|| {
+        let (host, path) = state.oauth.as_ref()?.authorize.as_ref()?;
+        (path == uri.path()).then(|| host.clone())
+    });
+    if let Some(response) = state
+        .oauth
+        .as_ref()
+        .and_then(|oauth| oauth.respond(oauth_host.as_deref(), &uri))
+    {
+        return response;
+    }
     let Some(index) = state.find(&method, &uri, host, &body) else {
         let description = format!("{method} {}{uri}", host.unwrap_or_default());
         state
@@ -256,10 +419,15 @@ pub struct ReplayServer {
 }
 
 impl ReplayServer {
-    /// Starts serving `fixtures` on a free loopback port.
-    pub async fn start(fixtures: Vec<Fixture>) -> std::io::Result<Self> {
+    /// Starts serving `fixtures` (and, for an OAuth connector, a stand-in provider) on a free
+    /// loopback port.
+    pub async fn start(
+        fixtures: Vec<Fixture>,
+        oauth: Option<SandboxOAuth>,
+    ) -> std::io::Result<Self> {
         let state = Arc::new(State {
             fixtures,
+            oauth,
             usage: Mutex::default(),
         });
         let handler_state = Arc::clone(&state);

@@ -77,13 +77,25 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Starts replaying the connector's fixtures.
-    pub async fn start(files: &ConnectorFiles) -> Result<Self, String> {
+    /// Starts replaying the connector's fixtures, with a stand-in OAuth provider for `spec`.
+    pub async fn start(files: &ConnectorFiles, spec: &ConnectorSpec) -> Result<Self, String> {
         let fixtures = load_fixtures(&files.fixtures()).map_err(|error| error.to_string())?;
-        let replay = ReplayServer::start(fixtures)
+        let oauth = crate::replay::SandboxOAuth::for_auth(&spec.auth);
+        let replay = ReplayServer::start(fixtures, oauth)
             .await
             .map_err(|error| format!("cannot start the replay server: {error}"))?;
         Ok(Self { replay })
+    }
+
+    /// `url` as the sandbox serves it: its scheme, host and port replaced by the replay's, as
+    /// the engine's sandbox transport does for requests. For the user's browser.
+    pub fn local_url(&self, url: &url::Url) -> url::Url {
+        let base = self.replay.base_url();
+        let mut local = url.clone();
+        let _ = local.set_scheme(base.scheme());
+        let _ = local.set_host(base.host_str());
+        let _ = local.set_port(base.port());
+        local
     }
 
     /// Where the engine must send requests.
@@ -139,7 +151,7 @@ pub async fn test_connector(
     let spec = Arc::new(spec::load(&files.spec).map_err(|error| error.to_string())?);
     let connector =
         CompiledConnector::compile(Arc::clone(&spec)).map_err(|error| error.to_string())?;
-    let sandbox = Sandbox::start(files).await?;
+    let sandbox = Sandbox::start(files, &spec).await?;
     let integration = Integration::configure(
         &spec,
         "sandbox-user",

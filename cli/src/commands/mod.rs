@@ -1,5 +1,7 @@
 //! One module per `connector` subcommand.
 
+pub mod auth;
+pub mod credentials;
 pub mod progress;
 pub mod schema;
 pub mod sync;

@@ -5,6 +5,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use engine::auth::StaticAuth;
+use engine::events::Counters;
+use engine::http::{Authorizer, HttpError};
+use engine::oauth::{OAuthAuthorizer, OnRefresh, TokenSet};
+use engine::spec::{Auth, OAuth2Auth};
+use engine::store::{IntegrationStatus, StoredIntegration};
+use engine::sync::SyncErrorKind;
+
+use super::credentials::{cipher, integration_id, oauth_client};
 use engine::events::Totals;
 use engine::http::{ClientOptions, HttpClient, Transport};
 use engine::ratelimit::RateLimitRegistry;
@@ -45,6 +53,15 @@ pub struct Args {
     /// Print a JSON summary instead of text.
     #[arg(long)]
     json: bool,
+    /// The token key file, used when HYPERNET_TOKEN_KEY is not set.
+    #[arg(long, default_value = "hypernet.key")]
+    key_file: PathBuf,
+    /// The OAuth client id, for refreshing tokens (else HYPERNET_<CONNECTOR>_CLIENT_ID).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// The OAuth client secret (else HYPERNET_<CONNECTOR>_CLIENT_SECRET).
+    #[arg(long)]
+    client_secret: Option<String>,
     /// The folder of connectors.
     #[arg(long, default_value = "connectors")]
     connectors_root: PathBuf,
@@ -107,7 +124,7 @@ pub async fn run(args: &Args) -> Outcome {
         for (name, value) in sandbox_config(&spec) {
             given.entry(name).or_insert(value);
         }
-        match Sandbox::start(&files).await {
+        match Sandbox::start(&files, &spec).await {
             Ok(sandbox) => Some(sandbox),
             Err(error) => {
                 eprintln!("error: {error}");
@@ -117,7 +134,42 @@ pub async fn run(args: &Args) -> Outcome {
     } else {
         None
     };
-    let integration_id = format!("{}:{}", spec.id, args.user);
+    let mut store = match SqliteStore::open(&args.db).await {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("error: cannot open {}: {error}", args.db.display());
+            return Outcome::Problems;
+        }
+    };
+    let integration_id = integration_id(&spec, &args.user);
+    // An OAuth connector uses the tokens `connector auth` stored, unless a token is given.
+    let stored = match (&spec.auth, &args.access_token) {
+        (Auth::OAuth2(_), None) => match store.integration(&integration_id).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return Outcome::Problems;
+            }
+        },
+        _ => None,
+    };
+    if let Some(stored) = &stored {
+        if stored.status == IntegrationStatus::NeedsReauth {
+            eprintln!(
+                "error: {} needs to be connected again ({}); run `connector auth {}`; imported records are kept",
+                integration_id,
+                stored
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("its tokens were refused"),
+                spec.id
+            );
+            return Outcome::Problems;
+        }
+        for (name, value) in &stored.config {
+            given.entry(name.clone()).or_insert(value.clone());
+        }
+    }
     let integration = match Integration::configure(&spec, &args.user, &integration_id, &given) {
         Ok(integration) => integration,
         Err(error) => {
@@ -125,18 +177,6 @@ pub async fn run(args: &Args) -> Outcome {
                 "error: {}: config value {error}; pass it with --config NAME=VALUE",
                 spec.id
             );
-            return Outcome::UsageError;
-        }
-    };
-    let token = if sandbox.is_some() {
-        Some(SANDBOX_ACCESS_TOKEN)
-    } else {
-        args.access_token.as_deref()
-    };
-    let auth = match StaticAuth::prepare(&spec.auth, &integration.credentials_context(), token) {
-        Ok(auth) => auth,
-        Err(error) => {
-            eprintln!("error: {}: {error}", spec.id);
             return Outcome::UsageError;
         }
     };
@@ -166,11 +206,36 @@ pub async fn run(args: &Args) -> Outcome {
             return Outcome::Problems;
         }
     };
-    let mut store = match SqliteStore::open(&args.db).await {
-        Ok(store) => store,
-        Err(error) => {
-            eprintln!("error: cannot open {}: {error}", args.db.display());
-            return Outcome::Problems;
+    let auth: Box<dyn Authorizer> = match (&spec.auth, &stored) {
+        (Auth::OAuth2(oauth), Some(stored)) => {
+            match stored_authorizer(args, &spec, oauth, stored, &integration, &http, &store) {
+                Ok(authorizer) => Box::new(authorizer),
+                Err((outcome, message)) => {
+                    eprintln!("error: {}: {message}", spec.id);
+                    return outcome;
+                }
+            }
+        }
+        (Auth::OAuth2(_), None) if sandbox.is_none() && args.access_token.is_none() => {
+            eprintln!(
+                "error: {} is not connected for user {}: run `connector auth {}` first (or pass --access-token)",
+                spec.id, args.user, spec.id
+            );
+            return Outcome::UsageError;
+        }
+        _ => {
+            let token = if sandbox.is_some() {
+                Some(SANDBOX_ACCESS_TOKEN)
+            } else {
+                args.access_token.as_deref()
+            };
+            match StaticAuth::prepare(&spec.auth, &integration.credentials_context(), token) {
+                Ok(auth) => Box::new(auth),
+                Err(error) => {
+                    eprintln!("error: {}: {error}", spec.id);
+                    return Outcome::UsageError;
+                }
+            }
         }
     };
 
@@ -180,13 +245,25 @@ pub async fn run(args: &Args) -> Outcome {
         &connector,
         &integration,
         &http,
-        &auth,
+        auth.as_ref(),
         &progress,
         &mut store,
     )
     .run(&args.streams)
     .await;
     progress.finish();
+    if let (Err(error), Some(_)) = (&result, &stored) {
+        // Refused credentials that could not be renewed: the user must connect again. The
+        // records imported so far stay.
+        if matches!(
+            error.kind,
+            SyncErrorKind::Http(HttpError::Unauthorized { .. } | HttpError::Refresh(_))
+        ) {
+            let _ = store
+                .mark_needs_reauth(&integration_id, &error.to_string())
+                .await;
+        }
+    }
     let summary = Summary {
         connector: &spec.id,
         database: &args.db,
@@ -209,6 +286,62 @@ pub async fn run(args: &Args) -> Outcome {
     } else {
         Outcome::Problems
     }
+}
+
+type Failure = (Outcome, String);
+
+/// Self-renewing credentials from the tokens `connector auth` stored; renewed tokens are sealed
+/// and saved before they are used.
+fn stored_authorizer(
+    args: &Args,
+    spec: &spec::ConnectorSpec,
+    oauth: &OAuth2Auth,
+    stored: &StoredIntegration,
+    integration: &Integration,
+    http: &HttpClient,
+    store: &SqliteStore,
+) -> Result<OAuthAuthorizer, Failure> {
+    let client = oauth_client(
+        spec,
+        args.client_id.as_deref(),
+        args.client_secret.as_deref(),
+        args.sandbox,
+    )
+    .map_err(|error| (Outcome::UsageError, error))?;
+    let cipher =
+        Arc::new(cipher(&args.key_file).map_err(|error| (Outcome::Problems, error.to_string()))?);
+    let sealed = stored.sealed_tokens.as_deref().ok_or((
+        Outcome::Problems,
+        "no tokens are stored; run `connector auth` again".to_owned(),
+    ))?;
+    let plain = cipher
+        .decrypt(sealed)
+        .map_err(|error| (Outcome::Problems, error.to_string()))?;
+    let tokens: TokenSet = serde_json::from_slice(&plain).map_err(|_| {
+        (
+            Outcome::Problems,
+            "the stored tokens are unreadable; run `connector auth` again".to_owned(),
+        )
+    })?;
+    let (store, id) = (store.clone(), stored.id.clone());
+    let save: OnRefresh = Box::new(move |tokens| {
+        let sealed = cipher.encrypt(&serde_json::to_vec(&tokens).unwrap_or_default());
+        let (store, id) = (store.clone(), id.clone());
+        Box::pin(async move {
+            if let Err(error) = store.save_tokens(&id, &sealed).await {
+                tracing::error!(integration = %id, %error, "could not save renewed tokens");
+            }
+        })
+    });
+    Ok(OAuthAuthorizer::new(
+        oauth.clone(),
+        client,
+        http.clone(),
+        integration.config.clone(),
+        tokens,
+        Arc::new(Counters::default()),
+    )
+    .on_refresh(save))
 }
 
 fn print_summary(summary: &Summary<'_>) {

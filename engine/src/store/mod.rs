@@ -1,10 +1,12 @@
 //! Where mapped records go: a [`Sink`]. The SQLite store is the embedded default.
 
+mod integrations;
 mod memory;
 mod sqlite;
 
 use std::future::Future;
 
+pub use integrations::{IntegrationStatus, StoredIntegration};
 pub use memory::MemorySink;
 pub use sqlite::SqliteStore;
 

@@ -1,0 +1,231 @@
+//! `connector auth CONNECTOR`: connect an account through OAuth, on this machine.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use engine::events::Counters;
+use engine::http::{ClientOptions, HttpClient, Transport};
+use engine::oauth::{TokenEndpoint, authorization_url};
+use engine::ratelimit::RateGate;
+use engine::sandbox::{ConnectorFiles, Sandbox};
+use engine::spec::{self, Auth};
+use engine::store::{IntegrationStatus, SqliteStore, StoredIntegration};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::credentials::{cipher, integration_id, oauth_client};
+use crate::Outcome;
+
+/// Arguments of `connector auth`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The connector: an id (a folder under `--connectors-root`) or a path.
+    connector: String,
+    /// Authorize against the sandbox's stand-in provider instead of the real one.
+    #[arg(long)]
+    sandbox: bool,
+    /// The SQLite file the encrypted tokens go to.
+    #[arg(long, default_value = "hypernet.sqlite")]
+    db: PathBuf,
+    /// The token key file, used when HYPERNET_TOKEN_KEY is not set (created if missing).
+    #[arg(long, default_value = "hypernet.key")]
+    key_file: PathBuf,
+    /// The Hypernet user the account belongs to.
+    #[arg(long, default_value = "local")]
+    user: String,
+    /// The OAuth client id (else HYPERNET_<CONNECTOR>_CLIENT_ID).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// The OAuth client secret (else HYPERNET_<CONNECTOR>_CLIENT_SECRET).
+    #[arg(long)]
+    client_secret: Option<String>,
+    /// The loopback port for the redirect (0: any free port). The provider must allow
+    /// `http://127.0.0.1:<port>/callback` as a redirect URI.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Do not try to open the browser; only print the URL.
+    #[arg(long)]
+    no_open: bool,
+    /// How long to wait for the authorization, in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The folder of connectors.
+    #[arg(long, default_value = "connectors")]
+    connectors_root: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+struct Connected<'a> {
+    connector: &'a str,
+    integration: &'a str,
+    user: &'a str,
+    scopes: Option<&'a str>,
+    expires_at: Option<String>,
+    captured: Vec<&'a String>,
+}
+
+type Callback = Arc<Mutex<Option<oneshot::Sender<HashMap<String, String>>>>>;
+
+async fn callback_server(
+    port: u16,
+) -> std::io::Result<(String, oneshot::Receiver<HashMap<String, String>>)> {
+    let (sender, receiver) = oneshot::channel();
+    let slot: Callback = Arc::new(Mutex::new(Some(sender)));
+    let app = axum::Router::new().route(
+        "/callback",
+        axum::routing::get(move |axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>| {
+            let slot = Arc::clone(&slot);
+            async move {
+                if let Some(sender) = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
+                    let _ = sender.send(query);
+                }
+                axum::response::Html("<!doctype html><title>Hypernet Connect</title><p>Authorization received. You can close this window and return to the terminal.</p>")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let redirect = format!("http://{}/callback", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((redirect, receiver))
+}
+
+/// Runs the command.
+pub async fn run(args: &Args) -> Outcome {
+    match connect(args).await {
+        Ok(outcome) => outcome,
+        Err((outcome, message)) => {
+            eprintln!("error: {message}");
+            outcome
+        }
+    }
+}
+
+async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
+    let usage = |message: String| (Outcome::UsageError, message);
+    let failed = |message: String| (Outcome::Problems, message);
+    let files = ConnectorFiles::locate(&args.connector, &args.connectors_root).map_err(usage)?;
+    let spec = spec::load(&files.spec).map_err(|error| failed(error.to_string()))?;
+    let Auth::OAuth2(oauth) = &spec.auth else {
+        return Err(usage(format!(
+            "{} uses `{}` authentication; `connector auth` is for OAuth 2.0 connectors",
+            spec.id,
+            spec.auth.kind_name()
+        )));
+    };
+    let client = oauth_client(
+        &spec,
+        args.client_id.as_deref(),
+        args.client_secret.as_deref(),
+        args.sandbox,
+    )
+    .map_err(usage)?;
+    let sandbox = if args.sandbox {
+        Some(Sandbox::start(&files, &spec).await.map_err(failed)?)
+    } else {
+        None
+    };
+    let (redirect, receiver) = callback_server(args.port)
+        .await
+        .map_err(|error| failed(format!("cannot listen for the redirect: {error}")))?;
+    let start =
+        authorization_url(oauth, &client, &redirect).map_err(|error| failed(error.to_string()))?;
+    let browser_url = sandbox.as_ref().map_or_else(
+        || start.url.clone(),
+        |sandbox| sandbox.local_url(&start.url),
+    );
+
+    eprintln!("Open this URL in a browser to connect {}:", spec.name);
+    eprintln!("{browser_url}");
+    eprintln!(
+        "Waiting up to {}s for the authorization (Ctrl-C to stop)…",
+        args.timeout
+    );
+    if !args.no_open {
+        // Best effort: without a desktop the URL above is the way.
+        let _ = std::process::Command::new("xdg-open")
+            .arg(browser_url.as_str())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+    let callback = tokio::time::timeout(Duration::from_secs(args.timeout), receiver)
+        .await
+        .map_err(|_| failed("no authorization arrived in time; run the command again".to_owned()))?
+        .map_err(|_| failed("the redirect listener stopped".to_owned()))?;
+
+    let transport = sandbox
+        .as_ref()
+        .map_or(Transport::Direct, Sandbox::transport);
+    let http = HttpClient::new(
+        spec.allowed_hosts.clone(),
+        spec.retry.clone(),
+        RateGate::unlimited(),
+        ClientOptions {
+            transport,
+            ..ClientOptions::default()
+        },
+    )
+    .map_err(|error| failed(error.to_string()))?;
+    let authorized = TokenEndpoint::new(oauth, &client, &http, &Counters::default())
+        .complete(&redirect, &callback, &start)
+        .await
+        .map_err(|error| failed(format!("{}: {error}", spec.id)))?;
+
+    let cipher = cipher(&args.key_file).map_err(|error| failed(error.to_string()))?;
+    let sealed = cipher.encrypt(&serde_json::to_vec(&authorized.tokens).unwrap_or_default());
+    let store = SqliteStore::open(&args.db)
+        .await
+        .map_err(|error| failed(format!("cannot open {}: {error}", args.db.display())))?;
+    let id = integration_id(&spec, &args.user);
+    let integration = StoredIntegration {
+        id: id.clone(),
+        user_id: args.user.clone(),
+        connector: spec.id.clone(),
+        status: IntegrationStatus::Active,
+        config: authorized.captured.clone(),
+        sealed_tokens: Some(sealed),
+        scopes: authorized.tokens.scope.clone(),
+        last_error: None,
+    };
+    store
+        .save_integration(&integration)
+        .await
+        .map_err(|error| failed(error.to_string()))?;
+
+    let connected = Connected {
+        connector: &spec.id,
+        integration: &id,
+        user: &args.user,
+        scopes: authorized.tokens.scope.as_deref(),
+        expires_at: authorized.tokens.expires_at.map(|at| at.to_string()),
+        captured: authorized.captured.keys().collect(),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&connected).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "Connected {} for user {} (integration {id}).",
+            spec.name, args.user
+        );
+        println!(
+            "Granted scopes: {}",
+            connected.scopes.unwrap_or("(the provider did not say)")
+        );
+        println!(
+            "Tokens are stored encrypted in {}; run `connector sync {}` to import.",
+            args.db.display(),
+            spec.id
+        );
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,44 @@
+//! What `auth` and `sync` share: the OAuth client, the token cipher, the integration id.
+
+use std::path::Path;
+
+use engine::oauth::OAuthClient;
+use engine::secrets::{SecretError, TokenCipher};
+use engine::spec::ConnectorSpec;
+
+/// The client id and secret the sandbox's stand-in provider accepts.
+pub const SANDBOX_CLIENT: (&str, &str) = ("sandbox-client", "sandbox-secret");
+
+/// The deployment's OAuth client for `spec`: flags first, then `HYPERNET_<ID>_CLIENT_ID` and
+/// `HYPERNET_<ID>_CLIENT_SECRET`; in the sandbox, the stand-in's.
+pub fn oauth_client(
+    spec: &ConnectorSpec,
+    id: Option<&str>,
+    secret: Option<&str>,
+    sandbox: bool,
+) -> Result<OAuthClient, String> {
+    if sandbox {
+        return Ok(OAuthClient {
+            id: SANDBOX_CLIENT.0.to_owned(),
+            secret: Some(SANDBOX_CLIENT.1.to_owned()),
+        });
+    }
+    let prefix = format!("HYPERNET_{}", spec.id.to_uppercase());
+    let id = id.map(str::to_owned).or_else(|| std::env::var(format!("{prefix}_CLIENT_ID")).ok()).ok_or_else(|| {
+        format!("no OAuth client for {}: pass --client-id and --client-secret, or set {prefix}_CLIENT_ID and {prefix}_CLIENT_SECRET", spec.id)
+    })?;
+    let secret = secret
+        .map(str::to_owned)
+        .or_else(|| std::env::var(format!("{prefix}_CLIENT_SECRET")).ok());
+    Ok(OAuthClient { id, secret })
+}
+
+/// The cipher for tokens at rest: `HYPERNET_TOKEN_KEY`, or the key file beside the database.
+pub fn cipher(key_file: &Path) -> Result<TokenCipher, SecretError> {
+    TokenCipher::from_env_or_file(key_file)
+}
+
+/// The id of a user's integration of a connector.
+pub fn integration_id(spec: &ConnectorSpec, user: &str) -> String {
+    format!("{}:{user}", spec.id)
+}
