@@ -354,14 +354,7 @@ impl<'a> TokenEndpoint<'a> {
         if let Some(verifier) = &started.pkce_verifier {
             params.push(("code_verifier".to_owned(), verifier.clone()));
         }
-        params.extend(
-            self.oauth
-                .token_params
-                .iter()
-                .map(|(name, value)| (name.clone(), value.clone())),
-        );
-        let body = self.standard(self.oauth.token_url.as_str(), params).await?;
-        let mut tokens = parse_token_response(&self.oauth.token_response, &body, None)?;
+        let (body, mut tokens) = self.grant(params).await?;
 
         let mut captured = Map::new();
         for (name, capture) in &self.oauth.capture {
@@ -391,6 +384,15 @@ impl<'a> TokenEndpoint<'a> {
                 scope_text(self.oauth, &self.oauth.scopes),
             ));
         }
+        self.grant(params).await.map(|(_, tokens)| tokens)
+    }
+
+    /// A first-token grant at the token endpoint: `params` plus the spec's `token_params`.
+    /// Returns the raw response too, for values the spec captures from it.
+    async fn grant(
+        &self,
+        mut params: Vec<(String, String)>,
+    ) -> Result<(Value, TokenSet), OAuthError> {
         params.extend(
             self.oauth
                 .token_params
@@ -398,7 +400,8 @@ impl<'a> TokenEndpoint<'a> {
                 .map(|(name, value)| (name.clone(), value.clone())),
         );
         let body = self.standard(self.oauth.token_url.as_str(), params).await?;
-        parse_token_response(&self.oauth.token_response, &body, None)
+        let tokens = parse_token_response(&self.oauth.token_response, &body, None)?;
+        Ok((body, tokens))
     }
 
     /// Renews `tokens`. A refusal means the user must connect again: [`OAuthError::NeedsReauth`].

@@ -1,7 +1,6 @@
 //! `connector auth CONNECTOR`: connect an account through OAuth, on this machine.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use engine::store::{IntegrationStatus, SqliteStore, StoredIntegration};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::credentials::{cipher, integration_id, oauth_client};
+use super::credentials::{Account, cipher, integration_id, oauth_client};
 use crate::Outcome;
 
 /// Arguments of `connector auth`.
@@ -26,21 +25,6 @@ pub struct Args {
     /// Authorize against the sandbox's stand-in provider instead of the real one.
     #[arg(long)]
     sandbox: bool,
-    /// The SQLite file the encrypted tokens go to.
-    #[arg(long, default_value = "hypernet.sqlite")]
-    db: PathBuf,
-    /// The token key file, used when HYPERNET_TOKEN_KEY is not set (created if missing).
-    #[arg(long, default_value = "hypernet.key")]
-    key_file: PathBuf,
-    /// The Hypernet user the account belongs to.
-    #[arg(long, default_value = "local")]
-    user: String,
-    /// The OAuth client id (else HYPERNET_<CONNECTOR>_CLIENT_ID).
-    #[arg(long)]
-    client_id: Option<String>,
-    /// The OAuth client secret (else HYPERNET_<CONNECTOR>_CLIENT_SECRET).
-    #[arg(long)]
-    client_secret: Option<String>,
     /// The loopback port for the redirect (0: any free port). The provider must allow
     /// `http://127.0.0.1:<port>/callback` as a redirect URI.
     #[arg(long, default_value_t = 0)]
@@ -54,9 +38,8 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
-    /// The folder of connectors.
-    #[arg(long, default_value = "connectors")]
-    connectors_root: PathBuf,
+    #[command(flatten)]
+    account: Account,
 }
 
 #[derive(Debug, Serialize)]
@@ -110,7 +93,8 @@ pub async fn run(args: &Args) -> Outcome {
 async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
     let usage = |message: String| (Outcome::UsageError, message);
     let failed = |message: String| (Outcome::Problems, message);
-    let files = ConnectorFiles::locate(&args.connector, &args.connectors_root).map_err(usage)?;
+    let files =
+        ConnectorFiles::locate(&args.connector, &args.account.connectors_root).map_err(usage)?;
     let spec = spec::load(&files.spec).map_err(|error| failed(error.to_string()))?;
     let Auth::OAuth2(oauth) = &spec.auth else {
         return Err(usage(format!(
@@ -121,8 +105,8 @@ async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
     };
     let client = oauth_client(
         &spec,
-        args.client_id.as_deref(),
-        args.client_secret.as_deref(),
+        args.account.client_id.as_deref(),
+        args.account.client_secret.as_deref(),
         args.sandbox,
     )
     .map_err(usage)?;
@@ -178,15 +162,18 @@ async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
         .await
         .map_err(|error| failed(format!("{}: {error}", spec.id)))?;
 
-    let cipher = cipher(&args.key_file).map_err(|error| failed(error.to_string()))?;
+    let cipher = cipher(&args.account.key_file).map_err(|error| failed(error.to_string()))?;
     let sealed = cipher.encrypt(&serde_json::to_vec(&authorized.tokens).unwrap_or_default());
-    let store = SqliteStore::open(&args.db)
-        .await
-        .map_err(|error| failed(format!("cannot open {}: {error}", args.db.display())))?;
-    let id = integration_id(&spec, &args.user);
+    let store = SqliteStore::open(&args.account.db).await.map_err(|error| {
+        failed(format!(
+            "cannot open {}: {error}",
+            args.account.db.display()
+        ))
+    })?;
+    let id = integration_id(&spec, &args.account.user);
     let integration = StoredIntegration {
         id: id.clone(),
-        user_id: args.user.clone(),
+        user_id: args.account.user.clone(),
         connector: spec.id.clone(),
         status: IntegrationStatus::Active,
         config: authorized.captured.clone(),
@@ -202,7 +189,7 @@ async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
     let connected = Connected {
         connector: &spec.id,
         integration: &id,
-        user: &args.user,
+        user: &args.account.user,
         scopes: authorized.tokens.scope.as_deref(),
         expires_at: authorized.tokens.expires_at.map(|at| at.to_string()),
         captured: authorized.captured.keys().collect(),
@@ -215,7 +202,7 @@ async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
     } else {
         println!(
             "Connected {} for user {} (integration {id}).",
-            spec.name, args.user
+            spec.name, args.account.user
         );
         println!(
             "Granted scopes: {}",
@@ -223,7 +210,7 @@ async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
         );
         println!(
             "Tokens are stored encrypted in {}; run `connector sync {}` to import.",
-            args.db.display(),
+            args.account.db.display(),
             spec.id
         );
     }

@@ -1,6 +1,6 @@
 //! What `auth` and `sync` share: the OAuth client, the token cipher, the integration id.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use engine::oauth::OAuthClient;
 use engine::secrets::{SecretError, TokenCipher};
@@ -41,4 +41,27 @@ pub fn cipher(key_file: &Path) -> Result<TokenCipher, SecretError> {
 /// The id of a user's integration of a connector.
 pub fn integration_id(spec: &ConnectorSpec, user: &str) -> String {
     format!("{}:{user}", spec.id)
+}
+
+/// Where an account's data lives and how its OAuth client is found: shared by `auth` and `sync`.
+#[derive(Debug, clap::Args)]
+pub struct Account {
+    /// The SQLite file: records, and the integration with its encrypted tokens.
+    #[arg(long, default_value = "hypernet.sqlite")]
+    pub db: PathBuf,
+    /// The token key file, used when HYPERNET_TOKEN_KEY is not set (created if missing).
+    #[arg(long, default_value = "hypernet.key")]
+    pub key_file: PathBuf,
+    /// The Hypernet user the account belongs to.
+    #[arg(long, default_value = "local")]
+    pub user: String,
+    /// The OAuth client id (else HYPERNET_<CONNECTOR>_CLIENT_ID).
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// The OAuth client secret (else HYPERNET_<CONNECTOR>_CLIENT_SECRET).
+    #[arg(long)]
+    pub client_secret: Option<String>,
+    /// The folder of connectors.
+    #[arg(long, default_value = "connectors")]
+    pub connectors_root: PathBuf,
 }

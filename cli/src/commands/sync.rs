@@ -1,6 +1,5 @@
 //! `connector sync CONNECTOR`: import records into an SQLite file.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,7 +11,7 @@ use engine::spec::{Auth, OAuth2Auth};
 use engine::store::{IntegrationStatus, StoredIntegration};
 use engine::sync::SyncErrorKind;
 
-use super::credentials::{cipher, integration_id, oauth_client};
+use super::credentials::{Account, cipher, integration_id, oauth_client};
 use engine::events::Totals;
 use engine::http::{ClientOptions, HttpClient, Transport};
 use engine::ratelimit::RateLimitRegistry;
@@ -34,9 +33,6 @@ pub struct Args {
     /// Use the built-in sandbox (the connector's fixtures) instead of the real API.
     #[arg(long)]
     sandbox: bool,
-    /// The SQLite file to write to (created if missing).
-    #[arg(long, default_value = "hypernet.sqlite")]
-    db: PathBuf,
     /// An access token for OAuth connectors (real API). Also read from HYPERNET_ACCESS_TOKEN.
     #[arg(long, env = "HYPERNET_ACCESS_TOKEN", hide_env_values = true)]
     access_token: Option<String>,
@@ -47,24 +43,11 @@ pub struct Args {
     /// Only these root streams (repeatable); default: all.
     #[arg(long = "stream", value_name = "NAME")]
     streams: Vec<String>,
-    /// The Hypernet user the records belong to.
-    #[arg(long, default_value = "local")]
-    user: String,
     /// Print a JSON summary instead of text.
     #[arg(long)]
     json: bool,
-    /// The token key file, used when HYPERNET_TOKEN_KEY is not set.
-    #[arg(long, default_value = "hypernet.key")]
-    key_file: PathBuf,
-    /// The OAuth client id, for refreshing tokens (else HYPERNET_<CONNECTOR>_CLIENT_ID).
-    #[arg(long)]
-    client_id: Option<String>,
-    /// The OAuth client secret (else HYPERNET_<CONNECTOR>_CLIENT_SECRET).
-    #[arg(long)]
-    client_secret: Option<String>,
-    /// The folder of connectors.
-    #[arg(long, default_value = "connectors")]
-    connectors_root: PathBuf,
+    #[command(flatten)]
+    account: Account,
 }
 
 #[derive(Debug, Serialize)]
@@ -99,7 +82,7 @@ fn config_values(spec: &spec::ConnectorSpec, args: &Args) -> Result<Map<String, 
 
 /// Runs the command.
 pub async fn run(args: &Args) -> Outcome {
-    let files = match ConnectorFiles::locate(&args.connector, &args.connectors_root) {
+    let files = match ConnectorFiles::locate(&args.connector, &args.account.connectors_root) {
         Ok(files) => files,
         Err(error) => {
             eprintln!("error: {error}");
@@ -134,14 +117,14 @@ pub async fn run(args: &Args) -> Outcome {
     } else {
         None
     };
-    let mut store = match SqliteStore::open(&args.db).await {
+    let mut store = match SqliteStore::open(&args.account.db).await {
         Ok(store) => store,
         Err(error) => {
-            eprintln!("error: cannot open {}: {error}", args.db.display());
+            eprintln!("error: cannot open {}: {error}", args.account.db.display());
             return Outcome::Problems;
         }
     };
-    let integration_id = integration_id(&spec, &args.user);
+    let integration_id = integration_id(&spec, &args.account.user);
     // An OAuth connector uses the tokens `connector auth` stored, unless a token is given.
     let stored = match (&spec.auth, &args.access_token) {
         (Auth::OAuth2(_), None) => match store.integration(&integration_id).await {
@@ -170,16 +153,17 @@ pub async fn run(args: &Args) -> Outcome {
             given.entry(name.clone()).or_insert(value.clone());
         }
     }
-    let integration = match Integration::configure(&spec, &args.user, &integration_id, &given) {
-        Ok(integration) => integration,
-        Err(error) => {
-            eprintln!(
-                "error: {}: config value {error}; pass it with --config NAME=VALUE",
-                spec.id
-            );
-            return Outcome::UsageError;
-        }
-    };
+    let integration =
+        match Integration::configure(&spec, &args.account.user, &integration_id, &given) {
+            Ok(integration) => integration,
+            Err(error) => {
+                eprintln!(
+                    "error: {}: config value {error}; pass it with --config NAME=VALUE",
+                    spec.id
+                );
+                return Outcome::UsageError;
+            }
+        };
     let connector = match CompiledConnector::compile(Arc::clone(&spec)) {
         Ok(connector) => connector,
         Err(error) => {
@@ -219,7 +203,7 @@ pub async fn run(args: &Args) -> Outcome {
         (Auth::OAuth2(_), None) if sandbox.is_none() && args.access_token.is_none() => {
             eprintln!(
                 "error: {} is not connected for user {}: run `connector auth {}` first (or pass --access-token)",
-                spec.id, args.user, spec.id
+                spec.id, args.account.user, spec.id
             );
             return Outcome::UsageError;
         }
@@ -266,7 +250,7 @@ pub async fn run(args: &Args) -> Outcome {
     }
     let summary = Summary {
         connector: &spec.id,
-        database: &args.db,
+        database: &args.account.db,
         sandbox: args.sandbox,
         seconds: started.elapsed().as_secs_f64(),
         totals: progress.counters().totals(),
@@ -303,13 +287,14 @@ fn stored_authorizer(
 ) -> Result<OAuthAuthorizer, Failure> {
     let client = oauth_client(
         spec,
-        args.client_id.as_deref(),
-        args.client_secret.as_deref(),
+        args.account.client_id.as_deref(),
+        args.account.client_secret.as_deref(),
         args.sandbox,
     )
     .map_err(|error| (Outcome::UsageError, error))?;
-    let cipher =
-        Arc::new(cipher(&args.key_file).map_err(|error| (Outcome::Problems, error.to_string()))?);
+    let cipher = Arc::new(
+        cipher(&args.account.key_file).map_err(|error| (Outcome::Problems, error.to_string()))?,
+    );
     let sealed = stored.sealed_tokens.as_deref().ok_or((
         Outcome::Problems,
         "no tokens are stored; run `connector auth` again".to_owned(),
