@@ -22,7 +22,11 @@ use oauth_provider::{CLIENT_ID, CLIENT_SECRET, ClientAuthStyle, Ledger, Quirks, 
 const REDIRECT: &str = "http://127.0.0.1:9/integrations/oauth_test/callback";
 
 fn spec(auth: &str) -> Arc<ConnectorSpec> {
-    spec_from(&format!(
+    spec_from(&spec_text(auth))
+}
+
+fn spec_text(auth: &str) -> String {
+    format!(
         r#"id: oauth_test
 name: OAuth Test
 version: 1.0.0
@@ -48,7 +52,7 @@ streams:
     map:
       title: $.title
 "#
-    ))
+    )
 }
 
 fn oauth(spec: &ConnectorSpec) -> &OAuth2Auth {
@@ -539,5 +543,100 @@ async fn a_refused_authorization_says_why() {
     assert_eq!(
         error.to_string(),
         "the provider refused the authorization: access_denied: The user denied access"
+    );
+}
+
+#[tokio::test]
+async fn client_credentials_grant_and_renewal_by_a_new_grant() {
+    let (server, ledger) = oauth_provider::start(Quirks::default()).await;
+    let spec = spec_from(&spec_text("  scopes: [read]").replace(
+        "  authorization_url: https://auth.example.com/authorize\n",
+        "  grant: client_credentials\n",
+    ));
+    let http = http(&spec, &server);
+    let tokens = TokenEndpoint::new(oauth(&spec), &client(), &http, &Counters::default())
+        .client_credentials()
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger.lock().unwrap().token_requests[0]["grant_type"],
+        "client_credentials"
+    );
+    assert_eq!(ledger.lock().unwrap().token_requests[0]["scope"], "read");
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("cc.sqlite"))
+        .await
+        .unwrap();
+    ledger.lock().unwrap().expire_access_tokens();
+    let (result, after) = sync(
+        &spec,
+        &server,
+        &mut store,
+        tokens.clone(),
+        Arc::new(Mutex::new(Vec::new())),
+    )
+    .await;
+    result.unwrap();
+    assert_ne!(
+        after.access_token, tokens.access_token,
+        "a new grant replaced the expired token"
+    );
+    assert_eq!(store.count("oauth_test").await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn disconnecting_revokes_the_grant() {
+    let mut s = scenario(
+        "  scopes: [read]\n  revocation_url: https://auth.example.com/revoke",
+        Quirks::default(),
+    )
+    .await;
+    let (_, authorized) = connect(&s.spec, &s.server).await.unwrap();
+    let http = http(&s.spec, &s.server);
+    let (app, counters) = (client(), Counters::default());
+    let endpoint = TokenEndpoint::new(oauth(&s.spec), &app, &http, &counters);
+    assert!(endpoint.revoke(&authorized.tokens).await.unwrap());
+    {
+        let ledger = s.ledger.lock().unwrap();
+        let request = ledger.token_requests.last().unwrap();
+        assert_eq!(request["token_type_hint"], "refresh_token");
+        assert!(
+            ledger.valid_access.is_empty() && ledger.valid_refresh.is_empty(),
+            "the grant is gone"
+        );
+    }
+    let (result, _) = sync(
+        &s.spec,
+        &s.server,
+        &mut s.store,
+        authorized.tokens,
+        Arc::new(Mutex::new(Vec::new())),
+    )
+    .await;
+    assert!(
+        result
+            .unwrap_err()
+            .hint()
+            .contains("connect the account again")
+    );
+    let no_endpoint = scenario("  scopes: [read]", Quirks::default()).await;
+    let http = self::http(&no_endpoint.spec, &no_endpoint.server);
+    let tokens = TokenSet {
+        access_token: "a".into(),
+        refresh_token: None,
+        expires_at: None,
+        refresh_expires_at: None,
+        scope: None,
+    };
+    assert!(
+        !TokenEndpoint::new(
+            oauth(&no_endpoint.spec),
+            &client(),
+            &http,
+            &Counters::default()
+        )
+        .revoke(&tokens)
+        .await
+        .unwrap()
     );
 }

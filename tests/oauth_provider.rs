@@ -122,6 +122,7 @@ pub async fn start(quirks: Quirks) -> (url::Url, Arc<Mutex<Ledger>>) {
     let app = axum::Router::new()
         .route("/authorize", get(authorize))
         .route("/token", axum::routing::post(token))
+        .route("/revoke", axum::routing::post(revoke))
         .route("/exchange", get(exchange))
         .route("/api/items", get(items))
         .with_state(provider);
@@ -306,12 +307,39 @@ async fn token(State(provider): State<Provider>, headers: HeaderMap, body: Bytes
             };
             Json(token_body(quirks, &access, refresh.as_deref())).into_response()
         }
+        Some("client_credentials") => {
+            let access = ledger.issue("access");
+            ledger.valid_access.push(access.clone());
+            Json(json!({"access_token": access, "token_type": "Bearer", "expires_in": 3600}))
+                .into_response()
+        }
         _ => (
             StatusCode::BAD_REQUEST,
             Json(json!({"error": "unsupported_grant_type"})),
         )
             .into_response(),
     }
+}
+
+/// RFC 7009: revoking a refresh token ends the grant, its access tokens included.
+async fn revoke(State(provider): State<Provider>, headers: HeaderMap, body: Bytes) -> Response {
+    let fields = fields(&headers, &body, false);
+    let mut ledger = provider.ledger.lock().unwrap();
+    ledger.token_requests.push(fields.clone());
+    if fields.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_client"})),
+        )
+            .into_response();
+    }
+    let token = fields.get("token").cloned().unwrap_or_default();
+    if ledger.valid_refresh.contains(&token) {
+        ledger.valid_refresh.clear();
+        ledger.valid_access.clear();
+    }
+    ledger.valid_access.retain(|valid| *valid != token);
+    StatusCode::OK.into_response()
 }
 
 /// Instagram's GET exchanges: short-lived → long-lived token, and refresh of a long-lived one.

@@ -27,6 +27,8 @@ enum Command {
     Sync(commands::sync::Args),
     /// Connect an account through OAuth on this machine; tokens are stored encrypted.
     Auth(commands::auth::Args),
+    /// Revoke and delete an account's tokens; optionally delete its imported records.
+    Disconnect(commands::disconnect::Args),
     /// Print the connector JSON Schema, or write and check all generated files.
     Schema(commands::schema::Args),
 }
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Test(args) => with_runtime(commands::test::run(&args)),
         Command::Sync(args) => with_runtime(commands::sync::run(&args)),
         Command::Auth(args) => with_runtime(commands::auth::run(&args)),
+        Command::Disconnect(args) => with_runtime(commands::disconnect::run(&args)),
     };
     match outcome {
         Outcome::Success => ExitCode::SUCCESS,

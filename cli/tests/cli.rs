@@ -129,6 +129,10 @@ fn every_command_has_help() {
         vec!["--help"],
         vec!["validate", "--help"],
         vec!["schema", "--help"],
+        vec!["test", "--help"],
+        vec!["sync", "--help"],
+        vec!["auth", "--help"],
+        vec!["disconnect", "--help"],
     ] {
         let output = connector(&args);
         assert_eq!(output.status.code(), Some(0), "{args:?}");
@@ -475,5 +479,64 @@ fn oauth_tokens_are_stored_encrypted_and_never_appear_in_the_database_or_logs() 
                 "a token appears in {name}"
             );
         }
+    }
+}
+
+#[test]
+fn disconnect_revokes_deletes_tokens_and_keeps_data_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, key) = (
+        dir.path().join("hypernet.sqlite"),
+        dir.path().join("hypernet.key"),
+    );
+    let (db_arg, key_arg) = (db.to_str().unwrap(), key.to_str().unwrap());
+    let records = || -> i64 {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let store = engine::store::SqliteStore::open(&db).await.unwrap();
+            let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM records")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            count
+        })
+    };
+    for delete_data in [false, true] {
+        authorize_in_sandbox(&db, &key);
+        let sync = connector(&[
+            "sync",
+            "google_photos",
+            "--sandbox",
+            "--db",
+            db_arg,
+            "--key-file",
+            key_arg,
+        ]);
+        assert_eq!(sync.status.code(), Some(0));
+        let mut args = vec![
+            "disconnect",
+            "google_photos",
+            "--sandbox",
+            "--db",
+            db_arg,
+            "--key-file",
+            key_arg,
+            "--json",
+        ];
+        if delete_data {
+            args.push("--delete-data");
+        }
+        let output = connector(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["revoked"], true);
+        assert_eq!(report["records_deleted"], if delete_data { 5 } else { 0 });
+        assert_eq!(records(), if delete_data { 0 } else { 5 });
+        let again = connector(&["disconnect", "google_photos", "--db", db_arg]);
+        assert_eq!(again.status.code(), Some(1), "the integration is gone");
     }
 }

@@ -387,6 +387,26 @@ impl<'a> TokenEndpoint<'a> {
         self.grant(params).await.map(|(_, tokens)| tokens)
     }
 
+    /// Revokes the integration's tokens at the spec's RFC 7009 endpoint (on disconnect): the
+    /// refresh token when there is one, since revoking it ends the whole grant, else the access
+    /// token. `Ok(false)` when the provider has no revocation endpoint.
+    pub async fn revoke(&self, tokens: &TokenSet) -> Result<bool, OAuthError> {
+        let Some(url) = &self.oauth.revocation_url else {
+            return Ok(false);
+        };
+        let (token, hint) = match &tokens.refresh_token {
+            Some(refresh_token) => (refresh_token.clone(), "refresh_token"),
+            None => (tokens.access_token.clone(), "access_token"),
+        };
+        let params = vec![
+            ("token".to_owned(), token),
+            ("token_type_hint".to_owned(), hint.to_owned()),
+        ];
+        // RFC 7009 answers 200 with an empty body; anything 2xx means revoked.
+        self.standard(url.as_str(), params).await?;
+        Ok(true)
+    }
+
     /// A first-token grant at the token endpoint: `params` plus the spec's `token_params`.
     /// Returns the raw response too, for values the spec captures from it.
     async fn grant(

@@ -168,6 +168,7 @@ fn contains(value: &Value, subset: &Value) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct SandboxOAuth {
     authorize: Option<(String, String)>,
+    revocation: Option<(String, String)>,
     captured_params: Vec<String>,
     token_endpoints: Vec<((String, String), crate::spec::TokenResponse)>,
     capture_paths: Vec<String>,
@@ -217,6 +218,10 @@ impl SandboxOAuth {
                 .authorization_url
                 .as_ref()
                 .and_then(|url| host_and_path(url.as_str())),
+            revocation: oauth
+                .revocation_url
+                .as_ref()
+                .and_then(|url| host_and_path(url.as_str())),
             captured_params,
             token_endpoints: endpoints,
             capture_paths,
@@ -244,6 +249,9 @@ impl SandboxOAuth {
                 }
             }
             return Some(axum::response::Redirect::to(target.as_str()).into_response());
+        }
+        if self.revocation.as_ref() == Some(&here) {
+            return Some(axum::http::StatusCode::OK.into_response());
         }
         let (_, response) = self
             .token_endpoints

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use engine::events::Counters;
 use engine::http::{ClientOptions, HttpClient, Transport};
-use engine::oauth::{TokenEndpoint, authorization_url};
+use engine::oauth::{Authorized, TokenEndpoint, authorization_url};
 use engine::ratelimit::RateGate;
 use engine::sandbox::{ConnectorFiles, Sandbox};
-use engine::spec::{self, Auth};
+use engine::spec::{self, Auth, Grant};
 use engine::store::{IntegrationStatus, SqliteStore, StoredIntegration};
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -115,35 +115,6 @@ async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
     } else {
         None
     };
-    let (redirect, receiver) = callback_server(args.port)
-        .await
-        .map_err(|error| failed(format!("cannot listen for the redirect: {error}")))?;
-    let start =
-        authorization_url(oauth, &client, &redirect).map_err(|error| failed(error.to_string()))?;
-    let browser_url = sandbox.as_ref().map_or_else(
-        || start.url.clone(),
-        |sandbox| sandbox.local_url(&start.url),
-    );
-
-    eprintln!("Open this URL in a browser to connect {}:", spec.name);
-    eprintln!("{browser_url}");
-    eprintln!(
-        "Waiting up to {}s for the authorization (Ctrl-C to stop)…",
-        args.timeout
-    );
-    if !args.no_open {
-        // Best effort: without a desktop the URL above is the way.
-        let _ = std::process::Command::new("xdg-open")
-            .arg(browser_url.as_str())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-    }
-    let callback = tokio::time::timeout(Duration::from_secs(args.timeout), receiver)
-        .await
-        .map_err(|_| failed("no authorization arrived in time; run the command again".to_owned()))?
-        .map_err(|_| failed("the redirect listener stopped".to_owned()))?;
-
     let transport = sandbox
         .as_ref()
         .map_or(Transport::Direct, Sandbox::transport);
@@ -157,10 +128,53 @@ async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
         },
     )
     .map_err(|error| failed(error.to_string()))?;
-    let authorized = TokenEndpoint::new(oauth, &client, &http, &Counters::default())
-        .complete(&redirect, &callback, &start)
-        .await
-        .map_err(|error| failed(format!("{}: {error}", spec.id)))?;
+    let counters = Counters::default();
+    let endpoint = TokenEndpoint::new(oauth, &client, &http, &counters);
+    let authorized = if oauth.grant == Grant::ClientCredentials {
+        // No user in the loop: the client's own credentials buy the token.
+        let tokens = endpoint
+            .client_credentials()
+            .await
+            .map_err(|error| failed(format!("{}: {error}", spec.id)))?;
+        Authorized {
+            tokens,
+            captured: serde_json::Map::new(),
+        }
+    } else {
+        let (redirect, receiver) = callback_server(args.port)
+            .await
+            .map_err(|error| failed(format!("cannot listen for the redirect: {error}")))?;
+        let start = authorization_url(oauth, &client, &redirect)
+            .map_err(|error| failed(error.to_string()))?;
+        let browser_url = sandbox.as_ref().map_or_else(
+            || start.url.clone(),
+            |sandbox| sandbox.local_url(&start.url),
+        );
+        eprintln!("Open this URL in a browser to connect {}:", spec.name);
+        eprintln!("{browser_url}");
+        eprintln!(
+            "Waiting up to {}s for the authorization (Ctrl-C to stop)…",
+            args.timeout
+        );
+        if !args.no_open {
+            // Best effort: without a desktop the URL above is the way.
+            let _ = std::process::Command::new("xdg-open")
+                .arg(browser_url.as_str())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+        }
+        let callback = tokio::time::timeout(Duration::from_secs(args.timeout), receiver)
+            .await
+            .map_err(|_| {
+                failed("no authorization arrived in time; run the command again".to_owned())
+            })?
+            .map_err(|_| failed("the redirect listener stopped".to_owned()))?;
+        endpoint
+            .complete(&redirect, &callback, &start)
+            .await
+            .map_err(|error| failed(format!("{}: {error}", spec.id)))?
+    };
 
     let cipher = cipher(&args.account.key_file).map_err(|error| failed(error.to_string()))?;
     let sealed = cipher.encrypt(&serde_json::to_vec(&authorized.tokens).unwrap_or_default());

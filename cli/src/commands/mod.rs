@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod credentials;
+pub mod disconnect;
 pub mod progress;
 pub mod schema;
 pub mod sync;

@@ -122,4 +122,25 @@ impl SqliteStore {
             .await?;
         Ok(())
     }
+
+    /// Removes an integration and its tokens; with `delete_data`, also every record imported
+    /// through it. Returns how many records were deleted.
+    pub async fn delete_integration(&self, id: &str, delete_data: bool) -> Result<u64, StoreError> {
+        let mut transaction = self.pool().begin().await?;
+        let deleted = if delete_data {
+            sqlx::query("DELETE FROM records WHERE integration_id = ?")
+                .bind(id)
+                .execute(&mut *transaction)
+                .await?
+                .rows_affected()
+        } else {
+            0
+        };
+        sqlx::query("DELETE FROM integrations WHERE id = ?")
+            .bind(id)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(deleted)
+    }
 }

@@ -1,0 +1,166 @@
+//! `connector disconnect CONNECTOR`: revoke and forget an account's tokens; optionally delete
+//! what was imported through it (imported data otherwise stays, as the user's).
+
+use engine::events::Counters;
+use engine::http::{ClientOptions, HttpClient, Transport};
+use engine::oauth::{TokenEndpoint, TokenSet};
+use engine::ratelimit::RateGate;
+use engine::sandbox::{ConnectorFiles, Sandbox};
+use engine::spec::{self, Auth};
+use engine::store::SqliteStore;
+use serde::Serialize;
+
+use super::credentials::{Account, cipher, integration_id, oauth_client};
+use crate::Outcome;
+
+/// Arguments of `connector disconnect`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The connector: an id (a folder under `--connectors-root`) or a path.
+    connector: String,
+    /// Also delete every record imported through this integration.
+    #[arg(long)]
+    delete_data: bool,
+    /// The account was connected with `connector auth --sandbox`.
+    #[arg(long)]
+    sandbox: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    account: Account,
+}
+
+#[derive(Debug, Serialize)]
+struct Disconnected<'a> {
+    integration: &'a str,
+    revoked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revocation_error: Option<String>,
+    records_deleted: u64,
+}
+
+/// Runs the command.
+pub async fn run(args: &Args) -> Outcome {
+    let files = match ConnectorFiles::locate(&args.connector, &args.account.connectors_root) {
+        Ok(files) => files,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Outcome::UsageError;
+        }
+    };
+    let spec = match spec::load(&files.spec) {
+        Ok(spec) => spec,
+        Err(error) => {
+            eprintln!("{error}");
+            return Outcome::Problems;
+        }
+    };
+    let store = match SqliteStore::open(&args.account.db).await {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("error: cannot open {}: {error}", args.account.db.display());
+            return Outcome::Problems;
+        }
+    };
+    let id = integration_id(&spec, &args.account.user);
+    let stored = match store.integration(&id).await {
+        Ok(Some(stored)) => stored,
+        Ok(None) => {
+            eprintln!("error: {id} is not connected; nothing to disconnect");
+            return Outcome::Problems;
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Outcome::Problems;
+        }
+    };
+
+    // Revoke at the provider first; a failure there still removes the tokens here, and says so.
+    let mut revoked = false;
+    let mut revocation_error = None;
+    if let (Auth::OAuth2(oauth), Some(sealed)) = (&spec.auth, &stored.sealed_tokens) {
+        let outcome: Result<bool, String> = async {
+            let client = oauth_client(
+                &spec,
+                args.account.client_id.as_deref(),
+                args.account.client_secret.as_deref(),
+                args.sandbox,
+            )?;
+            let plain = cipher(&args.account.key_file)
+                .and_then(|cipher| cipher.decrypt(sealed))
+                .map_err(|error| error.to_string())?;
+            let tokens: TokenSet =
+                serde_json::from_slice(&plain).map_err(|error| error.to_string())?;
+            let sandbox = if args.sandbox {
+                Some(Sandbox::start(&files, &spec).await?)
+            } else {
+                None
+            };
+            let transport = sandbox
+                .as_ref()
+                .map_or(Transport::Direct, Sandbox::transport);
+            let http = HttpClient::new(
+                spec.allowed_hosts.clone(),
+                spec.retry.clone(),
+                RateGate::unlimited(),
+                ClientOptions {
+                    transport,
+                    ..ClientOptions::default()
+                },
+            )
+            .map_err(|error| error.to_string())?;
+            TokenEndpoint::new(oauth, &client, &http, &Counters::default())
+                .revoke(&tokens)
+                .await
+                .map_err(|error| error.to_string())
+        }
+        .await;
+        match outcome {
+            Ok(done) => revoked = done,
+            Err(error) => revocation_error = Some(error),
+        }
+    }
+    let records_deleted = match store.delete_integration(&id, args.delete_data).await {
+        Ok(count) => count,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Outcome::Problems;
+        }
+    };
+    let report = Disconnected {
+        integration: &id,
+        revoked,
+        revocation_error,
+        records_deleted,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        println!("Disconnected {id}; its tokens are deleted.");
+        match (&report.revocation_error, revoked) {
+            (Some(error), _) => println!(
+                "Revoking at the provider failed ({error}); remove Hypernet's access in your {} account settings.",
+                spec.name
+            ),
+            (None, true) => println!("Access was revoked at {}.", spec.name),
+            (None, false) => println!(
+                "{} has no revocation endpoint; remove Hypernet's access in your account settings there.",
+                spec.name
+            ),
+        }
+        if args.delete_data {
+            println!("{records_deleted} imported records deleted.");
+        } else {
+            println!("Imported records are kept; run again with --delete-data to delete them.");
+        }
+    }
+    if report.revocation_error.is_some() {
+        Outcome::Problems
+    } else {
+        Outcome::Success
+    }
+}
