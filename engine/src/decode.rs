@@ -2,7 +2,8 @@
 //!
 //! JSON is the document itself; JSON Lines become an array of documents; CSV becomes an array of
 //! objects keyed by the header row (all values text); XML becomes nested objects: attributes as
-//! `@name`, text as `$text`, repeated child elements as arrays.
+//! `@name`, text as `$text`, repeated child elements as arrays; a form-encoded body becomes one
+//! object of text values.
 
 use serde_json::{Map, Value};
 
@@ -44,6 +45,11 @@ pub fn decode(format: Decode, body: &[u8]) -> Result<Value, DecodeError> {
             .map(Value::Array),
         Decode::Csv => decode_csv(body),
         Decode::Xml => decode_xml(body),
+        Decode::Form => Ok(Value::Object(
+            url::form_urlencoded::parse(body)
+                .map(|(name, value)| (name.into_owned(), Value::String(value.into_owned())))
+                .collect(),
+        )),
     }
 }
 
@@ -197,6 +203,15 @@ mod tests {
         );
         assert_eq!(decode(Decode::Json, b"  ").unwrap(), Value::Null);
         assert!(decode(Decode::Json, br#"{"a": [1, "#).is_err());
+    }
+
+    #[test]
+    fn form_bodies_become_an_object() {
+        let body = b"oauth_token=hh5s93j4hdidpola&oauth_token_secret=hdhd0244k9j7ao03&oauth_callback_confirmed=true";
+        assert_eq!(
+            decode(Decode::Form, body).unwrap(),
+            json!({"oauth_token": "hh5s93j4hdidpola", "oauth_token_secret": "hdhd0244k9j7ao03", "oauth_callback_confirmed": "true"})
+        );
     }
 
     #[test]

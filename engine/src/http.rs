@@ -310,29 +310,19 @@ impl HttpClient {
         request: &HttpRequest,
         auth: &dyn Authorizer,
     ) -> Result<(u16, HeaderMap, bytes::Bytes), reqwest::Error> {
-        let mut url = request.url.clone();
-        let mut builder_headers = HeaderMap::new();
-        if let Transport::Sandbox(base) = &self.transport {
-            if let Ok(value) = HeaderValue::from_str(url.host_str().unwrap_or_default()) {
-                builder_headers.insert(HeaderName::from_static(SANDBOX_HOST_HEADER), value);
-            }
-            // Scheme, host and port come from the replay; path and query stay.
-            let _ = url.set_scheme(base.scheme());
-            let _ = url.set_host(base.host_str());
-            let _ = url.set_port(base.port_or_known_default());
-        }
+        let mut headers = HeaderMap::new();
         for (name, value) in &request.headers {
             if let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(name.as_bytes()),
                 HeaderValue::from_str(value),
             ) {
-                builder_headers.append(name, value);
+                headers.append(name, value);
             }
         }
         let mut builder = self
             .client
-            .request(request.method.clone(), url)
-            .headers(builder_headers);
+            .request(request.method.clone(), request.url.clone())
+            .headers(headers);
         builder = match &request.body {
             None => builder,
             Some(RequestBody::Json(value)) => builder
@@ -349,7 +339,23 @@ impl HttpClient {
                         .finish(),
                 ),
         };
-        let response = auth.authorize(builder).send().await?;
+        // Credentials are added to the request as the provider will see it (OAuth 1.0a signs
+        // the URL); only then does the sandbox redirect it.
+        let (client, built) = auth.authorize(builder).build_split();
+        let mut built = built?;
+        if let Transport::Sandbox(base) = &self.transport {
+            if let Ok(value) = HeaderValue::from_str(built.url().host_str().unwrap_or_default()) {
+                built
+                    .headers_mut()
+                    .insert(HeaderName::from_static(SANDBOX_HOST_HEADER), value);
+            }
+            // Scheme, host and port come from the replay; path and query stay.
+            let url = built.url_mut();
+            let _ = url.set_scheme(base.scheme());
+            let _ = url.set_host(base.host_str());
+            let _ = url.set_port(base.port_or_known_default());
+        }
+        let response = client.execute(built).await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.bytes().await?;

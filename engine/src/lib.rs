@@ -17,6 +17,7 @@ pub mod http;
 pub mod map;
 pub mod models;
 pub mod oauth;
+pub mod oauth1;
 pub mod paginate;
 pub mod ratelimit;
 pub mod replay;

@@ -236,6 +236,9 @@ pub enum Decode {
     Csv,
     /// XML; elements become objects, attributes `@name` keys, text `$text`.
     Xml,
+    /// `application/x-www-form-urlencoded` (OAuth 1.0a token endpoints, some legacy APIs):
+    /// one object of text values.
+    Form,
 }
 
 /// Where a model field's value comes from: a JSONPath (`$.title`) or a template, written alone,
