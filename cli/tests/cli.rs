@@ -327,11 +327,20 @@ fn sync_of_an_oauth_connector_without_a_token_says_what_to_do() {
 
 /// `connector auth --sandbox`, with a stand-in browser following the printed URL.
 fn authorize_in_sandbox(db: &std::path::Path, key: &std::path::Path) -> (String, String) {
+    authorize_connector_in_sandbox("google_photos", db, key)
+}
+
+/// `connector auth CONNECTOR --sandbox`, with a stand-in browser following the printed URL.
+fn authorize_connector_in_sandbox(
+    connector_id: &str,
+    db: &std::path::Path,
+    key: &std::path::Path,
+) -> (String, String) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_connector"))
         .args([
             "auth",
-            "google_photos",
+            connector_id,
             "--sandbox",
             "--no-open",
             "--db",
@@ -367,7 +376,7 @@ fn authorize_in_sandbox(db: &std::path::Path, key: &std::path::Path) -> (String,
             .unwrap();
         let provider = browser.get(&url).send().await.unwrap();
         let callback = provider.headers()["location"].to_str().unwrap().to_owned();
-        assert!(callback.contains("/callback?code="), "{callback}");
+        assert!(callback.contains("/callback?"), "{callback}");
         let page = browser
             .get(&callback)
             .send()
@@ -539,4 +548,39 @@ fn disconnect_revokes_deletes_tokens_and_keeps_data_unless_asked() {
         let again = connector(&["disconnect", "google_photos", "--db", db_arg]);
         assert_eq!(again.status.code(), Some(1), "the integration is gone");
     }
+}
+
+#[test]
+fn oauth1_connectors_connect_and_sync_through_the_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, key) = (
+        dir.path().join("hypernet.sqlite"),
+        dir.path().join("hypernet.key"),
+    );
+    let (out, _) = authorize_connector_in_sandbox("trello", &db, &key);
+    assert!(
+        out.contains("Connected Trello for user local (integration trello:local)"),
+        "{out}"
+    );
+    let sync = connector(&[
+        "sync",
+        "trello",
+        "--sandbox",
+        "--db",
+        db.to_str().unwrap(),
+        "--key-file",
+        key.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(
+        sync.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&sync.stdout).unwrap();
+    assert_eq!(
+        (summary["new"].as_u64(), summary["requests"].as_u64()),
+        (Some(3), Some(3))
+    );
 }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::convert::Converter;
 use crate::extract::{CompiledPath, PathError};
 use crate::models::ModelKind;
-use crate::spec::{FieldMapping, Stream, ValueSource};
+use crate::spec::{FieldMapping, Stream, ValueKind, ValueSource};
 use crate::template::{CompileError, TemplateId, Templates};
 use crate::validate::validate_record;
 
@@ -173,9 +173,42 @@ impl<'a> Lazy<'a> {
     }
 }
 
+/// Every node `path` selects, as one list: a single selected list is taken as it is.
+fn gather<'a>(path: &CompiledPath, record: &'a Value) -> Option<Cow<'a, Value>> {
+    let mut nodes: Vec<&'a Value> = Vec::new();
+    path.for_each(record, |node| {
+        if !node.is_null() {
+            nodes.push(node);
+        }
+    });
+    match nodes.as_slice() {
+        [] => None,
+        [only] if only.is_array() => Some(Cow::Borrowed(*only)),
+        _ => Some(Cow::Owned(Value::Array(
+            nodes.into_iter().cloned().collect(),
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_fields_gather_every_selected_node() {
+        let record = serde_json::json!({"labels": [{"name": "Urgent"}, {"name": "Home"}], "tags": ["a"], "none": []});
+        let names = CompiledPath::compile("$.labels[*].name").unwrap();
+        assert_eq!(
+            gather(&names, &record).unwrap().into_owned(),
+            serde_json::json!(["Urgent", "Home"])
+        );
+        let whole = CompiledPath::compile("$.tags").unwrap();
+        assert_eq!(
+            gather(&whole, &record).unwrap().into_owned(),
+            serde_json::json!(["a"])
+        );
+        assert!(gather(&CompiledPath::compile("$.none[*]").unwrap(), &record).is_none());
+    }
 
     #[test]
     fn only_the_attributes_templates_read_are_converted() {
@@ -378,7 +411,12 @@ impl RecordMapper {
         }
 
         for field in &self.fields {
-            let value = match field.source.value(raw, &context, templates) {
+            let selected = match (&field.source, field.converter) {
+                // A list field gathers every node its path selects (`$.labels[*].name`).
+                (Source::Path(path), Converter::ByKind(ValueKind::Array)) => Ok(gather(path, raw)),
+                _ => field.source.value(raw, &context, templates),
+            };
+            let value = match selected {
                 Ok(value) => value.or_else(|| field.default.as_ref().map(Cow::Borrowed)),
                 Err(error) => return reject(Some(id), format!("{}: {error}", field.name)),
             };

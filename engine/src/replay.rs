@@ -17,7 +17,7 @@
 //! The engine reaches the replay through [`crate::http::Transport::Sandbox`], so requests go
 //! through the real HTTP client, retries and rate limits included.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -167,6 +167,10 @@ fn contains(value: &Value, subset: &Value) -> bool {
 /// captures), and its token endpoints answer in the shape the spec's `token_response` reads.
 #[derive(Debug, Clone, Default)]
 pub struct SandboxOAuth {
+    /// For OAuth 1.0a: the request-token and access-token endpoints, and each request token's
+    /// callback (given when it was issued, used when the user authorizes).
+    oauth1: Option<((String, String), (String, String))>,
+    oauth1_callbacks: Arc<Mutex<HashMap<String, String>>>,
     authorize: Option<(String, String)>,
     revocation: Option<(String, String)>,
     captured_params: Vec<String>,
@@ -184,8 +188,19 @@ impl SandboxOAuth {
     /// The stand-in for `auth`, or `None` when it is not OAuth 2.0.
     pub fn for_auth(auth: &crate::spec::Auth) -> Option<Self> {
         use crate::spec::{Capture, Refresh};
-        let crate::spec::Auth::OAuth2(oauth) = auth else {
-            return None;
+        let oauth = match auth {
+            crate::spec::Auth::OAuth2(oauth) => oauth,
+            crate::spec::Auth::OAuth1(oauth) => {
+                return Some(Self {
+                    oauth1: Some((
+                        host_and_path(oauth.request_token_url.as_str())?,
+                        host_and_path(oauth.access_token_url.as_str())?,
+                    )),
+                    authorize: host_and_path(oauth.authorization_url.as_str()),
+                    ..Self::default()
+                });
+            }
+            _ => return None,
         };
         let mut endpoints = vec![(
             host_and_path(oauth.token_url.as_str())?,
@@ -214,6 +229,8 @@ impl SandboxOAuth {
             }
         }
         Some(Self {
+            oauth1: None,
+            oauth1_callbacks: Arc::default(),
             authorize: oauth
                 .authorization_url
                 .as_ref()
@@ -229,8 +246,11 @@ impl SandboxOAuth {
         })
     }
 
-    fn respond(&self, host: Option<&str>, uri: &Uri) -> Option<Response> {
+    fn respond(&self, host: Option<&str>, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
         let here = (host?.to_owned(), uri.path().to_owned());
+        if let Some((request_token, access_token)) = &self.oauth1 {
+            return self.respond_oauth1(&here, uri, headers, request_token, access_token);
+        }
         if self.authorize.as_ref() == Some(&here) {
             let query: BTreeMap<String, String> =
                 url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
@@ -296,6 +316,83 @@ impl SandboxOAuth {
         }
         Some(axum::Json(body).into_response())
     }
+}
+
+impl SandboxOAuth {
+    fn respond_oauth1(
+        &self,
+        here: &(String, String),
+        uri: &Uri,
+        headers: &HeaderMap,
+        request_token: &(String, String),
+        access_token: &(String, String),
+    ) -> Option<Response> {
+        let form = |body: String| {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )],
+                body,
+            )
+                .into_response()
+        };
+        let mut callbacks = self
+            .oauth1_callbacks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if here == request_token {
+            let callback = oauth_header_param(headers, "oauth_callback")?;
+            let token = format!("sandbox-request-{:016x}", rand::random::<u64>());
+            callbacks.insert(token.clone(), callback);
+            let secret = format!("sandbox-request-secret-{:016x}", rand::random::<u64>());
+            return Some(form(format!(
+                "oauth_token={token}&oauth_token_secret={secret}&oauth_callback_confirmed=true"
+            )));
+        }
+        if self.authorize.as_ref() == Some(here) {
+            let query: BTreeMap<String, String> =
+                url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+                    .into_owned()
+                    .collect();
+            let token = query.get("oauth_token")?;
+            let mut target = url::Url::parse(callbacks.get(token)?).ok()?;
+            target
+                .query_pairs_mut()
+                .append_pair("oauth_token", token)
+                .append_pair(
+                    "oauth_verifier",
+                    &format!("sandbox-verifier-{:08x}", rand::random::<u32>()),
+                );
+            return Some(axum::response::Redirect::to(target.as_str()).into_response());
+        }
+        if here == access_token {
+            let token = format!("sandbox-access-{:032x}", rand::random::<u128>());
+            let secret = format!("sandbox-access-secret-{:032x}", rand::random::<u128>());
+            return Some(form(format!(
+                "oauth_token={token}&oauth_token_secret={secret}"
+            )));
+        }
+        None
+    }
+}
+
+/// One parameter of an `Authorization: OAuth ...` header, decoded.
+fn oauth_header_param(headers: &HeaderMap, name: &str) -> Option<String> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("OAuth ")?;
+    value.split(", ").find_map(|pair| {
+        let (key, quoted) = pair.split_once('=')?;
+        (key == name).then(|| {
+            percent_encoding::percent_decode_str(quoted.trim_matches('"'))
+                .decode_utf8()
+                .ok()
+                .map(|text| text.into_owned())
+        })?
+    })
 }
 
 /// Writes `value` at a plain `$.a.b` path, creating objects on the way; other paths are skipped.
@@ -374,7 +471,7 @@ async fn serve(
     if let Some(response) = state
         .oauth
         .as_ref()
-        .and_then(|oauth| oauth.respond(oauth_host.as_deref(), &uri))
+        .and_then(|oauth| oauth.respond(oauth_host.as_deref(), &uri, &headers))
     {
         return response;
     }

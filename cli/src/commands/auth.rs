@@ -7,9 +7,10 @@ use std::time::Duration;
 use engine::events::Counters;
 use engine::http::{ClientOptions, HttpClient, Transport};
 use engine::oauth::{Authorized, TokenEndpoint, authorization_url};
+use engine::oauth1::{Consumer, OAuth1Flow};
 use engine::ratelimit::RateGate;
 use engine::sandbox::{ConnectorFiles, Sandbox};
-use engine::spec::{self, Auth, Grant};
+use engine::spec::{self, Auth, Grant, OAuth1Auth};
 use engine::store::{IntegrationStatus, SqliteStore, StoredIntegration};
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -90,15 +91,147 @@ pub async fn run(args: &Args) -> Outcome {
     }
 }
 
+/// Shows the authorization URL (and tries to open it), then waits for the redirect.
+async fn wait_for_browser(
+    args: &Args,
+    name: &str,
+    url: &url::Url,
+    receiver: oneshot::Receiver<HashMap<String, String>>,
+) -> Result<HashMap<String, String>, String> {
+    eprintln!("Open this URL in a browser to connect {name}:");
+    eprintln!("{url}");
+    eprintln!(
+        "Waiting up to {}s for the authorization (Ctrl-C to stop)…",
+        args.timeout
+    );
+    if !args.no_open {
+        // Best effort: without a desktop the URL above is the way.
+        let _ = std::process::Command::new("xdg-open")
+            .arg(url.as_str())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+    tokio::time::timeout(Duration::from_secs(args.timeout), receiver)
+        .await
+        .map_err(|_| "no authorization arrived in time; run the command again".to_owned())?
+        .map_err(|_| "the redirect listener stopped".to_owned())
+}
+
+/// The OAuth 1.0a three-legged flow; the access credentials are stored sealed.
+async fn connect_oauth1(
+    args: &Args,
+    files: &ConnectorFiles,
+    spec: &spec::ConnectorSpec,
+    auth: &OAuth1Auth,
+) -> Result<Outcome, (Outcome, String)> {
+    let failed = |message: String| (Outcome::Problems, message);
+    let client = oauth_client(
+        spec,
+        args.account.client_id.as_deref(),
+        args.account.client_secret.as_deref(),
+        args.sandbox,
+    )
+    .map_err(|error| (Outcome::UsageError, error))?;
+    let consumer = Consumer {
+        key: client.id,
+        secret: client.secret.unwrap_or_default(),
+    };
+    let sandbox = if args.sandbox {
+        Some(Sandbox::start(files, spec).await.map_err(failed)?)
+    } else {
+        None
+    };
+    let transport = sandbox
+        .as_ref()
+        .map_or(Transport::Direct, Sandbox::transport);
+    let http = HttpClient::new(
+        spec.allowed_hosts.clone(),
+        spec.retry.clone(),
+        RateGate::unlimited(),
+        ClientOptions {
+            transport,
+            ..ClientOptions::default()
+        },
+    )
+    .map_err(|error| failed(error.to_string()))?;
+    let flow = OAuth1Flow {
+        auth,
+        consumer: &consumer,
+        http: &http,
+    };
+    let (redirect, receiver) = callback_server(args.port)
+        .await
+        .map_err(|error| failed(format!("cannot listen for the redirect: {error}")))?;
+    let started = flow
+        .start(&redirect)
+        .await
+        .map_err(|error| failed(format!("{}: {error}", spec.id)))?;
+    let browser_url = sandbox.as_ref().map_or_else(
+        || started.url.clone(),
+        |sandbox| sandbox.local_url(&started.url),
+    );
+    let callback = wait_for_browser(args, &spec.name, &browser_url, receiver)
+        .await
+        .map_err(failed)?;
+    let token = flow
+        .complete(&started, &callback)
+        .await
+        .map_err(|error| failed(format!("{}: {error}", spec.id)))?;
+    let cipher = cipher(&args.account.key_file).map_err(|error| failed(error.to_string()))?;
+    let store = SqliteStore::open(&args.account.db).await.map_err(|error| {
+        failed(format!(
+            "cannot open {}: {error}",
+            args.account.db.display()
+        ))
+    })?;
+    let id = integration_id(spec, &args.account.user);
+    let integration = StoredIntegration {
+        id: id.clone(),
+        user_id: args.account.user.clone(),
+        connector: spec.id.clone(),
+        status: IntegrationStatus::Active,
+        config: serde_json::Map::new(),
+        sealed_tokens: Some(cipher.encrypt(&serde_json::to_vec(&token).unwrap_or_default())),
+        scopes: auth.authorization_params.get("scope").cloned(),
+        last_error: None,
+    };
+    store
+        .save_integration(&integration)
+        .await
+        .map_err(|error| failed(error.to_string()))?;
+    if args.json {
+        let connected = serde_json::json!({"connector": spec.id, "integration": id, "user": args.account.user, "scopes": integration.scopes});
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&connected).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "Connected {} for user {} (integration {id}).",
+            spec.name, args.account.user
+        );
+        println!(
+            "Tokens are stored encrypted in {}; run `connector sync {}` to import.",
+            args.account.db.display(),
+            spec.id
+        );
+    }
+    Ok(Outcome::Success)
+}
+
 async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
     let usage = |message: String| (Outcome::UsageError, message);
     let failed = |message: String| (Outcome::Problems, message);
     let files =
         ConnectorFiles::locate(&args.connector, &args.account.connectors_root).map_err(usage)?;
     let spec = spec::load(&files.spec).map_err(|error| failed(error.to_string()))?;
+    if let Auth::OAuth1(auth) = &spec.auth {
+        return connect_oauth1(args, &files, &spec, auth).await;
+    }
     let Auth::OAuth2(oauth) = &spec.auth else {
         return Err(usage(format!(
-            "{} uses `{}` authentication; `connector auth` is for OAuth 2.0 connectors",
+            "{} uses `{}` authentication; `connector auth` is for OAuth connectors",
             spec.id,
             spec.auth.kind_name()
         )));
@@ -150,26 +283,9 @@ async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
             || start.url.clone(),
             |sandbox| sandbox.local_url(&start.url),
         );
-        eprintln!("Open this URL in a browser to connect {}:", spec.name);
-        eprintln!("{browser_url}");
-        eprintln!(
-            "Waiting up to {}s for the authorization (Ctrl-C to stop)…",
-            args.timeout
-        );
-        if !args.no_open {
-            // Best effort: without a desktop the URL above is the way.
-            let _ = std::process::Command::new("xdg-open")
-                .arg(browser_url.as_str())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn();
-        }
-        let callback = tokio::time::timeout(Duration::from_secs(args.timeout), receiver)
+        let callback = wait_for_browser(args, &spec.name, &browser_url, receiver)
             .await
-            .map_err(|_| {
-                failed("no authorization arrived in time; run the command again".to_owned())
-            })?
-            .map_err(|_| failed("the redirect listener stopped".to_owned()))?;
+            .map_err(failed)?;
         endpoint
             .complete(&redirect, &callback, &start)
             .await

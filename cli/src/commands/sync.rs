@@ -11,6 +11,9 @@ use engine::spec::{Auth, OAuth2Auth};
 use engine::store::{IntegrationStatus, StoredIntegration};
 use engine::sync::SyncErrorKind;
 
+use engine::oauth1::{Consumer, OAuth1Authorizer, OAuth1Token};
+use engine::sandbox::sandbox_authorizer;
+
 use super::credentials::{Account, cipher, integration_id, oauth_client};
 use engine::events::Totals;
 use engine::http::{ClientOptions, HttpClient, Transport};
@@ -127,7 +130,8 @@ pub async fn run(args: &Args) -> Outcome {
     let integration_id = integration_id(&spec, &args.account.user);
     // An OAuth connector uses the tokens `connector auth` stored, unless a token is given.
     let stored = match (&spec.auth, &args.access_token) {
-        (Auth::OAuth2(_), None) => match store.integration(&integration_id).await {
+        (Auth::OAuth2(_) | Auth::OAuth1(_), None) => match store.integration(&integration_id).await
+        {
             Ok(stored) => stored,
             Err(error) => {
                 eprintln!("error: {error}");
@@ -200,7 +204,25 @@ pub async fn run(args: &Args) -> Outcome {
                 }
             }
         }
-        (Auth::OAuth2(_), None) if sandbox.is_none() && args.access_token.is_none() => {
+        (Auth::OAuth1(_), Some(stored)) => match oauth1_authorizer(args, &spec, stored) {
+            Ok(authorizer) => Box::new(authorizer),
+            Err((outcome, message)) => {
+                eprintln!("error: {}: {message}", spec.id);
+                return outcome;
+            }
+        },
+        (_, None) if sandbox.is_some() && args.access_token.is_none() => {
+            match sandbox_authorizer(&spec, &integration) {
+                Ok(auth) => auth,
+                Err(error) => {
+                    eprintln!("error: {}: {error}", spec.id);
+                    return Outcome::UsageError;
+                }
+            }
+        }
+        (Auth::OAuth2(_) | Auth::OAuth1(_), None)
+            if sandbox.is_none() && args.access_token.is_none() =>
+        {
             eprintln!(
                 "error: {} is not connected for user {}: run `connector auth {}` first (or pass --access-token)",
                 spec.id, args.account.user, spec.id
@@ -273,6 +295,43 @@ pub async fn run(args: &Args) -> Outcome {
 }
 
 type Failure = (Outcome, String);
+
+/// OAuth 1.0a signing with the credentials `connector auth` stored.
+fn oauth1_authorizer(
+    args: &Args,
+    spec: &spec::ConnectorSpec,
+    stored: &StoredIntegration,
+) -> Result<OAuth1Authorizer, Failure> {
+    let client = oauth_client(
+        spec,
+        args.account.client_id.as_deref(),
+        args.account.client_secret.as_deref(),
+        args.sandbox,
+    )
+    .map_err(|error| (Outcome::UsageError, error))?;
+    let cipher =
+        cipher(&args.account.key_file).map_err(|error| (Outcome::Problems, error.to_string()))?;
+    let sealed = stored.sealed_tokens.as_deref().ok_or((
+        Outcome::Problems,
+        "no tokens are stored; run `connector auth` again".to_owned(),
+    ))?;
+    let plain = cipher
+        .decrypt(sealed)
+        .map_err(|error| (Outcome::Problems, error.to_string()))?;
+    let token: OAuth1Token = serde_json::from_slice(&plain).map_err(|_| {
+        (
+            Outcome::Problems,
+            "the stored tokens are unreadable; run `connector auth` again".to_owned(),
+        )
+    })?;
+    Ok(OAuth1Authorizer::new(
+        Consumer {
+            key: client.id,
+            secret: client.secret.unwrap_or_default(),
+        },
+        token,
+    ))
+}
 
 /// Self-renewing credentials from the tokens `connector auth` stored; renewed tokens are sealed
 /// and saved before they are used.
