@@ -39,7 +39,9 @@ pub struct Stream {
     pub records: JsonPath,
     /// The record's id at the provider, unique within this stream's model.
     pub id: ValueSource,
-    /// Model field → where its value comes from. Required with `model`, absent without.
+    /// Model field → where its value comes from. Required with `model`, absent without. A
+    /// JSONPath selecting nothing or null leaves an optional field out; for a list field the
+    /// JSONPath's selected nodes are gathered into the list (`$.labels[*].name`).
     #[serde(default)]
     pub map: IndexMap<String, FieldMapping>,
     /// How later runs fetch only what changed.
