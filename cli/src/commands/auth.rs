@@ -5,17 +5,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::events::Counters;
-use engine::http::{ClientOptions, HttpClient, Transport};
+
 use engine::oauth::{Authorized, TokenEndpoint, authorization_url};
 use engine::oauth1::{Consumer, OAuth1Flow};
-use engine::ratelimit::RateGate;
-use engine::sandbox::{ConnectorFiles, Sandbox};
+
+use engine::sandbox::ConnectorFiles;
 use engine::spec::{self, Auth, Grant, OAuth1Auth};
 use engine::store::{IntegrationStatus, SqliteStore, StoredIntegration};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::credentials::{Account, cipher, integration_id, oauth_client};
+use super::credentials::{Account, cipher, integration_id, oauth_client, token_http};
 use crate::Outcome;
 
 /// Arguments of `connector auth`.
@@ -137,24 +137,9 @@ async fn connect_oauth1(
         key: client.id,
         secret: client.secret.unwrap_or_default(),
     };
-    let sandbox = if args.sandbox {
-        Some(Sandbox::start(files, spec).await.map_err(failed)?)
-    } else {
-        None
-    };
-    let transport = sandbox
-        .as_ref()
-        .map_or(Transport::Direct, Sandbox::transport);
-    let http = HttpClient::new(
-        spec.allowed_hosts.clone(),
-        spec.retry.clone(),
-        RateGate::unlimited(),
-        ClientOptions {
-            transport,
-            ..ClientOptions::default()
-        },
-    )
-    .map_err(|error| failed(error.to_string()))?;
+    let (sandbox, http) = token_http(files, spec, args.sandbox)
+        .await
+        .map_err(failed)?;
     let flow = OAuth1Flow {
         auth,
         consumer: &consumer,
@@ -178,6 +163,28 @@ async fn connect_oauth1(
         .complete(&started, &callback)
         .await
         .map_err(|error| failed(format!("{}: {error}", spec.id)))?;
+    let scopes = auth.authorization_params.get("scope").cloned();
+    save_connection(
+        args,
+        spec,
+        serde_json::to_vec(&token).unwrap_or_default(),
+        serde_json::Map::new(),
+        scopes,
+        None,
+    )
+    .await
+}
+
+/// Seals and stores a new connection, then reports it (never a token).
+async fn save_connection(
+    args: &Args,
+    spec: &spec::ConnectorSpec,
+    tokens: Vec<u8>,
+    config: serde_json::Map<String, serde_json::Value>,
+    scopes: Option<String>,
+    expires_at: Option<String>,
+) -> Result<Outcome, (Outcome, String)> {
+    let failed = |message: String| (Outcome::Problems, message);
     let cipher = cipher(&args.account.key_file).map_err(|error| failed(error.to_string()))?;
     let store = SqliteStore::open(&args.account.db).await.map_err(|error| {
         failed(format!(
@@ -186,14 +193,23 @@ async fn connect_oauth1(
         ))
     })?;
     let id = integration_id(spec, &args.account.user);
+    let captured: Vec<&String> = config.keys().collect();
+    let connected = Connected {
+        connector: &spec.id,
+        integration: &id,
+        user: &args.account.user,
+        scopes: scopes.as_deref(),
+        expires_at,
+        captured,
+    };
     let integration = StoredIntegration {
         id: id.clone(),
         user_id: args.account.user.clone(),
         connector: spec.id.clone(),
         status: IntegrationStatus::Active,
-        config: serde_json::Map::new(),
-        sealed_tokens: Some(cipher.encrypt(&serde_json::to_vec(&token).unwrap_or_default())),
-        scopes: auth.authorization_params.get("scope").cloned(),
+        config: config.clone(),
+        sealed_tokens: Some(cipher.encrypt(&tokens)),
+        scopes: scopes.clone(),
         last_error: None,
     };
     store
@@ -201,7 +217,6 @@ async fn connect_oauth1(
         .await
         .map_err(|error| failed(error.to_string()))?;
     if args.json {
-        let connected = serde_json::json!({"connector": spec.id, "integration": id, "user": args.account.user, "scopes": integration.scopes});
         println!(
             "{}",
             serde_json::to_string_pretty(&connected).unwrap_or_default()
@@ -210,6 +225,10 @@ async fn connect_oauth1(
         println!(
             "Connected {} for user {} (integration {id}).",
             spec.name, args.account.user
+        );
+        println!(
+            "Granted scopes: {}",
+            connected.scopes.unwrap_or("(the provider did not say)")
         );
         println!(
             "Tokens are stored encrypted in {}; run `connector sync {}` to import.",
@@ -243,24 +262,9 @@ async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
         args.sandbox,
     )
     .map_err(usage)?;
-    let sandbox = if args.sandbox {
-        Some(Sandbox::start(&files, &spec).await.map_err(failed)?)
-    } else {
-        None
-    };
-    let transport = sandbox
-        .as_ref()
-        .map_or(Transport::Direct, Sandbox::transport);
-    let http = HttpClient::new(
-        spec.allowed_hosts.clone(),
-        spec.retry.clone(),
-        RateGate::unlimited(),
-        ClientOptions {
-            transport,
-            ..ClientOptions::default()
-        },
-    )
-    .map_err(|error| failed(error.to_string()))?;
+    let (sandbox, http) = token_http(&files, &spec, args.sandbox)
+        .await
+        .map_err(failed)?;
     let counters = Counters::default();
     let endpoint = TokenEndpoint::new(oauth, &client, &http, &counters);
     let authorized = if oauth.grant == Grant::ClientCredentials {
@@ -292,57 +296,15 @@ async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
             .map_err(|error| failed(format!("{}: {error}", spec.id)))?
     };
 
-    let cipher = cipher(&args.account.key_file).map_err(|error| failed(error.to_string()))?;
-    let sealed = cipher.encrypt(&serde_json::to_vec(&authorized.tokens).unwrap_or_default());
-    let store = SqliteStore::open(&args.account.db).await.map_err(|error| {
-        failed(format!(
-            "cannot open {}: {error}",
-            args.account.db.display()
-        ))
-    })?;
-    let id = integration_id(&spec, &args.account.user);
-    let integration = StoredIntegration {
-        id: id.clone(),
-        user_id: args.account.user.clone(),
-        connector: spec.id.clone(),
-        status: IntegrationStatus::Active,
-        config: authorized.captured.clone(),
-        sealed_tokens: Some(sealed),
-        scopes: authorized.tokens.scope.clone(),
-        last_error: None,
-    };
-    store
-        .save_integration(&integration)
-        .await
-        .map_err(|error| failed(error.to_string()))?;
-
-    let connected = Connected {
-        connector: &spec.id,
-        integration: &id,
-        user: &args.account.user,
-        scopes: authorized.tokens.scope.as_deref(),
-        expires_at: authorized.tokens.expires_at.map(|at| at.to_string()),
-        captured: authorized.captured.keys().collect(),
-    };
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&connected).unwrap_or_default()
-        );
-    } else {
-        println!(
-            "Connected {} for user {} (integration {id}).",
-            spec.name, args.account.user
-        );
-        println!(
-            "Granted scopes: {}",
-            connected.scopes.unwrap_or("(the provider did not say)")
-        );
-        println!(
-            "Tokens are stored encrypted in {}; run `connector sync {}` to import.",
-            args.account.db.display(),
-            spec.id
-        );
-    }
-    Ok(Outcome::Success)
+    let tokens = serde_json::to_vec(&authorized.tokens).unwrap_or_default();
+    let expires_at = authorized.tokens.expires_at.map(|at| at.to_string());
+    save_connection(
+        args,
+        &spec,
+        tokens,
+        authorized.captured,
+        authorized.tokens.scope.clone(),
+        expires_at,
+    )
+    .await
 }

@@ -65,3 +65,48 @@ pub struct Account {
     #[arg(long, default_value = "connectors")]
     pub connectors_root: PathBuf,
 }
+
+/// An HTTP client for token work: to the provider, or to the sandbox's stand-in (which is kept
+/// running as long as the returned sandbox lives).
+pub async fn token_http(
+    files: &engine::sandbox::ConnectorFiles,
+    spec: &ConnectorSpec,
+    sandbox: bool,
+) -> Result<(Option<engine::sandbox::Sandbox>, engine::http::HttpClient), String> {
+    use engine::http::{ClientOptions, HttpClient, Transport};
+    let sandbox = if sandbox {
+        Some(engine::sandbox::Sandbox::start(files, spec).await?)
+    } else {
+        None
+    };
+    let transport = sandbox
+        .as_ref()
+        .map_or(Transport::Direct, engine::sandbox::Sandbox::transport);
+    let http = HttpClient::new(
+        spec.allowed_hosts.clone(),
+        spec.retry.clone(),
+        engine::ratelimit::RateGate::unlimited(),
+        ClientOptions {
+            transport,
+            ..ClientOptions::default()
+        },
+    )
+    .map_err(|error| error.to_string())?;
+    Ok((sandbox, http))
+}
+
+/// The tokens `connector auth` sealed for `stored`, opened with the configured key.
+pub fn open_tokens<T: serde::de::DeserializeOwned>(
+    stored: &engine::store::StoredIntegration,
+    key_file: &Path,
+) -> Result<T, String> {
+    let sealed = stored
+        .sealed_tokens
+        .as_deref()
+        .ok_or("no tokens are stored; run `connector auth` again")?;
+    let plain = cipher(key_file)
+        .and_then(|cipher| cipher.decrypt(sealed))
+        .map_err(|error| error.to_string())?;
+    serde_json::from_slice(&plain)
+        .map_err(|_| "the stored tokens are unreadable; run `connector auth` again".to_owned())
+}

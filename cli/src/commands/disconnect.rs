@@ -2,15 +2,15 @@
 //! what was imported through it (imported data otherwise stays, as the user's).
 
 use engine::events::Counters;
-use engine::http::{ClientOptions, HttpClient, Transport};
+
 use engine::oauth::{TokenEndpoint, TokenSet};
-use engine::ratelimit::RateGate;
-use engine::sandbox::{ConnectorFiles, Sandbox};
+
+use engine::sandbox::ConnectorFiles;
 use engine::spec::{self, Auth};
 use engine::store::SqliteStore;
 use serde::Serialize;
 
-use super::credentials::{Account, cipher, integration_id, oauth_client};
+use super::credentials::{Account, integration_id, oauth_client, open_tokens, token_http};
 use crate::Outcome;
 
 /// Arguments of `connector disconnect`.
@@ -79,7 +79,7 @@ pub async fn run(args: &Args) -> Outcome {
     // Revoke at the provider first; a failure there still removes the tokens here, and says so.
     let mut revoked = false;
     let mut revocation_error = None;
-    if let (Auth::OAuth2(oauth), Some(sealed)) = (&spec.auth, &stored.sealed_tokens) {
+    if let (Auth::OAuth2(oauth), Some(_)) = (&spec.auth, &stored.sealed_tokens) {
         let outcome: Result<bool, String> = async {
             let client = oauth_client(
                 &spec,
@@ -87,29 +87,8 @@ pub async fn run(args: &Args) -> Outcome {
                 args.account.client_secret.as_deref(),
                 args.sandbox,
             )?;
-            let plain = cipher(&args.account.key_file)
-                .and_then(|cipher| cipher.decrypt(sealed))
-                .map_err(|error| error.to_string())?;
-            let tokens: TokenSet =
-                serde_json::from_slice(&plain).map_err(|error| error.to_string())?;
-            let sandbox = if args.sandbox {
-                Some(Sandbox::start(&files, &spec).await?)
-            } else {
-                None
-            };
-            let transport = sandbox
-                .as_ref()
-                .map_or(Transport::Direct, Sandbox::transport);
-            let http = HttpClient::new(
-                spec.allowed_hosts.clone(),
-                spec.retry.clone(),
-                RateGate::unlimited(),
-                ClientOptions {
-                    transport,
-                    ..ClientOptions::default()
-                },
-            )
-            .map_err(|error| error.to_string())?;
+            let tokens: TokenSet = open_tokens(&stored, &args.account.key_file)?;
+            let (_sandbox, http) = token_http(&files, &spec, args.sandbox).await?;
             TokenEndpoint::new(oauth, &client, &http, &Counters::default())
                 .revoke(&tokens)
                 .await

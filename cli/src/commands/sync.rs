@@ -14,7 +14,7 @@ use engine::sync::SyncErrorKind;
 use engine::oauth1::{Consumer, OAuth1Authorizer, OAuth1Token};
 use engine::sandbox::sandbox_authorizer;
 
-use super::credentials::{Account, cipher, integration_id, oauth_client};
+use super::credentials::{Account, cipher, integration_id, oauth_client, open_tokens};
 use engine::events::Totals;
 use engine::http::{ClientOptions, HttpClient, Transport};
 use engine::ratelimit::RateLimitRegistry;
@@ -309,21 +309,8 @@ fn oauth1_authorizer(
         args.sandbox,
     )
     .map_err(|error| (Outcome::UsageError, error))?;
-    let cipher =
-        cipher(&args.account.key_file).map_err(|error| (Outcome::Problems, error.to_string()))?;
-    let sealed = stored.sealed_tokens.as_deref().ok_or((
-        Outcome::Problems,
-        "no tokens are stored; run `connector auth` again".to_owned(),
-    ))?;
-    let plain = cipher
-        .decrypt(sealed)
-        .map_err(|error| (Outcome::Problems, error.to_string()))?;
-    let token: OAuth1Token = serde_json::from_slice(&plain).map_err(|_| {
-        (
-            Outcome::Problems,
-            "the stored tokens are unreadable; run `connector auth` again".to_owned(),
-        )
-    })?;
+    let token: OAuth1Token =
+        open_tokens(stored, &args.account.key_file).map_err(|error| (Outcome::Problems, error))?;
     Ok(OAuth1Authorizer::new(
         Consumer {
             key: client.id,
@@ -354,19 +341,8 @@ fn stored_authorizer(
     let cipher = Arc::new(
         cipher(&args.account.key_file).map_err(|error| (Outcome::Problems, error.to_string()))?,
     );
-    let sealed = stored.sealed_tokens.as_deref().ok_or((
-        Outcome::Problems,
-        "no tokens are stored; run `connector auth` again".to_owned(),
-    ))?;
-    let plain = cipher
-        .decrypt(sealed)
-        .map_err(|error| (Outcome::Problems, error.to_string()))?;
-    let tokens: TokenSet = serde_json::from_slice(&plain).map_err(|_| {
-        (
-            Outcome::Problems,
-            "the stored tokens are unreadable; run `connector auth` again".to_owned(),
-        )
-    })?;
+    let tokens: TokenSet =
+        open_tokens(stored, &args.account.key_file).map_err(|error| (Outcome::Problems, error))?;
     let (store, id) = (store.clone(), stored.id.clone());
     let save: OnRefresh = Box::new(move |tokens| {
         let sealed = cipher.encrypt(&serde_json::to_vec(&tokens).unwrap_or_default());
