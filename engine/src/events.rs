@@ -141,14 +141,3 @@ impl Observer for Counters {
         };
     }
 }
-
-/// Sends every event to several observers.
-pub struct Fanout<'a>(pub Vec<&'a dyn Observer>);
-
-impl Observer for Fanout<'_> {
-    fn event(&self, event: &Event<'_>) {
-        for observer in &self.0 {
-            observer.event(event);
-        }
-    }
-}
