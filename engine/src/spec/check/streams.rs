@@ -1,0 +1,495 @@
+//! Checks of each stream: request, paginator, records, mapping onto the model, parents.
+
+use std::collections::{BTreeSet, HashSet};
+
+use super::*;
+use crate::models::PROVENANCE_FIELDS;
+
+impl Checker<'_> {
+    pub(super) fn stream(&mut self, name: &str, stream: &Stream) {
+        let base = pointer(&["streams", name]);
+        if !is_name(name) {
+            self.push(
+                Problem::at(base.clone(), format!("`{name}` is not a valid stream name"))
+                    .on_key()
+                    .expected(NAME_PATTERN),
+            );
+        }
+
+        let parent_fields: Vec<String> = stream
+            .parent
+            .as_ref()
+            .map(|parent| parent.fields.keys().cloned().collect())
+            .unwrap_or_default();
+        let config = self.config_names();
+        let page_fields: Vec<String> = match &stream.paginate {
+            Paginate::None => vec![],
+            Paginate::Cursor { .. } => vec!["token".to_owned()],
+            Paginate::NextUrl { .. } => vec!["url".to_owned()],
+            Paginate::OffsetLimit { .. } => vec!["offset".to_owned(), "limit".to_owned()],
+            Paginate::PageNumber { .. } => vec!["number".to_owned(), "size".to_owned()],
+        };
+        let state_fields: Vec<String> = match &stream.incremental {
+            None => vec![],
+            Some(Incremental::Cursor { .. }) => vec!["cursor".to_owned()],
+            Some(Incremental::SyncToken { .. }) => vec!["sync_token".to_owned()],
+        };
+        let request_scope = self
+            .credentials_scope()
+            .only("state", STATE, state_fields)
+            .only("parent", PARENT, parent_fields.clone())
+            .only("page", PAGE, page_fields);
+        let record_scope = Scope::default()
+            .with("record", Fields::Any)
+            .only("parent", PARENT, parent_fields)
+            .only("config", CONFIG, config.clone());
+
+        if let Some(parent) = &stream.parent {
+            self.parent(&base, name, parent, &config);
+        }
+        self.request(&format!("{base}/request"), &stream.request, &request_scope);
+        let json_body = matches!(stream.request.body, Some(Body::Json(_)));
+        self.paginate(
+            &format!("{base}/paginate"),
+            &stream.paginate,
+            &request_scope,
+            json_body,
+        );
+        self.json_path(&format!("{base}/records"), &stream.records);
+        self.value_source(&format!("{base}/id"), &stream.id, &record_scope);
+        self.map(&base, name, stream, &record_scope);
+        match &stream.incremental {
+            None => {}
+            Some(Incremental::Cursor {
+                field, location, ..
+            }) => {
+                self.json_path(&format!("{base}/incremental/field"), field);
+                self.body_location(
+                    &format!("{base}/incremental/location"),
+                    *location,
+                    json_body,
+                );
+            }
+            Some(Incremental::SyncToken {
+                token,
+                location,
+                reset_on,
+                ..
+            }) => {
+                self.json_path(&format!("{base}/incremental/token"), token);
+                self.body_location(
+                    &format!("{base}/incremental/location"),
+                    *location,
+                    json_body,
+                );
+                for (index, status) in reset_on.iter().enumerate() {
+                    self.status(&format!("{base}/incremental/reset_on/{index}"), *status);
+                }
+            }
+        }
+        if let Some(deleted) = &stream.deleted {
+            self.condition(
+                &format!("{base}/deleted"),
+                deleted.as_str(),
+                &Scope::default().with("record", Fields::Any),
+            );
+        }
+    }
+
+    fn parent(&mut self, base: &str, name: &str, parent: &Parent, config: &[String]) {
+        let at = format!("{base}/parent/stream");
+        if parent.stream == name {
+            self.push(
+                Problem::at(at, "a stream cannot be its own parent")
+                    .expected("the name of another stream"),
+            );
+        } else if !self.spec.streams.contains_key(&parent.stream) {
+            let names: Vec<&str> = self
+                .spec
+                .streams
+                .keys()
+                .map(String::as_str)
+                .filter(|other| *other != name)
+                .collect();
+            let mut message = format!("no stream is called `{}`", parent.stream);
+            if let Some(close) = did_you_mean(&parent.stream, names.iter().copied()) {
+                message = format!("{message} (did you mean `{close}`?)");
+            }
+            self.push(Problem::at(at, message).expected(one_of(&names)));
+        }
+        if parent.fields.is_empty() {
+            self.push(
+                Problem::at(
+                    format!("{base}/parent/fields"),
+                    "a parent hands nothing to its child",
+                )
+                .expected("at least one field, such as `calendar_id: $.id`"),
+            );
+        }
+        let scope =
+            Scope::default()
+                .with("record", Fields::Any)
+                .only("config", CONFIG, config.to_vec());
+        for (field, source) in &parent.fields {
+            self.value_source(
+                &format!("{base}/parent/fields/{}", pointer_segment(field)),
+                source,
+                &scope,
+            );
+        }
+    }
+
+    pub(super) fn parent_cycles(&mut self) {
+        let streams = &self.spec.streams;
+        let mut reported: HashSet<BTreeSet<&str>> = HashSet::new();
+        for start in streams.keys() {
+            let mut chain: Vec<&str> = vec![start];
+            let mut current = start.as_str();
+            while let Some(parent) = streams
+                .get(current)
+                .and_then(|stream| stream.parent.as_ref())
+            {
+                let next = parent.stream.as_str();
+                if next == current || !streams.contains_key(next) {
+                    break; // reported by `parent`
+                }
+                if let Some(position) = chain.iter().position(|name| *name == next) {
+                    let cycle = &chain[position..];
+                    if reported.insert(cycle.iter().copied().collect()) {
+                        let mut shown: Vec<&str> = cycle.to_vec();
+                        shown.push(next);
+                        self.push(
+                            Problem::at(
+                                // The walk started at the cycle's first-declared stream; its
+                                // parent link is the likely surprise.
+                                pointer(&["streams", cycle[0], "parent", "stream"]),
+                                format!("parents form a cycle: {}", shown.join(" → ")),
+                            )
+                            .expected("parent links that end at a stream without a parent"),
+                        );
+                    }
+                    break;
+                }
+                chain.push(next);
+                current = next;
+            }
+        }
+    }
+
+    fn request(&mut self, at: &str, request: &Request, scope: &Scope) {
+        let path = request.path.as_str();
+        if path.starts_with("http://") || path.starts_with("https://") {
+            self.absolute_template_url(&format!("{at}/path"), path);
+        } else if !(path.starts_with('/') || path.starts_with("{{")) {
+            self.push(
+                Problem::at(
+                    format!("{at}/path"),
+                    format!("`{path}` is neither a path nor a URL"),
+                )
+                .expected(format!(
+                    "a path starting with `/` (such as `/{path}`), or an https URL"
+                )),
+            );
+        }
+        self.template(&format!("{at}/path"), path, scope);
+        for (name, value) in &request.query {
+            self.template(
+                &format!("{at}/query/{}", pointer_segment(name)),
+                value.as_str(),
+                scope,
+            );
+        }
+        for (name, value) in &request.headers {
+            self.template(
+                &format!("{at}/headers/{}", pointer_segment(name)),
+                value.as_str(),
+                scope,
+            );
+        }
+        match &request.body {
+            None => {}
+            Some(Body::Json(document)) => {
+                self.json_templates(&format!("{at}/body/json"), document, scope)
+            }
+            Some(Body::Form(fields)) => {
+                for (name, value) in fields {
+                    self.template(
+                        &format!("{at}/body/form/{}", pointer_segment(name)),
+                        value.as_str(),
+                        scope,
+                    );
+                }
+            }
+        }
+        if request.body.is_some() && request.method == Method::Get {
+            self.push(
+                Problem::at(format!("{at}/method"), "a GET request with a body")
+                    .expected("`POST`, `PUT` or `PATCH` for a request with a body"),
+            );
+        }
+    }
+
+    /// An absolute URL that may be a template: its host must be written out and allowed.
+    fn absolute_template_url(&mut self, at: &str, text: &str) {
+        let literal_prefix = text.split("{{").next().unwrap_or_default();
+        let after_scheme = literal_prefix
+            .split_once("://")
+            .map_or("", |(_, rest)| rest);
+        if !after_scheme.contains('/') && literal_prefix.len() < text.len() {
+            self.push(
+                Problem::at(at, "the host of this URL is a template").expected(
+                    "a URL whose scheme and host are written out, so the host can be checked",
+                ),
+            );
+            return;
+        }
+        let checkable = if literal_prefix.len() < text.len() {
+            literal_prefix
+        } else {
+            text
+        };
+        self.url(at, checkable, true);
+    }
+
+    fn json_templates(&mut self, at: &str, document: &serde_json::Value, scope: &Scope) {
+        match document {
+            serde_json::Value::String(text) => self.template(at, text, scope),
+            serde_json::Value::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    self.json_templates(&format!("{at}/{index}"), item, scope);
+                }
+            }
+            serde_json::Value::Object(fields) => {
+                for (name, value) in fields {
+                    self.json_templates(&format!("{at}/{}", pointer_segment(name)), value, scope);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn paginate(&mut self, at: &str, paginate: &Paginate, scope: &Scope, json_body: bool) {
+        let stop_scope = Scope::default()
+            .with("response", Fields::Any)
+            .with("page", Fields::Any);
+        let stop_when = match paginate {
+            Paginate::None => None,
+            Paginate::Cursor {
+                token,
+                param,
+                location,
+                next_request,
+                stop_when,
+            } => {
+                self.json_path(&format!("{at}/token"), token);
+                self.param_name(&format!("{at}/param"), param);
+                self.body_location(&format!("{at}/location"), *location, json_body);
+                if let Some(request) = next_request {
+                    self.request(&format!("{at}/next_request"), request, scope);
+                }
+                stop_when.as_ref()
+            }
+            Paginate::NextUrl { from, stop_when } => {
+                if let NextUrlSource::Body(path) = from {
+                    self.json_path(&format!("{at}/from/body"), path);
+                }
+                stop_when.as_ref()
+            }
+            Paginate::OffsetLimit {
+                offset_param,
+                limit_param,
+                limit,
+                location,
+                stop_when,
+            } => {
+                self.param_name(&format!("{at}/offset_param"), offset_param);
+                self.param_name(&format!("{at}/limit_param"), limit_param);
+                self.positive(&format!("{at}/limit"), *limit);
+                self.body_location(&format!("{at}/location"), *location, json_body);
+                stop_when.as_ref()
+            }
+            Paginate::PageNumber {
+                page_param,
+                size_param,
+                size,
+                stop_when,
+                ..
+            } => {
+                self.param_name(&format!("{at}/page_param"), page_param);
+                if let Some(size_param) = size_param {
+                    self.param_name(&format!("{at}/size_param"), size_param);
+                }
+                if let Some(size) = size {
+                    self.positive(&format!("{at}/size"), *size);
+                }
+                if size_param.is_some() != size.is_some() {
+                    self.push(
+                        Problem::at(at, "`size_param` and `size` go together")
+                            .on_key()
+                            .expected("both `size_param` and `size`, or neither"),
+                    );
+                }
+                stop_when.as_ref()
+            }
+        };
+        if let Some(condition) = stop_when {
+            self.condition(&format!("{at}/stop_when"), condition.as_str(), &stop_scope);
+        }
+    }
+
+    fn param_name(&mut self, at: &str, name: &str) {
+        if name.trim().is_empty() {
+            self.push(
+                Problem::at(at, "the parameter name is empty")
+                    .expected("a parameter name such as `pageToken`"),
+            );
+        }
+    }
+
+    fn positive(&mut self, at: &str, number: u32) {
+        if number == 0 {
+            self.push(Problem::at(at, "a page size of zero").expected("at least 1"));
+        }
+    }
+
+    fn body_location(&mut self, at: &str, location: ParamLocation, json_body: bool) {
+        if location == ParamLocation::Body && !json_body {
+            self.push(
+                Problem::at(at, "a body parameter, but the request has no JSON body")
+                    .expected("`query`, or a request with `body: {json: ...}`"),
+            );
+        }
+    }
+
+    fn map(&mut self, base: &str, name: &str, stream: &Stream, scope: &Scope) {
+        let Some(model) = stream.model else {
+            if !stream.map.is_empty() {
+                self.push(
+                    Problem::at(
+                        format!("{base}/map"),
+                        "the stream maps fields but has no `model`",
+                    )
+                    .on_key()
+                    .expected("`model:` naming the model these fields belong to"),
+                );
+            }
+            let streams = &self.spec.streams;
+            let feeds = streams.values().any(|other| {
+                other
+                    .parent
+                    .as_ref()
+                    .is_some_and(|parent| parent.stream == name)
+            });
+            // A misspelt `parent.stream` elsewhere is reported there; this would only echo it.
+            let dangling = streams.values().any(|other| {
+                other
+                    .parent
+                    .as_ref()
+                    .is_some_and(|parent| !streams.contains_key(&parent.stream))
+            });
+            if !feeds && !dangling {
+                self.push(
+                    Problem::at(
+                        base,
+                        "the stream has no `model` and feeds no substream, so it imports nothing",
+                    )
+                    .on_key()
+                    .expected("`model:` and `map:`, or a substream naming it in `parent.stream`"),
+                );
+            }
+            return;
+        };
+        for (field_name, mapping) in &stream.map {
+            let at = format!("{base}/map/{}", pointer_segment(field_name));
+            if PROVENANCE_FIELDS.contains(&field_name.as_str()) {
+                let expected = if field_name == "source_object_id" {
+                    "the stream's `id` to say where the record's id is"
+                } else {
+                    "no mapping: the engine sets it"
+                };
+                self.push(
+                    Problem::at(at, format!("`{field_name}` is set by the engine"))
+                        .on_key()
+                        .expected(expected),
+                );
+                continue;
+            }
+            let Some(field) = model.field(field_name) else {
+                let names: Vec<&str> = model.fields().iter().map(|field| field.name).collect();
+                let mut message = format!("model `{}` has no field `{field_name}`", model.name());
+                if let Some(close) = did_you_mean(field_name, names.iter().copied()) {
+                    message = format!("{message} (did you mean `{close}`?)");
+                }
+                self.push(Problem::at(at, message).on_key().expected(format!(
+                    "a field of `{}`: {}",
+                    model.name(),
+                    names.join(", ")
+                )));
+                continue;
+            };
+            let source_at = match mapping {
+                FieldMapping::Short(_) => at.clone(),
+                FieldMapping::Full(_) => format!("{at}/from"),
+            };
+            self.value_source(&source_at, mapping.source(), scope);
+            if let Some(conversion) = mapping.conversion()
+                && !conversion.output().fits(field.kind)
+            {
+                self.push(
+                    Problem::at(
+                        format!("{at}/as"),
+                        format!(
+                            "`{}` holds {}, but this conversion makes {}",
+                            field.name,
+                            field.kind.describe(),
+                            conversion.output().describe()
+                        ),
+                    )
+                    .expected(format!("a conversion that makes {}", field.kind.describe())),
+                );
+            }
+            if let ValueSource::Template(text) = mapping.source()
+                && !field.choices.is_empty()
+                && template::is_literal(text.as_str())
+                && !field.choices.contains(&text.as_str())
+            {
+                self.push(
+                    Problem::at(
+                        source_at,
+                        format!("`{text}` is not a value of `{}`", field.name),
+                    )
+                    .expected(one_of(field.choices)),
+                );
+            }
+        }
+        let missing: Vec<&str> = model
+            .fields()
+            .iter()
+            .filter(|field| field.required && !stream.map.contains_key(field.name))
+            .map(|field| field.name)
+            .collect();
+        for name in missing {
+            let description = model
+                .field(name)
+                .map_or(String::new(), |field| sentence_fragment(field.description));
+            self.push(
+                Problem::at(
+                    format!("{base}/map"),
+                    format!(
+                        "model `{}` requires `{name}`, which is not mapped",
+                        model.name()
+                    ),
+                )
+                .on_key()
+                .expected(format!("`{name}`: {description}")),
+            );
+        }
+        if stream.map.is_empty() && model.fields().iter().all(|field| !field.required) {
+            self.push(
+                Problem::at(format!("{base}/map"), "nothing is mapped")
+                    .on_key()
+                    .expected("at least one field"),
+            );
+        }
+    }
+}
