@@ -15,7 +15,7 @@ use engine::store::{IntegrationStatus, SqliteStore, StoredIntegration};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::credentials::{Account, cipher, integration_id, oauth_client, token_http};
+use super::credentials::{Account, cipher, integration_id, token_http};
 use crate::Outcome;
 
 /// Arguments of `connector auth`.
@@ -126,13 +126,10 @@ async fn connect_oauth1(
     auth: &OAuth1Auth,
 ) -> Result<Outcome, (Outcome, String)> {
     let failed = |message: String| (Outcome::Problems, message);
-    let client = oauth_client(
-        spec,
-        args.account.client_id.as_deref(),
-        args.account.client_secret.as_deref(),
-        args.sandbox,
-    )
-    .map_err(|error| (Outcome::UsageError, error))?;
+    let client = args
+        .account
+        .oauth_client(spec, args.sandbox)
+        .map_err(|error| (Outcome::UsageError, error))?;
     let consumer = Consumer {
         key: client.id,
         secret: client.secret.unwrap_or_default(),
@@ -255,13 +252,10 @@ async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
             spec.auth.kind_name()
         )));
     };
-    let client = oauth_client(
-        &spec,
-        args.account.client_id.as_deref(),
-        args.account.client_secret.as_deref(),
-        args.sandbox,
-    )
-    .map_err(usage)?;
+    let client = args
+        .account
+        .oauth_client(&spec, args.sandbox)
+        .map_err(usage)?;
     let (sandbox, http) = token_http(&files, &spec, args.sandbox)
         .await
         .map_err(failed)?;

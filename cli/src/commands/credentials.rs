@@ -66,6 +66,18 @@ pub struct Account {
     pub connectors_root: PathBuf,
 }
 
+impl Account {
+    /// The OAuth client for `spec`, from these options, the environment, or the sandbox.
+    pub fn oauth_client(&self, spec: &ConnectorSpec, sandbox: bool) -> Result<OAuthClient, String> {
+        oauth_client(
+            spec,
+            self.client_id.as_deref(),
+            self.client_secret.as_deref(),
+            sandbox,
+        )
+    }
+}
+
 /// An HTTP client for token work: to the provider, or to the sandbox's stand-in (which is kept
 /// running as long as the returned sandbox lives).
 pub async fn token_http(

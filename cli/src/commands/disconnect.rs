@@ -10,7 +10,7 @@ use engine::spec::{self, Auth};
 use engine::store::SqliteStore;
 use serde::Serialize;
 
-use super::credentials::{Account, integration_id, oauth_client, open_tokens, token_http};
+use super::credentials::{Account, integration_id, open_tokens, token_http};
 use crate::Outcome;
 
 /// Arguments of `connector disconnect`.
@@ -81,12 +81,7 @@ pub async fn run(args: &Args) -> Outcome {
     let mut revocation_error = None;
     if let (Auth::OAuth2(oauth), Some(_)) = (&spec.auth, &stored.sealed_tokens) {
         let outcome: Result<bool, String> = async {
-            let client = oauth_client(
-                &spec,
-                args.account.client_id.as_deref(),
-                args.account.client_secret.as_deref(),
-                args.sandbox,
-            )?;
+            let client = args.account.oauth_client(&spec, args.sandbox)?;
             let tokens: TokenSet = open_tokens(&stored, &args.account.key_file)?;
             let (_sandbox, http) = token_http(&files, &spec, args.sandbox).await?;
             TokenEndpoint::new(oauth, &client, &http, &Counters::default())

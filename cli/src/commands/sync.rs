@@ -14,7 +14,7 @@ use engine::sync::SyncErrorKind;
 use engine::oauth1::{Consumer, OAuth1Authorizer, OAuth1Token};
 use engine::sandbox::sandbox_authorizer;
 
-use super::credentials::{Account, cipher, integration_id, oauth_client, open_tokens};
+use super::credentials::{Account, cipher, integration_id, open_tokens};
 use engine::events::Totals;
 use engine::http::{ClientOptions, HttpClient, Transport};
 use engine::ratelimit::RateLimitRegistry;
@@ -302,13 +302,10 @@ fn oauth1_authorizer(
     spec: &spec::ConnectorSpec,
     stored: &StoredIntegration,
 ) -> Result<OAuth1Authorizer, Failure> {
-    let client = oauth_client(
-        spec,
-        args.account.client_id.as_deref(),
-        args.account.client_secret.as_deref(),
-        args.sandbox,
-    )
-    .map_err(|error| (Outcome::UsageError, error))?;
+    let client = args
+        .account
+        .oauth_client(spec, args.sandbox)
+        .map_err(|error| (Outcome::UsageError, error))?;
     let token: OAuth1Token =
         open_tokens(stored, &args.account.key_file).map_err(|error| (Outcome::Problems, error))?;
     Ok(OAuth1Authorizer::new(
@@ -331,13 +328,10 @@ fn stored_authorizer(
     http: &HttpClient,
     store: &SqliteStore,
 ) -> Result<OAuthAuthorizer, Failure> {
-    let client = oauth_client(
-        spec,
-        args.account.client_id.as_deref(),
-        args.account.client_secret.as_deref(),
-        args.sandbox,
-    )
-    .map_err(|error| (Outcome::UsageError, error))?;
+    let client = args
+        .account
+        .oauth_client(spec, args.sandbox)
+        .map_err(|error| (Outcome::UsageError, error))?;
     let cipher = Arc::new(
         cipher(&args.account.key_file).map_err(|error| (Outcome::Problems, error.to_string()))?,
     );
