@@ -640,3 +640,50 @@ async fn disconnecting_revokes_the_grant() {
         .unwrap()
     );
 }
+
+#[tokio::test]
+async fn a_refresh_token_past_its_own_lifetime_is_not_sent() {
+    let auth = "  scopes: [com.intuit.quickbooks.accounting]\n  token_response: { refresh_expires_in: $.x_refresh_token_expires_in }";
+    // A lifetime of 100 days is read as an absolute expiry...
+    let s = scenario(
+        auth,
+        Quirks {
+            refresh_token_lifetime: Some(8_640_000),
+            ..Quirks::default()
+        },
+    )
+    .await;
+    let (_, authorized) = connect(&s.spec, &s.server).await.unwrap();
+    let expiry = authorized.tokens.refresh_expires_at.unwrap();
+    assert!((expiry.as_second() - (jiff::Timestamp::now().as_second() + 8_640_000)).abs() < 60);
+
+    // ...and a refresh token already past it ends in re-authorization without asking the provider.
+    let mut s = scenario(
+        auth,
+        Quirks {
+            refresh_token_lifetime: Some(0),
+            ..Quirks::default()
+        },
+    )
+    .await;
+    let (_, authorized) = connect(&s.spec, &s.server).await.unwrap();
+    s.ledger.lock().unwrap().expire_access_tokens();
+    let (result, _) = sync(
+        &s.spec,
+        &s.server,
+        &mut s.store,
+        authorized.tokens,
+        Arc::new(Mutex::new(Vec::new())),
+    )
+    .await;
+    let error = result.unwrap_err();
+    assert!(
+        error.to_string().contains("the refresh token has expired"),
+        "{error}"
+    );
+    assert_eq!(
+        s.ledger.lock().unwrap().refreshes,
+        0,
+        "an expired refresh token is not sent"
+    );
+}

@@ -53,6 +53,8 @@ pub struct Quirks {
     pub callback_extra: Vec<(&'static str, &'static str)>,
     /// Slack: answer the code exchange with `ok: false`.
     pub fail_exchange_in_200: bool,
+    /// QuickBooks: the refresh token's own lifetime in seconds, as `x_refresh_token_expires_in`.
+    pub refresh_token_lifetime: Option<i64>,
 }
 
 impl Default for Quirks {
@@ -65,6 +67,7 @@ impl Default for Quirks {
             rotate_refresh_tokens: false,
             callback_extra: vec![],
             fail_exchange_in_200: false,
+            refresh_token_lifetime: None,
         }
     }
 }
@@ -284,7 +287,11 @@ async fn token(State(provider): State<Provider>, headers: HeaderMap, body: Bytes
                 .then(|| ledger.issue("refresh"));
             ledger.valid_access.push(access.clone());
             ledger.valid_refresh.extend(refresh.clone());
-            Json(token_body(quirks, &access, refresh.as_deref())).into_response()
+            let mut body = token_body(quirks, &access, refresh.as_deref());
+            if let Some(lifetime) = quirks.refresh_token_lifetime {
+                body["x_refresh_token_expires_in"] = json!(lifetime);
+            }
+            Json(body).into_response()
         }
         Some("refresh_token") => {
             let Some(presented) = fields
