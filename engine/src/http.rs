@@ -62,8 +62,6 @@ pub struct Page {
     pub headers: HeaderMap,
     /// The decoded body.
     pub body: Value,
-    /// The body's size in bytes.
-    pub bytes: usize,
 }
 
 /// Where requests really go.
@@ -251,7 +249,6 @@ impl HttpClient {
                             return Ok(Page {
                                 status,
                                 headers,
-                                bytes: body.len(),
                                 body: value,
                             });
                         }

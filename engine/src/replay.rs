@@ -586,16 +586,6 @@ impl ReplayServer {
             .unmatched
             .clone()
     }
-
-    /// How many requests were served from fixtures.
-    pub fn served(&self) -> usize {
-        self.state
-            .usage
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .served
-            .len()
-    }
 }
 
 impl Drop for ReplayServer {

@@ -5,8 +5,7 @@ use engine::events::Counters;
 
 use engine::oauth::{TokenEndpoint, TokenSet};
 
-use engine::sandbox::ConnectorFiles;
-use engine::spec::{self, Auth};
+use engine::spec::Auth;
 use engine::store::SqliteStore;
 use serde::Serialize;
 
@@ -42,19 +41,10 @@ struct Disconnected<'a> {
 
 /// Runs the command.
 pub async fn run(args: &Args) -> Outcome {
-    let files = match ConnectorFiles::locate(&args.connector, &args.account.connectors_root) {
-        Ok(files) => files,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Outcome::UsageError;
-        }
-    };
-    let spec = match spec::load(&files.spec) {
-        Ok(spec) => spec,
-        Err(error) => {
-            eprintln!("{error}");
-            return Outcome::Problems;
-        }
+    let (files, spec) = match super::open_connector(&args.connector, &args.account.connectors_root)
+    {
+        Ok(opened) => opened,
+        Err(outcome) => return outcome,
     };
     let store = match SqliteStore::open(&args.account.db).await {
         Ok(store) => store,

@@ -18,7 +18,7 @@ use super::credentials::{Account, cipher, integration_id, open_tokens};
 use engine::events::Totals;
 use engine::http::{ClientOptions, HttpClient, Transport};
 use engine::ratelimit::RateLimitRegistry;
-use engine::sandbox::{ConnectorFiles, SANDBOX_ACCESS_TOKEN, Sandbox, sandbox_config};
+use engine::sandbox::{SANDBOX_ACCESS_TOKEN, Sandbox, sandbox_config};
 use engine::spec;
 use engine::store::SqliteStore;
 use engine::sync::{CompiledConnector, Integration, SyncRun};
@@ -85,20 +85,12 @@ fn config_values(spec: &spec::ConnectorSpec, args: &Args) -> Result<Map<String, 
 
 /// Runs the command.
 pub async fn run(args: &Args) -> Outcome {
-    let files = match ConnectorFiles::locate(&args.connector, &args.account.connectors_root) {
-        Ok(files) => files,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Outcome::UsageError;
-        }
+    let (files, spec) = match super::open_connector(&args.connector, &args.account.connectors_root)
+    {
+        Ok(opened) => opened,
+        Err(outcome) => return outcome,
     };
-    let spec = match spec::load(&files.spec) {
-        Ok(spec) => Arc::new(spec),
-        Err(error) => {
-            eprintln!("{error}");
-            return Outcome::Problems;
-        }
-    };
+    let spec = Arc::new(spec);
     let mut given = match config_values(&spec, args) {
         Ok(values) => values,
         Err(error) => {

@@ -5,7 +5,6 @@
 //! writes nothing.
 
 use std::path::Path;
-use std::str::FromStr;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -39,11 +38,6 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(30));
         Self::connect(options).await
-    }
-
-    /// Opens a database from a `sqlite:` URL (`sqlite::memory:` for a throwaway one).
-    pub async fn open_url(url: &str) -> Result<Self, StoreError> {
-        Self::connect(SqliteConnectOptions::from_str(url)?.create_if_missing(true)).await
     }
 
     async fn connect(options: SqliteConnectOptions) -> Result<Self, StoreError> {
