@@ -111,7 +111,7 @@ impl Default for RunOptions {
 pub async fn run<S: Sink>(
     spec: &Arc<ConnectorSpec>,
     server: &url::Url,
-    sink: &mut S,
+    sink: &S,
     options: RunOptions,
 ) -> (Result<(), SyncError>, Recorder) {
     let connector = CompiledConnector::compile(Arc::clone(spec)).unwrap();
@@ -135,8 +135,15 @@ pub async fn run<S: Sink>(
     )
     .unwrap();
     let recorder = Recorder::default();
-    let result = SyncRun::new(&connector, &integration, &http, &auth, &recorder, sink)
-        .run(&[])
-        .await;
+    let result = SyncRun::new(
+        &connector,
+        &integration,
+        &http,
+        &auth,
+        &recorder,
+        sink.clone(),
+    )
+    .run(&[])
+    .await;
     (result, recorder)
 }

@@ -154,7 +154,7 @@ async fn sync(
         &http,
         &authorizer,
         &counters,
-        store,
+        store.clone(),
     )
     .run(&[])
     .await;

@@ -300,19 +300,20 @@ async fn three_legged_flow_and_signed_api_calls() {
     let integration =
         Integration::configure(&spec, "user-1", "trello-1", &serde_json::Map::new()).unwrap();
     let authorizer = OAuth1Authorizer::new(consumer.clone(), token);
-    let mut sink = MemorySink::default();
+    let sink = MemorySink::default();
     SyncRun::new(
         &connector,
         &integration,
         &http,
         &authorizer,
         &Counters::default(),
-        &mut sink,
+        sink.clone(),
     )
     .run(&[])
     .await
     .unwrap();
-    let titles: Vec<&str> = sink.records["boards"]
+    let contents = sink.contents();
+    let titles: Vec<&str> = contents.records["boards"]
         .iter()
         .map(|record| record.data["title"].as_str().unwrap())
         .collect();

@@ -55,7 +55,8 @@ fn notes(range: std::ops::Range<usize>) -> Vec<Value> {
 }
 
 fn ids(sink: &MemorySink) -> Vec<String> {
-    sink.records
+    sink.contents()
+        .records
         .get("items")
         .map(|records| records.iter().map(|record| record.id.clone()).collect())
         .unwrap_or_default()
@@ -86,8 +87,8 @@ async fn cursor_in_the_query_follows_tokens_past_an_empty_page() {
         "    request: { path: /items, query: { limit: \"2\" } }\n    paginate: { kind: cursor, token: $.nextPageToken, param: pageToken }\n    records: $.items[*]",
         "",
     ));
-    let mut sink = MemorySink::default();
-    let (result, recorder) = run(&spec, &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, recorder) = run(&spec, &server, &sink, RunOptions::default()).await;
     result.unwrap();
     assert_eq!(ids(&sink), expected_ids(0..3));
     assert_eq!(recorder.totals().pages, 3);
@@ -117,8 +118,8 @@ async fn cursor_in_a_json_body_stops_when_has_more_is_false() {
     records: $.results[*]"#,
         "",
     ));
-    let mut sink = MemorySink::default();
-    let (result, _) = run(&spec, &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, _) = run(&spec, &server, &sink, RunOptions::default()).await;
     result.unwrap();
     assert_eq!(ids(&sink), expected_ids(0..4));
 }
@@ -155,8 +156,8 @@ async fn cursor_with_a_next_request_uses_the_continue_endpoint() {
     records: $.entries[*]"#,
         "",
     ));
-    let mut sink = MemorySink::default();
-    let (result, _) = run(&spec, &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, _) = run(&spec, &server, &sink, RunOptions::default()).await;
     result.unwrap();
     assert_eq!(ids(&sink), expected_ids(0..3));
 }
@@ -178,8 +179,8 @@ async fn next_url_from_the_body_is_followed_on_an_allowed_host() {
         "    request: { path: /v1.0/me/messages }\n    paginate: { kind: next_url, from: { body: \"$['@odata.nextLink']\" } }\n    records: $.value[*]",
         "",
     ));
-    let mut sink = MemorySink::default();
-    let (result, _) = run(&spec, &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, _) = run(&spec, &server, &sink, RunOptions::default()).await;
     result.unwrap();
     assert_eq!(ids(&sink), expected_ids(0..3));
 }
@@ -197,8 +198,8 @@ async fn next_url_to_an_undeclared_host_is_refused() {
         "    request: { path: /items }\n    paginate: { kind: next_url, from: { body: $.next } }\n    records: $.items[*]",
         "",
     ));
-    let mut sink = MemorySink::default();
-    let (result, recorder) = run(&spec, &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, recorder) = run(&spec, &server, &sink, RunOptions::default()).await;
     let error = result.unwrap_err();
     assert!(
         matches!(
@@ -245,8 +246,8 @@ async fn next_url_from_the_link_header() {
         "    request: { path: /repos }\n    paginate: { kind: next_url, from: { link_header: next } }\n    records: $[*]",
         "",
     ));
-    let mut sink = MemorySink::default();
-    let (result, _) = run(&spec, &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, _) = run(&spec, &server, &sink, RunOptions::default()).await;
     result.unwrap();
     assert_eq!(ids(&sink), expected_ids(0..3));
 }
@@ -270,8 +271,8 @@ async fn offset_and_limit_stop_on_a_short_page() {
         "    request: { path: /items }\n    paginate: { kind: offset_limit, offset_param: offset, limit_param: limit, limit: 2 }\n    records: $.data[*]",
         "",
     ));
-    let mut sink = MemorySink::default();
-    let (result, _) = run(&spec, &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, _) = run(&spec, &server, &sink, RunOptions::default()).await;
     result.unwrap();
     assert_eq!(ids(&sink), expected_ids(0..5));
     assert_eq!(
@@ -297,8 +298,8 @@ async fn page_numbers_stop_on_an_empty_page() {
         "    request: { path: /api/v3/athlete/activities }\n    paginate: { kind: page_number, page_param: page, size_param: per_page, size: 2 }\n    records: $[*]",
         "",
     ));
-    let mut sink = MemorySink::default();
-    let (result, recorder) = run(&spec, &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, recorder) = run(&spec, &server, &sink, RunOptions::default()).await;
     result.unwrap();
     assert_eq!(ids(&sink), expected_ids(0..4));
     assert_eq!(
@@ -319,8 +320,8 @@ async fn a_repeated_token_is_an_error_not_a_loop() {
         "    request: { path: /items }\n    paginate: { kind: cursor, token: $.next, param: cursor }\n    records: $.items[*]",
         "",
     ));
-    let mut sink = MemorySink::default();
-    let (result, recorder) = run(&spec, &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, recorder) = run(&spec, &server, &sink, RunOptions::default()).await;
     let error = result.unwrap_err();
     assert!(
         matches!(error.kind, SyncErrorKind::Pagination(_)),
@@ -373,8 +374,8 @@ async fn status_429_waits_as_retry_after_says() {
         )
     });
     let server = serve(app).await;
-    let mut sink = MemorySink::default();
-    let (result, recorder) = run(&simple_spec(), &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, recorder) = run(&simple_spec(), &server, &sink, RunOptions::default()).await;
     result.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(recorder.totals().retries, 1);
@@ -393,8 +394,8 @@ async fn status_429_waits_as_retry_after_says() {
 async fn status_503_then_success() {
     let (app, calls) = flaky(2, || StatusCode::SERVICE_UNAVAILABLE);
     let server = serve(app).await;
-    let mut sink = MemorySink::default();
-    let (result, recorder) = run(&simple_spec(), &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, recorder) = run(&simple_spec(), &server, &sink, RunOptions::default()).await;
     result.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(recorder.totals().retries, 2);
@@ -410,8 +411,8 @@ async fn truncated_json_is_retried() {
         )
     });
     let server = serve(app).await;
-    let mut sink = MemorySink::default();
-    let (result, recorder) = run(&simple_spec(), &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, recorder) = run(&simple_spec(), &server, &sink, RunOptions::default()).await;
     result.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     let retry = recorder
@@ -450,8 +451,8 @@ async fn a_connection_reset_mid_body_is_retried() {
         }
     });
     let server = url::Url::parse(&format!("http://{address}")).unwrap();
-    let mut sink = MemorySink::default();
-    let (result, recorder) = run(&simple_spec(), &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, recorder) = run(&simple_spec(), &server, &sink, RunOptions::default()).await;
     result.unwrap();
     assert_eq!(recorder.totals().retries, 1);
     assert_eq!(ids(&sink), expected_ids(0..2));
@@ -474,12 +475,12 @@ async fn a_timeout_is_retried() {
         }),
     );
     let server = serve(app).await;
-    let mut sink = MemorySink::default();
+    let sink = MemorySink::default();
     let options = RunOptions {
         timeout: Duration::from_millis(300),
         ..RunOptions::default()
     };
-    let (result, recorder) = run(&simple_spec(), &server, &mut sink, options).await;
+    let (result, recorder) = run(&simple_spec(), &server, &sink, options).await;
     result.unwrap();
     let retry = recorder
         .events()
@@ -498,8 +499,8 @@ async fn other_client_errors_fail_at_once_with_a_useful_message() {
         )
     });
     let server = serve(app).await;
-    let mut sink = MemorySink::default();
-    let (result, _) = run(&simple_spec(), &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, _) = run(&simple_spec(), &server, &sink, RunOptions::default()).await;
     let error = result.unwrap_err();
     assert_eq!(calls.load(Ordering::SeqCst), 1, "a 403 is not retried");
     let message = error.to_string();
@@ -520,8 +521,8 @@ async fn other_client_errors_fail_at_once_with_a_useful_message() {
 async fn retries_run_out() {
     let (app, calls) = flaky(usize::MAX, || StatusCode::INTERNAL_SERVER_ERROR);
     let server = serve(app).await;
-    let mut sink = MemorySink::default();
-    let (result, _) = run(&simple_spec(), &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, _) = run(&simple_spec(), &server, &sink, RunOptions::default()).await;
     let error = result.unwrap_err();
     assert_eq!(calls.load(Ordering::SeqCst), 3, "max_attempts is 3");
     assert!(
@@ -549,13 +550,13 @@ async fn a_401_with_static_credentials_asks_to_reconnect() {
                 "config:\n  token: { description: The API token., secret: true }\nretry:",
             ),
     );
-    let mut sink = MemorySink::default();
+    let sink = MemorySink::default();
     let mut config = serde_json::Map::new();
     config.insert("token".to_owned(), json!("expired"));
     let (result, _) = run(
         &spec,
         &server,
-        &mut sink,
+        &sink,
         RunOptions {
             config,
             ..RunOptions::default()
@@ -594,11 +595,11 @@ async fn api_keys_and_connector_headers_are_sent() {
     let spec = spec_from(&yaml);
     let mut config = serde_json::Map::new();
     config.insert("api_key".to_owned(), json!("k-123"));
-    let mut sink = MemorySink::default();
+    let sink = MemorySink::default();
     let (result, _) = run(
         &spec,
         &server,
-        &mut sink,
+        &sink,
         RunOptions {
             config,
             ..RunOptions::default()
@@ -676,8 +677,8 @@ async fn waiting_for_a_rate_limit_is_reported_not_an_error() {
         "    request: { path: /items }\n    paginate: { kind: cursor, token: $.next, param: page }\n    records: $.items[*]",
         "rate_limits:\n  - { requests: 1, per: 100ms }",
     ));
-    let mut sink = MemorySink::default();
-    let (result, recorder) = run(&spec, &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, recorder) = run(&spec, &server, &sink, RunOptions::default()).await;
     result.unwrap();
     assert_eq!(ids(&sink), expected_ids(0..3));
     assert!(
@@ -720,10 +721,10 @@ async fn records_that_do_not_fit_are_rejected_with_a_reason_and_kept() {
     );
     let server = serve(app).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(&dir.path().join("test.sqlite"))
+    let store = SqliteStore::open(&dir.path().join("test.sqlite"))
         .await
         .unwrap();
-    let (result, recorder) = run(&media_spec(), &server, &mut store, RunOptions::default()).await;
+    let (result, recorder) = run(&media_spec(), &server, &store, RunOptions::default()).await;
     result.unwrap();
     let totals = recorder.totals();
     assert_eq!(
@@ -783,8 +784,8 @@ async fn a_second_sync_of_unchanged_data_writes_nothing_and_changes_are_updates(
     let spec = simple_spec();
     for (round, expected) in [(0, (3, 0, 0)), (0, (0, 0, 3)), (1, (0, 1, 2))] {
         version.store(round, Ordering::SeqCst);
-        let mut store = SqliteStore::open(&path).await.unwrap();
-        let (result, recorder) = run(&spec, &server, &mut store, RunOptions::default()).await;
+        let store = SqliteStore::open(&path).await.unwrap();
+        let (result, recorder) = run(&spec, &server, &store, RunOptions::default()).await;
         result.unwrap();
         let written = recorder.totals().written;
         assert_eq!((written.new, written.updated, written.unchanged), expected);
@@ -815,8 +816,8 @@ async fn tombstones_mark_stored_records_deleted_and_keep_their_data() {
     let path = dir.path().join("test.sqlite");
     for round in 0..2 {
         cancelled.store(round, Ordering::SeqCst);
-        let mut store = SqliteStore::open(&path).await.unwrap();
-        let (result, recorder) = run(&spec, &server, &mut store, RunOptions::default()).await;
+        let store = SqliteStore::open(&path).await.unwrap();
+        let (result, recorder) = run(&spec, &server, &store, RunOptions::default()).await;
         result.unwrap();
         if round == 1 {
             assert_eq!(recorder.totals().written.deleted, 1);
@@ -868,14 +869,17 @@ async fn substreams_run_once_per_parent_record() {
         "      tags: \"{{ parent.calendar_id }}\"\n",
         "      content: \"{{ parent.calendar_id }}\"\n",
     ));
-    let mut sink = MemorySink::default();
-    let (result, recorder) = run(&spec, &server, &mut sink, RunOptions::default()).await;
+    let sink = MemorySink::default();
+    let (result, recorder) = run(&spec, &server, &sink, RunOptions::default()).await;
     result.unwrap();
     assert_eq!(ids(&sink), ["work@x-e1", "home-e1"]);
-    assert_eq!(sink.records["items"][0].data["content"], "work@x");
+    assert_eq!(
+        sink.contents().records["items"][0].data["content"],
+        "work@x"
+    );
     assert_eq!(recorder.totals().requests, 3);
     assert!(
-        !sink.records.contains_key("calendars"),
+        !sink.contents().records.contains_key("calendars"),
         "a stream without a model stores nothing"
     );
 }
@@ -900,12 +904,13 @@ async fn csv_xml_and_json_lines_bodies() {
         let spec = spec_from(
             &spec_yaml(&stream, "").replace("    id: $.id\n", &format!("    id: \"{id}\"\n")),
         );
-        let mut sink = MemorySink::default();
-        let (result, _) = run(&spec, &server, &mut sink, RunOptions::default()).await;
+        let sink = MemorySink::default();
+        let (result, _) = run(&spec, &server, &sink, RunOptions::default()).await;
         result.unwrap();
         assert_eq!(ids(&sink), expected_ids(0..2), "{decode}");
         assert_eq!(
-            sink.records["items"][1].data["title"], second_title,
+            sink.contents().records["items"][1].data["title"],
+            second_title,
             "{decode}"
         );
     }

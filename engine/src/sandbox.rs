@@ -13,7 +13,7 @@ use crate::http::{ClientOptions, HttpClient, Transport};
 use crate::ratelimit::RateLimitRegistry;
 use crate::replay::{ReplayServer, load_fixtures};
 use crate::spec::{self, ConnectorSpec};
-use crate::store::MemorySink;
+use crate::store::{MemoryContents, MemorySink};
 use crate::sync::{CompiledConnector, Integration, SyncRun};
 
 /// The access token OAuth connectors present to the replay.
@@ -198,19 +198,20 @@ pub async fn test_connector(
     )
     .map_err(|error| error.to_string())?;
     let auth = sandbox_authorizer(&spec, &integration)?;
-    let mut sink = MemorySink::default();
+    let sink = MemorySink::default();
     let error = SyncRun::new(
         &connector,
         &integration,
         &http,
         auth.as_ref(),
         observer,
-        &mut sink,
+        sink.clone(),
     )
     .run(&[])
     .await
     .err();
     let error = error.map(|error| format!("{error}\n  what to do: {}", error.hint()));
+    let sink = sink.contents();
 
     let mut streams = Vec::new();
     for (name, stream) in &spec.streams {
@@ -272,7 +273,7 @@ fn snapshot_body(text: &str) -> &str {
         .map_or(text, |(_, body)| body)
 }
 
-fn render_stream(name: &str, sink: &MemorySink) -> String {
+fn render_stream(name: &str, sink: &MemoryContents) -> String {
     let records: Vec<Value> = sink
         .records
         .get(name)

@@ -1,8 +1,9 @@
 //! Running a connector: request → page → records → map → validate → store, page by page.
 //!
 //! Everything a run needs is compiled once ([`CompiledConnector`]); then each root stream's pages
-//! are fetched in turn. A page is processed as it arrives and written before the next is
-//! requested, so memory holds one page (per level of substreams), however long the stream.
+//! are fetched in turn. A page is mapped as it arrives and queued for the writer task, which writes
+//! pages in order while the next ones are fetched; the queue is short, so memory holds a few pages
+//! (per level of substreams), however long the stream.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +11,10 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
+use crate::events::WriteCounts;
 use crate::events::{Event, Observer};
 use crate::extract::CompiledPath;
 use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, Page};
@@ -227,7 +231,85 @@ struct Fetcher<'a> {
 /// One run of a connector for one integration.
 pub struct SyncRun<'a, S: Sink> {
     fetcher: Fetcher<'a>,
-    sink: &'a mut S,
+    sink: S,
+    platform: Arc<str>,
+    writer: WriteQueue,
+}
+
+/// How many mapped pages may wait for the writer: enough to keep it busy, few enough that memory
+/// stays a handful of pages.
+const WRITE_QUEUE_PAGES: usize = 2;
+
+/// The stream whose page could not be written, and why.
+type WriteFailure = (Arc<str>, StoreError);
+
+/// Pages on their way to the sink. The writer is its own task, so the database works on one core
+/// while pages are fetched, decoded and mapped on the other; it writes pages in the order they
+/// were sent.
+struct WriteQueue {
+    sender: Option<mpsc::Sender<Batch>>,
+    written: mpsc::UnboundedReceiver<WriteCounts>,
+    task: Option<JoinHandle<Result<(), WriteFailure>>>,
+}
+
+impl WriteQueue {
+    fn idle() -> Self {
+        let (_, written) = mpsc::unbounded_channel();
+        Self {
+            sender: None,
+            written,
+            task: None,
+        }
+    }
+
+    fn start<S: Sink>(mut sink: S) -> Self {
+        let (sender, mut pages) = mpsc::channel::<Batch>(WRITE_QUEUE_PAGES);
+        let (report, written) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Some(batch) = pages.recv().await {
+                match sink.write(&batch).await {
+                    // The run may be gone; then nobody needs the report.
+                    Ok(counts) => drop(report.send(counts)),
+                    Err(error) => return Err((batch.stream, error)),
+                }
+            }
+            Ok(())
+        });
+        Self {
+            sender: Some(sender),
+            written,
+            task: Some(task),
+        }
+    }
+
+    /// Queues a page, waiting while the queue is full. Fails when the writer has stopped (its
+    /// error comes from [`WriteQueue::finish`]).
+    async fn send(&mut self, batch: Batch, observer: &dyn Observer) -> Result<(), ()> {
+        let sender = self.sender.as_ref().ok_or(())?;
+        sender.send(batch).await.map_err(drop)?;
+        self.report(observer);
+        Ok(())
+    }
+
+    fn report(&mut self, observer: &dyn Observer) {
+        while let Ok(counts) = self.written.try_recv() {
+            observer.event(&Event::Stored(counts));
+        }
+    }
+
+    /// Waits until every queued page is written.
+    async fn finish(&mut self, observer: &dyn Observer) -> Result<(), WriteFailure> {
+        self.sender = None;
+        let result = match self.task.take() {
+            Some(task) => match task.await {
+                Ok(result) => result,
+                Err(error) => Err((Arc::from(""), StoreError::Writer(error.to_string()))),
+            },
+            None => Ok(()),
+        };
+        self.report(observer);
+        result
+    }
 }
 
 type StreamFuture<'f> = Pin<Box<dyn Future<Output = Result<(), SyncError>> + Send + 'f>>;
@@ -295,7 +377,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         http: &'a HttpClient,
         auth: &'a dyn Authorizer,
         observer: &'a dyn Observer,
-        sink: &'a mut S,
+        sink: S,
     ) -> Self {
         let fetcher = Fetcher {
             connector,
@@ -310,7 +392,12 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             config: minijinja::Value::from(minijinja::value::Serde(&integration.config)),
             secrets: minijinja::Value::from(minijinja::value::Serde(&integration.secrets)),
         };
-        Self { fetcher, sink }
+        Self {
+            platform: Arc::from(connector.spec.id.as_str()),
+            fetcher,
+            sink,
+            writer: WriteQueue::idle(),
+        }
     }
 
     /// Runs the named root streams (every root stream when `only` is empty), with their
@@ -327,13 +414,24 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 return Err(self.fetcher.error(name, None, SyncErrorKind::UnknownStream));
             }
         }
+        self.writer = WriteQueue::start(self.sink.clone());
+        let mut produced = Ok(());
         for name in roots
             .iter()
             .filter(|name| only.is_empty() || only.contains(name))
         {
-            self.run_stream(name, minijinja::Value::from(())).await?;
+            produced = self.run_stream(name, minijinja::Value::from(())).await;
+            if produced.is_err() {
+                break;
+            }
         }
-        Ok(())
+        // Pages mapped before a failure are still written: what was imported stays imported.
+        let written = self.writer.finish(self.fetcher.observer).await;
+        match (produced, written) {
+            // The writer's own error explains why the run stopped.
+            (_, Err((stream, error))) => Err(self.fetcher.error(&stream, None, error.into())),
+            (produced, Ok(())) => produced,
+        }
     }
 
     fn run_stream<'f>(&'f mut self, name: &'f str, parent: minijinja::Value) -> StreamFuture<'f>
@@ -346,6 +444,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 return Err(self.fetcher.error(name, None, SyncErrorKind::UnknownStream));
             };
             let templates = &connector.templates;
+            let stream_name: Arc<str> = Arc::from(name);
             let mut cursor = PageCursor::First;
             let mut fetched = self.fetcher.fetch(name, stream, &parent, &cursor).await?;
             loop {
@@ -376,63 +475,41 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                         )
                     })?;
 
-                // The next page is requested before this one is mapped, so the provider works
-                // while the records are mapped; then this page is written (the database works on
-                // its own thread) while the next one is decoded. Substreams need this page's
-                // records afterwards, so a stream with children takes its pages one at a time.
-                // This page is written while the next one is fetched and decoded: the database
-                // works on its own thread, so the two overlap. (Requesting the next page before
-                // mapping this one measured slower: the response body only streams while this
-                // task polls it.) Substreams need this page's records afterwards, so a stream
-                // with children takes its pages one at a time.
-                let prefetched = {
-                    let fetcher = &self.fetcher;
-                    let sink = &mut *self.sink;
+                // Mapped pages go to the writer task and are written while the next ones are
+                // fetched and mapped; the queue is short, so memory stays a few pages.
+                if let Some(mapper) = &stream.mapper {
                     let (mut records, mut rejects) =
                         (Vec::with_capacity(raw_records.len()), Vec::new());
-                    if let Some(mapper) = &stream.mapper {
-                        for raw in &raw_records {
-                            match mapper.map(
-                                raw,
-                                &parent,
-                                &fetcher.config,
-                                &fetcher.provenance,
-                                templates,
-                            ) {
-                                Mapped::Record(record) => records.push(record),
-                                Mapped::Rejected(reject) => rejects.push(reject),
-                            }
+                    for raw in &raw_records {
+                        match mapper.map(
+                            raw,
+                            &parent,
+                            &self.fetcher.config,
+                            &self.fetcher.provenance,
+                            templates,
+                        ) {
+                            Mapped::Record(record) => records.push(record),
+                            Mapped::Rejected(reject) => rejects.push(reject),
                         }
                     }
-                    let write = async {
-                        let Some(mapper) = &stream.mapper else {
-                            return Ok(None);
-                        };
-                        let batch = Batch {
-                            platform: &fetcher.provenance.platform,
-                            stream: name,
-                            model: mapper.model(),
-                            records: &records,
-                            rejects: &rejects,
-                        };
-                        sink.write(batch).await.map(Some).map_err(|error| {
-                            fetcher.error(name, Some(request.describe()), error.into())
-                        })
+                    let batch = Batch {
+                        platform: Arc::clone(&self.platform),
+                        stream: Arc::clone(&stream_name),
+                        model: mapper.model(),
+                        records,
+                        rejects,
                     };
-                    let prefetch = async {
-                        match &next {
-                            Some(next) if stream.children.is_empty() => {
-                                Some(fetcher.fetch(name, stream, &parent, next).await)
-                            }
-                            _ => None,
-                        }
-                    };
-                    let (written, prefetched) = tokio::join!(biased; write, prefetch);
-                    if let Some(counts) = written? {
-                        fetcher.observer.event(&Event::Stored(counts));
-                    }
-                    prefetched
-                };
+                    self.writer
+                        .send(batch, self.fetcher.observer)
+                        .await
+                        .map_err(|()| {
+                            self.fetcher.error(
+                                name,
+                                None,
+                                SyncErrorKind::Store(StoreError::Writer("stopped".to_owned())),
+                            )
+                        })?;
+                }
 
                 for child_name in &stream.children {
                     let Some(child) = connector.streams.get(child_name) else {
@@ -456,10 +533,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 let Some(next) = next else {
                     return Ok(());
                 };
-                fetched = match prefetched {
-                    Some(result) => result?,
-                    None => self.fetcher.fetch(name, stream, &parent, &next).await?,
-                };
+                fetched = self.fetcher.fetch(name, stream, &parent, &next).await?;
                 cursor = next;
             }
         })

@@ -184,7 +184,7 @@ fn import(total: usize) {
         )
         .expect("auth");
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut store = SqliteStore::open(&dir.path().join("bench.sqlite"))
+        let store = SqliteStore::open(&dir.path().join("bench.sqlite"))
             .await
             .expect("store");
         let counters = Counters::default();
@@ -195,7 +195,7 @@ fn import(total: usize) {
             &http,
             &auth,
             &counters,
-            &mut store,
+            store.clone(),
         )
         .run(&[])
         .await

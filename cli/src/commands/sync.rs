@@ -112,7 +112,7 @@ pub async fn run(args: &Args) -> Outcome {
     } else {
         None
     };
-    let mut store = match SqliteStore::open(&args.account.db).await {
+    let store = match SqliteStore::open(&args.account.db).await {
         Ok(store) => store,
         Err(error) => {
             eprintln!("error: cannot open {}: {error}", args.account.db.display());
@@ -245,7 +245,7 @@ pub async fn run(args: &Args) -> Outcome {
         &http,
         auth.as_ref(),
         &progress,
-        &mut store,
+        store.clone(),
     )
     .run(&args.streams)
     .await;

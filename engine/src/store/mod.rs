@@ -5,28 +5,30 @@ mod memory;
 mod sqlite;
 
 use std::future::Future;
+use std::sync::Arc;
 
 pub use integrations::{IntegrationStatus, StoredIntegration};
-pub use memory::MemorySink;
+pub use memory::{MemoryContents, MemorySink};
 pub use sqlite::SqliteStore;
 
 use crate::events::WriteCounts;
 use crate::map::{MappedRecord, Reject};
 use crate::models::ModelKind;
 
-/// One page's records of one stream.
-#[derive(Debug, Clone, Copy)]
-pub struct Batch<'a> {
+/// One page's records of one stream. Owned, so that a page can be handed to the writer while the
+/// next one is fetched and mapped.
+#[derive(Debug, Clone)]
+pub struct Batch {
     /// The connector id.
-    pub platform: &'a str,
+    pub platform: Arc<str>,
     /// The stream.
-    pub stream: &'a str,
+    pub stream: Arc<str>,
     /// The model of `records`.
     pub model: ModelKind,
     /// Mapped records (tombstones included).
-    pub records: &'a [MappedRecord],
+    pub records: Vec<MappedRecord>,
     /// Records that could not be mapped.
-    pub rejects: &'a [Reject],
+    pub rejects: Vec<Reject>,
 }
 
 /// Why a write failed.
@@ -35,16 +37,22 @@ pub enum StoreError {
     /// The database refused.
     #[error("the database failed: {0}")]
     Database(#[from] sqlx::Error),
+    /// The writer stopped unexpectedly (a bug: it panicked).
+    #[error("the writer stopped: {0}")]
+    Writer(String),
     /// The schema could not be brought up to date.
     #[error("the database schema could not be migrated: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
 /// Receives mapped records, one page at a time. A write is all or nothing.
-pub trait Sink: Send {
+///
+/// A run writes on its own task (pages are written while the next ones are fetched and mapped),
+/// so a sink is a cheap handle: clones share one destination.
+pub trait Sink: Clone + Send + Sync + 'static {
     /// Writes one page; says what it did.
     fn write(
         &mut self,
-        batch: Batch<'_>,
+        batch: &Batch,
     ) -> impl Future<Output = Result<WriteCounts, StoreError>> + Send;
 }

@@ -78,7 +78,7 @@ struct PendingRow<'a> {
 }
 
 impl Sink for SqliteStore {
-    async fn write(&mut self, batch: Batch<'_>) -> Result<WriteCounts, StoreError> {
+    async fn write(&mut self, batch: &Batch) -> Result<WriteCounts, StoreError> {
         let mut counts = WriteCounts {
             rejected: batch.rejects.len() as u64,
             ..WriteCounts::default()
@@ -108,7 +108,7 @@ impl Sink for SqliteStore {
                 "INSERT INTO records (source_platform, model, source_object_id, user_id, integration_id, data, content_hash, first_seen_at, updated_at, deleted_at) ",
             );
             query.push_values(chunk, |mut row, item| {
-                row.push_bind(batch.platform)
+                row.push_bind(&*batch.platform)
                     .push_bind(model)
                     .push_bind(&item.record.id)
                     .push_bind(text_field(item.record, "user_id"))
@@ -146,7 +146,7 @@ impl Sink for SqliteStore {
             );
             query.push_values(chunk, |mut row, record| {
                 let json = serde_json::to_string(&record.data).unwrap_or_default();
-                row.push_bind(batch.platform)
+                row.push_bind(&*batch.platform)
                     .push_bind(model)
                     .push_bind(&record.id)
                     .push_bind(text_field(record, "user_id"))
@@ -172,8 +172,8 @@ impl Sink for SqliteStore {
                 "INSERT INTO rejects (source_platform, stream, source_object_id, reason, raw, seen_at) ",
             );
             query.push_values(chunk, |mut row, reject| {
-                row.push_bind(batch.platform)
-                    .push_bind(batch.stream)
+                row.push_bind(&*batch.platform)
+                    .push_bind(&*batch.stream)
                     .push_bind(reject.id.as_deref())
                     .push_bind(&reject.reason)
                     .push_bind(reject.raw.to_string())
