@@ -36,7 +36,7 @@ pub enum Event<'a> {
 }
 
 /// What writing one page did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct WriteCounts {
     /// Records seen for the first time.
     pub new: u64,

@@ -14,6 +14,7 @@ pub mod decode;
 pub mod events;
 pub mod extract;
 pub mod http;
+pub mod incremental;
 pub mod map;
 pub mod models;
 pub mod oauth;

@@ -15,8 +15,9 @@ use crate::request::{Injection, RequestPlan};
 use crate::spec::{NextUrlSource, Paginate, ParamLocation};
 use crate::template::{TemplateId, Templates};
 
-/// Where in the stream the next request is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where in the stream the next request is. Stored in checkpoints, so a pass can resume.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "at", content = "value", rename_all = "snake_case")]
 pub enum PageCursor {
     /// The first page.
     First,

@@ -14,15 +14,17 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::events::WriteCounts;
-use crate::events::{Event, Observer};
+use crate::events::{Counters, Event, Observer, WriteCounts};
 use crate::extract::CompiledPath;
 use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, Page};
+use crate::incremental::CompiledIncremental;
 use crate::map::{BuildError, Lazy, Mapped, Provenance, RecordFields, RecordMapper, Source};
 use crate::paginate::{PageCursor, PageRequest, Paginator};
-use crate::request::{RequestError, RequestPlan};
+use crate::request::{Injection, RequestError, RequestPlan};
 use crate::spec::{ConnectorSpec, Decode};
-use crate::store::{Batch, Sink, StoreError};
+use crate::store::{
+    Batch, Checkpoint, Resume, RunScope, RunTotals, Sink, StoreError, StreamState, Sweep,
+};
 use crate::template::Templates;
 
 #[derive(Debug)]
@@ -36,6 +38,22 @@ struct CompiledStream {
     parent_fields: Vec<(String, Source)>,
     children: Vec<String>,
     is_root: bool,
+    incremental: Option<CompiledIncremental>,
+    unseen_deleted: bool,
+}
+
+impl CompiledStream {
+    /// Root streams keep a checkpoint (to resume, and for incremental state); substreams only
+    /// when they are incremental (one per parent: Calendar's per-calendar sync tokens).
+    fn keeps_state(&self) -> bool {
+        self.is_root || self.incremental.is_some()
+    }
+
+    /// Whether a completed pass marks what it did not see as deleted: root streams that list
+    /// everything on every pass.
+    fn sweeps(&self) -> bool {
+        self.is_root && self.incremental.is_none() && self.unseen_deleted && self.mapper.is_some()
+    }
 }
 
 /// A connector with every path, template and request compiled, ready to run many times.
@@ -85,6 +103,12 @@ impl CompiledConnector {
                 parent_fields,
                 children,
                 is_root: stream.parent.is_none(),
+                incremental: stream
+                    .incremental
+                    .as_ref()
+                    .map(CompiledIncremental::compile)
+                    .transpose()?,
+                unseen_deleted: stream.unseen_deleted,
             };
             streams.insert(name.clone(), compiled);
         }
@@ -222,7 +246,7 @@ struct Fetcher<'a> {
     connector: &'a CompiledConnector,
     http: &'a HttpClient,
     auth: &'a dyn Authorizer,
-    observer: &'a dyn Observer,
+    tally: Tally<'a>,
     provenance: Provenance,
     config: minijinja::Value,
     secrets: minijinja::Value,
@@ -232,8 +256,50 @@ struct Fetcher<'a> {
 pub struct SyncRun<'a, S: Sink> {
     fetcher: Fetcher<'a>,
     sink: S,
-    platform: Arc<str>,
+    scope: Arc<RunScope>,
+    /// This run's id; a pass that starts in this run is numbered by it.
+    run_id: i64,
     writer: WriteQueue,
+}
+
+/// Passes events on and counts them, for the run's stored totals.
+struct Tally<'a> {
+    counters: Counters,
+    inner: &'a dyn Observer,
+}
+
+impl Observer for Tally<'_> {
+    fn event(&self, event: &Event<'_>) {
+        self.counters.event(event);
+        self.inner.event(event);
+    }
+}
+
+/// What one pass over a stream (partition) sends and has seen so far.
+struct PassState {
+    /// The state the pass started from (stored by the last completed pass).
+    before: StreamState,
+    /// The pass id: the run that began it.
+    pass: i64,
+    /// The incremental value it sends.
+    injection: Option<Injection>,
+    /// `state` in templates.
+    template_state: minijinja::Value,
+    /// The newest cursor value seen so far.
+    newest: Option<Value>,
+}
+
+impl PassState {
+    fn new(stream: &CompiledStream, before: StreamState, pass: i64, newest: Option<Value>) -> Self {
+        let incremental = stream.incremental.as_ref();
+        Self {
+            injection: incremental.and_then(|incremental| incremental.injection(&before)),
+            template_state: CompiledIncremental::template_state(incremental, &before),
+            before,
+            pass,
+            newest,
+        }
+    }
 }
 
 /// How many mapped pages may wait for the writer: enough to keep it busy, few enough that memory
@@ -330,6 +396,7 @@ impl Fetcher<'_> {
         name: &str,
         stream: &CompiledStream,
         parent: &minijinja::Value,
+        pass: &PassState,
         cursor: &PageCursor,
     ) -> Result<(HttpRequest, Page), SyncError> {
         let templates = &self.connector.templates;
@@ -337,12 +404,16 @@ impl Fetcher<'_> {
         let context = minijinja::context! {
             config => self.config.clone(),
             secrets => self.secrets.clone(),
-            state => minijinja::context! {},
+            state => pass.template_state.clone(),
             parent => parent.clone(),
             page => stream.paginator.page_value(cursor),
         };
         let request = match stream.paginator.request(cursor) {
-            PageRequest::Render { plan, injections } => {
+            PageRequest::Render {
+                plan,
+                mut injections,
+            } => {
+                injections.extend(pass.injection.iter().cloned());
                 plan.unwrap_or(&stream.request)
                     .render(base_url, &context, templates, &injections)
             }
@@ -362,7 +433,7 @@ impl Fetcher<'_> {
         .map_err(|error| self.error(name, None, error.into()))?;
         let page = self
             .http
-            .fetch(&request, stream.decode, self.auth, self.observer)
+            .fetch(&request, stream.decode, self.auth, &self.tally)
             .await
             .map_err(|error| self.error(name, Some(request.describe()), error.into()))?;
         Ok((request, page))
@@ -383,7 +454,10 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             connector,
             http,
             auth,
-            observer,
+            tally: Tally {
+                counters: Counters::default(),
+                inner: observer,
+            },
             provenance: Provenance {
                 user_id: integration.user_id.clone(),
                 integration_id: integration.integration_id.clone(),
@@ -393,9 +467,14 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             secrets: minijinja::Value::from(minijinja::value::Serde(&integration.secrets)),
         };
         Self {
-            platform: Arc::from(connector.spec.id.as_str()),
+            scope: Arc::new(RunScope {
+                platform: Arc::from(connector.spec.id.as_str()),
+                user_id: Arc::from(integration.user_id.as_str()),
+                integration_id: Arc::from(integration.integration_id.as_str()),
+            }),
             fetcher,
             sink,
+            run_id: 0,
             writer: WriteQueue::idle(),
         }
     }
@@ -414,27 +493,100 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 return Err(self.fetcher.error(name, None, SyncErrorKind::UnknownStream));
             }
         }
+        let connector_id = &self.fetcher.connector.spec.id;
+        let store_error = |error: StoreError| SyncError {
+            connector: connector_id.clone(),
+            stream: String::new(),
+            request: None,
+            kind: error.into(),
+        };
+        self.run_id = self
+            .sink
+            .start_run(&self.scope)
+            .await
+            .map_err(store_error)?;
         self.writer = WriteQueue::start(self.sink.clone());
         let mut produced = Ok(());
         for name in roots
             .iter()
             .filter(|name| only.is_empty() || only.contains(name))
         {
-            produced = self.run_stream(name, minijinja::Value::from(())).await;
+            produced = self
+                .run_stream(name, minijinja::Value::from(()), String::new())
+                .await;
             if produced.is_err() {
                 break;
             }
         }
         // Pages mapped before a failure are still written: what was imported stays imported.
-        let written = self.writer.finish(self.fetcher.observer).await;
-        match (produced, written) {
+        let written = self.writer.finish(&self.fetcher.tally).await;
+        let result = match (produced, written) {
             // The writer's own error explains why the run stopped.
             (_, Err((stream, error))) => Err(self.fetcher.error(&stream, None, error.into())),
             (produced, Ok(())) => produced,
-        }
+        };
+        let counted = self.fetcher.tally.counters.totals();
+        let totals = RunTotals {
+            pages: counted.pages,
+            requests: counted.requests,
+            written: counted.written,
+        };
+        let message = result.as_ref().err().map(ToString::to_string);
+        let finished = self
+            .sink
+            .finish_run(self.run_id, &totals, message.as_deref())
+            .await;
+        let connector_id = &self.fetcher.connector.spec.id;
+        result.and(finished.map_err(|error| SyncError {
+            connector: connector_id.clone(),
+            stream: String::new(),
+            request: None,
+            kind: error.into(),
+        }))
     }
 
-    fn run_stream<'f>(&'f mut self, name: &'f str, parent: minijinja::Value) -> StreamFuture<'f>
+    /// Loads where a stream (partition) stands: a pass to resume, or a new one from the last
+    /// completed pass's state. Substreams without `incremental` keep no state: their parent's
+    /// checkpoint covers them.
+    async fn begin_pass(
+        &self,
+        name: &str,
+        stream: &CompiledStream,
+        partition: &str,
+    ) -> Result<(PassState, PageCursor, bool), SyncError> {
+        if !stream.keeps_state() {
+            return Ok((
+                PassState::new(stream, StreamState::default(), self.run_id, None),
+                PageCursor::First,
+                false,
+            ));
+        }
+        let mut stored = self
+            .sink
+            .checkpoint(&self.scope.integration_id, name, partition)
+            .await
+            .map_err(|error| self.fetcher.error(name, None, error.into()))?
+            .unwrap_or_default();
+        Ok(match stored.resume.take() {
+            Some(resume) => (
+                PassState::new(stream, stored, resume.pass, resume.newest),
+                resume.page,
+                true,
+            ),
+            None => (
+                PassState::new(stream, stored, self.run_id, None),
+                PageCursor::First,
+                false,
+            ),
+        })
+    }
+
+    fn run_stream<'f>(
+        &'f mut self,
+        name: &'f str,
+        parent: minijinja::Value,
+        partition: String,
+    ) -> StreamFuture<'f>
     where
         'a: 'f,
     {
@@ -445,15 +597,64 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             };
             let templates = &connector.templates;
             let stream_name: Arc<str> = Arc::from(name);
-            let mut cursor = PageCursor::First;
-            let mut fetched = self.fetcher.fetch(name, stream, &parent, &cursor).await?;
+            let (mut pass, mut cursor, mut resumed) =
+                self.begin_pass(name, stream, &partition).await?;
+            let keeps_state = stream.keeps_state();
+            let mut fetched = self
+                .fetcher
+                .fetch(name, stream, &parent, &pass, &cursor)
+                .await;
             loop {
-                let (request, page) = fetched;
+                let (request, page) = match fetched {
+                    Ok(fetched) => fetched,
+                    Err(error) => {
+                        let status = match &error.kind {
+                            SyncErrorKind::Http(HttpError::Status { status, .. }) => Some(*status),
+                            _ => None,
+                        };
+                        // A remembered token the provider no longer takes (Google's 410), or a
+                        // stored resume point it no longer accepts: start a full pass. Nothing
+                        // stored is lost; the pass upserts over it.
+                        let token_expired = pass.before.sync_token.is_some()
+                            && status.is_some_and(|status| {
+                                stream
+                                    .incremental
+                                    .as_ref()
+                                    .is_some_and(|incremental| incremental.resets_on(status))
+                            });
+                        let resume_refused = resumed
+                            && status.is_some_and(|status| {
+                                (400..500).contains(&status) && status != 401 && status != 429
+                            });
+                        if !(token_expired || resume_refused) {
+                            return Err(error);
+                        }
+                        tracing::warn!(connector = %connector.spec.id, stream = name, %error, "starting a full pass");
+                        let before = StreamState {
+                            sync_token: None,
+                            cursor: if token_expired {
+                                None
+                            } else {
+                                pass.before.cursor.clone()
+                            },
+                            resume: None,
+                        };
+                        pass = PassState::new(stream, before, self.run_id, None);
+                        cursor = PageCursor::First;
+                        resumed = false;
+                        fetched = self
+                            .fetcher
+                            .fetch(name, stream, &parent, &pass, &cursor)
+                            .await;
+                        continue;
+                    }
+                };
+                resumed = false;
                 let mut raw_records: Vec<&Value> = Vec::new();
                 stream
                     .records
                     .for_each(&page.body, |record| raw_records.push(record));
-                self.fetcher.observer.event(&Event::Page {
+                self.fetcher.tally.event(&Event::Page {
                     stream: name,
                     records: raw_records.len(),
                 });
@@ -474,12 +675,74 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                             SyncErrorKind::Pagination(error),
                         )
                     })?;
+                if let Some(incremental) = &stream.incremental {
+                    for raw in &raw_records {
+                        pass.newest = incremental.newest(pass.newest.take(), raw);
+                    }
+                }
+                // Where the stream stands once this page is stored: the next page of this pass,
+                // or, after the last page, the completed pass's cursor or token.
+                let (checkpoint, sweeps) = if keeps_state {
+                    let state = match &next {
+                        Some(next) => StreamState {
+                            resume: Some(Resume {
+                                pass: pass.pass,
+                                page: next.clone(),
+                                newest: pass.newest.clone(),
+                            }),
+                            ..pass.before.clone()
+                        },
+                        None => CompiledIncremental::completed(
+                            stream.incremental.as_ref(),
+                            &pass.before,
+                            pass.newest.clone(),
+                            stream
+                                .incremental
+                                .as_ref()
+                                .and_then(|incremental| incremental.page_token(&page.body)),
+                        ),
+                    };
+                    let sweeps = match (&next, stream.sweeps()) {
+                        (None, true) => vec![Sweep {
+                            stream: Arc::clone(&stream_name),
+                            pass: pass.pass,
+                        }],
+                        _ => vec![],
+                    };
+                    (
+                        Some(Checkpoint {
+                            stream: Arc::clone(&stream_name),
+                            partition: partition.clone(),
+                            state,
+                        }),
+                        sweeps,
+                    )
+                } else {
+                    (None, vec![])
+                };
 
                 // Mapped pages go to the writer task and are written while the next ones are
-                // fetched and mapped; the queue is short, so memory stays a few pages.
+                // fetched and mapped; the queue is short, so memory stays a few pages. A stream
+                // with substreams stores its checkpoint after theirs, so that a resumed pass
+                // never skips a child that was not stored.
+                let (records_checkpoint, after_children) = if stream.children.is_empty() {
+                    (checkpoint, None)
+                } else {
+                    (None, checkpoint)
+                };
+                let mut batch = Batch {
+                    scope: Arc::clone(&self.scope),
+                    stream: Arc::clone(&stream_name),
+                    model: None,
+                    records: vec![],
+                    rejects: vec![],
+                    seen_in_pass: stream.sweeps().then_some(pass.pass),
+                    checkpoint: records_checkpoint,
+                    sweeps: vec![],
+                };
                 if let Some(mapper) = &stream.mapper {
-                    let (mut records, mut rejects) =
-                        (Vec::with_capacity(raw_records.len()), Vec::new());
+                    batch.model = Some(mapper.model());
+                    batch.records.reserve(raw_records.len());
                     for raw in &raw_records {
                         match mapper.map(
                             raw,
@@ -488,27 +751,17 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                             &self.fetcher.provenance,
                             templates,
                         ) {
-                            Mapped::Record(record) => records.push(record),
-                            Mapped::Rejected(reject) => rejects.push(reject),
+                            Mapped::Record(record) => batch.records.push(record),
+                            Mapped::Rejected(reject) => batch.rejects.push(reject),
                         }
                     }
-                    let batch = Batch {
-                        platform: Arc::clone(&self.platform),
-                        stream: Arc::clone(&stream_name),
-                        model: mapper.model(),
-                        records,
-                        rejects,
-                    };
-                    self.writer
-                        .send(batch, self.fetcher.observer)
-                        .await
-                        .map_err(|()| {
-                            self.fetcher.error(
-                                name,
-                                None,
-                                SyncErrorKind::Store(StoreError::Writer("stopped".to_owned())),
-                            )
-                        })?;
+                }
+                let mut sweeps = Some(sweeps);
+                if after_children.is_none() {
+                    batch.sweeps = sweeps.take().unwrap_or_default();
+                }
+                if batch.model.is_some() || batch.checkpoint.is_some() || !batch.sweeps.is_empty() {
+                    self.send(name, batch).await?;
                 }
 
                 for child_name in &stream.children {
@@ -516,7 +769,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                         continue;
                     };
                     for raw in &raw_records {
-                        let child_parent = parent_value(
+                        let (child_parent, child_partition) = parent_value(
                             &child.parent_fields,
                             raw,
                             &self.fetcher.config,
@@ -526,27 +779,58 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                             self.fetcher
                                 .error(child_name, None, SyncErrorKind::Pagination(error))
                         })?;
-                        self.run_stream(child_name, child_parent).await?;
+                        self.run_stream(child_name, child_parent, child_partition)
+                            .await?;
                     }
+                }
+                if let Some(checkpoint) = after_children {
+                    let batch = Batch {
+                        scope: Arc::clone(&self.scope),
+                        stream: Arc::clone(&stream_name),
+                        model: None,
+                        records: vec![],
+                        rejects: vec![],
+                        seen_in_pass: None,
+                        checkpoint: Some(checkpoint),
+                        sweeps: sweeps.take().unwrap_or_default(),
+                    };
+                    self.send(name, batch).await?;
                 }
 
                 let Some(next) = next else {
                     return Ok(());
                 };
-                fetched = self.fetcher.fetch(name, stream, &parent, &next).await?;
                 cursor = next;
+                fetched = self
+                    .fetcher
+                    .fetch(name, stream, &parent, &pass, &cursor)
+                    .await;
             }
         })
     }
+
+    async fn send(&mut self, name: &str, batch: Batch) -> Result<(), SyncError> {
+        self.writer
+            .send(batch, &self.fetcher.tally)
+            .await
+            .map_err(|()| {
+                self.fetcher.error(
+                    name,
+                    None,
+                    SyncErrorKind::Store(StoreError::Writer("stopped".to_owned())),
+                )
+            })
+    }
 }
 
-/// The `parent` a child sees: its declared fields, taken from one parent record.
+/// The `parent` a child sees (its declared fields, taken from one parent record), and the
+/// partition key its checkpoints are stored under (those fields as JSON).
 fn parent_value(
     fields: &[(String, Source)],
     record: &Value,
     config: &minijinja::Value,
     templates: &Templates,
-) -> Result<minijinja::Value, String> {
+) -> Result<(minijinja::Value, String), String> {
     let none = minijinja::Value::from(());
     let context = Lazy::new(record, &RecordFields::All, &none, config);
     let mut values = Map::new();
@@ -559,5 +843,9 @@ fn parent_value(
             value.map_or(Value::Null, std::borrow::Cow::into_owned),
         );
     }
-    Ok(minijinja::Value::from(minijinja::value::Serde(values)))
+    let partition = serde_json::to_string(&values).unwrap_or_default();
+    Ok((
+        minijinja::Value::from(minijinja::value::Serde(values)),
+        partition,
+    ))
 }

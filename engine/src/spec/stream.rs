@@ -51,6 +51,16 @@ pub struct Stream {
     /// and marked deleted. `record` is the raw record.
     #[serde(default)]
     pub deleted: Option<Condition>,
+    /// For a root stream without `incremental`: whether a pass lists every record that exists,
+    /// so that stored records a completed pass did not see are marked deleted (kept, with
+    /// `deleted_at`). Set `false` for streams that list only a window, such as "the last 50
+    /// plays". A failed or partial pass marks nothing.
+    #[serde(default = "yes")]
+    pub unseen_deleted: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Links a substream to its parent stream.

@@ -1,9 +1,10 @@
-//! Connected accounts in the SQLite store, with their tokens sealed by [`crate::secrets`].
+//! Connected accounts, with their tokens sealed by [`crate::secrets`].
 
 use serde_json::{Map, Value};
-use sqlx::Row;
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 
-use super::{SqliteStore, StoreError};
+use super::write::now;
+use super::{Backend, Store, StoreError};
 
 /// Whether an integration can sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,102 +46,176 @@ pub struct StoredIntegration {
     pub last_error: Option<String>,
 }
 
-impl SqliteStore {
+impl<DB> Store<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> Option<String>: Decode<'r, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+    for<'r> Option<Vec<u8>>: Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
     /// Creates or replaces an integration (after connecting or reconnecting): active, no error.
     pub async fn save_integration(
         &self,
         integration: &StoredIntegration,
     ) -> Result<(), StoreError> {
-        let now = jiff::Timestamp::now().to_string();
-        sqlx::query(
-            "INSERT INTO integrations (id, user_id, connector, status, config, tokens, scopes, last_error, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, connector = excluded.connector, status = excluded.status, \
+        let now = now();
+        let config = Value::Object(integration.config.clone()).to_string();
+        let mut query = QueryBuilder::<DB>::new(
+            "INSERT INTO integrations (id, user_id, connector, status, config, tokens, scopes, last_error, created_at, updated_at) VALUES (",
+        );
+        query
+            .separated(", ")
+            .push_bind(integration.id.as_str())
+            .push_bind(integration.user_id.as_str())
+            .push_bind(integration.connector.as_str())
+            .push_bind(integration.status.as_str())
+            .push_bind(config.as_str())
+            .push_bind(integration.sealed_tokens.as_deref())
+            .push_bind(integration.scopes.as_deref())
+            .push_bind(integration.last_error.as_deref())
+            .push_bind(now.as_str())
+            .push_bind(now.as_str());
+        query.push(
+            ") ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, connector = excluded.connector, status = excluded.status, \
              config = excluded.config, tokens = excluded.tokens, scopes = excluded.scopes, last_error = excluded.last_error, \
              updated_at = excluded.updated_at",
+        );
+        query.build().execute(&self.pool).await?;
+        self.audit(
+            &integration.user_id,
+            &integration.id,
+            "connected",
+            &format!(
+                "{} connected; scopes: {}",
+                integration.connector,
+                integration.scopes.as_deref().unwrap_or("none")
+            ),
         )
-        .bind(&integration.id)
-        .bind(&integration.user_id)
-        .bind(&integration.connector)
-        .bind(integration.status.as_str())
-        .bind(Value::Object(integration.config.clone()).to_string())
-        .bind(integration.sealed_tokens.as_deref())
-        .bind(integration.scopes.as_deref())
-        .bind(integration.last_error.as_deref())
-        .bind(&now)
-        .bind(&now)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        .await
     }
 
     /// The integration `id`, if it exists.
     pub async fn integration(&self, id: &str) -> Result<Option<StoredIntegration>, StoreError> {
-        let row = sqlx::query("SELECT id, user_id, connector, status, config, tokens, scopes, last_error FROM integrations WHERE id = ?")
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        let Some(row) = row else {
+        let mut query = QueryBuilder::<DB>::new(
+            "SELECT id, user_id, connector, status, config, tokens, scopes, last_error FROM integrations WHERE id = ",
+        );
+        query.push_bind(id);
+        let Some(row) = query.build().fetch_optional(&self.pool).await? else {
             return Ok(None);
         };
-        let status: String = row.try_get(3)?;
-        let config: String = row.try_get(4)?;
+        let status: String = row.try_get(3usize)?;
+        let config: String = row.try_get(4usize)?;
         Ok(Some(StoredIntegration {
-            id: row.try_get(0)?,
-            user_id: row.try_get(1)?,
-            connector: row.try_get(2)?,
+            id: row.try_get(0usize)?,
+            user_id: row.try_get(1usize)?,
+            connector: row.try_get(2usize)?,
             status: if status == "needs_reauth" {
                 IntegrationStatus::NeedsReauth
             } else {
                 IntegrationStatus::Active
             },
-            config: serde_json::from_str(&config).unwrap_or_default(),
-            sealed_tokens: row.try_get(5)?,
-            scopes: row.try_get(6)?,
-            last_error: row.try_get(7)?,
+            config: serde_json::from_str(&config).map_err(|error| StoreError::Corrupt {
+                what: "integration config",
+                reason: error.to_string(),
+            })?,
+            sealed_tokens: row.try_get(5usize)?,
+            scopes: row.try_get(6usize)?,
+            last_error: row.try_get(7usize)?,
         }))
     }
 
     /// Replaces an integration's sealed tokens (after a refresh).
     pub async fn save_tokens(&self, id: &str, sealed_tokens: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("UPDATE integrations SET tokens = ?, updated_at = ? WHERE id = ?")
-            .bind(sealed_tokens)
-            .bind(jiff::Timestamp::now().to_string())
-            .bind(id)
-            .execute(self.pool())
-            .await?;
+        let now = now();
+        let mut query = QueryBuilder::<DB>::new("UPDATE integrations SET tokens = ");
+        query
+            .push_bind(sealed_tokens)
+            .push(", updated_at = ")
+            .push_bind(now.as_str())
+            .push(" WHERE id = ")
+            .push_bind(id);
+        query.build().execute(&self.pool).await?;
         Ok(())
     }
 
     /// Marks an integration as needing the user to connect again, with the reason.
     pub async fn mark_needs_reauth(&self, id: &str, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE integrations SET status = 'needs_reauth', last_error = ?, updated_at = ? WHERE id = ?")
-            .bind(reason)
-            .bind(jiff::Timestamp::now().to_string())
-            .bind(id)
-            .execute(self.pool())
-            .await?;
+        let now = now();
+        let mut query = QueryBuilder::<DB>::new(
+            "UPDATE integrations SET status = 'needs_reauth', last_error = ",
+        );
+        query
+            .push_bind(reason)
+            .push(", updated_at = ")
+            .push_bind(now.as_str())
+            .push(" WHERE id = ")
+            .push_bind(id);
+        query.build().execute(&self.pool).await?;
         Ok(())
     }
 
-    /// Removes an integration and its tokens; with `delete_data`, also every record imported
-    /// through it. Returns how many records were deleted.
+    /// Removes an integration, its tokens and its checkpoints; with `delete_data`, also every
+    /// record imported through it. Returns how many records were deleted. The audit log keeps
+    /// both facts.
     pub async fn delete_integration(&self, id: &str, delete_data: bool) -> Result<u64, StoreError> {
-        let mut transaction = self.pool().begin().await?;
+        let user_id = self
+            .integration(id)
+            .await?
+            .map(|integration| integration.user_id)
+            .unwrap_or_default();
+        let mut transaction = self.pool.begin().await?;
         let deleted = if delete_data {
-            sqlx::query("DELETE FROM records WHERE integration_id = ?")
-                .bind(id)
-                .execute(&mut *transaction)
+            let mut query =
+                QueryBuilder::<DB>::new("SELECT COUNT(*) FROM records WHERE integration_id = ");
+            query.push_bind(id);
+            let count: i64 = query
+                .build()
+                .fetch_one(&mut *transaction)
                 .await?
-                .rows_affected()
+                .try_get(0usize)?;
+            let mut query = QueryBuilder::<DB>::new("DELETE FROM records WHERE integration_id = ");
+            query.push_bind(id);
+            query.build().execute(&mut *transaction).await?;
+            u64::try_from(count).unwrap_or_default()
         } else {
             0
         };
-        sqlx::query("DELETE FROM integrations WHERE id = ?")
-            .bind(id)
-            .execute(&mut *transaction)
-            .await?;
+        for table in ["checkpoints", "sync_seen"] {
+            let mut query =
+                QueryBuilder::<DB>::new(format!("DELETE FROM {table} WHERE integration_id = "));
+            query.push_bind(id);
+            query.build().execute(&mut *transaction).await?;
+        }
+        let mut query = QueryBuilder::<DB>::new("DELETE FROM integrations WHERE id = ");
+        query.push_bind(id);
+        query.build().execute(&mut *transaction).await?;
         transaction.commit().await?;
+        self.audit(
+            &user_id,
+            id,
+            "disconnected",
+            "tokens and checkpoints removed",
+        )
+        .await?;
+        if delete_data {
+            self.audit(
+                &user_id,
+                id,
+                "records_deleted",
+                &format!("{deleted} records deleted at the user's request"),
+            )
+            .await?;
+        }
         Ok(deleted)
     }
 }

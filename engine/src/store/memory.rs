@@ -1,9 +1,9 @@
 //! A sink that keeps records in memory, for `connector test` and for inspecting a run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{Batch, Sink, StoreError};
+use super::{Batch, RunScope, RunTotals, Sink, StoreError, StreamState};
 use crate::events::WriteCounts;
 use crate::map::{MappedRecord, Reject};
 
@@ -21,6 +21,12 @@ pub struct MemoryContents {
     pub records: BTreeMap<String, Vec<MappedRecord>>,
     /// Rejects by stream.
     pub rejects: BTreeMap<String, Vec<Reject>>,
+    /// Checkpoints by (stream, partition).
+    pub checkpoints: BTreeMap<(String, String), StreamState>,
+    /// Runs started so far.
+    pub runs: i64,
+    /// Ids seen by unfinished full passes, by (stream, pass).
+    seen: BTreeMap<(String, i64), BTreeSet<String>>,
 }
 
 impl MemorySink {
@@ -40,36 +46,96 @@ impl Sink for MemorySink {
             ..WriteCounts::default()
         };
         let mut contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
-        let stored = contents
-            .records
-            .entry(batch.stream.to_string())
-            .or_default();
-        for record in &batch.records {
-            match stored.iter_mut().find(|existing| existing.id == record.id) {
-                Some(existing) if existing == record => counts.unchanged += 1,
-                Some(existing) => {
-                    if record.deleted {
-                        counts.deleted += 1;
-                    } else {
-                        counts.updated += 1;
+        if batch.model.is_some() {
+            let stored = contents
+                .records
+                .entry(batch.stream.to_string())
+                .or_default();
+            for record in &batch.records {
+                match stored.iter_mut().find(|existing| existing.id == record.id) {
+                    Some(existing) if existing == record => counts.unchanged += 1,
+                    Some(existing) => {
+                        if record.deleted {
+                            counts.deleted += 1;
+                        } else {
+                            counts.updated += 1;
+                        }
+                        *existing = record.clone();
                     }
-                    *existing = record.clone();
-                }
-                None => {
-                    if record.deleted {
-                        counts.deleted += 1;
-                    } else {
-                        counts.new += 1;
+                    None => {
+                        if record.deleted {
+                            counts.deleted += 1;
+                        } else {
+                            counts.new += 1;
+                        }
+                        stored.push(record.clone());
                     }
-                    stored.push(record.clone());
                 }
             }
+            contents
+                .rejects
+                .entry(batch.stream.to_string())
+                .or_default()
+                .extend(batch.rejects.iter().cloned());
         }
-        contents
-            .rejects
-            .entry(batch.stream.to_string())
-            .or_default()
-            .extend(batch.rejects.iter().cloned());
+        if let Some(pass) = batch.seen_in_pass {
+            let ids = batch.records.iter().map(|record| record.id.clone());
+            contents
+                .seen
+                .entry((batch.stream.to_string(), pass))
+                .or_default()
+                .extend(ids);
+        }
+        for sweep in &batch.sweeps {
+            let seen = contents
+                .seen
+                .remove(&(sweep.stream.to_string(), sweep.pass))
+                .unwrap_or_default();
+            for record in contents
+                .records
+                .entry(sweep.stream.to_string())
+                .or_default()
+                .iter_mut()
+                .filter(|record| !record.deleted && !seen.contains(&record.id))
+            {
+                record.deleted = true;
+                counts.deleted += 1;
+            }
+        }
+        if let Some(checkpoint) = &batch.checkpoint {
+            contents.checkpoints.insert(
+                (checkpoint.stream.to_string(), checkpoint.partition.clone()),
+                checkpoint.state.clone(),
+            );
+        }
         Ok(counts)
+    }
+
+    async fn checkpoint(
+        &self,
+        _integration_id: &str,
+        stream: &str,
+        partition: &str,
+    ) -> Result<Option<StreamState>, StoreError> {
+        let contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(contents
+            .checkpoints
+            .get(&(stream.to_owned(), partition.to_owned()))
+            .cloned())
+    }
+
+    async fn start_run(&self, _scope: &RunScope) -> Result<i64, StoreError> {
+        let mut contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
+        contents.runs += 1;
+        Ok(contents.runs)
+    }
+
+    async fn finish_run(
+        &self,
+        _run_id: i64,
+        _totals: &RunTotals,
+        _error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        Ok(())
     }
 }

@@ -1,34 +1,122 @@
-//! Where mapped records go: a [`Sink`]. The SQLite store is the embedded default.
+//! Where mapped records go: a [`Sink`]. The [`Store`] (SQLite, the embedded default, or
+//! PostgreSQL) keeps records, rejects, sync runs, checkpoints and an audit log; other sinks
+//! forward pages elsewhere.
 
+mod backend;
+mod checkpoint;
+mod http;
 mod integrations;
 mod memory;
-mod sqlite;
+mod open;
+mod runs;
+mod write;
 
 use std::future::Future;
 use std::sync::Arc;
 
+pub use backend::Backend;
+pub use checkpoint::{Checkpoint, Resume, StreamState};
+pub use http::HttpSink;
 pub use integrations::{IntegrationStatus, StoredIntegration};
 pub use memory::{MemoryContents, MemorySink};
-pub use sqlite::SqliteStore;
+pub use open::AnyStore;
+pub use runs::{AuditEntry, RunTotals, SyncRunRow};
 
 use crate::events::WriteCounts;
 use crate::map::{MappedRecord, Reject};
 use crate::models::ModelKind;
 
-/// One page's records of one stream. Owned, so that a page can be handed to the writer while the
-/// next one is fetched and mapped.
+/// The store on one database: SQLite ([`SqliteStore`]) or PostgreSQL ([`PostgresStore`]).
+/// Clones share one connection pool.
+#[derive(Debug)]
+pub struct Store<DB: sqlx::Database> {
+    pool: sqlx::Pool<DB>,
+}
+
+impl<DB: sqlx::Database> Clone for Store<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+impl<DB: sqlx::Database> Store<DB> {
+    /// The underlying pool, for queries outside the store's interface.
+    pub fn pool(&self) -> &sqlx::Pool<DB> {
+        &self.pool
+    }
+}
+
+/// The embedded store: one SQLite file.
+pub type SqliteStore = Store<sqlx::Sqlite>;
+/// The store on a PostgreSQL server.
+pub type PostgresStore = Store<sqlx::Postgres>;
+
+/// Which run and account a page belongs to.
 #[derive(Debug, Clone)]
-pub struct Batch {
+pub struct RunScope {
     /// The connector id.
     pub platform: Arc<str>,
+    /// Who owns the records.
+    pub user_id: Arc<str>,
+    /// The connected account.
+    pub integration_id: Arc<str>,
+}
+
+/// One page of one stream, with the checkpoint that covers it: written in one transaction, so a
+/// stored checkpoint never points past records that are not stored. Owned, so that a page can be
+/// handed to the writer while the next one is fetched and mapped.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The run's account.
+    pub scope: Arc<RunScope>,
     /// The stream.
     pub stream: Arc<str>,
-    /// The model of `records`.
-    pub model: ModelKind,
+    /// The model of `records`; `None` for a batch that only moves a checkpoint.
+    pub model: Option<ModelKind>,
     /// Mapped records (tombstones included).
     pub records: Vec<MappedRecord>,
     /// Records that could not be mapped.
     pub rejects: Vec<Reject>,
+    /// For a full pass: the pass these records were seen in (what a completed pass did not see
+    /// is marked deleted).
+    pub seen_in_pass: Option<i64>,
+    /// The stream's new checkpoint.
+    pub checkpoint: Option<Checkpoint>,
+    /// Full passes that completed with this page: mark what they did not see as deleted.
+    pub sweeps: Vec<Sweep>,
+}
+
+impl Batch {
+    /// A batch of records and nothing else.
+    pub fn records(
+        scope: Arc<RunScope>,
+        stream: Arc<str>,
+        model: ModelKind,
+        records: Vec<MappedRecord>,
+        rejects: Vec<Reject>,
+    ) -> Self {
+        Self {
+            scope,
+            stream,
+            model: Some(model),
+            records,
+            rejects,
+            seen_in_pass: None,
+            checkpoint: None,
+            sweeps: vec![],
+        }
+    }
+}
+
+/// A completed full pass of one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    /// The stream.
+    pub stream: Arc<str>,
+    /// The pass.
+    pub pass: i64,
 }
 
 /// Why a write failed.
@@ -43,16 +131,56 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("the database schema could not be migrated: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database URL is not one the store knows.
+    #[error("unsupported database `{0}`: give a file path, `sqlite://PATH` or `postgres://...`")]
+    Unsupported(String),
+    /// A stored value could not be read back.
+    #[error("a stored {what} is unreadable: {reason}")]
+    Corrupt {
+        /// What was being read.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The records API refused a batch.
+    #[error("the records API answered {status}: {body}")]
+    Api {
+        /// The HTTP status (0 when none came back).
+        status: u16,
+        /// What it said.
+        body: String,
+    },
 }
 
-/// Receives mapped records, one page at a time. A write is all or nothing.
+/// Receives mapped records, one page at a time, and keeps each stream's checkpoint. A write is
+/// all or nothing.
 ///
 /// A run writes on its own task (pages are written while the next ones are fetched and mapped),
 /// so a sink is a cheap handle: clones share one destination.
 pub trait Sink: Clone + Send + Sync + 'static {
-    /// Writes one page; says what it did.
+    /// Writes one page and its checkpoint in one transaction; says what it did.
     fn write(
         &mut self,
         batch: &Batch,
     ) -> impl Future<Output = Result<WriteCounts, StoreError>> + Send;
+
+    /// The stored checkpoint of a stream's partition (`""` for a root stream).
+    fn checkpoint(
+        &self,
+        integration_id: &str,
+        stream: &str,
+        partition: &str,
+    ) -> impl Future<Output = Result<Option<StreamState>, StoreError>> + Send;
+
+    /// Records that a run started; returns its id (passes are numbered by the run that began
+    /// them).
+    fn start_run(&self, scope: &RunScope) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
+    /// Records how a run ended.
+    fn finish_run(
+        &self,
+        run_id: i64,
+        totals: &RunTotals,
+        error: Option<&str>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

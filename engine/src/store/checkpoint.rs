@@ -1,0 +1,46 @@
+//! Where a stream stands between runs, and where an unfinished pass resumes.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::paginate::PageCursor;
+
+/// A stream's (or one partition's) state, kept as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamState {
+    /// The newest incremental cursor value of the last completed pass (`state.cursor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<Value>,
+    /// The sync token the last completed pass ended with (`state.sync_token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_token: Option<String>,
+    /// An unfinished pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Resume>,
+}
+
+/// Where an unfinished pass goes on. A pass sends the same `cursor`/`sync_token` on every page,
+/// so resuming only needs the next page and what the pass has seen so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The pass (the id of the run that began it).
+    pub pass: i64,
+    /// The next page to fetch.
+    pub page: PageCursor,
+    /// The newest cursor value the pass has seen so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest: Option<Value>,
+}
+
+/// A stream partition's new state, stored with the page that produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The stream.
+    pub stream: Arc<str>,
+    /// `""` for a root stream; for a substream, its parent's values.
+    pub partition: String,
+    /// The state.
+    pub state: StreamState,
+}

@@ -1,0 +1,157 @@
+//! Opening a store, and [`AnyStore`]: the one the operator's database URL names.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::{
+    AuditEntry, Batch, PostgresStore, RunScope, RunTotals, Sink, SqliteStore, StoreError,
+    StoredIntegration, StreamState, SyncRunRow,
+};
+use crate::events::WriteCounts;
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and migrates it.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL with NORMAL is durable across process crashes; only an OS crash can lose the
+            // last transactions, never corrupt the file.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30));
+        // One connection: SQLite has one writer, and a single connection keeps an in-memory
+        // database alive and shared.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        <sqlx::Sqlite as super::Backend>::migrator()
+            .run(&pool)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the PostgreSQL database at `url` and migrates it.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await?;
+        <sqlx::Postgres as super::Backend>::migrator()
+            .run(&pool)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+/// The store a database location names: a PostgreSQL URL (`postgres://...`), or an SQLite file
+/// (a path or `sqlite://PATH`).
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    /// An SQLite file.
+    Sqlite(SqliteStore),
+    /// A PostgreSQL database.
+    Postgres(PostgresStore),
+}
+
+/// Runs the same expression on whichever store it is.
+macro_rules! on_store {
+    ($store:expr, $inner:ident => $body:expr) => {
+        match $store {
+            AnyStore::Sqlite($inner) => $body,
+            AnyStore::Postgres($inner) => $body,
+        }
+    };
+}
+
+impl AnyStore {
+    /// Opens the store at `location`.
+    pub async fn open(location: &str) -> Result<Self, StoreError> {
+        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+            return Ok(Self::Postgres(PostgresStore::connect(location).await?));
+        }
+        let path = location.strip_prefix("sqlite://").unwrap_or(location);
+        if path.contains("://") {
+            return Err(StoreError::Unsupported(location.to_owned()));
+        }
+        Ok(Self::Sqlite(SqliteStore::open(Path::new(path)).await?))
+    }
+
+    /// See [`super::Store::integration`].
+    pub async fn integration(&self, id: &str) -> Result<Option<StoredIntegration>, StoreError> {
+        on_store!(self, store => store.integration(id).await)
+    }
+
+    /// See [`super::Store::save_integration`].
+    pub async fn save_integration(
+        &self,
+        integration: &StoredIntegration,
+    ) -> Result<(), StoreError> {
+        on_store!(self, store => store.save_integration(integration).await)
+    }
+
+    /// See [`super::Store::save_tokens`].
+    pub async fn save_tokens(&self, id: &str, sealed_tokens: &[u8]) -> Result<(), StoreError> {
+        on_store!(self, store => store.save_tokens(id, sealed_tokens).await)
+    }
+
+    /// See [`super::Store::mark_needs_reauth`].
+    pub async fn mark_needs_reauth(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        on_store!(self, store => store.mark_needs_reauth(id, reason).await)
+    }
+
+    /// See [`super::Store::delete_integration`].
+    pub async fn delete_integration(&self, id: &str, delete_data: bool) -> Result<u64, StoreError> {
+        on_store!(self, store => store.delete_integration(id, delete_data).await)
+    }
+
+    /// See [`super::Store::runs`].
+    pub async fn runs(&self, integration_id: &str) -> Result<Vec<SyncRunRow>, StoreError> {
+        on_store!(self, store => store.runs(integration_id).await)
+    }
+
+    /// See [`super::Store::audit_log`].
+    pub async fn audit_log(&self, integration_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        on_store!(self, store => store.audit_log(integration_id).await)
+    }
+
+    /// See [`super::Store::count`].
+    pub async fn count(&self, platform: &str) -> Result<u64, StoreError> {
+        on_store!(self, store => store.count(platform).await)
+    }
+}
+
+impl Sink for AnyStore {
+    async fn write(&mut self, batch: &Batch) -> Result<WriteCounts, StoreError> {
+        on_store!(self, store => store.write(batch).await)
+    }
+
+    async fn checkpoint(
+        &self,
+        integration_id: &str,
+        stream: &str,
+        partition: &str,
+    ) -> Result<Option<StreamState>, StoreError> {
+        on_store!(self, store => store.checkpoint(integration_id, stream, partition).await)
+    }
+
+    async fn start_run(&self, scope: &RunScope) -> Result<i64, StoreError> {
+        on_store!(self, store => store.start_run(scope).await)
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: i64,
+        totals: &RunTotals,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        on_store!(self, store => store.finish_run(run_id, totals, error).await)
+    }
+}

@@ -1,0 +1,263 @@
+//! Writing a page: records, rejects, seen ids, the checkpoint and deletion sweeps, in one
+//! transaction.
+
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
+
+use super::{Backend, Batch, RunScope, RunTotals, Sink, Store, StoreError, StreamState};
+use crate::events::WriteCounts;
+use crate::map::MappedRecord;
+
+/// Statements stay well below the bound-parameter limits (SQLite 32766, PostgreSQL 65535).
+const ROWS_PER_STATEMENT: usize = 500;
+
+pub(super) fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+struct PendingRow<'a> {
+    record: &'a MappedRecord,
+    json: String,
+    /// The first 16 bytes of the BLAKE3 hash of `json`: ample to tell changed content apart.
+    hash: [u8; 16],
+}
+
+impl<DB> Sink for Store<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> Option<String>: Decode<'r, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+    for<'r> bool: Decode<'r, DB> + Type<DB>,
+    for<'r> Vec<u8>: Decode<'r, DB> + Type<DB>,
+    for<'r> Option<Vec<u8>>: Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    async fn write(&mut self, batch: &Batch) -> Result<WriteCounts, StoreError> {
+        let mut counts = WriteCounts {
+            rejected: batch.rejects.len() as u64,
+            ..WriteCounts::default()
+        };
+        let scope = &*batch.scope;
+        let at = now();
+        let mut transaction = self.pool.begin().await?;
+
+        if let Some(model) = batch.model {
+            let model = model.name();
+            let (tombstones, live): (Vec<&MappedRecord>, Vec<&MappedRecord>) =
+                batch.records.iter().partition(|record| record.deleted);
+            let rows: Vec<PendingRow<'_>> = live
+                .into_iter()
+                .map(|record| {
+                    let json = serde_json::to_string(&record.data).unwrap_or_default();
+                    let digest = blake3::hash(json.as_bytes());
+                    let mut hash = [0u8; 16];
+                    hash.copy_from_slice(&digest.as_bytes()[..16]);
+                    PendingRow { record, json, hash }
+                })
+                .collect();
+
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                // One statement does the work of "read the stored hash, then write if it
+                // differs": the WHERE skips unchanged rows, RETURNING reports the rows written,
+                // and a row whose first_seen_at is this write's timestamp is new.
+                let mut query = QueryBuilder::<DB>::new(
+                    "INSERT INTO records (user_id, source_platform, model, source_object_id, integration_id, stream, data, content_hash, first_seen_at, updated_at) ",
+                );
+                query.push_values(chunk, |mut row, item| {
+                    row.push_bind(&*scope.user_id)
+                        .push_bind(&*scope.platform)
+                        .push_bind(model)
+                        .push_bind(item.record.id.as_str())
+                        .push_bind(&*scope.integration_id)
+                        .push_bind(&*batch.stream)
+                        .push_bind(item.json.as_str())
+                        .push_unseparated(DB::JSON_PARAM_SUFFIX)
+                        .push_bind(&item.hash[..])
+                        .push_bind(at.as_str())
+                        .push_bind(at.as_str());
+                });
+                query
+                    .push(
+                        " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
+                         integration_id = excluded.integration_id, stream = excluded.stream, data = excluded.data, \
+                         content_hash = excluded.content_hash, updated_at = excluded.updated_at, deleted_at = NULL \
+                         WHERE records.content_hash != excluded.content_hash OR records.deleted_at IS NOT NULL \
+                         RETURNING first_seen_at = ",
+                    )
+                    .push_bind(at.as_str());
+                let written = query.build().fetch_all(&mut *transaction).await?;
+                let new = written
+                    .iter()
+                    .filter(|row| matches!(row.try_get::<bool, _>(0usize), Ok(true)))
+                    .count() as u64;
+                counts.new += new;
+                counts.updated += written.len() as u64 - new;
+                counts.unchanged += (chunk.len() - written.len()) as u64;
+            }
+
+            for chunk in tombstones.chunks(ROWS_PER_STATEMENT) {
+                // A tombstone keeps the data already stored and only says when it was deleted.
+                let mut query = QueryBuilder::<DB>::new(
+                    "INSERT INTO records (user_id, source_platform, model, source_object_id, integration_id, stream, data, content_hash, first_seen_at, updated_at, deleted_at) ",
+                );
+                query.push_values(chunk, |mut row, record| {
+                    row.push_bind(&*scope.user_id)
+                        .push_bind(&*scope.platform)
+                        .push_bind(model)
+                        .push_bind(record.id.as_str())
+                        .push_bind(&*scope.integration_id)
+                        .push_bind(&*batch.stream)
+                        .push_bind("{}")
+                        .push_unseparated(DB::JSON_PARAM_SUFFIX)
+                        .push_bind(&[][..])
+                        .push_bind(at.as_str())
+                        .push_bind(at.as_str())
+                        .push_bind(at.as_str());
+                });
+                query.push(
+                    " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
+                     deleted_at = excluded.deleted_at, updated_at = excluded.updated_at \
+                     WHERE records.deleted_at IS NULL RETURNING 1",
+                );
+                let marked = query.build().fetch_all(&mut *transaction).await?.len();
+                counts.deleted += marked as u64;
+                counts.unchanged += (chunk.len() - marked) as u64;
+            }
+
+            if let Some(pass) = batch.seen_in_pass {
+                for chunk in batch.records.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::<DB>::new(
+                        "INSERT INTO sync_seen (integration_id, stream, pass_id, model, source_object_id) ",
+                    );
+                    query.push_values(chunk, |mut row, record| {
+                        row.push_bind(&*scope.integration_id)
+                            .push_bind(&*batch.stream)
+                            .push_bind(pass)
+                            .push_bind(model)
+                            .push_bind(record.id.as_str());
+                    });
+                    query.push(" ON CONFLICT DO NOTHING");
+                    query.build().execute(&mut *transaction).await?;
+                }
+            }
+        }
+
+        let raws: Vec<String> = batch
+            .rejects
+            .iter()
+            .map(|reject| reject.raw.to_string())
+            .collect();
+        for (chunk, raws) in batch
+            .rejects
+            .chunks(ROWS_PER_STATEMENT)
+            .zip(raws.chunks(ROWS_PER_STATEMENT))
+        {
+            let mut query = QueryBuilder::<DB>::new(
+                "INSERT INTO rejects (source_platform, integration_id, stream, source_object_id, reason, raw, seen_at) ",
+            );
+            query.push_values(chunk.iter().zip(raws), |mut row, (reject, raw)| {
+                row.push_bind(&*scope.platform)
+                    .push_bind(&*scope.integration_id)
+                    .push_bind(&*batch.stream)
+                    .push_bind(reject.id.as_deref())
+                    .push_bind(reject.reason.as_str())
+                    .push_bind(raw.as_str())
+                    .push_bind(at.as_str());
+            });
+            query.build().execute(&mut *transaction).await?;
+        }
+
+        for sweep in &batch.sweeps {
+            // What the completed pass did not see is gone at the provider: keep it, marked.
+            let mut query = QueryBuilder::<DB>::new("UPDATE records SET deleted_at = ");
+            query
+                .push_bind(at.as_str())
+                .push(", updated_at = ")
+                .push_bind(at.as_str())
+                .push(" WHERE integration_id = ")
+                .push_bind(&*scope.integration_id)
+                .push(" AND stream = ")
+                .push_bind(&*sweep.stream)
+                .push(" AND deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.integration_id = records.integration_id AND s.stream = records.stream AND s.pass_id = ")
+                .push_bind(sweep.pass)
+                .push(" AND s.model = records.model AND s.source_object_id = records.source_object_id) RETURNING 1");
+            counts.deleted += query.build().fetch_all(&mut *transaction).await?.len() as u64;
+            let mut query =
+                QueryBuilder::<DB>::new("DELETE FROM sync_seen WHERE integration_id = ");
+            query
+                .push_bind(&*scope.integration_id)
+                .push(" AND stream = ")
+                .push_bind(&*sweep.stream);
+            query.build().execute(&mut *transaction).await?;
+        }
+
+        if let Some(checkpoint) = &batch.checkpoint {
+            let state = serde_json::to_string(&checkpoint.state).unwrap_or_default();
+            let mut query = QueryBuilder::<DB>::new(
+                "INSERT INTO checkpoints (integration_id, stream, partition_key, state, updated_at) VALUES (",
+            );
+            query
+                .separated(", ")
+                .push_bind(&*scope.integration_id)
+                .push_bind(&*checkpoint.stream)
+                .push_bind(checkpoint.partition.as_str())
+                .push_bind(state.as_str())
+                .push_bind(at.as_str());
+            query.push(
+                ") ON CONFLICT (integration_id, stream, partition_key) DO UPDATE SET \
+                 state = excluded.state, updated_at = excluded.updated_at",
+            );
+            query.build().execute(&mut *transaction).await?;
+        }
+
+        transaction.commit().await?;
+        Ok(counts)
+    }
+
+    async fn checkpoint(
+        &self,
+        integration_id: &str,
+        stream: &str,
+        partition: &str,
+    ) -> Result<Option<StreamState>, StoreError> {
+        let mut query =
+            QueryBuilder::<DB>::new("SELECT state FROM checkpoints WHERE integration_id = ");
+        query
+            .push_bind(integration_id)
+            .push(" AND stream = ")
+            .push_bind(stream)
+            .push(" AND partition_key = ")
+            .push_bind(partition);
+        let Some(row) = query.build().fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let state: String = row.try_get(0usize)?;
+        serde_json::from_str(&state)
+            .map(Some)
+            .map_err(|error| StoreError::Corrupt {
+                what: "checkpoint",
+                reason: error.to_string(),
+            })
+    }
+
+    async fn start_run(&self, scope: &RunScope) -> Result<i64, StoreError> {
+        self.insert_run(scope).await
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: i64,
+        totals: &RunTotals,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.update_run(run_id, totals, error).await
+    }
+}
