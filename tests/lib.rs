@@ -147,3 +147,82 @@ pub async fn run<S: Sink>(
     .await;
     (result, recorder)
 }
+
+/// A store for one test, on one backend; the SQLite file lives as long as this does.
+pub struct TestStore {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// The store.
+    pub store: engine::store::AnyStore,
+    /// Where it is (a file path or a URL), for `connector --db`.
+    pub location: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The stores a storage test runs against: a fresh SQLite file, and a fresh PostgreSQL database
+/// when `HYPERNET_TEST_POSTGRES` names a server (`eval "$(bash .ci/postgres)"` sets it up). With
+/// `HYPERNET_REQUIRE_POSTGRES=1` (as in CI), a missing server fails the test instead of skipping
+/// the PostgreSQL half.
+pub async fn test_stores(name: &str) -> Vec<TestStore> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join(format!("{name}.sqlite"));
+    let location = path.to_string_lossy().into_owned();
+    let sqlite = engine::store::AnyStore::open(&location)
+        .await
+        .expect("SQLite store");
+    let mut stores = vec![TestStore {
+        backend: "sqlite",
+        store: sqlite,
+        location,
+        _dir: Some(dir),
+    }];
+    match std::env::var("HYPERNET_TEST_POSTGRES") {
+        Ok(admin) => {
+            let location = postgres_database(&admin, name).await;
+            let store = engine::store::AnyStore::open(&location)
+                .await
+                .expect("PostgreSQL store");
+            stores.push(TestStore {
+                backend: "postgres",
+                store,
+                location,
+                _dir: None,
+            });
+        }
+        Err(_) if std::env::var("HYPERNET_REQUIRE_POSTGRES").is_ok_and(|value| value == "1") => {
+            panic!("HYPERNET_REQUIRE_POSTGRES=1 but HYPERNET_TEST_POSTGRES is not set");
+        }
+        Err(_) => eprintln!(
+            "note: {name}: HYPERNET_TEST_POSTGRES is not set; PostgreSQL half skipped (see README)"
+        ),
+    }
+    stores
+}
+
+/// Creates an empty database for one test on the server at `admin`; returns its URL.
+async fn postgres_database(admin: &str, name: &str) -> String {
+    use sqlx::Connection;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let database = format!(
+        "hn_test_{}_{}_{serial}",
+        name.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(30)
+            .collect::<String>()
+            .to_lowercase(),
+        std::process::id()
+    );
+    let mut connection = sqlx::PgConnection::connect(admin)
+        .await
+        .expect("connect to HYPERNET_TEST_POSTGRES");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE \"{database}\""
+    )))
+    .execute(&mut connection)
+    .await
+    .expect("create a test database");
+    let mut url = url::Url::parse(admin).expect("HYPERNET_TEST_POSTGRES is a URL");
+    url.set_path(&database);
+    url.to_string()
+}

@@ -277,6 +277,9 @@ impl Observer for Tally<'_> {
 
 /// What one pass over a stream (partition) sends and has seen so far.
 struct PassState {
+    /// The state as last stored (resume point included): when the stream began, then as each
+    /// queued checkpoint leaves it.
+    stored: StreamState,
     /// The state the pass started from (stored by the last completed pass).
     before: StreamState,
     /// The pass id: the run that began it.
@@ -293,6 +296,7 @@ impl PassState {
     fn new(stream: &CompiledStream, before: StreamState, pass: i64, newest: Option<Value>) -> Self {
         let incremental = stream.incremental.as_ref();
         Self {
+            stored: before.clone(),
             injection: incremental.and_then(|incremental| incremental.injection(&before)),
             template_state: CompiledIncremental::template_state(incremental, &before),
             before,
@@ -567,12 +571,13 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             .await
             .map_err(|error| self.fetcher.error(name, None, error.into()))?
             .unwrap_or_default();
+        let as_stored = stored.clone();
         Ok(match stored.resume.take() {
-            Some(resume) => (
-                PassState::new(stream, stored, resume.pass, resume.newest),
-                resume.page,
-                true,
-            ),
+            Some(resume) => {
+                let mut pass = PassState::new(stream, stored, resume.pass, resume.newest);
+                pass.stored = as_stored;
+                (pass, resume.page, true)
+            }
             None => (
                 PassState::new(stream, stored, self.run_id, None),
                 PageCursor::First,
@@ -709,14 +714,17 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                         }],
                         _ => vec![],
                     };
-                    (
-                        Some(Checkpoint {
+                    // A pass that changed nothing (a sync token that came back the same) leaves the
+                    // checkpoint as it is: a no-change sync writes nothing.
+                    let checkpoint = (state != pass.stored).then(|| {
+                        pass.stored = state.clone();
+                        Checkpoint {
                             stream: Arc::clone(&stream_name),
                             partition: partition.clone(),
                             state,
-                        }),
-                        sweeps,
-                    )
+                        }
+                    });
+                    (checkpoint, sweeps)
                 } else {
                     (None, vec![])
                 };

@@ -11,7 +11,7 @@ use engine::oauth1::{Consumer, OAuth1Flow};
 
 use engine::sandbox::ConnectorFiles;
 use engine::spec::{self, Auth, Grant, OAuth1Auth};
-use engine::store::{IntegrationStatus, SqliteStore, StoredIntegration};
+use engine::store::{IntegrationStatus, StoredIntegration};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -183,12 +183,7 @@ async fn save_connection(
 ) -> Result<Outcome, (Outcome, String)> {
     let failed = |message: String| (Outcome::Problems, message);
     let cipher = cipher(&args.account.key_file).map_err(|error| failed(error.to_string()))?;
-    let store = SqliteStore::open(&args.account.db).await.map_err(|error| {
-        failed(format!(
-            "cannot open {}: {error}",
-            args.account.db.display()
-        ))
-    })?;
+    let store = args.account.open_store().await.map_err(failed)?;
     let id = integration_id(spec, &args.account.user);
     let captured: Vec<&String> = config.keys().collect();
     let connected = Connected {
@@ -229,7 +224,7 @@ async fn save_connection(
         );
         println!(
             "Tokens are stored encrypted in {}; run `connector sync {}` to import.",
-            args.account.db.display(),
+            super::credentials::redact(&args.account.db),
             spec.id
         );
     }

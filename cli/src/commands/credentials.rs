@@ -1,5 +1,6 @@
 //! What `auth` and `sync` share: the OAuth client, the token cipher, the integration id.
 
+use engine::store::AnyStore;
 use std::path::{Path, PathBuf};
 
 use engine::oauth::OAuthClient;
@@ -46,9 +47,11 @@ pub fn integration_id(spec: &ConnectorSpec, user: &str) -> String {
 /// Where an account's data lives and how its OAuth client is found: shared by `auth` and `sync`.
 #[derive(Debug, clap::Args)]
 pub struct Account {
-    /// The SQLite file: records, and the integration with its encrypted tokens.
-    #[arg(long, default_value = "hypernet.sqlite")]
-    pub db: PathBuf,
+    /// The database: an SQLite file (the default) or a PostgreSQL URL (`postgres://...`). It
+    /// holds the records, the integration with its encrypted tokens, sync runs, checkpoints and
+    /// the audit log.
+    #[arg(long, env = "DATABASE_URL", default_value = "hypernet.sqlite")]
+    pub db: String,
     /// The token key file, used when HYPERNET_TOKEN_KEY is not set (created if missing).
     #[arg(long, default_value = "hypernet.key")]
     pub key_file: PathBuf,
@@ -67,6 +70,13 @@ pub struct Account {
 }
 
 impl Account {
+    /// Opens (and migrates) the database.
+    pub async fn open_store(&self) -> Result<AnyStore, String> {
+        AnyStore::open(&self.db)
+            .await
+            .map_err(|error| format!("cannot open the database {}: {error}", redact(&self.db)))
+    }
+
     /// The OAuth client for `spec`, from these options, the environment, or the sandbox.
     pub fn oauth_client(&self, spec: &ConnectorSpec, sandbox: bool) -> Result<OAuthClient, String> {
         oauth_client(
@@ -121,4 +131,15 @@ pub fn open_tokens<T: serde::de::DeserializeOwned>(
         .map_err(|error| error.to_string())?;
     serde_json::from_slice(&plain)
         .map_err(|_| "the stored tokens are unreadable; run `connector auth` again".to_owned())
+}
+
+/// A database location without its password, for messages.
+pub fn redact(location: &str) -> String {
+    match url::Url::parse(location) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => location.to_owned(),
+    }
 }

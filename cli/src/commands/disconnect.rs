@@ -6,7 +6,6 @@ use engine::events::Counters;
 use engine::oauth::{TokenEndpoint, TokenSet};
 
 use engine::spec::Auth;
-use engine::store::SqliteStore;
 use serde::Serialize;
 
 use super::credentials::{Account, integration_id, open_tokens, token_http};
@@ -46,10 +45,10 @@ pub async fn run(args: &Args) -> Outcome {
         Ok(opened) => opened,
         Err(outcome) => return outcome,
     };
-    let store = match SqliteStore::open(&args.account.db).await {
+    let store = match args.account.open_store().await {
         Ok(store) => store,
         Err(error) => {
-            eprintln!("error: cannot open {}: {error}", args.account.db.display());
+            eprintln!("error: {error}");
             return Outcome::Problems;
         }
     };

@@ -20,7 +20,7 @@ use engine::http::{ClientOptions, HttpClient, Transport};
 use engine::ratelimit::RateLimitRegistry;
 use engine::sandbox::{SANDBOX_ACCESS_TOKEN, Sandbox, sandbox_config};
 use engine::spec;
-use engine::store::SqliteStore;
+use engine::store::AnyStore;
 use engine::sync::{CompiledConnector, Integration, SyncRun};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -36,6 +36,11 @@ pub struct Args {
     /// Use the built-in sandbox (the connector's fixtures) instead of the real API.
     #[arg(long)]
     sandbox: bool,
+    /// Send every request to this server instead of the connector's hosts (a recording or
+    /// replay proxy, a staging mirror). URLs are still built, and checked against the
+    /// connector's allowed hosts, as for the real API; only where they are sent changes.
+    #[arg(long, value_name = "URL", conflicts_with = "sandbox")]
+    via: Option<url::Url>,
     /// An access token for OAuth connectors (real API). Also read from HYPERNET_ACCESS_TOKEN.
     #[arg(long, env = "HYPERNET_ACCESS_TOKEN", hide_env_values = true)]
     access_token: Option<String>,
@@ -56,7 +61,7 @@ pub struct Args {
 #[derive(Debug, Serialize)]
 struct Summary<'a> {
     connector: &'a str,
-    database: &'a std::path::Path,
+    database: String,
     sandbox: bool,
     seconds: f64,
     #[serde(flatten)]
@@ -112,10 +117,10 @@ pub async fn run(args: &Args) -> Outcome {
     } else {
         None
     };
-    let store = match SqliteStore::open(&args.account.db).await {
+    let store = match args.account.open_store().await {
         Ok(store) => store,
         Err(error) => {
-            eprintln!("error: cannot open {}: {error}", args.account.db.display());
+            eprintln!("error: {error}");
             return Outcome::Problems;
         }
     };
@@ -167,9 +172,11 @@ pub async fn run(args: &Args) -> Outcome {
             return Outcome::Problems;
         }
     };
-    let transport = sandbox
-        .as_ref()
-        .map_or(Transport::Direct, Sandbox::transport);
+    let transport = match (&sandbox, &args.via) {
+        (Some(sandbox), _) => sandbox.transport(),
+        (None, Some(via)) => Transport::Sandbox(via.clone()),
+        (None, None) => Transport::Direct,
+    };
     let registry = RateLimitRegistry::default();
     let http = match HttpClient::new(
         spec.allowed_hosts.clone(),
@@ -264,7 +271,7 @@ pub async fn run(args: &Args) -> Outcome {
     }
     let summary = Summary {
         connector: &spec.id,
-        database: &args.account.db,
+        database: super::credentials::redact(&args.account.db),
         sandbox: args.sandbox,
         seconds: started.elapsed().as_secs_f64(),
         totals: progress.counters().totals(),
@@ -318,7 +325,7 @@ fn stored_authorizer(
     stored: &StoredIntegration,
     integration: &Integration,
     http: &HttpClient,
-    store: &SqliteStore,
+    store: &AnyStore,
 ) -> Result<OAuthAuthorizer, Failure> {
     let client = args
         .account
@@ -360,7 +367,7 @@ fn print_summary(summary: &Summary<'_>) {
         }
         eprintln!(
             "  records already imported are kept in {}",
-            summary.database.display()
+            summary.database
         );
     }
     println!(
@@ -369,7 +376,7 @@ fn print_summary(summary: &Summary<'_>) {
         if summary.sandbox { " (sandbox)" } else { "" },
         totals.records,
         summary.seconds,
-        summary.database.display()
+        summary.database
     );
     println!(
         "  new {} · updated {} · unchanged {} · deleted {} · rejected {}",

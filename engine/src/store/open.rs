@@ -122,6 +122,14 @@ impl AnyStore {
         on_store!(self, store => store.audit_log(integration_id).await)
     }
 
+    /// See [`super::Store::dump`].
+    pub async fn dump(
+        &self,
+        platform: &str,
+    ) -> Result<Vec<(String, String, serde_json::Value, bool)>, StoreError> {
+        on_store!(self, store => store.dump(platform).await)
+    }
+
     /// See [`super::Store::count`].
     pub async fn count(&self, platform: &str) -> Result<u64, StoreError> {
         on_store!(self, store => store.count(platform).await)

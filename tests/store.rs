@@ -1,0 +1,750 @@
+//! The store and incremental sync, against SQLite and PostgreSQL: idempotent upserts, sync
+//! tokens and cursors, resuming from checkpoints, deletion sweeps, runs and the audit log, and
+//! the HTTP sink. Every sync goes over loopback HTTP to a provider that keeps its own state.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use engine::events::WriteCounts;
+use engine::map::MappedRecord;
+use engine::models::ModelKind;
+use engine::store::{
+    AnyStore, Batch, Checkpoint, HttpSink, IntegrationStatus, MemorySink, RunScope, Sink,
+    StoredIntegration, StreamState,
+};
+use hypernet_tests::{RunOptions, run, serve, spec_from, test_stores};
+use serde_json::{Value, json};
+
+const PLATFORM: &str = "notes_api";
+
+/// A provider of notes with Google-style paging (`pageToken`/`nextPageToken`, two per page) and,
+/// depending on the spec, sync tokens (`syncToken`/`nextSyncToken`, 410 when expired) or an
+/// `updated_min` filter.
+#[derive(Default)]
+struct Provider {
+    notes: Vec<Value>,
+    /// The changes a sync token returns.
+    changes: HashMap<String, Vec<Value>>,
+    expired: HashSet<String>,
+    /// Page tokens that fail once with a 400.
+    fail_once: HashSet<String>,
+    generation: u32,
+    requests: Vec<HashMap<String, String>>,
+}
+
+type Shared = Arc<Mutex<Provider>>;
+
+async fn notes(
+    State(provider): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let mut provider = provider.lock().unwrap();
+    provider.requests.push(query.clone());
+    if let Some(token) = query.get("pageToken")
+        && provider.fail_once.remove(token)
+    {
+        return (StatusCode::BAD_REQUEST, "try again").into_response();
+    }
+    if let Some(token) = query.get("syncToken") {
+        if provider.expired.contains(token) {
+            return (StatusCode::GONE, Json(json!({"error": {"code": 410, "message": "Sync token is no longer valid, a full sync is required."}}))).into_response();
+        }
+        let items = provider.changes.remove(token).unwrap_or_default();
+        if !items.is_empty() {
+            provider.generation += 1;
+        }
+        let next = format!("t{}", provider.generation);
+        return Json(json!({"items": items, "nextSyncToken": next})).into_response();
+    }
+    let listed: Vec<Value> = provider
+        .notes
+        .iter()
+        .filter(|note| {
+            query.get("updated_min").is_none_or(|min| {
+                let min: jiff::Timestamp = min.parse().unwrap();
+                let updated: jiff::Timestamp = note["updated"].as_str().unwrap().parse().unwrap();
+                updated >= min
+            })
+        })
+        .cloned()
+        .collect();
+    let start: usize = query
+        .get("pageToken")
+        .map_or(0, |token| token.parse().unwrap());
+    let end = (start + 2).min(listed.len());
+    let mut page = json!({"items": listed[start..end]});
+    if end < listed.len() {
+        page["nextPageToken"] = json!(end.to_string());
+    } else {
+        page["nextSyncToken"] = json!(format!("t{}", provider.generation));
+    }
+    Json(page).into_response()
+}
+
+async fn provider(notes_list: Vec<Value>) -> (Shared, url::Url) {
+    let shared: Shared = Arc::new(Mutex::new(Provider {
+        notes: notes_list,
+        ..Provider::default()
+    }));
+    let app = axum::Router::new()
+        .route("/notes", get(notes))
+        .with_state(Arc::clone(&shared));
+    (shared, serve(app).await)
+}
+
+fn note(index: usize, updated: &str) -> Value {
+    json!({"id": format!("n{index}"), "title": format!("Note {index}"), "status": "confirmed", "updated": updated})
+}
+
+fn spec(extra: &str) -> Arc<engine::spec::ConnectorSpec> {
+    spec_from(&format!(
+        r#"id: {PLATFORM}
+name: Notes API
+version: 1.0.0
+category: productivity
+description: A notes provider for storage tests.
+docs_url: https://api.example.com/docs
+auth:
+  kind: none
+base_url: https://api.example.com
+allowed_hosts: [api.example.com]
+retry:
+  max_attempts: 2
+  backoff: {{ initial: 1ms, max: 2ms }}
+streams:
+  notes:
+    model: note
+    request: {{ path: /notes }}
+    paginate: {{ kind: cursor, token: $.nextPageToken, param: pageToken }}
+    records: $.items[*]
+    id: $.id
+    deleted: record.status == 'cancelled'
+    map:
+      title: $.title
+      updated_at: $.updated
+{extra}"#
+    ))
+}
+
+fn sync_token_spec() -> Arc<engine::spec::ConnectorSpec> {
+    spec("    incremental: { kind: sync_token, token: $.nextSyncToken, param: syncToken }\n")
+}
+
+fn cursor_spec() -> Arc<engine::spec::ConnectorSpec> {
+    spec("    incremental: { kind: cursor, field: $.updated, param: updated_min, lookback: 1h }\n")
+}
+
+fn requests(provider: &Shared) -> Vec<HashMap<String, String>> {
+    std::mem::take(&mut provider.lock().unwrap().requests)
+}
+
+fn titles(dump: &[(String, String, Value, bool)]) -> Vec<(String, String, bool)> {
+    dump.iter()
+        .map(|(_, id, data, deleted)| {
+            (
+                id.clone(),
+                data["title"].as_str().unwrap_or_default().to_owned(),
+                *deleted,
+            )
+        })
+        .collect()
+}
+
+const T0: &str = "2026-03-01T10:00:00Z";
+
+#[tokio::test]
+async fn a_second_sync_of_unchanged_data_makes_one_request_and_writes_nothing() {
+    for test in test_stores("unchanged").await {
+        let (provider, server) = provider((0..5).map(|index| note(index, T0)).collect()).await;
+        let spec = sync_token_spec();
+
+        let (result, recorder) = run(&spec, &server, &test.store, RunOptions::default()).await;
+        result.unwrap();
+        assert_eq!(
+            requests(&provider).len(),
+            3,
+            "{}: 5 notes, 2 a page",
+            test.backend
+        );
+        assert_eq!(recorder.totals().written.new, 5, "{}", test.backend);
+
+        let (result, recorder) = run(&spec, &server, &test.store, RunOptions::default()).await;
+        result.unwrap();
+        let second = requests(&provider);
+        assert_eq!(
+            second.len(),
+            1,
+            "{}: one request with the token",
+            test.backend
+        );
+        assert_eq!(second[0].get("syncToken").map(String::as_str), Some("t0"));
+        assert_eq!(
+            recorder.totals().written,
+            WriteCounts::default(),
+            "{}: nothing written",
+            test.backend
+        );
+        assert_eq!(test.store.count(PLATFORM).await.unwrap(), 5);
+    }
+}
+
+#[tokio::test]
+async fn changes_and_tombstones_arrive_through_the_sync_token() {
+    for test in test_stores("changes").await {
+        let (provider, server) = provider((0..3).map(|index| note(index, T0)).collect()).await;
+        let spec = sync_token_spec();
+        run(&spec, &server, &test.store, RunOptions::default())
+            .await
+            .0
+            .unwrap();
+        requests(&provider);
+
+        provider.lock().unwrap().changes.insert(
+            "t0".into(),
+            vec![
+                json!({"id": "n1", "title": "Note 1, edited", "status": "confirmed", "updated": "2026-03-02T10:00:00Z"}),
+                json!({"id": "n2", "status": "cancelled"}),
+                json!({"id": "n9", "title": "Note 9", "status": "confirmed", "updated": "2026-03-02T11:00:00Z"}),
+            ],
+        );
+        let (result, recorder) = run(&spec, &server, &test.store, RunOptions::default()).await;
+        result.unwrap();
+        let written = recorder.totals().written;
+        assert_eq!(
+            (written.new, written.updated, written.deleted),
+            (1, 1, 1),
+            "{}",
+            test.backend
+        );
+        let dump = test.store.dump(PLATFORM).await.unwrap();
+        assert_eq!(
+            titles(&dump),
+            [
+                ("n0".into(), "Note 0".into(), false),
+                ("n1".into(), "Note 1, edited".into(), false),
+                // Deleted at the provider: kept, marked.
+                ("n2".into(), "Note 2".into(), true),
+                ("n9".into(), "Note 9".into(), false),
+            ],
+            "{}",
+            test.backend
+        );
+
+        // The next run sends the token the changes came with.
+        run(&spec, &server, &test.store, RunOptions::default())
+            .await
+            .0
+            .unwrap();
+        let third = requests(&provider);
+        assert_eq!(
+            third
+                .last()
+                .and_then(|query| query.get("syncToken"))
+                .map(String::as_str),
+            Some("t1")
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_expired_sync_token_starts_a_full_pass_without_losing_records() {
+    for test in test_stores("expired").await {
+        let (provider, server) = provider((0..3).map(|index| note(index, T0)).collect()).await;
+        let spec = sync_token_spec();
+        run(&spec, &server, &test.store, RunOptions::default())
+            .await
+            .0
+            .unwrap();
+        requests(&provider);
+
+        provider.lock().unwrap().expired.insert("t0".into());
+        provider.lock().unwrap().generation = 7;
+        let (result, recorder) = run(&spec, &server, &test.store, RunOptions::default()).await;
+        result.unwrap();
+        let sent: Vec<Option<String>> = requests(&provider)
+            .iter()
+            .map(|query| query.get("syncToken").cloned())
+            .collect();
+        assert_eq!(
+            sent,
+            [Some("t0".into()), None, None],
+            "{}: 410, then a full pass",
+            test.backend
+        );
+        let written = recorder.totals().written;
+        assert_eq!(
+            (
+                written.new,
+                written.updated,
+                written.unchanged,
+                written.deleted
+            ),
+            (0, 0, 3, 0)
+        );
+        assert_eq!(test.store.count(PLATFORM).await.unwrap(), 3);
+
+        run(&spec, &server, &test.store, RunOptions::default())
+            .await
+            .0
+            .unwrap();
+        let next = requests(&provider);
+        assert_eq!(
+            next[0].get("syncToken").map(String::as_str),
+            Some("t7"),
+            "the new token is kept"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_cursor_is_sent_minus_lookback_and_advances_only_when_a_pass_completes() {
+    for test in test_stores("cursor").await {
+        let (provider, server) = provider(vec![
+            note(0, "2026-03-01T10:00:00Z"),
+            note(1, "2026-03-03T10:00:00Z"),
+            note(2, "2026-03-02T10:00:00Z"),
+        ])
+        .await;
+        let spec = cursor_spec();
+        run(&spec, &server, &test.store, RunOptions::default())
+            .await
+            .0
+            .unwrap();
+        assert!(
+            requests(&provider)
+                .iter()
+                .all(|query| !query.contains_key("updated_min"))
+        );
+
+        // A newer note, then a pass that fails on its second page: the cursor must not move.
+        provider.lock().unwrap().notes.extend([
+            note(3, "2026-03-04T10:00:00Z"),
+            note(4, "2026-03-05T10:00:00Z"),
+            note(5, "2026-03-06T10:00:00Z"),
+        ]);
+        provider.lock().unwrap().fail_once.insert("2".into());
+        let (result, _) = run(&spec, &server, &test.store, RunOptions::default()).await;
+        assert!(result.is_err(), "{}: the second page failed", test.backend);
+        let failed = requests(&provider);
+        assert_eq!(
+            failed[0].get("updated_min").map(String::as_str),
+            Some("2026-03-03T09:00:00Z"),
+            "{}: the newest value, an hour back",
+            test.backend
+        );
+
+        // The next run resumes at the failed page with the same cursor, then advances it.
+        run(&spec, &server, &test.store, RunOptions::default())
+            .await
+            .0
+            .unwrap();
+        let resumed = requests(&provider);
+        assert_eq!(
+            resumed[0].get("pageToken").map(String::as_str),
+            Some("2"),
+            "{}",
+            test.backend
+        );
+        assert_eq!(
+            resumed[0].get("updated_min").map(String::as_str),
+            Some("2026-03-03T09:00:00Z")
+        );
+        run(&spec, &server, &test.store, RunOptions::default())
+            .await
+            .0
+            .unwrap();
+        let after = requests(&provider);
+        assert_eq!(
+            after[0].get("updated_min").map(String::as_str),
+            Some("2026-03-06T09:00:00Z")
+        );
+        assert_eq!(test.store.count(PLATFORM).await.unwrap(), 6);
+    }
+}
+
+#[tokio::test]
+async fn a_failed_run_resumes_from_its_checkpoint() {
+    for test in test_stores("resume").await {
+        let (provider, server) = provider((0..7).map(|index| note(index, T0)).collect()).await;
+        provider.lock().unwrap().fail_once.insert("4".into());
+        let spec = spec("");
+        let (result, recorder) = run(&spec, &server, &test.store, RunOptions::default()).await;
+        let error = result.unwrap_err();
+        assert!(error.to_string().contains("notes_api / notes"), "{error}");
+        assert_eq!(
+            recorder.totals().written.new,
+            4,
+            "{}: two pages stored",
+            test.backend
+        );
+        assert_eq!(requests(&provider).len(), 3);
+
+        let (result, recorder) = run(&spec, &server, &test.store, RunOptions::default()).await;
+        result.unwrap();
+        let pages: Vec<Option<String>> = requests(&provider)
+            .iter()
+            .map(|query| query.get("pageToken").cloned())
+            .collect();
+        assert_eq!(
+            pages,
+            [Some("4".into()), Some("6".into())],
+            "{}: resumed, not restarted",
+            test.backend
+        );
+        assert_eq!(recorder.totals().written.new, 3);
+        let dump = test.store.dump(PLATFORM).await.unwrap();
+        assert_eq!(dump.len(), 7);
+        assert!(
+            dump.iter().all(|(_, _, _, deleted)| !deleted),
+            "{}: the resumed pass saw everything",
+            test.backend
+        );
+
+        let runs = test.store.runs("integration-1").await.unwrap();
+        let statuses: Vec<&str> = runs.iter().map(|run| run.status.as_str()).collect();
+        assert_eq!(
+            statuses,
+            ["succeeded", "failed"],
+            "{}: newest first",
+            test.backend
+        );
+        assert_eq!(runs[0].totals.written.new, 3);
+        assert_eq!(runs[1].totals.written.new, 4);
+        assert!(runs[1].error.as_deref().unwrap_or_default().contains("400"));
+    }
+}
+
+#[tokio::test]
+async fn a_completed_full_pass_marks_unseen_records_deleted_and_a_failed_one_marks_nothing() {
+    for test in test_stores("sweep").await {
+        let (provider, server) = provider((0..5).map(|index| note(index, T0)).collect()).await;
+        let spec = spec("");
+        run(&spec, &server, &test.store, RunOptions::default())
+            .await
+            .0
+            .unwrap();
+
+        // n1 is gone at the provider; a pass that fails before its end marks nothing.
+        provider.lock().unwrap().notes.remove(1);
+        provider.lock().unwrap().fail_once.insert("2".into());
+        requests(&provider);
+        let (result, _) = run(&spec, &server, &test.store, RunOptions::default()).await;
+        assert!(result.is_err(), "{:?} {:?}", result, requests(&provider));
+        let dump = test.store.dump(PLATFORM).await.unwrap();
+        assert!(
+            dump.iter().all(|(_, _, _, deleted)| !deleted),
+            "{}: a partial pass marks nothing",
+            test.backend
+        );
+
+        // The resumed pass completes: it has seen everything but n1.
+        let (result, recorder) = run(&spec, &server, &test.store, RunOptions::default()).await;
+        result.unwrap();
+        assert_eq!(recorder.totals().written.deleted, 1, "{}", test.backend);
+        let deleted: Vec<String> = test
+            .store
+            .dump(PLATFORM)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(_, _, _, deleted)| *deleted)
+            .map(|(_, id, _, _)| id)
+            .collect();
+        assert_eq!(deleted, ["n1"], "{}", test.backend);
+
+        // It comes back: live again.
+        provider.lock().unwrap().notes.push(note(1, T0));
+        run(&spec, &server, &test.store, RunOptions::default())
+            .await
+            .0
+            .unwrap();
+        let dump = test.store.dump(PLATFORM).await.unwrap();
+        assert!(
+            dump.iter().all(|(_, _, _, deleted)| !deleted),
+            "{}",
+            test.backend
+        );
+    }
+}
+
+#[tokio::test]
+async fn upserts_are_idempotent_and_rewrite_only_changed_records() {
+    for test in test_stores("upserts").await {
+        let mut store = test.store.clone();
+        let scope = Arc::new(RunScope {
+            platform: Arc::from(PLATFORM),
+            user_id: Arc::from("user-1"),
+            integration_id: Arc::from("integration-1"),
+        });
+        let record = |id: &str, title: &str| MappedRecord {
+            id: id.to_owned(),
+            data: json!({"title": title, "user_id": "user-1"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            deleted: false,
+        };
+        let batch = |records| {
+            let mut batch = Batch::records(
+                Arc::clone(&scope),
+                Arc::from("notes"),
+                ModelKind::Note,
+                records,
+                vec![],
+            );
+            batch.checkpoint = Some(Checkpoint {
+                stream: Arc::from("notes"),
+                partition: String::new(),
+                state: StreamState {
+                    sync_token: Some("abc".into()),
+                    ..StreamState::default()
+                },
+            });
+            batch
+        };
+        let first = store
+            .write(&batch(vec![record("a", "A"), record("b", "B")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            (first.new, first.updated, first.unchanged),
+            (2, 0, 0),
+            "{}",
+            test.backend
+        );
+        let again = store
+            .write(&batch(vec![record("a", "A"), record("b", "B")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.new, again.updated, again.unchanged),
+            (0, 0, 2),
+            "{}",
+            test.backend
+        );
+        let changed = store
+            .write(&batch(vec![record("a", "A2"), record("b", "B")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            (changed.new, changed.updated, changed.unchanged),
+            (0, 1, 1),
+            "{}",
+            test.backend
+        );
+        assert_eq!(store.count(PLATFORM).await.unwrap(), 2);
+
+        // The same provider id for another user is another record.
+        let other = Arc::new(RunScope {
+            user_id: Arc::from("user-2"),
+            ..(*scope).clone()
+        });
+        let written = store
+            .write(&Batch::records(
+                other,
+                Arc::from("notes"),
+                ModelKind::Note,
+                vec![record("a", "A")],
+                vec![],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(written.new, 1, "{}", test.backend);
+        assert_eq!(store.count(PLATFORM).await.unwrap(), 3);
+
+        let checkpoint = store
+            .checkpoint("integration-1", "notes", "")
+            .await
+            .unwrap();
+        assert_eq!(
+            checkpoint.and_then(|state| state.sync_token).as_deref(),
+            Some("abc")
+        );
+    }
+}
+
+#[tokio::test]
+async fn connecting_syncing_and_disconnecting_are_in_the_audit_log() {
+    for test in test_stores("audit").await {
+        let (_provider, server) = provider((0..2).map(|index| note(index, T0)).collect()).await;
+        test.store
+            .save_integration(&StoredIntegration {
+                id: "integration-1".into(),
+                user_id: "user-1".into(),
+                connector: PLATFORM.into(),
+                status: IntegrationStatus::Active,
+                config: serde_json::Map::new(),
+                sealed_tokens: Some(vec![1, 2, 3]),
+                scopes: Some("notes.read".into()),
+                last_error: None,
+            })
+            .await
+            .unwrap();
+        run(&spec(""), &server, &test.store, RunOptions::default())
+            .await
+            .0
+            .unwrap();
+        let deleted = test
+            .store
+            .delete_integration("integration-1", true)
+            .await
+            .unwrap();
+        assert_eq!(deleted, 2, "{}", test.backend);
+        assert!(
+            test.store
+                .integration("integration-1")
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        let actions: Vec<String> = test
+            .store
+            .audit_log("integration-1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|entry| format!("{} {}", entry.action, entry.detail))
+            .collect();
+        assert_eq!(actions.len(), 5, "{}: {actions:#?}", test.backend);
+        assert!(actions[0].starts_with("connected notes_api connected; scopes: notes.read"));
+        assert!(actions[1].starts_with("sync_started run "));
+        assert!(
+            actions[2].contains("2 new, 0 updated, 0 unchanged, 0 deleted, 0 rejected"),
+            "{}",
+            actions[2]
+        );
+        assert_eq!(actions[3], "disconnected tokens and checkpoints removed");
+        assert_eq!(
+            actions[4],
+            "records_deleted 2 records deleted at the user's request"
+        );
+    }
+}
+
+/// A records API that applies batches to a memory sink, as Hypernet's would to its database.
+#[derive(Clone, Default)]
+struct RecordsApi {
+    sink: MemorySink,
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+#[tokio::test]
+async fn the_http_sink_posts_each_page_with_its_checkpoint_to_the_records_api() {
+    async fn batches(
+        State(api): State<RecordsApi>,
+        headers: axum::http::HeaderMap,
+        Json(body): Json<Value>,
+    ) -> Response {
+        if headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            != Some("Bearer internal-token")
+        {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        api.bodies.lock().unwrap().push(body.clone());
+        let records: Vec<MappedRecord> = body["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|record| MappedRecord {
+                id: record["id"].as_str().unwrap().to_owned(),
+                data: record["data"].as_object().unwrap().clone(),
+                deleted: record["deleted"].as_bool().unwrap(),
+            })
+            .collect();
+        let mut sink = api.sink.clone();
+        let mut batch = Batch::records(
+            Arc::new(RunScope {
+                platform: Arc::from(body["scope"]["platform"].as_str().unwrap()),
+                user_id: Arc::from(body["scope"]["user_id"].as_str().unwrap()),
+                integration_id: Arc::from(body["scope"]["integration_id"].as_str().unwrap()),
+            }),
+            Arc::from(body["stream"].as_str().unwrap()),
+            ModelKind::Note,
+            records,
+            vec![],
+        );
+        batch.checkpoint = body["checkpoint"].as_object().map(|checkpoint| Checkpoint {
+            stream: Arc::from(checkpoint["stream"].as_str().unwrap()),
+            partition: checkpoint["partition"].as_str().unwrap().to_owned(),
+            state: serde_json::from_value(checkpoint["state"].clone()).unwrap(),
+        });
+        Json(sink.write(&batch).await.unwrap()).into_response()
+    }
+    async fn checkpoint(
+        State(api): State<RecordsApi>,
+        axum::extract::Path((_integration, stream)): axum::extract::Path<(String, String)>,
+        Query(query): Query<HashMap<String, String>>,
+    ) -> Response {
+        match api
+            .sink
+            .checkpoint("", &stream, &query["partition"])
+            .await
+            .unwrap()
+        {
+            Some(state) => Json(state).into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+    let api = RecordsApi::default();
+    let records_api = serve(
+        axum::Router::new()
+            .route("/v1/batches", post(batches))
+            .route("/v1/checkpoints/{integration}/{stream}", get(checkpoint))
+            .route("/v1/runs", post(|| async { Json(json!({"id": 41})) }))
+            .route("/v1/runs/{id}/finish", post(|| async { Json(json!({})) }))
+            .with_state(api.clone()),
+    )
+    .await;
+    let sink = HttpSink::new(
+        reqwest::Client::new(),
+        records_api.join("v1").unwrap(),
+        Some("internal-token".into()),
+    );
+    let (provider, server) = provider((0..3).map(|index| note(index, T0)).collect()).await;
+    let spec = sync_token_spec();
+    let (result, recorder) = run(&spec, &server, &sink, RunOptions::default()).await;
+    result.unwrap();
+    assert_eq!(recorder.totals().written.new, 3);
+    let bodies = api.bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2, "one POST a page");
+    assert_eq!(bodies[0]["scope"]["user_id"], "user-1");
+    assert_eq!(bodies[0]["records"][0]["data"]["title"], "Note 0");
+    assert_eq!(
+        bodies[0]["checkpoint"]["state"]["resume"]["page"],
+        json!({"at": "token", "value": "2"})
+    );
+    assert_eq!(
+        bodies[1]["checkpoint"]["state"],
+        json!({"sync_token": "t0"})
+    );
+
+    // The next run reads the checkpoint back from the API and sends the token.
+    requests(&provider);
+    run(&spec, &server, &sink, RunOptions::default())
+        .await
+        .0
+        .unwrap();
+    assert_eq!(
+        requests(&provider)[0].get("syncToken").map(String::as_str),
+        Some("t0")
+    );
+}
+
+#[tokio::test]
+async fn the_store_opens_from_a_location_and_refuses_unknown_ones() {
+    let error = AnyStore::open("mysql://localhost/x").await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("unsupported database `mysql://localhost/x`"),
+        "{error}"
+    );
+}
