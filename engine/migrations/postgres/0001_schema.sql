@@ -77,9 +77,8 @@ CREATE TABLE sync_seen (
     integration_id   TEXT NOT NULL,
     stream           TEXT NOT NULL,
     pass_id          BIGINT NOT NULL,
-    model            TEXT NOT NULL,
     source_object_id TEXT NOT NULL,
-    PRIMARY KEY (integration_id, stream, pass_id, model, source_object_id)
+    PRIMARY KEY (integration_id, stream, pass_id, source_object_id)
 );
 
 CREATE TABLE audit_log (

@@ -135,13 +135,12 @@ where
             if let Some(pass) = batch.seen_in_pass {
                 for chunk in batch.records.chunks(ROWS_PER_STATEMENT) {
                     let mut query = QueryBuilder::<DB>::new(
-                        "INSERT INTO sync_seen (integration_id, stream, pass_id, model, source_object_id) ",
+                        "INSERT INTO sync_seen (integration_id, stream, pass_id, source_object_id) ",
                     );
                     query.push_values(chunk, |mut row, record| {
                         row.push_bind(&*scope.integration_id)
                             .push_bind(&*batch.stream)
                             .push_bind(pass)
-                            .push_bind(model)
                             .push_bind(record.id.as_str());
                     });
                     query.push(" ON CONFLICT DO NOTHING");
@@ -188,7 +187,7 @@ where
                 .push_bind(&*sweep.stream)
                 .push(" AND deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.integration_id = records.integration_id AND s.stream = records.stream AND s.pass_id = ")
                 .push_bind(sweep.pass)
-                .push(" AND s.model = records.model AND s.source_object_id = records.source_object_id) RETURNING 1");
+                .push(" AND s.source_object_id = records.source_object_id) RETURNING 1");
             counts.deleted += query.build().fetch_all(&mut *transaction).await?.len() as u64;
             let mut query =
                 QueryBuilder::<DB>::new("DELETE FROM sync_seen WHERE integration_id = ");
