@@ -748,3 +748,93 @@ async fn the_store_opens_from_a_location_and_refuses_unknown_ones() {
         "{error}"
     );
 }
+
+/// The (calendar, sync token sent) of each events request.
+type TokenLog = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+/// Google Calendar's shape: each calendar's events keep their own sync token (a checkpoint per
+/// partition), and the next run sends each calendar its own.
+#[tokio::test]
+async fn each_substream_partition_keeps_its_own_sync_token() {
+    async fn events(
+        axum::extract::Path(calendar): axum::extract::Path<String>,
+        Query(query): Query<HashMap<String, String>>,
+        State(log): State<TokenLog>,
+    ) -> Response {
+        log.lock()
+            .unwrap()
+            .push((calendar.clone(), query.get("syncToken").cloned()));
+        let items = if query.contains_key("syncToken") {
+            vec![]
+        } else {
+            vec![
+                json!({"id": format!("{calendar}-e1"), "summary": "Standup", "status": "confirmed"}),
+            ]
+        };
+        Json(json!({"kind": "calendar#events", "items": items, "nextSyncToken": format!("token-of-{calendar}")}))
+            .into_response()
+    }
+    for test in test_stores("partitions").await {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let app = axum::Router::new()
+            .route(
+                "/users/me/calendarList",
+                get(|| async {
+                    Json(json!({"kind": "calendar#calendarList", "items": [{"id": "work"}, {"id": "home"}], "nextSyncToken": "list"}))
+                }),
+            )
+            .route("/calendars/{calendar}/events", get(events))
+            .with_state(Arc::clone(&log));
+        let server = serve(app).await;
+        let spec = spec_from(&format!(
+            r#"id: {PLATFORM}
+name: Calendar
+version: 1.0.0
+category: calendar
+description: Calendars and their events.
+docs_url: https://api.example.com/docs
+auth:
+  kind: none
+base_url: https://api.example.com
+allowed_hosts: [api.example.com]
+streams:
+  calendars:
+    request: {{ path: /users/me/calendarList }}
+    records: $.items[*]
+    id: $.id
+  events:
+    model: note
+    parent: {{ stream: calendars, fields: {{ calendar_id: $.id }}, concurrency: 1 }}
+    request: {{ path: "/calendars/{{{{ parent.calendar_id }}}}/events" }}
+    records: $.items[*]
+    id: "{{{{ parent.calendar_id }}}}/{{{{ record.id }}}}"
+    incremental: {{ kind: sync_token, token: $.nextSyncToken, param: syncToken }}
+    map:
+      title: $.summary
+"#
+        ));
+        run(&spec, &server, &test.store, RunOptions::default())
+            .await
+            .0
+            .unwrap();
+        let (result, recorder) = run(&spec, &server, &test.store, RunOptions::default()).await;
+        result.unwrap();
+        assert_eq!(
+            recorder.totals().written,
+            WriteCounts::default(),
+            "{}",
+            test.backend
+        );
+        let second: Vec<(String, Option<String>)> = log.lock().unwrap()[2..].to_vec();
+        assert_eq!(
+            second,
+            [
+                ("work".into(), Some("token-of-work".into())),
+                ("home".into(), Some("token-of-home".into())),
+            ],
+            "{}",
+            test.backend
+        );
+        assert_eq!(test.store.count(PLATFORM).await.unwrap(), 2);
+    }
+}

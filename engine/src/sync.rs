@@ -9,6 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures_util::{TryStreamExt, stream};
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
@@ -25,7 +26,7 @@ use crate::spec::{ConnectorSpec, Decode};
 use crate::store::{
     Batch, Checkpoint, Resume, RunScope, RunTotals, Sink, StoreError, StreamState, Sweep,
 };
-use crate::template::Templates;
+use crate::template::{TemplateId, Templates};
 
 #[derive(Debug)]
 struct CompiledStream {
@@ -40,11 +41,26 @@ struct CompiledStream {
     is_root: bool,
     incremental: Option<CompiledIncremental>,
     unseen_deleted: bool,
+    /// How many parent records' requests run at once.
+    concurrency: usize,
+    recurse: Option<CompiledRecurse>,
+}
+
+/// A stream's `recurse`, compiled.
+#[derive(Debug)]
+struct CompiledRecurse {
+    fields: Vec<(String, Source)>,
+    when: Option<TemplateId>,
+    max_depth: u8,
 }
 
 impl CompiledStream {
     /// Root streams keep a checkpoint (to resume, and for incremental state); substreams only
     /// when they are incremental (one per parent: Calendar's per-calendar sync tokens).
+    fn has_children(&self) -> bool {
+        !self.children.is_empty() || self.recurse.is_some()
+    }
+
     fn keeps_state(&self) -> bool {
         self.is_root || self.incremental.is_some()
     }
@@ -109,6 +125,31 @@ impl CompiledConnector {
                     .map(CompiledIncremental::compile)
                     .transpose()?,
                 unseen_deleted: stream.unseen_deleted,
+                concurrency: stream
+                    .parent
+                    .as_ref()
+                    .map_or(1, |parent| usize::from(parent.concurrency.max(1))),
+                recurse: stream
+                    .recurse
+                    .as_ref()
+                    .map(|recurse| {
+                        Ok::<_, BuildError>(CompiledRecurse {
+                            fields: recurse
+                                .fields
+                                .iter()
+                                .map(|(field, source)| {
+                                    Ok((field.clone(), Source::compile(source, &mut templates)?))
+                                })
+                                .collect::<Result<Vec<_>, BuildError>>()?,
+                            when: recurse
+                                .when
+                                .as_ref()
+                                .map(|when| templates.add_condition(when.as_str()))
+                                .transpose()?,
+                            max_depth: recurse.max_depth,
+                        })
+                    })
+                    .transpose()?,
             };
             streams.insert(name.clone(), compiled);
         }
@@ -318,7 +359,7 @@ type WriteFailure = (Arc<str>, StoreError);
 /// were sent.
 struct WriteQueue {
     sender: Option<mpsc::Sender<Batch>>,
-    written: mpsc::UnboundedReceiver<WriteCounts>,
+    written: std::sync::Mutex<mpsc::UnboundedReceiver<WriteCounts>>,
     task: Option<JoinHandle<Result<(), WriteFailure>>>,
 }
 
@@ -327,7 +368,7 @@ impl WriteQueue {
         let (_, written) = mpsc::unbounded_channel();
         Self {
             sender: None,
-            written,
+            written: std::sync::Mutex::new(written),
             task: None,
         }
     }
@@ -347,22 +388,26 @@ impl WriteQueue {
         });
         Self {
             sender: Some(sender),
-            written,
+            written: std::sync::Mutex::new(written),
             task: Some(task),
         }
     }
 
     /// Queues a page, waiting while the queue is full. Fails when the writer has stopped (its
     /// error comes from [`WriteQueue::finish`]).
-    async fn send(&mut self, batch: Batch, observer: &dyn Observer) -> Result<(), ()> {
+    async fn send(&self, batch: Batch, observer: &dyn Observer) -> Result<(), ()> {
         let sender = self.sender.as_ref().ok_or(())?;
         sender.send(batch).await.map_err(drop)?;
         self.report(observer);
         Ok(())
     }
 
-    fn report(&mut self, observer: &dyn Observer) {
-        while let Ok(counts) = self.written.try_recv() {
+    fn report(&self, observer: &dyn Observer) {
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while let Ok(counts) = written.try_recv() {
             observer.event(&Event::Stored(counts));
         }
     }
@@ -516,7 +561,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             .filter(|name| only.is_empty() || only.contains(name))
         {
             produced = self
-                .run_stream(name, minijinja::Value::from(()), String::new())
+                .run_stream(name, minijinja::Value::from(()), String::new(), 0)
                 .await;
             if produced.is_err() {
                 break;
@@ -586,11 +631,14 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         })
     }
 
+    /// Runs one stream (partition) to its end: a root stream once, a substream once per parent
+    /// record, a recursing stream again for its own records while `depth` allows.
     fn run_stream<'f>(
-        &'f mut self,
+        &'f self,
         name: &'f str,
         parent: minijinja::Value,
         partition: String,
+        depth: u8,
     ) -> StreamFuture<'f>
     where
         'a: 'f,
@@ -733,7 +781,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 // fetched and mapped; the queue is short, so memory stays a few pages. A stream
                 // with substreams stores its checkpoint after theirs, so that a resumed pass
                 // never skips a child that was not stored.
-                let (records_checkpoint, after_children) = if stream.children.is_empty() {
+                let (records_checkpoint, after_children) = if !stream.has_children() {
                     (checkpoint, None)
                 } else {
                     (None, checkpoint)
@@ -772,24 +820,63 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                     self.send(name, batch).await?;
                 }
 
+                // Substreams run for each record of the page, a few parent records at a time.
                 for child_name in &stream.children {
                     let Some(child) = connector.streams.get(child_name) else {
                         continue;
                     };
-                    for raw in &raw_records {
-                        let (child_parent, child_partition) = parent_value(
-                            &child.parent_fields,
-                            raw,
-                            &self.fetcher.config,
-                            templates,
-                        )
+                    let parents = raw_records
+                        .iter()
+                        .map(|raw| {
+                            parent_value(&child.parent_fields, raw, &self.fetcher.config, templates)
+                        })
+                        .collect::<Result<Vec<_>, String>>()
                         .map_err(|error| {
                             self.fetcher
                                 .error(child_name, None, SyncErrorKind::Pagination(error))
                         })?;
-                        self.run_stream(child_name, child_parent, child_partition)
-                            .await?;
+                    stream::iter(parents.into_iter().map(Ok))
+                        .try_for_each_concurrent(child.concurrency, |(parent, partition)| {
+                            self.run_stream(child_name, parent, partition, 0)
+                        })
+                        .await?;
+                }
+                if let Some(recurse) = stream
+                    .recurse
+                    .as_ref()
+                    .filter(|recurse| depth < recurse.max_depth)
+                {
+                    let mut parents = Vec::new();
+                    for raw in &raw_records {
+                        let context = minijinja::context! { record => minijinja::Value::from(minijinja::value::Serde(raw)) };
+                        let follow = match &recurse.when {
+                            Some(when) => templates.test(when, &context).map_err(|error| {
+                                self.fetcher.error(
+                                    name,
+                                    None,
+                                    SyncErrorKind::Pagination(format!("recurse.when: {error}")),
+                                )
+                            })?,
+                            None => true,
+                        };
+                        if follow {
+                            parents.push(
+                                parent_value(&recurse.fields, raw, &self.fetcher.config, templates)
+                                    .map_err(|error| {
+                                        self.fetcher.error(
+                                            name,
+                                            None,
+                                            SyncErrorKind::Pagination(error),
+                                        )
+                                    })?,
+                            );
+                        }
                     }
+                    stream::iter(parents.into_iter().map(Ok))
+                        .try_for_each_concurrent(stream.concurrency, |(parent, partition)| {
+                            self.run_stream(name, parent, partition, depth + 1)
+                        })
+                        .await?;
                 }
                 if let Some(checkpoint) = after_children {
                     let batch = Batch {
@@ -817,7 +904,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         })
     }
 
-    async fn send(&mut self, name: &str, batch: Batch) -> Result<(), SyncError> {
+    async fn send(&self, name: &str, batch: Batch) -> Result<(), SyncError> {
         self.writer
             .send(batch, &self.fetcher.tally)
             .await

@@ -30,7 +30,7 @@ pub use limits::{Backoff, RateLimit, RateLimitScope, Retry, Schedule, WaitFormat
 pub use load::{LoadError, SpecSource, load, parse};
 pub use stream::{
     Body, Conversion, CursorFormat, Decode, FieldMapping, FieldRule, Incremental, LinkHeaderMarker,
-    Method, NextUrlSource, Paginate, ParamLocation, Parent, Request, Stream, ValueKind,
+    Method, NextUrlSource, Paginate, ParamLocation, Parent, Recurse, Request, Stream, ValueKind,
 };
 pub use values::{
     Condition, Duration, DurationError, HostPattern, JsonPath, Template, Url, ValueSource,

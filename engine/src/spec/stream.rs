@@ -57,6 +57,9 @@ pub struct Stream {
     /// plays". A failed or partial pass marks nothing.
     #[serde(default = "yes")]
     pub unseen_deleted: bool,
+    /// Follow the stream's records into their own children (needs `parent`).
+    #[serde(default)]
+    pub recurse: Option<Recurse>,
 }
 
 fn yes() -> bool {
@@ -71,6 +74,32 @@ pub struct Parent {
     pub stream: String,
     /// Values taken from each parent record, seen by this stream's templates as `parent.<name>`.
     pub fields: IndexMap<String, ValueSource>,
+    /// How many parent records' requests run at once (1 to 16; default 4), under the
+    /// connector's rate limits.
+    #[serde(default = "default_concurrency")]
+    #[schemars(range(min = 1, max = 16))]
+    pub concurrency: u8,
+}
+
+fn default_concurrency() -> u8 {
+    4
+}
+
+/// Runs a stream again for some of its own records, as children of them (Notion: a block's
+/// children are blocks), up to a depth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recurse {
+    /// The values each record hands to its own children: the same names as `parent.fields`, so
+    /// the stream's request serves both levels.
+    pub fields: IndexMap<String, ValueSource>,
+    /// Only records for which this is true have children (`record.has_children`). Default:
+    /// every record.
+    #[serde(default)]
+    pub when: Option<Condition>,
+    /// How many levels below the first the engine follows (1 to 20).
+    #[schemars(range(min = 1, max = 20))]
+    pub max_depth: u8,
 }
 
 /// An HTTP request. Every value may be a template over `config`, `secrets`, `state`, `parent`

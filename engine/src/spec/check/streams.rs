@@ -94,6 +94,62 @@ impl Checker<'_> {
                 &Scope::default().with("record", Fields::Any),
             );
         }
+        if let Some(recurse) = &stream.recurse {
+            self.recurse(&base, stream, recurse, &config);
+        }
+    }
+
+    fn recurse(&mut self, base: &str, stream: &Stream, recurse: &Recurse, config: &[String]) {
+        let Some(parent) = &stream.parent else {
+            self.push(
+                Problem::at(
+                    format!("{base}/recurse"),
+                    "a recursing stream needs a `parent`: its first level are the parent's children",
+                )
+                .on_key()
+                .expected("`parent` with the same fields as `recurse.fields`"),
+            );
+            return;
+        };
+        let mut names: Vec<&String> = recurse.fields.keys().collect();
+        let mut parent_names: Vec<&String> = parent.fields.keys().collect();
+        names.sort();
+        parent_names.sort();
+        if names != parent_names {
+            self.push(
+                Problem::at(
+                    format!("{base}/recurse/fields"),
+                    "the fields differ from `parent.fields`, so the request would miss values at one level",
+                )
+                .on_key()
+                .expected(format!(
+                    "the same names as parent.fields: {}",
+                    parent_names
+                        .iter()
+                        .map(|name| name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            );
+        }
+        let scope =
+            Scope::default()
+                .with("record", Fields::Any)
+                .only("config", CONFIG, config.to_vec());
+        for (field, source) in &recurse.fields {
+            self.value_source(
+                &format!("{base}/recurse/fields/{}", pointer_segment(field)),
+                source,
+                &scope,
+            );
+        }
+        if let Some(when) = &recurse.when {
+            self.condition(
+                &format!("{base}/recurse/when"),
+                when.as_str(),
+                &Scope::default().with("record", Fields::Any),
+            );
+        }
     }
 
     fn parent(&mut self, base: &str, name: &str, parent: &Parent, config: &[String]) {
