@@ -23,12 +23,15 @@ enum Command {
     Validate(commands::validate::Args),
     /// Run connectors against their recorded fixtures and compare with their snapshots.
     Test(commands::test::Args),
-    /// Import a connector's records into an SQLite file, from the sandbox or the real API.
+    /// Import a connector's records into the database (SQLite or PostgreSQL), from the sandbox or
+    /// the real API; resumes an interrupted run.
     Sync(commands::sync::Args),
     /// Connect an account through OAuth on this machine; tokens are stored encrypted.
     Auth(commands::auth::Args),
     /// Revoke and delete an account's tokens; optionally delete its imported records.
     Disconnect(commands::disconnect::Args),
+    /// Show an integration's sync runs and audit log.
+    History(commands::history::Args),
     /// Print the connector JSON Schema, or write and check all generated files.
     Schema(commands::schema::Args),
 }
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Sync(args) => with_runtime(commands::sync::run(&args)),
         Command::Auth(args) => with_runtime(commands::auth::run(&args)),
         Command::Disconnect(args) => with_runtime(commands::disconnect::run(&args)),
+        Command::History(args) => with_runtime(commands::history::run(&args)),
     };
     match outcome {
         Outcome::Success => ExitCode::SUCCESS,

@@ -309,6 +309,53 @@ fn sync_in_the_sandbox_fills_an_sqlite_file_and_a_second_run_writes_nothing() {
 }
 
 #[test]
+fn history_lists_the_runs_and_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hypernet.sqlite");
+    let db_arg = db.to_str().unwrap();
+    for _ in 0..2 {
+        let output = connector(&["sync", "google_photos", "--sandbox", "--db", db_arg]);
+        assert_eq!(output.status.code(), Some(0));
+    }
+    let output = connector(&["history", "google_photos", "--db", db_arg, "--json"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let history: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(history["integration"], "google_photos:local");
+    let runs = history["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["status"], "succeeded");
+    assert_eq!(runs[0]["totals"]["written"]["unchanged"], 5, "newest first");
+    assert_eq!(runs[1]["totals"]["written"]["new"], 5);
+    let actions: Vec<&str> = history["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entry| entry["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "sync_started",
+            "sync_finished",
+            "sync_started",
+            "sync_finished"
+        ]
+    );
+
+    let output = connector(&["history", "google_photos", "--db", db_arg, "--runs", "1"]);
+    assert!(
+        stdout(&output).contains("the last 1 run, newest first"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
 fn sync_of_an_unknown_connector_is_a_usage_error() {
     let output = connector(&["sync", "no_such_connector", "--sandbox"]);
     assert_eq!(output.status.code(), Some(2));

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod credentials;
 pub mod disconnect;
+pub mod history;
 pub mod progress;
 pub mod schema;
 pub mod sync;

@@ -1,0 +1,94 @@
+//! `connector history CONNECTOR`: an integration's sync runs and audit log.
+
+use engine::store::{AuditEntry, SyncRunRow};
+use serde::Serialize;
+
+use super::credentials::{Account, integration_id};
+use crate::Outcome;
+
+/// Arguments of `connector history`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The connector: an id (a folder under `--connectors-root`) or a path.
+    connector: String,
+    /// How many runs to show, newest first.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Print runs and audit log as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    account: Account,
+}
+
+#[derive(Debug, Serialize)]
+struct History<'a> {
+    integration: &'a str,
+    runs: &'a [SyncRunRow],
+    audit: &'a [AuditEntry],
+}
+
+/// Runs the command.
+pub async fn run(args: &Args) -> Outcome {
+    let (_, spec) = match super::open_connector(&args.connector, &args.account.connectors_root) {
+        Ok(opened) => opened,
+        Err(outcome) => return outcome,
+    };
+    let store = match args.account.open_store().await {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Outcome::Problems;
+        }
+    };
+    let id = integration_id(&spec, &args.account.user);
+    let (runs, audit) = match (store.runs(&id).await, store.audit_log(&id).await) {
+        (Ok(runs), Ok(audit)) => (runs, audit),
+        (Err(error), _) | (_, Err(error)) => {
+            eprintln!("error: {error}");
+            return Outcome::Problems;
+        }
+    };
+    let runs = &runs[..runs.len().min(args.runs)];
+    if args.json {
+        let history = History {
+            integration: &id,
+            runs,
+            audit: &audit,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&history).unwrap_or_default()
+        );
+        return Outcome::Success;
+    }
+    let plural = if runs.len() == 1 { "" } else { "s" };
+    println!("{id}: the last {} run{plural}, newest first", runs.len());
+    for run in runs {
+        let written = &run.totals.written;
+        println!(
+            "  run {} {} {} → {}: new {} · updated {} · unchanged {} · deleted {} · rejected {} · pages {} · requests {}",
+            run.id,
+            run.status,
+            run.started_at,
+            run.finished_at
+                .as_deref()
+                .unwrap_or("(not finished: killed or still running)"),
+            written.new,
+            written.updated,
+            written.unchanged,
+            written.deleted,
+            written.rejected,
+            run.totals.pages,
+            run.totals.requests,
+        );
+        if let Some(error) = &run.error {
+            println!("    error: {error}");
+        }
+    }
+    println!("audit log:");
+    for entry in &audit {
+        println!("  {} {} {}", entry.at, entry.action, entry.detail);
+    }
+    Outcome::Success
+}
