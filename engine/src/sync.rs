@@ -807,7 +807,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                             &self.fetcher.provenance,
                             templates,
                         ) {
-                            Mapped::Record(record) => batch.records.push(record),
+                            Mapped::Record(record) => batch.records.push(record.into()),
                             Mapped::Rejected(reject) => batch.rejects.push(reject),
                         }
                     }

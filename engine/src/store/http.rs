@@ -105,7 +105,7 @@ impl Sink for HttpSink {
             "model": batch.model.map(|model| model.name()),
             "records": batch.records.iter().map(|record| json!({
                 "id": record.id,
-                "data": record.data,
+                "data": serde_json::from_str::<Value>(&record.json).unwrap_or_default(),
                 "deleted": record.deleted,
             })).collect::<Vec<_>>(),
             "rejects": batch.rejects.iter().map(|reject| json!({

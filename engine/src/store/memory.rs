@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{Batch, RunScope, RunTotals, Sink, StoreError, StreamState};
+use super::{Batch, RunScope, RunTotals, Sink, StoreError, StoredRecord, StreamState};
 use crate::events::WriteCounts;
 use crate::map::{MappedRecord, Reject};
 
@@ -51,16 +51,16 @@ impl Sink for MemorySink {
                 .records
                 .entry(batch.stream.to_string())
                 .or_default();
-            for record in &batch.records {
+            for record in batch.records.iter().map(StoredRecord::mapped) {
                 match stored.iter_mut().find(|existing| existing.id == record.id) {
-                    Some(existing) if existing == record => counts.unchanged += 1,
+                    Some(existing) if *existing == record => counts.unchanged += 1,
                     Some(existing) => {
                         if record.deleted {
                             counts.deleted += 1;
                         } else {
                             counts.updated += 1;
                         }
-                        *existing = record.clone();
+                        *existing = record;
                     }
                     None => {
                         if record.deleted {
@@ -68,7 +68,7 @@ impl Sink for MemorySink {
                         } else {
                             counts.new += 1;
                         }
-                        stored.push(record.clone());
+                        stored.push(record);
                     }
                 }
             }

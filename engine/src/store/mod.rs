@@ -76,7 +76,7 @@ pub struct Batch {
     /// The model of `records`; `None` for a batch that only moves a checkpoint.
     pub model: Option<ModelKind>,
     /// Mapped records (tombstones included).
-    pub records: Vec<MappedRecord>,
+    pub records: Vec<StoredRecord>,
     /// Records that could not be mapped.
     pub rejects: Vec<Reject>,
     /// For a full pass: the pass these records were seen in (what a completed pass did not see
@@ -101,11 +101,52 @@ impl Batch {
             scope,
             stream,
             model: Some(model),
-            records,
+            records: records.into_iter().map(StoredRecord::from).collect(),
             rejects,
             seen_in_pass: None,
             checkpoint: None,
             sweeps: vec![],
+        }
+    }
+}
+
+/// A mapped record in the form every sink stores: its JSON text and content hash, computed once
+/// where the record was mapped (so the mapped tree is built and dropped on one thread, and the
+/// writer only binds text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The provider's id.
+    pub id: String,
+    /// The model record as JSON, provenance included; for a tombstone, the provenance only.
+    pub json: String,
+    /// The first 16 bytes of the BLAKE3 hash of `json`: ample to tell changed content apart.
+    pub hash: [u8; 16],
+    /// The provider says it was deleted.
+    pub deleted: bool,
+}
+
+impl From<MappedRecord> for StoredRecord {
+    fn from(record: MappedRecord) -> Self {
+        let json = serde_json::to_string(&record.data).unwrap_or_default();
+        let digest = blake3::hash(json.as_bytes());
+        let mut hash = [0u8; 16];
+        hash.copy_from_slice(&digest.as_bytes()[..16]);
+        Self {
+            id: record.id,
+            json,
+            hash,
+            deleted: record.deleted,
+        }
+    }
+}
+
+impl StoredRecord {
+    /// The record as a mapped record again.
+    pub fn mapped(&self) -> MappedRecord {
+        MappedRecord {
+            id: self.id.clone(),
+            data: serde_json::from_str(&self.json).unwrap_or_default(),
+            deleted: self.deleted,
         }
     }
 }

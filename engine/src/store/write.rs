@@ -3,22 +3,16 @@
 
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 
-use super::{Backend, Batch, RunScope, RunTotals, Sink, Store, StoreError, StreamState};
+use super::{
+    Backend, Batch, RunScope, RunTotals, Sink, Store, StoreError, StoredRecord, StreamState,
+};
 use crate::events::WriteCounts;
-use crate::map::MappedRecord;
 
 /// Statements stay well below the bound-parameter limits (SQLite 32766, PostgreSQL 65535).
 const ROWS_PER_STATEMENT: usize = 500;
 
 pub(super) fn now() -> String {
     jiff::Timestamp::now().to_string()
-}
-
-struct PendingRow<'a> {
-    record: &'a MappedRecord,
-    json: String,
-    /// The first 16 bytes of the BLAKE3 hash of `json`: ample to tell changed content apart.
-    hash: [u8; 16],
 }
 
 impl<DB> Sink for Store<DB>
@@ -51,18 +45,8 @@ where
 
         if let Some(model) = batch.model {
             let model = model.name();
-            let (tombstones, live): (Vec<&MappedRecord>, Vec<&MappedRecord>) =
+            let (tombstones, rows): (Vec<&StoredRecord>, Vec<&StoredRecord>) =
                 batch.records.iter().partition(|record| record.deleted);
-            let rows: Vec<PendingRow<'_>> = live
-                .into_iter()
-                .map(|record| {
-                    let json = serde_json::to_string(&record.data).unwrap_or_default();
-                    let digest = blake3::hash(json.as_bytes());
-                    let mut hash = [0u8; 16];
-                    hash.copy_from_slice(&digest.as_bytes()[..16]);
-                    PendingRow { record, json, hash }
-                })
-                .collect();
 
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 // One statement does the work of "read the stored hash, then write if it
@@ -75,7 +59,7 @@ where
                     row.push_bind(&*scope.user_id)
                         .push_bind(&*scope.platform)
                         .push_bind(model)
-                        .push_bind(item.record.id.as_str())
+                        .push_bind(item.id.as_str())
                         .push_bind(&*scope.integration_id)
                         .push_bind(&*batch.stream)
                         .push_bind(item.json.as_str())
