@@ -273,13 +273,17 @@ fn snapshot_body(text: &str) -> &str {
         .map_or(text, |(_, body)| body)
 }
 
+/// A stream's records and rejects as snapshot text, records ordered by id: substreams run
+/// concurrently, so arrival order is not stable.
 fn render_stream(name: &str, sink: &MemoryContents) -> String {
     let records: Vec<Value> = sink
         .records
         .get(name)
         .map(|records| {
+            let mut records: Vec<_> = records.iter().collect();
+            records.sort_by(|a, b| a.id.cmp(&b.id));
             records
-                .iter()
+                .into_iter()
                 .map(|record| {
                     let mut data = record.data.clone();
                     if record.deleted {
@@ -294,8 +298,10 @@ fn render_stream(name: &str, sink: &MemoryContents) -> String {
         .rejects
         .get(name)
         .map(|rejects| {
+            let mut rejects: Vec<_> = rejects.iter().collect();
+            rejects.sort_by(|a, b| (&a.id, &a.reason).cmp(&(&b.id, &b.reason)));
             rejects
-                .iter()
+                .into_iter()
                 .map(|reject| serde_json::json!({"id": reject.id, "reason": reject.reason}))
                 .collect()
         })

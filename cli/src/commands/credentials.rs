@@ -10,8 +10,9 @@ use engine::spec::ConnectorSpec;
 /// The client id and secret the sandbox's stand-in provider accepts.
 pub const SANDBOX_CLIENT: (&str, &str) = ("sandbox-client", "sandbox-secret");
 
-/// The deployment's OAuth client for `spec`: flags first, then `HYPERNET_<ID>_CLIENT_ID` and
-/// `HYPERNET_<ID>_CLIENT_SECRET`; in the sandbox, the stand-in's.
+/// The deployment's OAuth client for `spec`: flags first, then `HYPERNET_<CLIENT>_CLIENT_ID` and
+/// `HYPERNET_<CLIENT>_CLIENT_SECRET`, where CLIENT is the spec's shared `auth.client` (Google's
+/// connectors share `google`) or else the connector id; in the sandbox, the stand-in's.
 pub fn oauth_client(
     spec: &ConnectorSpec,
     id: Option<&str>,
@@ -24,7 +25,8 @@ pub fn oauth_client(
             secret: Some(SANDBOX_CLIENT.1.to_owned()),
         });
     }
-    let prefix = format!("HYPERNET_{}", spec.id.to_uppercase());
+    let client = spec.auth.client_name(&spec.id).unwrap_or(&spec.id);
+    let prefix = format!("HYPERNET_{}", client.to_uppercase());
     let id = id.map(str::to_owned).or_else(|| std::env::var(format!("{prefix}_CLIENT_ID")).ok()).ok_or_else(|| {
         format!("no OAuth client for {}: pass --client-id and --client-secret, or set {prefix}_CLIENT_ID and {prefix}_CLIENT_SECRET", spec.id)
     })?;
@@ -58,10 +60,11 @@ pub struct Account {
     /// The Hypernet user the account belongs to.
     #[arg(long, default_value = "local")]
     pub user: String,
-    /// The OAuth client id (else HYPERNET_<CONNECTOR>_CLIENT_ID).
+    /// The OAuth client id (else HYPERNET_<CLIENT>_CLIENT_ID: the spec's shared `auth.client`,
+    /// such as GOOGLE, or the connector id).
     #[arg(long)]
     pub client_id: Option<String>,
-    /// The OAuth client secret (else HYPERNET_<CONNECTOR>_CLIENT_SECRET).
+    /// The OAuth client secret (else HYPERNET_<CLIENT>_CLIENT_SECRET).
     #[arg(long)]
     pub client_secret: Option<String>,
     /// The folder of connectors.

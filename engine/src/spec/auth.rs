@@ -28,6 +28,16 @@ pub enum Auth {
 }
 
 impl Auth {
+    /// The name the deployment's OAuth client credentials go by: the spec's shared `client`,
+    /// else the connector's id. `None` for kinds without a client.
+    pub fn client_name<'a>(&'a self, connector_id: &'a str) -> Option<&'a str> {
+        match self {
+            Self::OAuth2(auth) => Some(auth.client.as_deref().unwrap_or(connector_id)),
+            Self::OAuth1(auth) => Some(auth.client.as_deref().unwrap_or(connector_id)),
+            _ => None,
+        }
+    }
+
     /// The `kind` name as written in specs.
     pub fn kind_name(&self) -> &'static str {
         match self {
@@ -89,6 +99,13 @@ pub struct BasicAuth {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuth2Auth {
+    /// The OAuth client (app registration) this connector shares with others of the same
+    /// provider, such as `google` for Google Photos, Gmail, Calendar and Drive: operators then
+    /// register one client and give it once, as `HYPERNET_<CLIENT>_CLIENT_ID` and
+    /// `_CLIENT_SECRET`. Default: the connector's own (`HYPERNET_<ID>_CLIENT_ID`).
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]*$"))]
+    pub client: Option<String>,
     /// Which grant obtains the first token.
     #[serde(default)]
     pub grant: Grant,
@@ -385,6 +402,11 @@ pub enum Capture {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuth1Auth {
+    /// The consumer (app registration) this connector shares with others of the same provider;
+    /// see `oauth2.client`. Default: the connector's own.
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]*$"))]
+    pub client: Option<String>,
     /// The temporary credential (request token) endpoint.
     pub request_token_url: Url,
     /// Where the user authorizes the request token.
