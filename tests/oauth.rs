@@ -595,7 +595,12 @@ async fn disconnecting_revokes_the_grant() {
     let http = http(&s.spec, &s.server);
     let (app, counters) = (client(), Counters::default());
     let endpoint = TokenEndpoint::new(oauth(&s.spec), &app, &http, &counters);
-    assert!(endpoint.revoke(&authorized.tokens).await.unwrap());
+    assert!(
+        endpoint
+            .revoke(&authorized.tokens, &authorized.captured)
+            .await
+            .unwrap()
+    );
     {
         let ledger = s.ledger.lock().unwrap();
         let request = ledger.token_requests.last().unwrap();
@@ -635,10 +640,52 @@ async fn disconnecting_revokes_the_grant() {
             &http,
             &Counters::default()
         )
-        .revoke(&tokens)
+        .revoke(&tokens, &serde_json::Map::new())
         .await
         .unwrap()
     );
+}
+
+/// Providers without an RFC 7009 endpoint revoke through a request of their own, declared in the
+/// spec: Dropbox posts the access token as a bearer token, Todoist sends a DELETE with the client
+/// and the token in the query.
+#[tokio::test]
+async fn disconnecting_revokes_through_the_providers_own_request() {
+    let dropbox = "  scopes: [read]\n  revocation:\n    url: https://auth.example.com/2/auth/token/revoke\n    headers: { Authorization: \"Bearer {{ token.access_token }}\" }";
+    let todoist = "  scopes: [read]\n  revocation:\n    method: DELETE\n    url: https://auth.example.com/api/v1/access_tokens\n    params:\n      client_id: \"{{ client.id }}\"\n      client_secret: \"{{ client.secret }}\"\n      access_token: \"{{ token.access_token }}\"";
+    for auth in [dropbox, todoist] {
+        let s = scenario(auth, Quirks::default()).await;
+        let (_, authorized) = connect(&s.spec, &s.server).await.unwrap();
+        let http = http(&s.spec, &s.server);
+        let (app, counters) = (client(), Counters::default());
+        let endpoint = TokenEndpoint::new(oauth(&s.spec), &app, &http, &counters);
+        assert!(
+            endpoint
+                .revoke(&authorized.tokens, &authorized.captured)
+                .await
+                .unwrap()
+        );
+        {
+            let ledger = s.ledger.lock().unwrap();
+            assert!(
+                ledger.valid_access.is_empty() && ledger.valid_refresh.is_empty(),
+                "{auth}: the grant is gone"
+            );
+            let request = ledger.token_requests.last().unwrap();
+            assert!(
+                request.get("bearer") == Some(&authorized.tokens.access_token)
+                    || request.get("access_token") == Some(&authorized.tokens.access_token),
+                "{auth}: {request:?}"
+            );
+        }
+        // Revoking again is refused: the provider's error comes back, not a silent success.
+        assert!(
+            endpoint
+                .revoke(&authorized.tokens, &authorized.captured)
+                .await
+                .is_err()
+        );
+    }
 }
 
 #[tokio::test]

@@ -126,6 +126,11 @@ pub async fn start(quirks: Quirks) -> (url::Url, Arc<Mutex<Ledger>>) {
         .route("/authorize", get(authorize))
         .route("/token", axum::routing::post(token))
         .route("/revoke", axum::routing::post(revoke))
+        .route("/2/auth/token/revoke", axum::routing::post(revoke_bearer))
+        .route(
+            "/api/v1/access_tokens",
+            axum::routing::delete(revoke_by_query),
+        )
         .route("/exchange", get(exchange))
         .route("/api/items", get(items))
         .with_state(provider);
@@ -347,6 +352,48 @@ async fn revoke(State(provider): State<Provider>, headers: HeaderMap, body: Byte
     }
     ledger.valid_access.retain(|valid| *valid != token);
     StatusCode::OK.into_response()
+}
+
+/// Dropbox's `token/revoke`: the access token itself, as a bearer token, ends the grant.
+async fn revoke_bearer(State(provider): State<Provider>, headers: HeaderMap) -> Response {
+    let mut ledger = provider.ledger.lock().unwrap();
+    let presented = headers
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    ledger
+        .token_requests
+        .push(HashMap::from([("bearer".to_owned(), presented.clone())]));
+    if !ledger.valid_access.contains(&presented) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error_summary": "invalid_access_token/"})),
+        )
+            .into_response();
+    }
+    ledger.valid_refresh.clear();
+    ledger.valid_access.clear();
+    Json(Value::Null).into_response()
+}
+
+/// Todoist's `DELETE /api/v1/access_tokens?client_id=&client_secret=&access_token=`.
+async fn revoke_by_query(
+    State(provider): State<Provider>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let mut ledger = provider.ledger.lock().unwrap();
+    ledger.token_requests.push(query.clone());
+    let presented = query.get("access_token").cloned().unwrap_or_default();
+    if query.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET)
+        || !ledger.valid_access.contains(&presented)
+    {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    ledger.valid_refresh.clear();
+    ledger.valid_access.clear();
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// Instagram's GET exchanges: short-lived → long-lived token, and refresh of a long-lived one.

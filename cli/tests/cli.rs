@@ -309,6 +309,31 @@ fn sync_in_the_sandbox_fills_an_sqlite_file_and_a_second_run_writes_nothing() {
 }
 
 #[test]
+fn google_connectors_share_one_oauth_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hypernet.sqlite");
+    for connector_id in ["gmail", "google_drive"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_connector"))
+            .args(["auth", connector_id, "--no-open", "--timeout", "1", "--db"])
+            .arg(&db)
+            .arg("--key-file")
+            .arg(dir.path().join("key"))
+            .env_remove("HYPERNET_GOOGLE_CLIENT_ID")
+            .env_remove("HYPERNET_GMAIL_CLIENT_ID")
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("no OAuth client for {connector_id}"))
+                && stderr.contains("HYPERNET_GOOGLE_CLIENT_ID"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn history_lists_the_runs_and_the_audit_log() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hypernet.sqlite");

@@ -19,8 +19,8 @@ use crate::events::Observer;
 use crate::extract::CompiledPath;
 use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, RequestBody};
 use crate::spec::{
-    Capture, ClientAuth, Decode, Grant, OAuth2Auth, Pkce, Refresh, TokenMethod, TokenRequest,
-    TokenResponse,
+    Capture, ClientAuth, Decode, Grant, OAuth2Auth, Pkce, Refresh, RevocationMethod,
+    RevocationRequest, Template, TokenMethod, TokenRequest, TokenResponse,
 };
 use crate::template::Templates;
 
@@ -282,6 +282,22 @@ impl<'a> TokenEndpoint<'a> {
         }
     }
 
+    /// What the spec's own token and revocation requests see: `token`, `client`, `config`.
+    fn template_context(
+        &self,
+        tokens: Option<&TokenSet>,
+        config: &Map<String, Value>,
+    ) -> minijinja::Value {
+        minijinja::context! {
+            token => minijinja::context! {
+                access_token => tokens.map(|tokens| tokens.access_token.clone()),
+                refresh_token => tokens.and_then(|tokens| tokens.refresh_token.clone()),
+            },
+            client => minijinja::context! { id => self.client.id.clone(), secret => self.client.secret.clone() },
+            config => minijinja::Value::from(minijinja::value::Serde(config)),
+        }
+    }
+
     /// A request of the spec's own design (`post_exchange`, exchange refresh).
     async fn custom(
         &self,
@@ -289,14 +305,7 @@ impl<'a> TokenEndpoint<'a> {
         tokens: Option<&TokenSet>,
         config: &Map<String, Value>,
     ) -> Result<Value, OAuthError> {
-        let context = minijinja::context! {
-            token => minijinja::context! {
-                access_token => tokens.map(|tokens| tokens.access_token.clone()),
-                refresh_token => tokens.and_then(|tokens| tokens.refresh_token.clone()),
-            },
-            client => minijinja::context! { id => self.client.id.clone(), secret => self.client.secret.clone() },
-            config => minijinja::Value::from(minijinja::value::Serde(config)),
-        };
+        let context = self.template_context(tokens, config);
         let mut templates = Templates::default();
         let mut params = Vec::with_capacity(request.params.len());
         for (name, value) in &request.params {
@@ -390,7 +399,15 @@ impl<'a> TokenEndpoint<'a> {
     /// Revokes the integration's tokens at the spec's RFC 7009 endpoint (on disconnect): the
     /// refresh token when there is one, since revoking it ends the whole grant, else the access
     /// token. `Ok(false)` when the provider has no revocation endpoint.
-    pub async fn revoke(&self, tokens: &TokenSet) -> Result<bool, OAuthError> {
+    pub async fn revoke(
+        &self,
+        tokens: &TokenSet,
+        config: &Map<String, Value>,
+    ) -> Result<bool, OAuthError> {
+        if let Some(request) = &self.oauth.revocation {
+            self.revocation_request(request, tokens, config).await?;
+            return Ok(true);
+        }
         let Some(url) = &self.oauth.revocation_url else {
             return Ok(false);
         };
@@ -405,6 +422,59 @@ impl<'a> TokenEndpoint<'a> {
         // RFC 7009 answers 200 with an empty body; anything 2xx means revoked.
         self.standard(url.as_str(), params).await?;
         Ok(true)
+    }
+
+    /// The spec's own revocation request. Answers are not parsed: any 2xx means revoked.
+    async fn revocation_request(
+        &self,
+        request: &RevocationRequest,
+        tokens: &TokenSet,
+        config: &Map<String, Value>,
+    ) -> Result<(), OAuthError> {
+        let context = self.template_context(Some(tokens), config);
+        let mut templates = Templates::default();
+        let mut render = |value: &Template| {
+            let id = templates
+                .add(value.as_str())
+                .map_err(|error| OAuthError::Template(error.to_string()))?;
+            templates
+                .render(&id, &context)
+                .map_err(|error| OAuthError::Template(error.to_string()))
+        };
+        let params = request
+            .params
+            .iter()
+            .map(|(name, value)| Ok((name.clone(), render(value)?)))
+            .collect::<Result<Vec<_>, OAuthError>>()?;
+        let mut headers = request
+            .headers
+            .iter()
+            .map(|(name, value)| Ok((name.clone(), render(value)?)))
+            .collect::<Result<Vec<_>, OAuthError>>()?;
+        headers.push(("Accept".to_owned(), "application/json".to_owned()));
+        let mut url = url::Url::parse(request.url.as_str())
+            .map_err(|error| OAuthError::Unsupported(error.to_string()))?;
+        let (method, body) = match request.method {
+            RevocationMethod::Post => (reqwest::Method::POST, Some(RequestBody::Form(params))),
+            RevocationMethod::Get | RevocationMethod::Delete => {
+                if !params.is_empty() {
+                    url.query_pairs_mut().extend_pairs(&params);
+                }
+                let method = if request.method == RevocationMethod::Get {
+                    reqwest::Method::GET
+                } else {
+                    reqwest::Method::DELETE
+                };
+                (method, None)
+            }
+        };
+        let http_request = HttpRequest {
+            method,
+            url,
+            headers,
+            body,
+        };
+        self.send(&http_request, &ClientBasic(None)).await.map(drop)
     }
 
     /// A first-token grant at the token endpoint: `params` plus the spec's `token_params`.

@@ -74,7 +74,7 @@ pub async fn run(args: &Args) -> Outcome {
             let tokens: TokenSet = open_tokens(&stored, &args.account.key_file)?;
             let (_sandbox, http) = token_http(&files, &spec, args.sandbox).await?;
             TokenEndpoint::new(oauth, &client, &http, &Counters::default())
-                .revoke(&tokens)
+                .revoke(&tokens, &stored.config)
                 .await
                 .map_err(|error| error.to_string())
         }

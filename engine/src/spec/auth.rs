@@ -120,6 +120,11 @@ pub struct OAuth2Auth {
     /// The RFC 7009 revocation endpoint called on disconnect, where the provider has one.
     #[serde(default)]
     pub revocation_url: Option<Url>,
+    /// The provider's own revocation request, for providers without an RFC 7009 endpoint
+    /// (Strava's `deauthorize`, Dropbox's `token/revoke`, Todoist's `DELETE access_tokens`).
+    /// Instead of `revocation_url`.
+    #[serde(default)]
+    pub revocation: Option<RevocationRequest>,
     /// Scopes requested in the `scope` parameter.
     #[serde(default)]
     pub scopes: Vec<String>,
@@ -375,6 +380,37 @@ pub struct TokenRequest {
     /// Where the response keeps its values.
     #[serde(default)]
     pub response: TokenResponse,
+}
+
+/// A revocation request of the provider's own making. Templates see `token` (`access_token`,
+/// `refresh_token`), `client` (`id`, `secret`) and `config`. Any 2xx answer means revoked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationRequest {
+    /// The method.
+    #[serde(default)]
+    pub method: RevocationMethod,
+    /// The endpoint.
+    pub url: Url,
+    /// Parameters: in the query for GET and DELETE, as a form for POST.
+    #[serde(default)]
+    pub params: IndexMap<String, Template>,
+    /// Headers, such as `Authorization: Bearer {{ token.access_token }}`.
+    #[serde(default)]
+    pub headers: IndexMap<String, Template>,
+}
+
+/// The HTTP method of a revocation request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RevocationMethod {
+    /// Parameters in the query string.
+    Get,
+    /// Parameters in a form body.
+    #[default]
+    Post,
+    /// Parameters in the query string.
+    Delete,
 }
 
 /// The HTTP method of a token request.

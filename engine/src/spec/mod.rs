@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{
     ApiKeyAuth, Auth, BasicAuth, BearerAuth, Capture, ClientAuth, Grant, KeyLocation, OAuth1Auth,
-    OAuth2Auth, ParamNames, Pkce, Refresh, ScopeSeparator, SignatureMethod, TokenMethod,
-    TokenRequest, TokenResponse,
+    OAuth2Auth, ParamNames, Pkce, Refresh, RevocationMethod, RevocationRequest, ScopeSeparator,
+    SignatureMethod, TokenMethod, TokenRequest, TokenResponse,
 };
 pub use diagnostic::{Diagnostic, Position};
 pub use limits::{Backoff, RateLimit, RateLimitScope, Retry, Schedule, WaitFormat, WaitHeader};

@@ -82,6 +82,31 @@ impl Checker<'_> {
         if let Refresh::Exchange { request, .. } = &oauth.refresh {
             self.token_request("/auth/refresh/request", request, &token_scope);
         }
+        if let Some(revocation) = &oauth.revocation {
+            if oauth.revocation_url.is_some() {
+                self.push(
+                    Problem::at(
+                        "/auth/revocation",
+                        "both `revocation_url` and `revocation` are given",
+                    )
+                    .on_key()
+                    .expected("one of them: the RFC 7009 endpoint, or the provider's own request"),
+                );
+            }
+            self.url("/auth/revocation/url", revocation.url.as_str(), true);
+            for (group, values) in [
+                ("params", &revocation.params),
+                ("headers", &revocation.headers),
+            ] {
+                for (name, value) in values {
+                    self.template(
+                        &pointer(&["auth", "revocation", group, name]),
+                        value.as_str(),
+                        &token_scope,
+                    );
+                }
+            }
+        }
         for (index, request) in oauth.post_exchange.iter().enumerate() {
             self.token_request(
                 &pointer(&["auth", "post_exchange", &index.to_string()]),
