@@ -838,3 +838,156 @@ streams:
         assert_eq!(test.store.count(PLATFORM).await.unwrap(), 2);
     }
 }
+
+/// Dropbox's shape: `list_folder` then `list_folder/continue` pages by cursor; the last page's
+/// cursor, kept, continues the listing on the next run and returns only changes (deleted entries
+/// carry no id, so entries are keyed by `path_lower`); a 409 `reset` starts over.
+#[tokio::test]
+async fn a_kept_page_token_continues_the_listing_and_a_reset_starts_over() {
+    #[derive(Default)]
+    struct Dropbox {
+        /// The changes the next continue of a kept cursor returns.
+        changes: Vec<Value>,
+        reset: bool,
+        calls: Vec<String>,
+    }
+    fn entry(name: &str) -> Value {
+        json!({".tag": "file", "name": name, "path_lower": format!("/{}", name.to_lowercase()),
+               "path_display": format!("/{name}"), "id": format!("id:{name}"),
+               "client_modified": "2024-05-12T15:50:38Z", "server_modified": "2024-05-12T15:50:38Z",
+               "rev": "a1c10ce0dd78", "size": 7212, "is_downloadable": true,
+               "content_hash": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"})
+    }
+    type Shared = Arc<Mutex<Dropbox>>;
+    async fn list_folder(State(state): State<Shared>, Json(body): Json<Value>) -> Response {
+        state
+            .lock()
+            .unwrap()
+            .calls
+            .push(format!("list_folder {}", body["path"]));
+        Json(json!({"entries": [entry("A.txt"), entry("B.txt")], "cursor": "page-2", "has_more": true})).into_response()
+    }
+    async fn list_continue(State(state): State<Shared>, Json(body): Json<Value>) -> Response {
+        let mut state = state.lock().unwrap();
+        let cursor = body["cursor"].as_str().unwrap_or_default().to_owned();
+        state.calls.push(format!("continue {cursor}"));
+        match cursor.as_str() {
+            "page-2" => {
+                Json(json!({"entries": [entry("C.txt")], "cursor": "kept-1", "has_more": false}))
+                    .into_response()
+            }
+            _ if state.reset => (
+                StatusCode::CONFLICT,
+                Json(json!({"error_summary": "reset/..", "error": {".tag": "reset"}})),
+            )
+                .into_response(),
+            _ => {
+                let entries = std::mem::take(&mut state.changes);
+                Json(json!({"entries": entries, "cursor": "kept-2", "has_more": false}))
+                    .into_response()
+            }
+        }
+    }
+    for test in test_stores("page_token").await {
+        let shared: Shared = Arc::default();
+        let app = axum::Router::new()
+            .route("/2/files/list_folder", post(list_folder))
+            .route("/2/files/list_folder/continue", post(list_continue))
+            .with_state(Arc::clone(&shared));
+        let server = serve(app).await;
+        let spec = spec_from(&format!(
+            r#"id: {PLATFORM}
+name: Files
+version: 1.0.0
+category: storage
+description: Dropbox-shaped files.
+docs_url: https://api.example.com/docs
+auth:
+  kind: none
+base_url: https://api.example.com
+allowed_hosts: [api.example.com]
+streams:
+  files:
+    model: document
+    request:
+      method: POST
+      path: /2/files/list_folder
+      body: {{ json: {{ path: "", recursive: true }} }}
+    paginate:
+      kind: cursor
+      token: $.cursor
+      param: cursor
+      location: body
+      stop_when: not response.has_more
+      next_request:
+        method: POST
+        path: /2/files/list_folder/continue
+        body: {{ json: {{ cursor: "{{{{ page.token }}}}" }} }}
+    records: $.entries[*]
+    id: $.path_lower
+    incremental: {{ kind: page_token, token: $.cursor, reset_on: [409] }}
+    deleted: record['.tag'] == 'deleted'
+    map:
+      title: $.name
+      path: $.path_display
+"#
+        ));
+        run(&spec, &server, &test.store, RunOptions::default())
+            .await
+            .0
+            .unwrap();
+        assert_eq!(
+            std::mem::take(&mut shared.lock().unwrap().calls),
+            ["list_folder \"\"", "continue page-2"],
+            "{}",
+            test.backend
+        );
+        assert_eq!(test.store.count(PLATFORM).await.unwrap(), 3);
+
+        // The next run continues from the kept cursor: one request, only the changes.
+        shared.lock().unwrap().changes = vec![
+            json!({".tag": "deleted", "name": "B.txt", "path_lower": "/b.txt", "path_display": "/B.txt"}),
+            entry("D.txt"),
+        ];
+        let (result, recorder) = run(&spec, &server, &test.store, RunOptions::default()).await;
+        result.unwrap();
+        assert_eq!(
+            std::mem::take(&mut shared.lock().unwrap().calls),
+            ["continue kept-1"],
+            "{}",
+            test.backend
+        );
+        let written = recorder.totals().written;
+        assert_eq!((written.new, written.deleted), (1, 1), "{}", test.backend);
+
+        // The cursor is reset at Dropbox: a full listing, nothing lost.
+        shared.lock().unwrap().reset = true;
+        let (result, recorder) = run(&spec, &server, &test.store, RunOptions::default()).await;
+        result.unwrap();
+        assert_eq!(
+            std::mem::take(&mut shared.lock().unwrap().calls),
+            ["continue kept-2", "list_folder \"\"", "continue page-2"],
+            "{}",
+            test.backend
+        );
+        let written = recorder.totals().written;
+        assert_eq!(
+            (written.new, written.updated, written.deleted),
+            (0, 1, 1),
+            "{}",
+            test.backend
+        );
+        let live: Vec<String> = test
+            .store
+            .dump(PLATFORM)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(_, _, _, deleted)| !deleted)
+            .map(|(_, id, _, _)| id)
+            .collect();
+        // The full listing after the reset is complete: B is back (the fake still lists it), and
+        // D, which it no longer lists, is marked deleted.
+        assert_eq!(live, ["/a.txt", "/b.txt", "/c.txt"], "{}", test.backend);
+    }
+}

@@ -41,6 +41,13 @@ pub enum CompiledIncremental {
         /// Statuses that mean "the token expired; sync everything again".
         reset_on: Vec<u16>,
     },
+    /// Remember the last page's pagination token and continue from it.
+    PageToken {
+        /// Where the token is on a page.
+        token: CompiledPath,
+        /// Statuses that mean "the token expired; sync everything again".
+        reset_on: Vec<u16>,
+    },
 }
 
 impl CompiledIncremental {
@@ -71,6 +78,10 @@ impl CompiledIncremental {
                 location: *location,
                 reset_on: reset_on.clone(),
             },
+            Incremental::PageToken { token, reset_on } => Self::PageToken {
+                token: CompiledPath::compile(token.as_str())?,
+                reset_on: reset_on.clone(),
+            },
         })
     }
 
@@ -99,6 +110,8 @@ impl CompiledIncremental {
                 name: param.clone(),
                 value: Value::String(state.sync_token.clone()?),
             }),
+            // Sent as the page token instead: see `continues_from`.
+            Self::PageToken { .. } => None,
         }
     }
 
@@ -134,9 +147,17 @@ impl CompiledIncremental {
         }
     }
 
+    /// Where a new pass starts other than at the first page: the remembered page token.
+    pub fn continues_from(&self, state: &StreamState) -> Option<String> {
+        match self {
+            Self::PageToken { .. } => state.sync_token.clone(),
+            _ => None,
+        }
+    }
+
     /// The token a page hands out, if this stream keeps one and the page has it.
     pub fn page_token(&self, body: &Value) -> Option<String> {
-        let Self::SyncToken { token, .. } = self else {
+        let (Self::SyncToken { token, .. } | Self::PageToken { token, .. }) = self else {
             return None;
         };
         match token.first(body)? {
@@ -147,7 +168,7 @@ impl CompiledIncremental {
 
     /// Whether `status` means the remembered token expired and a full pass is needed.
     pub fn resets_on(&self, status: u16) -> bool {
-        matches!(self, Self::SyncToken { reset_on, .. } if reset_on.contains(&status))
+        matches!(self, Self::SyncToken { reset_on, .. } | Self::PageToken { reset_on, .. } if reset_on.contains(&status))
     }
 
     /// The state after a pass that completed: the newer cursor, the page's token.

@@ -65,10 +65,10 @@ impl CompiledStream {
         self.is_root || self.incremental.is_some()
     }
 
-    /// Whether a completed pass marks what it did not see as deleted: root streams that list
-    /// everything on every pass.
+    /// Whether a completed full pass marks what it did not see as deleted: root streams with a
+    /// model that do not opt out. (Which passes are full is [`PassState::full`].)
     fn sweeps(&self) -> bool {
-        self.is_root && self.incremental.is_none() && self.unseen_deleted && self.mapper.is_some()
+        self.is_root && self.unseen_deleted && self.mapper.is_some()
     }
 }
 
@@ -331,14 +331,23 @@ struct PassState {
     template_state: minijinja::Value,
     /// The newest cursor value seen so far.
     newest: Option<Value>,
+    /// Whether the pass lists everything (it sends no cursor or token and continues no earlier
+    /// listing): only such a pass may mark what it did not see as deleted. Every pass of a
+    /// full-refresh stream is full; an incremental stream's first pass, and its pass after a
+    /// reset, are too.
+    full: bool,
 }
 
 impl PassState {
     fn new(stream: &CompiledStream, before: StreamState, pass: i64, newest: Option<Value>) -> Self {
         let incremental = stream.incremental.as_ref();
+        let injection = incremental.and_then(|incremental| incremental.injection(&before));
+        let continues =
+            incremental.is_some_and(|incremental| incremental.continues_from(&before).is_some());
         Self {
             stored: before.clone(),
-            injection: incremental.and_then(|incremental| incremental.injection(&before)),
+            full: injection.is_none() && !continues,
+            injection,
             template_state: CompiledIncremental::template_state(incremental, &before),
             before,
             pass,
@@ -621,13 +630,23 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             Some(resume) => {
                 let mut pass = PassState::new(stream, stored, resume.pass, resume.newest);
                 pass.stored = as_stored;
+                pass.full = resume.full;
                 (pass, resume.page, true)
             }
-            None => (
-                PassState::new(stream, stored, self.run_id, None),
-                PageCursor::First,
-                false,
-            ),
+            None => {
+                // A kept page token (Dropbox's cursor) continues the listing where the last
+                // completed pass ended.
+                let start = stream
+                    .incremental
+                    .as_ref()
+                    .and_then(|incremental| incremental.continues_from(&stored))
+                    .map_or(PageCursor::First, PageCursor::Token);
+                (
+                    PassState::new(stream, stored, self.run_id, None),
+                    start,
+                    false,
+                )
+            }
         })
     }
 
@@ -742,6 +761,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                                 pass: pass.pass,
                                 page: next.clone(),
                                 newest: pass.newest.clone(),
+                                full: pass.full,
                             }),
                             ..pass.before.clone()
                         },
@@ -755,7 +775,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                                 .and_then(|incremental| incremental.page_token(&page.body)),
                         ),
                     };
-                    let sweeps = match (&next, stream.sweeps()) {
+                    let sweeps = match (&next, stream.sweeps() && pass.full) {
                         (None, true) => vec![Sweep {
                             stream: Arc::clone(&stream_name),
                             pass: pass.pass,
@@ -792,7 +812,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                     model: None,
                     records: vec![],
                     rejects: vec![],
-                    seen_in_pass: stream.sweeps().then_some(pass.pass),
+                    seen_in_pass: (stream.sweeps() && pass.full).then_some(pass.pass),
                     checkpoint: records_checkpoint,
                     sweeps: vec![],
                 };

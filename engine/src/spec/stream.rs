@@ -458,6 +458,17 @@ pub enum Incremental {
         #[serde(default = "default_reset_statuses")]
         reset_on: Vec<u16>,
     },
+    /// The last page's pagination token is kept, and the next run continues the listing from it
+    /// with the paginator's `next_request`, receiving only what changed since (Dropbox's
+    /// `list_folder/continue` cursor). Templates see it as `state.sync_token`.
+    PageToken {
+        /// Where the token is in the last page (usually the paginator's own `token`).
+        token: JsonPath,
+        /// HTTP statuses that mean the token expired and a full sync is needed (Dropbox answers
+        /// 409 with a `reset` error).
+        #[serde(default = "default_reset_statuses")]
+        reset_on: Vec<u16>,
+    },
 }
 
 fn zero_duration() -> Duration {

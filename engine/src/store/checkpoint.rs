@@ -32,6 +32,10 @@ pub struct Resume {
     /// The newest cursor value the pass has seen so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest: Option<Value>,
+    /// Whether the pass lists everything (so that, completed, it may mark what it did not see
+    /// as deleted).
+    #[serde(default)]
+    pub full: bool,
 }
 
 /// A stream partition's new state, stored with the page that produced it.

@@ -32,7 +32,9 @@ impl Checker<'_> {
         let state_fields: Vec<String> = match &stream.incremental {
             None => vec![],
             Some(Incremental::Cursor { .. }) => vec!["cursor".to_owned()],
-            Some(Incremental::SyncToken { .. }) => vec!["sync_token".to_owned()],
+            Some(Incremental::SyncToken { .. } | Incremental::PageToken { .. }) => {
+                vec!["sync_token".to_owned()]
+            }
         };
         let request_scope = self
             .credentials_scope()
@@ -82,6 +84,21 @@ impl Checker<'_> {
                     *location,
                     json_body,
                 );
+                for (index, status) in reset_on.iter().enumerate() {
+                    self.status(&format!("{base}/incremental/reset_on/{index}"), *status);
+                }
+            }
+            Some(Incremental::PageToken { token, reset_on }) => {
+                self.json_path(&format!("{base}/incremental/token"), token);
+                if !matches!(stream.paginate, Paginate::Cursor { .. }) {
+                    self.push(
+                        Problem::at(
+                            format!("{base}/incremental/kind"),
+                            "a page token continues a cursor listing, but this stream does not page by cursor",
+                        )
+                        .expected("`paginate: { kind: cursor, ... }`"),
+                    );
+                }
                 for (index, status) in reset_on.iter().enumerate() {
                     self.status(&format!("{base}/incremental/reset_on/{index}"), *status);
                 }
