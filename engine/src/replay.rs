@@ -435,7 +435,9 @@ impl State {
                 .into_owned()
                 .collect();
         let json: Option<Value> = serde_json::from_slice(body).ok();
-        self.fixtures.iter().position(|fixture| {
+        // When several fixtures match (a first page's body is contained in the next page's,
+        // which adds the cursor), the one that asks for most of the body wins; then the first.
+        let matching = self.fixtures.iter().enumerate().filter(|(_, fixture)| {
             let request = &fixture.request;
             request.method.eq_ignore_ascii_case(method.as_str())
                 && request.path == uri.path()
@@ -448,7 +450,22 @@ impl State {
                     .body
                     .as_ref()
                     .is_none_or(|wanted| json.as_ref().is_some_and(|found| contains(found, wanted)))
-        })
+        });
+        matching
+            .min_by_key(|(index, fixture)| {
+                let asked = fixture.request.body.as_ref().map_or(0, leaves);
+                (std::cmp::Reverse(asked), *index)
+            })
+            .map(|(index, _)| index)
+    }
+}
+
+/// How many values a body pattern pins down.
+fn leaves(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => map.values().map(leaves).sum(),
+        Value::Array(items) => items.iter().map(leaves).sum(),
+        _ => 1,
     }
 }
 
