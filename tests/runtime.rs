@@ -1044,3 +1044,35 @@ async fn a_recursing_stream_follows_children_down_to_its_depth_bound() {
         "b2 has no children: not fetched; b1.1.1 is past the bound"
     );
 }
+
+/// Slack answers errors with HTTP 200 and `{"ok": false, "error": ...}`: the spec's
+/// `response_error` turns such a page into a failure that names connector, stream, request and
+/// the provider's message, instead of an empty page.
+#[tokio::test]
+async fn errors_inside_http_200_fail_the_stream_with_the_providers_message() {
+    let app = axum::Router::new().route(
+        "/items",
+        get(|Query(query): Query<HashMap<String, String>>| async move {
+            match query.get("cursor").map(String::as_str) {
+                None => Json(json!({"ok": true, "items": notes(0..2), "response_metadata": {"next_cursor": "c2"}})),
+                _ => Json(json!({"ok": false, "error": "not_in_channel"})),
+            }
+        }),
+    );
+    let server = serve(app).await;
+    let spec = spec_from(&spec_yaml(
+        "    request: { path: /items }\n    paginate: { kind: cursor, token: $.response_metadata.next_cursor, param: cursor }\n    records: $.items[*]",
+        "response_error:\n  when: response.ok == false\n  message: $.error",
+    ));
+    let sink = MemorySink::default();
+    let (result, _) = run(&spec, &server, &sink, RunOptions::default()).await;
+    let error = result.unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("test_api / items / GET https://api.example.com/items?cursor=c2")
+            && text.contains("the provider answered with an error: not_in_channel"),
+        "{text}"
+    );
+    assert!(error.hint().contains("check the account's access"));
+    assert_eq!(ids(&sink), expected_ids(0..2), "the good page is kept");
+}

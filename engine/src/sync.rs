@@ -78,6 +78,8 @@ pub struct CompiledConnector {
     spec: Arc<ConnectorSpec>,
     templates: Templates,
     streams: IndexMap<String, CompiledStream>,
+    /// The spec's `response_error`: its condition and message path.
+    response_error: Option<(TemplateId, Option<CompiledPath>)>,
 }
 
 impl CompiledConnector {
@@ -153,10 +155,25 @@ impl CompiledConnector {
             };
             streams.insert(name.clone(), compiled);
         }
+        let response_error = spec
+            .response_error
+            .as_ref()
+            .map(|error| {
+                Ok::<_, BuildError>((
+                    templates.add_condition(error.when.as_str())?,
+                    error
+                        .message
+                        .as_ref()
+                        .map(|path| CompiledPath::compile(path.as_str()))
+                        .transpose()?,
+                ))
+            })
+            .transpose()?;
         Ok(Self {
             spec,
             templates,
             streams,
+            response_error,
         })
     }
 
@@ -253,6 +270,9 @@ pub enum SyncErrorKind {
     /// The stream does not exist.
     #[error("no such stream")]
     UnknownStream,
+    /// The provider answered 200 with an error inside (the spec's `response_error`).
+    #[error("the provider answered with an error: {0}")]
+    Provider(String),
 }
 
 /// A failed sync: which connector, stream and request, what happened and what to do.
@@ -278,6 +298,7 @@ impl SyncError {
             SyncErrorKind::Pagination(_) => "the provider's paging misbehaved; try again later, or report it to the connector's authors".to_owned(),
             SyncErrorKind::Store(_) => "check that the database is reachable and has free space; the sync resumes where it stopped".to_owned(),
             SyncErrorKind::UnknownStream => "run `connector validate` to list the connector's streams".to_owned(),
+            SyncErrorKind::Provider(_) => "the provider's message says what it refused: check the account's access (scopes, membership) and the config values".to_owned(),
         }
     }
 }
@@ -494,6 +515,33 @@ impl Fetcher<'_> {
             .fetch(&request, stream.decode, self.auth, &self.tally)
             .await
             .map_err(|error| self.error(name, Some(request.describe()), error.into()))?;
+        if let Some((when, message)) = &self.connector.response_error {
+            let response = minijinja::context! { response => minijinja::Value::from(minijinja::value::Serde(&page.body)) };
+            let failed = templates.test(when, &response).map_err(|error| {
+                self.error(
+                    name,
+                    Some(request.describe()),
+                    SyncErrorKind::Provider(format!("response_error.when: {error}")),
+                )
+            })?;
+            if failed {
+                let said = message
+                    .as_ref()
+                    .and_then(|path| path.first(&page.body))
+                    .map_or_else(
+                        || "no message".to_owned(),
+                        |value| match value {
+                            Value::String(text) => text.clone(),
+                            other => other.to_string(),
+                        },
+                    );
+                return Err(self.error(
+                    name,
+                    Some(request.describe()),
+                    SyncErrorKind::Provider(said),
+                ));
+            }
+        }
         Ok((request, page))
     }
 }

@@ -26,6 +26,17 @@ pub use auth::{
     SignatureMethod, TokenMethod, TokenRequest, TokenResponse,
 };
 pub use diagnostic::{Diagnostic, Position};
+
+/// How to recognise an error inside a successful HTTP answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseError {
+    /// True when the decoded page is an error (`response.ok == false`). `response` is the page.
+    pub when: Condition,
+    /// The provider's message in such a page (`$.error`).
+    #[serde(default)]
+    pub message: Option<JsonPath>,
+}
 pub use limits::{Backoff, RateLimit, RateLimitScope, Retry, Schedule, WaitFormat, WaitHeader};
 pub use load::{LoadError, SpecSource, load, parse};
 pub use stream::{
@@ -68,6 +79,10 @@ pub struct ConnectorSpec {
     /// Headers sent with every request (`Notion-Version`). Templates over `config`, `secrets`.
     #[serde(default)]
     pub headers: IndexMap<String, Template>,
+    /// Errors that arrive inside HTTP 200 answers (Slack's `{"ok": false, "error": ...}`): a
+    /// page for which `when` is true fails the stream with the provider's message.
+    #[serde(default)]
+    pub response_error: Option<ResponseError>,
     /// Values the integration is configured with, seen by templates as `config.<name>`, or as
     /// `secrets.<name>` when secret.
     #[serde(default)]

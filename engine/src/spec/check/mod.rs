@@ -118,6 +118,16 @@ impl Checker<'_> {
 
     fn connector(&mut self, file: &Path) {
         let spec = self.spec;
+        if let Some(error) = &spec.response_error {
+            self.condition(
+                "/response_error/when",
+                error.when.as_str(),
+                &Scope::default().with("response", Fields::Any),
+            );
+            if let Some(message) = &error.message {
+                self.json_path("/response_error/message", message);
+            }
+        }
         let in_own_folder = file
             .file_name()
             .is_some_and(|name| name == "connector.yaml");
