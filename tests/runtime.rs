@@ -1076,3 +1076,55 @@ async fn errors_inside_http_200_fail_the_stream_with_the_providers_message() {
     assert!(error.hint().contains("check the account's access"));
     assert_eq!(ids(&sink), expected_ids(0..2), "the good page is kept");
 }
+
+/// Microsoft Graph's delta queries: next-URL paging whose last page carries a `@odata.deltaLink`;
+/// kept (`incremental: page_token`), the next run calls that URL and receives only changes,
+/// removals included.
+#[tokio::test]
+async fn a_kept_delta_link_is_called_on_the_next_run() {
+    let calls = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = Arc::clone(&calls);
+    let app = axum::Router::new().route(
+        "/items",
+        get(move |Query(query): Query<HashMap<String, String>>| {
+            let log = Arc::clone(&log);
+            async move {
+                let base = "https://api.example.com/items";
+                let call = query.keys().next().cloned().unwrap_or_default();
+                log.lock().unwrap().push(call.clone());
+                Json(match call.as_str() {
+                    "$skiptoken" => json!({"value": notes(2..3), "@odata.deltaLink": format!("{base}?$deltatoken=d1")}),
+                    "$deltatoken" => json!({"value": [{"id": "n0", "@removed": {"reason": "deleted"}}, {"id": "n7", "title": "Note 7"}], "@odata.deltaLink": format!("{base}?$deltatoken=d2")}),
+                    _ => json!({"value": notes(0..2), "@odata.nextLink": format!("{base}?$skiptoken=s1")}),
+                })
+            }
+        }),
+    );
+    let server = serve(app).await;
+    let spec = spec_from(&spec_yaml(
+        "    request: { path: /items }\n    paginate: { kind: next_url, from: { body: \"$['@odata.nextLink']\" } }\n    records: $.value[*]\n    incremental: { kind: page_token, token: \"$['@odata.deltaLink']\" }\n    deleted: \"record['@removed'] is defined\"",
+        "",
+    ));
+    let sink = MemorySink::default();
+    run(&spec, &server, &sink, RunOptions::default())
+        .await
+        .0
+        .unwrap();
+    assert_eq!(*calls.lock().unwrap(), ["", "$skiptoken"]);
+    let (result, recorder) = run(&spec, &server, &sink, RunOptions::default()).await;
+    result.unwrap();
+    assert_eq!(
+        *calls.lock().unwrap(),
+        ["", "$skiptoken", "$deltatoken"],
+        "one call: the delta link"
+    );
+    let written = recorder.totals().written;
+    assert_eq!((written.new, written.deleted), (1, 1));
+    let contents = sink.contents();
+    let deleted: Vec<&str> = contents.records["items"]
+        .iter()
+        .filter(|record| record.deleted)
+        .map(|record| record.id.as_str())
+        .collect();
+    assert_eq!(deleted, ["n0"]);
+}

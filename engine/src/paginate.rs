@@ -157,6 +157,15 @@ impl Paginator {
         })
     }
 
+    /// Where a kept continuation token (`incremental: page_token`) resumes a listing: a page
+    /// token for cursor paging, a URL (Microsoft Graph's `@odata.deltaLink`) for next-URL paging.
+    pub fn continue_at(&self, token: String) -> PageCursor {
+        match self.strategy {
+            Strategy::NextUrlBody(_) | Strategy::NextUrlLinkHeader => PageCursor::Url(token),
+            _ => PageCursor::Token(token),
+        }
+    }
+
     /// How to request the page at `cursor`.
     pub fn request<'a>(&'a self, cursor: &'a PageCursor) -> PageRequest<'a> {
         let inject = |location, name: &str, value: Value| Injection {

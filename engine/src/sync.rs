@@ -688,7 +688,9 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                     .incremental
                     .as_ref()
                     .and_then(|incremental| incremental.continues_from(&stored))
-                    .map_or(PageCursor::First, PageCursor::Token);
+                    .map_or(PageCursor::First, |token| {
+                        stream.paginator.continue_at(token)
+                    });
                 (
                     PassState::new(stream, stored, self.run_id, None),
                     start,

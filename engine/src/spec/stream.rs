@@ -458,9 +458,10 @@ pub enum Incremental {
         #[serde(default = "default_reset_statuses")]
         reset_on: Vec<u16>,
     },
-    /// The last page's pagination token is kept, and the next run continues the listing from it
-    /// with the paginator's `next_request`, receiving only what changed since (Dropbox's
-    /// `list_folder/continue` cursor). Templates see it as `state.sync_token`.
+    /// The last page's continuation is kept, and the next run continues the listing from it,
+    /// receiving only what changed since: a cursor sent with the paginator's `next_request`
+    /// (Dropbox's `list_folder/continue`), or, for next-URL paging, a URL to call (Microsoft
+    /// Graph's `@odata.deltaLink`). Templates see it as `state.sync_token`.
     PageToken {
         /// Where the token is in the last page (usually the paginator's own `token`).
         token: JsonPath,

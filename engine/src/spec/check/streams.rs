@@ -90,13 +90,16 @@ impl Checker<'_> {
             }
             Some(Incremental::PageToken { token, reset_on }) => {
                 self.json_path(&format!("{base}/incremental/token"), token);
-                if !matches!(stream.paginate, Paginate::Cursor { .. }) {
+                if !matches!(
+                    stream.paginate,
+                    Paginate::Cursor { .. } | Paginate::NextUrl { .. }
+                ) {
                     self.push(
                         Problem::at(
                             format!("{base}/incremental/kind"),
-                            "a page token continues a cursor listing, but this stream does not page by cursor",
+                            "a page token continues a cursor or next-URL listing, but this stream pages neither way",
                         )
-                        .expected("`paginate: { kind: cursor, ... }`"),
+                        .expected("`paginate` of kind `cursor` or `next_url`"),
                     );
                 }
                 for (index, status) in reset_on.iter().enumerate() {
