@@ -223,7 +223,12 @@ fn compare(a: &Value, b: &Value, format: CursorFormat) -> Ordering {
             .as_f64()
             .partial_cmp(&b.as_f64())
             .unwrap_or(Ordering::Equal),
-        (Value::String(a), Value::String(b)) => a.cmp(b),
+        // Numeric ids sent as strings (X's snowflake ids) compare as numbers, whatever their
+        // length.
+        (Value::String(a), Value::String(b)) => match (a.parse::<u128>(), b.parse::<u128>()) {
+            (Ok(a), Ok(b)) => a.cmp(&b),
+            _ => a.cmp(b),
+        },
         _ => Ordering::Equal,
     }
 }
@@ -291,5 +296,19 @@ mod tests {
         assert_eq!(newest, Some(json!("2026-01-02T06:00:00Z")));
         let newest = incremental.newest(newest, &json!({"other": 1}));
         assert_eq!(newest, Some(json!("2026-01-02T06:00:00Z")));
+    }
+
+    #[test]
+    fn numeric_ids_sent_as_strings_compare_as_numbers() {
+        let incremental = CompiledIncremental::Cursor {
+            field: CompiledPath::compile("$.id").unwrap(),
+            param: "since_id".into(),
+            location: ParamLocation::Query,
+            format: CursorFormat::Raw,
+            lookback: std::time::Duration::ZERO,
+        };
+        let newest = incremental.newest(None, &json!({"id": "999999999999999999"}));
+        let newest = incremental.newest(newest, &json!({"id": "1460323737035677698"}));
+        assert_eq!(newest, Some(json!("1460323737035677698")), "longer is larger");
     }
 }
