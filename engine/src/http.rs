@@ -49,8 +49,38 @@ pub enum RequestBody {
 impl HttpRequest {
     /// `GET https://host/path?query`, for messages.
     pub fn describe(&self) -> String {
-        format!("{} {}", self.method, self.url)
+        format!("{} {}", self.method, redacted(&self.url))
     }
+}
+
+/// `url` with the values of credential-like query parameters (`access_token`, `api_key`,
+/// `client_secret`, `signature`, ...) replaced: providers put tokens in next-page URLs
+/// (Instagram's `paging.next`), and descriptions end up in errors and logs.
+pub fn redacted(url: &url::Url) -> String {
+    const SECRET_WORDS: [&str; 6] = ["token", "key", "secret", "signature", "password", "code"];
+    if url.query().is_none() {
+        return url.to_string();
+    }
+    let mut shown = url.clone();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(name, value)| {
+            let lower = name.to_lowercase();
+            // Paging and sync tokens are not credentials, and they help to debug paging.
+            let paging = ["page", "pagin", "sync", "skiptoken", "deltatoken", "next"]
+                .iter()
+                .any(|word| lower.contains(word));
+            let secret = !paging && SECRET_WORDS.iter().any(|word| lower.contains(word));
+            let value = if secret {
+                "***".to_owned()
+            } else {
+                value.into_owned()
+            };
+            (name.into_owned(), value)
+        })
+        .collect();
+    shown.query_pairs_mut().clear().extend_pairs(pairs);
+    shown.to_string()
 }
 
 /// A decoded response.
@@ -430,6 +460,21 @@ fn describe_transport_error(error: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn descriptions_hide_credentials_in_query_strings_but_keep_paging_tokens() {
+        let url = url::Url::parse(
+            "https://graph.instagram.com/v22.0/1/media?access_token=IGQWRPc0&fields=id&after=QVF&pagination_token=7140&pageToken=CkQ&client_secret=s3&api_key=k",
+        )
+        .unwrap();
+        let shown = redacted(&url);
+        assert_eq!(
+            shown,
+            "https://graph.instagram.com/v22.0/1/media?access_token=***&fields=id&after=QVF&pagination_token=7140&pageToken=CkQ&client_secret=***&api_key=***"
+        );
+        assert!(!shown.contains("IGQWRPc0") && !shown.contains("s3&"));
+    }
+
     use super::*;
 
     #[test]

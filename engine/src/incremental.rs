@@ -309,6 +309,10 @@ mod tests {
         };
         let newest = incremental.newest(None, &json!({"id": "999999999999999999"}));
         let newest = incremental.newest(newest, &json!({"id": "1460323737035677698"}));
-        assert_eq!(newest, Some(json!("1460323737035677698")), "longer is larger");
+        assert_eq!(
+            newest,
+            Some(json!("1460323737035677698")),
+            "longer is larger"
+        );
     }
 }
