@@ -173,9 +173,13 @@ fn schema_prints_the_connector_schema() {
 
 /// A copy of the google_photos connector in a scratch folder, to break on purpose.
 fn scratch_connector() -> tempfile::TempDir {
+    scratch_copy("google_photos")
+}
+
+fn scratch_copy(id: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let source = root().join("connectors/google_photos");
-    let target = dir.path().join("google_photos");
+    let source = root().join("connectors").join(id);
+    let target = dir.path().join(id);
     for sub in ["", "fixtures", "snapshots"] {
         std::fs::create_dir_all(target.join(sub)).unwrap();
         for entry in std::fs::read_dir(source.join(sub)).unwrap() {
@@ -209,6 +213,33 @@ fn connector_test_fails_when_a_snapshot_changes() {
     assert!(
         text.contains("-      \"width\": 4000,") && text.contains("+      \"width\": 4032,"),
         "{text}"
+    );
+}
+
+#[test]
+fn connector_test_fails_when_a_second_run_would_write() {
+    // The calendar's "no changes" answer to its kept sync token now reports a changed event.
+    let dir = scratch_copy("google_calendar");
+    let folder = dir.path().join("google_calendar");
+    let fixture = folder.join("fixtures/06_next_run_holidays_no_changes.json");
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&fixture).unwrap()).unwrap();
+    let page_one: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(folder.join("fixtures/04_holiday_events.json")).unwrap(),
+    )
+    .unwrap();
+    let mut event = page_one["response"]["body"]["items"][0].clone();
+    event["summary"] = "Portugal Day (moved)".into();
+    value["response"]["body"]["items"] = serde_json::json!([event]);
+    std::fs::write(&fixture, value.to_string()).unwrap();
+    let output = connector(&["test", folder.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).contains(
+            "a second run over the same fixtures wrote records (0 new, 1 updated, 0 deleted)"
+        ),
+        "{}",
+        stdout(&output)
     );
 }
 

@@ -62,6 +62,7 @@ pub fn redacted(url: &url::Url) -> String {
         return url.to_string();
     }
     let mut shown = url.clone();
+    let mut hidden = false;
     let pairs: Vec<(String, String)> = url
         .query_pairs()
         .map(|(name, value)| {
@@ -71,6 +72,7 @@ pub fn redacted(url: &url::Url) -> String {
                 .iter()
                 .any(|word| lower.contains(word));
             let secret = !paging && SECRET_WORDS.iter().any(|word| lower.contains(word));
+            hidden |= secret;
             let value = if secret {
                 "***".to_owned()
             } else {
@@ -79,6 +81,9 @@ pub fn redacted(url: &url::Url) -> String {
             (name.into_owned(), value)
         })
         .collect();
+    if !hidden {
+        return url.to_string();
+    }
     shown.query_pairs_mut().clear().extend_pairs(pairs);
     shown.to_string()
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::events::Counters;
 use crate::events::Observer;
 use crate::http::{ClientOptions, HttpClient, Transport};
 use crate::ratelimit::RateLimitRegistry;
@@ -199,7 +200,7 @@ pub async fn test_connector(
     .map_err(|error| error.to_string())?;
     let auth = sandbox_authorizer(&spec, &integration)?;
     let sink = MemorySink::default();
-    let error = SyncRun::new(
+    let first = SyncRun::new(
         &connector,
         &integration,
         &http,
@@ -208,9 +209,33 @@ pub async fn test_connector(
         sink.clone(),
     )
     .run(&[])
-    .await
-    .err();
-    let error = error.map(|error| format!("{error}\n  what to do: {}", error.hint()));
+    .await;
+    // A second run over the same fixtures must change nothing: incremental streams send their
+    // kept cursor or token (their fixtures answer with no changes), the others list the same
+    // records again. Its requests count towards the fixtures' use.
+    let second = Counters::default();
+    let error = match first {
+        Err(error) => Some(error),
+        Ok(()) => SyncRun::new(
+            &connector,
+            &integration,
+            &http,
+            auth.as_ref(),
+            &second,
+            sink.clone(),
+        )
+        .run(&[])
+        .await
+        .err(),
+    };
+    let mut error = error.map(|error| format!("{error}\n  what to do: {}", error.hint()));
+    let written = second.totals().written;
+    if error.is_none() && (written.new, written.updated, written.deleted) != (0, 0, 0) {
+        error = Some(format!(
+            "a second run over the same fixtures wrote records ({} new, {} updated, {} deleted)\n  what to do: give incremental requests fixtures that answer with no changes, and check that ids are stable",
+            written.new, written.updated, written.deleted
+        ));
+    }
     let sink = sink.contents();
 
     let mut streams = Vec::new();
