@@ -584,6 +584,19 @@ async fn client_credentials_grant_and_renewal_by_a_new_grant() {
     assert_eq!(store.count("oauth_test").await.unwrap(), 2);
 }
 
+/// Revokes `tokens` through the engine's token endpoint for the scenario's spec.
+async fn revoke(
+    s: &Scenario,
+    tokens: &TokenSet,
+    config: &serde_json::Map<String, serde_json::Value>,
+) -> Result<bool, engine::oauth::OAuthError> {
+    let http = http(&s.spec, &s.server);
+    let (app, counters) = (client(), Counters::default());
+    TokenEndpoint::new(oauth(&s.spec), &app, &http, &counters)
+        .revoke(tokens, config)
+        .await
+}
+
 #[tokio::test]
 async fn disconnecting_revokes_the_grant() {
     let mut s = scenario(
@@ -592,12 +605,8 @@ async fn disconnecting_revokes_the_grant() {
     )
     .await;
     let (_, authorized) = connect(&s.spec, &s.server).await.unwrap();
-    let http = http(&s.spec, &s.server);
-    let (app, counters) = (client(), Counters::default());
-    let endpoint = TokenEndpoint::new(oauth(&s.spec), &app, &http, &counters);
     assert!(
-        endpoint
-            .revoke(&authorized.tokens, &authorized.captured)
+        revoke(&s, &authorized.tokens, &authorized.captured)
             .await
             .unwrap()
     );
@@ -625,7 +634,6 @@ async fn disconnecting_revokes_the_grant() {
             .contains("connect the account again")
     );
     let no_endpoint = scenario("  scopes: [read]", Quirks::default()).await;
-    let http = self::http(&no_endpoint.spec, &no_endpoint.server);
     let tokens = TokenSet {
         access_token: "a".into(),
         refresh_token: None,
@@ -634,15 +642,9 @@ async fn disconnecting_revokes_the_grant() {
         scope: None,
     };
     assert!(
-        !TokenEndpoint::new(
-            oauth(&no_endpoint.spec),
-            &client(),
-            &http,
-            &Counters::default()
-        )
-        .revoke(&tokens, &serde_json::Map::new())
-        .await
-        .unwrap()
+        !revoke(&no_endpoint, &tokens, &serde_json::Map::new())
+            .await
+            .unwrap()
     );
 }
 
@@ -656,12 +658,8 @@ async fn disconnecting_revokes_through_the_providers_own_request() {
     for auth in [dropbox, todoist] {
         let s = scenario(auth, Quirks::default()).await;
         let (_, authorized) = connect(&s.spec, &s.server).await.unwrap();
-        let http = http(&s.spec, &s.server);
-        let (app, counters) = (client(), Counters::default());
-        let endpoint = TokenEndpoint::new(oauth(&s.spec), &app, &http, &counters);
         assert!(
-            endpoint
-                .revoke(&authorized.tokens, &authorized.captured)
+            revoke(&s, &authorized.tokens, &authorized.captured)
                 .await
                 .unwrap()
         );
@@ -680,8 +678,7 @@ async fn disconnecting_revokes_through_the_providers_own_request() {
         }
         // Revoking again is refused: the provider's error comes back, not a silent success.
         assert!(
-            endpoint
-                .revoke(&authorized.tokens, &authorized.captured)
+            revoke(&s, &authorized.tokens, &authorized.captured)
                 .await
                 .is_err()
         );

@@ -48,6 +48,14 @@ streams:
     )
 }
 
+/// The base spec with its `items` stream replaced by `streams` (YAML at the `streams:` level).
+fn with_streams(streams: &str) -> String {
+    spec_yaml("", "").replace(
+        "  items:\n    model: note\n    id: $.id\n    map:\n      title: $.title\n",
+        streams,
+    )
+}
+
 fn notes(range: std::ops::Range<usize>) -> Vec<Value> {
     range
         .map(|index| json!({"id": format!("n{index}"), "title": format!("Note {index}")}))
@@ -848,8 +856,7 @@ async fn substreams_run_once_per_parent_record() {
             }),
         );
     let server = serve(app).await;
-    let yaml = spec_yaml("", "").replace(
-        "  items:\n    model: note\n    id: $.id\n    map:\n      title: $.title\n",
+    let yaml = with_streams(
         r#"  calendars:
     request: { path: /calendars }
     records: $.items[*]
@@ -947,10 +954,8 @@ async fn substreams_run_concurrently_up_to_the_spec_limit() {
                 }),
             );
         let server = serve(app).await;
-        let yaml = spec_yaml("", "").replace(
-            "  items:\n    model: note\n    id: $.id\n    map:\n      title: $.title\n",
-            &format!(
-                r#"  calendars:
+        let yaml = with_streams(&format!(
+            r#"  calendars:
     request: {{ path: /calendars }}
     records: $.items[*]
     id: $.id
@@ -963,8 +968,7 @@ async fn substreams_run_concurrently_up_to_the_spec_limit() {
     map:
       title: $.title
 "#
-            ),
-        );
+        ));
         let sink = MemorySink::default();
         let (result, _) = run(&spec_from(&yaml), &server, &sink, RunOptions::default()).await;
         result.unwrap();
@@ -1010,8 +1014,7 @@ async fn a_recursing_stream_follows_children_down_to_its_depth_bound() {
             }),
         );
     let server = serve(app).await;
-    let yaml = spec_yaml("", "").replace(
-        "  items:\n    model: note\n    id: $.id\n    map:\n      title: $.title\n",
+    let yaml = with_streams(
         r#"  pages:
     request: { path: /pages }
     records: $.results[*]

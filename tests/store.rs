@@ -507,36 +507,20 @@ async fn upserts_are_idempotent_and_rewrite_only_changed_records() {
             });
             batch
         };
-        let first = store
-            .write(&batch(vec![record("a", "A"), record("b", "B")]))
-            .await
-            .unwrap();
-        assert_eq!(
-            (first.new, first.updated, first.unchanged),
-            (2, 0, 0),
-            "{}",
-            test.backend
-        );
-        let again = store
-            .write(&batch(vec![record("a", "A"), record("b", "B")]))
-            .await
-            .unwrap();
-        assert_eq!(
-            (again.new, again.updated, again.unchanged),
-            (0, 0, 2),
-            "{}",
-            test.backend
-        );
-        let changed = store
-            .write(&batch(vec![record("a", "A2"), record("b", "B")]))
-            .await
-            .unwrap();
-        assert_eq!(
-            (changed.new, changed.updated, changed.unchanged),
-            (0, 1, 1),
-            "{}",
-            test.backend
-        );
+        // Two new records; the same again (nothing rewritten); one of them changed.
+        for (records, expected) in [
+            (vec![record("a", "A"), record("b", "B")], (2, 0, 0)),
+            (vec![record("a", "A"), record("b", "B")], (0, 0, 2)),
+            (vec![record("a", "A2"), record("b", "B")], (0, 1, 1)),
+        ] {
+            let written = store.write(&batch(records)).await.unwrap();
+            assert_eq!(
+                (written.new, written.updated, written.unchanged),
+                expected,
+                "{}",
+                test.backend
+            );
+        }
         assert_eq!(store.count(PLATFORM).await.unwrap(), 2);
 
         // The same provider id for another user is another record.

@@ -599,18 +599,12 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 return Err(self.fetcher.error(name, None, SyncErrorKind::UnknownStream));
             }
         }
-        let connector_id = &self.fetcher.connector.spec.id;
-        let store_error = |error: StoreError| SyncError {
-            connector: connector_id.clone(),
-            stream: String::new(),
-            request: None,
-            kind: error.into(),
-        };
+        // Run bookkeeping belongs to no stream.
         self.run_id = self
             .sink
             .start_run(&self.scope)
             .await
-            .map_err(store_error)?;
+            .map_err(|error| self.fetcher.error("", None, error.into()))?;
         self.writer = WriteQueue::start(self.sink.clone());
         let mut produced = Ok(());
         for name in roots
@@ -642,13 +636,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             .sink
             .finish_run(self.run_id, &totals, message.as_deref())
             .await;
-        let connector_id = &self.fetcher.connector.spec.id;
-        result.and(finished.map_err(|error| SyncError {
-            connector: connector_id.clone(),
-            stream: String::new(),
-            request: None,
-            kind: error.into(),
-        }))
+        result.and(finished.map_err(|error| self.fetcher.error("", None, error.into())))
     }
 
     /// Loads where a stream (partition) stands: a pass to resume, or a new one from the last
@@ -730,37 +718,11 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 let (request, page) = match fetched {
                     Ok(fetched) => fetched,
                     Err(error) => {
-                        let status = match &error.kind {
-                            SyncErrorKind::Http(HttpError::Status { status, .. }) => Some(*status),
-                            _ => None,
-                        };
-                        // A remembered token the provider no longer takes (Google's 410), or a
-                        // stored resume point it no longer accepts: start a full pass. Nothing
-                        // stored is lost; the pass upserts over it.
-                        let token_expired = pass.before.sync_token.is_some()
-                            && status.is_some_and(|status| {
-                                stream
-                                    .incremental
-                                    .as_ref()
-                                    .is_some_and(|incremental| incremental.resets_on(status))
-                            });
-                        let resume_refused = resumed
-                            && status.is_some_and(|status| {
-                                (400..500).contains(&status) && status != 401 && status != 429
-                            });
-                        if !(token_expired || resume_refused) {
+                        let Some(before) = full_pass_after(&error, stream, &pass.before, resumed)
+                        else {
                             return Err(error);
-                        }
-                        tracing::warn!(connector = %connector.spec.id, stream = name, %error, "starting a full pass");
-                        let before = StreamState {
-                            sync_token: None,
-                            cursor: if token_expired {
-                                None
-                            } else {
-                                pass.before.cursor.clone()
-                            },
-                            resume: None,
                         };
+                        tracing::warn!(connector = %connector.spec.id, stream = name, %error, "starting a full pass");
                         pass = PassState::new(stream, before, self.run_id, None);
                         cursor = PageCursor::First;
                         resumed = false;
@@ -895,58 +857,47 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                     let Some(child) = connector.streams.get(child_name) else {
                         continue;
                     };
-                    let parents = raw_records
-                        .iter()
-                        .map(|raw| {
-                            parent_value(&child.parent_fields, raw, &self.fetcher.config, templates)
-                        })
-                        .collect::<Result<Vec<_>, String>>()
-                        .map_err(|error| {
-                            self.fetcher
-                                .error(child_name, None, SyncErrorKind::Pagination(error))
-                        })?;
-                    stream::iter(parents.into_iter().map(Ok))
-                        .try_for_each_concurrent(child.concurrency, |(parent, partition)| {
-                            self.run_stream(child_name, parent, partition, 0)
-                        })
-                        .await?;
+                    self.run_for_each(
+                        child_name,
+                        &child.parent_fields,
+                        &raw_records,
+                        child.concurrency,
+                        0,
+                    )
+                    .await?;
                 }
                 if let Some(recurse) = stream
                     .recurse
                     .as_ref()
                     .filter(|recurse| depth < recurse.max_depth)
                 {
-                    let mut parents = Vec::new();
+                    let mut followed = Vec::with_capacity(raw_records.len());
                     for raw in &raw_records {
-                        let context = minijinja::context! { record => minijinja::Value::from(minijinja::value::Serde(raw)) };
                         let follow = match &recurse.when {
-                            Some(when) => templates.test(when, &context).map_err(|error| {
-                                self.fetcher.error(
-                                    name,
-                                    None,
-                                    SyncErrorKind::Pagination(format!("recurse.when: {error}")),
-                                )
-                            })?,
+                            Some(when) => {
+                                let context = minijinja::context! { record => minijinja::Value::from(minijinja::value::Serde(raw)) };
+                                templates.test(when, &context).map_err(|error| {
+                                    self.fetcher.error(
+                                        name,
+                                        None,
+                                        SyncErrorKind::Pagination(format!("recurse.when: {error}")),
+                                    )
+                                })?
+                            }
                             None => true,
                         };
                         if follow {
-                            parents.push(
-                                parent_value(&recurse.fields, raw, &self.fetcher.config, templates)
-                                    .map_err(|error| {
-                                        self.fetcher.error(
-                                            name,
-                                            None,
-                                            SyncErrorKind::Pagination(error),
-                                        )
-                                    })?,
-                            );
+                            followed.push(*raw);
                         }
                     }
-                    stream::iter(parents.into_iter().map(Ok))
-                        .try_for_each_concurrent(stream.concurrency, |(parent, partition)| {
-                            self.run_stream(name, parent, partition, depth + 1)
-                        })
-                        .await?;
+                    self.run_for_each(
+                        name,
+                        &recurse.fields,
+                        &followed,
+                        stream.concurrency,
+                        depth + 1,
+                    )
+                    .await?;
                 }
                 if let Some(checkpoint) = after_children {
                     let batch = Batch {
@@ -974,6 +925,32 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         })
     }
 
+    /// Runs stream `name` once for each of `records`, as its parent (the `parent` value and the
+    /// partition key come from `fields`), `concurrency` at a time.
+    async fn run_for_each(
+        &self,
+        name: &str,
+        fields: &[(String, Source)],
+        records: &[&Value],
+        concurrency: usize,
+        depth: u8,
+    ) -> Result<(), SyncError> {
+        let templates = &self.fetcher.connector.templates;
+        let parents = records
+            .iter()
+            .map(|raw| parent_value(fields, raw, &self.fetcher.config, templates))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|error| {
+                self.fetcher
+                    .error(name, None, SyncErrorKind::Pagination(error))
+            })?;
+        stream::iter(parents.into_iter().map(Ok))
+            .try_for_each_concurrent(concurrency, |(parent, partition)| {
+                self.run_stream(name, parent, partition, depth)
+            })
+            .await
+    }
+
     async fn send(&self, name: &str, batch: Batch) -> Result<(), SyncError> {
         self.writer
             .send(batch, &self.fetcher.tally)
@@ -986,6 +963,37 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 )
             })
     }
+}
+
+/// Whether a failed request starts a full pass instead of failing the stream, and the state that
+/// pass starts from: a remembered token the provider no longer takes (Google's 410, Dropbox's
+/// 409 reset) drops the token and cursor; a stored resume point it refuses (an expired page
+/// token: a 4xx other than 401 and 429) starts the pass again with the same cursor. Nothing
+/// stored is lost; the pass upserts over it.
+fn full_pass_after(
+    error: &SyncError,
+    stream: &CompiledStream,
+    before: &StreamState,
+    resumed: bool,
+) -> Option<StreamState> {
+    let SyncErrorKind::Http(HttpError::Status { status, .. }) = &error.kind else {
+        return None;
+    };
+    let token_expired = before.sync_token.is_some()
+        && stream
+            .incremental
+            .as_ref()
+            .is_some_and(|incremental| incremental.resets_on(*status));
+    let resume_refused = resumed && (400..500).contains(status) && *status != 401 && *status != 429;
+    (token_expired || resume_refused).then(|| StreamState {
+        sync_token: None,
+        cursor: if token_expired {
+            None
+        } else {
+            before.cursor.clone()
+        },
+        resume: None,
+    })
 }
 
 /// The `parent` a child sees (its declared fields, taken from one parent record), and the
