@@ -480,6 +480,7 @@ async fn upserts_are_idempotent_and_rewrite_only_changed_records() {
             platform: Arc::from(PLATFORM),
             user_id: Arc::from("user-1"),
             integration_id: Arc::from("integration-1"),
+            worker: None,
         });
         let record = |id: &str, title: &str| MappedRecord {
             id: id.to_owned(),
@@ -649,6 +650,7 @@ async fn the_http_sink_posts_each_page_with_its_checkpoint_to_the_records_api() 
                 platform: Arc::from(body["scope"]["platform"].as_str().unwrap()),
                 user_id: Arc::from(body["scope"]["user_id"].as_str().unwrap()),
                 integration_id: Arc::from(body["scope"]["integration_id"].as_str().unwrap()),
+                worker: None,
             }),
             Arc::from(body["stream"].as_str().unwrap()),
             ModelKind::Note,

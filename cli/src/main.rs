@@ -34,6 +34,9 @@ enum Command {
     History(commands::history::Args),
     /// Print the connector JSON Schema, or write and check all generated files.
     Schema(commands::schema::Args),
+    /// Run the service: connect accounts through OAuth, sync them on a schedule, and show it
+    /// all in a JSON API and a web page (`--sandbox`: every connector on its fixtures).
+    Serve(commands::serve::Args),
 }
 
 /// How a command ended; mapped onto the process exit status.
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Auth(args) => with_runtime(commands::auth::run(&args)),
         Command::Disconnect(args) => with_runtime(commands::disconnect::run(&args)),
         Command::History(args) => with_runtime(commands::history::run(&args)),
+        Command::Serve(args) => with_runtime(commands::serve::run(&args)),
     };
     match outcome {
         Outcome::Success => ExitCode::SUCCESS,

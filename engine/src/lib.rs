@@ -8,6 +8,7 @@
 //! - [`template`]: the sandbox that templates and conditions run in;
 //! - [`schema`]: the generated JSON Schemas and reference pages.
 
+pub mod account;
 pub mod auth;
 pub mod convert;
 pub mod decode;

@@ -577,12 +577,19 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 platform: Arc::from(connector.spec.id.as_str()),
                 user_id: Arc::from(integration.user_id.as_str()),
                 integration_id: Arc::from(integration.integration_id.as_str()),
+                worker: None,
             }),
             fetcher,
             sink,
             run_id: 0,
             writer: WriteQueue::idle(),
         }
+    }
+
+    /// Names the process that runs this sync (kept with the run in the store).
+    pub fn by_worker(mut self, worker: &str) -> Self {
+        Arc::make_mut(&mut self.scope).worker = Some(Arc::from(worker));
+        self
     }
 
     /// Runs the named root streams (every root stream when `only` is empty), with their

@@ -1,4 +1,125 @@
-//! The Hypernet Connect service: OAuth connect, scheduled syncs and a web page over the engine.
+//! The Hypernet Connect service (`connector serve`): connect accounts through OAuth, sync them
+//! on a schedule, and show it all in a JSON API and a web page.
 //!
-//! Not built yet; see the open issue "The service: `connector serve`". The crate exists so the
-//! workspace layout is the one the README documents.
+//! - [`catalog`]: the connectors offered (and, in sandbox mode, their replays);
+//! - [`identity`]: who is asking (API keys or a trusted gateway header);
+//! - [`connect`]: the OAuth round trip and config-only connections;
+//! - [`api`]: integrations, records, the audit log, health and metrics;
+//! - [`scheduler`] and [`runner`]: claiming due syncs across processes and running them.
+
+pub mod api;
+pub mod catalog;
+pub mod connect;
+pub mod error;
+pub mod identity;
+pub mod metrics;
+pub mod runner;
+pub mod scheduler;
+pub mod state;
+mod web;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use engine::ratelimit::RateLimitRegistry;
+use engine::secrets::TokenCipher;
+use engine::store::AnyStore;
+
+pub use identity::{Identity, key_hash, new_key};
+pub use state::{AppState, Config, Limits, Service};
+
+/// The routes. (`{id}` is an integration id, or for `authorize` and `callback` a connector id:
+/// the router wants one name per position.) Every route but `/`, `/healthz` and `/openapi.json` (which hold no one's data)
+/// needs an authenticated user.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(web::page))
+        .route("/openapi.json", get(web::openapi))
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .route(
+            "/session",
+            post(api::start_session).delete(api::end_session),
+        )
+        .route("/me", get(api::me))
+        .route("/connectors", get(api::connectors))
+        .route("/integrations", get(api::list).post(connect::create))
+        .route("/integrations/{id}", get(api::get).delete(api::delete))
+        .route("/integrations/{id}/sync", post(api::sync_now))
+        .route("/integrations/{id}/authorize", get(connect::authorize))
+        .route("/integrations/{id}/callback", get(connect::callback))
+        .route("/records", get(api::records))
+        .route("/audit", get(api::audit))
+        .fallback(api::fallback)
+        .with_state(state)
+}
+
+/// A running service.
+pub struct Running {
+    /// Where it listens.
+    pub address: std::net::SocketAddr,
+    /// Its shared state.
+    pub state: AppState,
+    /// The server task; it ends only on error.
+    pub server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Opens the database, loads the catalog, binds, and starts serving (and scheduling, unless
+/// the configuration says not to).
+pub async fn start(config: Config) -> Result<Running, String> {
+    let store = AnyStore::open(&config.database).await.map_err(|error| {
+        format!(
+            "cannot open the database {}: {error}",
+            redact(&config.database)
+        )
+    })?;
+    let catalog = catalog::Catalog::load(&config.connectors_root, config.sandbox).await?;
+    let cipher = TokenCipher::from_env_or_file(&config.key_file)
+        .map_err(|error| format!("cannot load the token key: {error}"))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
+    let address = listener
+        .local_addr()
+        .map_err(|error| format!("cannot read the listening address: {error}"))?;
+    let public_url = match &config.public_url {
+        Some(url) => url.clone(),
+        None => url::Url::parse(&format!("http://{address}"))
+            .map_err(|error| format!("bad listening address: {error}"))?,
+    };
+    let state = Arc::new(Service {
+        store,
+        catalog,
+        cipher: Arc::new(cipher),
+        identity: config.identity.clone(),
+        public_url,
+        sandbox: config.sandbox,
+        metrics: Arc::default(),
+        rate_limits: RateLimitRegistry::default(),
+        progress: std::sync::Mutex::default(),
+        wake: tokio::sync::Notify::new(),
+        config,
+    });
+    if state.config.scheduler {
+        tokio::spawn(scheduler::run(Arc::clone(&state)));
+    }
+    let app = router(Arc::clone(&state));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(Running {
+        address,
+        state,
+        server,
+    })
+}
+
+/// A database location without its password, for messages.
+pub fn redact(location: &str) -> String {
+    match url::Url::parse(location) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => location.to_owned(),
+    }
+}

@@ -7,35 +7,6 @@ use engine::oauth::OAuthClient;
 use engine::secrets::{SecretError, TokenCipher};
 use engine::spec::ConnectorSpec;
 
-/// The client id and secret the sandbox's stand-in provider accepts.
-pub const SANDBOX_CLIENT: (&str, &str) = ("sandbox-client", "sandbox-secret");
-
-/// The deployment's OAuth client for `spec`: flags first, then `HYPERNET_<CLIENT>_CLIENT_ID` and
-/// `HYPERNET_<CLIENT>_CLIENT_SECRET`, where CLIENT is the spec's shared `auth.client` (Google's
-/// connectors share `google`) or else the connector id; in the sandbox, the stand-in's.
-pub fn oauth_client(
-    spec: &ConnectorSpec,
-    id: Option<&str>,
-    secret: Option<&str>,
-    sandbox: bool,
-) -> Result<OAuthClient, String> {
-    if sandbox {
-        return Ok(OAuthClient {
-            id: SANDBOX_CLIENT.0.to_owned(),
-            secret: Some(SANDBOX_CLIENT.1.to_owned()),
-        });
-    }
-    let client = spec.auth.client_name(&spec.id).unwrap_or(&spec.id);
-    let prefix = format!("HYPERNET_{}", client.to_uppercase());
-    let id = id.map(str::to_owned).or_else(|| std::env::var(format!("{prefix}_CLIENT_ID")).ok()).ok_or_else(|| {
-        format!("no OAuth client for {}: pass --client-id and --client-secret, or set {prefix}_CLIENT_ID and {prefix}_CLIENT_SECRET", spec.id)
-    })?;
-    let secret = secret
-        .map(str::to_owned)
-        .or_else(|| std::env::var(format!("{prefix}_CLIENT_SECRET")).ok());
-    Ok(OAuthClient { id, secret })
-}
-
 /// The cipher for tokens at rest: `HYPERNET_TOKEN_KEY`, or the key file beside the database.
 pub fn cipher(key_file: &Path) -> Result<TokenCipher, SecretError> {
     TokenCipher::from_env_or_file(key_file)
@@ -82,7 +53,7 @@ impl Account {
 
     /// The OAuth client for `spec`, from these options, the environment, or the sandbox.
     pub fn oauth_client(&self, spec: &ConnectorSpec, sandbox: bool) -> Result<OAuthClient, String> {
-        oauth_client(
+        engine::account::oauth_client(
             spec,
             self.client_id.as_deref(),
             self.client_secret.as_deref(),
@@ -120,20 +91,13 @@ pub async fn token_http(
     Ok((sandbox, http))
 }
 
-/// The tokens `connector auth` sealed for `stored`, opened with the configured key.
+/// What `connector auth` sealed for `stored`, opened with the configured key.
 pub fn open_tokens<T: serde::de::DeserializeOwned>(
     stored: &engine::store::StoredIntegration,
     key_file: &Path,
 ) -> Result<T, String> {
-    let sealed = stored
-        .sealed_tokens
-        .as_deref()
-        .ok_or("no tokens are stored; run `connector auth` again")?;
-    let plain = cipher(key_file)
-        .and_then(|cipher| cipher.decrypt(sealed))
-        .map_err(|error| error.to_string())?;
-    serde_json::from_slice(&plain)
-        .map_err(|_| "the stored tokens are unreadable; run `connector auth` again".to_owned())
+    let cipher = cipher(key_file).map_err(|error| error.to_string())?;
+    engine::account::open_sealed(stored, &cipher)
 }
 
 /// A database location without its password, for messages.

@@ -6,6 +6,7 @@ pub mod disconnect;
 pub mod history;
 pub mod progress;
 pub mod schema;
+pub mod serve;
 pub mod sync;
 pub mod test;
 pub mod validate;

@@ -4,23 +4,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use engine::auth::StaticAuth;
-use engine::events::Counters;
 use engine::http::{Authorizer, HttpError};
-use engine::oauth::{OAuthAuthorizer, OnRefresh, TokenSet};
-use engine::spec::{Auth, OAuth2Auth};
-use engine::store::{IntegrationStatus, StoredIntegration};
+use engine::spec::Auth;
+use engine::store::IntegrationStatus;
 use engine::sync::SyncErrorKind;
 
-use engine::oauth1::{Consumer, OAuth1Authorizer, OAuth1Token};
 use engine::sandbox::sandbox_authorizer;
 
-use super::credentials::{Account, cipher, integration_id, open_tokens};
+use super::credentials::{Account, cipher, integration_id};
 use engine::events::Totals;
 use engine::http::{ClientOptions, HttpClient, Transport};
 use engine::ratelimit::RateLimitRegistry;
 use engine::sandbox::{SANDBOX_ACCESS_TOKEN, Sandbox, sandbox_config};
 use engine::spec;
-use engine::store::AnyStore;
 use engine::sync::{CompiledConnector, Integration, SyncRun};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -194,22 +190,27 @@ pub async fn run(args: &Args) -> Outcome {
         }
     };
     let auth: Box<dyn Authorizer> = match (&spec.auth, &stored) {
-        (Auth::OAuth2(oauth), Some(stored)) => {
-            match stored_authorizer(args, &spec, oauth, stored, &integration, &http, &store) {
-                Ok(authorizer) => Box::new(authorizer),
-                Err((outcome, message)) => {
+        (_, Some(stored)) => {
+            let stored_auth = match cipher(&args.account.key_file) {
+                Ok(cipher) => engine::account::stored_authorizer(
+                    &spec,
+                    stored,
+                    args.account.oauth_client(&spec, args.sandbox).ok(),
+                    Arc::new(cipher),
+                    &http,
+                    &integration,
+                    &store,
+                ),
+                Err(error) => Err(error.to_string()),
+            };
+            match stored_auth {
+                Ok(authorizer) => authorizer,
+                Err(message) => {
                     eprintln!("error: {}: {message}", spec.id);
-                    return outcome;
+                    return Outcome::Problems;
                 }
             }
         }
-        (Auth::OAuth1(_), Some(stored)) => match oauth1_authorizer(args, &spec, stored) {
-            Ok(authorizer) => Box::new(authorizer),
-            Err((outcome, message)) => {
-                eprintln!("error: {}: {message}", spec.id);
-                return outcome;
-            }
-        },
         (_, None) if sandbox.is_some() && args.access_token.is_none() => {
             match sandbox_authorizer(&spec, &integration) {
                 Ok(auth) => auth,
@@ -291,70 +292,6 @@ pub async fn run(args: &Args) -> Outcome {
     } else {
         Outcome::Problems
     }
-}
-
-type Failure = (Outcome, String);
-
-/// OAuth 1.0a signing with the credentials `connector auth` stored.
-fn oauth1_authorizer(
-    args: &Args,
-    spec: &spec::ConnectorSpec,
-    stored: &StoredIntegration,
-) -> Result<OAuth1Authorizer, Failure> {
-    let client = args
-        .account
-        .oauth_client(spec, args.sandbox)
-        .map_err(|error| (Outcome::UsageError, error))?;
-    let token: OAuth1Token =
-        open_tokens(stored, &args.account.key_file).map_err(|error| (Outcome::Problems, error))?;
-    Ok(OAuth1Authorizer::new(
-        Consumer {
-            key: client.id,
-            secret: client.secret.unwrap_or_default(),
-        },
-        token,
-    ))
-}
-
-/// Self-renewing credentials from the tokens `connector auth` stored; renewed tokens are sealed
-/// and saved before they are used.
-fn stored_authorizer(
-    args: &Args,
-    spec: &spec::ConnectorSpec,
-    oauth: &OAuth2Auth,
-    stored: &StoredIntegration,
-    integration: &Integration,
-    http: &HttpClient,
-    store: &AnyStore,
-) -> Result<OAuthAuthorizer, Failure> {
-    let client = args
-        .account
-        .oauth_client(spec, args.sandbox)
-        .map_err(|error| (Outcome::UsageError, error))?;
-    let cipher = Arc::new(
-        cipher(&args.account.key_file).map_err(|error| (Outcome::Problems, error.to_string()))?,
-    );
-    let tokens: TokenSet =
-        open_tokens(stored, &args.account.key_file).map_err(|error| (Outcome::Problems, error))?;
-    let (store, id) = (store.clone(), stored.id.clone());
-    let save: OnRefresh = Box::new(move |tokens| {
-        let sealed = cipher.encrypt(&serde_json::to_vec(&tokens).unwrap_or_default());
-        let (store, id) = (store.clone(), id.clone());
-        Box::pin(async move {
-            if let Err(error) = store.save_tokens(&id, &sealed).await {
-                tracing::error!(integration = %id, %error, "could not save renewed tokens");
-            }
-        })
-    });
-    Ok(OAuthAuthorizer::new(
-        oauth.clone(),
-        client,
-        http.clone(),
-        integration.config.clone(),
-        tokens,
-        Arc::new(Counters::default()),
-    )
-    .on_refresh(save))
 }
 
 fn print_summary(summary: &Summary<'_>) {

@@ -18,6 +18,11 @@ pub trait Backend: sqlx::Database {
     const JSON_PARAM_SUFFIX: &'static str;
     /// Written after `data` to read it back as text.
     const JSON_TEXT_SUFFIX: &'static str;
+    /// Ends a `SELECT` that picks a row to claim: PostgreSQL skips rows another transaction is
+    /// claiming; SQLite has one writer, so claims never race there.
+    const SKIP_LOCKED: &'static str;
+    /// How many rows a statement changed.
+    fn rows_affected(result: &Self::QueryResult) -> u64;
 }
 
 impl Backend for Sqlite {
@@ -26,6 +31,10 @@ impl Backend for Sqlite {
     }
     const JSON_PARAM_SUFFIX: &'static str = "";
     const JSON_TEXT_SUFFIX: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
 }
 
 impl Backend for Postgres {
@@ -34,4 +43,8 @@ impl Backend for Postgres {
     }
     const JSON_PARAM_SUFFIX: &'static str = "::jsonb";
     const JSON_TEXT_SUFFIX: &'static str = "::text";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
 }

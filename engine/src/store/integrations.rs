@@ -17,7 +17,8 @@ pub enum IntegrationStatus {
 }
 
 impl IntegrationStatus {
-    fn as_str(self) -> &'static str {
+    /// The name stored and shown (`active`, `needs_reauth`).
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
             Self::NeedsReauth => "needs_reauth",
@@ -88,7 +89,7 @@ where
         query.push(
             ") ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, connector = excluded.connector, status = excluded.status, \
              config = excluded.config, tokens = excluded.tokens, scopes = excluded.scopes, last_error = excluded.last_error, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, failures = 0",
         );
         query.build().execute(&self.pool).await?;
         self.audit(

@@ -9,6 +9,7 @@ mod integrations;
 mod memory;
 mod open;
 mod runs;
+mod service;
 mod write;
 
 use std::future::Future;
@@ -21,6 +22,10 @@ pub use integrations::{IntegrationStatus, StoredIntegration};
 pub use memory::{MemoryContents, MemorySink};
 pub use open::AnyStore;
 pub use runs::{AuditEntry, RunTotals, SyncRunRow};
+pub use service::{
+    Claim, IntegrationSummary, Lane, PendingAuthorization, RecordPage, RecordRow, Release,
+};
+pub use write::stamp;
 
 use crate::events::WriteCounts;
 use crate::map::{MappedRecord, Reject};
@@ -62,6 +67,8 @@ pub struct RunScope {
     pub user_id: Arc<str>,
     /// The connected account.
     pub integration_id: Arc<str>,
+    /// The process that runs it (`connector serve` names itself), kept with the run.
+    pub worker: Option<Arc<str>>,
 }
 
 /// One page of one stream, with the checkpoint that covers it: written in one transaction, so a

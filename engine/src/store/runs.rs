@@ -36,6 +36,8 @@ pub struct SyncRunRow {
     pub totals: RunTotals,
     /// Why it failed.
     pub error: Option<String>,
+    /// The process that ran it, when a service worker did.
+    pub worker: Option<String>,
 }
 
 /// One line of the audit log.
@@ -79,7 +81,7 @@ where
     pub(super) async fn insert_run(&self, scope: &RunScope) -> Result<i64, StoreError> {
         let at = now();
         let mut query = QueryBuilder::<DB>::new(
-            "INSERT INTO sync_runs (integration_id, user_id, connector, status, started_at) VALUES (",
+            "INSERT INTO sync_runs (integration_id, user_id, connector, status, started_at, worker) VALUES (",
         );
         query
             .separated(", ")
@@ -87,7 +89,8 @@ where
             .push_bind(&*scope.user_id)
             .push_bind(&*scope.platform)
             .push_bind("running")
-            .push_bind(at.as_str());
+            .push_bind(at.as_str())
+            .push_bind(scope.worker.as_deref());
         query.push(") RETURNING id");
         let row = query.build().fetch_one(&self.pool).await?;
         let id: i64 = row.try_get(0usize)?;
@@ -95,7 +98,10 @@ where
             &scope.user_id,
             &scope.integration_id,
             "sync_started",
-            &format!("run {id} of {}", scope.platform),
+            &match &scope.worker {
+                Some(worker) => format!("run {id} of {} by {worker}", scope.platform),
+                None => format!("run {id} of {}", scope.platform),
+            },
         )
         .await?;
         Ok(id)
@@ -161,7 +167,7 @@ where
     pub async fn runs(&self, integration_id: &str) -> Result<Vec<SyncRunRow>, StoreError> {
         let mut query = QueryBuilder::<DB>::new(
             "SELECT id, integration_id, status, started_at, finished_at, pages, requests, records_new, records_updated, \
-             records_unchanged, records_deleted, records_rejected, error FROM sync_runs WHERE integration_id = ",
+             records_unchanged, records_deleted, records_rejected, error, worker FROM sync_runs WHERE integration_id = ",
         );
         query.push_bind(integration_id).push(" ORDER BY id DESC");
         let rows = query.build().fetch_all(&self.pool).await?;
@@ -185,6 +191,7 @@ where
                         },
                     },
                     error: row.try_get(12usize)?,
+                    worker: row.try_get(13usize)?,
                 })
             })
             .collect()

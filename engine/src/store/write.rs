@@ -12,7 +12,14 @@ use crate::events::WriteCounts;
 const ROWS_PER_STATEMENT: usize = 500;
 
 pub(super) fn now() -> String {
-    jiff::Timestamp::now().to_string()
+    stamp(jiff::Timestamp::now())
+}
+
+/// A timestamp as stored: RFC 3339 UTC with exactly six fractional digits, so that stored times
+/// compare correctly as text in both backends (jiff's own display drops trailing zeros, and
+/// `...:45Z` would sort after `...:45.1Z`).
+pub fn stamp(at: jiff::Timestamp) -> String {
+    format!("{at:.6}")
 }
 
 impl<DB> Sink for Store<DB>

@@ -1,0 +1,150 @@
+//! A connected account's credentials, ready to sign requests: what `connector sync` and the
+//! service share.
+//!
+//! Tokens are stored sealed by [`crate::secrets`]; opening them needs the deployment's key. The
+//! OAuth client (id and secret) is the deployment's, never the spec's: it comes from the
+//! operator's flags or environment, or is the sandbox's stand-in.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::auth::StaticAuth;
+use crate::events::Counters;
+use crate::http::{Authorizer, HttpClient};
+use crate::oauth::{OAuthAuthorizer, OAuthClient, OnRefresh, TokenSet};
+use crate::oauth1::{Consumer, OAuth1Authorizer, OAuth1Token};
+use crate::secrets::TokenCipher;
+use crate::spec::{Auth, ConnectorSpec};
+use crate::store::{AnyStore, StoredIntegration};
+use crate::sync::Integration;
+
+/// The client id and secret the sandbox's stand-in provider accepts.
+pub const SANDBOX_CLIENT: (&str, &str) = ("sandbox-client", "sandbox-secret");
+
+/// The deployment's OAuth client for `spec`: `id` and `secret` when given, else
+/// `HYPERNET_<CLIENT>_CLIENT_ID` and `HYPERNET_<CLIENT>_CLIENT_SECRET`, where CLIENT is the
+/// spec's shared `auth.client` (Google's connectors share `google`) or else the connector id; in
+/// the sandbox, the stand-in's.
+pub fn oauth_client(
+    spec: &ConnectorSpec,
+    id: Option<&str>,
+    secret: Option<&str>,
+    sandbox: bool,
+) -> Result<OAuthClient, String> {
+    if sandbox {
+        return Ok(OAuthClient {
+            id: SANDBOX_CLIENT.0.to_owned(),
+            secret: Some(SANDBOX_CLIENT.1.to_owned()),
+        });
+    }
+    let prefix = client_env_prefix(spec);
+    let id = id
+        .map(str::to_owned)
+        .or_else(|| std::env::var(format!("{prefix}_CLIENT_ID")).ok())
+        .ok_or_else(|| {
+            format!(
+                "no OAuth client for {}: set {prefix}_CLIENT_ID and {prefix}_CLIENT_SECRET (or pass --client-id and --client-secret)",
+                spec.id
+            )
+        })?;
+    let secret = secret
+        .map(str::to_owned)
+        .or_else(|| std::env::var(format!("{prefix}_CLIENT_SECRET")).ok());
+    Ok(OAuthClient { id, secret })
+}
+
+/// `HYPERNET_<CLIENT>`: the prefix of the environment variables holding `spec`'s OAuth client.
+pub fn client_env_prefix(spec: &ConnectorSpec) -> String {
+    let client = spec.auth.client_name(&spec.id).unwrap_or(&spec.id);
+    format!("HYPERNET_{}", client.to_uppercase())
+}
+
+/// What was sealed for `stored` when it was connected, opened.
+pub fn open_sealed<T: serde::de::DeserializeOwned>(
+    stored: &StoredIntegration,
+    cipher: &TokenCipher,
+) -> Result<T, String> {
+    let sealed = stored
+        .sealed_tokens
+        .as_deref()
+        .ok_or("no credentials are stored for it; connect it again")?;
+    let plain = cipher.decrypt(sealed).map_err(|error| error.to_string())?;
+    serde_json::from_slice(&plain)
+        .map_err(|_| "its stored credentials are unreadable; connect it again".to_owned())
+}
+
+/// Signs requests for a stored integration: self-renewing OAuth 2.0 tokens (renewed tokens are
+/// sealed and saved before they are used), OAuth 1.0a signatures, or the static credentials of
+/// the other kinds (built from the integration's config and secrets).
+pub fn stored_authorizer(
+    spec: &ConnectorSpec,
+    stored: &StoredIntegration,
+    client: Option<OAuthClient>,
+    cipher: Arc<TokenCipher>,
+    http: &HttpClient,
+    integration: &Integration,
+    store: &AnyStore,
+) -> Result<Box<dyn Authorizer>, String> {
+    let client = || {
+        client
+            .clone()
+            .ok_or_else(|| format!("no OAuth client for {}", spec.id))
+    };
+    match &spec.auth {
+        Auth::OAuth2(oauth) => {
+            let tokens: TokenSet = open_sealed(stored, &cipher)?;
+            let (store, id) = (store.clone(), stored.id.clone());
+            let save: OnRefresh = Box::new(move |tokens| {
+                let sealed = cipher.encrypt(&serde_json::to_vec(&tokens).unwrap_or_default());
+                let (store, id) = (store.clone(), id.clone());
+                Box::pin(async move {
+                    if let Err(error) = store.save_tokens(&id, &sealed).await {
+                        tracing::error!(integration = %id, %error, "could not save renewed tokens");
+                    }
+                })
+            });
+            Ok(Box::new(
+                OAuthAuthorizer::new(
+                    oauth.as_ref().clone(),
+                    client()?,
+                    http.clone(),
+                    integration.config.clone(),
+                    tokens,
+                    Arc::new(Counters::default()),
+                )
+                .on_refresh(save),
+            ))
+        }
+        Auth::OAuth1(_) => {
+            let client = client()?;
+            let token: OAuth1Token = open_sealed(stored, &cipher)?;
+            Ok(Box::new(OAuth1Authorizer::new(
+                Consumer {
+                    key: client.id,
+                    secret: client.secret.unwrap_or_default(),
+                },
+                token,
+            )))
+        }
+        _ => StaticAuth::prepare(&spec.auth, &integration.credentials_context(), None)
+            .map(|auth| Box::new(auth) as Box<dyn Authorizer>)
+            .map_err(|error| error.to_string()),
+    }
+}
+
+/// The config values and (sealed) secrets of a stored integration, together, for
+/// [`Integration::configure`]. Secrets of non-OAuth connectors are sealed where OAuth
+/// connectors keep their tokens.
+pub fn stored_values(
+    spec: &ConnectorSpec,
+    stored: &StoredIntegration,
+    cipher: &TokenCipher,
+) -> Result<Map<String, Value>, String> {
+    let mut values = stored.config.clone();
+    if !matches!(spec.auth, Auth::OAuth2(_) | Auth::OAuth1(_)) && stored.sealed_tokens.is_some() {
+        let secrets: Map<String, Value> = open_sealed(stored, cipher)?;
+        values.extend(secrets);
+    }
+    Ok(values)
+}

@@ -1,0 +1,517 @@
+//! What the service (`connector serve`) keeps besides records: sync scheduling with leases,
+//! pending OAuth authorizations, API keys, and the per-user views its API serves.
+//!
+//! Scheduling works across processes: a sync is claimed by writing a lease on its integration
+//! row, chosen with `FOR UPDATE SKIP LOCKED` on PostgreSQL (two processes never pick the same
+//! row; each skips what the other is claiming) and under SQLite's single writer on SQLite. The
+//! lease is renewed while the sync runs; a process that dies stops renewing, and once the lease
+//! expires another process claims the integration and resumes it from its checkpoints.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
+
+use super::write::{now, stamp};
+use super::{Backend, IntegrationStatus, Store, StoreError};
+
+/// Which integrations a claim may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Only integrations that have never finished an import (large initial imports).
+    Initial,
+    /// Only integrations that have (short incremental syncs).
+    Incremental,
+}
+
+/// A claimed sync: the integration is leased to the claiming worker until released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The integration.
+    pub integration_id: String,
+    /// Its connector.
+    pub connector: String,
+    /// Failed syncs in a row before this one.
+    pub failures: u32,
+    /// The operator's interval for it, overriding the connector's schedule.
+    pub every_secs: Option<u64>,
+}
+
+/// How a claimed sync ended, for the scheduler's bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// When it is due next (RFC 3339).
+    pub next_sync_at: jiff::Timestamp,
+    /// Whether it succeeded: an integration's first success ends its initial import.
+    pub succeeded: bool,
+    /// Failed syncs in a row, this one included (0 after a success).
+    pub failures: u32,
+    /// The error and what to do, for the user; `None` clears the last one.
+    pub error: Option<String>,
+}
+
+/// An integration as the API shows it: no tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IntegrationSummary {
+    /// Its id.
+    pub id: String,
+    /// The owner.
+    pub user_id: String,
+    /// The connector id.
+    pub connector: String,
+    /// `active` or `needs_reauth`.
+    pub status: &'static str,
+    /// The granted scopes.
+    pub scopes: Option<String>,
+    /// The last error and what to do about it.
+    pub last_error: Option<String>,
+    /// When it was connected.
+    pub created_at: String,
+    /// When its last sync ended.
+    pub last_sync_at: Option<String>,
+    /// When it is due next (`null` while it needs the user to connect again).
+    pub next_sync_at: Option<String>,
+    /// Failed syncs in a row.
+    pub failures: u32,
+    /// Whether a sync of it runs now (in any process).
+    pub running: bool,
+    /// Whether its first import has finished.
+    pub imported: bool,
+}
+
+/// One stored record, as the API serves it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordRow {
+    /// The integration that imported it.
+    pub integration_id: String,
+    /// The connector.
+    pub source_platform: String,
+    /// The model.
+    pub model: String,
+    /// The provider's id.
+    pub source_object_id: String,
+    /// The model record.
+    pub data: Value,
+    /// When it last changed.
+    pub updated_at: String,
+    /// When the provider deleted it, if it did.
+    pub deleted_at: Option<String>,
+}
+
+/// A page of records and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordPage {
+    /// The records, oldest row first.
+    pub records: Vec<RecordRow>,
+    /// Pass it as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// An authorization in progress, taken by its callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingAuthorization {
+    /// The user who started it.
+    pub user_id: String,
+    /// The connector.
+    pub connector: String,
+    /// What the callback needs (PKCE verifier, redirect URI), sealed.
+    pub sealed: Vec<u8>,
+    /// When it started.
+    pub created_at: String,
+}
+
+/// How long an authorization may take before its state is refused.
+const PENDING_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_secs(15 * 60);
+
+fn count(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+fn status_name(status: &str) -> &'static str {
+    if status == IntegrationStatus::NeedsReauth.as_str() {
+        IntegrationStatus::NeedsReauth.as_str()
+    } else {
+        IntegrationStatus::Active.as_str()
+    }
+}
+
+const SUMMARY_COLUMNS: &str = "id, user_id, connector, status, scopes, last_error, created_at, last_sync_at, \
+     next_sync_at, failures, lease_until, imported FROM integrations";
+
+impl<DB> Store<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> Option<String>: Decode<'r, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+    for<'r> Option<i64>: Decode<'r, DB> + Type<DB>,
+    for<'r> Vec<u8>: Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// Claims the integration that has waited longest past its due time in `lane`, leasing it
+    /// to `worker` for `lease`; integrations of the connectors in `busy` are left for later. An
+    /// integration never scheduled (connected with `connector auth`) is due at once.
+    pub async fn claim_due(
+        &self,
+        worker: &str,
+        lease: std::time::Duration,
+        lane: Lane,
+        busy: &[&str],
+    ) -> Result<Option<Claim>, StoreError> {
+        let now_at = jiff::Timestamp::now();
+        let now = stamp(now_at);
+        let until = stamp(now_at + lease);
+        let mut query = QueryBuilder::<DB>::new("UPDATE integrations SET lease_owner = ");
+        query
+            .push_bind(worker)
+            .push(", lease_until = ")
+            .push_bind(until.as_str())
+            .push(" WHERE id = (SELECT id FROM integrations WHERE status = 'active' AND (next_sync_at IS NULL OR next_sync_at <= ")
+            .push_bind(now.as_str())
+            .push(") AND (lease_until IS NULL OR lease_until < ")
+            .push_bind(now.as_str())
+            .push(") AND imported = ")
+            .push_bind(i64::from(lane == Lane::Incremental));
+        if !busy.is_empty() {
+            query.push(" AND connector NOT IN (");
+            let mut list = query.separated(", ");
+            for connector in busy {
+                list.push_bind(*connector);
+            }
+            query.push(")");
+        }
+        query
+            .push(" ORDER BY next_sync_at LIMIT 1")
+            .push(DB::SKIP_LOCKED)
+            // Checked again on the row itself: what the subquery saw may have been claimed since.
+            .push(") AND (lease_until IS NULL OR lease_until < ")
+            .push_bind(now.as_str())
+            .push(") RETURNING id, connector, failures, sync_every_secs");
+        let Some(row) = query.build().fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let every: Option<i64> = row.try_get(3usize)?;
+        Ok(Some(Claim {
+            integration_id: row.try_get(0usize)?,
+            connector: row.try_get(1usize)?,
+            failures: count(row.try_get(2usize)?),
+            every_secs: every.and_then(|secs| u64::try_from(secs).ok()),
+        }))
+    }
+
+    /// Extends `worker`'s lease on an integration; `false` when it no longer holds it (the
+    /// integration was deleted, or the lease expired and another worker took it).
+    pub async fn renew_lease(
+        &self,
+        integration_id: &str,
+        worker: &str,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let until = stamp(jiff::Timestamp::now() + lease);
+        let mut query = QueryBuilder::<DB>::new("UPDATE integrations SET lease_until = ");
+        query
+            .push_bind(until.as_str())
+            .push(" WHERE id = ")
+            .push_bind(integration_id)
+            .push(" AND lease_owner = ")
+            .push_bind(worker);
+        let done = query.build().execute(&self.pool).await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    /// Ends `worker`'s lease with the sync's outcome.
+    pub async fn release(
+        &self,
+        integration_id: &str,
+        worker: &str,
+        release: &Release,
+    ) -> Result<(), StoreError> {
+        let now = now();
+        let next = stamp(release.next_sync_at);
+        let mut query = QueryBuilder::<DB>::new(
+            "UPDATE integrations SET lease_owner = NULL, lease_until = NULL, last_sync_at = ",
+        );
+        query
+            .push_bind(now.as_str())
+            .push(", next_sync_at = ")
+            .push_bind(next.as_str())
+            .push(", failures = ")
+            .push_bind(i64::from(release.failures))
+            .push(", last_error = ")
+            .push_bind(release.error.as_deref());
+        if release.succeeded {
+            query.push(", imported = 1");
+        }
+        query
+            .push(" WHERE id = ")
+            .push_bind(integration_id)
+            .push(" AND lease_owner = ")
+            .push_bind(worker);
+        query.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Makes an integration due at `at` (now, for "sync now"; the first import after
+    /// connecting). An integration that needs the user to connect again stays unscheduled.
+    pub async fn schedule(
+        &self,
+        integration_id: &str,
+        at: jiff::Timestamp,
+    ) -> Result<(), StoreError> {
+        let at = stamp(at);
+        let mut query = QueryBuilder::<DB>::new("UPDATE integrations SET next_sync_at = ");
+        query
+            .push_bind(at.as_str())
+            .push(" WHERE id = ")
+            .push_bind(integration_id);
+        query.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Sets (or, with `None`, clears) the operator's sync interval for an integration.
+    pub async fn set_interval(
+        &self,
+        integration_id: &str,
+        every_secs: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut query = QueryBuilder::<DB>::new("UPDATE integrations SET sync_every_secs = ");
+        query
+            .push_bind(every_secs.and_then(|secs| i64::try_from(secs).ok()))
+            .push(" WHERE id = ")
+            .push_bind(integration_id);
+        query.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// A user's integrations, oldest first.
+    pub async fn integrations_of(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<IntegrationSummary>, StoreError> {
+        let mut query =
+            QueryBuilder::<DB>::new(format!("SELECT {SUMMARY_COLUMNS} WHERE user_id = "));
+        query.push_bind(user_id).push(" ORDER BY created_at, id");
+        let rows = query.build().fetch_all(&self.pool).await?;
+        let now = now();
+        rows.iter().map(|row| summary(row, &now)).collect()
+    }
+
+    /// One integration's summary.
+    pub async fn integration_summary(
+        &self,
+        integration_id: &str,
+    ) -> Result<Option<IntegrationSummary>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(format!("SELECT {SUMMARY_COLUMNS} WHERE id = "));
+        query.push_bind(integration_id);
+        let now = now();
+        query
+            .build()
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| summary(&row, &now))
+            .transpose()
+    }
+
+    /// A user's records, in the order they were first stored, `limit` at a time; `model` and
+    /// `since` (an RFC 3339 time: records changed at or after it) narrow them.
+    pub async fn records_page(
+        &self,
+        user_id: &str,
+        model: Option<&str>,
+        since: Option<jiff::Timestamp>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<RecordPage, StoreError> {
+        let after: i64 = match cursor {
+            None => 0,
+            Some(text) => text.parse().map_err(|_| StoreError::Corrupt {
+                what: "records cursor",
+                reason: format!("`{text}` is not a cursor this service gave out"),
+            })?,
+        };
+        let mut query = QueryBuilder::<DB>::new(
+            "SELECT id, integration_id, source_platform, model, source_object_id, data",
+        );
+        query
+            .push(DB::JSON_TEXT_SUFFIX)
+            .push(", updated_at, deleted_at FROM records WHERE user_id = ")
+            .push_bind(user_id)
+            .push(" AND id > ")
+            .push_bind(after);
+        if let Some(model) = model {
+            query.push(" AND model = ").push_bind(model);
+        }
+        let since = since.map(stamp);
+        if let Some(since) = &since {
+            query.push(" AND updated_at >= ").push_bind(since.as_str());
+        }
+        // One more than asked: whether it exists says whether there is a next page.
+        query
+            .push(" ORDER BY id LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        let mut records = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for row in rows.iter().take(limit as usize) {
+            let data: String = row.try_get(5usize)?;
+            last = Some(row.try_get::<i64, _>(0usize)?);
+            records.push(RecordRow {
+                integration_id: row.try_get(1usize)?,
+                source_platform: row.try_get(2usize)?,
+                model: row.try_get(3usize)?,
+                source_object_id: row.try_get(4usize)?,
+                data: serde_json::from_str(&data).map_err(|error| StoreError::Corrupt {
+                    what: "record",
+                    reason: error.to_string(),
+                })?,
+                updated_at: row.try_get(6usize)?,
+                deleted_at: row.try_get(7usize)?,
+            });
+        }
+        let next_cursor = (rows.len() > limit as usize)
+            .then_some(last)
+            .flatten()
+            .map(|id| id.to_string());
+        Ok(RecordPage {
+            records,
+            next_cursor,
+        })
+    }
+
+    /// A user's audit log, newest first, at most `limit` lines.
+    pub async fn audit_of_user(
+        &self,
+        user_id: &str,
+        limit: u32,
+    ) -> Result<Vec<super::AuditEntry>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(
+            "SELECT at, user_id, integration_id, action, detail FROM audit_log WHERE user_id = ",
+        );
+        query
+            .push_bind(user_id)
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(super::AuditEntry {
+                    at: row.try_get(0usize)?,
+                    user_id: row.try_get(1usize)?,
+                    integration_id: row.try_get(2usize)?,
+                    action: row.try_get(3usize)?,
+                    detail: row.try_get(4usize)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Remembers an authorization in progress under its `state`; forgets expired ones.
+    pub async fn save_pending(
+        &self,
+        state: &str,
+        pending: &PendingAuthorization,
+    ) -> Result<(), StoreError> {
+        let expired = stamp(jiff::Timestamp::now() - PENDING_LIFETIME);
+        let mut query = QueryBuilder::<DB>::new("DELETE FROM oauth_pending WHERE created_at < ");
+        query.push_bind(expired.as_str());
+        query.build().execute(&self.pool).await?;
+        let mut query = QueryBuilder::<DB>::new(
+            "INSERT INTO oauth_pending (state, user_id, connector, sealed, created_at) VALUES (",
+        );
+        query
+            .separated(", ")
+            .push_bind(state)
+            .push_bind(pending.user_id.as_str())
+            .push_bind(pending.connector.as_str())
+            .push_bind(pending.sealed.as_slice())
+            .push_bind(pending.created_at.as_str());
+        query.push(")");
+        query.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Takes the authorization `state` names: it can be taken once, and not after it expired.
+    pub async fn take_pending(
+        &self,
+        state: &str,
+    ) -> Result<Option<PendingAuthorization>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new("DELETE FROM oauth_pending WHERE state = ");
+        query
+            .push_bind(state)
+            .push(" RETURNING user_id, connector, sealed, created_at");
+        let Some(row) = query.build().fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let pending = PendingAuthorization {
+            user_id: row.try_get(0usize)?,
+            connector: row.try_get(1usize)?,
+            sealed: row.try_get(2usize)?,
+            created_at: row.try_get(3usize)?,
+        };
+        let expired = stamp(jiff::Timestamp::now() - PENDING_LIFETIME);
+        Ok((pending.created_at >= expired).then_some(pending))
+    }
+
+    /// Adds an API key (by its hash) for a user.
+    pub async fn add_api_key(&self, key_hash: &str, user_id: &str) -> Result<(), StoreError> {
+        let now = now();
+        let mut query = QueryBuilder::<DB>::new(
+            "INSERT INTO api_keys (key_hash, user_id, created_at) VALUES (",
+        );
+        query
+            .separated(", ")
+            .push_bind(key_hash)
+            .push_bind(user_id)
+            .push_bind(now.as_str());
+        query.push(")");
+        query.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The user whose API key hashes to `key_hash`.
+    pub async fn api_key_user(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new("SELECT user_id FROM api_keys WHERE key_hash = ");
+        query.push_bind(key_hash);
+        Ok(match query.build().fetch_optional(&self.pool).await? {
+            Some(row) => Some(row.try_get(0usize)?),
+            None => None,
+        })
+    }
+}
+
+fn summary<R: Row>(row: &R, now: &str) -> Result<IntegrationSummary, StoreError>
+where
+    usize: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let status: String = row.try_get(3usize)?;
+    let lease_until: Option<String> = row.try_get(10usize)?;
+    let status = status_name(&status);
+    Ok(IntegrationSummary {
+        id: row.try_get(0usize)?,
+        user_id: row.try_get(1usize)?,
+        connector: row.try_get(2usize)?,
+        status,
+        scopes: row.try_get(4usize)?,
+        last_error: row.try_get(5usize)?,
+        created_at: row.try_get(6usize)?,
+        last_sync_at: row.try_get(7usize)?,
+        next_sync_at: if status == IntegrationStatus::Active.as_str() {
+            row.try_get(8usize)?
+        } else {
+            None
+        },
+        failures: count(row.try_get(9usize)?),
+        running: lease_until.is_some_and(|until| until.as_str() > now),
+        imported: row.try_get::<i64, _>(11usize)? != 0,
+    })
+}

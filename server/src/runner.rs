@@ -1,0 +1,221 @@
+//! Running one claimed sync: credentials from the store, the engine's run, and the outcome
+//! the scheduler books (next time, backoff, `needs_reauth`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::events::{Counters, Event, Observer};
+use engine::http::{ClientOptions, HttpClient, HttpError};
+use engine::sandbox::{sandbox_authorizer, sandbox_config};
+use engine::store::Claim;
+use engine::sync::{Integration, SyncErrorKind, SyncRun};
+use rand::Rng;
+
+use crate::state::Service;
+
+/// How a sync ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every stream finished.
+    Succeeded,
+    /// It failed and will be tried again after a backoff.
+    Failed {
+        /// The error, with what to do.
+        message: String,
+        /// For the metrics: `http`, `store`, `config`, ...
+        kind: &'static str,
+    },
+    /// The provider refused the credentials and they cannot be renewed: the user must connect
+    /// again. Nothing is scheduled until they do.
+    NeedsReauth(String),
+}
+
+impl Outcome {
+    /// The metrics' name for it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed { .. } => "failed",
+            Self::NeedsReauth(_) => "needs_reauth",
+        }
+    }
+}
+
+/// Passes a sync's events to its live counters and to the service's metrics.
+struct Live {
+    counters: Arc<Counters>,
+    metrics: crate::metrics::SyncMetrics,
+}
+
+impl Observer for Live {
+    fn event(&self, event: &Event<'_>) {
+        self.counters.event(event);
+        self.metrics.event(event);
+    }
+}
+
+fn failed(kind: &'static str, message: impl Into<String>) -> Outcome {
+    Outcome::Failed {
+        message: message.into(),
+        kind,
+    }
+}
+
+/// Runs the claimed sync to its end.
+pub async fn run(service: &Service, claim: &Claim) -> Outcome {
+    let stored = match service.store.integration(&claim.integration_id).await {
+        Ok(Some(stored)) => stored,
+        Ok(None) => return failed("config", "the integration was deleted"),
+        Err(error) => return failed("store", format!("{error} — the sync is tried again later")),
+    };
+    let Some(entry) = service.catalog.get(&stored.connector) else {
+        return failed(
+            "config",
+            format!(
+                "the connector `{}` is not offered by this service (its spec is missing or has problems; run `connector validate`)",
+                stored.connector
+            ),
+        );
+    };
+    let spec = &entry.spec;
+    let mut values = match engine::account::stored_values(spec, &stored, &service.cipher) {
+        Ok(values) => values,
+        Err(error) => return Outcome::NeedsReauth(error),
+    };
+    if service.sandbox {
+        for (name, value) in sandbox_config(spec) {
+            values.entry(name).or_insert(value);
+        }
+    }
+    let integration = match Integration::configure(spec, &stored.user_id, &stored.id, &values) {
+        Ok(integration) => integration,
+        Err(error) => {
+            return Outcome::NeedsReauth(format!(
+                "config value {error}; connect {} again with it",
+                spec.name
+            ));
+        }
+    };
+    let http = match HttpClient::new(
+        spec.allowed_hosts.clone(),
+        spec.retry.clone(),
+        service.rate_limits.gate(spec, &stored.id),
+        ClientOptions {
+            transport: entry.transport(),
+            ..ClientOptions::default()
+        },
+    ) {
+        Ok(http) => http,
+        Err(error) => return failed("config", error.to_string()),
+    };
+    let auth = if stored.sealed_tokens.is_none() && service.sandbox {
+        sandbox_authorizer(spec, &integration)
+    } else {
+        let client = engine::account::oauth_client(spec, None, None, service.sandbox).ok();
+        engine::account::stored_authorizer(
+            spec,
+            &stored,
+            client,
+            Arc::clone(&service.cipher),
+            &http,
+            &integration,
+            &service.store,
+        )
+    };
+    let auth = match auth {
+        Ok(auth) => auth,
+        Err(error) => return failed("config", error),
+    };
+
+    let counters = Arc::new(Counters::default());
+    service
+        .progress
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(stored.id.clone(), Arc::clone(&counters));
+    let live = Live {
+        counters,
+        metrics: service.metrics.observer(&spec.id),
+    };
+    let result = SyncRun::new(
+        &entry.compiled,
+        &integration,
+        &http,
+        auth.as_ref(),
+        &live,
+        service.store.clone(),
+    )
+    .by_worker(&service.config.worker)
+    .run(&[])
+    .await;
+    service
+        .progress
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&stored.id);
+    match result {
+        Ok(()) => Outcome::Succeeded,
+        Err(error) => match &error.kind {
+            SyncErrorKind::Http(HttpError::Unauthorized { .. } | HttpError::Refresh(_)) => {
+                Outcome::NeedsReauth(format!(
+                    "{error} — connect {} again; the records imported so far are kept",
+                    spec.name
+                ))
+            }
+            kind => failed(
+                match kind {
+                    SyncErrorKind::Http(_) => "http",
+                    SyncErrorKind::Store(_) => "store",
+                    SyncErrorKind::Provider(_) => "provider",
+                    _ => "connector",
+                },
+                format!("{error} — what to do: {}", error.hint()),
+            ),
+        },
+    }
+}
+
+/// When a sync is due again: the interval after a success, an exponential backoff (capped at
+/// the interval) after failures, each with ±10% jitter so that integrations connected together
+/// drift apart instead of syncing in lockstep.
+pub fn next_due(every: Duration, failures: u32) -> Duration {
+    const FIRST_RETRY: Duration = Duration::from_secs(60);
+    let base = if failures == 0 {
+        every
+    } else {
+        let factor = 1u32 << failures.saturating_sub(1).min(16);
+        FIRST_RETRY.saturating_mul(factor).min(every)
+    };
+    let jitter = rand::rng().random_range(0.9..=1.1);
+    base.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_back_off_exponentially_up_to_the_interval_with_jitter() {
+        let day = Duration::from_secs(86_400);
+        let within = |value: Duration, expected: Duration| {
+            let (low, high) = (expected.mul_f64(0.9), expected.mul_f64(1.1));
+            assert!(
+                value >= low && value <= high,
+                "{value:?} not within 10% of {expected:?}"
+            );
+        };
+        within(next_due(day, 0), day);
+        within(next_due(day, 1), Duration::from_secs(60));
+        within(next_due(day, 2), Duration::from_secs(120));
+        within(next_due(day, 5), Duration::from_secs(960));
+        within(next_due(day, 30), day);
+        within(
+            next_due(Duration::from_secs(300), 4),
+            Duration::from_secs(300),
+        );
+        // Jitter: not every answer is the same.
+        let answers: std::collections::HashSet<Duration> =
+            (0..20).map(|_| next_due(day, 0)).collect();
+        assert!(answers.len() > 1);
+    }
+}

@@ -1,0 +1,146 @@
+//! The service's configuration and shared state.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use engine::events::Counters;
+use engine::ratelimit::RateLimitRegistry;
+use engine::secrets::TokenCipher;
+use engine::store::AnyStore;
+use tokio::sync::Notify;
+
+use crate::catalog::Catalog;
+use crate::identity::Identity;
+use crate::metrics::Metrics;
+
+/// How many syncs run at once, in one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// In all.
+    pub global: u16,
+    /// Of one connector (the provider's app-wide quota is shared by all its integrations).
+    pub per_connector: u16,
+    /// Initial imports (an integration's first, often large, sync). Kept below `global`, so
+    /// incremental syncs always find a free slot however many new integrations wait.
+    pub initial: u16,
+}
+
+impl Limits {
+    /// The defaults: 8 syncs, 4 per connector, 4 initial imports.
+    pub const DEFAULT: Self = Self {
+        global: 8,
+        per_connector: 4,
+        initial: 4,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The database location (SQLite file or PostgreSQL URL).
+    pub database: String,
+    /// The folder of connectors.
+    pub connectors_root: PathBuf,
+    /// Where to listen.
+    pub listen: std::net::SocketAddr,
+    /// The URL users reach the service at (OAuth redirect URIs are built from it); by default
+    /// `http://<listen address>`.
+    pub public_url: Option<url::Url>,
+    /// Run every connector against the replay of its own fixtures and a stand-in OAuth
+    /// provider.
+    pub sandbox: bool,
+    /// How requests are authenticated.
+    pub identity: Identity,
+    /// The token key file, used when `HYPERNET_TOKEN_KEY` is not set.
+    pub key_file: PathBuf,
+    /// Concurrency limits.
+    pub limits: Limits,
+    /// How long a claimed sync is leased before another process may take it over (renewed
+    /// every third of it while the sync runs).
+    pub lease: Duration,
+    /// How often the scheduler looks for due syncs (with ±25% jitter).
+    pub poll: Duration,
+    /// Overrides every connector's default interval between syncs.
+    pub sync_every: Option<Duration>,
+    /// This process's name in sync runs and leases.
+    pub worker: String,
+    /// Whether to run the scheduler (a process can serve the API only).
+    pub scheduler: bool,
+}
+
+impl Config {
+    /// Defaults for `database` and `connectors_root`, listening on a free loopback port.
+    pub fn new(database: impl Into<String>, connectors_root: impl Into<PathBuf>) -> Self {
+        Self {
+            database: database.into(),
+            connectors_root: connectors_root.into(),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_url: None,
+            sandbox: false,
+            identity: Identity::ApiKeys,
+            key_file: PathBuf::from("hypernet.key"),
+            limits: Limits::default(),
+            lease: Duration::from_secs(60),
+            poll: Duration::from_secs(2),
+            sync_every: None,
+            worker: default_worker(),
+            scheduler: true,
+        }
+    }
+}
+
+/// `host:pid`: unique among the processes sharing a database.
+pub fn default_worker() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+/// What every request handler and the scheduler share.
+pub struct Service {
+    /// The database.
+    pub store: AnyStore,
+    /// The connectors.
+    pub catalog: Catalog,
+    /// Seals tokens and secrets at rest.
+    pub cipher: Arc<TokenCipher>,
+    /// How requests are authenticated.
+    pub identity: Identity,
+    /// Where users reach the service.
+    pub public_url: url::Url,
+    /// Sandbox mode.
+    pub sandbox: bool,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// Rate limits shared by every integration's syncs in this process.
+    pub rate_limits: RateLimitRegistry,
+    /// Live progress of the syncs running in this process, by integration.
+    pub progress: Mutex<HashMap<String, Arc<Counters>>>,
+    /// Wakes the scheduler (a new integration, "sync now").
+    pub wake: Notify,
+    /// The configuration.
+    pub config: Config,
+}
+
+/// The shared state handlers get.
+pub type AppState = Arc<Service>;
+
+impl Service {
+    /// The live counters of a sync of `integration_id` running in this process.
+    pub fn progress_of(&self, integration_id: &str) -> Option<engine::events::Totals> {
+        self.progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(integration_id)
+            .map(|counters| counters.totals())
+    }
+}
