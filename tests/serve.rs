@@ -1,0 +1,707 @@
+//! The service over real HTTP: `server::start` on a loopback port, in sandbox mode (every
+//! connector on the replay of its fixtures, a stand-in OAuth provider), on a fresh SQLite file
+//! and a fresh PostgreSQL database.
+
+use std::time::Duration;
+
+use hypernet_tests::{TestStore, repo_root, test_stores};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use server::{Config, Identity};
+
+struct Service {
+    base: url::Url,
+    client: reqwest::Client,
+    running: server::Running,
+    _key_dir: tempfile::TempDir,
+}
+
+impl Service {
+    async fn start(store: &TestStore, identity: Identity) -> Self {
+        engine::http::install_tls_provider();
+        let key_dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(store.location.clone(), repo_root().join("connectors"));
+        config.sandbox = true;
+        config.identity = identity;
+        config.key_file = key_dir.path().join("hypernet.key");
+        config.poll = Duration::from_millis(100);
+        let running = server::start(config).await.expect("the service starts");
+        let base = url::Url::parse(&format!("http://{}", running.address)).unwrap();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self {
+            base,
+            client,
+            running,
+            _key_dir: key_dir,
+        }
+    }
+
+    async fn key_for(&self, user: &str) -> String {
+        let key = server::new_key();
+        self.running
+            .state
+            .store
+            .add_api_key(&server::key_hash(&key), user)
+            .await
+            .unwrap();
+        key
+    }
+
+    fn url(&self, path: &str) -> url::Url {
+        self.base.join(path).unwrap()
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.client.request(method, self.url(path)).bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {
+        self.call("GET", path, key, None).await
+    }
+
+    /// The browser's OAuth round trip: authorize → the stand-in provider → callback.
+    async fn connect(&self, connector: &str, key: &str) -> String {
+        let authorize = self
+            .client
+            .get(self.url(&format!("/integrations/{connector}/authorize")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(authorize.status(), StatusCode::SEE_OTHER);
+        let provider = location(&authorize);
+        let url = url::Url::parse(&provider).unwrap();
+        let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        assert_eq!(
+            query.get("redirect_uri").map(String::as_str),
+            Some(
+                self.url(&format!("/integrations/{connector}/callback"))
+                    .as_str()
+            )
+        );
+        assert!(query.contains_key("state"));
+        let back = self.client.get(provider).send().await.unwrap();
+        let callback = location(&back);
+        assert!(callback.starts_with(self.base.as_str()), "{callback}");
+        let done = self
+            .client
+            .get(callback)
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            done.status(),
+            StatusCode::SEE_OTHER,
+            "{:?}",
+            done.text().await
+        );
+        location(&done)
+    }
+
+    /// Waits (polling the API) until `check` accepts the integration.
+    async fn wait_for(&self, id: &str, key: &str, check: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..200 {
+            let (status, body) = self.get(&format!("/integrations/{id}"), key).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if check(&body) {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{id} never got there");
+    }
+
+    async fn all_records(&self, key: &str, query: &str) -> Vec<Value> {
+        let mut records = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(cursor) => format!("/records?{query}&limit=3&cursor={cursor}"),
+                None => format!("/records?{query}&limit=3"),
+            };
+            let (status, page) = self.get(&path, key).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            records.extend(page["records"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return records,
+            }
+        }
+    }
+}
+
+fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("location")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_else(|| panic!("no redirect: {}", response.status()))
+        .to_owned()
+}
+
+fn imported(body: &Value) -> bool {
+    body["imported"] == true && body["running"] == false
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connecting_starts_the_import_and_the_records_are_served() {
+    for store in test_stores("serve_flow").await {
+        let service = Service::start(&store, Identity::ApiKeys).await;
+        let key = service.key_for("alice").await;
+
+        let (status, catalog) = service.get("/connectors", &key).await;
+        assert_eq!(status, StatusCode::OK);
+        let photos = catalog["connectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|connector| connector["id"] == "google_photos")
+            .expect("google_photos in the catalog")
+            .clone();
+        assert_eq!(photos["models"], json!(["media"]));
+        assert_eq!(photos["auth"], "oauth2");
+        assert_eq!(photos["connect"], "oauth");
+
+        let landed = service.connect("google_photos", &key).await;
+        assert_eq!(landed, "/#integration=google_photos:alice");
+        let integration = service
+            .wait_for("google_photos:alice", &key, imported)
+            .await;
+        assert_eq!(integration["status"], "active", "{}", store.backend);
+        assert_eq!(integration["last_run"]["status"], "succeeded");
+        assert_eq!(integration["last_run"]["totals"]["written"]["new"], 5);
+        assert!(
+            integration["next_sync_at"].as_str().unwrap()
+                > integration["last_sync_at"].as_str().unwrap()
+        );
+        assert!(
+            integration["scopes"]
+                .as_str()
+                .unwrap()
+                .contains("photoslibrary")
+        );
+
+        let records = service.all_records(&key, "model=media").await;
+        assert_eq!(records.len(), 5, "{}", store.backend);
+        assert!(
+            records
+                .iter()
+                .all(|record| record["data"]["user_id"] == "alice")
+        );
+        let later = service
+            .all_records(&key, "since=2999-01-01T00:00:00Z")
+            .await;
+        assert!(later.is_empty());
+
+        // Sync now: the second run finds nothing new and writes nothing.
+        let (status, _) = service
+            .call("POST", "/integrations/google_photos:alice/sync", &key, None)
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let again = service
+            .wait_for("google_photos:alice", &key, |body| {
+                imported(body) && body["last_run"]["id"] != integration["last_run"]["id"]
+            })
+            .await;
+        // Google Photos has no incremental API: the run reads everything again and writes
+        // nothing, since nothing changed.
+        let written = &again["last_run"]["totals"]["written"];
+        assert_eq!(
+            (&written["new"], &written["updated"], &written["deleted"], &written["unchanged"]),
+            (&json!(0), &json!(0), &json!(0), &json!(5)),
+            "{again}"
+        );
+
+        let (status, metrics) = service.get("/metrics", &key).await;
+        assert_eq!(status, StatusCode::OK);
+        let metrics = metrics.as_str().unwrap().to_owned();
+        assert!(
+            metrics.contains(
+                r#"hypernet_syncs_total{connector="google_photos",outcome="succeeded"} 2"#
+            ),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(r#"hypernet_records_total{connector="google_photos"} 10"#),
+            "{metrics}"
+        );
+
+        // Disconnect, keeping the records; then connect again and disconnect deleting them.
+        let (status, gone) = service
+            .call("DELETE", "/integrations/google_photos:alice", &key, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{gone}");
+        assert_eq!(gone["records_deleted"], 0);
+        assert_eq!(service.all_records(&key, "model=media").await.len(), 5);
+        let (status, _) = service.get("/integrations/google_photos:alice", &key).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        service.connect("google_photos", &key).await;
+        service
+            .wait_for("google_photos:alice", &key, imported)
+            .await;
+        let (status, gone) = service
+            .call(
+                "DELETE",
+                "/integrations/google_photos:alice?delete_data=true",
+                &key,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{gone}");
+        assert_eq!(gone["records_deleted"], 5);
+        assert!(service.all_records(&key, "model=media").await.is_empty());
+
+        let (_, audit) = service.get("/audit", &key).await;
+        let actions: Vec<&str> = audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["action"].as_str().unwrap())
+            .collect();
+        for action in [
+            "connected",
+            "sync_started",
+            "sync_finished",
+            "disconnected",
+            "records_deleted",
+        ] {
+            assert!(
+                actions.contains(&action),
+                "{action} missing from {actions:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connectors_without_oauth_connect_from_config_values() {
+    for store in test_stores("serve_config").await {
+        let service = Service::start(&store, Identity::ApiKeys).await;
+        let key = service.key_for("bob").await;
+        let (status, body) = service
+            .call(
+                "POST",
+                "/integrations",
+                &key,
+                Some(json!({"connector": "google_photos"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("authorize")
+        );
+        let (status, body) = service
+            .call(
+                "POST",
+                "/integrations",
+                &key,
+                Some(json!({"connector": "plaid", "config": {"colour": "red"}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("colour")
+        );
+        let (status, body) = service
+            .call(
+                "POST",
+                "/integrations",
+                &key,
+                Some(json!({"connector": "plaid"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let done = service.wait_for("plaid:bob", &key, imported).await;
+        assert_eq!(done["last_run"]["status"], "succeeded", "{done}");
+        assert!(
+            !service
+                .all_records(&key, "model=transaction")
+                .await
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_never_sees_or_touches_another_users_integrations() {
+    for store in test_stores("serve_isolation").await {
+        let service = Service::start(&store, Identity::ApiKeys).await;
+        let alice = service.key_for("alice").await;
+        let mallory = service.key_for("mallory").await;
+        service.connect("google_photos", &alice).await;
+        service
+            .wait_for("google_photos:alice", &alice, imported)
+            .await;
+
+        let (_, list) = service.get("/integrations", &mallory).await;
+        assert_eq!(list["integrations"], json!([]));
+        for (method, path) in [
+            ("GET", "/integrations/google_photos:alice"),
+            ("POST", "/integrations/google_photos:alice/sync"),
+            (
+                "DELETE",
+                "/integrations/google_photos:alice?delete_data=true",
+            ),
+        ] {
+            let (status, body) = service.call(method, path, &mallory, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
+            assert_eq!(body["error"]["code"], "not_found");
+        }
+        assert!(
+            service
+                .all_records(&mallory, "model=media")
+                .await
+                .is_empty()
+        );
+        let (_, audit) = service.get("/audit", &mallory).await;
+        assert_eq!(audit["entries"], json!([]));
+        // Alice's data is all still there.
+        assert_eq!(service.all_records(&alice, "model=media").await.len(), 5);
+        let (status, _) = service
+            .get("/integrations/google_photos:alice", &alice)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+
+        // A callback carrying a state that Alice's authorization started, replayed by Mallory,
+        // is refused (and used up).
+        let authorize = service
+            .client
+            .get(service.url("/integrations/dropbox/authorize"))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        let provider = location(&authorize);
+        let back = service.client.get(provider).send().await.unwrap();
+        let callback = location(&back);
+        let stolen = service
+            .client
+            .get(&callback)
+            .bearer_auth(&mallory)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stolen.status(), StatusCode::BAD_REQUEST);
+        let (_, list) = service.get("/integrations", &mallory).await;
+        assert_eq!(list["integrations"], json!([]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_a_json_4xx() {
+    let stores = test_stores("serve_bad_input").await;
+    let store = &stores[0];
+    let service = Service::start(store, Identity::ApiKeys).await;
+    let key = service.key_for("alice").await;
+    let cases: Vec<(&str, &str, Option<&str>, Option<Value>, StatusCode)> = vec![
+        ("GET", "/integrations", None, None, StatusCode::UNAUTHORIZED),
+        (
+            "GET",
+            "/integrations",
+            Some("hn_not_a_key"),
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "GET",
+            "/records?model=hologram",
+            Some(&key),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/records?since=yesterday",
+            Some(&key),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/records?cursor=abc",
+            Some(&key),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/records?limit=0",
+            Some(&key),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/records?limit=-5",
+            Some(&key),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/records?colour=red",
+            Some(&key),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/audit?limit=100000",
+            Some(&key),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/integrations/nope:alice",
+            Some(&key),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "DELETE",
+            "/integrations/nope?delete_data=maybe",
+            Some(&key),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/integrations/no_such_connector/authorize",
+            Some(&key),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "GET",
+            "/integrations/plaid/authorize",
+            Some(&key),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/integrations/google_photos/callback",
+            Some(&key),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/integrations/google_photos/callback?state=forged&code=x",
+            Some(&key),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/integrations",
+            Some(&key),
+            Some(json!({"connector": 7})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/integrations",
+            Some(&key),
+            Some(json!({"connector": "nope"})),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/session",
+            None,
+            Some(json!({"key": "hn_wrong"})),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "GET",
+            "/no/such/endpoint",
+            Some(&key),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (method, path, credentials, body, expected) in cases {
+        let mut request = service.client.request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            service.url(path),
+        );
+        if let Some(key) = credentials {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .unwrap_or_else(|error| panic!("{method} {path}: not JSON: {error}"));
+        assert_eq!(status, expected, "{method} {path}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|text| !text.is_empty()),
+            "{method} {path}: {body}"
+        );
+    }
+    // A body that is not JSON at all.
+    let response = service
+        .client
+        .post(service.url("/integrations"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error());
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"]["message"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_gateway_header_names_the_user() {
+    let stores = test_stores("serve_header").await;
+    let service = Service::start(
+        &stores[0],
+        Identity::TrustedHeader("x-hypernet-user".to_owned()),
+    )
+    .await;
+    let response = service
+        .client
+        .get(service.url("/me"))
+        .header("X-Hypernet-User", "carol")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.json::<Value>().await.unwrap()["user"], "carol");
+    // API keys mean nothing in this mode.
+    let key = service.key_for("carol").await;
+    let (status, body) = service.get("/me", &key).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_describes_every_route() {
+    let stores = test_stores("serve_openapi").await;
+    let service = Service::start(&stores[0], Identity::ApiKeys).await;
+    let key = service.key_for("alice").await;
+    let (status, document) = service.get("/openapi.json", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = document["paths"].as_object().unwrap();
+
+    // Every route the router has is documented...
+    let source = std::fs::read_to_string(repo_root().join("server/src/lib.rs")).unwrap();
+    let routes: Vec<&str> = source
+        .split(".route(")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').nth(1))
+        .collect();
+    assert!(routes.len() >= 10, "{routes:?}");
+    for route in &routes {
+        assert!(paths.contains_key(*route), "{route} is not in openapi.json");
+    }
+    // ...and every documented operation exists: none falls through to the 404 fallback or is
+    // refused as a wrong method.
+    for (path, operations) in paths {
+        assert!(
+            routes.contains(&path.as_str()),
+            "{path} is documented but not routed"
+        );
+        for method in operations.as_object().unwrap().keys() {
+            let concrete = path.replace("{id}", "google_photos");
+            let response = service
+                .client
+                .request(
+                    reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+                    service.url(&concrete),
+                )
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap();
+            assert_ne!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            let body = response.text().await.unwrap();
+            assert!(
+                !body.contains("no such endpoint"),
+                "{method} {path}: {body}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_web_page_signs_in_with_a_cookie() {
+    let stores = test_stores("serve_session").await;
+    let service = Service::start(&stores[0], Identity::ApiKeys).await;
+    let key = service.key_for("dave").await;
+    let page = service.client.get(service.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("Hypernet Connect"));
+    let response = service
+        .client
+        .post(service.url("/session"))
+        .json(&json!({"key": key}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let me = service
+        .client
+        .get(service.url("/me"))
+        .header("cookie", pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.json::<Value>().await.unwrap()["user"], "dave");
+}
