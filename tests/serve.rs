@@ -123,15 +123,17 @@ impl Service {
 
     /// Waits (polling the API) until `check` accepts the integration.
     async fn wait_for(&self, id: &str, key: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
         for _ in 0..200 {
             let (status, body) = self.get(&format!("/integrations/{id}"), key).await;
             assert_eq!(status, StatusCode::OK, "{body}");
             if check(&body) {
                 return body;
             }
+            last = body;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("{id} never got there");
+        panic!("{id} never got there: {last}");
     }
 
     async fn all_records(&self, key: &str, query: &str) -> Vec<Value> {
@@ -230,7 +232,12 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
         // nothing, since nothing changed.
         let written = &again["last_run"]["totals"]["written"];
         assert_eq!(
-            (&written["new"], &written["updated"], &written["deleted"], &written["unchanged"]),
+            (
+                &written["new"],
+                &written["updated"],
+                &written["deleted"],
+                &written["unchanged"]
+            ),
             (&json!(0), &json!(0), &json!(0), &json!(5)),
             "{again}"
         );
@@ -423,7 +430,9 @@ async fn bad_requests_get_a_json_4xx() {
     let store = &stores[0];
     let service = Service::start(store, Identity::ApiKeys).await;
     let key = service.key_for("alice").await;
-    let cases: Vec<(&str, &str, Option<&str>, Option<Value>, StatusCode)> = vec![
+    // (method, path, API key, JSON body, expected status)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<Value>, StatusCode);
+    let cases: Vec<Case<'_>> = vec![
         ("GET", "/integrations", None, None, StatusCode::UNAUTHORIZED),
         (
             "GET",
@@ -704,4 +713,210 @@ async fn the_web_page_signs_in_with_a_cookie() {
         .await
         .unwrap();
     assert_eq!(me.json::<Value>().await.unwrap()["user"], "dave");
+}
+
+/// Two connectors whose provider misbehaves: `flaky` answers 503 to everything, `revoked`
+/// refuses its token with 401 and its refresh token with `invalid_grant`.
+const FLAKY: &str = r#"id: flaky
+name: Flaky
+version: 1.0.0
+category: productivity
+description: A provider that is down.
+docs_url: https://api.flaky.example/docs
+auth: { kind: none }
+base_url: https://api.flaky.example
+allowed_hosts: [api.flaky.example]
+retry:
+  max_attempts: 1
+  backoff: { initial: 1ms, max: 2ms }
+schedule: { every: 1h }
+streams:
+  items:
+    model: note
+    request: { path: /items }
+    records: $.items[*]
+    id: $.id
+    map:
+      title: $.title
+"#;
+
+const REVOKED: &str = r#"id: revoked
+name: Revoked
+version: 1.0.0
+category: productivity
+description: A provider that has revoked the grant.
+docs_url: https://api.revoked.example/docs
+auth:
+  kind: oauth2
+  authorization_url: https://auth.revoked.example/authorize
+  token_url: https://auth.revoked.example/token
+  scopes: [read]
+base_url: https://api.revoked.example
+allowed_hosts: [api.revoked.example, auth.revoked.example]
+retry:
+  max_attempts: 1
+  backoff: { initial: 1ms, max: 2ms }
+streams:
+  items:
+    model: note
+    request: { path: /items }
+    records: $.items[*]
+    id: $.id
+    map:
+      title: $.title
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_syncs_back_off_and_refused_credentials_stop_scheduling() {
+    use axum::http::StatusCode as Status;
+    use axum::response::IntoResponse;
+    let provider = hypernet_tests::serve(
+        axum::Router::new()
+            .route(
+                "/items",
+                axum::routing::get(|headers: axum::http::HeaderMap| async move {
+                    // The sandbox transport sends every host here: who is asking tells them
+                    // apart (only `revoked` sends a token).
+                    if headers.contains_key("authorization") {
+                        (Status::UNAUTHORIZED, "token revoked").into_response()
+                    } else {
+                        (Status::SERVICE_UNAVAILABLE, "down for maintenance").into_response()
+                    }
+                }),
+            )
+            .route(
+                "/token",
+                axum::routing::post(|| async {
+                    (
+                        Status::BAD_REQUEST,
+                        axum::Json(json!({"error": "invalid_grant", "error_description": "Token has been expired or revoked."})),
+                    )
+                }),
+            ),
+    )
+    .await;
+    let connectors = tempfile::tempdir().unwrap();
+    for (id, text) in [("flaky", FLAKY), ("revoked", REVOKED)] {
+        std::fs::create_dir(connectors.path().join(id)).unwrap();
+        std::fs::write(connectors.path().join(id).join("connector.yaml"), text).unwrap();
+    }
+    // The deployment's OAuth client for `revoked`, as operators give it.
+    // SAFETY: no other test reads these variables; they are set before the service starts.
+    unsafe {
+        std::env::set_var("HYPERNET_REVOKED_CLIENT_ID", "client");
+        std::env::set_var("HYPERNET_REVOKED_CLIENT_SECRET", "secret");
+    }
+    for store in test_stores("serve_failures").await {
+        engine::http::install_tls_provider();
+        let key_dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(store.location.clone(), connectors.path());
+        config.via = Some(provider.clone());
+        config.key_file = key_dir.path().join("hypernet.key");
+        config.poll = Duration::from_millis(50);
+        let running = server::start(config).await.expect("the service starts");
+        let service = Service {
+            base: url::Url::parse(&format!("http://{}", running.address)).unwrap(),
+            client: reqwest::Client::new(),
+            running,
+            _key_dir: key_dir,
+        };
+        let key = service.key_for("erin").await;
+
+        // A provider that is down: the sync fails, says why and what to do, and is tried
+        // again after a backoff (about a minute), not at once and not at the hourly interval.
+        let (status, body) = service
+            .call(
+                "POST",
+                "/integrations",
+                &key,
+                Some(json!({"connector": "flaky"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let failed = service
+            .wait_for("flaky:erin", &key, |body| {
+                body["failures"] == 1 && body["running"] == false
+            })
+            .await;
+        assert_eq!(failed["status"], "active", "{}", store.backend);
+        let error = failed["last_error"].as_str().unwrap();
+        assert!(
+            error.contains("503") && error.contains("what to do"),
+            "{error}"
+        );
+        assert!(failed["what_to_do"].as_str().unwrap().contains("retried"));
+        let last: jiff::Timestamp = failed["last_sync_at"].as_str().unwrap().parse().unwrap();
+        let next: jiff::Timestamp = failed["next_sync_at"].as_str().unwrap().parse().unwrap();
+        let wait = next.duration_since(last).as_secs();
+        assert!((50..=70).contains(&wait), "backoff of {wait}s");
+        assert_eq!(failed["last_run"]["status"], "failed");
+
+        // Refused credentials that cannot be renewed: needs_reauth, and no more syncs.
+        let state = &service.running.state;
+        let tokens = engine::oauth::TokenSet {
+            access_token: "revoked-access".to_owned(),
+            refresh_token: Some("revoked-refresh".to_owned()),
+            expires_at: None,
+            refresh_expires_at: None,
+            scope: Some("read".to_owned()),
+        };
+        state
+            .store
+            .save_integration(&engine::store::StoredIntegration {
+                id: "revoked:erin".to_owned(),
+                user_id: "erin".to_owned(),
+                connector: "revoked".to_owned(),
+                status: engine::store::IntegrationStatus::Active,
+                config: serde_json::Map::new(),
+                sealed_tokens: Some(state.cipher.encrypt(&serde_json::to_vec(&tokens).unwrap())),
+                scopes: Some("read".to_owned()),
+                last_error: None,
+            })
+            .await
+            .unwrap();
+        state.wake.notify_one();
+        let refused = service
+            .wait_for("revoked:erin", &key, |body| {
+                body["status"] == "needs_reauth" && body["running"] == false
+            })
+            .await;
+        assert!(
+            refused["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("invalid_grant"),
+            "{refused}"
+        );
+        assert!(
+            refused["what_to_do"]
+                .as_str()
+                .unwrap()
+                .contains("/integrations/revoked/authorize")
+        );
+        assert_eq!(refused["next_sync_at"], Value::Null);
+        let (status, body) = service
+            .call("POST", "/integrations/revoked:erin/sync", &key, None)
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        // Polls go by; neither integration runs again.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        for id in ["flaky:erin", "revoked:erin"] {
+            assert_eq!(
+                state.store.runs(id).await.unwrap().len(),
+                1,
+                "{id} ran again"
+            );
+        }
+        let (_, metrics) = service.get("/metrics", &key).await;
+        let metrics = metrics.as_str().unwrap().to_owned();
+        assert!(
+            metrics.contains(r#"hypernet_errors_total{connector="flaky",kind="http"} 1"#),
+            "{metrics}"
+        );
+        assert!(
+            metrics
+                .contains(r#"hypernet_syncs_total{connector="revoked",outcome="needs_reauth"} 1"#),
+            "{metrics}"
+        );
+    }
 }

@@ -19,14 +19,19 @@ pub struct Entry {
     pub compiled: Arc<CompiledConnector>,
     /// In sandbox mode: the replay of its fixtures and its stand-in OAuth provider.
     pub sandbox: Option<Sandbox>,
+    /// The server every request goes to instead of the provider's hosts, when the operator
+    /// says so (a recording proxy, a staging mirror).
+    pub via: Option<url::Url>,
 }
 
 impl Entry {
     /// Where its requests go.
     pub fn transport(&self) -> Transport {
-        self.sandbox
-            .as_ref()
-            .map_or(Transport::Direct, Sandbox::transport)
+        match (&self.sandbox, &self.via) {
+            (Some(sandbox), _) => sandbox.transport(),
+            (None, Some(via)) => Transport::Sandbox(via.clone()),
+            (None, None) => Transport::Direct,
+        }
     }
 
     /// What `GET /connectors` shows of it.
@@ -93,7 +98,7 @@ pub struct Catalog {
 impl Catalog {
     /// Loads every `connector.yaml` under `root`. A spec with problems is left out with a
     /// warning (run `connector validate` for the details) rather than stopping the service.
-    pub async fn load(root: &Path, sandbox: bool) -> Result<Self, String> {
+    pub async fn load(root: &Path, sandbox: bool, via: Option<&url::Url>) -> Result<Self, String> {
         let folders = std::fs::read_dir(root).map_err(|error| {
             format!(
                 "cannot read the connectors folder {}: {error}",
@@ -136,6 +141,7 @@ impl Catalog {
                     spec,
                     compiled,
                     sandbox,
+                    via: via.cloned(),
                 },
             );
         }

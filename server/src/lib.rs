@@ -74,7 +74,9 @@ pub async fn start(config: Config) -> Result<Running, String> {
             redact(&config.database)
         )
     })?;
-    let catalog = catalog::Catalog::load(&config.connectors_root, config.sandbox).await?;
+    let catalog =
+        catalog::Catalog::load(&config.connectors_root, config.sandbox, config.via.as_ref())
+            .await?;
     let cipher = TokenCipher::from_env_or_file(&config.key_file)
         .map_err(|error| format!("cannot load the token key: {error}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)

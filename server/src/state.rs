@@ -57,6 +57,10 @@ pub struct Config {
     /// Run every connector against the replay of its own fixtures and a stand-in OAuth
     /// provider.
     pub sandbox: bool,
+    /// Send every provider request (API and OAuth endpoints) to this server instead, as
+    /// `connector sync --via` does: URLs are still built and checked against each connector's
+    /// allowed hosts. Ignored in sandbox mode.
+    pub via: Option<url::Url>,
     /// How requests are authenticated.
     pub identity: Identity,
     /// The token key file, used when `HYPERNET_TOKEN_KEY` is not set.
@@ -85,6 +89,7 @@ impl Config {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             public_url: None,
             sandbox: false,
+            via: None,
             identity: Identity::ApiKeys,
             key_file: PathBuf::from("hypernet.key"),
             limits: Limits::default(),

@@ -23,6 +23,10 @@ pub struct Args {
     /// `<URL>/integrations/<connector>/callback`; register them with each provider).
     #[arg(long, env = "HYPERNET_PUBLIC_URL")]
     public_url: Option<url::Url>,
+    /// Send every provider request to this server instead of the connectors' hosts (a
+    /// recording or replay proxy, a staging mirror), as `connector sync --via` does.
+    #[arg(long, value_name = "URL", conflicts_with = "sandbox")]
+    via: Option<url::Url>,
     /// The database: an SQLite file (the default) or a PostgreSQL URL. Several processes may
     /// serve one PostgreSQL database: they share the syncs and never run one twice at once.
     #[arg(long, env = "DATABASE_URL", default_value = "hypernet.sqlite")]
@@ -77,6 +81,7 @@ pub async fn run(args: &Args) -> Outcome {
     config.listen = args.listen;
     config.public_url = args.public_url.clone();
     config.sandbox = args.sandbox;
+    config.via = args.via.clone();
     config.key_file = args.key_file.clone();
     config.identity = match &args.trusted_header {
         Some(header) => Identity::TrustedHeader(header.to_ascii_lowercase()),
