@@ -1,0 +1,217 @@
+//! The web page end to end in headless Chromium (through ChromeDriver): sign in with the link
+//! `connector serve --sandbox` prints, connect Google Photos (the OAuth round trip through the
+//! stand-in provider), watch the import finish and the records appear, sync again, and
+//! disconnect deleting the data.
+//!
+//! Needs `chromium` and `chromedriver` (Debian: `apt-get install chromium chromium-driver`;
+//! `.ci/run` installs them). Without them the test says so and passes, unless
+//! `HYPERNET_REQUIRE_BROWSER=1` (as in CI) makes it fail.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hypernet_tests::{repo_root, test_stores};
+use server::{Config, Identity};
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn find(program: &str, variable: &str) -> Option<String> {
+    std::env::var(variable).ok().or_else(|| {
+        Command::new("which")
+            .arg(program)
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .and_then(|output| String::from_utf8(output.stdout).ok())
+            .map(|path| path.trim().to_owned())
+    })
+}
+
+async fn browser() -> Option<(Driver, Client)> {
+    let required = std::env::var("HYPERNET_REQUIRE_BROWSER").is_ok_and(|value| value == "1");
+    let (Some(driver), Some(chromium)) = (
+        find("chromedriver", "HYPERNET_CHROMEDRIVER"),
+        find("chromium", "HYPERNET_CHROMIUM"),
+    ) else {
+        assert!(
+            !required,
+            "HYPERNET_REQUIRE_BROWSER=1 but chromedriver or chromium is missing"
+        );
+        eprintln!("note: chromium or chromedriver not found; browser test skipped (see README)");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let process = Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let process = Driver(process);
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".to_owned(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,1600"],
+        }),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(capabilities.clone())
+            .connect(&url)
+            .await
+        {
+            Ok(client) => return Some((process, client)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("chromedriver did not answer at {url}");
+}
+
+/// Waits until the element `css` exists and its text satisfies `check`; returns the text.
+async fn wait_text(client: &Client, css: &str, check: impl Fn(&str) -> bool) -> String {
+    let mut last = String::new();
+    for _ in 0..300 {
+        if let Ok(element) = client.find(Locator::Css(css)).await
+            && let Ok(text) = element.text().await
+        {
+            if check(&text) {
+                return text;
+            }
+            last = text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let page = client.source().await.unwrap_or_default();
+    panic!("`{css}` never got there (last text: {last:?})\n{page}");
+}
+
+async fn gone(client: &Client, css: &str) {
+    for _ in 0..300 {
+        if client.find(Locator::Css(css)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("`{css}` is still on the page");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() {
+    let Some((_driver, client)) = browser().await else {
+        return;
+    };
+    let stores = test_stores("browser").await;
+    engine::http::install_tls_provider();
+    let key_dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(stores[0].location.clone(), repo_root().join("connectors"));
+    config.sandbox = true;
+    config.identity = Identity::ApiKeys;
+    config.key_file = key_dir.path().join("hypernet.key");
+    config.poll = Duration::from_millis(100);
+    let running = server::start(config).await.expect("the service starts");
+    let key = server::new_key();
+    running
+        .state
+        .store
+        .add_api_key(&server::key_hash(&key), "local")
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.address);
+
+    // The sign-in link `connector serve --sandbox` prints.
+    client.goto(&format!("{base}/#key={key}")).await.unwrap();
+    wait_text(&client, "#who", |text| text.contains("local")).await;
+    let url = client.current_url().await.unwrap();
+    assert!(
+        url.fragment().is_none(),
+        "the key stays out of the address bar: {url}"
+    );
+
+    // Connect: the catalog's button starts the OAuth round trip.
+    let connect = "[data-connector=google_photos].connector a.connect";
+    wait_text(&client, connect, |text| text == "Connect").await;
+    client
+        .find(Locator::Css(connect))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&client, "#banner", |text| text.contains("Connected")).await;
+    let card = "[data-integration='google_photos:local']";
+    wait_text(
+        &client,
+        &format!("{card}[data-status=ok] .progress"),
+        |text| text.contains("Last run succeeded: 5 new"),
+    )
+    .await;
+    wait_text(&client, "#record-count", |text| text == "5").await;
+    let rows = client
+        .find_all(Locator::Css("#records tr.record"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 5);
+    assert!(rows[0].text().await.unwrap().contains("google_photos"));
+
+    // Sync now: a second run, which finds nothing new.
+    client
+        .find(Locator::Css(&format!("{card} button.sync-now")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&client, "#banner", |text| text.contains("Sync started")).await;
+    wait_text(
+        &client,
+        &format!("{card}[data-status=ok] .progress"),
+        |text| text.contains("Last run succeeded: 0 new"),
+    )
+    .await;
+
+    // Disconnect, choosing to delete the imported records.
+    client
+        .find(Locator::Css(&format!("{card} button.disconnect")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("#delete-data"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("#disconnect-confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&client, "#banner", |text| {
+        text.contains("5 records deleted")
+    })
+    .await;
+    gone(&client, card).await;
+    wait_text(&client, "#record-count", |text| text == "0").await;
+    wait_text(&client, connect, |text| text == "Connect").await;
+    client.close().await.unwrap();
+}
