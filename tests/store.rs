@@ -977,3 +977,85 @@ streams:
         assert_eq!(live, ["/a.txt", "/b.txt", "/c.txt"], "{}", test.backend);
     }
 }
+
+#[tokio::test]
+async fn what_a_sync_writes_after_its_integration_was_disconnected_is_purged() {
+    for test in test_stores("purge").await {
+        let mut store = test.store.clone();
+        let integration = engine::store::StoredIntegration {
+            id: "integration-1".to_owned(),
+            user_id: "user-1".to_owned(),
+            connector: PLATFORM.to_owned(),
+            status: engine::store::IntegrationStatus::Active,
+            config: serde_json::Map::new(),
+            sealed_tokens: None,
+            scopes: None,
+            last_error: None,
+        };
+        store.save_integration(&integration).await.unwrap();
+        let scope = Arc::new(RunScope {
+            platform: Arc::from(PLATFORM),
+            user_id: Arc::from("user-1"),
+            integration_id: Arc::from("integration-1"),
+            worker: None,
+        });
+        let page = |id: &str| {
+            let mut batch = Batch::records(
+                Arc::clone(&scope),
+                Arc::from("notes"),
+                ModelKind::Note,
+                vec![MappedRecord {
+                    id: id.to_owned(),
+                    data: json!({"title": id}).as_object().unwrap().clone(),
+                    deleted: false,
+                }],
+                vec![],
+            );
+            batch.checkpoint = Some(Checkpoint {
+                stream: Arc::from("notes"),
+                partition: String::new(),
+                state: StreamState::default(),
+            });
+            batch
+        };
+        store.write(&page("a")).await.unwrap();
+        assert_eq!(
+            store
+                .delete_integration("integration-1", true)
+                .await
+                .unwrap(),
+            1
+        );
+        // A sync that had not noticed yet writes one more page and its checkpoint.
+        store.write(&page("b")).await.unwrap();
+        assert_eq!(store.count(PLATFORM).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .purge_disconnected("integration-1", true)
+                .await
+                .unwrap(),
+            1,
+            "{}",
+            test.backend
+        );
+        assert_eq!(store.count(PLATFORM).await.unwrap(), 0);
+        assert!(
+            store
+                .checkpoint("integration-1", "notes", "")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Reconnected in the meantime: nothing of the new connection is touched.
+        store.save_integration(&integration).await.unwrap();
+        store.write(&page("c")).await.unwrap();
+        assert_eq!(
+            store
+                .purge_disconnected("integration-1", true)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(store.count(PLATFORM).await.unwrap(), 1);
+    }
+}

@@ -1,5 +1,7 @@
 //! The JSON API: the catalog, integrations, records, the audit log, health and metrics.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -164,7 +166,7 @@ pub async fn delete(
     query: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(rejection)?;
-    owned(&state, &user, &id).await?;
+    let summary = owned(&state, &user, &id).await?;
     let stored = state
         .store
         .integration(&id)
@@ -203,6 +205,23 @@ pub async fn delete(
         .store
         .delete_integration(&id, query.delete_data)
         .await?;
+    if summary.running {
+        // The sync (in this or another process) stops at its next lease renewal, at most a third
+        // of a lease from now; it may still write a page or a checkpoint until then. Clean up
+        // after it once a whole lease has passed.
+        let (state, id, delete_data) = (Arc::clone(&state), id.clone(), query.delete_data);
+        tokio::spawn(async move {
+            tokio::time::sleep(state.config.lease + std::time::Duration::from_secs(1)).await;
+            match state.store.purge_disconnected(&id, delete_data).await {
+                Ok(late) => {
+                    tracing::info!(integration = %id, late, "cleaned up after a disconnected sync")
+                }
+                Err(error) => {
+                    tracing::error!(integration = %id, %error, "cannot clean up after a disconnected sync")
+                }
+            }
+        });
+    }
     Ok(Json(json!({
         "integration": id,
         "revoked": revoked,

@@ -219,4 +219,30 @@ where
         }
         Ok(deleted)
     }
+
+    /// Cleans up after a disconnected integration once a sync that was running when it was
+    /// disconnected has surely stopped (it may have written a last page or checkpoint after the
+    /// deletion): removes its checkpoints and scratch rows, and with `delete_data` its records.
+    /// Does nothing if the integration exists again (the user reconnected). Returns how many
+    /// records were deleted.
+    pub async fn purge_disconnected(&self, id: &str, delete_data: bool) -> Result<u64, StoreError> {
+        if self.integration(id).await?.is_some() {
+            return Ok(0);
+        }
+        let mut tables = vec!["checkpoints", "sync_seen"];
+        if delete_data {
+            tables.push("records");
+        }
+        let mut deleted = 0;
+        for table in tables {
+            let mut query =
+                QueryBuilder::<DB>::new(format!("DELETE FROM {table} WHERE integration_id = "));
+            query.push_bind(id);
+            let done = query.build().execute(&self.pool).await?;
+            if table == "records" {
+                deleted = DB::rows_affected(&done);
+            }
+        }
+        Ok(deleted)
+    }
 }

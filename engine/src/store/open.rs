@@ -113,6 +113,11 @@ impl AnyStore {
         on_store!(self, store => store.delete_integration(id, delete_data).await)
     }
 
+    /// See [`super::Store::purge_disconnected`].
+    pub async fn purge_disconnected(&self, id: &str, delete_data: bool) -> Result<u64, StoreError> {
+        on_store!(self, store => store.purge_disconnected(id, delete_data).await)
+    }
+
     /// See [`super::Store::runs`].
     pub async fn runs(&self, integration_id: &str) -> Result<Vec<SyncRunRow>, StoreError> {
         on_store!(self, store => store.runs(integration_id).await)
