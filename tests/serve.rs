@@ -218,6 +218,33 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
             .await;
         assert!(later.is_empty());
 
+        // Its own interval, instead of the connector's daily one.
+        for bad in [
+            json!({"sync_every": "soon"}),
+            json!({"sync_every": "30s"}),
+            json!({"every": "1h"}),
+        ] {
+            let (status, body) = service
+                .call(
+                    "PATCH",
+                    "/integrations/google_photos:alice",
+                    &key,
+                    Some(bad),
+                )
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        }
+        let (status, body) = service
+            .call(
+                "PATCH",
+                "/integrations/google_photos:alice",
+                &key,
+                Some(json!({"sync_every": "6h"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["sync_every_secs"], 21_600);
+
         // Sync now: the second run finds nothing new and writes nothing.
         let (status, _) = service
             .call("POST", "/integrations/google_photos:alice/sync", &key, None)
@@ -230,6 +257,10 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
             .await;
         // Google Photos has no incremental API: the run reads everything again and writes
         // nothing, since nothing changed.
+        let last: jiff::Timestamp = again["last_sync_at"].as_str().unwrap().parse().unwrap();
+        let next: jiff::Timestamp = again["next_sync_at"].as_str().unwrap().parse().unwrap();
+        let hours = next.duration_since(last).as_secs_f64() / 3600.0;
+        assert!((5.4..=6.6).contains(&hours), "next sync in {hours} h");
         let written = &again["last_run"]["totals"]["written"];
         assert_eq!(
             (

@@ -147,6 +147,44 @@ pub async fn sync_now(
         .into_response())
 }
 
+/// The body of `PATCH /integrations/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Changes {
+    /// The time between its syncs (`30m`, `6h`, `1d`), overriding the connector's schedule;
+    /// `null` returns to the connector's.
+    sync_every: Option<String>,
+}
+
+/// `PATCH /integrations/{id}`: changes its sync interval.
+pub async fn update(
+    State(state): State<AppState>,
+    User(user): User,
+    Path(id): Path<String>,
+    body: Result<Json<Changes>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(changes) = body.map_err(rejection)?;
+    owned(&state, &user, &id).await?;
+    let every = changes
+        .sync_every
+        .as_deref()
+        .map(|text| {
+            let every: engine::spec::Duration =
+                text.parse().map_err(|error: engine::spec::DurationError| {
+                    ApiError::bad_request(error.to_string())
+                })?;
+            let secs = every.get().as_secs();
+            if secs < 60 {
+                return Err(ApiError::bad_request("`sync_every` must be at least 1m"));
+            }
+            Ok(secs)
+        })
+        .transpose()?;
+    state.store.set_interval(&id, every).await?;
+    let summary = owned(&state, &user, &id).await?;
+    Ok(Json(view(&state, summary).await?).into_response())
+}
+
 /// The query of `DELETE /integrations/{id}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -45,7 +45,10 @@ pub fn router(state: AppState) -> Router {
         .route("/me", get(api::me))
         .route("/connectors", get(api::connectors))
         .route("/integrations", get(api::list).post(connect::create))
-        .route("/integrations/{id}", get(api::get).delete(api::delete))
+        .route(
+            "/integrations/{id}",
+            get(api::get).patch(api::update).delete(api::delete),
+        )
         .route("/integrations/{id}/sync", post(api::sync_now))
         .route("/integrations/{id}/authorize", get(connect::authorize))
         .route("/integrations/{id}/callback", get(connect::callback))

@@ -76,6 +76,9 @@ pub struct IntegrationSummary {
     pub running: bool,
     /// Whether its first import has finished.
     pub imported: bool,
+    /// The operator's or user's interval between its syncs, in seconds, when it overrides the
+    /// connector's schedule.
+    pub sync_every_secs: Option<u64>,
 }
 
 /// One stored record, as the API serves it.
@@ -135,7 +138,7 @@ fn status_name(status: &str) -> &'static str {
 }
 
 const SUMMARY_COLUMNS: &str = "id, user_id, connector, status, scopes, last_error, created_at, last_sync_at, \
-     next_sync_at, failures, lease_until, imported FROM integrations";
+     next_sync_at, failures, lease_until, imported, sync_every_secs FROM integrations";
 
 impl<DB> Store<DB>
 where
@@ -492,6 +495,7 @@ where
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
 {
     let status: String = row.try_get(3usize)?;
     let lease_until: Option<String> = row.try_get(10usize)?;
@@ -513,5 +517,8 @@ where
         failures: count(row.try_get(9usize)?),
         running: lease_until.is_some_and(|until| until.as_str() > now),
         imported: row.try_get::<i64, _>(11usize)? != 0,
+        sync_every_secs: row
+            .try_get::<Option<i64>, _>(12usize)?
+            .and_then(|secs| u64::try_from(secs).ok()),
     })
 }
