@@ -797,6 +797,88 @@ streams:
       title: $.title
 "#;
 
+/// A provider whose second page arrives only when the test says so.
+const SLOW: &str = r#"id: slow
+name: Slow
+version: 1.0.0
+category: productivity
+description: A provider that takes its time.
+docs_url: https://api.slow.example/docs
+auth: { kind: none }
+base_url: https://api.slow.example
+allowed_hosts: [api.slow.example]
+streams:
+  items:
+    model: note
+    request: { path: /pages }
+    paginate: { kind: cursor, token: $.next, param: page }
+    records: $.items[*]
+    id: $.id
+    map:
+      title: $.title
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_sync_shows_its_progress() {
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let gate = std::sync::Arc::clone(&release);
+    let provider = hypernet_tests::serve(axum::Router::new().route(
+        "/pages",
+        axum::routing::get(
+            move |axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>| {
+                let gate = std::sync::Arc::clone(&gate);
+                async move {
+                    if query.contains_key("page") {
+                        gate.notified().await;
+                        axum::Json(json!({"items": [{"id": "3", "title": "c"}]}))
+                    } else {
+                        axum::Json(json!({"items": [{"id": "1", "title": "a"}, {"id": "2", "title": "b"}], "next": "2"}))
+                    }
+                }
+            },
+        ),
+    ))
+    .await;
+    let connectors = tempfile::tempdir().unwrap();
+    std::fs::create_dir(connectors.path().join("slow")).unwrap();
+    std::fs::write(connectors.path().join("slow/connector.yaml"), SLOW).unwrap();
+    let stores = test_stores("serve_progress").await;
+    engine::http::install_tls_provider();
+    let key_dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(stores[0].location.clone(), connectors.path());
+    config.via = Some(provider);
+    config.key_file = key_dir.path().join("hypernet.key");
+    config.poll = Duration::from_millis(50);
+    let running = server::start(config).await.expect("the service starts");
+    let service = Service {
+        base: url::Url::parse(&format!("http://{}", running.address)).unwrap(),
+        client: reqwest::Client::new(),
+        running,
+        _key_dir: key_dir,
+    };
+    let key = service.key_for("frank").await;
+    let (status, body) = service
+        .call(
+            "POST",
+            "/integrations",
+            &key,
+            Some(json!({"connector": "slow"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let busy = service
+        .wait_for("slow:frank", &key, |body| {
+            body["running"] == true && body["progress"]["records"] == 2
+        })
+        .await;
+    assert_eq!(busy["progress"]["pages"], 1, "{busy}");
+    assert_eq!(busy["imported"], false);
+    release.notify_one();
+    let done = service.wait_for("slow:frank", &key, imported).await;
+    assert_eq!(done["progress"], Value::Null);
+    assert_eq!(done["last_run"]["totals"]["written"]["new"], 3, "{done}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_syncs_back_off_and_refused_credentials_stop_scheduling() {
     use axum::http::StatusCode as Status;
