@@ -100,6 +100,16 @@ async fn wait_text(client: &Client, css: &str, check: impl Fn(&str) -> bool) -> 
     panic!("`{css}` never got there (last text: {last:?})\n{page}");
 }
 
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|error| panic!("no `{css}` to click: {error}"))
+        .click()
+        .await
+        .unwrap_or_else(|error| panic!("cannot click `{css}`: {error}"));
+}
+
 async fn gone(client: &Client, css: &str) {
     for _ in 0..300 {
         if client.find(Locator::Css(css)).await.is_err() {
@@ -145,13 +155,7 @@ async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() 
     // Connect: the catalog's button starts the OAuth round trip.
     let connect = "[data-connector=google_photos].connector a.connect";
     wait_text(&client, connect, |text| text == "Connect").await;
-    client
-        .find(Locator::Css(connect))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, connect).await;
     wait_text(&client, "#banner", |text| text.contains("Connected")).await;
     let card = "[data-integration='google_photos:local']";
     wait_text(
@@ -169,13 +173,7 @@ async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() 
     assert!(rows[0].text().await.unwrap().contains("google_photos"));
 
     // Sync now: a second run, which finds nothing new.
-    client
-        .find(Locator::Css(&format!("{card} button.sync-now")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, &format!("{card} button.sync-now")).await;
     wait_text(&client, "#banner", |text| text.contains("Sync started")).await;
     wait_text(
         &client,
@@ -185,27 +183,9 @@ async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() 
     .await;
 
     // Disconnect, choosing to delete the imported records.
-    client
-        .find(Locator::Css(&format!("{card} button.disconnect")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    client
-        .find(Locator::Css("#delete-data"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    client
-        .find(Locator::Css("#disconnect-confirm"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, &format!("{card} button.disconnect")).await;
+    click(&client, "#delete-data").await;
+    click(&client, "#disconnect-confirm").await;
     wait_text(&client, "#banner", |text| {
         text.contains("5 records deleted")
     })

@@ -17,14 +17,27 @@ struct Service {
 }
 
 impl Service {
+    /// The service in sandbox mode on `store`, every connector of the repository.
     async fn start(store: &TestStore, identity: Identity) -> Self {
+        Self::start_with(store, &repo_root().join("connectors"), |config| {
+            config.sandbox = true;
+            config.identity = identity;
+        })
+        .await
+    }
+
+    /// The service on `store` with the connectors under `connectors`, configured by `configure`.
+    async fn start_with(
+        store: &TestStore,
+        connectors: &std::path::Path,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         engine::http::install_tls_provider();
         let key_dir = tempfile::tempdir().unwrap();
-        let mut config = Config::new(store.location.clone(), repo_root().join("connectors"));
-        config.sandbox = true;
-        config.identity = identity;
+        let mut config = Config::new(store.location.clone(), connectors);
         config.key_file = key_dir.path().join("hypernet.key");
-        config.poll = Duration::from_millis(100);
+        config.poll = Duration::from_millis(50);
+        configure(&mut config);
         let running = server::start(config).await.expect("the service starts");
         let base = url::Url::parse(&format!("http://{}", running.address)).unwrap();
         let client = reqwest::Client::builder()
@@ -843,19 +856,10 @@ async fn a_running_sync_shows_its_progress() {
     std::fs::create_dir(connectors.path().join("slow")).unwrap();
     std::fs::write(connectors.path().join("slow/connector.yaml"), SLOW).unwrap();
     let stores = test_stores("serve_progress").await;
-    engine::http::install_tls_provider();
-    let key_dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(stores[0].location.clone(), connectors.path());
-    config.via = Some(provider);
-    config.key_file = key_dir.path().join("hypernet.key");
-    config.poll = Duration::from_millis(50);
-    let running = server::start(config).await.expect("the service starts");
-    let service = Service {
-        base: url::Url::parse(&format!("http://{}", running.address)).unwrap(),
-        client: reqwest::Client::new(),
-        running,
-        _key_dir: key_dir,
-    };
+    let service = Service::start_with(&stores[0], connectors.path(), |config| {
+        config.via = Some(provider);
+    })
+    .await;
     let key = service.key_for("frank").await;
     let (status, body) = service
         .call(
@@ -920,19 +924,10 @@ async fn failed_syncs_back_off_and_refused_credentials_stop_scheduling() {
         std::env::set_var("HYPERNET_REVOKED_CLIENT_SECRET", "secret");
     }
     for store in test_stores("serve_failures").await {
-        engine::http::install_tls_provider();
-        let key_dir = tempfile::tempdir().unwrap();
-        let mut config = Config::new(store.location.clone(), connectors.path());
-        config.via = Some(provider.clone());
-        config.key_file = key_dir.path().join("hypernet.key");
-        config.poll = Duration::from_millis(50);
-        let running = server::start(config).await.expect("the service starts");
-        let service = Service {
-            base: url::Url::parse(&format!("http://{}", running.address)).unwrap(),
-            client: reqwest::Client::new(),
-            running,
-            _key_dir: key_dir,
-        };
+        let service = Service::start_with(&store, connectors.path(), |config| {
+            config.via = Some(provider.clone());
+        })
+        .await;
         let key = service.key_for("erin").await;
 
         // A provider that is down: the sync fails, says why and what to do, and is tried

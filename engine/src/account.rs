@@ -11,9 +11,10 @@ use serde_json::{Map, Value};
 
 use crate::auth::StaticAuth;
 use crate::events::Counters;
-use crate::http::{Authorizer, HttpClient};
-use crate::oauth::{OAuthAuthorizer, OAuthClient, OnRefresh, TokenSet};
+use crate::http::{Authorizer, ClientOptions, HttpClient, Transport};
+use crate::oauth::{OAuthAuthorizer, OAuthClient, OnRefresh, TokenEndpoint, TokenSet};
 use crate::oauth1::{Consumer, OAuth1Authorizer, OAuth1Token};
+use crate::ratelimit::RateGate;
 use crate::secrets::TokenCipher;
 use crate::spec::{Auth, ConnectorSpec};
 use crate::store::{AnyStore, StoredIntegration};
@@ -147,4 +148,50 @@ pub fn stored_values(
         values.extend(secrets);
     }
     Ok(values)
+}
+
+/// The id of `user`'s integration of `connector`: one per user and connector, so connecting
+/// again renews the same integration (and keeps its records and checkpoints).
+pub fn integration_id(connector: &str, user: &str) -> String {
+    format!("{connector}:{user}")
+}
+
+/// An HTTP client for token work (exchange, refresh, revocation) with `spec`'s provider,
+/// sending to `transport`. Token requests are not rate limited: they are few.
+pub fn token_http(spec: &ConnectorSpec, transport: Transport) -> Result<HttpClient, String> {
+    HttpClient::new(
+        spec.allowed_hosts.clone(),
+        spec.retry.clone(),
+        RateGate::unlimited(),
+        ClientOptions {
+            transport,
+            ..ClientOptions::default()
+        },
+    )
+    .map_err(|error| error.to_string())
+}
+
+/// Revokes a stored OAuth 2.0 integration's grant at the provider, as the spec says how
+/// (RFC 7009 `revocation_url`, or the provider's own `revocation` request). `Ok(false)` when
+/// there is nothing to revoke or no way to: not OAuth 2.0, no tokens, no revocation endpoint.
+pub async fn revoke(
+    spec: &ConnectorSpec,
+    stored: &StoredIntegration,
+    client: Result<OAuthClient, String>,
+    cipher: &TokenCipher,
+    transport: Transport,
+) -> Result<bool, String> {
+    let Auth::OAuth2(oauth) = &spec.auth else {
+        return Ok(false);
+    };
+    if stored.sealed_tokens.is_none() {
+        return Ok(false);
+    }
+    let client = client?;
+    let tokens: TokenSet = open_sealed(stored, cipher)?;
+    let http = token_http(spec, transport)?;
+    TokenEndpoint::new(oauth, &client, &http, &Counters::default())
+        .revoke(&tokens, &stored.config)
+        .await
+        .map_err(|error| error.to_string())
 }

@@ -10,8 +10,6 @@ use axum::http::header::{CONTENT_TYPE, SET_COOKIE};
 use axum::response::{IntoResponse, Response};
 use engine::events::Totals;
 use engine::models::ModelKind;
-use engine::oauth::{TokenEndpoint, TokenSet};
-use engine::spec::Auth;
 use engine::store::{IntegrationSummary, SyncRunRow};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -211,30 +209,17 @@ pub async fn delete(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no integration `{id}`")))?;
     let (mut revoked, mut revocation_error) = (false, None);
-    if let Some(entry) = state.catalog.get(&stored.connector)
-        && let Auth::OAuth2(oauth) = &entry.spec.auth
-        && stored.sealed_tokens.is_some()
-    {
-        let outcome: Result<bool, String> = async {
-            let client = engine::account::oauth_client(&entry.spec, None, None, state.sandbox)?;
-            let tokens: TokenSet = engine::account::open_sealed(&stored, &state.cipher)?;
-            let http = engine::http::HttpClient::new(
-                entry.spec.allowed_hosts.clone(),
-                entry.spec.retry.clone(),
-                engine::ratelimit::RateGate::unlimited(),
-                engine::http::ClientOptions {
-                    transport: entry.transport(),
-                    ..engine::http::ClientOptions::default()
-                },
-            )
-            .map_err(|error| error.to_string())?;
-            TokenEndpoint::new(oauth, &client, &http, &engine::events::Counters::default())
-                .revoke(&tokens, &stored.config)
-                .await
-                .map_err(|error| error.to_string())
-        }
-        .await;
-        match outcome {
+    if let Some(entry) = state.catalog.get(&stored.connector) {
+        let client = engine::account::oauth_client(&entry.spec, None, None, state.sandbox);
+        match engine::account::revoke(
+            &entry.spec,
+            &stored,
+            client,
+            &state.cipher,
+            entry.transport(),
+        )
+        .await
+        {
             Ok(done) => revoked = done,
             Err(error) => revocation_error = Some(error),
         }

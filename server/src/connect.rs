@@ -9,9 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use engine::events::Counters;
-use engine::http::{ClientOptions, HttpClient};
 use engine::oauth::{AuthorizationStart, TokenEndpoint, authorization_url};
-use engine::ratelimit::RateGate;
 use engine::spec::{Auth, ConnectorSpec, OAuth2Auth};
 use engine::store::{IntegrationStatus, PendingAuthorization, StoredIntegration};
 use serde::{Deserialize, Serialize};
@@ -28,12 +26,6 @@ struct Started {
     state: String,
     pkce_verifier: Option<String>,
     redirect_uri: String,
-}
-
-/// The integration id of `user`'s account of `connector`: one per user and connector, so
-/// connecting again renews the same integration (and keeps its records).
-pub fn integration_id(connector: &str, user: &str) -> String {
-    format!("{connector}:{user}")
 }
 
 fn entry<'a>(state: &'a Service, connector: &str) -> Result<&'a Entry, ApiError> {
@@ -61,19 +53,6 @@ fn redirect_uri(state: &Service, connector: &str) -> String {
     let mut url = state.public_url.clone();
     url.set_path(&format!("/integrations/{connector}/callback"));
     url.to_string()
-}
-
-fn token_http(entry: &Entry) -> Result<HttpClient, ApiError> {
-    HttpClient::new(
-        entry.spec.allowed_hosts.clone(),
-        entry.spec.retry.clone(),
-        RateGate::unlimited(),
-        ClientOptions {
-            transport: entry.transport(),
-            ..ClientOptions::default()
-        },
-    )
-    .map_err(|error| ApiError::internal(error.to_string()))
 }
 
 /// `GET /integrations/{connector}/authorize`: sends the browser to the provider.
@@ -141,7 +120,8 @@ pub async fn callback(
         .ok_or_else(stale)?;
     let client = engine::account::oauth_client(&entry.spec, None, None, state.sandbox)
         .map_err(ApiError::conflict)?;
-    let http = token_http(entry)?;
+    let http =
+        engine::account::token_http(&entry.spec, entry.transport()).map_err(ApiError::internal)?;
     let start = AuthorizationStart {
         url: url::Url::parse(&started.redirect_uri).map_err(|_| stale())?,
         state: started.state,
@@ -158,7 +138,7 @@ pub async fn callback(
         })?;
     let tokens = serde_json::to_vec(&authorized.tokens)
         .map_err(|error| ApiError::internal(error.to_string()))?;
-    let id = integration_id(&connector, &user);
+    let id = engine::account::integration_id(&connector, &user);
     state
         .store
         .save_integration(&StoredIntegration {
@@ -223,7 +203,7 @@ pub async fn create(
         .partition(|(name, _)| spec.config.get(name).is_some_and(|field| field.secret));
     let sealed =
         serde_json::to_vec(&secrets).map_err(|error| ApiError::internal(error.to_string()))?;
-    let id = integration_id(&spec.id, &user);
+    let id = engine::account::integration_id(&spec.id, &user);
     state
         .store
         .save_integration(&StoredIntegration {

@@ -24,7 +24,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use engine::ratelimit::RateLimitRegistry;
 use engine::secrets::TokenCipher;
-use engine::store::AnyStore;
+use engine::store::{AnyStore, redact};
 
 pub use identity::{Identity, key_hash, new_key};
 pub use state::{AppState, Config, Limits, Service};
@@ -116,15 +116,4 @@ pub async fn start(config: Config) -> Result<Running, String> {
         state,
         server,
     })
-}
-
-/// A database location without its password, for messages.
-pub fn redact(location: &str) -> String {
-    match url::Url::parse(location) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        _ => location.to_owned(),
-    }
 }

@@ -224,7 +224,7 @@ async fn save_connection(
         );
         println!(
             "Tokens are stored encrypted in {}; run `connector sync {}` to import.",
-            super::credentials::redact(&args.account.db),
+            engine::store::redact(&args.account.db),
             spec.id
         );
     }

@@ -14,7 +14,7 @@ pub fn cipher(key_file: &Path) -> Result<TokenCipher, SecretError> {
 
 /// The id of a user's integration of a connector.
 pub fn integration_id(spec: &ConnectorSpec, user: &str) -> String {
-    format!("{}:{user}", spec.id)
+    engine::account::integration_id(&spec.id, user)
 }
 
 /// Where an account's data lives and how its OAuth client is found: shared by `auth` and `sync`.
@@ -46,9 +46,12 @@ pub struct Account {
 impl Account {
     /// Opens (and migrates) the database.
     pub async fn open_store(&self) -> Result<AnyStore, String> {
-        AnyStore::open(&self.db)
-            .await
-            .map_err(|error| format!("cannot open the database {}: {error}", redact(&self.db)))
+        AnyStore::open(&self.db).await.map_err(|error| {
+            format!(
+                "cannot open the database {}: {error}",
+                engine::store::redact(&self.db)
+            )
+        })
     }
 
     /// The OAuth client for `spec`, from these options, the environment, or the sandbox.
@@ -69,44 +72,15 @@ pub async fn token_http(
     spec: &ConnectorSpec,
     sandbox: bool,
 ) -> Result<(Option<engine::sandbox::Sandbox>, engine::http::HttpClient), String> {
-    use engine::http::{ClientOptions, HttpClient, Transport};
     let sandbox = if sandbox {
         Some(engine::sandbox::Sandbox::start(files, spec).await?)
     } else {
         None
     };
-    let transport = sandbox
-        .as_ref()
-        .map_or(Transport::Direct, engine::sandbox::Sandbox::transport);
-    let http = HttpClient::new(
-        spec.allowed_hosts.clone(),
-        spec.retry.clone(),
-        engine::ratelimit::RateGate::unlimited(),
-        ClientOptions {
-            transport,
-            ..ClientOptions::default()
-        },
-    )
-    .map_err(|error| error.to_string())?;
+    let transport = sandbox.as_ref().map_or(
+        engine::http::Transport::Direct,
+        engine::sandbox::Sandbox::transport,
+    );
+    let http = engine::account::token_http(spec, transport)?;
     Ok((sandbox, http))
-}
-
-/// What `connector auth` sealed for `stored`, opened with the configured key.
-pub fn open_tokens<T: serde::de::DeserializeOwned>(
-    stored: &engine::store::StoredIntegration,
-    key_file: &Path,
-) -> Result<T, String> {
-    let cipher = cipher(key_file).map_err(|error| error.to_string())?;
-    engine::account::open_sealed(stored, &cipher)
-}
-
-/// A database location without its password, for messages.
-pub fn redact(location: &str) -> String {
-    match url::Url::parse(location) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        _ => location.to_owned(),
-    }
 }

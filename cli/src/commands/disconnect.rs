@@ -1,15 +1,13 @@
 //! `connector disconnect CONNECTOR`: revoke and forget an account's tokens; optionally delete
 //! what was imported through it (imported data otherwise stays, as the user's).
 
-use engine::events::Counters;
-
-use engine::oauth::{TokenEndpoint, TokenSet};
-
 use engine::spec::Auth;
 use serde::Serialize;
 
-use super::credentials::{Account, integration_id, open_tokens, token_http};
+use super::credentials::{Account, cipher, integration_id};
 use crate::Outcome;
+use engine::http::Transport;
+use engine::sandbox::Sandbox;
 
 /// Arguments of `connector disconnect`.
 #[derive(Debug, clap::Args)]
@@ -68,15 +66,20 @@ pub async fn run(args: &Args) -> Outcome {
     // Revoke at the provider first; a failure there still removes the tokens here, and says so.
     let mut revoked = false;
     let mut revocation_error = None;
-    if let (Auth::OAuth2(oauth), Some(_)) = (&spec.auth, &stored.sealed_tokens) {
+    if let (Auth::OAuth2(_), Some(_)) = (&spec.auth, &stored.sealed_tokens) {
         let outcome: Result<bool, String> = async {
-            let client = args.account.oauth_client(&spec, args.sandbox)?;
-            let tokens: TokenSet = open_tokens(&stored, &args.account.key_file)?;
-            let (_sandbox, http) = token_http(&files, &spec, args.sandbox).await?;
-            TokenEndpoint::new(oauth, &client, &http, &Counters::default())
-                .revoke(&tokens, &stored.config)
-                .await
-                .map_err(|error| error.to_string())
+            let cipher = cipher(&args.account.key_file).map_err(|error| error.to_string())?;
+            // The sandbox's stand-in provider lives as long as `sandbox`.
+            let sandbox = if args.sandbox {
+                Some(Sandbox::start(&files, &spec).await?)
+            } else {
+                None
+            };
+            let transport = sandbox
+                .as_ref()
+                .map_or(Transport::Direct, Sandbox::transport);
+            let client = args.account.oauth_client(&spec, args.sandbox);
+            engine::account::revoke(&spec, &stored, client, &cipher, transport).await
         }
         .await;
         match outcome {

@@ -137,7 +137,7 @@ pub async fn run(args: &Args) -> Outcome {
                 "api_key": login.as_ref().map(|(_, key)| key.as_str()),
                 "connectors": connectors,
                 "sandbox": args.sandbox,
-                "database": server::redact(&args.db),
+                "database": engine::store::redact(&args.db),
             })
         );
     } else {
@@ -145,7 +145,7 @@ pub async fn run(args: &Args) -> Outcome {
             "Hypernet Connect is serving {connectors} connectors at {url}{}",
             if args.sandbox { " (sandbox)" } else { "" }
         );
-        println!("Database: {}", server::redact(&args.db));
+        println!("Database: {}", engine::store::redact(&args.db));
         if let Some((link, key)) = &login {
             println!("Open this link to sign in as user `local`: {link}");
             println!("API key for scripts (Authorization: Bearer): {key}");
@@ -181,7 +181,7 @@ async fn create_key(db: &str, user: &str) -> Outcome {
         Err(error) => {
             eprintln!(
                 "error: cannot open the database {}: {error}",
-                server::redact(db)
+                engine::store::redact(db)
             );
             return Outcome::Problems;
         }

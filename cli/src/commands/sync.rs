@@ -272,7 +272,7 @@ pub async fn run(args: &Args) -> Outcome {
     }
     let summary = Summary {
         connector: &spec.id,
-        database: super::credentials::redact(&args.account.db),
+        database: engine::store::redact(&args.account.db),
         sandbox: args.sandbox,
         seconds: started.elapsed().as_secs_f64(),
         totals: progress.counters().totals(),

@@ -20,7 +20,7 @@ pub use checkpoint::{Checkpoint, Resume, StreamState};
 pub use http::HttpSink;
 pub use integrations::{IntegrationStatus, StoredIntegration};
 pub use memory::{MemoryContents, MemorySink};
-pub use open::AnyStore;
+pub use open::{AnyStore, redact};
 pub use runs::{AuditEntry, RunTotals, SyncRunRow};
 pub use service::{
     Claim, IntegrationSummary, Lane, PendingAuthorization, RecordPage, RecordRow, Release,

@@ -52,6 +52,17 @@ impl PostgresStore {
     }
 }
 
+/// A database location without its password, for messages.
+pub fn redact(location: &str) -> String {
+    match url::Url::parse(location) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => location.to_owned(),
+    }
+}
+
 /// The store a database location names: a PostgreSQL URL (`postgres://...`), or an SQLite file
 /// (a path or `sqlite://PATH`).
 #[derive(Debug, Clone)]

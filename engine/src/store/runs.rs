@@ -223,10 +223,35 @@ where
 
     /// The audit log of an integration, oldest first.
     pub async fn audit_log(&self, integration_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut query = QueryBuilder::<DB>::new(
-            "SELECT at, user_id, integration_id, action, detail FROM audit_log WHERE integration_id = ",
-        );
-        query.push_bind(integration_id).push(" ORDER BY id");
+        self.read_audit("integration_id", integration_id, " ORDER BY id", None)
+            .await
+    }
+
+    /// A user's audit log, newest first, at most `limit` lines.
+    pub async fn audit_of_user(
+        &self,
+        user_id: &str,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read_audit("user_id", user_id, " ORDER BY id DESC", Some(limit))
+            .await
+    }
+
+    /// The audit lines whose `column` is `value`, in `order`.
+    async fn read_audit(
+        &self,
+        column: &'static str,
+        value: &str,
+        order: &'static str,
+        limit: Option<u32>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(format!(
+            "SELECT at, user_id, integration_id, action, detail FROM audit_log WHERE {column} = "
+        ));
+        query.push_bind(value).push(order);
+        if let Some(limit) = limit {
+            query.push(" LIMIT ").push_bind(i64::from(limit));
+        }
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {

@@ -388,33 +388,6 @@ where
         })
     }
 
-    /// A user's audit log, newest first, at most `limit` lines.
-    pub async fn audit_of_user(
-        &self,
-        user_id: &str,
-        limit: u32,
-    ) -> Result<Vec<super::AuditEntry>, StoreError> {
-        let mut query = QueryBuilder::<DB>::new(
-            "SELECT at, user_id, integration_id, action, detail FROM audit_log WHERE user_id = ",
-        );
-        query
-            .push_bind(user_id)
-            .push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(limit));
-        let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(super::AuditEntry {
-                    at: row.try_get(0usize)?,
-                    user_id: row.try_get(1usize)?,
-                    integration_id: row.try_get(2usize)?,
-                    action: row.try_get(3usize)?,
-                    detail: row.try_get(4usize)?,
-                })
-            })
-            .collect()
-    }
-
     /// Remembers an authorization in progress under its `state`; forgets expired ones.
     pub async fn save_pending(
         &self,
