@@ -424,6 +424,11 @@ async fn a_completed_full_pass_marks_unseen_records_deleted_and_a_failed_one_mar
     for test in test_stores("sweep").await {
         let (provider, server) = provider((0..5).map(|index| note(index, T0)).collect()).await;
         let spec = spec("");
+        // The first import has nothing to sweep, so it keeps no ids, even across a failure.
+        provider.lock().unwrap().fail_once.insert("2".into());
+        let (result, _) = run(&spec, &server, &test.store, RunOptions::default()).await;
+        assert!(result.is_err(), "{result:?}");
+        assert_eq!(seen_ids(&test.store).await, 0, "{}", test.backend);
         run(&spec, &server, &test.store, RunOptions::default())
             .await
             .0
@@ -435,6 +440,7 @@ async fn a_completed_full_pass_marks_unseen_records_deleted_and_a_failed_one_mar
         requests(&provider);
         let (result, _) = run(&spec, &server, &test.store, RunOptions::default()).await;
         assert!(result.is_err(), "{:?} {:?}", result, requests(&provider));
+        assert!(seen_ids(&test.store).await > 0, "{}", test.backend);
         let dump = test.store.dump(PLATFORM).await.unwrap();
         assert!(
             dump.iter().all(|(_, _, _, deleted)| !deleted),
@@ -470,6 +476,16 @@ async fn a_completed_full_pass_marks_unseen_records_deleted_and_a_failed_one_mar
             test.backend
         );
     }
+}
+
+/// How many ids unfinished full passes have kept for their deletion sweep.
+async fn seen_ids(store: &AnyStore) -> i64 {
+    let query = "SELECT COUNT(*) FROM sync_seen";
+    match store {
+        AnyStore::Sqlite(store) => sqlx::query_scalar(query).fetch_one(store.pool()).await,
+        AnyStore::Postgres(store) => sqlx::query_scalar(query).fetch_one(store.pool()).await,
+    }
+    .unwrap()
 }
 
 #[tokio::test]
@@ -524,6 +540,27 @@ async fn upserts_are_idempotent_and_rewrite_only_changed_records() {
         }
         assert_eq!(store.count(PLATFORM).await.unwrap(), 2);
 
+        // Pages that queued up are written together: a new, a changed and an unchanged record,
+        // then another new one; the later page's checkpoint is the one kept.
+        let mut later = batch(vec![record("d", "D")]);
+        if let Some(checkpoint) = later.checkpoint.as_mut() {
+            checkpoint.state.sync_token = Some("def".into());
+        }
+        let written = store
+            .write_pages(&[
+                batch(vec![record("c", "C"), record("a", "A3"), record("b", "B")]),
+                later,
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            (written.new, written.updated, written.unchanged),
+            (2, 1, 1),
+            "{}",
+            test.backend
+        );
+        assert_eq!(store.count(PLATFORM).await.unwrap(), 4);
+
         // The same provider id for another user is another record.
         let other = Arc::new(RunScope {
             user_id: Arc::from("user-2"),
@@ -540,7 +577,7 @@ async fn upserts_are_idempotent_and_rewrite_only_changed_records() {
             .await
             .unwrap();
         assert_eq!(written.new, 1, "{}", test.backend);
-        assert_eq!(store.count(PLATFORM).await.unwrap(), 3);
+        assert_eq!(store.count(PLATFORM).await.unwrap(), 5);
 
         let checkpoint = store
             .checkpoint("integration-1", "notes", "")
@@ -548,7 +585,7 @@ async fn upserts_are_idempotent_and_rewrite_only_changed_records() {
             .unwrap();
         assert_eq!(
             checkpoint.and_then(|state| state.sync_token).as_deref(),
-            Some("abc")
+            Some("def")
         );
     }
 }

@@ -141,3 +141,13 @@ impl Observer for Counters {
         };
     }
 }
+
+impl std::ops::AddAssign for WriteCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.new += other.new;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.deleted += other.deleted;
+        self.rejected += other.rejected;
+    }
+}

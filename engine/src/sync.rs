@@ -352,11 +352,12 @@ struct PassState {
     template_state: minijinja::Value,
     /// The newest cursor value seen so far.
     newest: Option<Value>,
-    /// Whether the pass lists everything (it sends no cursor or token and continues no earlier
-    /// listing): only such a pass may mark what it did not see as deleted. Every pass of a
-    /// full-refresh stream is full; an incremental stream's first pass, and its pass after a
-    /// reset, are too.
-    full: bool,
+    /// Whether the pass, completed, marks what it did not see as deleted. Only a pass that lists
+    /// everything may (it sends no cursor or token and continues no earlier listing: every pass
+    /// of a full-refresh stream, an incremental stream's first pass and its pass after a reset),
+    /// and only when the stream held records as it began: a first import has nothing to sweep,
+    /// so it keeps no list of the ids it sees.
+    sweeps: bool,
 }
 
 impl PassState {
@@ -367,7 +368,7 @@ impl PassState {
             incremental.is_some_and(|incremental| incremental.continues_from(&before).is_some());
         Self {
             stored: before.clone(),
-            full: injection.is_none() && !continues,
+            sweeps: injection.is_none() && !continues,
             injection,
             template_state: CompiledIncremental::template_state(incremental, &before),
             before,
@@ -377,9 +378,10 @@ impl PassState {
     }
 }
 
-/// How many mapped pages may wait for the writer: enough to keep it busy, few enough that memory
-/// stays a handful of pages.
-const WRITE_QUEUE_PAGES: usize = 2;
+/// How many mapped pages may wait for the writer: enough to keep it busy and to let it commit
+/// several at once when it falls behind, few enough that memory stays a handful of pages (a
+/// mapped page of 100 records is about 100 KB).
+const WRITE_QUEUE_PAGES: usize = 4;
 
 /// The stream whose page could not be written, and why.
 type WriteFailure = (Arc<str>, StoreError);
@@ -407,12 +409,20 @@ impl WriteQueue {
         let (sender, mut pages) = mpsc::channel::<Batch>(WRITE_QUEUE_PAGES);
         let (report, written) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
-            while let Some(batch) = pages.recv().await {
-                match sink.write(&batch).await {
+            // Whatever queued up while the last write ran is written together, with one commit.
+            let mut batches = Vec::with_capacity(WRITE_QUEUE_PAGES);
+            while pages.recv_many(&mut batches, WRITE_QUEUE_PAGES).await > 0 {
+                match sink.write_pages(&batches).await {
                     // The run may be gone; then nobody needs the report.
                     Ok(counts) => drop(report.send(counts)),
-                    Err(error) => return Err((batch.stream, error)),
+                    Err(error) => {
+                        let stream = batches
+                            .first()
+                            .map_or_else(|| Arc::from(""), |batch| Arc::clone(&batch.stream));
+                        return Err((stream, error));
+                    }
                 }
+                batches.clear();
             }
             Ok(())
         });
@@ -646,6 +656,24 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         result.and(finished.map_err(|error| self.fetcher.error("", None, error.into())))
     }
 
+    /// A new pass from `before` (the last completed pass's state).
+    async fn new_pass(
+        &self,
+        name: &str,
+        stream: &CompiledStream,
+        before: StreamState,
+    ) -> Result<PassState, SyncError> {
+        let mut pass = PassState::new(stream, before, self.run_id, None);
+        if pass.sweeps && stream.sweeps() {
+            pass.sweeps = self
+                .sink
+                .holds_records(&self.scope.integration_id, name)
+                .await
+                .map_err(|error| self.fetcher.error(name, None, error.into()))?;
+        }
+        Ok(pass)
+    }
+
     /// Loads where a stream (partition) stands: a pass to resume, or a new one from the last
     /// completed pass's state. Substreams without `incremental` keep no state: their parent's
     /// checkpoint covers them.
@@ -673,7 +701,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             Some(resume) => {
                 let mut pass = PassState::new(stream, stored, resume.pass, resume.newest);
                 pass.stored = as_stored;
-                pass.full = resume.full;
+                pass.sweeps = resume.sweeps;
                 (pass, resume.page, true)
             }
             None => {
@@ -686,11 +714,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                     .map_or(PageCursor::First, |token| {
                         stream.paginator.continue_at(token)
                     });
-                (
-                    PassState::new(stream, stored, self.run_id, None),
-                    start,
-                    false,
-                )
+                (self.new_pass(name, stream, stored).await?, start, false)
             }
         })
     }
@@ -730,7 +754,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                             return Err(error);
                         };
                         tracing::warn!(connector = %connector.spec.id, stream = name, %error, "starting a full pass");
-                        pass = PassState::new(stream, before, self.run_id, None);
+                        pass = self.new_pass(name, stream, before).await?;
                         cursor = PageCursor::First;
                         resumed = false;
                         fetched = self
@@ -780,7 +804,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                                 pass: pass.pass,
                                 page: next.clone(),
                                 newest: pass.newest.clone(),
-                                full: pass.full,
+                                sweeps: pass.sweeps,
                             }),
                             ..pass.before.clone()
                         },
@@ -794,7 +818,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                                 .and_then(|incremental| incremental.page_token(&page.body)),
                         ),
                     };
-                    let sweeps = match (&next, stream.sweeps() && pass.full) {
+                    let sweeps = match (&next, stream.sweeps() && pass.sweeps) {
                         (None, true) => vec![Sweep {
                             stream: Arc::clone(&stream_name),
                             pass: pass.pass,
@@ -831,7 +855,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                     model: None,
                     records: vec![],
                     rejects: vec![],
-                    seen_in_pass: (stream.sweeps() && pass.full).then_some(pass.pass),
+                    seen_in_pass: (stream.sweeps() && pass.sweeps).then_some(pass.pass),
                     checkpoint: records_checkpoint,
                     sweeps: vec![],
                 };

@@ -4,7 +4,8 @@
 //! an SQLite file.
 //!
 //! `cargo bench -p hypernet-tests --bench import` runs N = 10k, 100k and 1M, each in a fresh
-//! process so that its peak RSS is its own, and prints a table. `-- --records N` runs one size.
+//! process so that its peak RSS is its own, and prints a table. `-- --records N` runs one size;
+//! `-- --store-only N` times the store's share alone (N mapped records written page by page).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -218,6 +219,68 @@ fn import(total: usize) {
     );
 }
 
+/// The store's share alone: `total` mapped records (the JSON the import stores for the bench's
+/// records) written page by page, each page with its checkpoint, as a first import writes them.
+fn store_only(total: usize) {
+    use engine::models::ModelKind;
+    use engine::store::{Batch, Checkpoint, RunScope, Sink, StoredRecord, StreamState};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let seconds = runtime.block_on(async move {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = SqliteStore::open(&dir.path().join("bench.sqlite"))
+            .await
+            .expect("store");
+        let scope = Arc::new(RunScope {
+            platform: Arc::from("google_photos"),
+            user_id: Arc::from("bench"),
+            integration_id: Arc::from("bench"),
+            worker: None,
+        });
+        let stream: Arc<str> = Arc::from("media_items");
+        let pages: Vec<Batch> = (0..total.div_ceil(PAGE_SIZE))
+            .map(|page| Batch {
+                scope: Arc::clone(&scope),
+                stream: Arc::clone(&stream),
+                model: Some(ModelKind::Media),
+                records: (0..PAGE_SIZE)
+                    .map(|position| {
+                        let id = format!("AKfRoY{page:0>PAGE_DIGITS$}{position:0>28}");
+                        let json = format!(
+                            r#"{{"user_id":"bench","source_integration_id":"bench","source_platform":"google_photos","source_object_id":"{id}","media_type":"photo","file_path":"https://lh3.googleusercontent.com/lr/{id}","mime_type":"image/jpeg","title":"PXL_{position}.jpg","description":"Holiday photo number {position}","taken_at":"2020-09-13T12:26:40Z","width":4032,"height":3024,"camera_make":"Google","camera_model":"Pixel 8","url":"https://photos.google.com/lr/photo/{id}"}}"#
+                        );
+                        StoredRecord::from(engine::map::MappedRecord {
+                            id,
+                            data: serde_json::from_str(&json).expect("record JSON"),
+                            deleted: false,
+                        })
+                    })
+                    .collect(),
+                rejects: vec![],
+                // A first import keeps no seen ids: it has nothing to sweep.
+                seen_in_pass: None,
+                checkpoint: Some(Checkpoint {
+                    stream: Arc::clone(&stream),
+                    partition: String::new(),
+                    state: StreamState::default(),
+                }),
+                sweeps: vec![],
+            })
+            .collect();
+        let started = Instant::now();
+        for page in &pages {
+            store.write(page).await.expect("write");
+        }
+        started.elapsed().as_secs_f64()
+    });
+    println!(
+        "store only {total:>9} records  {seconds:>7.2} s  {:>9.0} records/s",
+        total as f64 / seconds
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let value = |flag: &str| {
@@ -231,6 +294,9 @@ fn main() {
     }
     if let Some(total) = value("--records") {
         return import(total);
+    }
+    if let Some(total) = value("--store-only") {
+        return store_only(total);
     }
     println!(
         "import benchmark: google_photos spec, {PAGE_SIZE} records per page, loopback HTTP, SQLite file"

@@ -32,10 +32,10 @@ pub struct Resume {
     /// The newest cursor value the pass has seen so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest: Option<Value>,
-    /// Whether the pass lists everything (so that, completed, it may mark what it did not see
-    /// as deleted).
-    #[serde(default)]
-    pub full: bool,
+    /// Whether the pass, completed, marks what it did not see as deleted (it lists everything,
+    /// and the stream held records when it began). Stored as `full` by earlier versions.
+    #[serde(default, alias = "full")]
+    pub sweeps: bool,
 }
 
 /// A stream partition's new state, stored with the page that produced it.

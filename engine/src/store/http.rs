@@ -97,8 +97,8 @@ fn scope_json(scope: &RunScope) -> Value {
     })
 }
 
-impl Sink for HttpSink {
-    async fn write(&mut self, batch: &Batch) -> Result<WriteCounts, StoreError> {
+impl HttpSink {
+    async fn write_page(&self, batch: &Batch) -> Result<WriteCounts, StoreError> {
         let body = json!({
             "scope": scope_json(&batch.scope),
             "stream": &*batch.stream,
@@ -125,6 +125,18 @@ impl Sink for HttpSink {
             })).collect::<Vec<_>>(),
         });
         self.post(&["batches"], &body).await
+    }
+}
+
+impl Sink for HttpSink {
+    async fn write_pages(&mut self, batches: &[Batch]) -> Result<WriteCounts, StoreError> {
+        // One request per page: the API writes each page with its checkpoint atomically, and
+        // pages go in order, so a failure never leaves a checkpoint ahead of its records.
+        let mut counts = WriteCounts::default();
+        for batch in batches {
+            counts += self.write_page(batch).await?;
+        }
+        Ok(counts)
     }
 
     async fn checkpoint(

@@ -39,8 +39,8 @@ impl MemorySink {
     }
 }
 
-impl Sink for MemorySink {
-    async fn write(&mut self, batch: &Batch) -> Result<WriteCounts, StoreError> {
+impl MemorySink {
+    fn write_page(&self, batch: &Batch) -> WriteCounts {
         let mut counts = WriteCounts {
             rejected: batch.rejects.len() as u64,
             ..WriteCounts::default()
@@ -108,6 +108,16 @@ impl Sink for MemorySink {
                 checkpoint.state.clone(),
             );
         }
+        counts
+    }
+}
+
+impl Sink for MemorySink {
+    async fn write_pages(&mut self, batches: &[Batch]) -> Result<WriteCounts, StoreError> {
+        let mut counts = WriteCounts::default();
+        for batch in batches {
+            counts += self.write_page(batch);
+        }
         Ok(counts)
     }
 
@@ -122,6 +132,14 @@ impl Sink for MemorySink {
             .checkpoints
             .get(&(stream.to_owned(), partition.to_owned()))
             .cloned())
+    }
+
+    async fn holds_records(&self, _integration_id: &str, stream: &str) -> Result<bool, StoreError> {
+        let contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(contents
+            .records
+            .get(stream)
+            .is_some_and(|records| records.iter().any(|record| !record.deleted)))
     }
 
     async fn start_run(&self, _scope: &RunScope) -> Result<i64, StoreError> {

@@ -206,11 +206,21 @@ pub enum StoreError {
 /// A run writes on its own task (pages are written while the next ones are fetched and mapped),
 /// so a sink is a cheap handle: clones share one destination.
 pub trait Sink: Clone + Send + Sync + 'static {
+    /// Writes pages in the order given; says what they did together. Each page is written with
+    /// its checkpoint, all or nothing; a database writes them all in one transaction (a writer
+    /// that fell behind catches up with one commit instead of one per page).
+    fn write_pages(
+        &mut self,
+        batches: &[Batch],
+    ) -> impl Future<Output = Result<WriteCounts, StoreError>> + Send;
+
     /// Writes one page and its checkpoint in one transaction; says what it did.
     fn write(
         &mut self,
         batch: &Batch,
-    ) -> impl Future<Output = Result<WriteCounts, StoreError>> + Send;
+    ) -> impl Future<Output = Result<WriteCounts, StoreError>> + Send {
+        self.write_pages(std::slice::from_ref(batch))
+    }
 
     /// The stored checkpoint of a stream's partition (`""` for a root stream).
     fn checkpoint(
@@ -219,6 +229,18 @@ pub trait Sink: Clone + Send + Sync + 'static {
         stream: &str,
         partition: &str,
     ) -> impl Future<Output = Result<Option<StreamState>, StoreError>> + Send;
+
+    /// Whether a stream of an integration holds records not marked deleted. A pass that begins
+    /// on a stream that holds none has nothing to mark deleted when it completes, so it need not
+    /// keep the ids it sees. A sink that cannot tell says yes, which is always safe.
+    fn holds_records(
+        &self,
+        integration_id: &str,
+        stream: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = (integration_id, stream);
+        async { Ok(true) }
+    }
 
     /// Records that a run started; returns its id (passes are numbered by the run that began
     /// them).

@@ -278,8 +278,8 @@ impl AnyStore {
 }
 
 impl Sink for AnyStore {
-    async fn write(&mut self, batch: &Batch) -> Result<WriteCounts, StoreError> {
-        on_store!(self, store => store.write(batch).await)
+    async fn write_pages(&mut self, batches: &[Batch]) -> Result<WriteCounts, StoreError> {
+        on_store!(self, store => store.write_pages(batches).await)
     }
 
     async fn checkpoint(
@@ -289,6 +289,10 @@ impl Sink for AnyStore {
         partition: &str,
     ) -> Result<Option<StreamState>, StoreError> {
         on_store!(self, store => store.checkpoint(integration_id, stream, partition).await)
+    }
+
+    async fn holds_records(&self, integration_id: &str, stream: &str) -> Result<bool, StoreError> {
+        on_store!(self, store => store.holds_records(integration_id, stream).await)
     }
 
     async fn start_run(&self, scope: &RunScope) -> Result<i64, StoreError> {

@@ -41,173 +41,181 @@ where
     for<'r> Option<Vec<u8>>: Decode<'r, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    async fn write(&mut self, batch: &Batch) -> Result<WriteCounts, StoreError> {
-        let mut counts = WriteCounts {
-            rejected: batch.rejects.len() as u64,
-            ..WriteCounts::default()
-        };
-        let scope = &*batch.scope;
+    async fn write_pages(&mut self, batches: &[Batch]) -> Result<WriteCounts, StoreError> {
+        let mut counts = WriteCounts::default();
         let at = now();
         let mut transaction = self.pool.begin().await?;
+        for batch in batches {
+            counts.rejected += batch.rejects.len() as u64;
+            let scope = &*batch.scope;
 
-        if let Some(model) = batch.model {
-            let model = model.name();
-            let (tombstones, rows): (Vec<&StoredRecord>, Vec<&StoredRecord>) =
-                batch.records.iter().partition(|record| record.deleted);
+            if let Some(model) = batch.model {
+                let model = model.name();
+                let (tombstones, rows): (Vec<&StoredRecord>, Vec<&StoredRecord>) =
+                    batch.records.iter().partition(|record| record.deleted);
 
-            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                // One statement does the work of "read the stored hash, then write if it
-                // differs": the WHERE skips unchanged rows, RETURNING reports the rows written,
-                // and a row whose first_seen_at is this write's timestamp is new.
-                let mut query = QueryBuilder::<DB>::new(
-                    "INSERT INTO records (user_id, source_platform, model, source_object_id, integration_id, stream, data, content_hash, first_seen_at, updated_at) ",
-                );
-                query.push_values(chunk, |mut row, item| {
-                    row.push_bind(&*scope.user_id)
-                        .push_bind(&*scope.platform)
-                        .push_bind(model)
-                        .push_bind(item.id.as_str())
-                        .push_bind(&*scope.integration_id)
-                        .push_bind(&*batch.stream)
-                        .push_bind(item.json.as_str())
-                        .push_unseparated(DB::JSON_PARAM_SUFFIX)
-                        .push_bind(&item.hash[..])
-                        .push_bind(at.as_str())
-                        .push_bind(at.as_str());
-                });
-                query
-                    .push(
-                        " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
-                         integration_id = excluded.integration_id, stream = excluded.stream, data = excluded.data, \
-                         content_hash = excluded.content_hash, updated_at = excluded.updated_at, deleted_at = NULL \
-                         WHERE records.content_hash != excluded.content_hash OR records.deleted_at IS NOT NULL \
-                         RETURNING first_seen_at = ",
-                    )
-                    .push_bind(at.as_str());
-                let written = query.build().fetch_all(&mut *transaction).await?;
-                let new = written
-                    .iter()
-                    .filter(|row| matches!(row.try_get::<bool, _>(0usize), Ok(true)))
-                    .count() as u64;
-                counts.new += new;
-                counts.updated += written.len() as u64 - new;
-                counts.unchanged += (chunk.len() - written.len()) as u64;
-            }
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    // Two statements whose row counts say what happened, so that no row has to
+                    // come back (returning a row per record cost a third of the write): the
+                    // first inserts the new records; the second, only when some were already
+                    // stored, rewrites those whose content changed or that were deleted (the
+                    // rows just inserted have the same hash and are skipped).
+                    let statement = |on_conflict: &'static str| {
+                        let mut query = QueryBuilder::<DB>::new(
+                            "INSERT INTO records (user_id, source_platform, model, source_object_id, integration_id, stream, data, content_hash, first_seen_at, updated_at) ",
+                        );
+                        query.push_values(chunk, |mut row, item| {
+                            row.push_bind(&*scope.user_id)
+                                .push_bind(&*scope.platform)
+                                .push_bind(model)
+                                .push_bind(item.id.as_str())
+                                .push_bind(&*scope.integration_id)
+                                .push_bind(&*batch.stream)
+                                .push_bind(item.json.as_str())
+                                .push_unseparated(DB::JSON_PARAM_SUFFIX)
+                                .push_bind(&item.hash[..])
+                                .push_bind(at.as_str())
+                                .push_bind(at.as_str());
+                        });
+                        query.push(on_conflict);
+                        query
+                    };
+                    let mut insert = statement(
+                        " ON CONFLICT (user_id, source_platform, model, source_object_id) DO NOTHING",
+                    );
+                    let new = DB::rows_affected(&insert.build().execute(&mut *transaction).await?);
+                    let updated = if new < chunk.len() as u64 {
+                        let mut update = statement(
+                            " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
+                             integration_id = excluded.integration_id, stream = excluded.stream, data = excluded.data, \
+                             content_hash = excluded.content_hash, updated_at = excluded.updated_at, deleted_at = NULL \
+                             WHERE records.content_hash != excluded.content_hash OR records.deleted_at IS NOT NULL",
+                        );
+                        DB::rows_affected(&update.build().execute(&mut *transaction).await?)
+                    } else {
+                        0
+                    };
+                    counts.new += new;
+                    counts.updated += updated;
+                    counts.unchanged += (chunk.len() as u64).saturating_sub(new + updated);
+                }
 
-            for chunk in tombstones.chunks(ROWS_PER_STATEMENT) {
-                // A tombstone keeps the data already stored and only says when it was deleted.
-                let mut query = QueryBuilder::<DB>::new(
-                    "INSERT INTO records (user_id, source_platform, model, source_object_id, integration_id, stream, data, content_hash, first_seen_at, updated_at, deleted_at) ",
-                );
-                query.push_values(chunk, |mut row, record| {
-                    row.push_bind(&*scope.user_id)
-                        .push_bind(&*scope.platform)
-                        .push_bind(model)
-                        .push_bind(record.id.as_str())
-                        .push_bind(&*scope.integration_id)
-                        .push_bind(&*batch.stream)
-                        .push_bind("{}")
-                        .push_unseparated(DB::JSON_PARAM_SUFFIX)
-                        .push_bind(&[][..])
-                        .push_bind(at.as_str())
-                        .push_bind(at.as_str())
-                        .push_bind(at.as_str());
-                });
-                query.push(
-                    " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
-                     deleted_at = excluded.deleted_at, updated_at = excluded.updated_at \
-                     WHERE records.deleted_at IS NULL RETURNING 1",
-                );
-                let marked = query.build().fetch_all(&mut *transaction).await?.len();
-                counts.deleted += marked as u64;
-                counts.unchanged += (chunk.len() - marked) as u64;
-            }
-
-            if let Some(pass) = batch.seen_in_pass {
-                for chunk in batch.records.chunks(ROWS_PER_STATEMENT) {
+                for chunk in tombstones.chunks(ROWS_PER_STATEMENT) {
+                    // A tombstone keeps the data already stored and only says when it was deleted.
                     let mut query = QueryBuilder::<DB>::new(
-                        "INSERT INTO sync_seen (integration_id, stream, pass_id, source_object_id) ",
+                        "INSERT INTO records (user_id, source_platform, model, source_object_id, integration_id, stream, data, content_hash, first_seen_at, updated_at, deleted_at) ",
                     );
                     query.push_values(chunk, |mut row, record| {
-                        row.push_bind(&*scope.integration_id)
+                        row.push_bind(&*scope.user_id)
+                            .push_bind(&*scope.platform)
+                            .push_bind(model)
+                            .push_bind(record.id.as_str())
+                            .push_bind(&*scope.integration_id)
                             .push_bind(&*batch.stream)
-                            .push_bind(pass)
-                            .push_bind(record.id.as_str());
+                            .push_bind("{}")
+                            .push_unseparated(DB::JSON_PARAM_SUFFIX)
+                            .push_bind(&[][..])
+                            .push_bind(at.as_str())
+                            .push_bind(at.as_str())
+                            .push_bind(at.as_str());
                     });
-                    query.push(" ON CONFLICT DO NOTHING");
-                    query.build().execute(&mut *transaction).await?;
+                    query.push(
+                        " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
+                         deleted_at = excluded.deleted_at, updated_at = excluded.updated_at \
+                         WHERE records.deleted_at IS NULL",
+                    );
+                    let marked =
+                        DB::rows_affected(&query.build().execute(&mut *transaction).await?);
+                    counts.deleted += marked;
+                    counts.unchanged += (chunk.len() as u64).saturating_sub(marked);
+                }
+
+                if let Some(pass) = batch.seen_in_pass {
+                    for chunk in batch.records.chunks(ROWS_PER_STATEMENT) {
+                        let mut query = QueryBuilder::<DB>::new(
+                            "INSERT INTO sync_seen (integration_id, stream, pass_id, source_object_id) ",
+                        );
+                        query.push_values(chunk, |mut row, record| {
+                            row.push_bind(&*scope.integration_id)
+                                .push_bind(&*batch.stream)
+                                .push_bind(pass)
+                                .push_bind(record.id.as_str());
+                        });
+                        query.push(" ON CONFLICT DO NOTHING");
+                        query.build().execute(&mut *transaction).await?;
+                    }
                 }
             }
-        }
 
-        let raws: Vec<String> = batch
-            .rejects
-            .iter()
-            .map(|reject| reject.raw.to_string())
-            .collect();
-        for (chunk, raws) in batch
-            .rejects
-            .chunks(ROWS_PER_STATEMENT)
-            .zip(raws.chunks(ROWS_PER_STATEMENT))
-        {
-            let mut query = QueryBuilder::<DB>::new(
-                "INSERT INTO rejects (source_platform, integration_id, stream, source_object_id, reason, raw, seen_at) ",
-            );
-            query.push_values(chunk.iter().zip(raws), |mut row, (reject, raw)| {
-                row.push_bind(&*scope.platform)
+            let raws: Vec<String> = batch
+                .rejects
+                .iter()
+                .map(|reject| reject.raw.to_string())
+                .collect();
+            for (chunk, raws) in batch
+                .rejects
+                .chunks(ROWS_PER_STATEMENT)
+                .zip(raws.chunks(ROWS_PER_STATEMENT))
+            {
+                let mut query = QueryBuilder::<DB>::new(
+                    "INSERT INTO rejects (source_platform, integration_id, stream, source_object_id, reason, raw, seen_at) ",
+                );
+                query.push_values(chunk.iter().zip(raws), |mut row, (reject, raw)| {
+                    row.push_bind(&*scope.platform)
+                        .push_bind(&*scope.integration_id)
+                        .push_bind(&*batch.stream)
+                        .push_bind(reject.id.as_deref())
+                        .push_bind(reject.reason.as_str())
+                        .push_bind(raw.as_str())
+                        .push_bind(at.as_str());
+                });
+                query.build().execute(&mut *transaction).await?;
+            }
+
+            for sweep in &batch.sweeps {
+                // What the completed pass did not see is gone at the provider: keep it, marked.
+                let mut query = QueryBuilder::<DB>::new("UPDATE records SET deleted_at = ");
+                query
+                    .push_bind(at.as_str())
+                    .push(", updated_at = ")
+                    .push_bind(at.as_str())
+                    .push(" WHERE integration_id = ")
                     .push_bind(&*scope.integration_id)
-                    .push_bind(&*batch.stream)
-                    .push_bind(reject.id.as_deref())
-                    .push_bind(reject.reason.as_str())
-                    .push_bind(raw.as_str())
+                    .push(" AND stream = ")
+                    .push_bind(&*sweep.stream)
+                    .push(" AND deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.integration_id = records.integration_id AND s.stream = records.stream AND s.pass_id = ")
+                    .push_bind(sweep.pass)
+                    .push(" AND s.source_object_id = records.source_object_id)");
+                counts.deleted +=
+                    DB::rows_affected(&query.build().execute(&mut *transaction).await?);
+                let mut query =
+                    QueryBuilder::<DB>::new("DELETE FROM sync_seen WHERE integration_id = ");
+                query
+                    .push_bind(&*scope.integration_id)
+                    .push(" AND stream = ")
+                    .push_bind(&*sweep.stream);
+                query.build().execute(&mut *transaction).await?;
+            }
+
+            if let Some(checkpoint) = &batch.checkpoint {
+                let state = serde_json::to_string(&checkpoint.state).unwrap_or_default();
+                let mut query = QueryBuilder::<DB>::new(
+                    "INSERT INTO checkpoints (integration_id, stream, partition_key, state, updated_at) VALUES (",
+                );
+                query
+                    .separated(", ")
+                    .push_bind(&*scope.integration_id)
+                    .push_bind(&*checkpoint.stream)
+                    .push_bind(checkpoint.partition.as_str())
+                    .push_bind(state.as_str())
                     .push_bind(at.as_str());
-            });
-            query.build().execute(&mut *transaction).await?;
+                query.push(
+                    ") ON CONFLICT (integration_id, stream, partition_key) DO UPDATE SET \
+                     state = excluded.state, updated_at = excluded.updated_at",
+                );
+                query.build().execute(&mut *transaction).await?;
+            }
         }
-
-        for sweep in &batch.sweeps {
-            // What the completed pass did not see is gone at the provider: keep it, marked.
-            let mut query = QueryBuilder::<DB>::new("UPDATE records SET deleted_at = ");
-            query
-                .push_bind(at.as_str())
-                .push(", updated_at = ")
-                .push_bind(at.as_str())
-                .push(" WHERE integration_id = ")
-                .push_bind(&*scope.integration_id)
-                .push(" AND stream = ")
-                .push_bind(&*sweep.stream)
-                .push(" AND deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.integration_id = records.integration_id AND s.stream = records.stream AND s.pass_id = ")
-                .push_bind(sweep.pass)
-                .push(" AND s.source_object_id = records.source_object_id) RETURNING 1");
-            counts.deleted += query.build().fetch_all(&mut *transaction).await?.len() as u64;
-            let mut query =
-                QueryBuilder::<DB>::new("DELETE FROM sync_seen WHERE integration_id = ");
-            query
-                .push_bind(&*scope.integration_id)
-                .push(" AND stream = ")
-                .push_bind(&*sweep.stream);
-            query.build().execute(&mut *transaction).await?;
-        }
-
-        if let Some(checkpoint) = &batch.checkpoint {
-            let state = serde_json::to_string(&checkpoint.state).unwrap_or_default();
-            let mut query = QueryBuilder::<DB>::new(
-                "INSERT INTO checkpoints (integration_id, stream, partition_key, state, updated_at) VALUES (",
-            );
-            query
-                .separated(", ")
-                .push_bind(&*scope.integration_id)
-                .push_bind(&*checkpoint.stream)
-                .push_bind(checkpoint.partition.as_str())
-                .push_bind(state.as_str())
-                .push_bind(at.as_str());
-            query.push(
-                ") ON CONFLICT (integration_id, stream, partition_key) DO UPDATE SET \
-                 state = excluded.state, updated_at = excluded.updated_at",
-            );
-            query.build().execute(&mut *transaction).await?;
-        }
-
         transaction.commit().await?;
         Ok(counts)
     }
@@ -236,6 +244,16 @@ where
                 what: "checkpoint",
                 reason: error.to_string(),
             })
+    }
+
+    async fn holds_records(&self, integration_id: &str, stream: &str) -> Result<bool, StoreError> {
+        let mut query = QueryBuilder::<DB>::new("SELECT 1 FROM records WHERE integration_id = ");
+        query
+            .push_bind(integration_id)
+            .push(" AND stream = ")
+            .push_bind(stream)
+            .push(" AND deleted_at IS NULL LIMIT 1");
+        Ok(query.build().fetch_optional(&self.pool).await?.is_some())
     }
 
     async fn start_run(&self, scope: &RunScope) -> Result<i64, StoreError> {
