@@ -342,6 +342,28 @@ model! {
 }
 
 model! {
+    /// Something the user saved, liked or bookmarked to come back to (Spotify's liked songs,
+    /// YouTube likes, read-later articles, bookmarked posts).
+    SavedItem {
+        /// The saved thing's title.
+        title: String,
+        /// When the user saved it.
+        saved_at: Timestamp,
+        /// What kind of thing it is, as the provider names it (`track`, `album`, `video`,
+        /// `article`).
+        item_type: Option<String>,
+        /// Who made it: the artists, the channel, the authors.
+        creators: Option<Vec<String>>,
+        /// What it is part of: the album, the series, the publication.
+        collection: Option<String>,
+        /// The provider's page for it.
+        url: Option<String>,
+        /// A standard identifier, where known (ISRC for recordings, ISBN, DOI).
+        external_id: Option<String>,
+    }
+}
+
+model! {
     /// A film or episode the user watched (Netflix, YouTube).
     ViewingEvent {
         /// The title watched.

@@ -216,6 +216,8 @@ model_kinds! {
     HealthRecord => HealthRecord, "health_record";
     /// A track played: [`ListeningEvent`].
     ListeningEvent => ListeningEvent, "listening_event";
+    /// Something saved, liked or bookmarked: [`SavedItem`].
+    SavedItem => SavedItem, "saved_item";
     /// A film or episode watched: [`ViewingEvent`].
     ViewingEvent => ViewingEvent, "viewing_event";
     /// Something bought: [`Purchase`].
