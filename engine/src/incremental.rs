@@ -2,17 +2,22 @@
 //!
 //! A cursor stream remembers the newest value of a record field and sends it (minus the
 //! lookback) on the next run; a sync-token stream remembers the token its last page handed out.
-//! Both are remembered only when a pass completes, so a pass that stops half-way repeats with the
-//! same value instead of skipping what it had not reached.
+//! A change-log stream asks for the log's position before its first (full) pass lists anything,
+//! then reads the log from the kept position on later runs. All are remembered only when a pass
+//! completes, so a pass that stops half-way repeats with the same value instead of skipping what
+//! it had not reached.
 
 use std::cmp::Ordering;
 
 use serde_json::Value;
 
-use crate::extract::{CompiledPath, PathError};
+use crate::extract::CompiledPath;
+use crate::listing::Listing;
+use crate::map::BuildError;
 use crate::request::Injection;
-use crate::spec::{CursorFormat, Incremental, ParamLocation};
+use crate::spec::{CursorFormat, Incremental, Paginate, ParamLocation, Template};
 use crate::store::StreamState;
+use crate::template::Templates;
 
 /// A stream's `incremental`, compiled.
 #[derive(Debug, Clone)]
@@ -48,11 +53,32 @@ pub enum CompiledIncremental {
         /// Statuses that mean "the token expired; sync everything again".
         reset_on: Vec<u16>,
     },
+    /// Read a change log from the kept position.
+    ChangeLog(Box<ChangeLog>),
+}
+
+/// A compiled `kind: change_log`.
+#[derive(Debug, Clone)]
+pub struct ChangeLog {
+    /// The request for the log's current position; its records path selects the position.
+    pub start: Listing,
+    /// How the log is read.
+    pub log: Listing,
+    /// Selects the ids of gone records on a log page.
+    pub deleted_ids: Option<CompiledPath>,
+    /// Where the next position is on the log's last page.
+    pub token: CompiledPath,
+    /// Statuses that mean "the position expired; sync everything again".
+    pub reset_on: Vec<u16>,
 }
 
 impl CompiledIncremental {
-    /// Compiles the spec's `incremental`.
-    pub fn compile(spec: &Incremental) -> Result<Self, PathError> {
+    /// Compiles the spec's `incremental`; `connector_headers` go with a change log's requests.
+    pub fn compile(
+        spec: &Incremental,
+        connector_headers: &indexmap::IndexMap<String, Template>,
+        templates: &mut Templates,
+    ) -> Result<Self, BuildError> {
         Ok(match spec {
             Incremental::Cursor {
                 field,
@@ -82,7 +108,49 @@ impl CompiledIncremental {
                 token: CompiledPath::compile(token.as_str())?,
                 reset_on: reset_on.clone(),
             },
+            Incremental::ChangeLog {
+                start,
+                start_token,
+                request,
+                paginate,
+                records,
+                deleted_ids,
+                token,
+                reset_on,
+            } => Self::ChangeLog(Box::new(ChangeLog {
+                start: Listing::compile(
+                    start,
+                    &Paginate::None,
+                    start_token,
+                    connector_headers,
+                    templates,
+                )?,
+                log: Listing::compile(request, paginate, records, connector_headers, templates)?,
+                deleted_ids: deleted_ids
+                    .as_ref()
+                    .map(|path| CompiledPath::compile(path.as_str()))
+                    .transpose()?,
+                token: CompiledPath::compile(token.as_str())?,
+                reset_on: reset_on.clone(),
+            })),
         })
+    }
+
+    /// The change log a pass from `state` reads, when it reads one rather than listing
+    /// everything: a change-log stream that kept a position.
+    pub fn reads_log(&self, state: &StreamState) -> Option<&ChangeLog> {
+        match self {
+            Self::ChangeLog(log) if state.sync_token.is_some() => Some(log),
+            _ => None,
+        }
+    }
+
+    /// The change log whose position a full pass must ask for before it lists anything.
+    pub fn needs_start(&self, state: &StreamState) -> Option<&ChangeLog> {
+        match self {
+            Self::ChangeLog(log) if state.sync_token.is_none() => Some(log),
+            _ => None,
+        }
     }
 
     /// The value a pass sends, from the state of the last completed pass; `None` on the first
@@ -112,6 +180,8 @@ impl CompiledIncremental {
             }),
             // Sent as the page token instead: see `continues_from`.
             Self::PageToken { .. } => None,
+            // The log's own request carries `state.sync_token`.
+            Self::ChangeLog(_) => None,
         }
     }
 
@@ -157,18 +227,23 @@ impl CompiledIncremental {
 
     /// The token a page hands out, if this stream keeps one and the page has it.
     pub fn page_token(&self, body: &Value) -> Option<String> {
-        let (Self::SyncToken { token, .. } | Self::PageToken { token, .. }) = self else {
-            return None;
+        let token = match self {
+            Self::SyncToken { token, .. } | Self::PageToken { token, .. } => token,
+            Self::ChangeLog(log) => &log.token,
+            Self::Cursor { .. } => return None,
         };
-        match token.first(body)? {
-            Value::String(token) if !token.is_empty() => Some(token.clone()),
-            _ => None,
-        }
+        token_text(token.first(body)?)
     }
 
     /// Whether `status` means the remembered token expired and a full pass is needed.
     pub fn resets_on(&self, status: u16) -> bool {
-        matches!(self, Self::SyncToken { reset_on, .. } | Self::PageToken { reset_on, .. } if reset_on.contains(&status))
+        match self {
+            Self::SyncToken { reset_on, .. } | Self::PageToken { reset_on, .. } => {
+                reset_on.contains(&status)
+            }
+            Self::ChangeLog(log) => log.reset_on.contains(&status),
+            Self::Cursor { .. } => false,
+        }
     }
 
     /// The state after a pass that completed: the newer cursor, the page's token.
@@ -191,6 +266,16 @@ impl CompiledIncremental {
             sync_token: last_page_token.or_else(|| before.sync_token.clone()),
             resume: None,
         }
+    }
+}
+
+/// A token or log position as sent back: a non-empty string, or a number written out (a
+/// `historyId` that a provider sends unquoted).
+pub fn token_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(token) if !token.is_empty() => Some(token.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
     }
 }
 

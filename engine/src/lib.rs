@@ -16,6 +16,7 @@ pub mod events;
 pub mod extract;
 pub mod http;
 pub mod incremental;
+pub mod listing;
 pub mod map;
 pub mod models;
 pub mod oauth;

@@ -255,6 +255,24 @@ pub struct Provenance {
     pub platform: String,
 }
 
+impl Provenance {
+    /// A record's provenance fields for provider id `id`, with room for `more` fields.
+    fn fields(&self, id: &str, more: usize) -> Map<String, Value> {
+        let mut data = Map::with_capacity(more + 4);
+        data.insert("user_id".to_owned(), Value::String(self.user_id.clone()));
+        data.insert(
+            "source_integration_id".to_owned(),
+            Value::String(self.integration_id.clone()),
+        );
+        data.insert(
+            "source_platform".to_owned(),
+            Value::String(self.platform.clone()),
+        );
+        data.insert("source_object_id".to_owned(), Value::String(id.to_owned()));
+        data
+    }
+}
+
 /// A record ready to store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MappedRecord {
@@ -353,6 +371,16 @@ impl RecordMapper {
         self.model
     }
 
+    /// The record with provider id `id`, marked deleted. A tombstone carries only its identity:
+    /// providers send little else with a deletion (often only the id).
+    pub fn tombstone(id: String, provenance: &Provenance) -> MappedRecord {
+        MappedRecord {
+            data: provenance.fields(&id, 0),
+            id,
+            deleted: true,
+        }
+    }
+
     /// Maps one raw record.
     pub fn map(
         &self,
@@ -380,35 +408,14 @@ impl RecordMapper {
             Ok(_) => return reject(None, "the record has no id".to_owned()),
             Err(error) => return reject(None, format!("id: {error}")),
         };
-        let mut data = Map::with_capacity(self.fields.len() + 4);
-        data.insert(
-            "user_id".to_owned(),
-            Value::String(provenance.user_id.clone()),
-        );
-        data.insert(
-            "source_integration_id".to_owned(),
-            Value::String(provenance.integration_id.clone()),
-        );
-        data.insert(
-            "source_platform".to_owned(),
-            Value::String(provenance.platform.clone()),
-        );
-        data.insert("source_object_id".to_owned(), Value::String(id.clone()));
-
         if let Some(condition) = &self.deleted {
             match templates.test(condition, context.get()) {
-                // A tombstone carries only its identity: providers send little else with it.
-                Ok(true) => {
-                    return Mapped::Record(MappedRecord {
-                        id,
-                        data,
-                        deleted: true,
-                    });
-                }
+                Ok(true) => return Mapped::Record(Self::tombstone(id, provenance)),
                 Ok(false) => {}
                 Err(error) => return reject(Some(id), format!("deleted: {error}")),
             }
         }
+        let mut data = provenance.fields(&id, self.fields.len());
 
         for field in &self.fields {
             let selected = match (&field.source, field.converter) {

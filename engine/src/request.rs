@@ -113,20 +113,25 @@ impl RequestPlan {
             reason: error.to_string(),
         })?;
         {
-            let mut pairs = url.query_pairs_mut();
+            let mut query = Vec::with_capacity(self.query.len() + injections.len());
             for (name, template) in &self.query {
                 let value = templates.render(template, context)?;
                 // An empty value is left out, so optional parameters can be written as templates.
                 if !value.is_empty() {
-                    pairs.append_pair(name, &value);
+                    query.push((name.as_str(), value));
                 }
             }
+            // An injected value replaces the request's own (Drive's `pageToken` starts at the
+            // kept position; the paginator's token takes over from the second page), as it does
+            // in a JSON body.
             for injection in injections
                 .iter()
                 .filter(|injection| injection.location == ParamLocation::Query)
             {
-                pairs.append_pair(&injection.name, &scalar_text(&injection.value));
+                query.retain(|(name, _)| *name != injection.name);
+                query.push((injection.name.as_str(), scalar_text(&injection.value)));
             }
+            url.query_pairs_mut().extend_pairs(query);
         }
         if url.query() == Some("") {
             url.set_query(None);

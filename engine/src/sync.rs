@@ -18,10 +18,11 @@ use tokio::task::JoinHandle;
 use crate::events::{Counters, Event, Observer, WriteCounts};
 use crate::extract::CompiledPath;
 use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, Page};
-use crate::incremental::CompiledIncremental;
+use crate::incremental::{CompiledIncremental, token_text};
+use crate::listing::Listing;
 use crate::map::{BuildError, Lazy, Mapped, Provenance, RecordFields, RecordMapper, Source};
-use crate::paginate::{PageCursor, PageRequest, Paginator};
-use crate::request::{Injection, RequestError, RequestPlan};
+use crate::paginate::{PageCursor, PageRequest};
+use crate::request::{Injection, RequestError};
 use crate::spec::{ConnectorSpec, Decode};
 use crate::store::{
     Batch, Checkpoint, Resume, RunScope, RunTotals, Sink, StoreError, StreamState, Sweep,
@@ -30,10 +31,9 @@ use crate::template::{TemplateId, Templates};
 
 #[derive(Debug)]
 struct CompiledStream {
-    request: RequestPlan,
-    paginator: Paginator,
+    /// The stream's own request, paging and records.
+    listing: Listing,
     decode: Decode,
-    records: CompiledPath,
     mapper: Option<RecordMapper>,
     /// This stream's `parent.fields`, evaluated on each parent record.
     parent_fields: Vec<(String, Source)>,
@@ -44,6 +44,14 @@ struct CompiledStream {
     /// How many parent records' requests run at once.
     concurrency: usize,
     recurse: Option<CompiledRecurse>,
+    gone: Option<CompiledGone>,
+}
+
+/// A stream's `gone`, compiled.
+#[derive(Debug)]
+struct CompiledGone {
+    on: Vec<u16>,
+    id: TemplateId,
 }
 
 /// A stream's `recurse`, compiled.
@@ -69,6 +77,18 @@ impl CompiledStream {
     /// model that do not opt out. (Which passes are full is [`PassState::full`].)
     fn sweeps(&self) -> bool {
         self.is_root && self.unseen_deleted && self.mapper.is_some()
+    }
+
+    /// What `pass` lists with: a change log's own listing when it reads one, else the stream's.
+    fn listing(&self, pass: &PassState) -> &Listing {
+        match self
+            .incremental
+            .as_ref()
+            .and_then(|incremental| incremental.reads_log(&pass.before))
+        {
+            Some(log) => &log.log,
+            None => &self.listing,
+        }
     }
 }
 
@@ -110,10 +130,14 @@ impl CompiledConnector {
                 .map(|(child, _)| child.clone())
                 .collect();
             let compiled = CompiledStream {
-                request: RequestPlan::compile(&stream.request, &spec.headers, &mut templates)?,
-                paginator: Paginator::compile(&stream.paginate, &spec.headers, &mut templates)?,
+                listing: Listing::compile(
+                    &stream.request,
+                    &stream.paginate,
+                    &stream.records,
+                    &spec.headers,
+                    &mut templates,
+                )?,
                 decode: stream.decode,
-                records: CompiledPath::compile(stream.records.as_str())?,
                 mapper: stream
                     .model
                     .map(|model| RecordMapper::compile(model, stream, &mut templates))
@@ -124,7 +148,9 @@ impl CompiledConnector {
                 incremental: stream
                     .incremental
                     .as_ref()
-                    .map(CompiledIncremental::compile)
+                    .map(|incremental| {
+                        CompiledIncremental::compile(incremental, &spec.headers, &mut templates)
+                    })
                     .transpose()?,
                 unseen_deleted: stream.unseen_deleted,
                 concurrency: stream
@@ -149,6 +175,16 @@ impl CompiledConnector {
                                 .map(|when| templates.add_condition(when.as_str()))
                                 .transpose()?,
                             max_depth: recurse.max_depth,
+                        })
+                    })
+                    .transpose()?,
+                gone: stream
+                    .gone
+                    .as_ref()
+                    .map(|gone| {
+                        Ok::<_, BuildError>(CompiledGone {
+                            on: gone.on.clone(),
+                            id: templates.add(gone.id.as_str())?,
                         })
                     })
                     .transpose()?,
@@ -358,17 +394,23 @@ struct PassState {
     /// and only when the stream held records as it began: a first import has nothing to sweep,
     /// so it keeps no list of the ids it sees.
     sweeps: bool,
+    /// For a full pass of a change-log stream: the log's position asked before the pass listed
+    /// anything, kept when the pass completes.
+    start_token: Option<String>,
 }
 
 impl PassState {
     fn new(stream: &CompiledStream, before: StreamState, pass: i64, newest: Option<Value>) -> Self {
         let incremental = stream.incremental.as_ref();
         let injection = incremental.and_then(|incremental| incremental.injection(&before));
-        let continues =
-            incremental.is_some_and(|incremental| incremental.continues_from(&before).is_some());
+        let continues = incremental.is_some_and(|incremental| {
+            incremental.continues_from(&before).is_some()
+                || incremental.reads_log(&before).is_some()
+        });
         Self {
             stored: before.clone(),
             sweeps: injection.is_none() && !continues,
+            start_token: None,
             injection,
             template_state: CompiledIncremental::template_state(incremental, &before),
             before,
@@ -479,11 +521,25 @@ impl Fetcher<'_> {
         }
     }
 
-    /// Renders and sends the request for the page at `cursor`.
+    /// Renders and sends the request for the page at `cursor` of what `pass` lists.
     async fn fetch(
         &self,
         name: &str,
         stream: &CompiledStream,
+        parent: &minijinja::Value,
+        pass: &PassState,
+        cursor: &PageCursor,
+    ) -> Result<(HttpRequest, Page), SyncError> {
+        self.fetch_from(name, stream, stream.listing(pass), parent, pass, cursor)
+            .await
+    }
+
+    /// Renders and sends the request for the page at `cursor` of `listing`.
+    async fn fetch_from(
+        &self,
+        name: &str,
+        stream: &CompiledStream,
+        listing: &Listing,
         parent: &minijinja::Value,
         pass: &PassState,
         cursor: &PageCursor,
@@ -495,18 +551,18 @@ impl Fetcher<'_> {
             secrets => self.secrets.clone(),
             state => pass.template_state.clone(),
             parent => parent.clone(),
-            page => stream.paginator.page_value(cursor),
+            page => listing.paginator.page_value(cursor),
         };
-        let request = match stream.paginator.request(cursor) {
+        let request = match listing.paginator.request(cursor) {
             PageRequest::Render {
                 plan,
                 mut injections,
             } => {
                 injections.extend(pass.injection.iter().cloned());
-                plan.unwrap_or(&stream.request)
+                plan.unwrap_or(&listing.request)
                     .render(base_url, &context, templates, &injections)
             }
-            PageRequest::Url(url) => stream
+            PageRequest::Url(url) => listing
                 .request
                 .render(base_url, &context, templates, &[])
                 .and_then(|mut request| {
@@ -661,6 +717,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         &self,
         name: &str,
         stream: &CompiledStream,
+        parent: &minijinja::Value,
         before: StreamState,
     ) -> Result<PassState, SyncError> {
         let mut pass = PassState::new(stream, before, self.run_id, None);
@@ -671,7 +728,41 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 .await
                 .map_err(|error| self.fetcher.error(name, None, error.into()))?;
         }
+        pass.start_token = self.log_position(name, stream, parent, &pass).await?;
         Ok(pass)
+    }
+
+    /// For a full pass of a change-log stream: the log's current position, asked before the pass
+    /// lists anything, so that whatever changes while it lists is in the next run's log.
+    async fn log_position(
+        &self,
+        name: &str,
+        stream: &CompiledStream,
+        parent: &minijinja::Value,
+        pass: &PassState,
+    ) -> Result<Option<String>, SyncError> {
+        let Some(log) = stream
+            .incremental
+            .as_ref()
+            .and_then(|incremental| incremental.needs_start(&pass.before))
+        else {
+            return Ok(None);
+        };
+        let (request, page) = self
+            .fetcher
+            .fetch_from(name, stream, &log.start, parent, pass, &PageCursor::First)
+            .await?;
+        match log.start.records.first(&page.body).and_then(token_text) {
+            Some(position) => Ok(Some(position)),
+            None => Err(self.fetcher.error(
+                name,
+                Some(request.describe()),
+                SyncErrorKind::Pagination(format!(
+                    "the answer has no change-log position at `{}` (incremental.start_token)",
+                    log.start.records.as_str()
+                )),
+            )),
+        }
     }
 
     /// Loads where a stream (partition) stands: a pass to resume, or a new one from the last
@@ -681,6 +772,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         &self,
         name: &str,
         stream: &CompiledStream,
+        parent: &minijinja::Value,
         partition: &str,
     ) -> Result<(PassState, PageCursor, bool), SyncError> {
         if !stream.keeps_state() {
@@ -702,6 +794,11 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 let mut pass = PassState::new(stream, stored, resume.pass, resume.newest);
                 pass.stored = as_stored;
                 pass.sweeps = resume.sweeps;
+                // The position asked when the pass began: changes since then are in the log.
+                pass.start_token = match resume.start_token {
+                    Some(position) => Some(position),
+                    None => self.log_position(name, stream, parent, &pass).await?,
+                };
                 (pass, resume.page, true)
             }
             None => {
@@ -712,9 +809,13 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                     .as_ref()
                     .and_then(|incremental| incremental.continues_from(&stored))
                     .map_or(PageCursor::First, |token| {
-                        stream.paginator.continue_at(token)
+                        stream.listing.paginator.continue_at(token)
                     });
-                (self.new_pass(name, stream, stored).await?, start, false)
+                (
+                    self.new_pass(name, stream, parent, stored).await?,
+                    start,
+                    false,
+                )
             }
         })
     }
@@ -739,7 +840,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             let templates = &connector.templates;
             let stream_name: Arc<str> = Arc::from(name);
             let (mut pass, mut cursor, mut resumed) =
-                self.begin_pass(name, stream, &partition).await?;
+                self.begin_pass(name, stream, &parent, &partition).await?;
             let keeps_state = stream.keeps_state();
             let mut fetched = self
                 .fetcher
@@ -749,12 +850,22 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 let (request, page) = match fetched {
                     Ok(fetched) => fetched,
                     Err(error) => {
+                        let gone =
+                            self.gone(stream, &error, &cursor, &parent)
+                                .map_err(|render| {
+                                    self.fetcher
+                                        .error(name, error.request.clone(), render.into())
+                                })?;
+                        if let Some(id) = gone {
+                            tracing::info!(connector = %connector.spec.id, stream = name, %error, id, "the record is gone; marking it deleted");
+                            return self.send_tombstone(name, stream, id).await;
+                        }
                         let Some(before) = full_pass_after(&error, stream, &pass.before, resumed)
                         else {
                             return Err(error);
                         };
                         tracing::warn!(connector = %connector.spec.id, stream = name, %error, "starting a full pass");
-                        pass = self.new_pass(name, stream, before).await?;
+                        pass = self.new_pass(name, stream, &parent, before).await?;
                         cursor = PageCursor::First;
                         resumed = false;
                         fetched = self
@@ -765,8 +876,9 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                     }
                 };
                 resumed = false;
+                let listing = stream.listing(&pass);
                 let mut raw_records: Vec<&Value> = Vec::new();
-                stream
+                listing
                     .records
                     .for_each(&page.body, |record| raw_records.push(record));
                 self.fetcher.tally.event(&Event::Page {
@@ -774,7 +886,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                     records: raw_records.len(),
                 });
 
-                let next = stream
+                let next = listing
                     .paginator
                     .next(
                         &cursor,
@@ -805,6 +917,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                                 page: next.clone(),
                                 newest: pass.newest.clone(),
                                 sweeps: pass.sweeps,
+                                start_token: pass.start_token.clone(),
                             }),
                             ..pass.before.clone()
                         },
@@ -812,10 +925,12 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                             stream.incremental.as_ref(),
                             &pass.before,
                             pass.newest.clone(),
-                            stream
-                                .incremental
-                                .as_ref()
-                                .and_then(|incremental| incremental.page_token(&page.body)),
+                            pass.start_token.clone().or_else(|| {
+                                stream
+                                    .incremental
+                                    .as_ref()
+                                    .and_then(|incremental| incremental.page_token(&page.body))
+                            }),
                         ),
                     };
                     let sweeps = match (&next, stream.sweeps() && pass.sweeps) {
@@ -873,6 +988,21 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                             Mapped::Record(record) => batch.records.push(record.into()),
                             Mapped::Rejected(reject) => batch.rejects.push(reject),
                         }
+                    }
+                    // A change log names the records it deleted by id alone.
+                    if let Some(deleted_ids) = stream
+                        .incremental
+                        .as_ref()
+                        .and_then(|incremental| incremental.reads_log(&pass.before))
+                        .and_then(|log| log.deleted_ids.as_ref())
+                    {
+                        deleted_ids.for_each(&page.body, |id| {
+                            if let Some(id) = token_text(id) {
+                                batch.records.push(
+                                    RecordMapper::tombstone(id, &self.fetcher.provenance).into(),
+                                );
+                            }
+                        });
                     }
                 }
                 let mut sweeps = Some(sweeps);
@@ -967,7 +1097,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         depth: u8,
     ) -> Result<(), SyncError> {
         let templates = &self.fetcher.connector.templates;
-        let parents = records
+        let mut parents = records
             .iter()
             .map(|raw| parent_value(fields, raw, &self.fetcher.config, templates))
             .collect::<Result<Vec<_>, String>>()
@@ -975,11 +1105,64 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 self.fetcher
                     .error(name, None, SyncErrorKind::Pagination(error))
             })?;
+        // A record named twice on a page (a change log lists a message once per change) runs its
+        // children once.
+        let mut seen = std::collections::HashSet::with_capacity(parents.len());
+        parents.retain(|(_, partition)| seen.insert(partition.clone()));
         stream::iter(parents.into_iter().map(Ok))
             .try_for_each_concurrent(concurrency, |(parent, partition)| {
                 self.run_stream(name, parent, partition, depth)
             })
             .await
+    }
+
+    /// The id of the record a failed first request of `stream` was fetching, when the failure
+    /// says that record is gone (the stream's `gone`).
+    fn gone(
+        &self,
+        stream: &CompiledStream,
+        error: &SyncError,
+        cursor: &PageCursor,
+        parent: &minijinja::Value,
+    ) -> Result<Option<String>, RequestError> {
+        let (Some(gone), SyncErrorKind::Http(HttpError::Status { status, .. })) =
+            (&stream.gone, &error.kind)
+        else {
+            return Ok(None);
+        };
+        if *cursor != PageCursor::First || !gone.on.contains(status) {
+            return Ok(None);
+        }
+        let context = minijinja::context! {
+            parent => parent.clone(),
+            config => self.fetcher.config.clone(),
+        };
+        let id = self
+            .fetcher
+            .connector
+            .templates
+            .render(&gone.id, &context)?;
+        let id = id.trim();
+        Ok((!id.is_empty()).then(|| id.to_owned()))
+    }
+
+    async fn send_tombstone(
+        &self,
+        name: &str,
+        stream: &CompiledStream,
+        id: String,
+    ) -> Result<(), SyncError> {
+        let Some(mapper) = &stream.mapper else {
+            return Ok(()); // refused by validation: `gone` needs a model
+        };
+        let batch = Batch::records(
+            Arc::clone(&self.scope),
+            Arc::from(name),
+            mapper.model(),
+            vec![RecordMapper::tombstone(id, &self.fetcher.provenance)],
+            vec![],
+        );
+        self.send(name, batch).await
     }
 
     async fn send(&self, name: &str, batch: Batch) -> Result<(), SyncError> {

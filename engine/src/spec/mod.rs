@@ -40,8 +40,9 @@ pub struct ResponseError {
 pub use limits::{Backoff, RateLimit, RateLimitScope, Retry, Schedule, WaitFormat, WaitHeader};
 pub use load::{LoadError, SpecSource, load, parse};
 pub use stream::{
-    Body, Conversion, CursorFormat, Decode, FieldMapping, FieldRule, Incremental, LinkHeaderMarker,
-    Method, NextUrlSource, Paginate, ParamLocation, Parent, Recurse, Request, Stream, ValueKind,
+    Body, Conversion, CursorFormat, Decode, FieldMapping, FieldRule, Gone, Incremental,
+    LinkHeaderMarker, Method, NextUrlSource, Paginate, ParamLocation, Parent, Recurse, Request,
+    Stream, ValueKind,
 };
 pub use values::{
     Condition, Duration, DurationError, HostPattern, JsonPath, Template, Url, ValueSource,

@@ -60,6 +60,11 @@ pub struct Stream {
     /// Follow the stream's records into their own children (needs `parent`).
     #[serde(default)]
     pub recurse: Option<Recurse>,
+    /// For a substream with a `model`: the statuses its first request answers when the record
+    /// it fetches was deleted since its parent listed it (Gmail: 404 for a message deleted in
+    /// between), and that record's id. The record is marked deleted and the run goes on.
+    #[serde(default)]
+    pub gone: Option<Gone>,
 }
 
 fn yes() -> bool {
@@ -172,7 +177,9 @@ pub enum Paginate {
     Cursor {
         /// Where the token is in the decoded page.
         token: JsonPath,
-        /// The parameter or body field that carries the token.
+        /// The parameter or body field that carries the token. It replaces a parameter or field
+        /// of the same name that the request sets itself (a `pageToken` that starts at a kept
+        /// position).
         param: String,
         /// Where `param` goes.
         #[serde(default)]
@@ -470,6 +477,56 @@ pub enum Incremental {
         #[serde(default = "default_reset_statuses")]
         reset_on: Vec<u16>,
     },
+    /// The provider keeps a log of changes read from a position (Gmail's `history.list` from a
+    /// `historyId`, Drive's `changes.list` from a page token). A full pass first asks `start`
+    /// for the log's current position, then lists everything with the stream's own request;
+    /// later passes read the log from the position the last pass kept, with `request`, taking
+    /// changed records and the ids of deleted ones from it. Templates see the position as
+    /// `state.sync_token`.
+    ChangeLog {
+        /// The request that answers the log's current position. It is sent before a full pass
+        /// lists anything, so whatever changes during the listing is in the next run's log.
+        start: Box<Request>,
+        /// Where the position is in `start`'s answer (`$.historyId`, `$.startPageToken`).
+        start_token: JsonPath,
+        /// The request that reads the log from `state.sync_token`.
+        request: Box<Request>,
+        /// How the log's next page is requested.
+        #[serde(default)]
+        paginate: Paginate,
+        /// Selects the new and changed records on a log page, in the shape the stream's own
+        /// listing has: they are mapped by the stream's `map` and feed its substreams like
+        /// listed records.
+        records: JsonPath,
+        /// Selects the ids of the records the log says are gone; they are marked deleted (needs
+        /// `model`).
+        #[serde(default)]
+        deleted_ids: Option<JsonPath>,
+        /// Where the position to read from next time is, on the log's last page (`$.historyId`,
+        /// `$.newStartPageToken`).
+        token: JsonPath,
+        /// HTTP statuses that mean the kept position expired and a full pass is needed (Gmail
+        /// answers 404).
+        #[serde(default = "default_reset_statuses")]
+        reset_on: Vec<u16>,
+    },
+}
+
+/// What a substream's request answers when the record it asks for no longer exists, and which
+/// record that is: the record is then marked deleted instead of failing the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Gone {
+    /// The statuses that mean "gone".
+    #[serde(default = "default_gone_statuses")]
+    pub on: Vec<u16>,
+    /// The id of the record that is gone: a template over `parent` and `config`, such as
+    /// `{{ parent.message_id }}`.
+    pub id: Template,
+}
+
+fn default_gone_statuses() -> Vec<u16> {
+    vec![404]
 }
 
 fn zero_duration() -> Duration {

@@ -36,6 +36,9 @@ pub struct Resume {
     /// and the stream held records when it began). Stored as `full` by earlier versions.
     #[serde(default, alias = "full")]
     pub sweeps: bool,
+    /// For a full pass of a change-log stream: the log's position asked when the pass began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_token: Option<String>,
 }
 
 /// A stream partition's new state, stored with the page that produced it.

@@ -22,28 +22,29 @@ impl Checker<'_> {
             .map(|parent| parent.fields.keys().cloned().collect())
             .unwrap_or_default();
         let config = self.config_names();
-        let page_fields: Vec<String> = match &stream.paginate {
-            Paginate::None => vec![],
-            Paginate::Cursor { .. } => vec!["token".to_owned()],
-            Paginate::NextUrl { .. } => vec!["url".to_owned()],
-            Paginate::OffsetLimit { .. } => vec!["offset".to_owned(), "limit".to_owned()],
-            Paginate::PageNumber { .. } => vec!["number".to_owned(), "size".to_owned()],
-        };
         let state_fields: Vec<String> = match &stream.incremental {
             None => vec![],
             Some(Incremental::Cursor { .. }) => vec!["cursor".to_owned()],
-            Some(Incremental::SyncToken { .. } | Incremental::PageToken { .. }) => {
+            Some(
+                Incremental::SyncToken { .. }
+                | Incremental::PageToken { .. }
+                | Incremental::ChangeLog { .. },
+            ) => {
                 vec!["sync_token".to_owned()]
             }
         };
-        let request_scope = self
-            .credentials_scope()
-            .only("state", STATE, state_fields)
-            .only("parent", PARENT, parent_fields.clone())
-            .only("page", PAGE, page_fields);
+        let credentials = self.credentials_scope();
+        let scope_for = |paginate: &Paginate| {
+            credentials
+                .clone()
+                .only("state", STATE, state_fields.clone())
+                .only("parent", PARENT, parent_fields.clone())
+                .only("page", PAGE, page_fields(paginate))
+        };
+        let request_scope = scope_for(&stream.paginate);
         let record_scope = Scope::default()
             .with("record", Fields::Any)
-            .only("parent", PARENT, parent_fields)
+            .only("parent", PARENT, parent_fields.clone())
             .only("config", CONFIG, config.clone());
 
         if let Some(parent) = &stream.parent {
@@ -106,6 +107,49 @@ impl Checker<'_> {
                     self.status(&format!("{base}/incremental/reset_on/{index}"), *status);
                 }
             }
+            Some(Incremental::ChangeLog {
+                start,
+                start_token,
+                request,
+                paginate,
+                records,
+                deleted_ids,
+                token,
+                reset_on,
+            }) => {
+                let at = format!("{base}/incremental");
+                self.request(&format!("{at}/start"), start, &scope_for(&Paginate::None));
+                self.json_path(&format!("{at}/start_token"), start_token);
+                let log_scope = scope_for(paginate);
+                self.request(&format!("{at}/request"), request, &log_scope);
+                self.paginate(
+                    &format!("{at}/paginate"),
+                    paginate,
+                    &log_scope,
+                    matches!(request.body, Some(Body::Json(_))),
+                );
+                self.json_path(&format!("{at}/records"), records);
+                self.json_path(&format!("{at}/token"), token);
+                if let Some(deleted_ids) = deleted_ids {
+                    self.json_path(&format!("{at}/deleted_ids"), deleted_ids);
+                    if stream.model.is_none() {
+                        self.push(
+                            Problem::at(
+                                format!("{at}/deleted_ids"),
+                                "deleted ids mark stored records deleted, but this stream stores none",
+                            )
+                            .on_key()
+                            .expected("`model:` on the stream, or `gone:` on the substream that stores the records"),
+                        );
+                    }
+                }
+                for (index, status) in reset_on.iter().enumerate() {
+                    self.status(&format!("{at}/reset_on/{index}"), *status);
+                }
+            }
+        }
+        if let Some(gone) = &stream.gone {
+            self.gone(&base, stream, gone, &config);
         }
         if let Some(deleted) = &stream.deleted {
             self.condition(
@@ -117,6 +161,44 @@ impl Checker<'_> {
         if let Some(recurse) = &stream.recurse {
             self.recurse(&base, stream, recurse, &config);
         }
+    }
+
+    fn gone(&mut self, base: &str, stream: &Stream, gone: &Gone, config: &[String]) {
+        let at = format!("{base}/gone");
+        let Some(parent) = &stream.parent else {
+            self.push(
+                Problem::at(
+                    at,
+                    "only a substream fetches a record its parent listed, which may be gone by then",
+                )
+                .on_key()
+                .expected("`gone:` on a stream with a `parent`"),
+            );
+            return;
+        };
+        if stream.model.is_none() {
+            self.push(
+                Problem::at(
+                    at.clone(),
+                    "a gone record is marked deleted, but this stream stores none",
+                )
+                .on_key()
+                .expected("`model:` on the stream"),
+            );
+        }
+        if gone.on.is_empty() {
+            self.push(
+                Problem::at(format!("{at}/on"), "no status means \"gone\"")
+                    .expected("at least one status, such as 404"),
+            );
+        }
+        for (index, status) in gone.on.iter().enumerate() {
+            self.status(&format!("{at}/on/{index}"), *status);
+        }
+        let scope = Scope::default()
+            .only("parent", PARENT, parent.fields.keys().cloned())
+            .only("config", CONFIG, config.to_vec());
+        self.template(&format!("{at}/id"), gone.id.as_str(), &scope);
     }
 
     fn recurse(&mut self, base: &str, stream: &Stream, recurse: &Recurse, config: &[String]) {
@@ -568,4 +650,16 @@ impl Checker<'_> {
             );
         }
     }
+}
+
+/// The `page.*` names a paginator's requests see.
+fn page_fields(paginate: &Paginate) -> Vec<String> {
+    let names: &[&str] = match paginate {
+        Paginate::None => &[],
+        Paginate::Cursor { .. } => &["token"],
+        Paginate::NextUrl { .. } => &["url"],
+        Paginate::OffsetLimit { .. } => &["offset", "limit"],
+        Paginate::PageNumber { .. } => &["number", "size"],
+    };
+    names.iter().map(|name| (*name).to_owned()).collect()
 }
