@@ -22,6 +22,86 @@ pub fn stamp(at: jiff::Timestamp) -> String {
     format!("{at:.6}")
 }
 
+/// What every row of one page's `INSERT INTO records` shares.
+struct SharedColumns<'a> {
+    scope: &'a RunScope,
+    model: &'a str,
+    stream: &'a str,
+    at: &'a str,
+}
+
+/// `INSERT INTO records` of `rows`, then `on_conflict`. The values the rows share are bound
+/// once, as `$1`–`$6`, and each row binds only its id, JSON text and hash (a tombstone only its
+/// id): binding ten values a row was a large part of the store's cost. Numbered parameters mean
+/// the same in SQLite and PostgreSQL.
+fn insert_records<'q, DB>(
+    shared: &SharedColumns<'q>,
+    rows: &[&'q StoredRecord],
+    tombstones: bool,
+    on_conflict: &str,
+) -> sqlx::query::Query<'q, DB, DB::Arguments>
+where
+    DB: Backend,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> &'a [u8]: Encode<'a, DB> + Type<DB>,
+{
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(220 + rows.len() * 48);
+    sql.push_str(
+        "INSERT INTO records (user_id, source_platform, model, integration_id, stream, first_seen_at, updated_at, ",
+    );
+    sql.push_str(if tombstones {
+        "deleted_at, source_object_id, data, content_hash) VALUES "
+    } else {
+        "source_object_id, data, content_hash) VALUES "
+    });
+    let json = DB::JSON_PARAM_SUFFIX;
+    for index in 0..rows.len() {
+        if index > 0 {
+            sql.push_str(", ");
+        }
+        // Writing to a String cannot fail.
+        let _ = if tombstones {
+            write!(
+                sql,
+                "($1, $2, $3, $4, $5, $6, $6, $6, ${}, '{{}}'{json}, $7)",
+                8 + index
+            )
+        } else {
+            let first = 7 + 3 * index;
+            write!(
+                sql,
+                "($1, $2, $3, $4, $5, $6, $6, ${first}, ${}{json}, ${})",
+                first + 1,
+                first + 2
+            )
+        };
+    }
+    sql.push_str(on_conflict);
+    let mut query = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql))
+        .bind(&*shared.scope.user_id)
+        .bind(&*shared.scope.platform)
+        .bind(shared.model)
+        .bind(&*shared.scope.integration_id)
+        .bind(shared.stream)
+        .bind(shared.at);
+    if tombstones {
+        query = query.bind(&[][..]);
+        for record in rows {
+            query = query.bind(record.id.as_str());
+        }
+    } else {
+        for record in rows {
+            query = query
+                .bind(record.id.as_str())
+                .bind(record.json.as_str())
+                .bind(&record.hash[..]);
+        }
+    }
+    query
+}
+
 impl<DB> Sink for Store<DB>
 where
     DB: Backend,
@@ -53,44 +133,36 @@ where
                 let (tombstones, rows): (Vec<&StoredRecord>, Vec<&StoredRecord>) =
                     batch.records.iter().partition(|record| record.deleted);
 
+                let shared = SharedColumns {
+                    scope,
+                    model,
+                    stream: &batch.stream,
+                    at: &at,
+                };
                 for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                     // Two statements whose row counts say what happened, so that no row has to
                     // come back (returning a row per record cost a third of the write): the
                     // first inserts the new records; the second, only when some were already
                     // stored, rewrites those whose content changed or that were deleted (the
                     // rows just inserted have the same hash and are skipped).
-                    let statement = |on_conflict: &'static str| {
-                        let mut query = QueryBuilder::<DB>::new(
-                            "INSERT INTO records (user_id, source_platform, model, source_object_id, integration_id, stream, data, content_hash, first_seen_at, updated_at) ",
-                        );
-                        query.push_values(chunk, |mut row, item| {
-                            row.push_bind(&*scope.user_id)
-                                .push_bind(&*scope.platform)
-                                .push_bind(model)
-                                .push_bind(item.id.as_str())
-                                .push_bind(&*scope.integration_id)
-                                .push_bind(&*batch.stream)
-                                .push_bind(item.json.as_str())
-                                .push_unseparated(DB::JSON_PARAM_SUFFIX)
-                                .push_bind(&item.hash[..])
-                                .push_bind(at.as_str())
-                                .push_bind(at.as_str());
-                        });
-                        query.push(on_conflict);
-                        query
-                    };
-                    let mut insert = statement(
+                    let insert = insert_records::<DB>(
+                        &shared,
+                        chunk,
+                        false,
                         " ON CONFLICT (user_id, source_platform, model, source_object_id) DO NOTHING",
                     );
-                    let new = DB::rows_affected(&insert.build().execute(&mut *transaction).await?);
+                    let new = DB::rows_affected(&insert.execute(&mut *transaction).await?);
                     let updated = if new < chunk.len() as u64 {
-                        let mut update = statement(
+                        let update = insert_records::<DB>(
+                            &shared,
+                            chunk,
+                            false,
                             " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
                              integration_id = excluded.integration_id, stream = excluded.stream, data = excluded.data, \
                              content_hash = excluded.content_hash, updated_at = excluded.updated_at, deleted_at = NULL \
                              WHERE records.content_hash != excluded.content_hash OR records.deleted_at IS NOT NULL",
                         );
-                        DB::rows_affected(&update.build().execute(&mut *transaction).await?)
+                        DB::rows_affected(&update.execute(&mut *transaction).await?)
                     } else {
                         0
                     };
@@ -101,30 +173,15 @@ where
 
                 for chunk in tombstones.chunks(ROWS_PER_STATEMENT) {
                     // A tombstone keeps the data already stored and only says when it was deleted.
-                    let mut query = QueryBuilder::<DB>::new(
-                        "INSERT INTO records (user_id, source_platform, model, source_object_id, integration_id, stream, data, content_hash, first_seen_at, updated_at, deleted_at) ",
-                    );
-                    query.push_values(chunk, |mut row, record| {
-                        row.push_bind(&*scope.user_id)
-                            .push_bind(&*scope.platform)
-                            .push_bind(model)
-                            .push_bind(record.id.as_str())
-                            .push_bind(&*scope.integration_id)
-                            .push_bind(&*batch.stream)
-                            .push_bind("{}")
-                            .push_unseparated(DB::JSON_PARAM_SUFFIX)
-                            .push_bind(&[][..])
-                            .push_bind(at.as_str())
-                            .push_bind(at.as_str())
-                            .push_bind(at.as_str());
-                    });
-                    query.push(
+                    let query = insert_records::<DB>(
+                        &shared,
+                        chunk,
+                        true,
                         " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
                          deleted_at = excluded.deleted_at, updated_at = excluded.updated_at \
                          WHERE records.deleted_at IS NULL",
                     );
-                    let marked =
-                        DB::rows_affected(&query.build().execute(&mut *transaction).await?);
+                    let marked = DB::rows_affected(&query.execute(&mut *transaction).await?);
                     counts.deleted += marked;
                     counts.unchanged += (chunk.len() as u64).saturating_sub(marked);
                 }
