@@ -131,6 +131,25 @@ streams:
     ))
 }
 
+/// A provider of `category` without auth on one host, with `streams` (YAML at the `streams:`
+/// level).
+fn connector(category: &str, streams: &str) -> Arc<engine::spec::ConnectorSpec> {
+    spec_from(&format!(
+        r#"id: {PLATFORM}
+name: Test provider
+version: 1.0.0
+category: {category}
+description: A provider shaped like a real one, for storage tests.
+docs_url: https://api.example.com/docs
+auth:
+  kind: none
+base_url: https://api.example.com
+allowed_hosts: [api.example.com]
+streams:
+{streams}"#
+    ))
+}
+
 fn sync_token_spec() -> Arc<engine::spec::ConnectorSpec> {
     spec("    incremental: { kind: sync_token, token: $.nextSyncToken, param: syncToken }\n")
 }
@@ -809,33 +828,23 @@ async fn each_substream_partition_keeps_its_own_sync_token() {
             .route("/calendars/{calendar}/events", get(events))
             .with_state(Arc::clone(&log));
         let server = serve(app).await;
-        let spec = spec_from(&format!(
-            r#"id: {PLATFORM}
-name: Calendar
-version: 1.0.0
-category: calendar
-description: Calendars and their events.
-docs_url: https://api.example.com/docs
-auth:
-  kind: none
-base_url: https://api.example.com
-allowed_hosts: [api.example.com]
-streams:
-  calendars:
-    request: {{ path: /users/me/calendarList }}
+        let spec = connector(
+            "calendar",
+            r#"  calendars:
+    request: { path: /users/me/calendarList }
     records: $.items[*]
     id: $.id
   events:
     model: note
-    parent: {{ stream: calendars, fields: {{ calendar_id: $.id }}, concurrency: 1 }}
-    request: {{ path: "/calendars/{{{{ parent.calendar_id }}}}/events" }}
+    parent: { stream: calendars, fields: { calendar_id: $.id }, concurrency: 1 }
+    request: { path: "/calendars/{{ parent.calendar_id }}/events" }
     records: $.items[*]
-    id: "{{{{ parent.calendar_id }}}}/{{{{ record.id }}}}"
-    incremental: {{ kind: sync_token, token: $.nextSyncToken, param: syncToken }}
+    id: "{{ parent.calendar_id }}/{{ record.id }}"
+    incremental: { kind: sync_token, token: $.nextSyncToken, param: syncToken }
     map:
       title: $.summary
-"#
-        ));
+"#,
+        );
         run(&spec, &server, &test.store, RunOptions::default())
             .await
             .0
@@ -918,24 +927,14 @@ async fn a_kept_page_token_continues_the_listing_and_a_reset_starts_over() {
             .route("/2/files/list_folder/continue", post(list_continue))
             .with_state(Arc::clone(&shared));
         let server = serve(app).await;
-        let spec = spec_from(&format!(
-            r#"id: {PLATFORM}
-name: Files
-version: 1.0.0
-category: storage
-description: Dropbox-shaped files.
-docs_url: https://api.example.com/docs
-auth:
-  kind: none
-base_url: https://api.example.com
-allowed_hosts: [api.example.com]
-streams:
-  files:
+        let spec = connector(
+            "storage",
+            r#"  files:
     model: document
     request:
       method: POST
       path: /2/files/list_folder
-      body: {{ json: {{ path: "", recursive: true }} }}
+      body: { json: { path: "", recursive: true } }
     paginate:
       kind: cursor
       token: $.cursor
@@ -945,16 +944,16 @@ streams:
       next_request:
         method: POST
         path: /2/files/list_folder/continue
-        body: {{ json: {{ cursor: "{{{{ page.token }}}}" }} }}
+        body: { json: { cursor: "{{ page.token }}" } }
     records: $.entries[*]
     id: $.path_lower
-    incremental: {{ kind: page_token, token: $.cursor, reset_on: [409] }}
+    incremental: { kind: page_token, token: $.cursor, reset_on: [409] }
     deleted: record['.tag'] == 'deleted'
     map:
       title: $.name
       path: $.path_display
-"#
-        ));
+"#,
+        );
         run(&spec, &server, &test.store, RunOptions::default())
             .await
             .0
@@ -1251,18 +1250,7 @@ mod gmail_shaped {
             .with_state(mailbox)
     }
 
-    pub const SPEC: &str = r#"id: notes_api
-name: Mail
-version: 1.0.0
-category: email
-description: Gmail-shaped mail.
-docs_url: https://api.example.com/docs
-auth:
-  kind: none
-base_url: https://api.example.com
-allowed_hosts: [api.example.com]
-streams:
-  message_ids:
+    pub const STREAMS: &str = r#"  message_ids:
     request: { path: /gmail/v1/users/me/messages }
     paginate: { kind: cursor, token: $.nextPageToken, param: pageToken }
     records: $.messages[*]
@@ -1311,7 +1299,7 @@ async fn a_change_log_is_read_from_the_position_asked_before_the_full_pass() {
             ..Mailbox::default()
         }));
         let server = serve(gmail_shaped::router(Arc::clone(&shared))).await;
-        let spec = spec_from(gmail_shaped::SPEC);
+        let spec = connector("email", gmail_shaped::STREAMS);
         let calls = || std::mem::take(&mut shared.lock().unwrap().calls);
         let live = |dump: Vec<(String, String, Value, bool)>| -> Vec<String> {
             dump.into_iter()
@@ -1527,39 +1515,29 @@ async fn a_change_log_marks_deleted_ids_and_a_resumed_full_pass_keeps_its_positi
             .route("/drive/v3/changes", get(changes))
             .with_state(Arc::clone(&shared));
         let server = serve(app).await;
-        let spec = spec_from(&format!(
-            r#"id: {PLATFORM}
-name: Files
-version: 1.0.0
-category: storage
-description: Drive-shaped files.
-docs_url: https://api.example.com/docs
-auth:
-  kind: none
-base_url: https://api.example.com
-allowed_hosts: [api.example.com]
-streams:
-  files:
+        let spec = connector(
+            "storage",
+            r#"  files:
     model: document
-    request: {{ path: /drive/v3/files }}
-    paginate: {{ kind: cursor, token: $.nextPageToken, param: pageToken }}
+    request: { path: /drive/v3/files }
+    paginate: { kind: cursor, token: $.nextPageToken, param: pageToken }
     records: $.files[*]
     id: $.id
     deleted: record.trashed
     incremental:
       kind: change_log
-      start: {{ path: /drive/v3/changes/startPageToken }}
+      start: { path: /drive/v3/changes/startPageToken }
       start_token: $.startPageToken
-      request: {{ path: /drive/v3/changes, query: {{ pageToken: "{{{{ state.sync_token }}}}" }} }}
-      paginate: {{ kind: cursor, token: $.nextPageToken, param: pageToken }}
+      request: { path: /drive/v3/changes, query: { pageToken: "{{ state.sync_token }}" } }
+      paginate: { kind: cursor, token: $.nextPageToken, param: pageToken }
       records: $.changes[?@.file].file
       deleted_ids: $.changes[?@.removed == true].fileId
       token: $.newStartPageToken
       reset_on: [400, 410]
     map:
       title: $.name
-"#
-        ));
+"#,
+        );
         let calls = || std::mem::take(&mut shared.lock().unwrap().calls);
 
         // The first run stops at the second page; f1 was renamed while it listed.
