@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::events::{Counters, Event, Observer, WriteCounts};
 use crate::extract::CompiledPath;
 use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, Page};
-use crate::incremental::{CompiledIncremental, token_text};
+use crate::incremental::{ChangeLog, CompiledIncremental, token_text};
 use crate::listing::Listing;
 use crate::map::{BuildError, Lazy, Mapped, Provenance, RecordFields, RecordMapper, Source};
 use crate::paginate::{PageCursor, PageRequest};
@@ -79,16 +79,16 @@ impl CompiledStream {
         self.is_root && self.unseen_deleted && self.mapper.is_some()
     }
 
-    /// What `pass` lists with: a change log's own listing when it reads one, else the stream's.
-    fn listing(&self, pass: &PassState) -> &Listing {
-        match self
-            .incremental
+    /// The change log `pass` reads, when it reads one instead of listing everything.
+    fn reads_log(&self, pass: &PassState) -> Option<&ChangeLog> {
+        self.incremental
             .as_ref()
             .and_then(|incremental| incremental.reads_log(&pass.before))
-        {
-            Some(log) => &log.log,
-            None => &self.listing,
-        }
+    }
+
+    /// What `pass` lists with: a change log's own listing when it reads one, else the stream's.
+    fn listing(&self, pass: &PassState) -> &Listing {
+        self.reads_log(pass).map_or(&self.listing, |log| &log.log)
     }
 }
 
@@ -991,9 +991,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                     }
                     // A change log names the records it deleted by id alone.
                     if let Some(deleted_ids) = stream
-                        .incremental
-                        .as_ref()
-                        .and_then(|incremental| incremental.reads_log(&pass.before))
+                        .reads_log(&pass)
                         .and_then(|log| log.deleted_ids.as_ref())
                     {
                         deleted_ids.for_each(&page.body, |id| {

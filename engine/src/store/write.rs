@@ -30,10 +30,10 @@ struct SharedColumns<'a> {
     at: &'a str,
 }
 
-/// `INSERT INTO records` of `rows`, then `on_conflict`. The values the rows share are bound
-/// once, as `$1`–`$6`, and each row binds only its id, JSON text and hash (a tombstone only its
-/// id): binding ten values a row was a large part of the store's cost. Numbered parameters mean
-/// the same in SQLite and PostgreSQL.
+/// `INSERT INTO records` of `rows`, then `on_conflict`; one builder for records and tombstones.
+/// The values the rows share are bound once, as `$1`–`$6`, and each row binds only its id, JSON
+/// text and hash (a tombstone only its id). Numbered parameters mean the same in SQLite and
+/// PostgreSQL. (Fewer binds measured within the run-to-run spread: see BENCHMARKS.md.)
 fn insert_records<'q, DB>(
     shared: &SharedColumns<'q>,
     rows: &[&'q StoredRecord],
