@@ -202,7 +202,10 @@ async fn resume_offset(test: &TestStore) -> usize {
         .checkpoint("kill_api:local", "albums", "")
         .await
         .expect("read the checkpoint");
-    match state.and_then(|state| state.resume).map(|resume| resume.page) {
+    match state
+        .and_then(|state| state.resume)
+        .map(|resume| resume.page)
+    {
         Some(PageCursor::Token(token)) => token.parse().expect("an offset token"),
         _ => 0,
     }
@@ -326,7 +329,7 @@ async fn a_sync_killed_at_any_point_resumes_to_the_same_table() {
                 Kill::AtOnce => hung_page.saturating_sub(MAX_LAG_PAGES * PER_PAGE),
             };
             assert!(
-                (earliest..=hung_page).contains(&resumed_at) && resumed_at % PER_PAGE == 0,
+                (earliest..=hung_page).contains(&resumed_at) && resumed_at.is_multiple_of(PER_PAGE),
                 "{}: {hang:?}: resumed at {resumed_at}: {restarted:?}",
                 test.backend
             );
