@@ -79,7 +79,7 @@ impl MemorySink {
                 .extend(batch.rejects.iter().cloned());
         }
         if let Some(pass) = batch.seen_in_pass {
-            let ids = batch.records.iter().map(|record| record.id.clone());
+            let ids = batch.records.iter().map(|record| record.id.to_string());
             contents
                 .seen
                 .entry((batch.stream.to_string(), pass))

@@ -123,9 +123,10 @@ impl Batch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
     /// The provider's id.
-    pub id: String,
+    pub id: Arc<str>,
     /// The model record as JSON, provenance included; for a tombstone, the provenance only.
-    pub json: String,
+    /// Shared, so that binding it hands the text to the database driver without a copy.
+    pub json: Arc<str>,
     /// The first 16 bytes of the BLAKE3 hash of `json`: ample to tell changed content apart.
     pub hash: [u8; 16],
     /// The provider says it was deleted.
@@ -139,8 +140,8 @@ impl From<MappedRecord> for StoredRecord {
         let mut hash = [0u8; 16];
         hash.copy_from_slice(&digest.as_bytes()[..16]);
         Self {
-            id: record.id,
-            json,
+            id: Arc::from(record.id),
+            json: Arc::from(json),
             hash,
             deleted: record.deleted,
         }
@@ -151,7 +152,7 @@ impl StoredRecord {
     /// The record as a mapped record again.
     pub fn mapped(&self) -> MappedRecord {
         MappedRecord {
-            id: self.id.clone(),
+            id: self.id.to_string(),
             data: serde_json::from_str(&self.json).unwrap_or_default(),
             deleted: self.deleted,
         }

@@ -1,6 +1,8 @@
 //! Writing a page: records, rejects, seen ids, the checkpoint and deletion sweeps, in one
 //! transaction.
 
+use std::sync::Arc;
+
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 
 use super::{
@@ -22,84 +24,72 @@ pub fn stamp(at: jiff::Timestamp) -> String {
     format!("{at:.6}")
 }
 
-/// What every row of one page's `INSERT INTO records` shares.
-struct SharedColumns<'a> {
-    scope: &'a RunScope,
-    model: &'a str,
-    stream: &'a str,
-    at: &'a str,
+/// What every row of one page's `INSERT INTO records` shares, as shared strings: binding an
+/// `Arc<str>` hands the text to the driver without a copy (binding a `&str` copies it into a new
+/// allocation per row in sqlx's SQLite driver).
+struct SharedColumns {
+    user_id: Arc<str>,
+    platform: Arc<str>,
+    model: Arc<str>,
+    integration_id: Arc<str>,
+    stream: Arc<str>,
+    at: Arc<str>,
 }
 
-/// `INSERT INTO records` of `rows`, then `on_conflict`; one builder for records and tombstones.
-/// The values the rows share are bound once, as `$1`–`$6`, and each row binds only its id, JSON
-/// text and hash (a tombstone only its id). Numbered parameters mean the same in SQLite and
-/// PostgreSQL. (Fewer binds measured within the run-to-run spread: see BENCHMARKS.md.)
-fn insert_records<'q, DB>(
-    shared: &SharedColumns<'q>,
-    rows: &[&'q StoredRecord],
+/// Runs `INSERT INTO records` of `rows`, then `on_conflict`, and says how many rows it changed;
+/// one builder for records and tombstones.
+///
+/// Every row binds its own copy of the shared values (a reference count, not a copy of the
+/// text), through plain `?` placeholders in SQLite: numbered placeholders (`$1` bound once) make
+/// sqlx look each one up by name, which SQLite answers with a linear scan, and that cost a tenth
+/// of the store's time at 300 parameters a statement (see BENCHMARKS.md).
+async fn insert_records<DB>(
+    connection: &mut DB::Connection,
+    shared: &SharedColumns,
+    rows: &[&StoredRecord],
     tombstones: bool,
     on_conflict: &str,
-) -> sqlx::query::Query<'q, DB, DB::Arguments>
+) -> Result<u64, sqlx::Error>
 where
     DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
-    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
-    for<'a> &'a [u8]: Encode<'a, DB> + Type<DB>,
+    for<'q> Arc<str>: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
 {
-    use std::fmt::Write as _;
-    let mut sql = String::with_capacity(220 + rows.len() * 48);
-    sql.push_str(
+    let mut query = QueryBuilder::<DB>::new(
         "INSERT INTO records (user_id, source_platform, model, integration_id, stream, first_seen_at, updated_at, ",
     );
-    sql.push_str(if tombstones {
-        "deleted_at, source_object_id, data, content_hash) VALUES "
+    query.push(if tombstones {
+        "deleted_at, source_object_id, data, content_hash) "
     } else {
-        "source_object_id, data, content_hash) VALUES "
+        "source_object_id, data, content_hash) "
     });
-    let json = DB::JSON_PARAM_SUFFIX;
-    for index in 0..rows.len() {
-        if index > 0 {
-            sql.push_str(", ");
-        }
-        // Writing to a String cannot fail.
-        let _ = if tombstones {
-            write!(
-                sql,
-                "($1, $2, $3, $4, $5, $6, $6, $6, ${}, '{{}}'{json}, $7)",
-                8 + index
-            )
+    query.push_values(rows, |mut row, record| {
+        row.push_bind(Arc::clone(&shared.user_id))
+            .push_bind(Arc::clone(&shared.platform))
+            .push_bind(Arc::clone(&shared.model))
+            .push_bind(Arc::clone(&shared.integration_id))
+            .push_bind(Arc::clone(&shared.stream))
+            .push_bind(Arc::clone(&shared.at))
+            .push_bind(Arc::clone(&shared.at));
+        if tombstones {
+            // A tombstone keeps whatever data is stored: a new row gets an empty object.
+            row.push_bind(Arc::clone(&shared.at))
+                .push_bind(Arc::clone(&record.id))
+                .push(format_args!("'{{}}'{}", DB::JSON_PARAM_SUFFIX))
+                .push_bind(&[][..]);
         } else {
-            let first = 7 + 3 * index;
-            write!(
-                sql,
-                "($1, $2, $3, $4, $5, $6, $6, ${first}, ${}{json}, ${})",
-                first + 1,
-                first + 2
-            )
-        };
-    }
-    sql.push_str(on_conflict);
-    let mut query = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql))
-        .bind(&*shared.scope.user_id)
-        .bind(&*shared.scope.platform)
-        .bind(shared.model)
-        .bind(&*shared.scope.integration_id)
-        .bind(shared.stream)
-        .bind(shared.at);
-    if tombstones {
-        query = query.bind(&[][..]);
-        for record in rows {
-            query = query.bind(record.id.as_str());
+            row.push_bind(Arc::clone(&record.id))
+                .push_bind(Arc::clone(&record.json))
+                .push_unseparated(DB::JSON_PARAM_SUFFIX)
+                .push_bind(&record.hash[..]);
         }
-    } else {
-        for record in rows {
-            query = query
-                .bind(record.id.as_str())
-                .bind(record.json.as_str())
-                .bind(&record.hash[..]);
-        }
-    }
-    query
+    });
+    query.push(on_conflict);
+    Ok(DB::rows_affected(
+        &query.build().execute(&mut *connection).await?,
+    ))
 }
 
 impl<DB> Sink for Store<DB>
@@ -109,6 +99,7 @@ where
     for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Arc<str>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
     for<'q> Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
@@ -122,7 +113,7 @@ where
 {
     async fn write_pages(&mut self, batches: &[Batch]) -> Result<WriteCounts, StoreError> {
         let mut counts = WriteCounts::default();
-        let at = now();
+        let at: Arc<str> = Arc::from(now());
         let mut transaction = self.pool.begin().await?;
         for batch in batches {
             counts.rejected += batch.rejects.len() as u64;
@@ -134,10 +125,12 @@ where
                     batch.records.iter().partition(|record| record.deleted);
 
                 let shared = SharedColumns {
-                    scope,
-                    model,
-                    stream: &batch.stream,
-                    at: &at,
+                    user_id: Arc::clone(&scope.user_id),
+                    platform: Arc::clone(&scope.platform),
+                    model: Arc::from(model),
+                    integration_id: Arc::clone(&scope.integration_id),
+                    stream: Arc::clone(&batch.stream),
+                    at: Arc::clone(&at),
                 };
                 for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                     // Two statements whose row counts say what happened, so that no row has to
@@ -145,15 +138,17 @@ where
                     // first inserts the new records; the second, only when some were already
                     // stored, rewrites those whose content changed or that were deleted (the
                     // rows just inserted have the same hash and are skipped).
-                    let insert = insert_records::<DB>(
+                    let new = insert_records::<DB>(
+                        &mut transaction,
                         &shared,
                         chunk,
                         false,
                         " ON CONFLICT (user_id, source_platform, model, source_object_id) DO NOTHING",
-                    );
-                    let new = DB::rows_affected(&insert.execute(&mut *transaction).await?);
+                    )
+                    .await?;
                     let updated = if new < chunk.len() as u64 {
-                        let update = insert_records::<DB>(
+                        insert_records::<DB>(
+                            &mut transaction,
                             &shared,
                             chunk,
                             false,
@@ -161,8 +156,8 @@ where
                              integration_id = excluded.integration_id, stream = excluded.stream, data = excluded.data, \
                              content_hash = excluded.content_hash, updated_at = excluded.updated_at, deleted_at = NULL \
                              WHERE records.content_hash != excluded.content_hash OR records.deleted_at IS NOT NULL",
-                        );
-                        DB::rows_affected(&update.execute(&mut *transaction).await?)
+                        )
+                        .await?
                     } else {
                         0
                     };
@@ -173,15 +168,16 @@ where
 
                 for chunk in tombstones.chunks(ROWS_PER_STATEMENT) {
                     // A tombstone keeps the data already stored and only says when it was deleted.
-                    let query = insert_records::<DB>(
+                    let marked = insert_records::<DB>(
+                        &mut transaction,
                         &shared,
                         chunk,
                         true,
                         " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
                          deleted_at = excluded.deleted_at, updated_at = excluded.updated_at \
                          WHERE records.deleted_at IS NULL",
-                    );
-                    let marked = DB::rows_affected(&query.execute(&mut *transaction).await?);
+                    )
+                    .await?;
                     counts.deleted += marked;
                     counts.unchanged += (chunk.len() as u64).saturating_sub(marked);
                 }
@@ -195,7 +191,7 @@ where
                             row.push_bind(&*scope.integration_id)
                                 .push_bind(&*batch.stream)
                                 .push_bind(pass)
-                                .push_bind(record.id.as_str());
+                                .push_bind(Arc::clone(&record.id));
                         });
                         query.push(" ON CONFLICT DO NOTHING");
                         query.build().execute(&mut *transaction).await?;
@@ -223,7 +219,7 @@ where
                         .push_bind(reject.id.as_deref())
                         .push_bind(reject.reason.as_str())
                         .push_bind(raw.as_str())
-                        .push_bind(at.as_str());
+                        .push_bind(&*at);
                 });
                 query.build().execute(&mut *transaction).await?;
             }
@@ -232,9 +228,9 @@ where
                 // What the completed pass did not see is gone at the provider: keep it, marked.
                 let mut query = QueryBuilder::<DB>::new("UPDATE records SET deleted_at = ");
                 query
-                    .push_bind(at.as_str())
+                    .push_bind(&*at)
                     .push(", updated_at = ")
-                    .push_bind(at.as_str())
+                    .push_bind(&*at)
                     .push(" WHERE integration_id = ")
                     .push_bind(&*scope.integration_id)
                     .push(" AND stream = ")
@@ -264,7 +260,7 @@ where
                     .push_bind(&*checkpoint.stream)
                     .push_bind(checkpoint.partition.as_str())
                     .push_bind(state.as_str())
-                    .push_bind(at.as_str());
+                    .push_bind(&*at);
                 query.push(
                     ") ON CONFLICT (integration_id, stream, partition_key) DO UPDATE SET \
                      state = excluded.state, updated_at = excluded.updated_at",
