@@ -5,7 +5,8 @@
 //!
 //! `cargo bench -p hypernet-tests --bench import` runs N = 10k, 100k and 1M, each in a fresh
 //! process so that its peak RSS is its own, and prints a table. `-- --records N` runs one size;
-//! `-- --store-only N` times the store's share alone (N mapped records written page by page).
+//! `-- --store-only N` times the store's share alone (N mapped records written page by page);
+//! `-- --sqlite-floor N` times SQLite alone writing the same rows (generated inside SQLite).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -219,6 +220,73 @@ fn import(total: usize) {
     );
 }
 
+/// The JSON the import stores for the bench's record `id` at `position` of its page.
+fn stored_json(id: &str, position: usize) -> String {
+    format!(
+        r#"{{"user_id":"bench","source_integration_id":"bench","source_platform":"google_photos","source_object_id":"{id}","media_type":"photo","file_path":"https://lh3.googleusercontent.com/lr/{id}","mime_type":"image/jpeg","title":"PXL_{position}.jpg","description":"Holiday photo number {position}","taken_at":"2020-09-13T12:26:40Z","width":4032,"height":3024,"camera_make":"Google","camera_model":"Pixel 8","url":"https://photos.google.com/lr/photo/{id}"}}"#
+    )
+}
+
+/// SQLite's own floor for the store's rows: the same schema (the store's migrations), pragmas
+/// and rows (the JSON of `--store-only`), one page of 100 with its checkpoint per transaction,
+/// but every row generated inside SQLite by one statement, so that no client work is counted.
+/// No importer can write faster into this database on this machine.
+fn sqlite_floor(total: usize) {
+    use sqlx::Connection;
+    use sqlx::sqlite::{
+        SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let seconds = runtime.block_on(async move {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("bench.sqlite");
+        // Created and migrated by the store itself.
+        drop(SqliteStore::open(&path).await.expect("store"));
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        let mut connection = SqliteConnection::connect_with(&options)
+            .await
+            .expect("connect");
+        // The id is the only part that varies, as in `--store-only`.
+        let json = stored_json("{id}", 7);
+        let started = Instant::now();
+        for page in 0..total.div_ceil(PAGE_SIZE) {
+            let first = page * PAGE_SIZE;
+            let last = first + PAGE_SIZE - 1;
+            let sql = format!(
+                "BEGIN;
+                 INSERT INTO records (user_id, source_platform, model, integration_id, stream, first_seen_at, updated_at, source_object_id, data, content_hash)
+                 SELECT 'bench', 'google_photos', 'media', 'bench', 'media_items', '2026-11-26T00:00:00.000000Z', '2026-11-26T00:00:00.000000Z', id, replace('{json}', '{{id}}', id), randomblob(16)
+                 FROM (WITH RECURSIVE n(i) AS (SELECT {first} UNION ALL SELECT i + 1 FROM n WHERE i < {last}) SELECT printf('AKfRoY%040d', i) AS id FROM n) WHERE true
+                 ON CONFLICT (user_id, source_platform, model, source_object_id) DO NOTHING;
+                 INSERT INTO checkpoints (integration_id, stream, partition_key, state, updated_at) VALUES ('bench', 'media_items', '', '{{}}', '2026-11-26T00:00:00.000000Z')
+                 ON CONFLICT (integration_id, stream, partition_key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at;
+                 COMMIT;"
+            );
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut connection)
+                .await
+                .expect("insert a page");
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM records")
+            .fetch_one(&mut connection)
+            .await
+            .expect("count");
+        assert_eq!(count as usize, total.div_ceil(PAGE_SIZE) * PAGE_SIZE);
+        seconds
+    });
+    println!(
+        "sqlite floor {total:>9} records  {seconds:>7.2} s  {:>9.0} records/s",
+        total as f64 / seconds
+    );
+}
+
 /// The store's share alone: `total` mapped records (the JSON the import stores for the bench's
 /// records) written page by page, each page with its checkpoint, as a first import writes them.
 fn store_only(total: usize) {
@@ -248,9 +316,7 @@ fn store_only(total: usize) {
                 records: (0..PAGE_SIZE)
                     .map(|position| {
                         let id = format!("AKfRoY{page:0>PAGE_DIGITS$}{position:0>28}");
-                        let json = format!(
-                            r#"{{"user_id":"bench","source_integration_id":"bench","source_platform":"google_photos","source_object_id":"{id}","media_type":"photo","file_path":"https://lh3.googleusercontent.com/lr/{id}","mime_type":"image/jpeg","title":"PXL_{position}.jpg","description":"Holiday photo number {position}","taken_at":"2020-09-13T12:26:40Z","width":4032,"height":3024,"camera_make":"Google","camera_model":"Pixel 8","url":"https://photos.google.com/lr/photo/{id}"}}"#
-                        );
+                        let json = stored_json(&id, position);
                         StoredRecord::from(engine::map::MappedRecord {
                             id,
                             data: serde_json::from_str(&json).expect("record JSON"),
@@ -297,6 +363,9 @@ fn main() {
     }
     if let Some(total) = value("--store-only") {
         return store_only(total);
+    }
+    if let Some(total) = value("--sqlite-floor") {
+        return sqlite_floor(total);
     }
     println!(
         "import benchmark: google_photos spec, {PAGE_SIZE} records per page, loopback HTTP, SQLite file"
