@@ -25,6 +25,18 @@ pub fn connector_specs() -> Vec<PathBuf> {
     specs
 }
 
+/// A connectors folder (as `--connectors-root` takes) holding each spec text as
+/// `<folder>/connector.yaml`.
+pub fn connectors_folder(specs: &[(&str, &str)]) -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("temp dir");
+    for (folder, text) in specs {
+        let folder = root.path().join(folder);
+        std::fs::create_dir_all(&folder).expect("connector folder");
+        std::fs::write(folder.join("connector.yaml"), text).expect("connector.yaml");
+    }
+    root
+}
+
 use std::sync::Arc;
 
 use engine::auth::StaticAuth;

@@ -852,9 +852,7 @@ async fn a_running_sync_shows_its_progress() {
         ),
     ))
     .await;
-    let connectors = tempfile::tempdir().unwrap();
-    std::fs::create_dir(connectors.path().join("slow")).unwrap();
-    std::fs::write(connectors.path().join("slow/connector.yaml"), SLOW).unwrap();
+    let connectors = hypernet_tests::connectors_folder(&[("slow", SLOW)]);
     let stores = test_stores("serve_progress").await;
     let service = Service::start_with(&stores[0], connectors.path(), |config| {
         config.via = Some(provider);
@@ -912,11 +910,7 @@ async fn failed_syncs_back_off_and_refused_credentials_stop_scheduling() {
             ),
     )
     .await;
-    let connectors = tempfile::tempdir().unwrap();
-    for (id, text) in [("flaky", FLAKY), ("revoked", REVOKED)] {
-        std::fs::create_dir(connectors.path().join(id)).unwrap();
-        std::fs::write(connectors.path().join(id).join("connector.yaml"), text).unwrap();
-    }
+    let connectors = hypernet_tests::connectors_folder(&[("flaky", FLAKY), ("revoked", REVOKED)]);
     // The deployment's OAuth client for `revoked`, as operators give it.
     // SAFETY: no other test reads these variables; they are set before the service starts.
     unsafe {

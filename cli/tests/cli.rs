@@ -49,13 +49,12 @@ fn invalid_specs_exit_one_with_file_line_column() {
 
 #[test]
 fn a_folder_with_several_broken_specs_reports_every_problem() {
-    let dir = tempfile::tempdir().unwrap();
-    for name in ["09_auth_kind_typo.yaml", "30_stream_field_typo.yaml"] {
-        let id = name.trim_end_matches(".yaml");
-        let text = std::fs::read_to_string(root().join("tests/specs/broken").join(name)).unwrap();
-        std::fs::create_dir(dir.path().join(id)).unwrap();
-        std::fs::write(dir.path().join(id).join("connector.yaml"), text).unwrap();
-    }
+    let broken =
+        |name: &str| std::fs::read_to_string(root().join("tests/specs/broken").join(name)).unwrap();
+    let dir = hypernet_tests::connectors_folder(&[
+        ("09_auth_kind_typo", &broken("09_auth_kind_typo.yaml")),
+        ("30_stream_field_typo", &broken("30_stream_field_typo.yaml")),
+    ]);
     let output = connector(&["validate", dir.path().to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     let text = stdout(&output);
@@ -66,12 +65,9 @@ fn a_folder_with_several_broken_specs_reports_every_problem() {
 
 #[test]
 fn a_connector_id_must_match_its_folder() {
-    let dir = tempfile::tempdir().unwrap();
-    let folder = dir.path().join("calendar");
-    std::fs::create_dir(&folder).unwrap();
     let text =
         std::fs::read_to_string(root().join("tests/specs/valid/example_calendar.yaml")).unwrap();
-    std::fs::write(folder.join("connector.yaml"), text).unwrap();
+    let dir = hypernet_tests::connectors_folder(&[("calendar", &text)]);
     let output = connector(&["validate", dir.path().to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     assert!(

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use engine::paginate::PageCursor;
 use engine::store::Sink;
-use hypernet_tests::{TestStore, serve, test_stores};
+use hypernet_tests::{TestStore, connectors_folder, serve, test_stores};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -211,6 +211,13 @@ async fn resume_offset(test: &TestStore) -> usize {
     }
 }
 
+/// Waits for `future`; a minute without it fails the test, saying `what` never happened.
+async fn within_a_minute(future: impl std::future::Future<Output = ()>, what: String) {
+    tokio::time::timeout(Duration::from_secs(60), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}"));
+}
+
 /// Waits until the stored checkpoint resumes from `offset`.
 async fn settle(test: &TestStore, offset: usize, hang: Hang) {
     let settled = async {
@@ -218,21 +225,16 @@ async fn settle(test: &TestStore, offset: usize, hang: Hang) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(60), settled)
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "{}: {hang:?}: the checkpoint never reached page {offset}",
-                test.backend
-            )
-        });
+    let what = format!(
+        "{}: {hang:?}: the checkpoint never reached page {offset}",
+        test.backend
+    );
+    within_a_minute(settled, what).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_killed_at_any_point_resumes_to_the_same_table() {
-    let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(root.path().join("kill_api")).unwrap();
-    std::fs::write(root.path().join("kill_api/connector.yaml"), SPEC).unwrap();
+    let root = connectors_folder(&[("kill_api", SPEC)]);
     let (shared, via) = provider().await;
 
     for reference in test_stores("kill_reference").await {
@@ -269,14 +271,11 @@ async fn a_sync_killed_at_any_point_resumes_to_the_same_table() {
             shared.provider.lock().unwrap().hang = Some(hang);
             let hung = shared.hung.notified();
             let mut child = sync(root.path(), &via, &test.location);
-            tokio::time::timeout(Duration::from_secs(60), hung)
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "{}: {hang:?}: the sync never reached the point",
-                        test.backend
-                    )
-                });
+            let what = format!(
+                "{}: {hang:?}: the sync never reached the point",
+                test.backend
+            );
+            within_a_minute(hung, what).await;
             if kill == Kill::Settled {
                 settle(&test, hung_page, hang).await;
             }
