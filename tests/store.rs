@@ -1601,3 +1601,66 @@ async fn a_change_log_marks_deleted_ids_and_a_resumed_full_pass_keeps_its_positi
         );
     }
 }
+
+/// Rows in the SQLite file itself, ignoring its write-ahead log (`immutable` reads skip it).
+/// Such a read does not lock, so it fails while a checkpoint is writing the file: that is
+/// "not yet".
+async fn rows_in_the_file(path: &std::path::Path) -> Option<i64> {
+    use sqlx::ConnectOptions;
+    let url = format!("sqlite://{}?immutable=1", path.display());
+    let mut connection = url
+        .parse::<sqlx::sqlite::SqliteConnectOptions>()
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    sqlx::query_scalar("SELECT count(*) FROM records")
+        .fetch_one(&mut connection)
+        .await
+        .ok()
+}
+
+#[tokio::test]
+async fn committed_records_reach_the_sqlite_file_while_the_store_stays_open() {
+    // The store's own connection never checkpoints (that would hold the writer); its
+    // checkpointer copies the log into the file after each commit.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.sqlite");
+    let mut store = engine::store::SqliteStore::open(&path).await.unwrap();
+    let scope = Arc::new(RunScope {
+        platform: Arc::from(PLATFORM),
+        user_id: Arc::from("user-1"),
+        integration_id: Arc::from("integration-1"),
+        worker: None,
+    });
+    let records = (0..50)
+        .map(|index| MappedRecord {
+            id: format!("note-{index}"),
+            data: json!({"title": format!("Note {index}")})
+                .as_object()
+                .unwrap()
+                .clone(),
+            deleted: false,
+        })
+        .collect();
+    store
+        .write(&Batch::records(
+            scope,
+            Arc::from("notes"),
+            ModelKind::Note,
+            records,
+            vec![],
+        ))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while rows_in_the_file(&path).await != Some(50) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the committed records never reached the database file"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The store is still open and still serves them.
+    assert_eq!(store.count(PLATFORM).await.unwrap(), 50);
+}

@@ -232,26 +232,16 @@ fn stored_json(id: &str, position: usize) -> String {
 /// but every row generated inside SQLite by one statement, so that no client work is counted.
 /// No importer can write faster into this database on this machine.
 fn sqlite_floor(total: usize) {
-    use sqlx::Connection;
-    use sqlx::sqlite::{
-        SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let seconds = runtime.block_on(async move {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("bench.sqlite");
-        // Created and migrated by the store itself.
-        drop(SqliteStore::open(&path).await.expect("store"));
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal);
-        let mut connection = SqliteConnection::connect_with(&options)
-            .await
-            .expect("connect");
+        // The store's own file, pragmas and connection, checkpointed as the store does it.
+        let store = SqliteStore::open(&path).await.expect("store");
+        let mut connection = store.pool().acquire().await.expect("connect");
         // The id is the only part that varies, as in `--store-only`. The template goes into the
         // SQL as a literal: it is the bench's own text and holds no single quote.
         let json = stored_json("{id}", 7);
@@ -270,13 +260,14 @@ fn sqlite_floor(total: usize) {
                  COMMIT;"
             );
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut connection)
+                .execute(&mut *connection)
                 .await
                 .expect("insert a page");
+            store.committed();
         }
         let seconds = started.elapsed().as_secs_f64();
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM records")
-            .fetch_one(&mut connection)
+            .fetch_one(&mut *connection)
             .await
             .expect("count");
         assert_eq!(count as usize, total.div_ceil(PAGE_SIZE) * PAGE_SIZE);

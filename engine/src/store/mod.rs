@@ -10,6 +10,7 @@ mod memory;
 mod open;
 mod runs;
 mod service;
+mod wal;
 mod write;
 
 use std::future::Future;
@@ -36,12 +37,26 @@ use crate::models::ModelKind;
 #[derive(Debug)]
 pub struct Store<DB: sqlx::Database> {
     pool: sqlx::Pool<DB>,
+    /// For an SQLite file: the connection that checkpoints its log (see [`wal`]).
+    wal: Option<Arc<wal::Checkpointer>>,
 }
 
 impl<DB: sqlx::Database> Clone for Store<DB> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
+            wal: self.wal.clone(),
+        }
+    }
+}
+
+impl<DB: sqlx::Database> Store<DB> {
+    /// Says that a transaction was committed, so that an SQLite file's checkpointer copies its
+    /// log into the file. The store calls it after its own writes of records and runs; call it
+    /// after writing through [`Store::pool`] directly.
+    pub fn committed(&self) {
+        if let Some(wal) = &self.wal {
+            wal.committed();
         }
     }
 }

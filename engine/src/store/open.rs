@@ -1,6 +1,7 @@
 //! Opening a store, and [`AnyStore`]: the one the operator's database URL names.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
@@ -23,7 +24,9 @@ impl SqliteStore {
             // WAL with NORMAL is durable across process crashes; only an OS crash can lose the
             // last transactions, never corrupt the file.
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(Duration::from_secs(30))
+            // Checkpoints run on their own connection, off the writer's path (see `wal`).
+            .pragma("wal_autocheckpoint", "0");
         // One connection: SQLite has one writer, and a single connection keeps an in-memory
         // database alive and shared.
         let pool = SqlitePoolOptions::new()
@@ -33,7 +36,13 @@ impl SqliteStore {
         <sqlx::Sqlite as super::Backend>::migrator()
             .run(&pool)
             .await?;
-        Ok(Self { pool })
+        let wal = Arc::new(super::wal::Checkpointer::start(path).await?);
+        // The migrations are in the log.
+        wal.committed();
+        Ok(Self {
+            pool,
+            wal: Some(wal),
+        })
     }
 }
 
@@ -48,7 +57,7 @@ impl PostgresStore {
         <sqlx::Postgres as super::Backend>::migrator()
             .run(&pool)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, wal: None })
     }
 }
 

@@ -269,6 +269,7 @@ where
             }
         }
         transaction.commit().await?;
+        self.committed();
         Ok(counts)
     }
 
@@ -318,6 +319,8 @@ where
         totals: &RunTotals,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.update_run(run_id, totals, error).await
+        self.update_run(run_id, totals, error).await?;
+        self.committed();
+        Ok(())
     }
 }
