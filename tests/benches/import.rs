@@ -21,6 +21,10 @@ use engine::sandbox::{SANDBOX_ACCESS_TOKEN, sandbox_config};
 use engine::store::SqliteStore;
 use engine::sync::{CompiledConnector, Integration, SyncRun};
 
+/// The allocator of the `connector` binary, so that the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PAGE_SIZE: usize = 100;
 
 /// The width of the page number inside every id; ids are `AKfRoY` + page + position.
