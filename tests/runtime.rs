@@ -1131,3 +1131,62 @@ async fn a_kept_delta_link_is_called_on_the_next_run() {
         .collect();
     assert_eq!(deleted, ["n0"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_once_started_is_sent_read_and_decoded_without_being_awaited() {
+    // A run asks for its next page before it maps the current one (`sync`'s read-ahead); that
+    // only helps if the exchange goes on while the run is busy and does not poll it.
+    use engine::auth::StaticAuth;
+    use engine::events::Counters;
+    use engine::http::{ClientOptions, HttpClient, HttpRequest, Transport};
+    use std::sync::atomic::AtomicBool;
+
+    let asked = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&asked);
+    let server = serve(axum::Router::new().route(
+        "/v1/items",
+        get(move || {
+            seen.store(true, Ordering::SeqCst);
+            async { Json(json!({"items": [{"id": "1", "title": "One"}]})) }
+        }),
+    ))
+    .await;
+    let spec = spec_from(&spec_yaml(
+        "    request: { path: /v1/items }\n    records: $.items[*]\n",
+        "",
+    ));
+    let http = HttpClient::new(
+        spec.allowed_hosts.clone(),
+        spec.retry.clone(),
+        engine::ratelimit::RateGate::unlimited(),
+        ClientOptions {
+            transport: Transport::Sandbox(server),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    let request = HttpRequest {
+        method: reqwest::Method::GET,
+        url: url::Url::parse("https://api.example.com/v1/items").unwrap(),
+        headers: vec![],
+        body: None,
+    };
+    let (auth, counters) = (StaticAuth::None, Counters::default());
+    let mut fetch = Box::pin(http.fetch(&request, engine::spec::Decode::Json, &auth, &counters));
+    // Polled once, as the run starts it; then left alone.
+    std::future::poll_fn(|context| {
+        assert!(fetch.as_mut().poll(context).is_pending());
+        std::task::Poll::Ready(())
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !asked.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never reached the server while nobody awaited it"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let page = fetch.await.unwrap();
+    assert_eq!(page.body, json!({"items": [{"id": "1", "title": "One"}]}));
+}

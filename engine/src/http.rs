@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use crate::decode::decode;
+use crate::decode::{DecodeError, decode};
 use crate::events::{Event, Observer};
 use crate::ratelimit::RateGate;
 use crate::spec::{Decode, HostPattern, Retry, WaitFormat};
@@ -277,20 +277,25 @@ impl HttpClient {
                 .await;
             auth.prepare().await.map_err(HttpError::Refresh)?;
             observer.event(&Event::Request);
-            let (reason, header_wait) = match self.send(request, auth).await {
-                Ok((status, headers, body)) if (200..300).contains(&status) => {
-                    match decode(format, &body) {
-                        Ok(value) => {
-                            return Ok(Page {
-                                status,
-                                headers,
-                                body: value,
-                            });
-                        }
-                        Err(error) => (error.to_string(), None),
+            let (reason, header_wait) = match self.send(request, format, auth).await {
+                Ok(Exchange {
+                    status,
+                    headers,
+                    decoded: Some(decoded),
+                    ..
+                }) => match decoded {
+                    Ok(value) => {
+                        return Ok(Page {
+                            status,
+                            headers,
+                            body: value,
+                        });
                     }
-                }
-                Ok((401, _, body)) if !refreshed => {
+                    Err(error) => (error.to_string(), None),
+                },
+                Ok(Exchange {
+                    status: 401, body, ..
+                }) if !refreshed => {
                     refreshed = true;
                     match auth.refresh().await {
                         Ok(true) => {
@@ -305,21 +310,25 @@ impl HttpClient {
                         Err(error) => return Err(HttpError::Refresh(error)),
                     }
                 }
-                Ok((401, _, body)) => {
+                Ok(Exchange {
+                    status: 401, body, ..
+                }) => {
                     return Err(HttpError::Unauthorized {
                         excerpt: excerpt(&body),
                     });
                 }
-                Ok((status, headers, _)) if self.retry.statuses.contains(&status) => {
+                Ok(Exchange {
+                    status, headers, ..
+                }) if self.retry.statuses.contains(&status) => {
                     (format!("status {status}"), self.header_wait(&headers))
                 }
-                Ok((status, _, body)) => {
+                Ok(Exchange { status, body, .. }) => {
                     return Err(HttpError::Status {
                         status,
                         excerpt: excerpt(&body),
                     });
                 }
-                Err(error) => (describe_transport_error(&error), None),
+                Err(reason) => (reason, None),
             };
             if attempt >= self.retry.max_attempts {
                 return Err(HttpError::RetriesExhausted {
@@ -337,11 +346,13 @@ impl HttpClient {
         }
     }
 
+    /// One exchange; a transport failure comes back described.
     async fn send(
         &self,
         request: &HttpRequest,
+        format: Decode,
         auth: &dyn Authorizer,
-    ) -> Result<(u16, HeaderMap, bytes::Bytes), reqwest::Error> {
+    ) -> Result<Exchange, String> {
         let mut headers = HeaderMap::new();
         for (name, value) in &request.headers {
             if let (Ok(name), Ok(value)) = (
@@ -374,7 +385,7 @@ impl HttpClient {
         // Credentials are added to the request as the provider will see it (OAuth 1.0a signs
         // the URL); only then does the sandbox redirect it.
         let (client, built) = auth.authorize(builder).build_split();
-        let mut built = built?;
+        let mut built = built.map_err(|error| describe_transport_error(&error))?;
         if let Transport::Sandbox(base) = &self.transport {
             if let Ok(value) = HeaderValue::from_str(built.url().host_str().unwrap_or_default()) {
                 built
@@ -387,11 +398,29 @@ impl HttpClient {
             let _ = url.set_host(base.host_str());
             let _ = url.set_port(base.port_or_known_default());
         }
-        let response = client.execute(built).await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.bytes().await?;
-        Ok((status, headers, body))
+        // The exchange is its own task: the body streams in and is decoded on a worker thread,
+        // even while the run that asked for it is busy mapping the page before (a run requests
+        // its next page before it maps the current one). Dropping the fetch aborts it.
+        let exchange = Abortable(tokio::spawn(async move {
+            let response = client
+                .execute(built)
+                .await
+                .map_err(|error| describe_transport_error(&error))?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = response
+                .bytes()
+                .await
+                .map_err(|error| describe_transport_error(&error))?;
+            let decoded = (200..300).contains(&status).then(|| decode(format, &body));
+            Ok(Exchange {
+                status,
+                headers,
+                body,
+                decoded,
+            })
+        }));
+        exchange.await
     }
 
     /// Full jitter: a random wait up to `min(max, initial * 2^(attempt - 1))`.
@@ -409,6 +438,37 @@ impl HttpClient {
             let value = headers.get(header.name.as_str())?.to_str().ok()?.trim();
             wait_from_header(header.format, value, SystemTime::now())
         })
+    }
+}
+
+/// What one request got back.
+struct Exchange {
+    status: u16,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+    /// The body decoded, for a success status.
+    decoded: Option<Result<Value, DecodeError>>,
+}
+
+/// A spawned exchange, aborted when the fetch waiting for it is dropped.
+struct Abortable(tokio::task::JoinHandle<Result<Exchange, String>>);
+
+impl Future for Abortable {
+    type Output = Result<Exchange, String>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|error| Err(format!("the request task stopped ({error})")))
+        })
+    }
+}
+
+impl Drop for Abortable {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -509,6 +509,34 @@ impl WriteQueue {
     }
 }
 
+/// A future polled once, so that what it starts (a request) is under way while the caller does
+/// other work before it waits for the result.
+struct Started<F: Future> {
+    future: Pin<Box<F>>,
+    output: Option<F::Output>,
+}
+
+impl<F: Future> Started<F> {
+    async fn start(future: F) -> Self {
+        let mut future = Box::pin(future);
+        let output = std::future::poll_fn(|context| {
+            std::task::Poll::Ready(match future.as_mut().poll(context) {
+                std::task::Poll::Ready(output) => Some(output),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await;
+        Self { future, output }
+    }
+
+    async fn finish(self) -> F::Output {
+        match self.output {
+            Some(output) => output,
+            None => self.future.await,
+        }
+    }
+}
+
 type StreamFuture<'f> = Pin<Box<dyn Future<Output = Result<(), SyncError>> + Send + 'f>>;
 
 impl Fetcher<'_> {
@@ -955,6 +983,21 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                     (None, vec![])
                 };
 
+                // The next page is requested before this one is mapped: its exchange is its own
+                // task (see `HttpClient::fetch`), so its body arrives and is decoded while this
+                // page is mapped and queued. One page is read ahead, no more. A stream with
+                // substreams or recursion asks for its next page only after this page's
+                // children: they take longer than any page, and the provider sees requests in
+                // the order a reader would make them.
+                let reads_ahead = !stream.has_children() && stream.recurse.is_none();
+                let prefetch = match &next {
+                    Some(next) if reads_ahead => Some(
+                        Started::start(self.fetcher.fetch(name, stream, &parent, &pass, next))
+                            .await,
+                    ),
+                    _ => None,
+                };
+
                 // Mapped pages go to the writer task and are written while the next ones are
                 // fetched and mapped; the queue is short, so memory stays a few pages. A stream
                 // with substreams stores its checkpoint after theirs, so that a resumed pass
@@ -1072,14 +1115,14 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                     self.send(name, batch).await?;
                 }
 
-                let Some(next) = next else {
-                    return Ok(());
+                let Some(next) = &next else {
+                    return Ok(()); // the last page
                 };
-                cursor = next;
-                fetched = self
-                    .fetcher
-                    .fetch(name, stream, &parent, &pass, &cursor)
-                    .await;
+                fetched = match prefetch {
+                    Some(prefetch) => prefetch.finish().await,
+                    None => self.fetcher.fetch(name, stream, &parent, &pass, next).await,
+                };
+                cursor = next.clone();
             }
         })
     }
