@@ -158,10 +158,7 @@ fn import(total: usize) {
         .expect("server address");
     let base = url::Url::parse(&format!("http://{}", address.trim())).expect("server URL");
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = importer_runtime();
     let (seconds, requests, records) = runtime.block_on(async move {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../connectors/google_photos/connector.yaml");
@@ -224,6 +221,15 @@ fn import(total: usize) {
     );
 }
 
+/// The runtime the importer side runs on: the one `connector sync` uses (multi-threaded, one
+/// worker per core).
+fn importer_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// The JSON the import stores for the bench's record `id` at `position` of its page.
 fn stored_json(id: &str, position: usize) -> String {
     format!(
@@ -236,10 +242,7 @@ fn stored_json(id: &str, position: usize) -> String {
 /// but every row generated inside SQLite by one statement, so that no client work is counted.
 /// No importer can write faster into this database on this machine.
 fn sqlite_floor(total: usize) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = importer_runtime();
     let seconds = runtime.block_on(async move {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("bench.sqlite");
@@ -288,10 +291,7 @@ fn sqlite_floor(total: usize) {
 fn store_only(total: usize) {
     use engine::models::ModelKind;
     use engine::store::{Batch, Checkpoint, RunScope, Sink, StoredRecord, StreamState};
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = importer_runtime();
     let seconds = runtime.block_on(async move {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut store = SqliteStore::open(&dir.path().join("bench.sqlite"))
