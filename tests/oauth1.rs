@@ -313,9 +313,9 @@ async fn three_legged_flow_and_signed_api_calls() {
     .await
     .unwrap();
     let contents = sink.contents();
-    let titles: Vec<&str> = contents.records["boards"]
+    let titles: Vec<String> = contents.records["boards"]
         .iter()
-        .map(|record| record.data["title"].as_str().unwrap())
+        .map(|record| record.data().unwrap()["title"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(titles, ["Groceries", "Holiday plans"]);
 

@@ -517,13 +517,14 @@ async fn upserts_are_idempotent_and_rewrite_only_changed_records() {
             integration_id: Arc::from("integration-1"),
             worker: None,
         });
-        let record = |id: &str, title: &str| MappedRecord {
-            id: id.to_owned(),
-            data: json!({"title": title, "user_id": "user-1"})
-                .as_object()
-                .unwrap()
-                .clone(),
-            deleted: false,
+        let record = |id: &str, title: &str| {
+            MappedRecord::from_data(
+                id.to_owned(),
+                json!({"title": title, "user_id": "user-1"})
+                    .as_object()
+                    .unwrap(),
+                false,
+            )
         };
         let batch = |records| {
             let mut batch = Batch::records(
@@ -694,10 +695,12 @@ async fn the_http_sink_posts_each_page_with_its_checkpoint_to_the_records_api() 
             .as_array()
             .unwrap()
             .iter()
-            .map(|record| MappedRecord {
-                id: record["id"].as_str().unwrap().to_owned(),
-                data: record["data"].as_object().unwrap().clone(),
-                deleted: record["deleted"].as_bool().unwrap(),
+            .map(|record| {
+                MappedRecord::from_data(
+                    record["id"].as_str().unwrap().to_owned(),
+                    record["data"].as_object().unwrap(),
+                    record["deleted"].as_bool().unwrap(),
+                )
             })
             .collect();
         let mut sink = api.sink.clone();
@@ -1040,11 +1043,11 @@ async fn what_a_sync_writes_after_its_integration_was_disconnected_is_purged() {
                 Arc::clone(&scope),
                 Arc::from("notes"),
                 ModelKind::Note,
-                vec![MappedRecord {
-                    id: id.to_owned(),
-                    data: json!({"title": id}).as_object().unwrap().clone(),
-                    deleted: false,
-                }],
+                vec![MappedRecord::from_data(
+                    id.to_owned(),
+                    json!({"title": id}).as_object().unwrap(),
+                    false,
+                )],
                 vec![],
             );
             batch.checkpoint = Some(Checkpoint {
@@ -1634,13 +1637,14 @@ async fn committed_records_reach_the_sqlite_file_while_the_store_stays_open() {
         worker: None,
     });
     let records = (0..50)
-        .map(|index| MappedRecord {
-            id: format!("note-{index}"),
-            data: json!({"title": format!("Note {index}")})
-                .as_object()
-                .unwrap()
-                .clone(),
-            deleted: false,
+        .map(|index| {
+            MappedRecord::from_data(
+                format!("note-{index}"),
+                json!({"title": format!("Note {index}")})
+                    .as_object()
+                    .unwrap(),
+                false,
+            )
         })
         .collect();
     store

@@ -1,5 +1,6 @@
 //! Typed conversions of raw values into model field values.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 
 use serde_json::{Number, Value};
@@ -16,30 +17,48 @@ pub enum Converter {
 }
 
 impl Converter {
-    /// Converts `value`; the error says what was found and what was expected.
-    pub fn apply(self, value: &Value) -> Result<Value, String> {
-        match self {
-            Self::Explicit(conversion) => convert(conversion, value),
+    /// Converts `value`; the error says what was found and what was expected. A value that is
+    /// already what the conversion makes passes through as it came (borrowed values stay
+    /// borrowed: mapping copies each value once, into the record's JSON text).
+    pub fn apply<'a>(self, value: Cow<'a, Value>) -> Result<Cow<'a, Value>, String> {
+        let conversion = match self {
+            Self::Explicit(conversion) => conversion,
             Self::ByKind(kind) => match kind {
-                ValueKind::String => convert(Conversion::String, value),
-                ValueKind::Integer => convert(Conversion::Integer, value),
-                ValueKind::Number => convert(Conversion::Number, value),
-                ValueKind::Boolean => convert(Conversion::Boolean, value),
-                ValueKind::DateTime => convert(Conversion::Rfc3339, value),
-                ValueKind::Date => convert(Conversion::Date, value),
+                ValueKind::String => Conversion::String,
+                ValueKind::Integer => Conversion::Integer,
+                ValueKind::Number => Conversion::Number,
+                ValueKind::Boolean => Conversion::Boolean,
+                ValueKind::DateTime => Conversion::Rfc3339,
+                ValueKind::Date => Conversion::Date,
                 ValueKind::DateOrDateTime => match value.as_str() {
-                    Some(text) if text.len() == 10 => convert(Conversion::Date, value),
-                    _ => convert(Conversion::Rfc3339, value),
+                    Some(text) if text.len() == 10 => Conversion::Date,
+                    _ => Conversion::Rfc3339,
                 },
                 ValueKind::Array if !value.is_array() => {
-                    Err(format!("{} is not a list", shown(value)))
+                    return Err(format!("{} is not a list", shown(&value)));
                 }
                 ValueKind::Object if !value.is_object() => {
-                    Err(format!("{} is not an object", shown(value)))
+                    return Err(format!("{} is not an object", shown(&value)));
                 }
-                ValueKind::Array | ValueKind::Object | ValueKind::Any => Ok(value.clone()),
+                ValueKind::Array | ValueKind::Object | ValueKind::Any => return Ok(value),
             },
+        };
+        if unchanged_by(conversion, &value) {
+            return Ok(value);
         }
+        convert(conversion, &value).map(Cow::Owned)
+    }
+}
+
+/// Whether `conversion` gives `value` back as it is.
+fn unchanged_by(conversion: Conversion, value: &Value) -> bool {
+    match (conversion, value) {
+        (Conversion::Json, _)
+        | (Conversion::String, Value::String(_))
+        | (Conversion::Number, Value::Number(_))
+        | (Conversion::Boolean, Value::Bool(_)) => true,
+        (Conversion::Integer, Value::Number(number)) => number.is_i64(),
+        _ => false,
     }
 }
 
@@ -59,10 +78,12 @@ fn text(value: &Value) -> Option<&str> {
 /// Applies one conversion.
 pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
     let fail = |what: &str| Err(format!("{} is not {what}", shown(value)));
+    if unchanged_by(conversion, value) {
+        return Ok(value.clone());
+    }
     match conversion {
         Conversion::Json => Ok(value.clone()),
         Conversion::String => match value {
-            Value::String(_) => Ok(value.clone()),
             Value::Number(number) => Ok(Value::String(number.to_string())),
             Value::Bool(flag) => Ok(Value::String(flag.to_string())),
             _ => fail("text"),
@@ -72,7 +93,6 @@ pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
             _ => fail("text"),
         },
         Conversion::Integer => match value {
-            Value::Number(number) if number.is_i64() => Ok(value.clone()),
             Value::Number(number) => match number.as_f64() {
                 Some(float) if float.fract() == 0.0 && float.abs() < 9.0e15 => {
                     Ok(Value::from(float as i64))
@@ -84,23 +104,17 @@ pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
                 _ => fail("a whole number"),
             },
         },
-        Conversion::Number => match value {
-            Value::Number(_) => Ok(value.clone()),
-            _ => match text(value)
-                .and_then(|text| f64::from_str(text).ok())
-                .and_then(Number::from_f64)
-            {
-                Some(number) => Ok(Value::Number(number)),
-                None => fail("a number"),
-            },
+        Conversion::Number => match text(value)
+            .and_then(|text| f64::from_str(text).ok())
+            .and_then(Number::from_f64)
+        {
+            Some(number) => Ok(Value::Number(number)),
+            None => fail("a number"),
         },
-        Conversion::Boolean => match value {
-            Value::Bool(_) => Ok(value.clone()),
-            _ => match text(value).map(str::to_ascii_lowercase).as_deref() {
-                Some("true") => Ok(Value::Bool(true)),
-                Some("false") => Ok(Value::Bool(false)),
-                _ => fail("true or false"),
-            },
+        Conversion::Boolean => match text(value).map(str::to_ascii_lowercase).as_deref() {
+            Some("true") => Ok(Value::Bool(true)),
+            Some("false") => Ok(Value::Bool(false)),
+            _ => fail("true or false"),
         },
         Conversion::EpochSeconds => {
             let seconds = match value {
@@ -251,25 +265,45 @@ mod tests {
     }
 
     #[test]
+    fn values_of_the_wanted_type_pass_through_uncopied() {
+        let text = json!("Tokyo");
+        let kept = Converter::ByKind(ValueKind::String).apply(Cow::Borrowed(&text));
+        assert!(matches!(kept, Ok(Cow::Borrowed(_))), "{kept:?}");
+        let count = json!(12);
+        let kept = Converter::Explicit(Conversion::Integer).apply(Cow::Borrowed(&count));
+        assert!(matches!(kept, Ok(Cow::Borrowed(_))), "{kept:?}");
+        let digits = json!("12");
+        let converted = Converter::Explicit(Conversion::Integer).apply(Cow::Borrowed(&digits));
+        assert_eq!(converted.unwrap().into_owned(), count);
+    }
+
+    #[test]
     fn field_kinds_pick_a_default_conversion() {
         let all_day = Converter::ByKind(ValueKind::DateOrDateTime);
         assert_eq!(
-            all_day.apply(&json!("2026-03-01")).unwrap(),
+            all_day
+                .apply(Cow::Owned(json!("2026-03-01")))
+                .unwrap()
+                .into_owned(),
             json!("2026-03-01")
         );
         assert_eq!(
-            all_day.apply(&json!("2026-03-01T09:00:00-05:00")).unwrap(),
+            all_day
+                .apply(Cow::Owned(json!("2026-03-01T09:00:00-05:00")))
+                .unwrap()
+                .into_owned(),
             json!("2026-03-01T14:00:00Z")
         );
         assert_eq!(
             Converter::ByKind(ValueKind::String)
-                .apply(&json!(42))
-                .unwrap(),
+                .apply(Cow::Owned(json!(42)))
+                .unwrap()
+                .into_owned(),
             json!("42")
         );
         assert!(
             Converter::ByKind(ValueKind::Array)
-                .apply(&json!("a"))
+                .apply(Cow::Owned(json!("a")))
                 .is_err()
         );
     }

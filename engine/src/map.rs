@@ -5,6 +5,8 @@
 //! only when the stream has templates at all.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Map, Value};
 
@@ -13,7 +15,7 @@ use crate::extract::{CompiledPath, PathError};
 use crate::models::ModelKind;
 use crate::spec::{FieldMapping, Stream, ValueKind, ValueSource};
 use crate::template::{CompileError, TemplateId, Templates};
-use crate::validate::validate_record;
+use crate::validate::{FieldCheck, misfit};
 
 /// Where a value comes from, compiled.
 #[derive(Debug, Clone)]
@@ -210,6 +212,45 @@ mod tests {
         assert!(gather(&CompiledPath::compile("$.none[*]").unwrap(), &record).is_none());
     }
 
+    /// The JSON text written field by field is the record a tree would serialize to: the
+    /// provenance first (escaped), then the fields in the spec's order.
+    #[test]
+    fn records_are_written_as_json_text_in_field_order() {
+        let stream: Stream = serde_json::from_value(serde_json::json!({
+            "model": "media",
+            "request": {"path": "/media"},
+            "records": "$.items[*]",
+            "id": "$.id",
+            "map": {
+                "width": "$.width",
+                "media_type": "{{ 'video' if record.mimeType is startingwith('video/') else 'photo' }}",
+                "file_path": "$.baseUrl",
+                "title": "$.missing"
+            }
+        }))
+        .unwrap();
+        let mut templates = Templates::default();
+        let mapper = RecordMapper::compile(ModelKind::Media, &stream, &mut templates).unwrap();
+        let provenance = Provenance::new("user \"1\"", "integration-1", "google_photos");
+        let raw = serde_json::json!({"id": "a/1", "mimeType": "video/mp4", "baseUrl": "https://x/a", "width": "1920"});
+        let none = minijinja::Value::from(());
+        let Mapped::Record(record) = mapper.map(&raw, &none, &none, &provenance, &templates) else {
+            panic!("maps");
+        };
+        assert_eq!(
+            record.json(),
+            r#"{"user_id":"user \"1\"","source_integration_id":"integration-1","source_platform":"google_photos","source_object_id":"a/1","width":1920,"media_type":"video","file_path":"https://x/a"}"#
+        );
+        assert_eq!(record.data().unwrap()["width"], 1920);
+        let tombstone = RecordMapper::tombstone("a/1".to_owned(), &provenance);
+        assert_eq!(
+            tombstone.data().unwrap()["source_object_id"],
+            "a/1",
+            "{}",
+            tombstone.json()
+        );
+    }
+
     #[test]
     fn only_the_attributes_templates_read_are_converted() {
         let mut fields = RecordFields::default();
@@ -238,8 +279,11 @@ mod tests {
 #[derive(Debug, Clone)]
 struct FieldPlan {
     name: &'static str,
+    /// What goes before the value in the record's JSON text: `,"name":`.
+    key: String,
     source: Source,
     converter: Converter,
+    check: FieldCheck,
     default: Option<Value>,
     required: bool,
 }
@@ -247,41 +291,106 @@ struct FieldPlan {
 /// Who a record belongs to: filled into every record's provenance fields.
 #[derive(Debug, Clone)]
 pub struct Provenance {
-    /// The Hypernet user.
-    pub user_id: String,
-    /// The integration (connected account).
-    pub integration_id: String,
-    /// The connector id.
-    pub platform: String,
+    /// The JSON text every record of this provenance begins with, up to its provider id.
+    opening: Vec<u8>,
 }
 
 impl Provenance {
-    /// A record's provenance fields for provider id `id`, with room for `more` fields.
-    fn fields(&self, id: &str, more: usize) -> Map<String, Value> {
-        let mut data = Map::with_capacity(more + 4);
-        data.insert("user_id".to_owned(), Value::String(self.user_id.clone()));
-        data.insert(
-            "source_integration_id".to_owned(),
-            Value::String(self.integration_id.clone()),
-        );
-        data.insert(
-            "source_platform".to_owned(),
-            Value::String(self.platform.clone()),
-        );
-        data.insert("source_object_id".to_owned(), Value::String(id.to_owned()));
-        data
+    /// The provenance of records a connector (`platform`) imports for a user through one of
+    /// their integrations.
+    pub fn new(user_id: &str, integration_id: &str, platform: &str) -> Self {
+        let mut opening = b"{".to_vec();
+        for (key, value) in [
+            ("user_id", user_id),
+            ("source_integration_id", integration_id),
+            ("source_platform", platform),
+        ] {
+            push_json(&mut opening, key);
+            opening.push(b':');
+            push_json(&mut opening, value);
+            opening.push(b',');
+        }
+        push_json(&mut opening, "source_object_id");
+        opening.push(b':');
+        Self { opening }
+    }
+
+    /// Starts the JSON text of the record with provider id `id`: the provenance fields, the
+    /// object left open.
+    fn open(&self, id: &str, capacity: usize) -> Vec<u8> {
+        let mut json = Vec::with_capacity(capacity.max(self.opening.len() + id.len() + 3));
+        json.extend_from_slice(&self.opening);
+        push_json(&mut json, id);
+        json
     }
 }
 
+/// Appends `value` as JSON text. Writing a `serde_json::Value` or a string into memory cannot
+/// fail: its map keys are strings and a `Vec` takes every byte.
+fn push_json<T: serde::Serialize + ?Sized>(json: &mut Vec<u8>, value: &T) {
+    if let Err(error) = serde_json::to_writer(&mut *json, value) {
+        unreachable!("JSON values serialize into memory: {error}");
+    }
+}
+
+/// JSON text as a string.
+fn into_text(json: Vec<u8>) -> String {
+    match String::from_utf8(json) {
+        Ok(json) => json,
+        Err(_) => unreachable!("serde_json writes UTF-8"),
+    }
+}
+
+/// Closes a record's JSON text.
+fn close(mut json: Vec<u8>) -> String {
+    json.push(b'}');
+    into_text(json)
+}
+
 /// A record ready to store.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappedRecord {
     /// The provider's id for it.
     pub id: String,
-    /// The model record, provenance included; for a tombstone, the provenance only.
-    pub data: Map<String, Value>,
+    /// The model record as JSON text (an object), provenance first; for a tombstone, the
+    /// provenance only. Mapping writes it directly, so that no tree of the record is built.
+    json: String,
     /// The provider says it was deleted.
     pub deleted: bool,
+}
+
+impl MappedRecord {
+    /// A record from a model object (provenance included).
+    pub fn from_data(id: String, data: &Map<String, Value>, deleted: bool) -> Self {
+        let mut json = Vec::new();
+        push_json(&mut json, data);
+        Self {
+            id,
+            json: into_text(json),
+            deleted,
+        }
+    }
+
+    /// A record from its JSON text as a sink stored it.
+    pub(crate) fn from_json(id: String, json: String, deleted: bool) -> Self {
+        Self { id, json, deleted }
+    }
+
+    /// The model record as JSON text.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The model record's JSON text, taken.
+    pub fn into_json(self) -> String {
+        self.json
+    }
+
+    /// The model record as a JSON object (it fails only for text a sink was handed from
+    /// elsewhere).
+    pub fn data(&self) -> Result<Map<String, Value>, serde_json::Error> {
+        serde_json::from_str(&self.json)
+    }
 }
 
 /// A record that could not be mapped or did not fit its model; kept with the reason.
@@ -310,8 +419,13 @@ pub struct RecordMapper {
     model: ModelKind,
     id: Source,
     fields: Vec<FieldPlan>,
+    /// Required model fields the stream does not map (refused when a spec is checked; a mapper
+    /// compiled from an unchecked stream refuses its records).
+    unmapped: Vec<&'static str>,
     deleted: Option<TemplateId>,
     record_fields: RecordFields,
+    /// The length of the last record's JSON text: the next one's buffer starts that large.
+    size_hint: Arc<AtomicUsize>,
 }
 
 impl RecordMapper {
@@ -335,15 +449,22 @@ impl RecordMapper {
         }
         let mut fields = Vec::with_capacity(stream.map.len());
         for (name, mapping) in &stream.map {
+            // A field the model lacks, or a provenance field (the engine writes those), is
+            // refused by validation; never reached for a loaded spec.
             let Some(info) = model.field(name) else {
-                continue; // refused by validation; never reached for a loaded spec
+                continue;
             };
             let default = match mapping {
                 FieldMapping::Full(rule) => rule.default.clone(),
                 FieldMapping::Short(_) => None,
             };
+            let mut key = b",".to_vec();
+            push_json(&mut key, info.name);
+            key.push(b':');
             fields.push(FieldPlan {
                 name: info.name,
+                key: into_text(key),
+                check: FieldCheck::new(model, info.name),
                 source: Source::compile(mapping.source(), templates)?,
                 converter: mapping
                     .conversion()
@@ -357,12 +478,20 @@ impl RecordMapper {
             .as_ref()
             .map(|condition| templates.add_condition(condition.as_str()))
             .transpose()?;
+        let unmapped = model
+            .fields()
+            .iter()
+            .filter(|info| info.required && !fields.iter().any(|field| field.name == info.name))
+            .map(|info| info.name)
+            .collect();
         Ok(Self {
             model,
             id,
             fields,
+            unmapped,
             deleted,
             record_fields,
+            size_hint: Arc::default(),
         })
     }
 
@@ -375,7 +504,7 @@ impl RecordMapper {
     /// providers send little else with a deletion (often only the id).
     pub fn tombstone(id: String, provenance: &Provenance) -> MappedRecord {
         MappedRecord {
-            data: provenance.fields(&id, 0),
+            json: close(provenance.open(&id, 0)),
             id,
             deleted: true,
         }
@@ -415,8 +544,13 @@ impl RecordMapper {
                 Err(error) => return reject(Some(id), format!("deleted: {error}")),
             }
         }
-        let mut data = provenance.fields(&id, self.fields.len());
-
+        // Fields that do not fit the model are all named, not only the first.
+        let mut misfits: Vec<String> = self
+            .unmapped
+            .iter()
+            .map(|name| format!("\"{name}\" is a required property"))
+            .collect();
+        let mut json = provenance.open(&id, self.size_hint.load(Ordering::Relaxed));
         for field in &self.fields {
             let selected = match (&field.source, field.converter) {
                 // A list field gathers every node its path selects (`$.labels[*].name`).
@@ -428,10 +562,14 @@ impl RecordMapper {
                 Err(error) => return reject(Some(id), format!("{}: {error}", field.name)),
             };
             match value {
-                Some(value) => match field.converter.apply(&value) {
-                    Ok(converted) => {
-                        data.insert(field.name.to_owned(), converted);
-                    }
+                Some(value) => match field.converter.apply(value) {
+                    Ok(converted) => match field.check.check(&converted) {
+                        Ok(()) => {
+                            json.extend_from_slice(field.key.as_bytes());
+                            push_json(&mut json, &*converted);
+                        }
+                        Err(reason) => misfits.push(reason),
+                    },
                     Err(error) => return reject(Some(id), format!("{}: {error}", field.name)),
                 },
                 None if field.required => {
@@ -446,16 +584,14 @@ impl RecordMapper {
                 None => {}
             }
         }
-        let record = Value::Object(data);
-        if let Err(reason) = validate_record(self.model, &record) {
-            return reject(Some(id), reason);
+        if !misfits.is_empty() {
+            misfits.truncate(5);
+            return reject(Some(id), misfit(self.model, &misfits));
         }
-        let Value::Object(data) = record else {
-            unreachable!("built as an object above")
-        };
+        self.size_hint.store(json.len() + 1, Ordering::Relaxed);
         Mapped::Record(MappedRecord {
             id,
-            data,
+            json: close(json),
             deleted: false,
         })
     }

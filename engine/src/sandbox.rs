@@ -310,7 +310,12 @@ fn render_stream(name: &str, sink: &MemoryContents) -> String {
             records
                 .into_iter()
                 .map(|record| {
-                    let mut data = record.data.clone();
+                    let mut data = record.data().unwrap_or_else(|error| {
+                        serde_json::Map::from_iter([(
+                            "unreadable".to_owned(),
+                            Value::String(error.to_string()),
+                        )])
+                    });
                     if record.deleted {
                         data.insert("deleted".to_owned(), Value::Bool(true));
                     }

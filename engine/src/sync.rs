@@ -658,11 +658,11 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 counters: Counters::default(),
                 inner: observer,
             },
-            provenance: Provenance {
-                user_id: integration.user_id.clone(),
-                integration_id: integration.integration_id.clone(),
-                platform: connector.spec.id.clone(),
-            },
+            provenance: Provenance::new(
+                &integration.user_id,
+                &integration.integration_id,
+                &connector.spec.id,
+            ),
             config: minijinja::Value::from(minijinja::value::Serde(&integration.config)),
             secrets: minijinja::Value::from(minijinja::value::Serde(&integration.secrets)),
         };

@@ -313,11 +313,11 @@ fn store_only(total: usize) {
                     .map(|position| {
                         let id = format!("AKfRoY{page:0>PAGE_DIGITS$}{position:0>28}");
                         let json = stored_json(&id, position);
-                        StoredRecord::from(engine::map::MappedRecord {
+                        StoredRecord::from(engine::map::MappedRecord::from_data(
                             id,
-                            data: serde_json::from_str(&json).expect("record JSON"),
-                            deleted: false,
-                        })
+                            &serde_json::from_str(&json).expect("record JSON"),
+                            false,
+                        ))
                     })
                     .collect(),
                 rejects: vec![],

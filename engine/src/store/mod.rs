@@ -150,15 +150,17 @@ pub struct StoredRecord {
 
 impl From<MappedRecord> for StoredRecord {
     fn from(record: MappedRecord) -> Self {
-        let json = serde_json::to_string(&record.data).unwrap_or_default();
+        let deleted = record.deleted;
+        let id = Arc::from(record.id.as_str());
+        let json: Arc<str> = Arc::from(record.into_json());
         let digest = blake3::hash(json.as_bytes());
         let mut hash = [0u8; 16];
         hash.copy_from_slice(&digest.as_bytes()[..16]);
         Self {
-            id: Arc::from(record.id),
-            json: Arc::from(json),
+            id,
+            json,
             hash,
-            deleted: record.deleted,
+            deleted,
         }
     }
 }
@@ -166,11 +168,7 @@ impl From<MappedRecord> for StoredRecord {
 impl StoredRecord {
     /// The record as a mapped record again.
     pub fn mapped(&self) -> MappedRecord {
-        MappedRecord {
-            id: self.id.to_string(),
-            data: serde_json::from_str(&self.json).unwrap_or_default(),
-            deleted: self.deleted,
-        }
+        MappedRecord::from_json(self.id.to_string(), self.json.to_string(), self.deleted)
     }
 }
 
