@@ -258,8 +258,8 @@ fn sqlite_floor(total: usize) {
             let last = first + PAGE_SIZE - 1;
             let sql = format!(
                 "BEGIN;
-                 INSERT INTO records (user_id, source_platform, model, integration_id, stream, first_seen_at, updated_at, source_object_id, data, content_hash)
-                 SELECT 'bench', 'google_photos', 'media', 'bench', 'media_items', '2026-11-26T00:00:00.000000Z', '2026-11-26T00:00:00.000000Z', id, replace('{json}', '{{id}}', id), randomblob(16)
+                 INSERT INTO records (user_id, source_platform, model, integration_id, stream, first_seen_at, updated_at, source_object_id, data)
+                 SELECT 'bench', 'google_photos', 'media', 'bench', 'media_items', '2026-11-26T00:00:00.000000Z', '2026-11-26T00:00:00.000000Z', id, replace('{json}', '{{id}}', id)
                  FROM (WITH RECURSIVE n(i) AS (SELECT {first} UNION ALL SELECT i + 1 FROM n WHERE i < {last}) SELECT printf('AKfRoY%040d', i) AS id FROM n) WHERE true
                  ON CONFLICT (user_id, source_platform, model, source_object_id) DO NOTHING;
                  INSERT INTO checkpoints (integration_id, stream, partition_key, state, updated_at) VALUES ('bench', 'media_items', '', '{{}}', '2026-11-26T00:00:00.000000Z')

@@ -132,9 +132,8 @@ impl Batch {
     }
 }
 
-/// A mapped record in the form every sink stores: its JSON text and content hash, computed once
-/// where the record was mapped (so the mapped tree is built and dropped on one thread, and the
-/// writer only binds text).
+/// A mapped record in the form every sink stores: its JSON text, shared (so that binding it
+/// hands the text to a database driver without a copy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
     /// The provider's id.
@@ -142,25 +141,16 @@ pub struct StoredRecord {
     /// The model record as JSON, provenance included; for a tombstone, the provenance only.
     /// Shared, so that binding it hands the text to the database driver without a copy.
     pub json: Arc<str>,
-    /// The first 16 bytes of the BLAKE3 hash of `json`: ample to tell changed content apart.
-    pub hash: [u8; 16],
     /// The provider says it was deleted.
     pub deleted: bool,
 }
 
 impl From<MappedRecord> for StoredRecord {
     fn from(record: MappedRecord) -> Self {
-        let deleted = record.deleted;
-        let id = Arc::from(record.id.as_str());
-        let json: Arc<str> = Arc::from(record.into_json());
-        let digest = blake3::hash(json.as_bytes());
-        let mut hash = [0u8; 16];
-        hash.copy_from_slice(&digest.as_bytes()[..16]);
         Self {
-            id,
-            json,
-            hash,
-            deleted,
+            id: Arc::from(record.id.as_str()),
+            deleted: record.deleted,
+            json: Arc::from(record.into_json()),
         }
     }
 }

@@ -55,15 +55,14 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'q> Arc<str>: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
 {
     let mut query = QueryBuilder::<DB>::new(
         "INSERT INTO records (user_id, source_platform, model, integration_id, stream, first_seen_at, updated_at, ",
     );
     query.push(if tombstones {
-        "deleted_at, source_object_id, data, content_hash) "
+        "deleted_at, source_object_id, data) "
     } else {
-        "source_object_id, data, content_hash) "
+        "source_object_id, data) "
     });
     query.push_values(rows, |mut row, record| {
         row.push_bind(Arc::clone(&shared.user_id))
@@ -77,13 +76,11 @@ where
             // A tombstone keeps whatever data is stored: a new row gets an empty object.
             row.push_bind(Arc::clone(&shared.at))
                 .push_bind(Arc::clone(&record.id))
-                .push(format_args!("'{{}}'{}", DB::JSON_PARAM_SUFFIX))
-                .push_bind(&[][..]);
+                .push(format_args!("'{{}}'{}", DB::JSON_PARAM_SUFFIX));
         } else {
             row.push_bind(Arc::clone(&record.id))
                 .push_bind(Arc::clone(&record.json))
-                .push_unseparated(DB::JSON_PARAM_SUFFIX)
-                .push_bind(&record.hash[..]);
+                .push_unseparated(DB::JSON_PARAM_SUFFIX);
         }
     });
     query.push(on_conflict);
@@ -137,7 +134,9 @@ where
                     // come back (returning a row per record cost a third of the write): the
                     // first inserts the new records; the second, only when some were already
                     // stored, rewrites those whose content changed or that were deleted (the
-                    // rows just inserted have the same hash and are skipped).
+                    // rows just inserted have the same data and are skipped). Unchanged means
+                    // the same JSON text (SQLite) or the same JSON value (PostgreSQL's `jsonb`):
+                    // mapping writes a record's text the same way each time.
                     let new = insert_records::<DB>(
                         &mut transaction,
                         &shared,
@@ -154,8 +153,8 @@ where
                             false,
                             " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
                              integration_id = excluded.integration_id, stream = excluded.stream, data = excluded.data, \
-                             content_hash = excluded.content_hash, updated_at = excluded.updated_at, deleted_at = NULL \
-                             WHERE records.content_hash != excluded.content_hash OR records.deleted_at IS NOT NULL",
+                             updated_at = excluded.updated_at, deleted_at = NULL \
+                             WHERE records.data <> excluded.data OR records.deleted_at IS NOT NULL",
                         )
                         .await?
                     } else {
