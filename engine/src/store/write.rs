@@ -39,10 +39,11 @@ struct SharedColumns {
 /// Runs `INSERT INTO records` of `rows`, then `on_conflict`, and says how many rows it changed;
 /// one builder for records and tombstones.
 ///
-/// Every row binds its own copy of the shared values (a reference count, not a copy of the
-/// text), through plain `?` placeholders in SQLite: numbered placeholders (`$1` bound once) make
-/// sqlx look each one up by name, which SQLite answers with a linear scan, and that cost a tenth
-/// of the store's time at 300 parameters a statement (see BENCHMARKS.md).
+/// The values all rows share are bound once, in a one-row `shared` table joined with the page's
+/// rows, so that each row binds only its id and JSON. Placeholders stay plain `?` in SQLite:
+/// numbered ones (`$1` used in every row) make sqlx look each one up by name, which SQLite answers
+/// with a linear scan (see BENCHMARKS.md). The `WHERE true` keeps SQLite from reading
+/// `ON CONFLICT` as part of the join.
 async fn insert_records<DB>(
     connection: &mut DB::Connection,
     shared: &SharedColumns,
@@ -59,30 +60,43 @@ where
     let mut query = QueryBuilder::<DB>::new(
         "INSERT INTO records (user_id, source_platform, model, integration_id, stream, first_seen_at, updated_at, ",
     );
-    query.push(if tombstones {
-        "deleted_at, source_object_id, data) "
+    // A tombstone keeps whatever data is stored: a new row gets an empty object.
+    if tombstones {
+        query.push(format_args!(
+            "deleted_at, source_object_id, data) SELECT shared.*, page.column1, '{{}}'{} FROM (SELECT ",
+            DB::JSON_PARAM_SUFFIX
+        ));
     } else {
-        "source_object_id, data) "
-    });
-    query.push_values(rows, |mut row, record| {
-        row.push_bind(Arc::clone(&shared.user_id))
-            .push_bind(Arc::clone(&shared.platform))
-            .push_bind(Arc::clone(&shared.model))
-            .push_bind(Arc::clone(&shared.integration_id))
-            .push_bind(Arc::clone(&shared.stream))
-            .push_bind(Arc::clone(&shared.at))
-            .push_bind(Arc::clone(&shared.at));
+        query.push(
+            "source_object_id, data) SELECT shared.*, page.column1, page.column2 FROM (SELECT ",
+        );
+    }
+    {
+        let mut columns = query.separated(", ");
+        for value in [
+            &shared.user_id,
+            &shared.platform,
+            &shared.model,
+            &shared.integration_id,
+            &shared.stream,
+            &shared.at,
+            &shared.at,
+        ] {
+            columns.push_bind(Arc::clone(value));
+        }
         if tombstones {
-            // A tombstone keeps whatever data is stored: a new row gets an empty object.
-            row.push_bind(Arc::clone(&shared.at))
-                .push_bind(Arc::clone(&record.id))
-                .push(format_args!("'{{}}'{}", DB::JSON_PARAM_SUFFIX));
-        } else {
-            row.push_bind(Arc::clone(&record.id))
-                .push_bind(Arc::clone(&record.json))
+            columns.push_bind(Arc::clone(&shared.at));
+        }
+    }
+    query.push(") AS shared, (");
+    query.push_values(rows, |mut row, record| {
+        row.push_bind(Arc::clone(&record.id));
+        if !tombstones {
+            row.push_bind(Arc::clone(&record.json))
                 .push_unseparated(DB::JSON_PARAM_SUFFIX);
         }
     });
+    query.push(") AS page WHERE true");
     query.push(on_conflict);
     Ok(DB::rows_affected(
         &query.build().execute(&mut *connection).await?,
