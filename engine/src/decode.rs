@@ -33,13 +33,14 @@ pub fn decode(format: Decode, body: &[u8]) -> Result<Value, DecodeError> {
             if body.iter().all(u8::is_ascii_whitespace) {
                 return Ok(Value::Null);
             }
-            serde_json::from_slice(body).map_err(|error| DecodeError::new("JSON", error))
+            serde_json::from_str(utf8("JSON", body)?)
+                .map_err(|error| DecodeError::new("JSON", error))
         }
-        Decode::Jsonl => body
-            .split(|byte| *byte == b'\n')
-            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        Decode::Jsonl => utf8("JSON Lines", body)?
+            .lines()
+            .filter(|line| !line.trim_ascii().is_empty())
             .map(|line| {
-                serde_json::from_slice(line).map_err(|error| DecodeError::new("JSON Lines", error))
+                serde_json::from_str(line).map_err(|error| DecodeError::new("JSON Lines", error))
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array),
@@ -51,6 +52,12 @@ pub fn decode(format: Decode, body: &[u8]) -> Result<Value, DecodeError> {
                 .collect(),
         )),
     }
+}
+
+/// The body as text. JSON is UTF-8 (RFC 8259); checking the whole body at once is several times
+/// cheaper than checking each string as the parser meets it, which is what parsing bytes does.
+fn utf8<'a>(format: &'static str, body: &'a [u8]) -> Result<&'a str, DecodeError> {
+    std::str::from_utf8(body).map_err(|error| DecodeError::new(format, error))
 }
 
 fn decode_csv(body: &[u8]) -> Result<Value, DecodeError> {
@@ -203,6 +210,14 @@ mod tests {
         );
         assert_eq!(decode(Decode::Json, b"  ").unwrap(), Value::Null);
         assert!(decode(Decode::Json, br#"{"a": [1, "#).is_err());
+        // A body cut inside a multi-byte character, or not UTF-8 at all, is undecodable.
+        let error = decode(Decode::Json, b"{\"city\": \"M\xc3").unwrap_err();
+        assert!(error.to_string().contains("JSON"), "{error}");
+        assert!(decode(Decode::Json, b"{\"a\": \"\xff\"}").is_err());
+        assert_eq!(
+            decode(Decode::Json, "{\"city\": \"München\"}".as_bytes()).unwrap(),
+            json!({"city": "München"})
+        );
     }
 
     #[test]
@@ -222,6 +237,10 @@ mod tests {
             json!([{"id": 1}, {"id": 2}])
         );
         assert!(decode(Decode::Jsonl, b"{\"id\": 1}\n{\"id\"").is_err());
+        assert_eq!(
+            decode(Decode::Jsonl, b"{\"id\": 1}\r\n{\"id\": 2}\r\n").unwrap(),
+            json!([{"id": 1}, {"id": 2}])
+        );
     }
 
     #[test]

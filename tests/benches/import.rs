@@ -6,7 +6,8 @@
 //! `cargo bench -p hypernet-tests --bench import` runs N = 10k, 100k and 1M, each in a fresh
 //! process so that its peak RSS is its own, and prints a table. `-- --records N` runs one size;
 //! `-- --store-only N` times the store's share alone (N mapped records written page by page);
-//! `-- --sqlite-floor N` times SQLite alone writing the same rows (generated inside SQLite).
+//! `-- --sqlite-floor N` times SQLite alone writing the same rows (generated inside SQLite);
+//! `-- --stages N` times decoding and mapping alone, on one thread.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -343,6 +344,54 @@ fn store_only(total: usize) {
     );
 }
 
+/// The run thread's stages alone, on one thread with no I/O: each page decoded from the bytes the
+/// server sends, then its records mapped into the rows the store binds. Prints the CPU time a
+/// record costs in each, which is steadier than the import's rate on a shared machine.
+fn stages(total: usize) {
+    use engine::extract::CompiledPath;
+    use engine::map::{Mapped, Provenance, RecordMapper};
+    use engine::store::StoredRecord;
+    use engine::template::Templates;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../connectors/google_photos/connector.yaml");
+    let spec = engine::spec::load(&root).expect("the google_photos spec");
+    let stream = &spec.streams["media_items"];
+    let mut templates = Templates::default();
+    let mapper = RecordMapper::compile(stream.model.expect("a model"), stream, &mut templates)
+        .expect("compiles");
+    let records = CompiledPath::compile(stream.records.as_str()).expect("records path");
+    let provenance = Provenance::new("bench", "bench", "google_photos");
+    let none = minijinja::Value::from(());
+    let template = PageTemplate::new();
+    let pages = total.div_ceil(PAGE_SIZE);
+    let (mut decoding, mut mapping) = (0.0, 0.0);
+    let mut stored = 0usize;
+    for page in 0..pages {
+        let body = template.page(page, (page + 1 < pages).then_some(page + 1));
+        let started = Instant::now();
+        let decoded = engine::decode::decode(stream.decode, &body).expect("decodes");
+        let decoded_at = Instant::now();
+        let mut rows = Vec::with_capacity(PAGE_SIZE);
+        records.for_each(&decoded, |raw| {
+            if let Mapped::Record(record) = mapper.map(raw, &none, &none, &provenance, &templates) {
+                rows.push(StoredRecord::from(record));
+            }
+        });
+        stored += rows.len();
+        drop(rows);
+        drop(decoded);
+        decoding += (decoded_at - started).as_secs_f64();
+        mapping += decoded_at.elapsed().as_secs_f64();
+    }
+    assert_eq!(stored, pages * PAGE_SIZE, "every record maps");
+    let per_record = |seconds: f64| seconds * 1e6 / stored as f64;
+    println!(
+        "stages {stored:>9} records  decode {:>5.2} µs/record  map {:>5.2} µs/record",
+        per_record(decoding),
+        per_record(mapping)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let value = |flag: &str| {
@@ -362,6 +411,9 @@ fn main() {
     }
     if let Some(total) = value("--sqlite-floor") {
         return sqlite_floor(total);
+    }
+    if let Some(total) = value("--stages") {
+        return stages(total);
     }
     println!(
         "import benchmark: google_photos spec, {PAGE_SIZE} records per page, loopback HTTP, SQLite file"
