@@ -1,10 +1,12 @@
 //! Selecting values with JSONPath, compiled once per run.
 //!
-//! Most paths in specs are plain (`$.nextPageToken`, `$.mediaItems[*]`, `$['@odata.nextLink']`);
-//! those become direct lookups, which are several times faster than a general RFC 9535
-//! evaluation. Anything else runs through `serde_json_path`.
+//! Most paths in specs are plain (`$.nextPageToken`, `$.mediaItems[*]`, `$['@odata.nextLink']`,
+//! `$.mediaMetadata['photo','video'].cameraMake`); those become direct lookups, which are several
+//! times faster than a general RFC 9535 evaluation. Anything else runs through `serde_json_path`.
 
-use serde_json::Value;
+use std::ops::ControlFlow;
+
+use serde_json::{Map, Value};
 
 /// A compiled JSONPath.
 #[derive(Debug, Clone)]
@@ -25,7 +27,11 @@ enum Plan {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
+    /// `.name`, `['name']`.
     Key(String),
+    /// `['a','b']`: each member that exists, in the order named.
+    Keys(Vec<String>),
+    /// `[N]`.
     Index(usize),
 }
 
@@ -63,18 +69,10 @@ impl CompiledPath {
     pub fn for_each<'a>(&self, value: &'a Value, mut each: impl FnMut(&'a Value)) {
         match &self.plan {
             Plan::Direct { steps, wildcard } => {
-                let Some(target) = follow(value, steps) else {
-                    return;
-                };
-                if !*wildcard {
-                    each(target);
-                    return;
-                }
-                match target {
-                    Value::Array(items) => items.iter().for_each(each),
-                    Value::Object(members) => members.values().for_each(each),
-                    _ => {}
-                }
+                let _ = visit(value, steps, *wildcard, &mut |node| {
+                    each(node);
+                    ControlFlow::Continue(())
+                });
             }
             Plan::General(path) => path.query(value).all().into_iter().for_each(each),
         }
@@ -83,11 +81,15 @@ impl CompiledPath {
     /// The first node the path selects.
     pub fn first<'a>(&self, value: &'a Value) -> Option<&'a Value> {
         match &self.plan {
-            Plan::Direct {
-                steps,
-                wildcard: false,
-            } => follow(value, steps),
-            _ => {
+            Plan::Direct { steps, wildcard } => {
+                let mut found = None;
+                let _ = visit(value, steps, *wildcard, &mut |node| {
+                    found = Some(node);
+                    ControlFlow::Break(())
+                });
+                found
+            }
+            Plan::General(_) => {
                 let mut found = None;
                 self.for_each(value, |node| {
                     if found.is_none() {
@@ -100,18 +102,75 @@ impl CompiledPath {
     }
 }
 
-fn follow<'a>(mut value: &'a Value, steps: &[Step]) -> Option<&'a Value> {
-    for step in steps {
-        value = match (step, value) {
-            (Step::Key(key), Value::Object(members)) => members.get(key)?,
-            (Step::Index(index), Value::Array(items)) => items.get(*index)?,
-            _ => return None,
+/// Calls `each` with every node `steps` (then, with `wildcard`, `[*]`) select from `value`, in
+/// order, until it says to stop.
+fn visit<'a>(
+    value: &'a Value,
+    steps: &[Step],
+    wildcard: bool,
+    each: &mut dyn FnMut(&'a Value) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let Some((step, rest)) = steps.split_first() else {
+        if !wildcard {
+            return each(value);
+        }
+        return match value {
+            Value::Array(items) => items.iter().try_for_each(each),
+            Value::Object(members) => members.values().try_for_each(each),
+            _ => ControlFlow::Continue(()),
         };
+    };
+    match (step, value) {
+        (Step::Key(key), Value::Object(members)) => match member(members, key) {
+            Some(child) => visit(child, rest, wildcard, each),
+            None => ControlFlow::Continue(()),
+        },
+        (Step::Keys(keys), Value::Object(members)) => keys
+            .iter()
+            .filter_map(|key| member(members, key))
+            .try_for_each(|child| visit(child, rest, wildcard, each)),
+        (Step::Index(index), Value::Array(items)) => match items.get(*index) {
+            Some(child) => visit(child, rest, wildcard, each),
+            None => ControlFlow::Continue(()),
+        },
+        _ => ControlFlow::Continue(()),
     }
-    Some(value)
 }
 
-/// Recognises `$`, `.name`, `['name']`, `[N]` steps and an optional final `[*]` or `.*`.
+/// The member `key` of an object. Provider objects are small; comparing a few keys costs less
+/// than the SipHash of a lookup (serde_json's map with `preserve_order` hashes every key).
+pub(crate) fn member<'a>(members: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if members.len() <= 16 {
+        members
+            .iter()
+            .find_map(|(name, value)| (name == key).then_some(value))
+    } else {
+        members.get(key)
+    }
+}
+
+/// Reads `'name'` or `'a', 'b'` up to the closing `]`: the names and what follows the bracket.
+/// A name with a quote or backslash (an escape) is left to the general evaluator.
+fn quoted_names(mut rest: &str) -> Option<(Vec<String>, &str)> {
+    let mut names = Vec::new();
+    loop {
+        let after = rest.trim_start().strip_prefix('\'')?;
+        let end = after.find('\'')?;
+        let name = &after[..end];
+        if name.contains('\\') {
+            return None;
+        }
+        names.push(name.to_owned());
+        rest = after[end + 1..].trim_start();
+        if let Some(after) = rest.strip_prefix(']') {
+            return Some((names, after));
+        }
+        rest = rest.strip_prefix(',')?;
+    }
+}
+
+/// Recognises `$`, `.name`, `['name']`, `['a','b']`, `[N]` steps and an optional final `[*]` or
+/// `.*`.
 fn direct_plan(source: &str) -> Option<(Vec<Step>, bool)> {
     let mut rest = source.strip_prefix('$')?;
     let mut steps = Vec::new();
@@ -132,14 +191,16 @@ fn direct_plan(source: &str) -> Option<(Vec<Step>, bool)> {
             }
             steps.push(Step::Key(name.to_owned()));
             rest = &after[end..];
-        } else if let Some(after) = rest.strip_prefix("['") {
-            let end = after.find("']")?;
-            let name = &after[..end];
-            if name.contains(['\\', '\'']) {
-                return None;
-            }
-            steps.push(Step::Key(name.to_owned()));
-            rest = &after[end + 2..];
+        } else if let Some((mut names, after)) = rest
+            .strip_prefix('[')
+            .filter(|inner| inner.trim_start().starts_with('\''))
+            .and_then(quoted_names)
+        {
+            steps.push(match names.len() {
+                1 => Step::Key(names.remove(0)),
+                _ => Step::Keys(names),
+            });
+            rest = after;
         } else if let Some(after) = rest.strip_prefix('[') {
             let end = after.find(']')?;
             let digits = &after[..end];
@@ -190,6 +251,8 @@ mod tests {
             ("$['@odata.nextLink']", 1),
             ("$.items[0].id", 3),
             ("$.items[*]", 1),
+            ("$.m['photo','video'].cameraMake", 3),
+            ("$.m[ 'photo' , 'video' ]", 2),
         ] {
             let path = CompiledPath::compile(source).unwrap();
             assert!(
@@ -200,7 +263,8 @@ mod tests {
         for source in [
             "$..id",
             "$.items[?@.id]",
-            "$.a['b','c']",
+            "$.a[\"b\",'c']",
+            "$.a['b\\'c']",
             "$.items[-1]",
             "$.items[0:2]",
         ] {
@@ -222,7 +286,10 @@ mod tests {
             "@odata.nextLink": "https://example.com/next",
             "map": {"k1": 1, "k2": 2},
             "empty": [],
-            "scalar": 3
+            "scalar": 3,
+            "m": {"photo": {"cameraMake": "Pixel"}},
+            "v": {"video": {"cameraMake": "Apple"}},
+            "both": {"video": {"cameraMake": "Apple"}, "photo": {"cameraMake": "Pixel"}}
         });
         for source in [
             "$",
@@ -240,6 +307,15 @@ mod tests {
             "$.missing",
             "$.missing[*]",
             "$.a.b.c",
+            "$.a['b','c']",
+            "$.a['c','b']",
+            "$.a['b','b']",
+            "$.a['b','missing','c'][*]",
+            "$.m['photo','video'].cameraMake",
+            "$.v['photo','video'].cameraMake",
+            "$.both['photo','video'].cameraMake",
+            "$.items['photo','video']",
+            "$['a', 'map'].k1",
         ] {
             assert_eq!(
                 compiled(source, &document),

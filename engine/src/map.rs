@@ -126,7 +126,7 @@ impl RecordFields {
                 names
                     .iter()
                     .filter_map(|name| {
-                        let value = record.get(name)?;
+                        let value = crate::extract::member(record.as_object()?, name)?;
                         Some((
                             name.clone(),
                             minijinja::Value::from(minijinja::value::Serde(value)),
