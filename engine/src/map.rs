@@ -175,6 +175,73 @@ impl<'a> Lazy<'a> {
     }
 }
 
+/// At most this many renders of one template are kept for a page.
+const RENDERS_KEPT: usize = 8;
+
+/// What the records of one page share while they are mapped: the parent record (for a
+/// substream), the integration's config, and the renders of the stream's templates made so far.
+///
+/// Templates are pure (the sandbox has no clock, randomness or I/O), and within a page `parent`
+/// and `config` are fixed, so a template that reads only named record attributes renders the same
+/// text for records with the same values there: `media_type` from `mimeType` renders a few times
+/// a page instead of once a record. A page's scope is dropped with the page.
+pub struct PageScope<'p> {
+    parent: &'p minijinja::Value,
+    config: &'p minijinja::Value,
+    /// By map field: the renders of its template kept so far.
+    renders: Vec<Vec<Render<'p>>>,
+}
+
+/// One render of a template: the record attribute values it read (`None` for an absent one),
+/// and the text.
+type Render<'p> = (Vec<Option<&'p Value>>, String);
+
+impl<'p> PageScope<'p> {
+    /// The scope of a page whose records have `parent` (`()` for a root stream), under `config`.
+    pub fn new(parent: &'p minijinja::Value, config: &'p minijinja::Value) -> Self {
+        Self {
+            parent,
+            config,
+            renders: Vec::new(),
+        }
+    }
+
+    /// What template `template` (of map field `slot`, reading the record attributes `names`)
+    /// renders for `record`: a render already made for the same values, or a new one.
+    fn render(
+        &mut self,
+        slot: usize,
+        names: &[String],
+        record: &'p Value,
+        template: &TemplateId,
+        context: &Lazy<'_>,
+        templates: &Templates,
+    ) -> Result<String, String> {
+        let read: Vec<Option<&'p Value>> = names
+            .iter()
+            .map(|name| {
+                record
+                    .as_object()
+                    .and_then(|members| crate::extract::member(members, name))
+            })
+            .collect();
+        if self.renders.len() <= slot {
+            self.renders.resize_with(slot + 1, Vec::new);
+        }
+        let kept = &mut self.renders[slot];
+        if let Some((_, text)) = kept.iter().find(|(values, _)| *values == read) {
+            return Ok(text.clone());
+        }
+        let text = templates
+            .render(template, context.get())
+            .map_err(|error| error.to_string())?;
+        if kept.len() < RENDERS_KEPT {
+            kept.push((read, text.clone()));
+        }
+        Ok(text)
+    }
+}
+
 /// Every node `path` selects, as one list: a single selected list is taken as it is.
 fn gather<'a>(path: &CompiledPath, record: &'a Value) -> Option<Cow<'a, Value>> {
     let mut nodes: Vec<&'a Value> = Vec::new();
@@ -234,7 +301,8 @@ mod tests {
         let provenance = Provenance::new("user \"1\"", "integration-1", "google_photos");
         let raw = serde_json::json!({"id": "a/1", "mimeType": "video/mp4", "baseUrl": "https://x/a", "width": "1920"});
         let none = minijinja::Value::from(());
-        let Mapped::Record(record) = mapper.map(&raw, &none, &none, &provenance, &templates) else {
+        let mut scope = PageScope::new(&none, &none);
+        let Mapped::Record(record) = mapper.map(&raw, &mut scope, &provenance, &templates) else {
             panic!("maps");
         };
         assert_eq!(
@@ -249,6 +317,70 @@ mod tests {
             "{}",
             tombstone.json()
         );
+    }
+
+    /// Within a page, a template renders once per distinct set of the values it reads; every
+    /// record still gets what its own values render to, past the number of renders kept too.
+    #[test]
+    fn a_page_renders_each_template_once_per_distinct_input() {
+        let stream: Stream = serde_json::from_value(serde_json::json!({
+            "model": "media",
+            "request": {"path": "/media"},
+            "records": "$.items[*]",
+            "id": "$.id",
+            "map": {
+                "media_type": "{{ 'video' if record.mimeType is startingwith('video/') else 'photo' }}",
+                "file_path": "$.url",
+                "title": "{{ record.name | upper }} {{ config.suffix }}",
+                "description": "{{ record | tojson }}"
+            }
+        }))
+        .unwrap();
+        let mut templates = Templates::default();
+        let mapper = RecordMapper::compile(ModelKind::Media, &stream, &mut templates).unwrap();
+        let provenance = Provenance::new("u", "i", "p");
+        let parent = minijinja::Value::from(());
+        let config = minijinja::Value::from(minijinja::value::Serde(
+            serde_json::json!({"suffix": "(x)"}),
+        ));
+        let mimes = [
+            "image/jpeg",
+            "video/mp4",
+            "image/jpeg",
+            "image/png",
+            "video/mp4",
+        ];
+        let raws: Vec<Value> = (0..12)
+            .map(|n| {
+                let mut raw = serde_json::json!({"id": format!("r{n}"), "url": "https://x", "name": format!("n{n}")});
+                if let Some(mime) = mimes.get(n) {
+                    raw["mimeType"] = serde_json::json!(mime);
+                }
+                raw
+            })
+            .collect();
+        let mut scope = PageScope::new(&parent, &config);
+        for (n, raw) in raws.iter().enumerate() {
+            let Mapped::Record(record) = mapper.map(raw, &mut scope, &provenance, &templates)
+            else {
+                panic!("maps");
+            };
+            let data = record.data().unwrap();
+            let expected = if mimes.get(n).is_some_and(|mime| mime.starts_with("video/")) {
+                "video"
+            } else {
+                "photo"
+            };
+            assert_eq!(data["media_type"], expected, "{n}");
+            assert_eq!(data["title"], format!("N{n} (x)"), "{n}");
+            // A template that reads the whole record is rendered for each record.
+            let description: Value =
+                serde_json::from_str(data["description"].as_str().unwrap()).unwrap();
+            assert_eq!(description, *raw);
+        }
+        // media_type: jpeg, mp4, png and no mimeType at all; title: the first 8 names kept.
+        let kept: Vec<usize> = scope.renders.iter().map(Vec::len).collect();
+        assert_eq!(kept, [4, 0, RENDERS_KEPT]);
     }
 
     #[test]
@@ -286,6 +418,9 @@ struct FieldPlan {
     check: FieldCheck,
     default: Option<Value>,
     required: bool,
+    /// For a template that reads only named record attributes (or none): those names, whose
+    /// values are all its output can depend on within a page (see [`PageScope`]).
+    reads: Option<Vec<String>>,
 }
 
 /// Who a record belongs to: filled into every record's provenance fields.
@@ -458,6 +593,18 @@ impl RecordMapper {
                 FieldMapping::Full(rule) => rule.default.clone(),
                 FieldMapping::Short(_) => None,
             };
+            let reads = match mapping.source() {
+                ValueSource::Template(text) => {
+                    let mut fields = RecordFields::default();
+                    fields.add(text.as_str(), false);
+                    match fields {
+                        RecordFields::None => Some(vec![]),
+                        RecordFields::Only(names) => Some(names),
+                        RecordFields::All => None,
+                    }
+                }
+                ValueSource::Path(_) => None,
+            };
             let mut key = b",".to_vec();
             push_json(&mut key, info.name);
             key.push(b':');
@@ -465,6 +612,7 @@ impl RecordMapper {
                 name: info.name,
                 key: into_text(key),
                 check: FieldCheck::new(model, info.name),
+                reads,
                 source: Source::compile(mapping.source(), templates)?,
                 converter: mapping
                     .conversion()
@@ -511,15 +659,14 @@ impl RecordMapper {
     }
 
     /// Maps one raw record.
-    pub fn map(
+    pub fn map<'p>(
         &self,
-        raw: &Value,
-        parent: &minijinja::Value,
-        config: &minijinja::Value,
+        raw: &'p Value,
+        scope: &mut PageScope<'p>,
         provenance: &Provenance,
         templates: &Templates,
     ) -> Mapped {
-        let context = Lazy::new(raw, &self.record_fields, parent, config);
+        let context = Lazy::new(raw, &self.record_fields, scope.parent, scope.config);
         let reject = |id: Option<String>, reason: String| {
             Mapped::Rejected(Reject {
                 id,
@@ -551,10 +698,15 @@ impl RecordMapper {
             .map(|name| format!("\"{name}\" is a required property"))
             .collect();
         let mut json = provenance.open(&id, self.size_hint.load(Ordering::Relaxed));
-        for field in &self.fields {
-            let selected = match (&field.source, field.converter) {
+        for (slot, field) in self.fields.iter().enumerate() {
+            let selected = match (&field.source, field.converter, &field.reads) {
                 // A list field gathers every node its path selects (`$.labels[*].name`).
-                (Source::Path(path), Converter::ByKind(ValueKind::Array)) => Ok(gather(path, raw)),
+                (Source::Path(path), Converter::ByKind(ValueKind::Array), _) => {
+                    Ok(gather(path, raw))
+                }
+                (Source::Template(template), _, Some(names)) => scope
+                    .render(slot, names, raw, template, &context, templates)
+                    .map(|text| (!text.is_empty()).then_some(Cow::Owned(Value::String(text)))),
                 _ => field.source.value(raw, &context, templates),
             };
             let value = match selected {

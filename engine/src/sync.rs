@@ -20,7 +20,9 @@ use crate::extract::CompiledPath;
 use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, Page};
 use crate::incremental::{ChangeLog, CompiledIncremental, token_text};
 use crate::listing::Listing;
-use crate::map::{BuildError, Lazy, Mapped, Provenance, RecordFields, RecordMapper, Source};
+use crate::map::{
+    BuildError, Lazy, Mapped, PageScope, Provenance, RecordFields, RecordMapper, Source,
+};
 use crate::paginate::{PageCursor, PageRequest};
 use crate::request::{Injection, RequestError};
 use crate::spec::{ConnectorSpec, Decode};
@@ -1020,14 +1022,9 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 if let Some(mapper) = &stream.mapper {
                     batch.model = Some(mapper.model());
                     batch.records.reserve(raw_records.len());
+                    let mut scope = PageScope::new(&parent, &self.fetcher.config);
                     for raw in &raw_records {
-                        match mapper.map(
-                            raw,
-                            &parent,
-                            &self.fetcher.config,
-                            &self.fetcher.provenance,
-                            templates,
-                        ) {
+                        match mapper.map(raw, &mut scope, &self.fetcher.provenance, templates) {
                             Mapped::Record(record) => batch.records.push(record.into()),
                             Mapped::Rejected(reject) => batch.rejects.push(reject),
                         }

@@ -13,6 +13,10 @@ use minijinja::{Environment, UndefinedBehavior};
 pub const FUEL_PER_RENDER: u64 = 50_000;
 
 /// A fresh sandboxed environment with the engine's settings.
+///
+/// Every function, filter and test in it must stay pure (no clock, randomness or I/O): mapping
+/// reuses a template's render for records of a page that give it the same values
+/// ([`crate::map::PageScope`]).
 pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_fuel(Some(FUEL_PER_RENDER));

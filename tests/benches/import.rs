@@ -371,7 +371,7 @@ fn store_only(total: usize) {
 /// record costs in each, which is steadier than the import's rate on a shared machine.
 fn stages(total: usize) {
     use engine::extract::CompiledPath;
-    use engine::map::{Mapped, Provenance, RecordMapper};
+    use engine::map::{Mapped, PageScope, Provenance, RecordMapper};
     use engine::store::StoredRecord;
     use engine::template::Templates;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -394,8 +394,9 @@ fn stages(total: usize) {
         let decoded = engine::decode::decode(stream.decode, &body).expect("decodes");
         let decoded_at = Instant::now();
         let mut rows = Vec::with_capacity(PAGE_SIZE);
+        let mut scope = PageScope::new(&none, &none);
         records.for_each(&decoded, |raw| {
-            if let Mapped::Record(record) = mapper.map(raw, &none, &none, &provenance, &templates) {
+            if let Mapped::Record(record) = mapper.map(raw, &mut scope, &provenance, &templates) {
                 rows.push(StoredRecord::from(record));
             }
         });
