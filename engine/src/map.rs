@@ -279,25 +279,31 @@ mod tests {
         assert!(gather(&CompiledPath::compile("$.none[*]").unwrap(), &record).is_none());
     }
 
-    /// The JSON text written field by field is the record a tree would serialize to: the
-    /// provenance first (escaped), then the fields in the spec's order.
-    #[test]
-    fn records_are_written_as_json_text_in_field_order() {
+    /// The mapper of a media stream with `map`, and its templates.
+    fn media_mapper(map: Value) -> (RecordMapper, Templates) {
         let stream: Stream = serde_json::from_value(serde_json::json!({
             "model": "media",
             "request": {"path": "/media"},
             "records": "$.items[*]",
             "id": "$.id",
-            "map": {
-                "width": "$.width",
-                "media_type": "{{ 'video' if record.mimeType is startingwith('video/') else 'photo' }}",
-                "file_path": "$.baseUrl",
-                "title": "$.missing"
-            }
+            "map": map
         }))
         .unwrap();
         let mut templates = Templates::default();
         let mapper = RecordMapper::compile(ModelKind::Media, &stream, &mut templates).unwrap();
+        (mapper, templates)
+    }
+
+    /// The JSON text written field by field is the record a tree would serialize to: the
+    /// provenance first (escaped), then the fields in the spec's order.
+    #[test]
+    fn records_are_written_as_json_text_in_field_order() {
+        let (mapper, templates) = media_mapper(serde_json::json!({
+            "width": "$.width",
+            "media_type": "{{ 'video' if record.mimeType is startingwith('video/') else 'photo' }}",
+            "file_path": "$.baseUrl",
+            "title": "$.missing"
+        }));
         let provenance = Provenance::new("user \"1\"", "integration-1", "google_photos");
         let raw = serde_json::json!({"id": "a/1", "mimeType": "video/mp4", "baseUrl": "https://x/a", "width": "1920"});
         let none = minijinja::Value::from(());
@@ -323,21 +329,12 @@ mod tests {
     /// record still gets what its own values render to, past the number of renders kept too.
     #[test]
     fn a_page_renders_each_template_once_per_distinct_input() {
-        let stream: Stream = serde_json::from_value(serde_json::json!({
-            "model": "media",
-            "request": {"path": "/media"},
-            "records": "$.items[*]",
-            "id": "$.id",
-            "map": {
-                "media_type": "{{ 'video' if record.mimeType is startingwith('video/') else 'photo' }}",
-                "file_path": "$.url",
-                "title": "{{ record.name | upper }} {{ config.suffix }}",
-                "description": "{{ record | tojson }}"
-            }
-        }))
-        .unwrap();
-        let mut templates = Templates::default();
-        let mapper = RecordMapper::compile(ModelKind::Media, &stream, &mut templates).unwrap();
+        let (mapper, templates) = media_mapper(serde_json::json!({
+            "media_type": "{{ 'video' if record.mimeType is startingwith('video/') else 'photo' }}",
+            "file_path": "$.url",
+            "title": "{{ record.name | upper }} {{ config.suffix }}",
+            "description": "{{ record | tojson }}"
+        }));
         let provenance = Provenance::new("u", "i", "p");
         let parent = minijinja::Value::from(());
         let config = minijinja::Value::from(minijinja::value::Serde(

@@ -110,16 +110,25 @@ impl FieldCheck {
         if validator.is_valid(value) {
             return Ok(());
         }
-        let reasons: Vec<String> = validator
-            .iter_errors(value)
-            .take(5)
-            .map(|error| {
-                let inner = error.instance_path().as_str().replace('/', ".");
-                format!("{}{inner}: {error}", self.name)
-            })
-            .collect();
-        Err(reasons.join("; "))
+        Err(reasons(validator, value, self.name).join("; "))
     }
+}
+
+/// What is wrong with `value` (at most five things), each named by where it is: `at` and the
+/// place inside `value`, as a dotted path.
+fn reasons(validator: &jsonschema::Validator, value: &Value, at: &str) -> Vec<String> {
+    validator
+        .iter_errors(value)
+        .take(5)
+        .map(|error| {
+            let inner = error.instance_path().as_str().replace('/', ".");
+            let place = format!("{at}{inner}");
+            match place.trim_start_matches('.') {
+                "" => error.to_string(),
+                place => format!("{place}: {error}"),
+            }
+        })
+        .collect()
 }
 
 /// The reason a record that failed `reasons` is refused, as [`validate_record`] words it.
@@ -140,23 +149,7 @@ pub fn validate_record(model: ModelKind, record: &Value) -> Result<(), String> {
     if validator.is_valid(record) {
         return Ok(());
     }
-    let reasons: Vec<String> = validator
-        .iter_errors(record)
-        .take(5)
-        .map(|error| {
-            let path = error
-                .instance_path()
-                .as_str()
-                .trim_start_matches('/')
-                .replace('/', ".");
-            if path.is_empty() {
-                error.to_string()
-            } else {
-                format!("{path}: {error}")
-            }
-        })
-        .collect();
-    Err(misfit(model, &reasons))
+    Err(misfit(model, &reasons(validator, record, "")))
 }
 
 #[cfg(test)]
