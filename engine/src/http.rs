@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use crate::decode::{DecodeError, decode};
+use crate::decode::decode;
 use crate::events::{Event, Observer};
 use crate::ratelimit::RateGate;
 use crate::spec::{Decode, HostPattern, Retry, WaitFormat};
@@ -277,13 +277,15 @@ impl HttpClient {
                 .await;
             auth.prepare().await.map_err(HttpError::Refresh)?;
             observer.event(&Event::Request);
-            let (reason, header_wait) = match self.send(request, format, auth).await {
+            let (reason, header_wait) = match self.send(request, auth).await {
+                // Decoded here, on the task that maps the page and drops it: building the tree
+                // on the exchange's worker thread and freeing it on the run's cost more CPU
+                // than decoding in parallel saved (BENCHMARKS.md).
                 Ok(Exchange {
                     status,
                     headers,
-                    decoded: Some(decoded),
-                    ..
-                }) => match decoded {
+                    body,
+                }) if (200..300).contains(&status) => match decode(format, &body) {
                     Ok(value) => {
                         return Ok(Page {
                             status,
@@ -347,12 +349,7 @@ impl HttpClient {
     }
 
     /// One exchange; a transport failure comes back described.
-    async fn send(
-        &self,
-        request: &HttpRequest,
-        format: Decode,
-        auth: &dyn Authorizer,
-    ) -> Result<Exchange, String> {
+    async fn send(&self, request: &HttpRequest, auth: &dyn Authorizer) -> Result<Exchange, String> {
         let mut headers = HeaderMap::new();
         for (name, value) in &request.headers {
             if let (Ok(name), Ok(value)) = (
@@ -398,9 +395,9 @@ impl HttpClient {
             let _ = url.set_host(base.host_str());
             let _ = url.set_port(base.port_or_known_default());
         }
-        // The exchange is its own task: the body streams in and is decoded on a worker thread,
-        // even while the run that asked for it is busy mapping the page before (a run requests
-        // its next page before it maps the current one). Dropping the fetch aborts it.
+        // The exchange is its own task: the request goes out and the body streams in even while
+        // the run that asked for it is busy mapping the page before (a run requests its next
+        // page before it maps the current one). Dropping the fetch aborts it.
         let exchange = Abortable(tokio::spawn(async move {
             let response = client
                 .execute(built)
@@ -412,12 +409,10 @@ impl HttpClient {
                 .bytes()
                 .await
                 .map_err(|error| describe_transport_error(&error))?;
-            let decoded = (200..300).contains(&status).then(|| decode(format, &body));
             Ok(Exchange {
                 status,
                 headers,
                 body,
-                decoded,
             })
         }));
         exchange.await
@@ -446,8 +441,6 @@ struct Exchange {
     status: u16,
     headers: HeaderMap,
     body: bytes::Bytes,
-    /// The body decoded, for a success status.
-    decoded: Option<Result<Value, DecodeError>>,
 }
 
 /// A spawned exchange, aborted when the fetch waiting for it is dropped.
