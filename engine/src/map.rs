@@ -402,6 +402,17 @@ mod tests {
         assert!(value.get_attr("big").unwrap().is_undefined());
         fields.add("{{ record | tojson }}", false);
         assert_eq!(fields, RecordFields::All);
+        // A template that picks attributes by computed name reads the whole record (renders of
+        // it are never reused within a page).
+        for dynamic in [
+            "{% for name in ['a', 'b'] %}{{ record[name] }}{% endfor %}",
+            "{{ record[config.field] }}",
+            "{% set r = record %}{{ r.a }}",
+        ] {
+            let mut fields = RecordFields::default();
+            fields.add(dynamic, false);
+            assert_eq!(fields, RecordFields::All, "{dynamic}");
+        }
     }
 }
 
