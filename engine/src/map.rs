@@ -60,14 +60,17 @@ impl Source {
                 .first(record)
                 .filter(|value| !value.is_null())
                 .map(Cow::Borrowed)),
-            Self::Template(id) => {
-                let text = templates
-                    .render(id, context.get())
-                    .map_err(|error| error.to_string())?;
-                Ok((!text.is_empty()).then_some(Cow::Owned(Value::String(text))))
-            }
+            Self::Template(id) => templates
+                .render(id, context.get())
+                .map(rendered)
+                .map_err(|error| error.to_string()),
         }
     }
+}
+
+/// A template's text as a value: an empty render is no value.
+fn rendered<'a>(text: String) -> Option<Cow<'a, Value>> {
+    (!text.is_empty()).then_some(Cow::Owned(Value::String(text)))
 }
 
 /// Which parts of a record a stream's templates read, found when they are compiled.
@@ -115,6 +118,22 @@ impl RecordFields {
                 }
                 (Some(name), Self::None) => *self = Self::Only(vec![name.to_owned()]),
             }
+        }
+    }
+
+    /// What one template reads.
+    fn of(template: &str) -> Self {
+        let mut fields = Self::default();
+        fields.add(template, false);
+        fields
+    }
+
+    /// The attributes read, by name (none at all is an empty list); `None` for the whole record.
+    fn names(self) -> Option<Vec<String>> {
+        match self {
+            Self::None => Some(vec![]),
+            Self::Only(names) => Some(names),
+            Self::All => None,
         }
     }
 
@@ -602,15 +621,7 @@ impl RecordMapper {
                 FieldMapping::Short(_) => None,
             };
             let reads = match mapping.source() {
-                ValueSource::Template(text) => {
-                    let mut fields = RecordFields::default();
-                    fields.add(text.as_str(), false);
-                    match fields {
-                        RecordFields::None => Some(vec![]),
-                        RecordFields::Only(names) => Some(names),
-                        RecordFields::All => None,
-                    }
-                }
+                ValueSource::Template(text) => RecordFields::of(text.as_str()).names(),
                 ValueSource::Path(_) => None,
             };
             let mut key = b",".to_vec();
@@ -714,7 +725,7 @@ impl RecordMapper {
                 }
                 (Source::Template(template), _, Some(names)) => scope
                     .render(slot, names, raw, template, &context, templates)
-                    .map(|text| (!text.is_empty()).then_some(Cow::Owned(Value::String(text)))),
+                    .map(rendered),
                 _ => field.source.value(raw, &context, templates),
             };
             let value = match selected {
