@@ -25,6 +25,20 @@ pub fn connector_specs() -> Vec<PathBuf> {
     specs
 }
 
+/// An HTTP client for `spec` whose requests all go to `server`, without rate limits.
+pub fn sandbox_client(spec: &ConnectorSpec, server: &url::Url) -> HttpClient {
+    HttpClient::new(
+        spec.allowed_hosts.clone(),
+        spec.retry.clone(),
+        engine::ratelimit::RateGate::unlimited(),
+        ClientOptions {
+            transport: Transport::Sandbox(server.clone()),
+            ..ClientOptions::default()
+        },
+    )
+    .expect("an HTTP client")
+}
+
 /// A connectors folder (as `--connectors-root` takes) holding each spec text as
 /// `<folder>/connector.yaml`.
 pub fn connectors_folder(specs: &[(&str, &str)]) -> tempfile::TempDir {

@@ -7,12 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use engine::events::Counters;
-use engine::http::{ClientOptions, HttpClient, Transport};
 use engine::oauth::{
     AuthorizationStart, Authorized, OAuthAuthorizer, OAuthClient, OAuthError, TokenEndpoint,
     TokenSet, authorization_url,
 };
-use engine::ratelimit::RateGate;
 use engine::spec::{Auth, ConnectorSpec, OAuth2Auth};
 use engine::store::SqliteStore;
 use engine::sync::{CompiledConnector, Integration, SyncError, SyncRun};
@@ -69,19 +67,6 @@ fn client() -> OAuthClient {
     }
 }
 
-fn http(spec: &ConnectorSpec, server: &url::Url) -> HttpClient {
-    HttpClient::new(
-        spec.allowed_hosts.clone(),
-        spec.retry.clone(),
-        RateGate::unlimited(),
-        ClientOptions {
-            transport: Transport::Sandbox(server.clone()),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap()
-}
-
 /// The user's browser: follows the authorization URL to the provider and stops at the redirect
 /// back to Hypernet, returning the callback's query.
 async fn browser(start: &AuthorizationStart, server: &url::Url) -> HashMap<String, String> {
@@ -116,7 +101,7 @@ async fn connect(
 ) -> Result<(AuthorizationStart, Authorized), OAuthError> {
     let start = authorization_url(oauth(spec), &client(), REDIRECT)?;
     let callback = browser(&start, server).await;
-    let http = http(spec, server);
+    let http = hypernet_tests::sandbox_client(spec, server);
     let authorized = TokenEndpoint::new(oauth(spec), &client(), &http, &Counters::default())
         .complete(REDIRECT, &callback, &start)
         .await?;
@@ -134,7 +119,7 @@ async fn sync(
     let connector = CompiledConnector::compile(Arc::clone(spec)).unwrap();
     let integration =
         Integration::configure(spec, "user-1", "integration-1", &serde_json::Map::new()).unwrap();
-    let http = http(spec, server);
+    let http = hypernet_tests::sandbox_client(spec, server);
     let authorizer = OAuthAuthorizer::new(
         oauth(spec).clone(),
         client(),
@@ -511,7 +496,7 @@ async fn a_forged_callback_state_is_refused() {
     let start = authorization_url(oauth(&s.spec), &client(), REDIRECT).unwrap();
     let mut callback = browser(&start, &s.server).await;
     callback.insert("state".to_owned(), "forged".to_owned());
-    let http = http(&s.spec, &s.server);
+    let http = hypernet_tests::sandbox_client(&s.spec, &s.server);
     let error = TokenEndpoint::new(oauth(&s.spec), &client(), &http, &Counters::default())
         .complete(REDIRECT, &callback, &start)
         .await
@@ -535,7 +520,7 @@ async fn a_refused_authorization_says_why() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let http = http(&s.spec, &s.server);
+    let http = hypernet_tests::sandbox_client(&s.spec, &s.server);
     let error = TokenEndpoint::new(oauth(&s.spec), &client(), &http, &Counters::default())
         .complete(REDIRECT, &callback, &start)
         .await
@@ -553,7 +538,7 @@ async fn client_credentials_grant_and_renewal_by_a_new_grant() {
         "  authorization_url: https://auth.example.com/authorize\n",
         "  grant: client_credentials\n",
     ));
-    let http = http(&spec, &server);
+    let http = hypernet_tests::sandbox_client(&spec, &server);
     let tokens = TokenEndpoint::new(oauth(&spec), &client(), &http, &Counters::default())
         .client_credentials()
         .await
@@ -590,7 +575,7 @@ async fn revoke(
     tokens: &TokenSet,
     config: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<bool, engine::oauth::OAuthError> {
-    let http = http(&s.spec, &s.server);
+    let http = hypernet_tests::sandbox_client(&s.spec, &s.server);
     let (app, counters) = (client(), Counters::default());
     TokenEndpoint::new(oauth(&s.spec), &app, &http, &counters)
         .revoke(tokens, config)

@@ -9,12 +9,10 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use engine::events::Counters;
-use engine::http::{ClientOptions, HttpClient, Transport};
 use engine::oauth1::{
     Consumer, OAuth1Authorizer, OAuth1Error, OAuth1Flow, OAuth1Token, SigningInput,
     authorization_header,
 };
-use engine::ratelimit::RateGate;
 use engine::spec::Auth;
 use engine::store::MemorySink;
 use engine::sync::{CompiledConnector, Integration, SyncRun};
@@ -235,16 +233,7 @@ async fn three_legged_flow_and_signed_api_calls() {
     let Auth::OAuth1(auth) = &spec.auth else {
         unreachable!()
     };
-    let http = HttpClient::new(
-        spec.allowed_hosts.clone(),
-        spec.retry.clone(),
-        RateGate::unlimited(),
-        ClientOptions {
-            transport: Transport::Sandbox(server.clone()),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap();
+    let http = hypernet_tests::sandbox_client(&spec, &server);
     let consumer = Consumer {
         key: KEY.into(),
         secret: SECRET.into(),

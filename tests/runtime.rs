@@ -1148,7 +1148,7 @@ async fn a_request_once_started_reaches_the_server_without_being_awaited() {
     // only helps if the exchange goes on while the run is busy and does not poll it.
     use engine::auth::StaticAuth;
     use engine::events::Counters;
-    use engine::http::{ClientOptions, HttpClient, HttpRequest, Transport};
+    use engine::http::HttpRequest;
     use std::sync::atomic::AtomicBool;
 
     let asked = Arc::new(AtomicBool::new(false));
@@ -1165,16 +1165,7 @@ async fn a_request_once_started_reaches_the_server_without_being_awaited() {
         "    request: { path: /v1/items }\n    records: $.items[*]\n",
         "",
     ));
-    let http = HttpClient::new(
-        spec.allowed_hosts.clone(),
-        spec.retry.clone(),
-        engine::ratelimit::RateGate::unlimited(),
-        ClientOptions {
-            transport: Transport::Sandbox(server),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap();
+    let http = hypernet_tests::sandbox_client(&spec, &server);
     let request = HttpRequest {
         method: reqwest::Method::GET,
         url: url::Url::parse("https://api.example.com/v1/items").unwrap(),

@@ -988,10 +988,9 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 // The next page is requested before this one is mapped: its exchange is its own
                 // task (see `HttpClient::fetch`), so its body arrives while this page is mapped
                 // and queued (it is decoded when awaited, on this task). One page is read ahead,
-                // no more. A stream with
-                // substreams or recursion asks for its next page only after this page's
-                // children: they take longer than any page, and the provider sees requests in
-                // the order a reader would make them.
+                // no more. A stream with substreams or recursion asks for its next page only
+                // after this page's children: they take longer than any page, and the provider
+                // sees requests in the order a reader would make them.
                 let reads_ahead = !stream.has_children() && stream.recurse.is_none();
                 let prefetch = match &next {
                     Some(next) if reads_ahead => Some(

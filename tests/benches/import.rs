@@ -16,8 +16,6 @@ use std::time::Instant;
 
 use engine::auth::StaticAuth;
 use engine::events::Counters;
-use engine::http::{ClientOptions, HttpClient, Transport};
-use engine::ratelimit::RateLimitRegistry;
 use engine::sandbox::{SANDBOX_ACCESS_TOKEN, sandbox_config};
 use engine::store::SqliteStore;
 use engine::sync::{CompiledConnector, Integration, SyncRun};
@@ -186,20 +184,9 @@ fn import(total: usize) {
         let connector = CompiledConnector::compile(Arc::clone(&spec)).expect("compiles");
         let integration = Integration::configure(&spec, "bench", "bench", &sandbox_config(&spec))
             .expect("config");
-        let registry = RateLimitRegistry::default();
         // The spec's app-wide daily quota would stop a million-record run; the bench measures
         // the engine, so it runs without limits.
-        let http = HttpClient::new(
-            spec.allowed_hosts.clone(),
-            spec.retry.clone(),
-            engine::ratelimit::RateGate::unlimited(),
-            ClientOptions {
-                transport: Transport::Sandbox(base),
-                ..ClientOptions::default()
-            },
-        )
-        .expect("client");
-        drop(registry);
+        let http = hypernet_tests::sandbox_client(&spec, &base);
         let auth = StaticAuth::prepare(
             &spec.auth,
             &integration.credentials_context(),

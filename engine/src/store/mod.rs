@@ -139,7 +139,6 @@ pub struct StoredRecord {
     /// The provider's id.
     pub id: Arc<str>,
     /// The model record as JSON, provenance included; for a tombstone, the provenance only.
-    /// Shared, so that binding it hands the text to the database driver without a copy.
     pub json: Arc<str>,
     /// The provider says it was deleted.
     pub deleted: bool,
