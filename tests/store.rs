@@ -15,7 +15,7 @@ use engine::map::MappedRecord;
 use engine::models::ModelKind;
 use engine::store::{
     AnyStore, Batch, Checkpoint, HttpSink, IntegrationStatus, MemorySink, RunScope, Sink,
-    StoredIntegration, StreamState,
+    StoredIntegration, StreamState, Sweep,
 };
 use hypernet_tests::{RunOptions, run, serve, spec_from, test_stores};
 use serde_json::{Value, json};
@@ -526,6 +526,13 @@ async fn upserts_are_idempotent_and_rewrite_only_changed_records() {
                 false,
             )
         };
+        let tombstone = |id: &str| {
+            MappedRecord::from_data(
+                id.to_owned(),
+                json!({"user_id": "user-1"}).as_object().unwrap(),
+                true,
+            )
+        };
         let batch = |records| {
             let mut batch = Batch::records(
                 Arc::clone(&scope),
@@ -606,6 +613,84 @@ async fn upserts_are_idempotent_and_rewrite_only_changed_records() {
         assert_eq!(
             checkpoint.and_then(|state| state.sync_token).as_deref(),
             Some("def")
+        );
+
+        // A stored record listed twice with new content in one write (a change log lists a
+        // message once per change; pages written together overlap) is stored once, as its last
+        // listing; the same for a tombstone listed twice. PostgreSQL refuses an upsert that
+        // names one row twice, so this is what it has to survive.
+        let written = store
+            .write_pages(&[
+                batch(vec![record("c", "C2")]),
+                batch(vec![record("c", "C3"), tombstone("d"), tombstone("d")]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                written.new,
+                written.updated,
+                written.deleted,
+                written.unchanged
+            ),
+            (0, 1, 1, 2),
+            "{}",
+            test.backend
+        );
+        let dump = store.dump(PLATFORM).await.unwrap();
+        let stored = |id: &str| {
+            dump.iter()
+                .find(|(_, stored, _, _)| stored == id)
+                .map(|(_, _, data, deleted)| (data["title"].clone(), *deleted))
+        };
+        assert_eq!(stored("c"), Some((json!("C3"), false)), "{}", test.backend);
+        assert_eq!(stored("d"), Some((json!("D"), true)), "{}", test.backend);
+
+        // A full pass's two pages written together, the second completing the pass: what the
+        // pass saw on either page stays, what it did not see is marked deleted.
+        let page = |records, sweep: bool| {
+            let mut page = batch(records);
+            page.seen_in_pass = Some(7);
+            if sweep {
+                page.sweeps = vec![Sweep {
+                    stream: Arc::from("notes"),
+                    pass: 7,
+                }];
+            }
+            page
+        };
+        let written = store
+            .write_pages(&[
+                page(vec![record("a", "A3")], false),
+                page(vec![record("c", "C3")], true),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            (written.deleted, written.unchanged),
+            (1, 2),
+            "{}",
+            test.backend
+        );
+        let deleted: Vec<(String, bool)> = store
+            .dump(PLATFORM)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, id, _, deleted)| (id, deleted))
+            .collect();
+        // (Two records `a`: user-2's too, which the pass saw by its id.)
+        assert_eq!(
+            deleted,
+            [
+                ("a".to_owned(), false),
+                ("a".to_owned(), false),
+                ("b".to_owned(), true),
+                ("c".to_owned(), false),
+                ("d".to_owned(), true)
+            ],
+            "{}",
+            test.backend
         );
     }
 }

@@ -25,6 +25,8 @@ pub struct MemoryContents {
     pub checkpoints: BTreeMap<(String, String), StreamState>,
     /// Runs started so far.
     pub runs: i64,
+    /// How many pages each write carried, in order: the commits a database would have made.
+    pub writes: Vec<usize>,
     /// Ids seen by unfinished full passes, by (stream, pass).
     seen: BTreeMap<(String, i64), BTreeSet<String>>,
 }
@@ -118,6 +120,11 @@ impl Sink for MemorySink {
         for batch in batches {
             counts += self.write_page(batch);
         }
+        self.contents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .writes
+            .push(batches.len());
         Ok(counts)
     }
 

@@ -103,6 +103,57 @@ where
     ))
 }
 
+/// Whether batch `next` goes into the same statements as `batch`, the one before it in a write:
+/// the same account, stream, model and pass, and `batch` completes no pass (a sweep must come
+/// after the records of its pass and before those of the next).
+fn one_statement(batch: &Batch, next: &Batch) -> bool {
+    batch.sweeps.is_empty()
+        && (Arc::ptr_eq(&batch.scope, &next.scope)
+            || (batch.scope.user_id == next.scope.user_id
+                && batch.scope.platform == next.scope.platform
+                && batch.scope.integration_id == next.scope.integration_id))
+        && batch.stream == next.stream
+        && batch.model == next.model
+        && batch.seen_in_pass == next.seen_in_pass
+}
+
+/// The last of the records that share an id, in order. An upsert names each row once:
+/// PostgreSQL refuses an `ON CONFLICT DO UPDATE` that would update one row twice, and a later
+/// listing of a record is the newer one (a change log lists a message once per change; offset
+/// pages overlap when items move).
+fn last_of_each<'r>(records: &[&'r StoredRecord]) -> Vec<&'r StoredRecord> {
+    let mut seen = std::collections::HashSet::with_capacity(records.len());
+    let mut last: Vec<&StoredRecord> = records
+        .iter()
+        .rev()
+        .filter(|record| seen.insert(&*record.id))
+        .copied()
+        .collect();
+    last.reverse();
+    last
+}
+
+/// Each stream's (and partition's) last checkpoint in `batches`, in the order they first
+/// appear: the earlier ones would be overwritten in the same transaction.
+fn latest_checkpoints(batches: &[Batch]) -> Vec<(&RunScope, &super::Checkpoint)> {
+    let mut latest: Vec<(&RunScope, &super::Checkpoint)> = Vec::new();
+    for batch in batches {
+        let Some(checkpoint) = &batch.checkpoint else {
+            continue;
+        };
+        let same = |(scope, kept): &&mut (&RunScope, &super::Checkpoint)| {
+            scope.integration_id == batch.scope.integration_id
+                && kept.stream == checkpoint.stream
+                && kept.partition == checkpoint.partition
+        };
+        match latest.iter_mut().find(same) {
+            Some(kept) => kept.1 = checkpoint,
+            None => latest.push((&batch.scope, checkpoint)),
+        }
+    }
+    latest
+}
+
 impl<DB> Sink for Store<DB>
 where
     DB: Backend,
@@ -126,19 +177,20 @@ where
         let mut counts = WriteCounts::default();
         let at: Arc<str> = Arc::from(now());
         let mut transaction = self.pool.begin().await?;
-        for batch in batches {
-            counts.rejected += batch.rejects.len() as u64;
+        for group in batches.chunk_by(one_statement) {
+            // `one_statement` puts every batch of a group in the same scope and stream.
+            let Some(batch) = group.last() else { continue };
             let scope = &*batch.scope;
 
             if let Some(model) = batch.model {
-                let model = model.name();
+                let records = group.iter().flat_map(|batch| &batch.records);
                 let (tombstones, rows): (Vec<&StoredRecord>, Vec<&StoredRecord>) =
-                    batch.records.iter().partition(|record| record.deleted);
+                    records.clone().partition(|record| record.deleted);
 
                 let shared = SharedColumns {
                     user_id: Arc::clone(&scope.user_id),
                     platform: Arc::clone(&scope.platform),
-                    model: Arc::from(model),
+                    model: Arc::from(model.name()),
                     integration_id: Arc::clone(&scope.integration_id),
                     stream: Arc::clone(&batch.stream),
                     at: Arc::clone(&at),
@@ -163,7 +215,7 @@ where
                         insert_records::<DB>(
                             &mut transaction,
                             &shared,
-                            chunk,
+                            &last_of_each(chunk),
                             false,
                             " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
                              integration_id = excluded.integration_id, stream = excluded.stream, data = excluded.data, \
@@ -184,7 +236,7 @@ where
                     let marked = insert_records::<DB>(
                         &mut transaction,
                         &shared,
-                        chunk,
+                        &last_of_each(chunk),
                         true,
                         " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
                          deleted_at = excluded.deleted_at, updated_at = excluded.updated_at \
@@ -196,7 +248,8 @@ where
                 }
 
                 if let Some(pass) = batch.seen_in_pass {
-                    for chunk in batch.records.chunks(ROWS_PER_STATEMENT) {
+                    let records: Vec<&StoredRecord> = records.collect();
+                    for chunk in records.chunks(ROWS_PER_STATEMENT) {
                         let mut query = QueryBuilder::<DB>::new(
                             "INSERT INTO sync_seen (integration_id, stream, pass_id, source_object_id) ",
                         );
@@ -212,22 +265,25 @@ where
                 }
             }
 
-            let raws: Vec<String> = batch
-                .rejects
+            let rejects: Vec<(&Batch, &super::Reject)> = group
                 .iter()
-                .map(|reject| reject.raw.to_string())
+                .flat_map(|batch| batch.rejects.iter().map(move |reject| (batch, reject)))
                 .collect();
-            for (chunk, raws) in batch
-                .rejects
+            counts.rejected += rejects.len() as u64;
+            let raws: Vec<String> = rejects
+                .iter()
+                .map(|(_, reject)| reject.raw.to_string())
+                .collect();
+            for (chunk, raws) in rejects
                 .chunks(ROWS_PER_STATEMENT)
                 .zip(raws.chunks(ROWS_PER_STATEMENT))
             {
                 let mut query = QueryBuilder::<DB>::new(
                     "INSERT INTO rejects (source_platform, integration_id, stream, source_object_id, reason, raw, seen_at) ",
                 );
-                query.push_values(chunk.iter().zip(raws), |mut row, (reject, raw)| {
-                    row.push_bind(&*scope.platform)
-                        .push_bind(&*scope.integration_id)
+                query.push_values(chunk.iter().zip(raws), |mut row, ((batch, reject), raw)| {
+                    row.push_bind(&*batch.scope.platform)
+                        .push_bind(&*batch.scope.integration_id)
                         .push_bind(&*batch.stream)
                         .push_bind(reject.id.as_deref())
                         .push_bind(reject.reason.as_str())
@@ -237,6 +293,8 @@ where
                 query.build().execute(&mut *transaction).await?;
             }
 
+            // Only a group's last batch completes passes (see `one_statement`): the sweeps come
+            // after every record of the group.
             for sweep in &batch.sweeps {
                 // What the completed pass did not see is gone at the provider: keep it, marked.
                 let mut query = QueryBuilder::<DB>::new("UPDATE records SET deleted_at = ");
@@ -261,25 +319,25 @@ where
                     .push_bind(&*sweep.stream);
                 query.build().execute(&mut *transaction).await?;
             }
+        }
 
-            if let Some(checkpoint) = &batch.checkpoint {
-                let state = serde_json::to_string(&checkpoint.state).unwrap_or_default();
-                let mut query = QueryBuilder::<DB>::new(
-                    "INSERT INTO checkpoints (integration_id, stream, partition_key, state, updated_at) VALUES (",
-                );
-                query
-                    .separated(", ")
-                    .push_bind(&*scope.integration_id)
-                    .push_bind(&*checkpoint.stream)
-                    .push_bind(checkpoint.partition.as_str())
-                    .push_bind(state.as_str())
-                    .push_bind(&*at);
-                query.push(
-                    ") ON CONFLICT (integration_id, stream, partition_key) DO UPDATE SET \
-                     state = excluded.state, updated_at = excluded.updated_at",
-                );
-                query.build().execute(&mut *transaction).await?;
-            }
+        for (scope, checkpoint) in latest_checkpoints(batches) {
+            let state = serde_json::to_string(&checkpoint.state).unwrap_or_default();
+            let mut query = QueryBuilder::<DB>::new(
+                "INSERT INTO checkpoints (integration_id, stream, partition_key, state, updated_at) VALUES (",
+            );
+            query
+                .separated(", ")
+                .push_bind(&*scope.integration_id)
+                .push_bind(&*checkpoint.stream)
+                .push_bind(checkpoint.partition.as_str())
+                .push_bind(state.as_str())
+                .push_bind(&*at);
+            query.push(
+                ") ON CONFLICT (integration_id, stream, partition_key) DO UPDATE SET \
+                 state = excluded.state, updated_at = excluded.updated_at",
+            );
+            query.build().execute(&mut *transaction).await?;
         }
         transaction.commit().await?;
         self.committed();
