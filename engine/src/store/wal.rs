@@ -5,8 +5,7 @@
 //! the import bench that wait was about 40% of the writer's time (the rows are written twice,
 //! once to the log and once to the file, and the second write waits for the disk). Here the
 //! store's connections never checkpoint (`wal_autocheckpoint = 0`); a second connection on its
-//! own thread does, woken by commits of records (at most once per [`CHECKPOINT_SPACING`]),
-//! while the writer goes on writing.
+//! own thread does, woken after each commit of records, while the writer goes on writing.
 //!
 //! A `PASSIVE` checkpoint never blocks the writer, but under a steady writer it never catches
 //! up either, and SQLite only starts the log over once a checkpoint has copied all of it. So
@@ -34,8 +33,6 @@ pub(super) const LOG_LIMIT_FRAMES: i64 = 16_384;
 struct Signal {
     wake: Notify,
     closed: AtomicBool,
-    /// Cuts the wait between two checkpoints short when the store closes.
-    closing: Notify,
 }
 
 /// The handle to a running checkpointer; it stops when the last store handle drops.
@@ -74,7 +71,6 @@ impl Drop for Checkpointer {
     fn drop(&mut self) {
         self.signal.closed.store(true, Ordering::Release);
         self.signal.wake.notify_one();
-        self.signal.closing.notify_one();
     }
 }
 
@@ -82,23 +78,12 @@ impl Drop for Checkpointer {
 /// integrations) are small and do not wake it, and a service may go long without a sync.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(30);
 
-/// The shortest time between two checkpoints. Each checkpoint copies every page the log holds
-/// once, however often it was rewritten since the last one: the pages every commit touches (the
-/// last leaves and their parents) are copied once per checkpoint, not once per commit. On the
-/// import bench, a checkpoint per commit copied about twice the pages the database grew by.
-const CHECKPOINT_SPACING: Duration = Duration::from_millis(100);
-
 async fn run(mut connection: SqliteConnection, signal: Arc<Signal>, file: String) {
     loop {
         // Timing out is not an error: it is the idle checkpoint.
         let _ = tokio::time::timeout(IDLE_CHECKPOINT, signal.wake.notified()).await;
         if signal.closed.load(Ordering::Acquire) {
             break;
-        }
-        // Commits during the wait leave one wake-up behind: the next round copies them.
-        tokio::select! {
-            () = tokio::time::sleep(CHECKPOINT_SPACING) => {}
-            () = signal.closing.notified() => break,
         }
         if let Err(error) = checkpoint(&mut connection).await {
             // The log stays as it is and the next commit wakes a new attempt; reads and writes
