@@ -210,8 +210,9 @@ pub enum StoreError {
 /// so a sink is a cheap handle: clones share one destination.
 pub trait Sink: Clone + Send + Sync + 'static {
     /// Writes pages in the order given; says what they did together. Each page is written with
-    /// its checkpoint, all or nothing; a database writes them all in one transaction (a writer
-    /// that fell behind catches up with one commit instead of one per page).
+    /// its checkpoint, all or nothing; a database writes them all in one transaction (the run's
+    /// writer gathers pages that arrive together: one commit instead of one per page). A record
+    /// listed more than once is stored as its last listing.
     fn write_pages(
         &mut self,
         batches: &[Batch],
