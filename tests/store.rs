@@ -646,6 +646,31 @@ async fn upserts_are_idempotent_and_rewrite_only_changed_records() {
         assert_eq!(stored("c"), Some((json!("C3"), false)), "{}", test.backend);
         assert_eq!(stored("d"), Some((json!("D"), true)), "{}", test.backend);
 
+        // Listings keep their order across the pages of one write: `c` deleted and then listed
+        // again is stored; `d` listed (undeleted, new content) and then deleted is deleted, its
+        // new content kept.
+        let written = store
+            .write_pages(&[
+                batch(vec![tombstone("c"), record("c", "C4")]),
+                batch(vec![record("d", "D6"), tombstone("d")]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            (written.updated, written.deleted, written.unchanged),
+            (2, 2, 0),
+            "{}",
+            test.backend
+        );
+        let dump = store.dump(PLATFORM).await.unwrap();
+        let stored = |id: &str| {
+            dump.iter()
+                .find(|(_, stored, _, _)| stored == id)
+                .map(|(_, _, data, deleted)| (data["title"].clone(), *deleted))
+        };
+        assert_eq!(stored("c"), Some((json!("C4"), false)), "{}", test.backend);
+        assert_eq!(stored("d"), Some((json!("D6"), true)), "{}", test.backend);
+
         // A full pass's two pages written together, the second completing the pass: what the
         // pass saw on either page stays, what it did not see is marked deleted.
         let page = |records, sweep: bool| {
@@ -662,7 +687,7 @@ async fn upserts_are_idempotent_and_rewrite_only_changed_records() {
         let written = store
             .write_pages(&[
                 page(vec![record("a", "A3")], false),
-                page(vec![record("c", "C3")], true),
+                page(vec![record("c", "C4")], true),
             ])
             .await
             .unwrap();

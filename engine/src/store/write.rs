@@ -103,6 +103,87 @@ where
     ))
 }
 
+/// Upserts `rows` (at most [`ROWS_PER_STATEMENT`]) and says how many were new, changed and
+/// unchanged.
+///
+/// Two statements whose row counts say what happened, so that no row has to come back
+/// (returning a row per record cost a third of the write): the first inserts the new records;
+/// the second, only when some were already stored, rewrites those whose content changed or that
+/// were deleted (the rows just inserted have the same data and are skipped). Unchanged means
+/// the same JSON text (SQLite) or the same JSON value (PostgreSQL's `jsonb`): mapping writes a
+/// record's text the same way each time.
+async fn write_records<DB>(
+    connection: &mut DB::Connection,
+    shared: &SharedColumns,
+    rows: &[&StoredRecord],
+) -> Result<WriteCounts, sqlx::Error>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> Arc<str>: Encode<'q, DB> + Type<DB>,
+{
+    let new = insert_records::<DB>(
+        connection,
+        shared,
+        rows,
+        false,
+        " ON CONFLICT (user_id, source_platform, model, source_object_id) DO NOTHING",
+    )
+    .await?;
+    let updated = if new < rows.len() as u64 {
+        insert_records::<DB>(
+            connection,
+            shared,
+            &last_of_each(rows),
+            false,
+            " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
+             integration_id = excluded.integration_id, stream = excluded.stream, data = excluded.data, \
+             updated_at = excluded.updated_at, deleted_at = NULL \
+             WHERE records.data <> excluded.data OR records.deleted_at IS NOT NULL",
+        )
+        .await?
+    } else {
+        0
+    };
+    Ok(WriteCounts {
+        new,
+        updated,
+        unchanged: (rows.len() as u64).saturating_sub(new + updated),
+        ..WriteCounts::default()
+    })
+}
+
+/// Marks `tombstones` (at most [`ROWS_PER_STATEMENT`]) deleted and says how many were. A
+/// tombstone keeps the data already stored and only says when it was deleted.
+async fn write_tombstones<DB>(
+    connection: &mut DB::Connection,
+    shared: &SharedColumns,
+    tombstones: &[&StoredRecord],
+) -> Result<WriteCounts, sqlx::Error>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> Arc<str>: Encode<'q, DB> + Type<DB>,
+{
+    let deleted = insert_records::<DB>(
+        connection,
+        shared,
+        &last_of_each(tombstones),
+        true,
+        " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
+         deleted_at = excluded.deleted_at, updated_at = excluded.updated_at \
+         WHERE records.deleted_at IS NULL",
+    )
+    .await?;
+    Ok(WriteCounts {
+        deleted,
+        unchanged: (tombstones.len() as u64).saturating_sub(deleted),
+        ..WriteCounts::default()
+    })
+}
+
 /// Whether batch `next` goes into the same statements as `batch`, the one before it in a write:
 /// the same account, stream, model and pass, and `batch` completes no pass (a sweep must come
 /// after the records of its pass and before those of the next).
@@ -183,10 +264,8 @@ where
             let scope = &*batch.scope;
 
             if let Some(model) = batch.model {
-                let records = group.iter().flat_map(|batch| &batch.records);
-                let (tombstones, rows): (Vec<&StoredRecord>, Vec<&StoredRecord>) =
-                    records.clone().partition(|record| record.deleted);
-
+                let records: Vec<&StoredRecord> =
+                    group.iter().flat_map(|batch| &batch.records).collect();
                 let shared = SharedColumns {
                     user_id: Arc::clone(&scope.user_id),
                     platform: Arc::clone(&scope.platform),
@@ -195,60 +274,22 @@ where
                     stream: Arc::clone(&batch.stream),
                     at: Arc::clone(&at),
                 };
-                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                    // Two statements whose row counts say what happened, so that no row has to
-                    // come back (returning a row per record cost a third of the write): the
-                    // first inserts the new records; the second, only when some were already
-                    // stored, rewrites those whose content changed or that were deleted (the
-                    // rows just inserted have the same data and are skipped). Unchanged means
-                    // the same JSON text (SQLite) or the same JSON value (PostgreSQL's `jsonb`):
-                    // mapping writes a record's text the same way each time.
-                    let new = insert_records::<DB>(
-                        &mut transaction,
-                        &shared,
-                        chunk,
-                        false,
-                        " ON CONFLICT (user_id, source_platform, model, source_object_id) DO NOTHING",
-                    )
-                    .await?;
-                    let updated = if new < chunk.len() as u64 {
-                        insert_records::<DB>(
-                            &mut transaction,
-                            &shared,
-                            &last_of_each(chunk),
-                            false,
-                            " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
-                             integration_id = excluded.integration_id, stream = excluded.stream, data = excluded.data, \
-                             updated_at = excluded.updated_at, deleted_at = NULL \
-                             WHERE records.data <> excluded.data OR records.deleted_at IS NOT NULL",
-                        )
-                        .await?
-                    } else {
-                        0
-                    };
-                    counts.new += new;
-                    counts.updated += updated;
-                    counts.unchanged += (chunk.len() as u64).saturating_sub(new + updated);
-                }
-
-                for chunk in tombstones.chunks(ROWS_PER_STATEMENT) {
-                    // A tombstone keeps the data already stored and only says when it was deleted.
-                    let marked = insert_records::<DB>(
-                        &mut transaction,
-                        &shared,
-                        &last_of_each(chunk),
-                        true,
-                        " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
-                         deleted_at = excluded.deleted_at, updated_at = excluded.updated_at \
-                         WHERE records.deleted_at IS NULL",
-                    )
-                    .await?;
-                    counts.deleted += marked;
-                    counts.unchanged += (chunk.len() as u64).saturating_sub(marked);
+                // Records and tombstones in the order they were listed, so that a record
+                // deleted and then listed again ends up stored, and one listed and then deleted
+                // ends up deleted with its data kept.
+                for listed in records.chunk_by(|record, next| record.deleted == next.deleted) {
+                    let deleted = listed.first().is_some_and(|record| record.deleted);
+                    for chunk in listed.chunks(ROWS_PER_STATEMENT) {
+                        let written = if deleted {
+                            write_tombstones::<DB>(&mut transaction, &shared, chunk).await?
+                        } else {
+                            write_records::<DB>(&mut transaction, &shared, chunk).await?
+                        };
+                        counts += written;
+                    }
                 }
 
                 if let Some(pass) = batch.seen_in_pass {
-                    let records: Vec<&StoredRecord> = records.collect();
                     for chunk in records.chunks(ROWS_PER_STATEMENT) {
                         let mut query = QueryBuilder::<DB>::new(
                             "INSERT INTO sync_seen (integration_id, stream, pass_id, source_object_id) ",
