@@ -507,6 +507,17 @@ async fn seen_ids(store: &AnyStore) -> i64 {
     .unwrap()
 }
 
+/// The stored title of record `id` and whether it is marked deleted.
+async fn stored(store: &AnyStore, id: &str) -> Option<(Value, bool)> {
+    store
+        .dump(PLATFORM)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(_, stored, _, _)| stored == id)
+        .map(|(_, _, data, deleted)| (data["title"].clone(), deleted))
+}
+
 #[tokio::test]
 async fn upserts_are_idempotent_and_rewrite_only_changed_records() {
     for test in test_stores("upserts").await {
@@ -637,14 +648,18 @@ async fn upserts_are_idempotent_and_rewrite_only_changed_records() {
             "{}",
             test.backend
         );
-        let dump = store.dump(PLATFORM).await.unwrap();
-        let stored = |id: &str| {
-            dump.iter()
-                .find(|(_, stored, _, _)| stored == id)
-                .map(|(_, _, data, deleted)| (data["title"].clone(), *deleted))
-        };
-        assert_eq!(stored("c"), Some((json!("C3"), false)), "{}", test.backend);
-        assert_eq!(stored("d"), Some((json!("D"), true)), "{}", test.backend);
+        assert_eq!(
+            stored(&store, "c").await,
+            Some((json!("C3"), false)),
+            "{}",
+            test.backend
+        );
+        assert_eq!(
+            stored(&store, "d").await,
+            Some((json!("D"), true)),
+            "{}",
+            test.backend
+        );
 
         // Listings keep their order across the pages of one write: `c` deleted and then listed
         // again is stored; `d` listed (undeleted, new content) and then deleted is deleted, its
@@ -662,14 +677,18 @@ async fn upserts_are_idempotent_and_rewrite_only_changed_records() {
             "{}",
             test.backend
         );
-        let dump = store.dump(PLATFORM).await.unwrap();
-        let stored = |id: &str| {
-            dump.iter()
-                .find(|(_, stored, _, _)| stored == id)
-                .map(|(_, _, data, deleted)| (data["title"].clone(), *deleted))
-        };
-        assert_eq!(stored("c"), Some((json!("C4"), false)), "{}", test.backend);
-        assert_eq!(stored("d"), Some((json!("D6"), true)), "{}", test.backend);
+        assert_eq!(
+            stored(&store, "c").await,
+            Some((json!("C4"), false)),
+            "{}",
+            test.backend
+        );
+        assert_eq!(
+            stored(&store, "d").await,
+            Some((json!("D6"), true)),
+            "{}",
+            test.backend
+        );
 
         // A full pass's two pages written together, the second completing the pass: what the
         // pass saw on either page stays, what it did not see is marked deleted.

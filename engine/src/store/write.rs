@@ -103,19 +103,21 @@ where
     ))
 }
 
-/// Upserts `rows` (at most [`ROWS_PER_STATEMENT`]) and says how many were new, changed and
-/// unchanged.
+/// Writes `listed`: records, or tombstones when `deleted` (at most [`ROWS_PER_STATEMENT`]), and
+/// says what happened to them.
 ///
-/// Two statements whose row counts say what happened, so that no row has to come back
-/// (returning a row per record cost a third of the write): the first inserts the new records;
-/// the second, only when some were already stored, rewrites those whose content changed or that
-/// were deleted (the rows just inserted have the same data and are skipped). Unchanged means
-/// the same JSON text (SQLite) or the same JSON value (PostgreSQL's `jsonb`): mapping writes a
-/// record's text the same way each time.
-async fn write_records<DB>(
+/// A tombstone keeps the data already stored and only says when it was deleted. Records take two
+/// statements whose row counts say what happened, so that no row has to come back (returning a
+/// row per record cost a third of the write): the first inserts the new records; the second,
+/// only when some were already stored, rewrites those whose content changed or that were
+/// deleted (the rows just inserted have the same data and are skipped). Unchanged means the same
+/// JSON text (SQLite) or the same JSON value (PostgreSQL's `jsonb`): mapping writes a record's
+/// text the same way each time.
+async fn write_listed<DB>(
     connection: &mut DB::Connection,
     shared: &SharedColumns,
-    rows: &[&StoredRecord],
+    listed: &[&StoredRecord],
+    deleted: bool,
 ) -> Result<WriteCounts, sqlx::Error>
 where
     DB: Backend,
@@ -123,19 +125,37 @@ where
     DB::Arguments: IntoArguments<DB>,
     for<'q> Arc<str>: Encode<'q, DB> + Type<DB>,
 {
+    let count = listed.len() as u64;
+    if deleted {
+        let marked = insert_records::<DB>(
+            connection,
+            shared,
+            &last_of_each(listed),
+            true,
+            " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
+             deleted_at = excluded.deleted_at, updated_at = excluded.updated_at \
+             WHERE records.deleted_at IS NULL",
+        )
+        .await?;
+        return Ok(WriteCounts {
+            deleted: marked,
+            unchanged: count.saturating_sub(marked),
+            ..WriteCounts::default()
+        });
+    }
     let new = insert_records::<DB>(
         connection,
         shared,
-        rows,
+        listed,
         false,
         " ON CONFLICT (user_id, source_platform, model, source_object_id) DO NOTHING",
     )
     .await?;
-    let updated = if new < rows.len() as u64 {
+    let updated = if new < count {
         insert_records::<DB>(
             connection,
             shared,
-            &last_of_each(rows),
+            &last_of_each(listed),
             false,
             " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
              integration_id = excluded.integration_id, stream = excluded.stream, data = excluded.data, \
@@ -149,37 +169,7 @@ where
     Ok(WriteCounts {
         new,
         updated,
-        unchanged: (rows.len() as u64).saturating_sub(new + updated),
-        ..WriteCounts::default()
-    })
-}
-
-/// Marks `tombstones` (at most [`ROWS_PER_STATEMENT`]) deleted and says how many were. A
-/// tombstone keeps the data already stored and only says when it was deleted.
-async fn write_tombstones<DB>(
-    connection: &mut DB::Connection,
-    shared: &SharedColumns,
-    tombstones: &[&StoredRecord],
-) -> Result<WriteCounts, sqlx::Error>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> Arc<str>: Encode<'q, DB> + Type<DB>,
-{
-    let deleted = insert_records::<DB>(
-        connection,
-        shared,
-        &last_of_each(tombstones),
-        true,
-        " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
-         deleted_at = excluded.deleted_at, updated_at = excluded.updated_at \
-         WHERE records.deleted_at IS NULL",
-    )
-    .await?;
-    Ok(WriteCounts {
-        deleted,
-        unchanged: (tombstones.len() as u64).saturating_sub(deleted),
+        unchanged: count.saturating_sub(new + updated),
         ..WriteCounts::default()
     })
 }
@@ -280,11 +270,8 @@ where
                 for listed in records.chunk_by(|record, next| record.deleted == next.deleted) {
                     let deleted = listed.first().is_some_and(|record| record.deleted);
                     for chunk in listed.chunks(ROWS_PER_STATEMENT) {
-                        let written = if deleted {
-                            write_tombstones::<DB>(&mut transaction, &shared, chunk).await?
-                        } else {
-                            write_records::<DB>(&mut transaction, &shared, chunk).await?
-                        };
+                        let written =
+                            write_listed::<DB>(&mut transaction, &shared, chunk, deleted).await?;
                         counts += written;
                     }
                 }
