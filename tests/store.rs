@@ -923,6 +923,70 @@ async fn the_store_opens_from_a_location_and_refuses_unknown_ones() {
     );
 }
 
+/// The page size of the SQLite file at `path`, read over a connection of its own.
+async fn page_size(path: &std::path::Path) -> i64 {
+    use sqlx::ConnectOptions;
+    let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap()
+}
+
+/// New files get the store's larger pages (BENCHMARKS.md); a file made with SQLite's default
+/// keeps it (a WAL file cannot change its page size) and works as before.
+#[tokio::test]
+async fn a_new_sqlite_file_has_16_kib_pages_and_an_older_file_keeps_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let new = dir.path().join("new.db");
+    drop(engine::store::SqliteStore::open(&new).await.unwrap());
+    assert_eq!(page_size(&new).await, 16_384);
+
+    let older = dir.path().join("older.db");
+    {
+        use sqlx::ConnectOptions;
+        let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&older)
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE made_before (x)")
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    }
+    assert_eq!(page_size(&older).await, 4_096);
+    let store = engine::store::SqliteStore::open(&older).await.unwrap();
+    let scope = Arc::new(RunScope {
+        platform: Arc::from(PLATFORM),
+        user_id: Arc::from("user"),
+        integration_id: Arc::from("integration"),
+        worker: None,
+    });
+    let record = MappedRecord::from_data(
+        "n1".to_owned(),
+        json!({"title": "kept"}).as_object().unwrap(),
+        false,
+    );
+    let batch = Batch::records(
+        scope,
+        Arc::from("notes"),
+        ModelKind::Note,
+        vec![record],
+        vec![],
+    );
+    let counts = store.clone().write_pages(&[batch]).await.unwrap();
+    assert_eq!(counts.new, 1);
+    drop(store);
+    assert_eq!(page_size(&older).await, 4_096);
+}
+
 /// The (calendar, sync token sent) of each events request.
 type TokenLog = Arc<Mutex<Vec<(String, Option<String>)>>>;
 

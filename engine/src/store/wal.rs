@@ -9,7 +9,7 @@
 //!
 //! A `PASSIVE` checkpoint never blocks the writer, but under a steady writer it never catches
 //! up either, and SQLite only starts the log over once a checkpoint has copied all of it. So
-//! when the log holds more than [`LOG_LIMIT_FRAMES`], the checkpointer asks for a `RESTART`
+//! when the log holds more than [`LOG_LIMIT_BYTES`], the checkpointer asks for a `RESTART`
 //! checkpoint, which holds the next commit until the log is copied and can start over: the log
 //! on disk stays bounded, and the writer pays for a checkpoint only when it outruns the disk.
 
@@ -24,9 +24,8 @@ use tokio::sync::Notify;
 
 use super::StoreError;
 
-/// Past this many log frames (pages; 64 MiB at SQLite's default 4 KiB page) the next
-/// checkpoint holds the writer until the log can start over.
-pub(super) const LOG_LIMIT_FRAMES: i64 = 16_384;
+/// Past this much log the next checkpoint holds the writer until the log can start over.
+pub(super) const LOG_LIMIT_BYTES: i64 = 64 << 20;
 
 /// What the store's handles share with the checkpointer task.
 #[derive(Debug, Default)]
@@ -45,15 +44,21 @@ impl Checkpointer {
     /// Starts a checkpointer for the database file at `path`, which the store's own
     /// connections opened in WAL mode with automatic checkpoints off.
     pub(super) async fn start(path: &Path) -> Result<Self, StoreError> {
-        let connection = SqliteConnectOptions::new()
+        let mut connection = SqliteConnectOptions::new()
             .filename(path)
             // A `RESTART` checkpoint waits here for the writer's transaction to end.
             .busy_timeout(Duration::from_secs(30))
             .connect()
             .await?;
+        // Files made before the store chose its page size keep SQLite's default.
+        let (page_size,): (i64,) = sqlx::query_as("PRAGMA page_size")
+            .fetch_one(&mut connection)
+            .await?;
+        let limit_frames = LOG_LIMIT_BYTES / page_size.max(512);
         let signal = Arc::new(Signal::default());
         tokio::spawn(run(
             connection,
+            limit_frames,
             Arc::clone(&signal),
             path.display().to_string(),
         ));
@@ -78,14 +83,19 @@ impl Drop for Checkpointer {
 /// integrations) are small and do not wake it, and a service may go long without a sync.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(30);
 
-async fn run(mut connection: SqliteConnection, signal: Arc<Signal>, file: String) {
+async fn run(
+    mut connection: SqliteConnection,
+    limit_frames: i64,
+    signal: Arc<Signal>,
+    file: String,
+) {
     loop {
         // Timing out is not an error: it is the idle checkpoint.
         let _ = tokio::time::timeout(IDLE_CHECKPOINT, signal.wake.notified()).await;
         if signal.closed.load(Ordering::Acquire) {
             break;
         }
-        if let Err(error) = checkpoint(&mut connection).await {
+        if let Err(error) = checkpoint(&mut connection, limit_frames).await {
             // The log stays as it is and the next commit wakes a new attempt; reads and writes
             // are unaffected (they go through the log).
             tracing::warn!(database = %file, %error, "checkpointing the SQLite log failed; will retry after the next write");
@@ -97,13 +107,18 @@ async fn run(mut connection: SqliteConnection, signal: Arc<Signal>, file: String
     }
 }
 
-async fn checkpoint(connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+/// Copies what it can of the log into the file; past `limit_frames` frames in the log, holds
+/// the writer until all of it is copied and the log can start over.
+async fn checkpoint(
+    connection: &mut SqliteConnection,
+    limit_frames: i64,
+) -> Result<(), sqlx::Error> {
     // Columns: whether it was blocked, frames in the log, frames copied into the file.
     let (_busy, frames, _copied): (i64, i64, i64) =
         sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(&mut *connection)
             .await?;
-    if frames > LOG_LIMIT_FRAMES {
+    if frames > limit_frames {
         sqlx::query("PRAGMA wal_checkpoint(RESTART)")
             .execute(&mut *connection)
             .await?;
