@@ -19,7 +19,7 @@ use hypernet_tests::{TestStore, connectors_folder, serve, test_stores};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-const ALBUMS: usize = 12;
+const ALBUMS: usize = 24;
 const PER_PAGE: usize = 3;
 
 const SPEC: &str = r#"id: kill_api
@@ -77,9 +77,10 @@ enum Kill {
 }
 
 /// How many album pages the committed checkpoint may trail the page being fetched. The writer
-/// queues four batches and commits up to four together, so up to eight batches may be
-/// uncommitted; an album page is five (the albums, three photo pages, the albums' checkpoint).
-const MAX_LAG_PAGES: usize = 2;
+/// queues eight batches and commits up to eight together, and the run may be waiting to queue
+/// one more, so up to seventeen batches may be uncommitted; an album page is five (the albums,
+/// three photo pages, the albums' checkpoint).
+const MAX_LAG_PAGES: usize = 4;
 
 #[derive(Default)]
 struct Provider {
@@ -255,7 +256,7 @@ async fn a_sync_killed_at_any_point_resumes_to_the_same_table() {
 
         for (hang, kill) in [
             (Hang::MidPage(6), Kill::Settled),
-            (Hang::BeforePage(9), Kill::AtOnce),
+            (Hang::BeforePage(21), Kill::AtOnce),
             (Hang::Child(7), Kill::Settled),
             (Hang::MidPage(0), Kill::AtOnce),
         ] {
