@@ -983,8 +983,51 @@ async fn a_new_sqlite_file_has_16_kib_pages_and_an_older_file_keeps_its_own() {
     );
     let counts = store.clone().write_pages(&[batch]).await.unwrap();
     assert_eq!(counts.new, 1);
-    drop(store);
+    store.close().await;
     assert_eq!(page_size(&older).await, 4_096);
+}
+
+/// After `close`, the file alone holds what was written: the log is copied in and removed, so
+/// the file can be copied or searched while nothing else has it open.
+#[tokio::test]
+async fn a_closed_sqlite_store_leaves_everything_in_the_file() {
+    use sqlx::ConnectOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("closed.db");
+    let store = engine::store::SqliteStore::open(&path).await.unwrap();
+    let scope = Arc::new(RunScope {
+        platform: Arc::from(PLATFORM),
+        user_id: Arc::from("user"),
+        integration_id: Arc::from("integration"),
+        worker: None,
+    });
+    let records = (0..3)
+        .map(|index| {
+            MappedRecord::from_data(
+                format!("n{index}"),
+                json!({"title": "kept"}).as_object().unwrap(),
+                false,
+            )
+        })
+        .collect();
+    let batch = Batch::records(scope, Arc::from("notes"), ModelKind::Note, records, vec![]);
+    store.clone().write_pages(&[batch]).await.unwrap();
+    let log = dir.path().join("closed.db-wal");
+    assert!(log.exists(), "the write went to the log first");
+    store.close().await;
+    assert!(!log.exists(), "the log is copied into the file and removed");
+    assert!(store.holds_records("integration", "notes").await.is_err());
+    let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM records")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(stored, 3);
 }
 
 /// The (calendar, sync token sent) of each events request.

@@ -542,13 +542,16 @@ fn oauth_tokens_are_stored_encrypted_and_never_appear_in_the_database_or_logs() 
     // Learn the plaintext tokens the way only a holder of the key can.
     let sealed: Vec<u8> = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let store = engine::store::SqliteStore::open(&db).await.unwrap();
-        store
+        let sealed = store
             .integration("google_photos:local")
             .await
             .unwrap()
             .unwrap()
             .sealed_tokens
-            .unwrap()
+            .unwrap();
+        // Closed, so that no connection removes the log while the files are searched.
+        store.close().await;
+        sealed
     });
     let key_text = std::fs::read_to_string(&key).unwrap();
     let cipher = engine::secrets::TokenCipher::new(&key_text, &[]).unwrap();

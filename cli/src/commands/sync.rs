@@ -270,6 +270,8 @@ pub async fn run(args: &Args) -> Outcome {
                 .await;
         }
     }
+    // The file alone holds the import afterwards (the log copied in and removed).
+    store.close().await;
     let summary = Summary {
         connector: &spec.id,
         database: engine::store::redact(&args.account.db),

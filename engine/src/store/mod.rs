@@ -62,6 +62,16 @@ impl<DB: sqlx::Database> Store<DB> {
 }
 
 impl<DB: sqlx::Database> Store<DB> {
+    /// Closes the store for every handle: waits for the statements under way, closes the
+    /// connections and, for an SQLite file, lets the last one copy the log into the file, so
+    /// that the file alone holds everything when this returns. Handles used afterwards fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        if let Some(wal) = &self.wal {
+            wal.stop().await;
+        }
+    }
+
     /// The underlying pool, for queries outside the store's interface.
     pub fn pool(&self) -> &sqlx::Pool<DB> {
         &self.pool

@@ -114,6 +114,11 @@ impl AnyStore {
         Ok(Self::Sqlite(SqliteStore::open(Path::new(path)).await?))
     }
 
+    /// See [`super::Store::close`].
+    pub async fn close(&self) {
+        on_store!(self, store => store.close().await);
+    }
+
     /// See [`super::Store::integration`].
     pub async fn integration(&self, id: &str) -> Result<Option<StoredIntegration>, StoreError> {
         on_store!(self, store => store.integration(id).await)

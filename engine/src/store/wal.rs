@@ -38,6 +38,8 @@ struct Signal {
 #[derive(Debug)]
 pub(super) struct Checkpointer {
     signal: Arc<Signal>,
+    /// The checkpointer's task, until [`Checkpointer::stop`] waits for it.
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Checkpointer {
@@ -56,13 +58,32 @@ impl Checkpointer {
             .await?;
         let limit_frames = LOG_LIMIT_BYTES / page_size.max(512);
         let signal = Arc::new(Signal::default());
-        tokio::spawn(run(
+        let task = tokio::spawn(run(
             connection,
             limit_frames,
             Arc::clone(&signal),
             path.display().to_string(),
         ));
-        Ok(Self { signal })
+        Ok(Self {
+            signal,
+            task: std::sync::Mutex::new(Some(task)),
+        })
+    }
+
+    /// Stops the checkpointer and waits until its connection is closed. Closed last, it copies
+    /// what is left of the log into the file and removes the log.
+    pub(super) async fn stop(&self) {
+        self.signal.closed.store(true, Ordering::Release);
+        self.signal.wake.notify_one();
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            // A checkpointer that panicked has nothing left to close.
+            let _ = task.await;
+        }
     }
 
     /// Says that a transaction was committed: the log has something to copy. Cheap; wakes the
