@@ -923,6 +923,28 @@ async fn the_store_opens_from_a_location_and_refuses_unknown_ones() {
     );
 }
 
+/// One page of `count` notes (`note-0`, ...) of one account, with nothing else.
+fn notes_page(count: usize) -> Batch {
+    let scope = Arc::new(RunScope {
+        platform: Arc::from(PLATFORM),
+        user_id: Arc::from("user-1"),
+        integration_id: Arc::from("integration-1"),
+        worker: None,
+    });
+    let records = (0..count)
+        .map(|index| {
+            MappedRecord::from_data(
+                format!("note-{index}"),
+                json!({"title": format!("Note {index}")})
+                    .as_object()
+                    .unwrap(),
+                false,
+            )
+        })
+        .collect();
+    Batch::records(scope, Arc::from("notes"), ModelKind::Note, records, vec![])
+}
+
 /// The page size of the SQLite file at `path`, read over a connection of its own.
 async fn page_size(path: &std::path::Path) -> i64 {
     use sqlx::ConnectOptions;
@@ -963,71 +985,10 @@ async fn a_new_sqlite_file_has_16_kib_pages_and_an_older_file_keeps_its_own() {
     }
     assert_eq!(page_size(&older).await, 4_096);
     let store = engine::store::SqliteStore::open(&older).await.unwrap();
-    let scope = Arc::new(RunScope {
-        platform: Arc::from(PLATFORM),
-        user_id: Arc::from("user"),
-        integration_id: Arc::from("integration"),
-        worker: None,
-    });
-    let record = MappedRecord::from_data(
-        "n1".to_owned(),
-        json!({"title": "kept"}).as_object().unwrap(),
-        false,
-    );
-    let batch = Batch::records(
-        scope,
-        Arc::from("notes"),
-        ModelKind::Note,
-        vec![record],
-        vec![],
-    );
-    let counts = store.clone().write_pages(&[batch]).await.unwrap();
+    let counts = store.clone().write_pages(&[notes_page(1)]).await.unwrap();
     assert_eq!(counts.new, 1);
     store.close().await;
     assert_eq!(page_size(&older).await, 4_096);
-}
-
-/// After `close`, the file alone holds what was written: the log is copied in and removed, so
-/// the file can be copied or searched while nothing else has it open.
-#[tokio::test]
-async fn a_closed_sqlite_store_leaves_everything_in_the_file() {
-    use sqlx::ConnectOptions;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("closed.db");
-    let store = engine::store::SqliteStore::open(&path).await.unwrap();
-    let scope = Arc::new(RunScope {
-        platform: Arc::from(PLATFORM),
-        user_id: Arc::from("user"),
-        integration_id: Arc::from("integration"),
-        worker: None,
-    });
-    let records = (0..3)
-        .map(|index| {
-            MappedRecord::from_data(
-                format!("n{index}"),
-                json!({"title": "kept"}).as_object().unwrap(),
-                false,
-            )
-        })
-        .collect();
-    let batch = Batch::records(scope, Arc::from("notes"), ModelKind::Note, records, vec![]);
-    store.clone().write_pages(&[batch]).await.unwrap();
-    let log = dir.path().join("closed.db-wal");
-    assert!(log.exists(), "the write went to the log first");
-    store.close().await;
-    assert!(!log.exists(), "the log is copied into the file and removed");
-    assert!(store.holds_records("integration", "notes").await.is_err());
-    let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .read_only(true)
-        .connect()
-        .await
-        .unwrap();
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM records")
-        .fetch_one(&mut connection)
-        .await
-        .unwrap();
-    assert_eq!(stored, 3);
 }
 
 /// The (calendar, sync token sent) of each events request.
@@ -1866,33 +1827,7 @@ async fn committed_records_reach_the_sqlite_file_while_the_store_stays_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("records.sqlite");
     let mut store = engine::store::SqliteStore::open(&path).await.unwrap();
-    let scope = Arc::new(RunScope {
-        platform: Arc::from(PLATFORM),
-        user_id: Arc::from("user-1"),
-        integration_id: Arc::from("integration-1"),
-        worker: None,
-    });
-    let records = (0..50)
-        .map(|index| {
-            MappedRecord::from_data(
-                format!("note-{index}"),
-                json!({"title": format!("Note {index}")})
-                    .as_object()
-                    .unwrap(),
-                false,
-            )
-        })
-        .collect();
-    store
-        .write(&Batch::records(
-            scope,
-            Arc::from("notes"),
-            ModelKind::Note,
-            records,
-            vec![],
-        ))
-        .await
-        .unwrap();
+    store.write(&notes_page(50)).await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while rows_in_the_file(&path).await != Some(50) {
         assert!(
@@ -1903,4 +1838,20 @@ async fn committed_records_reach_the_sqlite_file_while_the_store_stays_open() {
     }
     // The store is still open and still serves them.
     assert_eq!(store.count(PLATFORM).await.unwrap(), 50);
+}
+
+/// After `close`, the file alone holds what was written: the log is copied in and removed, so
+/// the file can be copied or searched while nothing else has it open.
+#[tokio::test]
+async fn a_closed_sqlite_store_leaves_everything_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("closed.sqlite");
+    let mut store = engine::store::SqliteStore::open(&path).await.unwrap();
+    store.write(&notes_page(3)).await.unwrap();
+    let log = dir.path().join("closed.sqlite-wal");
+    assert!(log.exists(), "the write went to the log first");
+    store.close().await;
+    assert!(!log.exists(), "the log is copied into the file and removed");
+    assert!(store.holds_records("integration-1", "notes").await.is_err());
+    assert_eq!(rows_in_the_file(&path).await, Some(3));
 }
