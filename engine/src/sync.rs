@@ -426,7 +426,8 @@ impl PassState {
 /// How many mapped pages may wait for the writer, and how many it commits together at most:
 /// enough to make a commit worth its cost, few enough that memory stays a handful of pages (a
 /// mapped page of 100 records is about 100 KB). With the store's 16 KiB SQLite pages, eight a
-/// commit cost 12–25% less CPU per record than four on the import bench; sixteen, more again.
+/// commit cost 12–25% less CPU per record than four on the import bench; sixteen did worse
+/// than eight.
 const WRITE_QUEUE_PAGES: usize = 8;
 
 /// How long the writer waits for more pages before it commits fewer than [`WRITE_QUEUE_PAGES`].

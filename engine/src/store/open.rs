@@ -17,8 +17,8 @@ use crate::events::WriteCounts;
 /// The page size of the database files the store creates: 16 KiB instead of SQLite's default
 /// 4 KiB. A stored record is about 1 KB, so a 4 KiB table page holds three or four: every commit
 /// wrote hundreds of log frames (each its own header, checksum and two `pwrite`s) and split
-/// pages as often. With 16 KiB pages the import bench spent 12% less CPU per record and ran 9%
-/// faster (BENCHMARKS.md); 8 KiB gained less, 32 and 64 KiB less again.
+/// pages as often. With 16 KiB pages the import bench spent 7–12% less CPU per record and ran
+/// 6–9% faster (BENCHMARKS.md); 8 KiB gained less, 32 and 64 KiB less again.
 pub(super) const PAGE_SIZE: u32 = 16_384;
 
 impl SqliteStore {
