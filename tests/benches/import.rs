@@ -210,15 +210,16 @@ fn import(total: usize) {
         .run(&[])
         .await
         .expect("import");
-        // The import has copied every record into the database file, not only into the log:
-        // work the checkpointer has not caught up with yet is counted, not left out.
-        flush_log(&database).await;
+        // Closed as `connector sync` closes it: every record copied into the database file, not
+        // only into the log, so work the checkpointer had not caught up with is counted.
+        store.close().await;
         let seconds = started.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - cpu_before;
         let totals = counters.totals();
         assert_eq!(totals.written.new as usize, total, "every record stored");
+        let reopened = SqliteStore::open(&database).await.expect("store");
         assert_eq!(
-            store.count("google_photos").await.expect("count") as usize,
+            reopened.count("google_photos").await.expect("count") as usize,
             total
         );
         (seconds, cpu, totals.requests, totals.records)
@@ -231,23 +232,6 @@ fn import(total: usize) {
         cpu * 1e6 / records as f64,
         peak_rss_kib() as f64 / 1024.0
     );
-}
-
-/// Copies what is left of SQLite's log into the database file, as the store's checkpointer
-/// would next.
-async fn flush_log(database: &std::path::Path) {
-    use sqlx::Connection;
-    let mut connection = sqlx::sqlite::SqliteConnection::connect_with(
-        &sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(database)
-            .busy_timeout(std::time::Duration::from_secs(30)),
-    )
-    .await
-    .expect("a second connection");
-    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-        .execute(&mut connection)
-        .await
-        .expect("checkpoint");
 }
 
 /// The runtime the importer side runs on: the one `connector sync` uses (multi-threaded, one
@@ -362,10 +346,11 @@ fn store_only(total: usize) {
             })
             .collect();
         let started = Instant::now();
+        // The run's writer commits up to eight pages together (`sync::WRITE_QUEUE_PAGES`).
         for commit in pages.chunks(8) {
             store.write_pages(commit).await.expect("write");
         }
-        flush_log(&database).await;
+        store.close().await;
         started.elapsed().as_secs_f64()
     });
     println!(
