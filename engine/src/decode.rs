@@ -7,6 +7,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::document::Document;
+
 use crate::spec::Decode;
 
 /// A body that could not be decoded: malformed or truncated. The HTTP layer retries these.
@@ -27,37 +29,33 @@ impl DecodeError {
 }
 
 /// Decodes `body` as `format`. An empty body is `null` for JSON and an empty list otherwise.
-pub fn decode(format: Decode, body: &[u8]) -> Result<Value, DecodeError> {
+pub fn decode(format: Decode, body: &[u8]) -> Result<Document, DecodeError> {
     match format {
         Decode::Json => {
             if body.iter().all(u8::is_ascii_whitespace) {
-                return Ok(Value::Null);
+                return Ok(Document::from_value(Value::Null));
             }
-            serde_json::from_str(utf8("JSON", body)?)
-                .map_err(|error| DecodeError::new("JSON", error))
+            Document::json(utf8("JSON", body)?).map_err(|error| DecodeError::new("JSON", error))
         }
-        Decode::Jsonl => utf8("JSON Lines", body)?
-            .lines()
-            .filter(|line| !line.trim_ascii().is_empty())
-            .map(|line| {
-                serde_json::from_str(line).map_err(|error| DecodeError::new("JSON Lines", error))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array),
-        Decode::Csv => decode_csv(body),
-        Decode::Xml => decode_xml(body),
-        Decode::Form => Ok(Value::Object(
+        Decode::Jsonl => Document::json_lines(utf8("JSON Lines", body)?)
+            .map_err(|error| DecodeError::new("JSON Lines", error)),
+        Decode::Csv => decode_csv(body).map(Document::from_value),
+        Decode::Xml => decode_xml(body).map(Document::from_value),
+        Decode::Form => Ok(Document::from_value(Value::Object(
             url::form_urlencoded::parse(body)
                 .map(|(name, value)| (name.into_owned(), Value::String(value.into_owned())))
                 .collect(),
-        )),
+        ))),
     }
 }
 
-/// The body as text. JSON is UTF-8 (RFC 8259); checking the whole body at once is several times
-/// cheaper than checking each string as the parser meets it, which is what parsing bytes does.
-fn utf8<'a>(format: &'static str, body: &'a [u8]) -> Result<&'a str, DecodeError> {
-    std::str::from_utf8(body).map_err(|error| DecodeError::new(format, error))
+/// The body as text (a copy the document keeps). JSON is UTF-8 (RFC 8259); checking the whole
+/// body at once is several times cheaper than checking each string as the parser meets it,
+/// which is what parsing bytes does.
+fn utf8(format: &'static str, body: &[u8]) -> Result<String, DecodeError> {
+    std::str::from_utf8(body)
+        .map(str::to_owned)
+        .map_err(|error| DecodeError::new(format, error))
 }
 
 fn decode_csv(body: &[u8]) -> Result<Value, DecodeError> {

@@ -1,12 +1,39 @@
 //! Selecting values with JSONPath, compiled once per run.
 //!
 //! Most paths in specs are plain (`$.nextPageToken`, `$.mediaItems[*]`, `$['@odata.nextLink']`,
-//! `$.mediaMetadata['photo','video'].cameraMake`); those become direct lookups, which are several
-//! times faster than a general RFC 9535 evaluation. Anything else runs through `serde_json_path`.
+//! `$.mediaMetadata['photo','video'].cameraMake`); those become direct lookups in the decoded
+//! tree, which are several times faster than a general RFC 9535 evaluation. Anything else runs
+//! through `serde_json_path`, which reads `serde_json::Value`: over a copy of the node queried
+//! (made once per [`Target`], whatever number of general paths run on it), and the nodes it
+//! selects are found again in the tree by their normalized paths.
 
+use std::cell::OnceCell;
 use std::ops::ControlFlow;
 
-use serde_json::{Map, Value};
+use serde_json_path::PathElement;
+
+use crate::document::{Node, member};
+
+/// A node that paths are run on, with the copy general paths need, made on first use.
+pub struct Target<'n, 'a> {
+    node: &'n Node<'a>,
+    copy: OnceCell<serde_json::Value>,
+}
+
+impl<'n, 'a> Target<'n, 'a> {
+    /// Paths to be run on `node`.
+    pub fn new(node: &'n Node<'a>) -> Self {
+        Self {
+            node,
+            copy: OnceCell::new(),
+        }
+    }
+
+    /// The node.
+    pub fn node(&self) -> &'n Node<'a> {
+        self.node
+    }
+}
 
 /// A compiled JSONPath.
 #[derive(Debug, Clone)]
@@ -65,25 +92,34 @@ impl CompiledPath {
         &self.source
     }
 
-    /// Calls `each` with every node the path selects, in document order.
-    pub fn for_each<'a>(&self, value: &'a Value, mut each: impl FnMut(&'a Value)) {
+    /// Calls `each` with every node the path selects in `target`, in document order.
+    pub fn for_each<'n, 'a>(&self, target: &Target<'n, 'a>, mut each: impl FnMut(&'n Node<'a>)) {
         match &self.plan {
             Plan::Direct { steps, wildcard } => {
-                let _ = visit(value, steps, *wildcard, &mut |node| {
+                let _ = visit(target.node, steps, *wildcard, &mut |node| {
                     each(node);
                     ControlFlow::Continue(())
                 });
             }
-            Plan::General(path) => path.query(value).all().into_iter().for_each(each),
+            Plan::General(path) => {
+                let copy = target
+                    .copy
+                    .get_or_init(|| serde_json::Value::from(target.node));
+                for located in path.query_located(copy) {
+                    if let Some(node) = locate(target.node, located.location().iter()) {
+                        each(node);
+                    }
+                }
+            }
         }
     }
 
-    /// The first node the path selects.
-    pub fn first<'a>(&self, value: &'a Value) -> Option<&'a Value> {
+    /// The first node the path selects in `target`.
+    pub fn first<'n, 'a>(&self, target: &Target<'n, 'a>) -> Option<&'n Node<'a>> {
         match &self.plan {
             Plan::Direct { steps, wildcard } => {
                 let mut found = None;
-                let _ = visit(value, steps, *wildcard, &mut |node| {
+                let _ = visit(target.node, steps, *wildcard, &mut |node| {
                     found = Some(node);
                     ControlFlow::Break(())
                 });
@@ -91,7 +127,7 @@ impl CompiledPath {
             }
             Plan::General(_) => {
                 let mut found = None;
-                self.for_each(value, |node| {
+                self.for_each(target, |node| {
                     if found.is_none() {
                         found = Some(node);
                     }
@@ -100,52 +136,60 @@ impl CompiledPath {
             }
         }
     }
+
+    /// The first node the path selects in `node` (which is queried once).
+    pub fn first_in<'n, 'a>(&self, node: &'n Node<'a>) -> Option<&'n Node<'a>> {
+        self.first(&Target::new(node))
+    }
 }
 
-/// Calls `each` with every node `steps` (then, with `wildcard`, `[*]`) select from `value`, in
+/// The node at a normalized path (names and indexes from the root).
+fn locate<'n, 'a, 'p>(
+    mut node: &'n Node<'a>,
+    path: impl Iterator<Item = &'p PathElement<'p>>,
+) -> Option<&'n Node<'a>> {
+    for element in path {
+        node = match (element, node) {
+            (PathElement::Name(name), Node::Object(members)) => member(members, name)?,
+            (PathElement::Index(index), Node::Array(items)) => items.get(*index)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
+/// Calls `each` with every node `steps` (then, with `wildcard`, `[*]`) select from `node`, in
 /// order, until it says to stop.
-fn visit<'a>(
-    value: &'a Value,
+fn visit<'n, 'a>(
+    node: &'n Node<'a>,
     steps: &[Step],
     wildcard: bool,
-    each: &mut dyn FnMut(&'a Value) -> ControlFlow<()>,
+    each: &mut dyn FnMut(&'n Node<'a>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
     let Some((step, rest)) = steps.split_first() else {
         if !wildcard {
-            return each(value);
+            return each(node);
         }
-        return match value {
-            Value::Array(items) => items.iter().try_for_each(each),
-            Value::Object(members) => members.values().try_for_each(each),
+        return match node {
+            Node::Array(items) => items.iter().try_for_each(each),
+            Node::Object(members) => members.values().try_for_each(each),
             _ => ControlFlow::Continue(()),
         };
     };
-    match (step, value) {
-        (Step::Key(key), Value::Object(members)) => match member(members, key) {
+    match (step, node) {
+        (Step::Key(key), Node::Object(members)) => match member(members, key) {
             Some(child) => visit(child, rest, wildcard, each),
             None => ControlFlow::Continue(()),
         },
-        (Step::Keys(keys), Value::Object(members)) => keys
+        (Step::Keys(keys), Node::Object(members)) => keys
             .iter()
             .filter_map(|key| member(members, key))
             .try_for_each(|child| visit(child, rest, wildcard, each)),
-        (Step::Index(index), Value::Array(items)) => match items.get(*index) {
+        (Step::Index(index), Node::Array(items)) => match items.get(*index) {
             Some(child) => visit(child, rest, wildcard, each),
             None => ControlFlow::Continue(()),
         },
         _ => ControlFlow::Continue(()),
-    }
-}
-
-/// The member `key` of an object. Provider objects are small; comparing a few keys costs less
-/// than the SipHash of a lookup (serde_json's map with `preserve_order` hashes every key).
-pub(crate) fn member<'a>(members: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    if members.len() <= 16 {
-        members
-            .iter()
-            .find_map(|(name, value)| (name == key).then_some(value))
-    } else {
-        members.get(key)
     }
 }
 
@@ -221,9 +265,10 @@ fn direct_plan(source: &str) -> Option<(Vec<Step>, bool)> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
+    use crate::document::Document;
 
     fn general(source: &str, value: &Value) -> Vec<Value> {
         serde_json_path::JsonPath::parse(source)
@@ -236,10 +281,13 @@ mod tests {
     }
 
     fn compiled(source: &str, value: &Value) -> Vec<Value> {
+        let document = Document::from_value(value.clone());
         let mut out = Vec::new();
         CompiledPath::compile(source)
             .unwrap()
-            .for_each(value, |node| out.push(node.clone()));
+            .for_each(&Target::new(document.root()), |node| {
+                out.push(Value::from(node))
+            });
         out
     }
 
@@ -279,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn direct_lookups_agree_with_rfc_9535() {
+    fn paths_agree_with_rfc_9535_on_the_tree() {
         let document = json!({
             "a": {"b": 1, "c": [10, 20]},
             "items": [{"id": "x"}, {"id": "y"}],
@@ -316,6 +364,14 @@ mod tests {
             "$.both['photo','video'].cameraMake",
             "$.items['photo','video']",
             "$['a', 'map'].k1",
+            // General paths: evaluated on a copy, the selected nodes found again in the tree.
+            "$..id",
+            "$.items[?@.id=='y']",
+            "$.items[?@.id=='y'].id",
+            "$.items[-1]",
+            "$.a.c[0:2]",
+            "$..[?@.cameraMake=='Apple']",
+            "$.map[?@ > 1]",
         ] {
             assert_eq!(
                 compiled(source, &document),
@@ -327,11 +383,16 @@ mod tests {
 
     #[test]
     fn first_returns_the_first_node() {
-        let document = json!({"m": {"photo": {"cameraMake": "Pixel"}}});
+        let document = Document::from_value(json!({"m": {"photo": {"cameraMake": "Pixel"}}}));
         let path = CompiledPath::compile("$.m['photo','video'].cameraMake").unwrap();
-        assert_eq!(path.first(&document), Some(&json!("Pixel")));
         assert_eq!(
-            CompiledPath::compile("$.nothing").unwrap().first(&document),
+            path.first_in(document.root()).map(Value::from),
+            Some(json!("Pixel"))
+        );
+        assert_eq!(
+            CompiledPath::compile("$.nothing")
+                .unwrap()
+                .first_in(document.root()),
             None
         );
     }

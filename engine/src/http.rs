@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
+use crate::document::Document;
+
 use crate::decode::decode;
 use crate::events::{Event, Observer};
 use crate::ratelimit::RateGate;
@@ -89,14 +91,14 @@ pub fn redacted(url: &url::Url) -> String {
 }
 
 /// A decoded response.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Page {
     /// The status (2xx).
     pub status: u16,
     /// The response headers.
     pub headers: HeaderMap,
     /// The decoded body.
-    pub body: Value,
+    pub body: Document,
 }
 
 /// Where requests really go.

@@ -11,6 +11,7 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
+use crate::document::{Node, token_text};
 use crate::extract::CompiledPath;
 use crate::listing::Listing;
 use crate::map::BuildError;
@@ -204,16 +205,17 @@ impl CompiledIncremental {
     }
 
     /// The newer of `newest` and `record`'s cursor field.
-    pub fn newest(&self, newest: Option<Value>, record: &Value) -> Option<Value> {
+    pub fn newest(&self, newest: Option<Value>, record: &Node<'_>) -> Option<Value> {
         let Self::Cursor { field, format, .. } = self else {
             return None;
         };
-        let Some(value) = field.first(record).filter(|value| !value.is_null()) else {
+        let Some(value) = field.first_in(record).filter(|value| !value.is_null()) else {
             return newest;
         };
+        let value = Value::from(value);
         match &newest {
-            Some(current) if compare(current, value, *format) != Ordering::Less => newest,
-            _ => Some(value.clone()),
+            Some(current) if compare(current, &value, *format) != Ordering::Less => newest,
+            _ => Some(value),
         }
     }
 
@@ -226,13 +228,13 @@ impl CompiledIncremental {
     }
 
     /// The token a page hands out, if this stream keeps one and the page has it.
-    pub fn page_token(&self, body: &Value) -> Option<String> {
+    pub fn page_token(&self, body: &Node<'_>) -> Option<String> {
         let token = match self {
             Self::SyncToken { token, .. } | Self::PageToken { token, .. } => token,
             Self::ChangeLog(log) => &log.token,
             Self::Cursor { .. } => return None,
         };
-        token_text(token.first(body)?)
+        token_text(token.first_in(body)?)
     }
 
     /// Whether `status` means the remembered token expired and a full pass is needed.
@@ -266,16 +268,6 @@ impl CompiledIncremental {
             sync_token: last_page_token.or_else(|| before.sync_token.clone()),
             resume: None,
         }
-    }
-}
-
-/// A token or log position as sent back: a non-empty string, or a number written out (a
-/// `historyId` that a provider sends unquoted).
-pub fn token_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(token) if !token.is_empty() => Some(token.clone()),
-        Value::Number(number) => Some(number.to_string()),
-        _ => None,
     }
 }
 
@@ -376,10 +368,14 @@ mod tests {
             lookback: std::time::Duration::ZERO,
         };
         // Same instant family, different offsets: text order would pick the wrong one.
-        let newest = incremental.newest(None, &json!({"at": "2026-01-02T10:00:00+05:00"}));
-        let newest = incremental.newest(newest, &json!({"at": "2026-01-02T06:00:00Z"}));
+        let newest = incremental.newest(
+            None,
+            &Node::from(&json!({"at": "2026-01-02T10:00:00+05:00"})),
+        );
+        let newest =
+            incremental.newest(newest, &Node::from(&json!({"at": "2026-01-02T06:00:00Z"})));
         assert_eq!(newest, Some(json!("2026-01-02T06:00:00Z")));
-        let newest = incremental.newest(newest, &json!({"other": 1}));
+        let newest = incremental.newest(newest, &Node::from(&json!({"other": 1})));
         assert_eq!(newest, Some(json!("2026-01-02T06:00:00Z")));
     }
 
@@ -392,8 +388,8 @@ mod tests {
             format: CursorFormat::Raw,
             lookback: std::time::Duration::ZERO,
         };
-        let newest = incremental.newest(None, &json!({"id": "999999999999999999"}));
-        let newest = incremental.newest(newest, &json!({"id": "1460323737035677698"}));
+        let newest = incremental.newest(None, &Node::from(&json!({"id": "999999999999999999"})));
+        let newest = incremental.newest(newest, &Node::from(&json!({"id": "1460323737035677698"})));
         assert_eq!(
             newest,
             Some(json!("1460323737035677698")),

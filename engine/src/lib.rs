@@ -12,6 +12,7 @@ pub mod account;
 pub mod auth;
 pub mod convert;
 pub mod decode;
+pub mod document;
 pub mod events;
 pub mod extract;
 pub mod http;

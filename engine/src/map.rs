@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::{Map, Value};
 
 use crate::convert::Converter;
-use crate::extract::{CompiledPath, PathError};
+use crate::document::{Node, get};
+use crate::extract::{CompiledPath, PathError, Target};
 use crate::models::ModelKind;
 use crate::spec::{FieldMapping, Stream, ValueKind, ValueSource};
 use crate::template::{CompileError, TemplateId, Templates};
@@ -50,16 +51,15 @@ impl Source {
     /// renders empty.
     pub fn value<'a>(
         &self,
-        record: &'a Value,
+        record: &Target<'_, '_>,
         context: &Lazy<'_>,
         templates: &Templates,
     ) -> Result<Option<Cow<'a, Value>>, String> {
-        // A selected value is borrowed: the conversion makes the one copy that is stored.
         match self {
             Self::Path(path) => Ok(path
                 .first(record)
                 .filter(|value| !value.is_null())
-                .map(Cow::Borrowed)),
+                .map(|value| Cow::Owned(Value::from(value)))),
             Self::Template(id) => templates
                 .render(id, context.get())
                 .map(rendered)
@@ -137,7 +137,7 @@ impl RecordFields {
         }
     }
 
-    fn value(&self, record: &Value) -> minijinja::Value {
+    fn value(&self, record: &Node<'_>) -> minijinja::Value {
         match self {
             Self::All => minijinja::Value::from(minijinja::value::Serde(record)),
             Self::None => minijinja::Value::from(()),
@@ -145,7 +145,7 @@ impl RecordFields {
                 names
                     .iter()
                     .filter_map(|name| {
-                        let value = crate::extract::member(record.as_object()?, name)?;
+                        let value = get(record, name)?;
                         Some((
                             name.clone(),
                             minijinja::Value::from(minijinja::value::Serde(value)),
@@ -159,7 +159,7 @@ impl RecordFields {
 
 /// The template context of one record (`record`, `parent`, `config`), built on first use.
 pub struct Lazy<'a> {
-    record: &'a Value,
+    record: &'a Node<'a>,
     fields: &'a RecordFields,
     parent: &'a minijinja::Value,
     config: &'a minijinja::Value,
@@ -169,7 +169,7 @@ pub struct Lazy<'a> {
 impl<'a> Lazy<'a> {
     /// A context for `record`, converting the parts named by `fields`.
     pub fn new(
-        record: &'a Value,
+        record: &'a Node<'a>,
         fields: &'a RecordFields,
         parent: &'a minijinja::Value,
         config: &'a minijinja::Value,
@@ -213,7 +213,7 @@ pub struct PageScope<'p> {
 
 /// One render of a template: the record attribute values it read (`None` for an absent one),
 /// and the text.
-type Render<'p> = (Vec<Option<&'p Value>>, String);
+type Render<'p> = (Vec<Option<&'p Node<'p>>>, String);
 
 impl<'p> PageScope<'p> {
     /// The scope of a page whose records have `parent` (`()` for a root stream), under `config`.
@@ -231,19 +231,12 @@ impl<'p> PageScope<'p> {
         &mut self,
         slot: usize,
         names: &[String],
-        record: &'p Value,
+        record: &'p Node<'p>,
         template: &TemplateId,
         context: &Lazy<'_>,
         templates: &Templates,
     ) -> Result<String, String> {
-        let read: Vec<Option<&'p Value>> = names
-            .iter()
-            .map(|name| {
-                record
-                    .as_object()
-                    .and_then(|members| crate::extract::member(members, name))
-            })
-            .collect();
+        let read: Vec<Option<&'p Node<'p>>> = names.iter().map(|name| get(record, name)).collect();
         if self.renders.len() <= slot {
             self.renders.resize_with(slot + 1, Vec::new);
         }
@@ -262,8 +255,8 @@ impl<'p> PageScope<'p> {
 }
 
 /// Every node `path` selects, as one list: a single selected list is taken as it is.
-fn gather<'a>(path: &CompiledPath, record: &'a Value) -> Option<Cow<'a, Value>> {
-    let mut nodes: Vec<&'a Value> = Vec::new();
+fn gather<'a>(path: &CompiledPath, record: &Target<'_, '_>) -> Option<Cow<'a, Value>> {
+    let mut nodes: Vec<&Node<'_>> = Vec::new();
     path.for_each(record, |node| {
         if !node.is_null() {
             nodes.push(node);
@@ -271,9 +264,9 @@ fn gather<'a>(path: &CompiledPath, record: &'a Value) -> Option<Cow<'a, Value>> 
     });
     match nodes.as_slice() {
         [] => None,
-        [only] if only.is_array() => Some(Cow::Borrowed(*only)),
+        [only] if only.is_array() => Some(Cow::Owned(Value::from(*only))),
         _ => Some(Cow::Owned(Value::Array(
-            nodes.into_iter().cloned().collect(),
+            nodes.into_iter().map(Value::from).collect(),
         ))),
     }
 }
@@ -287,15 +280,25 @@ mod tests {
         let record = serde_json::json!({"labels": [{"name": "Urgent"}, {"name": "Home"}], "tags": ["a"], "none": []});
         let names = CompiledPath::compile("$.labels[*].name").unwrap();
         assert_eq!(
-            gather(&names, &record).unwrap().into_owned(),
+            gather(&names, &Target::new(&Node::from(&record)))
+                .unwrap()
+                .into_owned(),
             serde_json::json!(["Urgent", "Home"])
         );
         let whole = CompiledPath::compile("$.tags").unwrap();
         assert_eq!(
-            gather(&whole, &record).unwrap().into_owned(),
+            gather(&whole, &Target::new(&Node::from(&record)))
+                .unwrap()
+                .into_owned(),
             serde_json::json!(["a"])
         );
-        assert!(gather(&CompiledPath::compile("$.none[*]").unwrap(), &record).is_none());
+        assert!(
+            gather(
+                &CompiledPath::compile("$.none[*]").unwrap(),
+                &Target::new(&Node::from(&record))
+            )
+            .is_none()
+        );
     }
 
     /// The mapper of a media stream with `map`, and its templates.
@@ -327,6 +330,7 @@ mod tests {
         let raw = serde_json::json!({"id": "a/1", "mimeType": "video/mp4", "baseUrl": "https://x/a", "width": "1920"});
         let none = minijinja::Value::from(());
         let mut scope = PageScope::new(&none, &none);
+        let raw = Node::from(&raw);
         let Mapped::Record(record) = mapper.map(&raw, &mut scope, &provenance, &templates) else {
             panic!("maps");
         };
@@ -375,9 +379,10 @@ mod tests {
                 raw
             })
             .collect();
+        let nodes: Vec<Node> = raws.iter().map(Node::from).collect();
         let mut scope = PageScope::new(&parent, &config);
-        for (n, raw) in raws.iter().enumerate() {
-            let Mapped::Record(record) = mapper.map(raw, &mut scope, &provenance, &templates)
+        for (n, (raw, node)) in raws.iter().zip(&nodes).enumerate() {
+            let Mapped::Record(record) = mapper.map(node, &mut scope, &provenance, &templates)
             else {
                 panic!("maps");
             };
@@ -412,8 +417,9 @@ mod tests {
             fields,
             RecordFields::Only(vec!["mimeType".to_owned(), "status".to_owned()])
         );
-        let value = fields
-            .value(&serde_json::json!({"mimeType": "video/mp4", "status": "ok", "big": [1, 2, 3]}));
+        let value = fields.value(&Node::from(
+            &serde_json::json!({"mimeType": "video/mp4", "status": "ok", "big": [1, 2, 3]}),
+        ));
         assert_eq!(
             value.get_attr("mimeType").unwrap().as_str(),
             Some("video/mp4")
@@ -680,22 +686,23 @@ impl RecordMapper {
     /// Maps one raw record.
     pub fn map<'p>(
         &self,
-        raw: &'p Value,
+        raw: &'p Node<'p>,
         scope: &mut PageScope<'p>,
         provenance: &Provenance,
         templates: &Templates,
     ) -> Mapped {
         let context = Lazy::new(raw, &self.record_fields, scope.parent, scope.config);
+        let target = Target::new(raw);
         let reject = |id: Option<String>, reason: String| {
             Mapped::Rejected(Reject {
                 id,
                 reason,
-                raw: raw.clone(),
+                raw: Value::from(raw),
             })
         };
         let id = match self
             .id
-            .value(raw, &context, templates)
+            .value(&target, &context, templates)
             .map(|id| id.map(Cow::into_owned))
         {
             Ok(Some(Value::String(id))) => id,
@@ -721,12 +728,12 @@ impl RecordMapper {
             let selected = match (&field.source, field.converter, &field.reads) {
                 // A list field gathers every node its path selects (`$.labels[*].name`).
                 (Source::Path(path), Converter::ByKind(ValueKind::Array), _) => {
-                    Ok(gather(path, raw))
+                    Ok(gather(path, &target))
                 }
                 (Source::Template(template), _, Some(names)) => scope
                     .render(slot, names, raw, template, &context, templates)
                     .map(rendered),
-                _ => field.source.value(raw, &context, templates),
+                _ => field.source.value(&target, &context, templates),
             };
             let value = match selected {
                 Ok(value) => value.or_else(|| field.default.as_ref().map(Cow::Borrowed)),

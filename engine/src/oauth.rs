@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::document::Node;
 use crate::events::Observer;
 use crate::extract::CompiledPath;
 use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, RequestBody};
@@ -271,7 +272,7 @@ impl<'a> TokenEndpoint<'a> {
             .fetch(request, Decode::Json, auth, self.observer)
             .await
         {
-            Ok(page) => Ok(page.body),
+            Ok(page) => Ok(page.body.to_value()),
             Err(HttpError::Status { status, excerpt }) => {
                 Err(OAuthError::Rejected(format!("{status}: {excerpt}")))
             }
@@ -371,7 +372,7 @@ impl<'a> TokenEndpoint<'a> {
                 Capture::Callback(param) => callback
                     .get(param)
                     .map(|value| Value::String(value.clone())),
-                Capture::TokenResponse(path) => select(path.as_str(), &body).cloned(),
+                Capture::TokenResponse(path) => select(path.as_str(), &body),
             };
             if let Some(value) = value {
                 captured.insert(name.clone(), value);
@@ -547,13 +548,18 @@ impl<'a> TokenEndpoint<'a> {
     }
 }
 
-fn select<'v>(path: &str, value: &'v Value) -> Option<&'v Value> {
-    CompiledPath::compile(path).ok()?.first(value)
+/// What `path` selects in `value` (token responses are small: a copy is simplest).
+fn select(path: &str, value: &Value) -> Option<Value> {
+    let node = Node::from(value);
+    CompiledPath::compile(path)
+        .ok()?
+        .first_in(&node)
+        .map(Value::from)
 }
 
-fn text(value: Option<&Value>) -> Option<String> {
+fn text(value: Option<Value>) -> Option<String> {
     match value? {
-        Value::String(text) if !text.is_empty() => Some(text.clone()),
+        Value::String(text) if !text.is_empty() => Some(text),
         Value::Number(number) => Some(number.to_string()),
         Value::Array(items) => Some(
             items
@@ -566,7 +572,7 @@ fn text(value: Option<&Value>) -> Option<String> {
     }
 }
 
-fn seconds(value: Option<&Value>) -> Option<i64> {
+fn seconds(value: Option<Value>) -> Option<i64> {
     match value? {
         Value::Number(number) => number
             .as_i64()
@@ -601,8 +607,12 @@ pub fn parse_token_response(
             return Err(OAuthError::Rejected(message));
         }
     }
+    let enveloped;
     let root = match &spec.envelope {
-        Some(envelope) => select(envelope.as_str(), body).unwrap_or(&Value::Null),
+        Some(envelope) => {
+            enveloped = select(envelope.as_str(), body).unwrap_or(Value::Null);
+            &enveloped
+        }
         None => body,
     };
     let access_token = text(select(spec.access_token.as_str(), root))

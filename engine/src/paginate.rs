@@ -9,6 +9,7 @@
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
+use crate::document::{Node, token_text};
 use crate::extract::CompiledPath;
 use crate::map::BuildError;
 use crate::request::{Injection, RequestPlan};
@@ -277,7 +278,7 @@ impl Paginator {
     pub fn next(
         &self,
         cursor: &PageCursor,
-        body: &Value,
+        body: &Node<'_>,
         headers: &HeaderMap,
         records: usize,
         templates: &Templates,
@@ -296,15 +297,12 @@ impl Paginator {
         }
         let next = match &self.strategy {
             Strategy::None => None,
-            Strategy::Cursor { token, .. } => match token.first(body) {
-                Some(Value::String(text)) if !text.is_empty() => {
-                    Some(PageCursor::Token(text.clone()))
-                }
-                Some(Value::Number(number)) => Some(PageCursor::Token(number.to_string())),
-                _ => None,
-            },
-            Strategy::NextUrlBody(path) => match path.first(body) {
-                Some(Value::String(url)) if !url.is_empty() => Some(PageCursor::Url(url.clone())),
+            Strategy::Cursor { token, .. } => token
+                .first_in(body)
+                .and_then(token_text)
+                .map(PageCursor::Token),
+            Strategy::NextUrlBody(path) => match path.first_in(body) {
+                Some(Node::Str(url)) if !url.is_empty() => Some(PageCursor::Url(url.to_string())),
                 _ => None,
             },
             Strategy::NextUrlLinkHeader => next_link(headers).map(PageCursor::Url),

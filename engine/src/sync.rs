@@ -16,10 +16,11 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::document::{Node, token_text};
 use crate::events::{Counters, Event, Observer, WriteCounts};
-use crate::extract::CompiledPath;
+use crate::extract::{CompiledPath, Target};
 use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, Page};
-use crate::incremental::{ChangeLog, CompiledIncremental, token_text};
+use crate::incremental::{ChangeLog, CompiledIncremental};
 use crate::listing::Listing;
 use crate::map::{
     BuildError, Lazy, Mapped, PageScope, Provenance, RecordFields, RecordMapper, Source,
@@ -636,7 +637,7 @@ impl Fetcher<'_> {
             .await
             .map_err(|error| self.error(name, Some(request.describe()), error.into()))?;
         if let Some((when, message)) = &self.connector.response_error {
-            let response = minijinja::context! { response => minijinja::Value::from(minijinja::value::Serde(&page.body)) };
+            let response = minijinja::context! { response => minijinja::Value::from(minijinja::value::Serde(page.body.root())) };
             let failed = templates.test(when, &response).map_err(|error| {
                 self.error(
                     name,
@@ -647,12 +648,12 @@ impl Fetcher<'_> {
             if failed {
                 let said = message
                     .as_ref()
-                    .and_then(|path| path.first(&page.body))
+                    .and_then(|path| path.first_in(page.body.root()))
                     .map_or_else(
                         || "no message".to_owned(),
                         |value| match value {
-                            Value::String(text) => text.clone(),
-                            other => other.to_string(),
+                            Node::Str(text) => text.to_string(),
+                            other => Value::from(other).to_string(),
                         },
                     );
                 return Err(self.error(
@@ -806,7 +807,12 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             .fetcher
             .fetch_from(name, stream, &log.start, parent, pass, &PageCursor::First)
             .await?;
-        match log.start.records.first(&page.body).and_then(token_text) {
+        match log
+            .start
+            .records
+            .first_in(page.body.root())
+            .and_then(token_text)
+        {
             Some(position) => Ok(Some(position)),
             None => Err(self.fetcher.error(
                 name,
@@ -931,10 +937,11 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 };
                 resumed = false;
                 let listing = stream.listing(&pass);
-                let mut raw_records: Vec<&Value> = Vec::new();
+                let body = Target::new(page.body.root());
+                let mut raw_records: Vec<&Node<'_>> = Vec::new();
                 listing
                     .records
-                    .for_each(&page.body, |record| raw_records.push(record));
+                    .for_each(&body, |record| raw_records.push(record));
                 self.fetcher.tally.event(&Event::Page {
                     stream: name,
                     records: raw_records.len(),
@@ -944,7 +951,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                     .paginator
                     .next(
                         &cursor,
-                        &page.body,
+                        body.node(),
                         &page.headers,
                         raw_records.len(),
                         templates,
@@ -983,7 +990,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                                 stream
                                     .incremental
                                     .as_ref()
-                                    .and_then(|incremental| incremental.page_token(&page.body))
+                                    .and_then(|incremental| incremental.page_token(body.node()))
                             }),
                         ),
                     };
@@ -1058,7 +1065,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                         .reads_log(&pass)
                         .and_then(|log| log.deleted_ids.as_ref())
                     {
-                        deleted_ids.for_each(&page.body, |id| {
+                        deleted_ids.for_each(&body, |id| {
                             if let Some(id) = token_text(id) {
                                 batch.records.push(
                                     RecordMapper::tombstone(id, &self.fetcher.provenance).into(),
@@ -1154,7 +1161,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         &self,
         name: &str,
         fields: &[(String, Source)],
-        records: &[&Value],
+        records: &[&Node<'_>],
         concurrency: usize,
         depth: u8,
     ) -> Result<(), SyncError> {
@@ -1276,16 +1283,17 @@ fn full_pass_after(
 /// partition key its checkpoints are stored under (those fields as JSON).
 fn parent_value(
     fields: &[(String, Source)],
-    record: &Value,
+    record: &Node<'_>,
     config: &minijinja::Value,
     templates: &Templates,
 ) -> Result<(minijinja::Value, String), String> {
     let none = minijinja::Value::from(());
     let context = Lazy::new(record, &RecordFields::All, &none, config);
+    let target = Target::new(record);
     let mut values = Map::new();
     for (name, source) in fields {
         let value = source
-            .value(record, &context, templates)
+            .value(&target, &context, templates)
             .map_err(|error| format!("parent field `{name}`: {error}"))?;
         values.insert(
             name.clone(),

@@ -363,7 +363,7 @@ fn store_only(total: usize) {
 /// server sends, then its records mapped into the rows the store binds. Prints the CPU time a
 /// record costs in each, which is steadier than the import's rate on a shared machine.
 fn stages(total: usize) {
-    use engine::extract::CompiledPath;
+    use engine::extract::{CompiledPath, Target};
     use engine::map::{Mapped, PageScope, Provenance, RecordMapper};
     use engine::store::StoredRecord;
     use engine::template::Templates;
@@ -388,7 +388,7 @@ fn stages(total: usize) {
         let decoded_at = Instant::now();
         let mut rows = Vec::with_capacity(PAGE_SIZE);
         let mut scope = PageScope::new(&none, &none);
-        records.for_each(&decoded, |raw| {
+        records.for_each(&Target::new(decoded.root()), |raw| {
             if let Mapped::Record(record) = mapper.map(raw, &mut scope, &provenance, &templates) {
                 rows.push(StoredRecord::from(record));
             }
