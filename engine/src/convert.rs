@@ -48,6 +48,36 @@ impl Converter {
         }
         convert(conversion, &value).map(Cow::Owned)
     }
+
+    /// Whether a string passes through [`Converter::apply`] as it came (a test holds the two
+    /// together; the matches name every case so that a new one has to be decided here).
+    pub fn keeps_text(self) -> bool {
+        match self {
+            Self::Explicit(conversion) => match conversion {
+                Conversion::String | Conversion::Json => true,
+                Conversion::Integer
+                | Conversion::Number
+                | Conversion::Boolean
+                | Conversion::EpochSeconds
+                | Conversion::EpochMillis
+                | Conversion::Rfc3339
+                | Conversion::Rfc2822
+                | Conversion::Date
+                | Conversion::HtmlUnescape => false,
+            },
+            Self::ByKind(kind) => match kind {
+                ValueKind::String | ValueKind::Any => true,
+                ValueKind::Integer
+                | ValueKind::Number
+                | ValueKind::Boolean
+                | ValueKind::DateTime
+                | ValueKind::Date
+                | ValueKind::DateOrDateTime
+                | ValueKind::Array
+                | ValueKind::Object => false,
+            },
+        }
+    }
 }
 
 /// Whether `conversion` gives `value` back as it is.
@@ -186,6 +216,55 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// `keeps_text` says exactly which conversions give every string back as it came.
+    #[test]
+    fn keeps_text_agrees_with_apply() {
+        let conversions = [
+            Conversion::String,
+            Conversion::Integer,
+            Conversion::Number,
+            Conversion::Boolean,
+            Conversion::EpochSeconds,
+            Conversion::EpochMillis,
+            Conversion::Rfc3339,
+            Conversion::Rfc2822,
+            Conversion::Date,
+            Conversion::HtmlUnescape,
+            Conversion::Json,
+        ];
+        let kinds = [
+            ValueKind::String,
+            ValueKind::Integer,
+            ValueKind::Number,
+            ValueKind::Boolean,
+            ValueKind::DateTime,
+            ValueKind::Date,
+            ValueKind::DateOrDateTime,
+            ValueKind::Array,
+            ValueKind::Object,
+            ValueKind::Any,
+        ];
+        let texts = [
+            "x",
+            "4032",
+            "true",
+            "2026-01-02",
+            "2026-01-02T10:00:00Z",
+            "a &amp; b",
+        ]
+        .map(|text| json!(text));
+        let converters = conversions
+            .map(Converter::Explicit)
+            .into_iter()
+            .chain(kinds.map(Converter::ByKind));
+        for converter in converters {
+            let kept = texts.iter().all(|text| {
+                matches!(converter.apply(Cow::Borrowed(text)), Ok(Cow::Borrowed(same)) if same == text)
+            });
+            assert_eq!(converter.keeps_text(), kept, "{converter:?}");
+        }
+    }
 
     #[test]
     fn int64_as_string_and_numbers() {

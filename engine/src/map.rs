@@ -56,16 +56,19 @@ impl Source {
         templates: &Templates,
     ) -> Result<Option<Cow<'a, Value>>, String> {
         match self {
-            Self::Path(path) => Ok(path
-                .first(record)
-                .filter(|value| !value.is_null())
-                .map(|value| Cow::Owned(Value::from(value)))),
+            Self::Path(path) => Ok(selected(path.first(record))),
             Self::Template(id) => templates
                 .render(id, context.get())
                 .map(rendered)
                 .map_err(|error| error.to_string()),
         }
     }
+}
+
+/// A selected node as a value (a copy: it is kept), `None` for nothing or null.
+fn selected<'a>(node: Option<&Node<'_>>) -> Option<Cow<'a, Value>> {
+    node.filter(|node| !node.is_null())
+        .map(|node| Cow::Owned(Value::from(node)))
 }
 
 /// A template's text as a value: an empty render is no value.
@@ -451,6 +454,9 @@ struct FieldPlan {
     check: FieldCheck,
     default: Option<Value>,
     required: bool,
+    /// A string selected for this field is written as it is: the conversion keeps text and the
+    /// model takes any string, so there is nothing to convert or check.
+    takes_text: bool,
     /// For a template that reads only named record attributes (or none): those names, whose
     /// values are all its output can depend on within a page (see [`PageScope`]).
     reads: Option<Vec<String>>,
@@ -633,15 +639,18 @@ impl RecordMapper {
             let mut key = b",".to_vec();
             push_json(&mut key, info.name);
             key.push(b':');
+            let converter = mapping
+                .conversion()
+                .map_or(Converter::ByKind(info.kind), Converter::Explicit);
+            let check = FieldCheck::new(model, info.name);
             fields.push(FieldPlan {
                 name: info.name,
                 key: into_text(key),
-                check: FieldCheck::new(model, info.name),
+                takes_text: converter.keeps_text() && check.takes_any_text(),
+                check,
                 reads,
                 source: Source::compile(mapping.source(), templates)?,
-                converter: mapping
-                    .conversion()
-                    .map_or(Converter::ByKind(info.kind), Converter::Explicit),
+                converter,
                 default,
                 required: info.required,
             });
@@ -730,6 +739,14 @@ impl RecordMapper {
                 (Source::Path(path), Converter::ByKind(ValueKind::Array), _) => {
                     Ok(gather(path, &target))
                 }
+                (Source::Path(path), _, _) => match path.first(&target) {
+                    Some(Node::Str(text)) if field.takes_text => {
+                        json.extend_from_slice(field.key.as_bytes());
+                        push_json(&mut json, &**text);
+                        continue;
+                    }
+                    node => Ok(selected(node)),
+                },
                 (Source::Template(template), _, Some(names)) => scope
                     .render(slot, names, raw, template, &context, templates)
                     .map(rendered),

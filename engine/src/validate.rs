@@ -51,7 +51,7 @@ static VALIDATORS: LazyLock<HashMap<ModelKind, jsonschema::Validator>> = LazyLoc
 
 /// Each model field's own validator: the property's subschema, with the model's `$defs` (which
 /// its `$ref`s name) and `$schema` beside it.
-static FIELD_VALIDATORS: LazyLock<HashMap<(ModelKind, String), jsonschema::Validator>> =
+static FIELD_VALIDATORS: LazyLock<HashMap<(ModelKind, String), FieldSchema>> =
     LazyLock::new(|| {
         let mut validators = HashMap::new();
         for &model in ModelKind::ALL {
@@ -71,17 +71,52 @@ static FIELD_VALIDATORS: LazyLock<HashMap<(ModelKind, String), jsonschema::Valid
                         field.insert(keyword.to_owned(), value.clone());
                     }
                 }
-                validators.insert((model, name.clone()), compile(&Value::Object(field)));
+                let any_text = takes_any_text(property);
+                let validator = compile(&Value::Object(field));
+                validators.insert(
+                    (model, name.clone()),
+                    FieldSchema {
+                        validator,
+                        any_text,
+                    },
+                );
             }
         }
         validators
     });
 
+/// A model field's validator, and whether it takes every string.
+struct FieldSchema {
+    validator: jsonschema::Validator,
+    any_text: bool,
+}
+
+/// Whether a property's schema takes every string: it asserts nothing but a `type` that
+/// includes `string` (annotations aside). A `format`, `enum`, `pattern`, length or `$ref` is an
+/// assertion that has to be checked.
+fn takes_any_text(property: &Value) -> bool {
+    let Value::Object(keywords) = property else {
+        return false;
+    };
+    let text = |kind: &Value| kind.as_str() == Some("string");
+    keywords
+        .iter()
+        .all(|(keyword, value)| match keyword.as_str() {
+            "description" | "title" | "examples" | "$comment" => true,
+            "type" => match value {
+                Value::Array(kinds) => kinds.iter().any(text),
+                kind => text(kind),
+            },
+            _ => false,
+        })
+        && keywords.contains_key("type")
+}
+
 /// Checks one field's value against the model schema's property `name`.
 #[derive(Clone, Copy)]
 pub struct FieldCheck {
     name: &'static str,
-    validator: Option<&'static jsonschema::Validator>,
+    schema: Option<&'static FieldSchema>,
 }
 
 impl std::fmt::Debug for FieldCheck {
@@ -98,13 +133,19 @@ impl FieldCheck {
     pub fn new(model: ModelKind, name: &'static str) -> Self {
         Self {
             name,
-            validator: FIELD_VALIDATORS.get(&(model, name.to_owned())),
+            schema: FIELD_VALIDATORS.get(&(model, name.to_owned())),
         }
+    }
+
+    /// Whether every string fits the field: a text value then needs no check (mapping writes
+    /// such values straight from the page, with no copy).
+    pub fn takes_any_text(&self) -> bool {
+        self.schema.is_some_and(|schema| schema.any_text)
     }
 
     /// Checks `value`; the error names the field (and the place inside it) and says what is wrong.
     pub fn check(&self, value: &Value) -> Result<(), String> {
-        let Some(validator) = self.validator else {
+        let Some(FieldSchema { validator, .. }) = self.schema else {
             return Err(format!("{}: the model has no such field", self.name));
         };
         if validator.is_valid(value) {
@@ -182,6 +223,48 @@ mod tests {
         let error =
             validate_record(ModelKind::Media, &media(json!({"colour": "red"}))).unwrap_err();
         assert!(error.contains("colour"), "{error}");
+    }
+
+    /// A field said to take any text takes every string its validator is shown, and the fields
+    /// with a format, an enumeration or a reference are not said to.
+    #[test]
+    fn fields_that_take_any_text_accept_every_string() {
+        let texts = [
+            "",
+            "text",
+            "2026-01-02",
+            "not a date",
+            "ünïcödé ✓",
+            "line\nbreak \"quoted\" \\",
+            "\u{0}",
+        ];
+        let mut taking = 0;
+        for &model in ModelKind::ALL {
+            for field in model.fields() {
+                let check = FieldCheck::new(model, field.name);
+                if !check.takes_any_text() {
+                    continue;
+                }
+                taking += 1;
+                for text in texts {
+                    assert!(
+                        check.check(&json!(text)).is_ok(),
+                        "{}.{}: {text:?}",
+                        model.name(),
+                        field.name
+                    );
+                }
+            }
+        }
+        assert!(taking > 10, "{taking}");
+        assert!(FieldCheck::new(ModelKind::Media, "mime_type").takes_any_text());
+        assert!(FieldCheck::new(ModelKind::Media, "file_path").takes_any_text());
+        for name in ["taken_at", "media_type", "width", "colour"] {
+            assert!(
+                !FieldCheck::new(ModelKind::Media, name).takes_any_text(),
+                "{name}"
+            );
+        }
     }
 
     /// Field by field checks refuse exactly the values the whole schema refuses at that field.
