@@ -18,8 +18,8 @@ pub enum Converter {
 
 impl Converter {
     /// Converts `value`; the error says what was found and what was expected. A value that is
-    /// already what the conversion makes passes through as it came (borrowed values stay
-    /// borrowed: mapping copies each value once, into the record's JSON text).
+    /// already what the conversion makes passes through as it came (a borrowed value stays
+    /// borrowed).
     pub fn apply<'a>(self, value: Cow<'a, Value>) -> Result<Cow<'a, Value>, String> {
         let conversion = match self {
             Self::Explicit(conversion) => conversion,

@@ -351,6 +351,45 @@ mod tests {
         );
     }
 
+    /// Text written straight from the page is escaped as JSON, and text that a field converts
+    /// or checks (`taken_at` is a date-time) is not written straight.
+    #[test]
+    fn text_written_straight_from_the_page_is_escaped_and_checked_text_is_checked() {
+        let (mapper, templates) = media_mapper(serde_json::json!({
+            "media_type": "{{ 'photo' }}",
+            "file_path": "$.url",
+            "description": "$.caption",
+            "taken_at": "$.when"
+        }));
+        let provenance = Provenance::new("u", "i", "p");
+        let none = minijinja::Value::from(());
+        let page = crate::document::Document::json(
+            r#"[{"id": "1", "url": "https://x/1", "caption": "\"Hi\"\n\u00fc \\ end", "when": "2026-01-02T10:00:00Z"},
+                {"id": "2", "url": "https://x/2", "caption": "ok", "when": "yesterday"}]"#
+                .to_owned(),
+        )
+        .unwrap();
+        let records = page.root().as_array().unwrap();
+        let mut scope = PageScope::new(&none, &none);
+        let Mapped::Record(record) = mapper.map(&records[0], &mut scope, &provenance, &templates)
+        else {
+            panic!("maps");
+        };
+        assert_eq!(record.data().unwrap()["description"], "\"Hi\"\nü \\ end");
+        assert!(
+            record
+                .json()
+                .contains(r#""description":"\"Hi\"\nü \\ end""#),
+            "{}",
+            record.json()
+        );
+        let Mapped::Rejected(reject) = mapper.map(&records[1], &mut scope, &provenance, &templates)
+        else {
+            panic!("a date-time field checks its text");
+        };
+        assert!(reject.reason.contains("taken_at"), "{}", reject.reason);
+    }
+
     /// Within a page, a template renders once per distinct set of the values it reads; every
     /// record still gets what its own values render to, past the number of renders kept too.
     #[test]
