@@ -8,7 +8,6 @@
 use serde_json::{Map, Value};
 
 use crate::document::Document;
-
 use crate::spec::Decode;
 
 /// A body that could not be decoded: malformed or truncated. The HTTP layer retries these.

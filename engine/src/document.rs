@@ -13,9 +13,6 @@ use serde_json_borrow::ObjectAsVec;
 /// A node of a decoded body.
 pub type Node<'a> = serde_json_borrow::Value<'a>;
 
-/// A JSON number in a [`Node`].
-pub type Number = serde_json_borrow::Number;
-
 /// What a tree is read from.
 #[derive(Debug)]
 enum Source {
@@ -109,7 +106,7 @@ pub fn get<'o, 'a>(node: &'o Node<'a>, name: &str) -> Option<&'o Node<'a>> {
 }
 
 /// A number as `serde_json` writes it (`7`, `-3`, `2.5`).
-pub fn number_text(number: &Number) -> String {
+fn number_text(number: &serde_json_borrow::Number) -> String {
     serde_json::Number::from(*number).to_string()
 }
 

@@ -13,9 +13,8 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use crate::document::Document;
-
 use crate::decode::decode;
+use crate::document::Document;
 use crate::events::{Event, Observer};
 use crate::ratelimit::RateGate;
 use crate::spec::{Decode, HostPattern, Retry, WaitFormat};

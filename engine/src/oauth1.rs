@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
-use crate::document::Node;
+use crate::document::{Node, get};
 use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, RequestBody};
 use crate::spec::{Decode, OAuth1Auth};
 
@@ -239,8 +239,8 @@ impl OAuth1Flow<'_> {
         };
         let body = page.body.root();
         match (
-            crate::document::get(body, "oauth_token").and_then(Node::as_str),
-            crate::document::get(body, "oauth_token_secret").and_then(Node::as_str),
+            get(body, "oauth_token").and_then(Node::as_str),
+            get(body, "oauth_token_secret").and_then(Node::as_str),
         ) {
             (Some(token), Some(secret)) => Ok(OAuth1Token {
                 token: token.to_owned(),
