@@ -49,6 +49,37 @@ impl Converter {
         convert(conversion, &value).map(Cow::Owned)
     }
 
+    /// What [`Converter::apply`] gives back (a test holds the two together; the matches name
+    /// every case so that a new one has to be decided here).
+    pub fn output(self) -> Output {
+        match self {
+            Self::Explicit(conversion) => match conversion {
+                Conversion::String | Conversion::HtmlUnescape => Output::Text,
+                Conversion::Integer => Output::Integer,
+                Conversion::Number => Output::Number,
+                Conversion::Boolean => Output::Boolean,
+                Conversion::EpochSeconds
+                | Conversion::EpochMillis
+                | Conversion::Rfc3339
+                | Conversion::Rfc2822 => Output::DateTime,
+                Conversion::Date => Output::Date,
+                Conversion::Json => Output::Any,
+            },
+            Self::ByKind(kind) => match kind {
+                ValueKind::String => Output::Text,
+                ValueKind::Integer => Output::Integer,
+                ValueKind::Number => Output::Number,
+                ValueKind::Boolean => Output::Boolean,
+                ValueKind::DateTime => Output::DateTime,
+                ValueKind::Date => Output::Date,
+                ValueKind::DateOrDateTime
+                | ValueKind::Array
+                | ValueKind::Object
+                | ValueKind::Any => Output::Any,
+            },
+        }
+    }
+
     /// Whether a string passes through [`Converter::apply`] as it came (a test holds the two
     /// together; the matches name every case so that a new one has to be decided here).
     pub fn keeps_text(self) -> bool {
@@ -78,6 +109,39 @@ impl Converter {
             },
         }
     }
+}
+
+/// What every value a converter gives back is, whatever it was given (a converter never gives
+/// back `null`): a field whose schema takes every value of that kind needs no check of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Output {
+    /// A string.
+    Text,
+    /// An RFC 3339 date-time in UTC, years 0000 to 9999.
+    DateTime,
+    /// A `YYYY-MM-DD` date, years 0000 to 9999.
+    Date,
+    /// A whole number that fits in 64 bits.
+    Integer,
+    /// A number.
+    Number,
+    /// `true` or `false`.
+    Boolean,
+    /// Any value: only a check can tell.
+    Any,
+}
+
+impl Output {
+    /// Every kind, for tests that go through them all.
+    pub const ALL: &[Output] = &[
+        Self::Text,
+        Self::DateTime,
+        Self::Date,
+        Self::Integer,
+        Self::Number,
+        Self::Boolean,
+        Self::Any,
+    ];
 }
 
 /// Whether `conversion` gives `value` back as it is.
@@ -199,16 +263,26 @@ pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
             _ => fail("an RFC 2822 date"),
         },
         Conversion::Date => match text(value).map(jiff::civil::Date::from_str) {
-            Some(Ok(date)) => Ok(Value::String(date.to_string())),
+            Some(Ok(date)) if date.year() >= 0 => Ok(Value::String(date.to_string())),
+            Some(Ok(_)) => fail(BEFORE_YEAR_ZERO),
             _ => fail("a date (YYYY-MM-DD)"),
         },
     }
 }
 
+/// RFC 3339 writes years 0000 to 9999; jiff reaches back to -9999 and writes such years with a
+/// sign and six digits, which no date-time check takes.
+const BEFORE_YEAR_ZERO: &str = "a date from year 0 on";
+
+/// 0000-01-01T00:00:00Z.
+const YEAR_ZERO: jiff::Timestamp = jiff::Timestamp::constant(-62_167_219_200, 0);
+
 fn timestamp(result: Result<jiff::Timestamp, jiff::Error>) -> Result<Value, String> {
-    result
-        .map(|timestamp| Value::String(timestamp.to_string()))
-        .map_err(|error| error.to_string())
+    match result {
+        Ok(timestamp) if timestamp >= YEAR_ZERO => Ok(Value::String(timestamp.to_string())),
+        Ok(timestamp) => Err(format!("{timestamp} is not {BEFORE_YEAR_ZERO}")),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -220,6 +294,25 @@ mod tests {
     /// `keeps_text` says exactly which conversions give every string back as it came.
     #[test]
     fn keeps_text_agrees_with_apply() {
+        let texts = [
+            "x",
+            "4032",
+            "true",
+            "2026-01-02",
+            "2026-01-02T10:00:00Z",
+            "a &amp; b",
+        ]
+        .map(|text| json!(text));
+        for converter in converters() {
+            let kept = texts.iter().all(|text| {
+                matches!(converter.apply(Cow::Borrowed(text)), Ok(Cow::Borrowed(same)) if same == text)
+            });
+            assert_eq!(converter.keeps_text(), kept, "{converter:?}");
+        }
+    }
+
+    /// Every converter: each explicit conversion and each field kind's own.
+    fn converters() -> impl Iterator<Item = Converter> {
         let conversions = [
             Conversion::String,
             Conversion::Integer,
@@ -245,25 +338,89 @@ mod tests {
             ValueKind::Object,
             ValueKind::Any,
         ];
-        let texts = [
-            "x",
-            "4032",
-            "true",
-            "2026-01-02",
-            "2026-01-02T10:00:00Z",
-            "a &amp; b",
-        ]
-        .map(|text| json!(text));
-        let converters = conversions
+        conversions
             .map(Converter::Explicit)
             .into_iter()
-            .chain(kinds.map(Converter::ByKind));
-        for converter in converters {
-            let kept = texts.iter().all(|text| {
-                matches!(converter.apply(Cow::Borrowed(text)), Ok(Cow::Borrowed(same)) if same == text)
-            });
-            assert_eq!(converter.keeps_text(), kept, "{converter:?}");
+            .chain(kinds.map(Converter::ByKind))
+    }
+
+    /// `output` says what `apply` gives back for every input, years before 0 included (which
+    /// are refused: RFC 3339 cannot write them).
+    #[test]
+    fn output_agrees_with_apply() {
+        let format = |name: &str| {
+            jsonschema::options()
+                .should_validate_formats(true)
+                .build(&json!({"type": "string", "format": name}))
+                .unwrap()
+        };
+        let (date_time, date) = (format("date-time"), format("date"));
+        let inputs = [
+            json!("x"),
+            json!("4032"),
+            json!(" 12 "),
+            json!("12.5"),
+            json!("-1e3"),
+            json!("1e400"),
+            json!("FALSE"),
+            json!("2026-01-02"),
+            json!("0000-01-01"),
+            json!("-000001-01-01"),
+            json!("2026-01-02T10:00:00Z"),
+            json!("0000-01-01T00:00:00+01:00"),
+            json!("-000001-12-31T00:00:00Z"),
+            json!("Tue, 1 Jul 2003 10:52:37 +0200"),
+            json!("a &amp; b"),
+            json!("1512085950.000216"),
+            json!("-62167219201"),
+            json!(-62_167_219_201_i64),
+            json!(0),
+            json!(7.0),
+            json!(1.5),
+            json!(1e300),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!(true),
+            json!(null),
+            json!([]),
+            json!({}),
+        ];
+        let mut given = std::collections::HashMap::<Output, usize>::new();
+        for converter in converters() {
+            let output = converter.output();
+            for input in &inputs {
+                let Ok(value) = converter.apply(Cow::Borrowed(input)) else {
+                    continue;
+                };
+                let fits = match output {
+                    Output::Text => value.is_string(),
+                    Output::DateTime => value.is_string() && date_time.is_valid(&value),
+                    Output::Date => value.is_string() && date.is_valid(&value),
+                    Output::Integer => value.is_i64(),
+                    Output::Number => value.is_number(),
+                    Output::Boolean => value.is_boolean(),
+                    Output::Any => true,
+                };
+                assert!(
+                    fits,
+                    "{converter:?} gave {value} for {input}, not {output:?}"
+                );
+                *given.entry(output).or_default() += 1;
+            }
         }
+        for &output in Output::ALL {
+            assert!(given.contains_key(&output), "{output:?}: {given:?}");
+        }
+        for input in ["0000-01-01T00:00:00+01:00", "-000001-12-31T00:00:00Z"] {
+            let error = convert(Conversion::Rfc3339, &json!(input)).unwrap_err();
+            assert!(error.contains("year 0"), "{error}");
+        }
+        assert!(convert(Conversion::Date, &json!("-000001-01-01")).is_err());
+        assert!(convert(Conversion::EpochSeconds, &json!(-62_167_219_201_i64)).is_err());
+        assert_eq!(
+            convert(Conversion::EpochSeconds, &json!(-62_167_219_200_i64)).unwrap(),
+            json!("0000-01-01T00:00:00Z")
+        );
     }
 
     #[test]

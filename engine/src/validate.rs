@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 
 use serde_json::{Map, Value};
 
+use crate::convert::Output;
 use crate::models::ModelKind;
 
 /// The object-level keywords a model schema may use: constraints the mapper keeps by
@@ -71,45 +72,54 @@ static FIELD_VALIDATORS: LazyLock<HashMap<(ModelKind, String), FieldSchema>> =
                         field.insert(keyword.to_owned(), value.clone());
                     }
                 }
-                let any_text = takes_any_text(property);
+                let takes = takes(property);
                 let validator = compile(&Value::Object(field));
-                validators.insert(
-                    (model, name.clone()),
-                    FieldSchema {
-                        validator,
-                        any_text,
-                    },
-                );
+                validators.insert((model, name.clone()), FieldSchema { validator, takes });
             }
         }
         validators
     });
 
-/// A model field's validator, and whether it takes every string.
+/// A model field's validator, and the kinds of converted value it takes whole.
 struct FieldSchema {
     validator: jsonschema::Validator,
-    any_text: bool,
+    takes: Vec<Output>,
 }
 
-/// Whether a property's schema takes every string: it asserts nothing but a `type` that
-/// includes `string` (annotations aside). A `format`, `enum`, `pattern`, length or `$ref` is an
+/// The kinds of converted value (see [`Output`]) every one of which a property's schema takes:
+/// the schema asserts nothing but a `type` and a `format` that every value of the kind meets
+/// (annotations aside). An `enum`, `pattern`, length, range, `$ref` or any other format is an
 /// assertion that has to be checked.
-fn takes_any_text(property: &Value) -> bool {
+fn takes(property: &Value) -> Vec<Output> {
     let Value::Object(keywords) = property else {
-        return false;
+        return Vec::new();
     };
-    let text = |kind: &Value| kind.as_str() == Some("string");
-    keywords
+    let mut types = Vec::new();
+    let mut format = None;
+    for (keyword, value) in keywords {
+        match (keyword.as_str(), value) {
+            ("description" | "title" | "examples" | "$comment", _) => {}
+            ("type", Value::Array(kinds)) => types.extend(kinds.iter().filter_map(Value::as_str)),
+            ("type", Value::String(kind)) => types.push(kind.as_str()),
+            ("format", Value::String(name)) => format = Some(name.as_str()),
+            _ => return Vec::new(),
+        }
+    }
+    let typed = |name: &str| types.contains(&name);
+    let formatted = |name: &str| format.is_none_or(|format| format == name);
+    Output::ALL
         .iter()
-        .all(|(keyword, value)| match keyword.as_str() {
-            "description" | "title" | "examples" | "$comment" => true,
-            "type" => match value {
-                Value::Array(kinds) => kinds.iter().any(text),
-                kind => text(kind),
-            },
-            _ => false,
+        .copied()
+        .filter(|output| match output {
+            Output::Text => typed("string") && format.is_none(),
+            Output::DateTime => typed("string") && formatted("date-time"),
+            Output::Date => typed("string") && formatted("date"),
+            Output::Integer => (typed("integer") || typed("number")) && formatted("int64"),
+            Output::Number => typed("number") && formatted("double"),
+            Output::Boolean => typed("boolean") && format.is_none(),
+            Output::Any => false,
         })
-        && keywords.contains_key("type")
+        .collect()
 }
 
 /// Checks one field's value against the model schema's property `name`.
@@ -137,10 +147,12 @@ impl FieldCheck {
         }
     }
 
-    /// Whether every string fits the field: a text value then needs no check (mapping writes
-    /// such values straight from the page, with no copy).
-    pub fn takes_any_text(&self) -> bool {
-        self.schema.is_some_and(|schema| schema.any_text)
+    /// Whether every value of kind `output` fits the field: a value a converter gives back as
+    /// that kind then needs no check (and a string that the conversion keeps is written
+    /// straight from the page when the field takes any [`Output::Text`]).
+    pub fn takes(&self, output: Output) -> bool {
+        self.schema
+            .is_some_and(|schema| schema.takes.contains(&output))
     }
 
     /// Checks `value`; the error names the field (and the place inside it) and says what is wrong.
@@ -225,45 +237,130 @@ mod tests {
         assert!(error.contains("colour"), "{error}");
     }
 
-    /// A field said to take any text takes every string its validator is shown, and the fields
-    /// with a format, an enumeration or a reference are not said to.
+    /// Values of each kind a converter gives back, at the edges of what it gives.
+    fn outputs(kind: Output) -> Vec<Value> {
+        use crate::convert::convert;
+        use crate::spec::Conversion;
+        let converted = |conversion, inputs: &[Value]| -> Vec<Value> {
+            inputs
+                .iter()
+                .map(|input| convert(conversion, input).expect("converts"))
+                .collect()
+        };
+        match kind {
+            Output::Text => [
+                "",
+                "text",
+                "2026-01-02",
+                "not a date",
+                "ünïcödé ✓",
+                "line\nbreak \"quoted\" \\",
+                "\u{0}",
+            ]
+            .map(|text| json!(text))
+            .to_vec(),
+            Output::DateTime => {
+                let mut values = converted(
+                    Conversion::Rfc3339,
+                    &[
+                        json!("0000-01-01T00:00:00Z"),
+                        json!("9999-12-30T21:59:59.999999999Z"),
+                        json!("2024-02-29T12:00:00.5+05:30"),
+                        json!("0001-01-01T00:00:00-23:59"),
+                    ],
+                );
+                values.extend(converted(
+                    Conversion::EpochSeconds,
+                    &[
+                        json!(0),
+                        json!("1512085950.000216"),
+                        json!(-62_167_219_200_i64),
+                    ],
+                ));
+                values.extend(converted(
+                    Conversion::EpochMillis,
+                    &[json!(253_402_207_199_999_i64)],
+                ));
+                values.extend(converted(
+                    Conversion::Rfc2822,
+                    &[json!("Tue, 1 Jul 2003 10:52:37 +0200")],
+                ));
+                values
+            }
+            Output::Date => converted(
+                Conversion::Date,
+                &[
+                    json!("0000-01-01"),
+                    json!("9999-12-31"),
+                    json!("2024-02-29"),
+                ],
+            ),
+            Output::Integer => vec![json!(i64::MIN), json!(0), json!(i64::MAX)],
+            Output::Number => vec![
+                json!(f64::MIN),
+                json!(-1.5),
+                json!(0),
+                json!(1e-300),
+                json!(u64::MAX),
+                json!(f64::MAX),
+            ],
+            Output::Boolean => vec![json!(true), json!(false)],
+            Output::Any => vec![json!(null), json!([]), json!({})],
+        }
+    }
+
+    /// A field said to take a kind of value whole takes every value of that kind its validator
+    /// is shown; and the fields with an enumeration or a reference, or whose format a kind may
+    /// not meet, are not said to take it.
     #[test]
-    fn fields_that_take_any_text_accept_every_string() {
-        let texts = [
-            "",
-            "text",
-            "2026-01-02",
-            "not a date",
-            "ünïcödé ✓",
-            "line\nbreak \"quoted\" \\",
-            "\u{0}",
-        ];
-        let mut taking = 0;
+    fn fields_take_whole_only_kinds_their_validators_accept() {
+        let mut taking = std::collections::HashMap::<Output, usize>::new();
         for &model in ModelKind::ALL {
             for field in model.fields() {
                 let check = FieldCheck::new(model, field.name);
-                if !check.takes_any_text() {
-                    continue;
-                }
-                taking += 1;
-                for text in texts {
-                    assert!(
-                        check.check(&json!(text)).is_ok(),
-                        "{}.{}: {text:?}",
-                        model.name(),
-                        field.name
-                    );
+                for &kind in Output::ALL {
+                    if !check.takes(kind) {
+                        continue;
+                    }
+                    *taking.entry(kind).or_default() += 1;
+                    for value in outputs(kind) {
+                        assert!(
+                            check.check(&value).is_ok(),
+                            "{}.{} takes {kind:?}, but not {value}",
+                            model.name(),
+                            field.name
+                        );
+                    }
                 }
             }
         }
-        assert!(taking > 10, "{taking}");
-        assert!(FieldCheck::new(ModelKind::Media, "mime_type").takes_any_text());
-        assert!(FieldCheck::new(ModelKind::Media, "file_path").takes_any_text());
-        for name in ["taken_at", "media_type", "width", "colour"] {
+        for kind in [
+            Output::Text,
+            Output::DateTime,
+            Output::Date,
+            Output::Integer,
+            Output::Number,
+            Output::Boolean,
+        ] {
             assert!(
-                !FieldCheck::new(ModelKind::Media, name).takes_any_text(),
-                "{name}"
+                taking.get(&kind).is_some_and(|&fields| fields > 3),
+                "{kind:?}: {taking:?}"
             );
+        }
+        assert!(!taking.contains_key(&Output::Any));
+        let media = |name| FieldCheck::new(ModelKind::Media, name);
+        assert!(media("mime_type").takes(Output::Text));
+        assert!(media("file_path").takes(Output::Text));
+        assert!(media("taken_at").takes(Output::DateTime));
+        assert!(!media("taken_at").takes(Output::Text));
+        assert!(!media("taken_at").takes(Output::Date));
+        assert!(media("width").takes(Output::Integer));
+        assert!(!media("width").takes(Output::Number));
+        assert!(!media("width").takes(Output::Text));
+        for name in ["media_type", "colour"] {
+            for &kind in Output::ALL {
+                assert!(!media(name).takes(kind), "{name}: {kind:?}");
+            }
         }
     }
 
