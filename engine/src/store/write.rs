@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
+use sqlx::{
+    Arguments, AssertSqlSafe, ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder,
+    Row, Type,
+};
 
 use super::{
     Backend, Batch, RunScope, RunTotals, Sink, Store, StoreError, StoredRecord, StreamState,
@@ -44,6 +47,10 @@ struct SharedColumns {
 /// numbered ones (`$1` used in every row) make sqlx look each one up by name, which SQLite answers
 /// with a linear scan (see BENCHMARKS.md). The `WHERE true` keeps SQLite from reading
 /// `ON CONFLICT` as part of the join.
+///
+/// The text is written here rather than by `sqlx::QueryBuilder`, which writes every separator
+/// and placeholder through `fmt` and cost about a thousand instructions a row; the placeholders
+/// are still the driver's own ([`Arguments::format_placeholder`]).
 async fn insert_records<DB>(
     connection: &mut DB::Connection,
     shared: &SharedColumns,
@@ -57,50 +64,62 @@ where
     DB::Arguments: IntoArguments<DB>,
     for<'q> Arc<str>: Encode<'q, DB> + Type<DB>,
 {
-    let mut query = QueryBuilder::<DB>::new(
+    let mut sql = String::with_capacity(400 + rows.len() * 24);
+    let mut arguments = DB::Arguments::default();
+    let mut bind = |sql: &mut String, value: &Arc<str>| -> Result<(), sqlx::Error> {
+        arguments
+            .add(Arc::clone(value))
+            .map_err(sqlx::Error::Encode)?;
+        arguments
+            .format_placeholder(sql)
+            .map_err(|error| sqlx::Error::Encode(Box::new(error)))
+    };
+    sql.push_str(
         "INSERT INTO records (user_id, source_platform, model, integration_id, stream, first_seen_at, updated_at, ",
     );
     // A tombstone keeps whatever data is stored: a new row gets an empty object.
     if tombstones {
-        query.push(format_args!(
-            "deleted_at, source_object_id, data) SELECT shared.*, page.column1, '{{}}'{} FROM (SELECT ",
-            DB::JSON_PARAM_SUFFIX
-        ));
+        sql.push_str("deleted_at, source_object_id, data) SELECT shared.*, page.column1, '{}'");
+        sql.push_str(DB::JSON_PARAM_SUFFIX);
     } else {
-        query.push(
-            "source_object_id, data) SELECT shared.*, page.column1, page.column2 FROM (SELECT ",
-        );
+        sql.push_str("source_object_id, data) SELECT shared.*, page.column1, page.column2");
     }
-    {
-        let mut columns = query.separated(", ");
-        for value in [
-            &shared.user_id,
-            &shared.platform,
-            &shared.model,
-            &shared.integration_id,
-            &shared.stream,
-            &shared.at,
-            &shared.at,
-        ] {
-            columns.push_bind(Arc::clone(value));
-        }
-        if tombstones {
-            columns.push_bind(Arc::clone(&shared.at));
-        }
+    sql.push_str(" FROM (SELECT ");
+    let mut columns = vec![
+        &shared.user_id,
+        &shared.platform,
+        &shared.model,
+        &shared.integration_id,
+        &shared.stream,
+        &shared.at,
+        &shared.at,
+    ];
+    if tombstones {
+        columns.push(&shared.at);
     }
-    query.push(") AS shared, (");
-    query.push_values(rows, |mut row, record| {
-        row.push_bind(Arc::clone(&record.id));
+    for (index, value) in columns.into_iter().enumerate() {
+        if index > 0 {
+            sql.push_str(", ");
+        }
+        bind(&mut sql, value)?;
+    }
+    sql.push_str(") AS shared, (VALUES ");
+    for (index, record) in rows.iter().enumerate() {
+        sql.push_str(if index > 0 { ", (" } else { "(" });
+        bind(&mut sql, &record.id)?;
         if !tombstones {
-            row.push_bind(Arc::clone(&record.json))
-                .push_unseparated(DB::JSON_PARAM_SUFFIX);
+            sql.push_str(", ");
+            bind(&mut sql, &record.json)?;
+            sql.push_str(DB::JSON_PARAM_SUFFIX);
         }
-    });
-    query.push(") AS page WHERE true");
-    query.push(on_conflict);
-    Ok(DB::rows_affected(
-        &query.build().execute(&mut *connection).await?,
-    ))
+        sql.push(')');
+    }
+    sql.push_str(") AS page WHERE true");
+    sql.push_str(on_conflict);
+    let result = sqlx::query_with(AssertSqlSafe(sql), arguments)
+        .execute(&mut *connection)
+        .await?;
+    Ok(DB::rows_affected(&result))
 }
 
 /// Writes `listed`: records, or tombstones when `deleted` (at most [`ROWS_PER_STATEMENT`]), and
