@@ -332,7 +332,8 @@ pub struct FieldRule {
     pub default: Option<serde_json::Value>,
 }
 
-/// A typed conversion of a raw value.
+/// A typed conversion of a raw value. Date-times come out as RFC 3339 in UTC and dates as
+/// `YYYY-MM-DD`, from year 0 to 9999; a value before year 0 is refused (RFC 3339 cannot write it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Conversion {
