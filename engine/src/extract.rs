@@ -117,14 +117,23 @@ impl CompiledPath {
     /// The first node the path selects in `target`.
     pub fn first<'n, 'a>(&self, target: &Target<'n, 'a>) -> Option<&'n Node<'a>> {
         match &self.plan {
-            Plan::Direct { steps, wildcard } => {
-                let mut found = None;
-                let _ = visit(target.node, steps, *wildcard, &mut |node| {
-                    found = Some(node);
-                    ControlFlow::Break(())
-                });
-                found
+            // Most mapped fields are a chain of names: followed in a loop, with no callback.
+            Plan::Direct {
+                steps,
+                wildcard: false,
+            } => {
+                let mut node = target.node;
+                for (at, step) in steps.iter().enumerate() {
+                    node = match (step, node) {
+                        (Step::Key(key), Node::Object(members)) => member(members, key)?,
+                        (Step::Index(index), Node::Array(items)) => items.get(*index)?,
+                        (Step::Keys(_), _) => return first_visited(node, &steps[at..], false),
+                        _ => return None,
+                    };
+                }
+                Some(node)
             }
+            Plan::Direct { steps, wildcard } => first_visited(target.node, steps, *wildcard),
             Plan::General(_) => {
                 let mut found = None;
                 self.for_each(target, |node| {
@@ -141,6 +150,20 @@ impl CompiledPath {
     pub fn first_in<'n, 'a>(&self, node: &'n Node<'a>) -> Option<&'n Node<'a>> {
         self.first(&Target::new(node))
     }
+}
+
+/// The first node `steps` (then, with `wildcard`, `[*]`) select from `node`.
+fn first_visited<'n, 'a>(
+    node: &'n Node<'a>,
+    steps: &[Step],
+    wildcard: bool,
+) -> Option<&'n Node<'a>> {
+    let mut found = None;
+    let _ = visit(node, steps, wildcard, &mut |node| {
+        found = Some(node);
+        ControlFlow::Break(())
+    });
+    found
 }
 
 /// The node at a normalized path (names and indexes from the root).
@@ -373,11 +396,14 @@ mod tests {
             "$..[?@.cameraMake=='Apple']",
             "$.map[?@ > 1]",
         ] {
-            assert_eq!(
-                compiled(source, &document),
-                general(source, &document),
-                "{source}"
-            );
+            let expected = general(source, &document);
+            assert_eq!(compiled(source, &document), expected, "{source}");
+            let tree = Document::from_value(document.clone());
+            let first = CompiledPath::compile(source)
+                .unwrap()
+                .first_in(tree.root())
+                .map(Value::from);
+            assert_eq!(first.as_ref(), expected.first(), "first of {source}");
         }
     }
 
