@@ -215,8 +215,22 @@ pub struct PageScope<'p> {
 }
 
 /// One render of a template: the record attribute values it read (`None` for an absent one),
-/// and the text.
-type Render<'p> = (Vec<Option<&'p Node<'p>>>, String);
+/// and the field it made (converted, checked and written as JSON text), or why it could not.
+type Render<'p> = (Vec<Option<&'p Node<'p>>>, Finished);
+
+/// A field's value written as the record's JSON text (its key, then the value; nothing for an
+/// absent optional field), or why the record cannot have it.
+type Finished = Result<Vec<u8>, Failure>;
+
+/// Why a record cannot have a field's value.
+#[derive(Debug, Clone)]
+enum Failure {
+    /// The value does not fit the model: named with the record's other misfits.
+    Misfit(String),
+    /// The value could not be made (a failed conversion or render, a required field without
+    /// one): the record is refused for it.
+    Refused(String),
+}
 
 impl<'p> PageScope<'p> {
     /// The scope of a page whose records have `parent` (`()` for a root stream), under `config`.
@@ -228,32 +242,33 @@ impl<'p> PageScope<'p> {
         }
     }
 
-    /// What template `template` (of map field `slot`, reading the record attributes `names`)
-    /// renders for `record`: a render already made for the same values, or a new one.
-    fn render(
+    /// What map field `slot`, whose template reads the record attributes `names`, becomes for
+    /// `record`: what it became for a record with the same values there (rendered, converted,
+    /// checked and written once), or what `finish` makes of it now.
+    fn finished(
         &mut self,
         slot: usize,
         names: &[String],
         record: &'p Node<'p>,
-        template: &TemplateId,
-        context: &Lazy<'_>,
-        templates: &Templates,
-    ) -> Result<String, String> {
+        finish: impl FnOnce() -> Finished,
+    ) -> Cow<'_, Finished> {
         let read: Vec<Option<&'p Node<'p>>> = names.iter().map(|name| get(record, name)).collect();
         if self.renders.len() <= slot {
             self.renders.resize_with(slot + 1, Vec::new);
         }
         let kept = &mut self.renders[slot];
-        if let Some((_, text)) = kept.iter().find(|(values, _)| *values == read) {
-            return Ok(text.clone());
+        if let Some(at) = kept.iter().position(|(values, _)| *values == read) {
+            return Cow::Borrowed(&kept[at].1);
         }
-        let text = templates
-            .render(template, context.get())
-            .map_err(|error| error.to_string())?;
-        if kept.len() < RENDERS_KEPT {
-            kept.push((read, text.clone()));
+        let finished = finish();
+        if kept.len() >= RENDERS_KEPT {
+            return Cow::Owned(finished);
         }
-        Ok(text)
+        kept.push((read, finished));
+        match kept.last() {
+            Some((_, finished)) => Cow::Borrowed(finished),
+            None => unreachable!("a render was just kept"),
+        }
     }
 }
 
@@ -473,6 +488,64 @@ mod tests {
         assert_eq!(kept, [4, 0, RENDERS_KEPT]);
     }
 
+    /// A field made once for a page's records with the same values is the same for each of
+    /// them: converted, and a misfit or a failed conversion refuses every record it belongs to,
+    /// naming the field, while other records of the page map.
+    #[test]
+    fn a_field_made_once_a_page_fails_each_record_it_fails() {
+        let (mapper, templates) = media_mapper(serde_json::json!({
+            "media_type": "{{ record.kind }}",
+            "file_path": "$.url",
+            "width": { "from": "{{ record.size }}", "as": "integer" }
+        }));
+        let provenance = Provenance::new("u", "i", "p");
+        let none = minijinja::Value::from(());
+        let mut scope = PageScope::new(&none, &none);
+        let raws: Vec<Value> = [
+            ("photo", "640"),
+            ("hologram", "640"),
+            ("photo", "wide"),
+            ("hologram", "640"),
+            ("photo", "wide"),
+            ("photo", "640"),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(n, (kind, size))| {
+            serde_json::json!({"id": format!("r{n}"), "url": "https://x", "kind": kind, "size": size})
+        })
+        .collect();
+        let nodes: Vec<Node> = raws.iter().map(Node::from).collect();
+        let outcomes: Vec<String> = nodes
+            .iter()
+            .map(|node| match mapper.map(node, &mut scope, &provenance, &templates) {
+                Mapped::Record(record) => {
+                    let data = record.data().unwrap();
+                    format!("{} {}", data["media_type"], data["width"])
+                }
+                Mapped::Rejected(reject) => reject.reason,
+            })
+            .collect();
+        assert_eq!(outcomes[0], r#""photo" 640"#);
+        assert_eq!(outcomes[5], outcomes[0]);
+        for n in [1, 3] {
+            assert!(
+                outcomes[n].contains("does not fit") && outcomes[n].contains("media_type"),
+                "{n}: {}",
+                outcomes[n]
+            );
+        }
+        for n in [2, 4] {
+            assert!(
+                outcomes[n].starts_with("width: ") && outcomes[n].contains("whole number"),
+                "{n}: {}",
+                outcomes[n]
+            );
+        }
+        let kept: Vec<usize> = scope.renders.iter().map(Vec::len).collect();
+        assert_eq!(kept, [2, 0, 2], "renders made once per distinct value");
+    }
+
     #[test]
     fn only_the_attributes_templates_read_are_converted() {
         let mut fields = RecordFields::default();
@@ -528,6 +601,39 @@ struct FieldPlan {
     /// For a template that reads only named record attributes (or none): those names, whose
     /// values are all its output can depend on within a page (see [`PageScope`]).
     reads: Option<Vec<String>>,
+}
+
+impl FieldPlan {
+    /// Appends the field to `json` (its key, then its value as JSON text) from the value
+    /// `selected` (or the field's default): converted, and checked unless the field takes every
+    /// value the conversion gives. An absent optional field appends nothing.
+    fn finish(
+        &self,
+        selected: Result<Option<Cow<'_, Value>>, String>,
+        json: &mut Vec<u8>,
+    ) -> Result<(), Failure> {
+        let refused =
+            |error: &dyn std::fmt::Display| Failure::Refused(format!("{}: {error}", self.name));
+        let value = selected
+            .map_err(|error| refused(&error))?
+            .or_else(|| self.default.as_ref().map(Cow::Borrowed));
+        let Some(value) = value else {
+            return match self.required {
+                true => Err(refused(&"required, but the record has no value for it")),
+                false => Ok(()),
+            };
+        };
+        let converted = self
+            .converter
+            .apply(value)
+            .map_err(|error| refused(&error))?;
+        if self.checked {
+            self.check.check(&converted).map_err(Failure::Misfit)?;
+        }
+        json.extend_from_slice(self.key.as_bytes());
+        push_value(json, &converted);
+        Ok(())
+    }
 }
 
 /// Who a record belongs to: filled into every record's provenance fields.
@@ -833,55 +939,44 @@ impl RecordMapper {
             .collect();
         let mut json = provenance.open(&id, self.size_hint.load(Ordering::Relaxed));
         for (slot, field) in self.fields.iter().enumerate() {
-            let selected = match (&field.source, field.converter, &field.reads) {
+            let finished = match (&field.source, field.converter, &field.reads) {
                 // A list field gathers every node its path selects (`$.labels[*].name`).
                 (Source::Path(path), Converter::ByKind(ValueKind::Array), _) => {
-                    Ok(gather(path, &target))
+                    field.finish(Ok(gather(path, &target)), &mut json)
                 }
                 (Source::Path(path), _, _) => match path.first(&target) {
                     Some(Node::Str(text)) if field.takes_text => {
                         json.extend_from_slice(field.key.as_bytes());
                         push_json_str(&mut json, text);
-                        continue;
+                        Ok(())
                     }
-                    node => Ok(selected(node)),
+                    node => field.finish(Ok(selected(node)), &mut json),
                 },
-                (Source::Template(template), _, Some(names)) => scope
-                    .render(slot, names, raw, template, &context, templates)
-                    .map(rendered),
-                _ => field.source.value(&target, &context, templates),
-            };
-            let value = match selected {
-                Ok(value) => value.or_else(|| field.default.as_ref().map(Cow::Borrowed)),
-                Err(error) => return reject(Some(id), format!("{}: {error}", field.name)),
-            };
-            match value {
-                Some(value) => match field.converter.apply(value) {
-                    Ok(converted) => {
-                        let fits = match field.checked {
-                            true => field.check.check(&converted),
-                            false => Ok(()),
-                        };
-                        match fits {
-                            Ok(()) => {
-                                json.extend_from_slice(field.key.as_bytes());
-                                push_value(&mut json, &converted);
-                            }
-                            Err(reason) => misfits.push(reason),
+                // What the field becomes depends only on the values its template reads.
+                (Source::Template(template), _, Some(names)) => {
+                    let finished = scope.finished(slot, names, raw, || {
+                        let text = templates
+                            .render(template, context.get())
+                            .map_err(|error| error.to_string());
+                        let mut written = Vec::new();
+                        field
+                            .finish(text.map(rendered), &mut written)
+                            .map(|()| written)
+                    });
+                    match &*finished {
+                        Ok(written) => {
+                            json.extend_from_slice(written);
+                            Ok(())
                         }
+                        Err(failure) => Err(failure.clone()),
                     }
-                    Err(error) => return reject(Some(id), format!("{}: {error}", field.name)),
-                },
-                None if field.required => {
-                    return reject(
-                        Some(id),
-                        format!(
-                            "{}: required, but the record has no value for it",
-                            field.name
-                        ),
-                    );
                 }
-                None => {}
+                _ => field.finish(field.source.value(&target, &context, templates), &mut json),
+            };
+            match finished {
+                Ok(()) => {}
+                Err(Failure::Misfit(reason)) => misfits.push(reason),
+                Err(Failure::Refused(reason)) => return reject(Some(id), reason),
             }
         }
         if !misfits.is_empty() {
