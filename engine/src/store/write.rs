@@ -116,6 +116,8 @@ where
     }
     sql.push_str(") AS page WHERE true");
     sql.push_str(on_conflict);
+    // Only the store's own constants and the driver's placeholders are in the text: every value
+    // (ids and JSON from the provider included) is bound.
     let result = sqlx::query_with(AssertSqlSafe(sql), arguments)
         .execute(&mut *connection)
         .await?;
