@@ -518,13 +518,15 @@ mod tests {
         let nodes: Vec<Node> = raws.iter().map(Node::from).collect();
         let outcomes: Vec<String> = nodes
             .iter()
-            .map(|node| match mapper.map(node, &mut scope, &provenance, &templates) {
-                Mapped::Record(record) => {
-                    let data = record.data().unwrap();
-                    format!("{} {}", data["media_type"], data["width"])
-                }
-                Mapped::Rejected(reject) => reject.reason,
-            })
+            .map(
+                |node| match mapper.map(node, &mut scope, &provenance, &templates) {
+                    Mapped::Record(record) => {
+                        let data = record.data().unwrap();
+                        format!("{} {}", data["media_type"], data["width"])
+                    }
+                    Mapped::Rejected(reject) => reject.reason,
+                },
+            )
             .collect();
         assert_eq!(outcomes[0], r#""photo" 640"#);
         assert_eq!(outcomes[5], outcomes[0]);
