@@ -132,7 +132,7 @@ pub enum Output {
 }
 
 impl Output {
-    /// Every kind, for tests that go through them all.
+    /// Every kind.
     pub const ALL: &[Output] = &[
         Self::Text,
         Self::DateTime,

@@ -205,8 +205,9 @@ const RENDERS_KEPT: usize = 8;
 ///
 /// Templates are pure (the sandbox has no clock, randomness or I/O), and within a page `parent`
 /// and `config` are fixed, so a template that reads only named record attributes renders the same
-/// text for records with the same values there: `media_type` from `mimeType` renders a few times
-/// a page instead of once a record. A page's scope is dropped with the page.
+/// text for records with the same values there, and the field made of that text (converted,
+/// checked, written) is the same too: `media_type` from `mimeType` is made a few times a page
+/// instead of once a record. A page's scope is dropped with the page.
 pub struct PageScope<'p> {
     parent: &'p minijinja::Value,
     config: &'p minijinja::Value,
@@ -264,11 +265,9 @@ impl<'p> PageScope<'p> {
         if kept.len() >= RENDERS_KEPT {
             return Cow::Owned(finished);
         }
+        let at = kept.len();
         kept.push((read, finished));
-        match kept.last() {
-            Some((_, finished)) => Cow::Borrowed(finished),
-            None => unreachable!("a render was just kept"),
-        }
+        Cow::Borrowed(&kept[at].1)
     }
 }
 
