@@ -207,7 +207,10 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
             .await;
         assert_eq!(integration["status"], "active", "{}", store.backend);
         assert_eq!(integration["last_run"]["status"], "succeeded");
-        assert_eq!(integration["last_run"]["totals"]["written"]["new"], 5);
+        assert_eq!(
+            integration["last_run"]["totals"]["written"]["new"], 5,
+            "{integration}"
+        );
         assert!(
             integration["next_sync_at"].as_str().unwrap()
                 > integration["last_sync_at"].as_str().unwrap()

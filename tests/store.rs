@@ -1296,6 +1296,66 @@ async fn what_a_sync_writes_after_its_integration_was_disconnected_is_purged() {
     }
 }
 
+/// Connecting (and reconnecting) saves an integration as due in the one statement: were it made
+/// due by a second statement, a scheduler could claim it in between, finish the import, and
+/// then find it due again (two imports for one connect, seen under load).
+#[tokio::test]
+async fn connecting_makes_an_integration_due_in_the_same_statement() {
+    use engine::store::{Lane, Release};
+    let lease = std::time::Duration::from_secs(60);
+    for test in test_stores("connect_due").await {
+        let store = test.store.clone();
+        let integration = StoredIntegration {
+            id: "integration-1".to_owned(),
+            user_id: "user-1".to_owned(),
+            connector: PLATFORM.to_owned(),
+            status: IntegrationStatus::Active,
+            config: serde_json::Map::new(),
+            sealed_tokens: None,
+            scopes: None,
+            last_error: None,
+        };
+        store.save_integration(&integration).await.unwrap();
+        let summary = store
+            .integration_summary("integration-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(summary.next_sync_at.is_some(), "{}", test.backend);
+        let claim = store
+            .claim_due("w", lease, Lane::Initial, &[])
+            .await
+            .unwrap()
+            .expect("due once connected");
+        assert_eq!(claim.integration_id, "integration-1");
+        let tomorrow = Release {
+            next_sync_at: jiff::Timestamp::now() + std::time::Duration::from_secs(86_400),
+            succeeded: true,
+            failures: 0,
+            error: None,
+        };
+        store
+            .release("integration-1", "w", &tomorrow)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .claim_due("w", lease, Lane::Incremental, &[])
+                .await
+                .unwrap()
+                .is_none(),
+            "imported: due tomorrow"
+        );
+        // Reconnected: due again at once.
+        store.save_integration(&integration).await.unwrap();
+        let claim = store
+            .claim_due("w", lease, Lane::Incremental, &[])
+            .await
+            .unwrap();
+        assert!(claim.is_some(), "{}: due once reconnected", test.backend);
+    }
+}
+
 /// Gmail's shape: `users.getProfile` names the mailbox's current history position,
 /// `messages.list` lists ids (newest first), `messages.get` answers each (404 once the message is
 /// deleted), and `history.list` reads the changes after a position (404 once the position is too

@@ -152,7 +152,8 @@ pub async fn callback(
             last_error: None,
         })
         .await?;
-    start_initial_import(&state, &id).await?;
+    // Saved as due: the scheduler starts the import.
+    state.wake.notify_one();
     Ok(Redirect::to(&format!("/#integration={id}")).into_response())
 }
 
@@ -217,13 +218,8 @@ pub async fn create(
             last_error: None,
         })
         .await?;
-    start_initial_import(&state, &id).await?;
+    // Saved as due: the scheduler starts the import.
+    state.wake.notify_one();
     let summary = state.store.integration_summary(&id).await?;
     Ok((StatusCode::CREATED, Json(summary)).into_response())
-}
-
-async fn start_initial_import(state: &Service, id: &str) -> Result<(), ApiError> {
-    state.store.schedule(id, jiff::Timestamp::now()).await?;
-    state.wake.notify_one();
-    Ok(())
 }

@@ -64,7 +64,10 @@ where
     for<'r> Option<Vec<u8>>: Decode<'r, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    /// Creates or replaces an integration (after connecting or reconnecting): active, no error.
+    /// Creates or replaces an integration (after connecting or reconnecting): active, no error,
+    /// and due for a sync at once. Due in the same statement: made due by a second one, a
+    /// scheduler could claim it in between (a row without a due time is due), finish the
+    /// import, and then find it due again.
     pub async fn save_integration(
         &self,
         integration: &StoredIntegration,
@@ -72,7 +75,7 @@ where
         let now = now();
         let config = Value::Object(integration.config.clone()).to_string();
         let mut query = QueryBuilder::<DB>::new(
-            "INSERT INTO integrations (id, user_id, connector, status, config, tokens, scopes, last_error, created_at, updated_at) VALUES (",
+            "INSERT INTO integrations (id, user_id, connector, status, config, tokens, scopes, last_error, created_at, updated_at, next_sync_at) VALUES (",
         );
         query
             .separated(", ")
@@ -85,11 +88,12 @@ where
             .push_bind(integration.scopes.as_deref())
             .push_bind(integration.last_error.as_deref())
             .push_bind(now.as_str())
+            .push_bind(now.as_str())
             .push_bind(now.as_str());
         query.push(
             ") ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, connector = excluded.connector, status = excluded.status, \
              config = excluded.config, tokens = excluded.tokens, scopes = excluded.scopes, last_error = excluded.last_error, \
-             updated_at = excluded.updated_at, failures = 0",
+             updated_at = excluded.updated_at, next_sync_at = excluded.next_sync_at, failures = 0",
         );
         query.build().execute(&self.pool).await?;
         self.audit(
