@@ -160,7 +160,7 @@ where
 {
     /// Claims the integration that has waited longest past its due time in `lane`, leasing it
     /// to `worker` for `lease`; integrations of the connectors in `busy` are left for later. An
-    /// integration never scheduled (connected with `connector auth`) is due at once.
+    /// integration without a due time (saved before connecting set one) is due at once.
     pub async fn claim_due(
         &self,
         worker: &str,
