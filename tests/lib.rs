@@ -53,13 +53,14 @@ pub fn connectors_folder(specs: &[(&str, &str)]) -> tempfile::TempDir {
 
 use std::sync::Arc;
 
+use engine::account::Integration;
 use engine::auth::StaticAuth;
 use engine::events::{Counters, Event, Observer, Totals};
 use engine::http::{ClientOptions, HttpClient, Transport};
 use engine::ratelimit::RateLimitRegistry;
+use engine::run::{CompiledConnector, RunReport, SyncError, SyncRun};
 use engine::spec::{ConnectorSpec, SpecSource};
 use engine::store::Sink;
-use engine::sync::{CompiledConnector, Integration, SyncError, SyncRun};
 
 /// Reads a spec from YAML text, panicking with the diagnostics if it is invalid.
 pub fn spec_from(yaml: &str) -> Arc<ConnectorSpec> {
@@ -139,7 +140,7 @@ pub async fn run<S: Sink>(
     server: &url::Url,
     sink: &S,
     options: RunOptions,
-) -> (Result<(), SyncError>, Recorder) {
+) -> (Result<RunReport, SyncError>, Recorder) {
     let connector = CompiledConnector::compile(Arc::clone(spec)).unwrap();
     let integration =
         Integration::configure(spec, "user-1", "integration-1", &options.config).unwrap();
@@ -202,9 +203,8 @@ pub async fn test_stores(name: &str) -> Vec<TestStore> {
         location,
         _dir: Some(dir),
     }];
-    match std::env::var("HYPERNET_TEST_POSTGRES") {
-        Ok(admin) => {
-            let location = postgres_database(&admin, name).await;
+    if let Some(location) = empty_postgres(name).await {
+        {
             let store = engine::store::AnyStore::open(&location)
                 .await
                 .expect("PostgreSQL store");
@@ -215,14 +215,26 @@ pub async fn test_stores(name: &str) -> Vec<TestStore> {
                 _dir: None,
             });
         }
+    }
+    stores
+}
+
+/// The URL of a new, empty PostgreSQL database for one test, when `HYPERNET_TEST_POSTGRES`
+/// names a server; `None` (with a note) when it does not. With `HYPERNET_REQUIRE_POSTGRES=1`
+/// (as in CI), a missing server fails the test instead.
+pub async fn empty_postgres(name: &str) -> Option<String> {
+    match std::env::var("HYPERNET_TEST_POSTGRES") {
+        Ok(admin) => Some(postgres_database(&admin, name).await),
         Err(_) if std::env::var("HYPERNET_REQUIRE_POSTGRES").is_ok_and(|value| value == "1") => {
             panic!("HYPERNET_REQUIRE_POSTGRES=1 but HYPERNET_TEST_POSTGRES is not set");
         }
-        Err(_) => eprintln!(
-            "note: {name}: HYPERNET_TEST_POSTGRES is not set; PostgreSQL half skipped (see README)"
-        ),
+        Err(_) => {
+            eprintln!(
+                "note: {name}: HYPERNET_TEST_POSTGRES is not set; PostgreSQL half skipped (see README)"
+            );
+            None
+        }
     }
-    stores
 }
 
 /// Creates an empty database for one test on the server at `admin`; returns its URL.

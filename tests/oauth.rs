@@ -6,14 +6,15 @@ mod oauth_provider;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use engine::account::Integration;
 use engine::events::Counters;
 use engine::oauth::{
     AuthorizationStart, Authorized, OAuthAuthorizer, OAuthClient, OAuthError, TokenEndpoint,
     TokenSet, authorization_url,
 };
+use engine::run::{CompiledConnector, RunReport, SyncError, SyncRun};
 use engine::spec::{Auth, ConnectorSpec, OAuth2Auth};
 use engine::store::SqliteStore;
-use engine::sync::{CompiledConnector, Integration, SyncError, SyncRun};
 use hypernet_tests::spec_from;
 use oauth_provider::{CLIENT_ID, CLIENT_SECRET, ClientAuthStyle, Ledger, Quirks, Shape};
 
@@ -115,7 +116,7 @@ async fn sync(
     store: &mut SqliteStore,
     tokens: TokenSet,
     refreshed: Arc<Mutex<Vec<TokenSet>>>,
-) -> (Result<(), SyncError>, TokenSet) {
+) -> (Result<RunReport, SyncError>, TokenSet) {
     let connector = CompiledConnector::compile(Arc::clone(spec)).unwrap();
     let integration =
         Integration::configure(spec, "user-1", "integration-1", &serde_json::Map::new()).unwrap();

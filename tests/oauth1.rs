@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
+use engine::account::Integration;
 use engine::events::Counters;
 use engine::oauth1::{
     Consumer, OAuth1Authorizer, OAuth1Error, OAuth1Flow, OAuth1Token, SigningInput,
     authorization_header,
 };
+use engine::run::{CompiledConnector, SyncRun};
 use engine::spec::Auth;
 use engine::store::MemorySink;
-use engine::sync::{CompiledConnector, Integration, SyncRun};
 use hypernet_tests::{serve, spec_from};
 
 const KEY: &str = "trello-api-key";

@@ -14,8 +14,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use engine::http::HttpError;
 use engine::ratelimit::{FakeRelativeClock, RateLimitRegistry};
+use engine::run::SyncErrorKind;
 use engine::store::{MemorySink, SqliteStore};
-use engine::sync::SyncErrorKind;
 use hypernet_tests::{RunOptions, run, serve, spec_from};
 use serde_json::{Value, json};
 

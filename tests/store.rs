@@ -11,11 +11,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use engine::events::WriteCounts;
-use engine::map::MappedRecord;
 use engine::models::ModelKind;
+use engine::record::MappedRecord;
+use engine::state::{Checkpoint, StreamState};
 use engine::store::{
-    AnyStore, Batch, Checkpoint, HttpSink, IntegrationStatus, MemorySink, RunScope, Sink,
-    StoredIntegration, StreamState, Sweep,
+    AnyStore, Batch, HttpSink, IntegrationStatus, MemorySink, RunScope, Sink, StoredIntegration,
+    Sweep,
 };
 use hypernet_tests::{RunOptions, run, serve, spec_from, test_stores};
 use serde_json::{Value, json};

@@ -1,7 +1,8 @@
 //! `connector`: validate, test and run Hypernet connectors.
 //!
-//! Exit status: 0 on success, 1 when what was checked has problems, 2 on usage errors (bad
-//! flags, missing files).
+//! Exit status: 0 on success, 1 when what was checked has problems (a sync that imported
+//! nothing to the end), 2 on usage errors (bad flags, missing files), 3 when a sync was partial
+//! (some streams failed, the others imported).
 
 mod commands;
 
@@ -54,6 +55,8 @@ pub enum Outcome {
     Problems,
     /// The command could not run as asked (exit 2).
     UsageError,
+    /// A sync imported some streams while others failed (exit 3).
+    Partial,
 }
 
 fn with_runtime(work: impl std::future::Future<Output = Outcome>) -> Outcome {
@@ -92,5 +95,6 @@ fn main() -> ExitCode {
         Outcome::Success => ExitCode::SUCCESS,
         Outcome::Problems => ExitCode::from(1),
         Outcome::UsageError => ExitCode::from(2),
+        Outcome::Partial => ExitCode::from(3),
     }
 }

@@ -686,3 +686,94 @@ fn oauth1_connectors_connect_and_sync_through_the_sandbox() {
         (Some(3), Some(3))
     );
 }
+
+/// A sync in which one stream fails and another imports exits 3 (partial), names the failed
+/// stream with what to do, and keeps what the healthy stream imported.
+#[tokio::test]
+async fn a_partial_sync_exits_three_and_names_the_failed_stream() {
+    use axum::routing::get;
+
+    let app = axum::Router::new()
+        .route(
+            "/notes",
+            get(|| async {
+                axum::Json(serde_json::json!({"items": [{"id": "n1", "title": "One"}]}))
+            }),
+        )
+        .route(
+            "/missing",
+            get(|| async { (axum::http::StatusCode::NOT_FOUND, "no such endpoint") }),
+        );
+    let server = hypernet_tests::serve(app).await;
+    let spec = r#"id: partial_api
+name: Partial API
+version: 1.0.0
+category: productivity
+description: A provider one of whose endpoints fails.
+docs_url: https://api.example.com/docs
+auth:
+  kind: none
+base_url: https://api.example.com
+allowed_hosts: [api.example.com]
+retry:
+  max_attempts: 1
+streams:
+  broken:
+    model: note
+    request: { path: /missing }
+    records: $.items[*]
+    id: $.id
+    map: { title: $.title }
+  notes:
+    model: note
+    request: { path: /notes }
+    records: $.items[*]
+    id: $.id
+    map: { title: $.title }
+"#;
+    let root = hypernet_tests::connectors_folder(&[("partial_api", spec)]);
+    let db = root.path().join("hypernet.sqlite");
+    let sync = |json: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_connector"));
+        command
+            .args(["sync", "partial_api", "--connectors-root"])
+            .arg(root.path())
+            .args(["--via", server.as_str(), "--db"])
+            .arg(&db)
+            .arg("--key-file")
+            .arg(root.path().join("hypernet.key"))
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG");
+        if json {
+            command.arg("--json");
+        }
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+    };
+    let output = sync(true).await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["status"], "partial");
+    assert_eq!(summary["new"], 1, "the healthy stream imported");
+    assert_eq!(summary["failed_streams"][0]["stream"], "broken");
+    assert!(
+        summary["failed_streams"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("404"),
+        "{summary}"
+    );
+
+    let output = sync(false).await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.starts_with("error: partial_api / broken / GET https://api.example.com/missing: the provider answered 404"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("  what to do: "), "{stderr}");
+    assert!(
+        stderr.contains("1 stream failed; the others imported"),
+        "{stderr}"
+    );
+}

@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use engine::paginate::PageCursor;
+use engine::state::PageCursor;
 use engine::store::Sink;
 use hypernet_tests::{TestStore, connectors_folder, serve, test_stores};
 use serde_json::{Value, json};

@@ -18,7 +18,67 @@ use crate::ratelimit::RateGate;
 use crate::secrets::TokenCipher;
 use crate::spec::{Auth, ConnectorSpec};
 use crate::store::{AnyStore, StoredIntegration};
-use crate::sync::Integration;
+
+/// The connected account a run imports for, and its configuration.
+#[derive(Debug, Clone)]
+pub struct Integration {
+    /// Who owns the records.
+    pub user_id: String,
+    /// The connected account's id.
+    pub integration_id: String,
+    /// Config values (`config.*` in templates).
+    pub config: Map<String, Value>,
+    /// Secret values (`secrets.*` in templates).
+    pub secrets: Map<String, Value>,
+}
+
+impl Integration {
+    /// An integration with `given` config and secret values, completed by the spec's defaults.
+    /// Fails when a value without a default is missing.
+    pub fn configure(
+        spec: &ConnectorSpec,
+        user_id: &str,
+        integration_id: &str,
+        given: &Map<String, Value>,
+    ) -> Result<Self, String> {
+        let mut config = Map::new();
+        let mut secrets = Map::new();
+        for (name, field) in &spec.config {
+            let value = match (given.get(name), &field.default) {
+                (Some(value), _) => value.clone(),
+                (None, Some(default)) => Value::String(default.clone()),
+                (None, None) => {
+                    return Err(format!("`{name}` is required: {}", field.description));
+                }
+            };
+            if field.secret {
+                secrets.insert(name.clone(), value);
+            } else {
+                config.insert(name.clone(), value);
+            }
+        }
+        // Values captured during authorization are config too, though not declared.
+        for (name, value) in given {
+            if !spec.config.contains_key(name) {
+                config.insert(name.clone(), value.clone());
+            }
+        }
+        Ok(Self {
+            user_id: user_id.to_owned(),
+            integration_id: integration_id.to_owned(),
+            config,
+            secrets,
+        })
+    }
+
+    /// `config` and `secrets` as one template context.
+    pub fn credentials_context(&self) -> minijinja::Value {
+        minijinja::context! {
+            config => minijinja::Value::from(minijinja::value::Serde(&self.config)),
+            secrets => minijinja::Value::from(minijinja::value::Serde(&self.secrets)),
+        }
+    }
+}
 
 /// The client id and secret the sandbox's stand-in provider accepts.
 pub const SANDBOX_CLIENT: (&str, &str) = ("sandbox-client", "sandbox-secret");

@@ -14,11 +14,10 @@ use serde_json::Value;
 use crate::document::{Node, token_text};
 use crate::extract::CompiledPath;
 use crate::listing::Listing;
-use crate::map::BuildError;
 use crate::request::Injection;
 use crate::spec::{CursorFormat, Incremental, Paginate, ParamLocation, Template};
-use crate::store::StreamState;
-use crate::template::Templates;
+use crate::state::StreamState;
+use crate::template::{BuildError, Templates};
 
 /// A stream's `incremental`, compiled.
 #[derive(Debug, Clone)]

@@ -4,11 +4,10 @@
 use indexmap::IndexMap;
 
 use crate::extract::CompiledPath;
-use crate::map::BuildError;
 use crate::paginate::Paginator;
 use crate::request::RequestPlan;
 use crate::spec::{JsonPath, Paginate, Request, Template};
-use crate::template::Templates;
+use crate::template::{BuildError, Templates};
 
 /// A compiled listing.
 #[derive(Debug, Clone)]

@@ -11,25 +11,21 @@ use serde_json::Value;
 
 use crate::document::{Node, token_text};
 use crate::extract::CompiledPath;
-use crate::map::BuildError;
 use crate::request::{Injection, RequestPlan};
 use crate::spec::{NextUrlSource, Paginate, ParamLocation};
-use crate::template::{TemplateId, Templates};
+use crate::state::PageCursor;
+use crate::template::{BuildError, TemplateId, Templates};
 
-/// Where in the stream the next request is. Stored in checkpoints, so a pass can resume.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "at", content = "value", rename_all = "snake_case")]
-pub enum PageCursor {
-    /// The first page.
-    First,
-    /// A token for the next page.
-    Token(String),
-    /// The next page's full URL.
-    Url(String),
-    /// An offset.
-    Offset(u64),
-    /// A page number.
-    Number(u64),
+/// Why the page after the one just fetched cannot be told.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NextPageError {
+    /// The spec's `stop_when` failed on the answer: the connector's fault, not the provider's.
+    #[error("stop_when: {0}")]
+    StopWhen(String),
+    /// The provider named the page just fetched as the next one: the provider's paging
+    /// misbehaved, and following it would loop forever.
+    #[error("the provider returned the same next page twice ({0:?}); stopping instead of looping")]
+    Repeated(PageCursor),
 }
 
 #[derive(Debug, Clone)]
@@ -282,7 +278,7 @@ impl Paginator {
         headers: &HeaderMap,
         records: usize,
         templates: &Templates,
-    ) -> Result<Option<PageCursor>, String> {
+    ) -> Result<Option<PageCursor>, NextPageError> {
         if let Some(condition) = &self.stop_when {
             let context = minijinja::context! {
                 response => minijinja::Value::from(minijinja::value::Serde(body)),
@@ -290,7 +286,7 @@ impl Paginator {
             };
             if templates
                 .test(condition, &context)
-                .map_err(|error| format!("stop_when: {error}"))?
+                .map_err(|error| NextPageError::StopWhen(error.to_string()))?
             {
                 return Ok(None);
             }
@@ -326,9 +322,7 @@ impl Paginator {
             }
         };
         if next.as_ref() == Some(cursor) {
-            return Err(format!(
-                "the provider returned the same next page twice ({cursor:?}); stopping instead of looping"
-            ));
+            return Err(NextPageError::Repeated(cursor.clone()));
         }
         Ok(next)
     }

@@ -3,9 +3,8 @@
 use serde_json::Value;
 
 use crate::http::{HttpRequest, RequestBody};
-use crate::map::BuildError;
 use crate::spec::{Body, Method, ParamLocation, Request};
-use crate::template::{RenderError, TemplateId, Templates};
+use crate::template::{BuildError, RenderError, TemplateId, Templates};
 
 /// A JSON body whose strings are templates.
 #[derive(Debug, Clone)]

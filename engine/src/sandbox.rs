@@ -8,14 +8,15 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::account::Integration;
 use crate::events::Counters;
 use crate::events::Observer;
 use crate::http::{ClientOptions, HttpClient, Transport};
 use crate::ratelimit::RateLimitRegistry;
 use crate::replay::{ReplayServer, load_fixtures};
+use crate::run::{CompiledConnector, RunReport, SyncRun};
 use crate::spec::{self, ConnectorSpec};
 use crate::store::{MemoryContents, MemorySink};
-use crate::sync::{CompiledConnector, Integration, SyncRun};
 
 /// The access token OAuth connectors present to the replay.
 pub const SANDBOX_ACCESS_TOKEN: &str = "sandbox-access-token";
@@ -209,7 +210,8 @@ pub async fn test_connector(
         sink.clone(),
     )
     .run(&[])
-    .await;
+    .await
+    .and_then(RunReport::require_all);
     // A second run over the same fixtures must change nothing: incremental streams send their
     // kept cursor or token (their fixtures answer with no changes), the others list the same
     // records again. Its requests count towards the fixtures' use.
@@ -226,6 +228,7 @@ pub async fn test_connector(
         )
         .run(&[])
         .await
+        .and_then(RunReport::require_all)
         .err(),
     };
     let mut error = error.map(|error| format!("{error}\n  what to do: {}", error.hint()));

@@ -33,6 +33,19 @@ pub fn environment() -> Environment<'static> {
 #[error("{0}")]
 pub struct CompileError(String);
 
+/// A spec part that does not compile: a template, a condition or a JSONPath (specs are
+/// validated first, so this is rare). Everything compiled from a spec (requests, paging,
+/// mappings, a run's plan) fails with it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BuildError {
+    /// A JSONPath.
+    #[error(transparent)]
+    Path(#[from] crate::extract::PathError),
+    /// A template or condition.
+    #[error(transparent)]
+    Template(#[from] CompileError),
+}
+
 fn compile_error(error: &minijinja::Error) -> CompileError {
     let mut text = error.kind().to_string();
     if let Some(detail) = error.detail() {

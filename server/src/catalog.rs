@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use engine::http::Transport;
+use engine::run::CompiledConnector;
 use engine::sandbox::{ConnectorFiles, Sandbox};
 use engine::spec::{Auth, ConnectorSpec};
-use engine::sync::CompiledConnector;
 use indexmap::IndexMap;
 use serde::Serialize;
 

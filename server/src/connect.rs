@@ -197,7 +197,7 @@ pub async fn create(
             spec.config.keys().cloned().collect::<Vec<_>>().join(", ")
         )));
     }
-    engine::sync::Integration::configure(spec, &user, "", &values)
+    engine::account::Integration::configure(spec, &user, "", &values)
         .map_err(|error| ApiError::bad_request(format!("config value {error}")))?;
     let (secrets, config): (Map<String, Value>, Map<String, Value>) = values
         .into_iter()

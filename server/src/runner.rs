@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use engine::account::Integration;
 use engine::events::{Counters, Event, Observer};
 use engine::http::{ClientOptions, HttpClient, HttpError};
+use engine::run::{SyncErrorKind, SyncRun};
 use engine::sandbox::{sandbox_authorizer, sandbox_config};
 use engine::store::Claim;
-use engine::sync::{Integration, SyncErrorKind, SyncRun};
 use rand::Rng;
 
 use crate::state::Service;
@@ -18,6 +19,10 @@ use crate::state::Service;
 pub enum Outcome {
     /// Every stream finished.
     Succeeded,
+    /// Some streams (or substream partitions) failed while the others imported; the message
+    /// names which and why. Scheduled as a success: the failed streams are tried at the next
+    /// sync, and the user sees the message.
+    Partial(String),
     /// It failed and will be tried again after a backoff.
     Failed {
         /// The error, with what to do.
@@ -35,6 +40,7 @@ impl Outcome {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Succeeded => "succeeded",
+            Self::Partial(_) => "partial",
             Self::Failed { .. } => "failed",
             Self::NeedsReauth(_) => "needs_reauth",
         }
@@ -154,7 +160,10 @@ pub async fn run(service: &Service, claim: &Claim) -> Outcome {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .remove(&stored.id);
     match result {
-        Ok(()) => Outcome::Succeeded,
+        Ok(report) => match report.summary() {
+            None => Outcome::Succeeded,
+            Some(summary) => Outcome::Partial(summary),
+        },
         Err(error) => match &error.kind {
             SyncErrorKind::Http(HttpError::Unauthorized { .. } | HttpError::Refresh(_)) => {
                 Outcome::NeedsReauth(format!(

@@ -173,6 +173,7 @@ async fn run_claimed(state: &AppState, claim: &Claim) {
         .unwrap_or(Duration::from_secs(86_400));
     let (failures, error) = match &outcome {
         Outcome::Succeeded => (0, None),
+        Outcome::Partial(message) => (0, Some(message.clone())),
         Outcome::Failed { message, .. } | Outcome::NeedsReauth(message) => {
             (claim.failures.saturating_add(1), Some(message.clone()))
         }
@@ -187,7 +188,7 @@ async fn run_claimed(state: &AppState, claim: &Claim) {
     }
     let release = Release {
         next_sync_at: jiff::Timestamp::now() + runner::next_due(every, failures),
-        succeeded: outcome == Outcome::Succeeded,
+        succeeded: matches!(outcome, Outcome::Succeeded | Outcome::Partial(_)),
         failures,
         error,
     };
@@ -201,7 +202,7 @@ async fn run_claimed(state: &AppState, claim: &Claim) {
     let kind = match &outcome {
         Outcome::Failed { kind, .. } => Some(*kind),
         Outcome::NeedsReauth(_) => Some("auth"),
-        Outcome::Succeeded => None,
+        Outcome::Succeeded | Outcome::Partial(_) => None,
     };
     state
         .metrics

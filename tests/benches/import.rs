@@ -14,11 +14,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
+use engine::account::Integration;
 use engine::auth::StaticAuth;
 use engine::events::Counters;
+use engine::run::{CompiledConnector, SyncRun};
 use engine::sandbox::{SANDBOX_ACCESS_TOKEN, sandbox_config};
 use engine::store::SqliteStore;
-use engine::sync::{CompiledConnector, Integration, SyncRun};
 
 /// The allocator of the `connector` binary, so that the figures are the binary's.
 #[global_allocator]
@@ -305,7 +306,9 @@ fn sqlite_floor(total: usize) {
 /// The clock covers the log copy left at the end, as in the import.
 fn store_only(total: usize) {
     use engine::models::ModelKind;
-    use engine::store::{Batch, Checkpoint, RunScope, Sink, StoredRecord, StreamState};
+    use engine::record::StoredRecord;
+    use engine::state::{Checkpoint, StreamState};
+    use engine::store::{Batch, RunScope, Sink};
     let runtime = importer_runtime();
     let seconds = runtime.block_on(async move {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -327,7 +330,7 @@ fn store_only(total: usize) {
                     .map(|position| {
                         let id = format!("AKfRoY{page:0>PAGE_DIGITS$}{position:0>28}");
                         let json = stored_json(&id, position);
-                        StoredRecord::from(engine::map::MappedRecord::from_data(
+                        StoredRecord::from(engine::record::MappedRecord::from_data(
                             id,
                             &serde_json::from_str(&json).expect("record JSON"),
                             false,
@@ -364,8 +367,9 @@ fn store_only(total: usize) {
 /// record costs in each, which is steadier than the import's rate on a shared machine.
 fn stages(total: usize) {
     use engine::extract::{CompiledPath, Target};
-    use engine::map::{Mapped, PageScope, Provenance, RecordMapper};
-    use engine::store::StoredRecord;
+    use engine::map::{Mapped, PageScope, RecordMapper};
+    use engine::record::Provenance;
+    use engine::record::StoredRecord;
     use engine::template::Templates;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../connectors/google_photos/connector.yaml");

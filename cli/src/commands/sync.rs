@@ -5,19 +5,20 @@ use std::time::Instant;
 
 use engine::auth::StaticAuth;
 use engine::http::{Authorizer, HttpError};
+use engine::run::SyncErrorKind;
 use engine::spec::Auth;
-use engine::store::IntegrationStatus;
-use engine::sync::SyncErrorKind;
+use engine::store::{IntegrationStatus, RunStatus};
 
 use engine::sandbox::sandbox_authorizer;
 
 use super::credentials::{Account, cipher, integration_id};
+use engine::account::Integration;
 use engine::events::Totals;
 use engine::http::{ClientOptions, HttpClient, Transport};
 use engine::ratelimit::RateLimitRegistry;
+use engine::run::{CompiledConnector, SyncRun};
 use engine::sandbox::{SANDBOX_ACCESS_TOKEN, Sandbox, sandbox_config};
 use engine::spec;
-use engine::sync::{CompiledConnector, Integration, SyncRun};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -59,13 +60,27 @@ struct Summary<'a> {
     connector: &'a str,
     database: String,
     sandbox: bool,
+    /// `succeeded`, `partial` or `failed`.
+    status: RunStatus,
     seconds: f64,
     #[serde(flatten)]
     totals: Totals,
+    /// Why the run failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hint: Option<String>,
+    /// For a partial run: the streams that failed while the others imported.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    failed_streams: Vec<FailedStream>,
+}
+
+/// A stream that failed while the others imported.
+#[derive(Debug, Serialize)]
+struct FailedStream {
+    stream: String,
+    error: String,
+    hint: String,
 }
 
 fn config_values(spec: &spec::ConnectorSpec, args: &Args) -> Result<Map<String, Value>, String> {
@@ -277,9 +292,27 @@ pub async fn run(args: &Args) -> Outcome {
         database: engine::store::redact(&args.account.db),
         sandbox: args.sandbox,
         seconds: started.elapsed().as_secs_f64(),
+        status: match &result {
+            Ok(report) => report.status(),
+            Err(_) => RunStatus::Failed,
+        },
         totals: progress.counters().totals(),
         error: result.as_ref().err().map(ToString::to_string),
         hint: result.as_ref().err().map(|error| error.hint()),
+        failed_streams: result
+            .as_ref()
+            .map(|report| {
+                report
+                    .failed
+                    .iter()
+                    .map(|error| FailedStream {
+                        stream: error.stream.clone(),
+                        error: error.to_string(),
+                        hint: error.hint(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     if args.json {
         println!(
@@ -289,10 +322,10 @@ pub async fn run(args: &Args) -> Outcome {
     } else {
         print_summary(&summary);
     }
-    if result.is_ok() {
-        Outcome::Success
-    } else {
-        Outcome::Problems
+    match summary.status {
+        RunStatus::Succeeded => Outcome::Success,
+        RunStatus::Partial => Outcome::Partial,
+        RunStatus::Failed => Outcome::Problems,
     }
 }
 
@@ -307,6 +340,21 @@ fn print_summary(summary: &Summary<'_>) {
         eprintln!(
             "  records already imported are kept in {}",
             summary.database
+        );
+    }
+    for failed in &summary.failed_streams {
+        eprintln!("error: {}", failed.error);
+        eprintln!("  what to do: {}", failed.hint);
+    }
+    if !summary.failed_streams.is_empty() {
+        eprintln!(
+            "  {} stream{} failed; the others imported (the next sync tries the failed ones again)",
+            summary.failed_streams.len(),
+            if summary.failed_streams.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
         );
     }
     println!(

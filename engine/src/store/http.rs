@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Batch, RunScope, RunTotals, Sink, StoreError, StreamState};
+use super::{Batch, RunScope, RunStatus, RunTotals, Sink, StoreError, StreamState};
 use crate::events::WriteCounts;
 
 /// Posts batches to a records API at `base` (for example `https://records.internal/v1`).
@@ -175,12 +175,13 @@ impl Sink for HttpSink {
         &self,
         run_id: i64,
         totals: &RunTotals,
+        status: RunStatus,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         let _: Value = self
             .post(
                 &["runs", &run_id.to_string(), "finish"],
-                &json!({ "totals": totals, "error": error }),
+                &json!({ "totals": totals, "status": status, "error": error }),
             )
             .await?;
         Ok(())

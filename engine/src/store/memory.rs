@@ -3,9 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{Batch, RunScope, RunTotals, Sink, StoreError, StoredRecord, StreamState};
+use super::{Batch, RunScope, RunStatus, RunTotals, Sink, StoreError, StoredRecord, StreamState};
 use crate::events::WriteCounts;
-use crate::map::{MappedRecord, Reject};
+use crate::record::{MappedRecord, Reject};
 
 /// Keeps every record by stream, in arrival order, with the same new/updated/unchanged
 /// accounting as a database (keyed by stream and id). Clones share the same contents.
@@ -25,6 +25,8 @@ pub struct MemoryContents {
     pub checkpoints: BTreeMap<(String, String), StreamState>,
     /// Runs started so far.
     pub runs: i64,
+    /// How each finished run ended, in order.
+    pub statuses: Vec<RunStatus>,
     /// How many pages each write carried, in order: the commits a database would have made.
     pub writes: Vec<usize>,
     /// Ids seen by unfinished full passes, by (stream, pass).
@@ -159,8 +161,11 @@ impl Sink for MemorySink {
         &self,
         _run_id: i64,
         _totals: &RunTotals,
+        status: RunStatus,
         _error: Option<&str>,
     ) -> Result<(), StoreError> {
+        let mut contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
+        contents.statuses.push(status);
         Ok(())
     }
 }

@@ -3,7 +3,6 @@
 //! forward pages elsewhere.
 
 mod backend;
-mod checkpoint;
 mod http;
 mod integrations;
 mod memory;
@@ -17,20 +16,20 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use backend::Backend;
-pub use checkpoint::{Checkpoint, Resume, StreamState};
 pub use http::HttpSink;
 pub use integrations::{IntegrationStatus, StoredIntegration};
 pub use memory::{MemoryContents, MemorySink};
 pub use open::{AnyStore, redact};
-pub use runs::{AuditEntry, RunTotals, SyncRunRow};
+pub use runs::{AuditEntry, RunStatus, RunTotals, SyncRunRow};
 pub use service::{
     Claim, IntegrationSummary, Lane, PendingAuthorization, RecordPage, RecordRow, Release,
 };
 pub use write::stamp;
 
 use crate::events::WriteCounts;
-use crate::map::{MappedRecord, Reject};
 use crate::models::ModelKind;
+use crate::record::{MappedRecord, Reject, StoredRecord};
+use crate::state::{Checkpoint, StreamState};
 
 /// The store on one database: SQLite ([`SqliteStore`]) or PostgreSQL ([`PostgresStore`]).
 /// Clones share one connection pool.
@@ -142,35 +141,6 @@ impl Batch {
     }
 }
 
-/// A mapped record in the form every sink stores: its JSON text, shared (so that binding it
-/// hands the text to a database driver without a copy).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredRecord {
-    /// The provider's id.
-    pub id: Arc<str>,
-    /// The model record as JSON, provenance included; for a tombstone, the provenance only.
-    pub json: Arc<str>,
-    /// The provider says it was deleted.
-    pub deleted: bool,
-}
-
-impl From<MappedRecord> for StoredRecord {
-    fn from(record: MappedRecord) -> Self {
-        Self {
-            id: Arc::from(record.id.as_str()),
-            deleted: record.deleted,
-            json: Arc::from(record.into_json()),
-        }
-    }
-}
-
-impl StoredRecord {
-    /// The record as a mapped record again.
-    pub fn mapped(&self) -> MappedRecord {
-        MappedRecord::from_json(self.id.to_string(), self.json.to_string(), self.deleted)
-    }
-}
-
 /// A completed full pass of one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sweep {
@@ -260,11 +230,13 @@ pub trait Sink: Clone + Send + Sync + 'static {
     /// them).
     fn start_run(&self, scope: &RunScope) -> impl Future<Output = Result<i64, StoreError>> + Send;
 
-    /// Records how a run ended.
+    /// Records how a run ended: its status, and why it failed (for a partial run, which streams
+    /// failed and why).
     fn finish_run(
         &self,
         run_id: i64,
         totals: &RunTotals,
+        status: RunStatus,
         error: Option<&str>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

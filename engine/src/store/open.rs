@@ -9,8 +9,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use super::{
     AuditEntry, Batch, Claim, IntegrationSummary, Lane, PendingAuthorization, PostgresStore,
-    RecordPage, Release, RunScope, RunTotals, Sink, SqliteStore, StoreError, StoredIntegration,
-    StreamState, SyncRunRow,
+    RecordPage, Release, RunScope, RunStatus, RunTotals, Sink, SqliteStore, StoreError,
+    StoredIntegration, StreamState, SyncRunRow,
 };
 use crate::events::WriteCounts;
 
@@ -326,8 +326,9 @@ impl Sink for AnyStore {
         &self,
         run_id: i64,
         totals: &RunTotals,
+        status: RunStatus,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        on_store!(self, store => store.finish_run(run_id, totals, error).await)
+        on_store!(self, store => store.finish_run(run_id, totals, status, error).await)
     }
 }

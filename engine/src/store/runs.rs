@@ -18,6 +18,31 @@ pub struct RunTotals {
     pub written: WriteCounts,
 }
 
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every stream it ran imported.
+    Succeeded,
+    /// Some streams (or substream partitions) failed while others imported; the run's error
+    /// names which and why.
+    Partial,
+    /// Nothing imported to the end: every stream failed, or something ended the whole run (the
+    /// credentials were refused, the store failed).
+    Failed,
+}
+
+impl RunStatus {
+    /// The status as stored (`sync_runs.status`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Partial => "partial",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// A stored sync run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SyncRunRow {
@@ -25,8 +50,8 @@ pub struct SyncRunRow {
     pub id: i64,
     /// The integration.
     pub integration_id: String,
-    /// `running`, `succeeded` or `failed` (a run still `running` after its process ended was
-    /// killed; the next run resumes from its checkpoints).
+    /// `running`, `succeeded`, `partial` or `failed` (see [`RunStatus`]; a run still `running`
+    /// after its process ended was killed: the next run resumes from its checkpoints).
     pub status: String,
     /// When it started.
     pub started_at: String,
@@ -34,7 +59,7 @@ pub struct SyncRunRow {
     pub finished_at: Option<String>,
     /// What it did.
     pub totals: RunTotals,
-    /// Why it failed.
+    /// Why it failed; for a partial run, which streams failed and why.
     pub error: Option<String>,
     /// The process that ran it, when a service worker did.
     pub worker: Option<String>,
@@ -111,17 +136,14 @@ where
         &self,
         run_id: i64,
         totals: &RunTotals,
+        status: RunStatus,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         let at = now();
         let written = &totals.written;
         let mut query = QueryBuilder::<DB>::new("UPDATE sync_runs SET status = ");
         query
-            .push_bind(if error.is_some() {
-                "failed"
-            } else {
-                "succeeded"
-            })
+            .push_bind(status.as_str())
             .push(", finished_at = ")
             .push_bind(at.as_str())
             .push(", pages = ")
@@ -152,12 +174,19 @@ where
             .push(" WHERE id = ")
             .push_bind(integration_id.as_str());
         query.build().execute(&self.pool).await?;
-        let detail = match error {
-            Some(error) => format!("run {run_id} failed: {error}"),
-            None => format!(
-                "run {run_id}: {} new, {} updated, {} unchanged, {} deleted, {} rejected",
-                written.new, written.updated, written.unchanged, written.deleted, written.rejected
-            ),
+        let counts = format!(
+            "{} new, {} updated, {} unchanged, {} deleted, {} rejected",
+            written.new, written.updated, written.unchanged, written.deleted, written.rejected
+        );
+        let detail = match (status, error) {
+            (RunStatus::Failed, error) => {
+                format!(
+                    "run {run_id} failed: {}",
+                    error.unwrap_or("no reason given")
+                )
+            }
+            (RunStatus::Partial, Some(error)) => format!("run {run_id} partial: {counts}; {error}"),
+            (_, _) => format!("run {run_id}: {counts}"),
         };
         self.audit(&user_id, &integration_id, "sync_finished", &detail)
             .await

@@ -9,7 +9,8 @@ use sqlx::{
 };
 
 use super::{
-    Backend, Batch, RunScope, RunTotals, Sink, Store, StoreError, StoredRecord, StreamState,
+    Backend, Batch, RunScope, RunStatus, RunTotals, Sink, Store, StoreError, StoredRecord,
+    StreamState,
 };
 use crate::events::WriteCounts;
 
@@ -437,9 +438,10 @@ where
         &self,
         run_id: i64,
         totals: &RunTotals,
+        status: RunStatus,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.update_run(run_id, totals, error).await?;
+        self.update_run(run_id, totals, status, error).await?;
         self.committed();
         Ok(())
     }

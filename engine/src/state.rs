@@ -1,11 +1,13 @@
 //! Where a stream stands between runs, and where an unfinished pass resumes.
+//!
+//! A stream's state is what a run reads before it asks a provider for anything, and what it
+//! stores with each page: every source (paginated requests, the entries of an archive) resumes
+//! from here, and every sink keeps it. It depends on no stage of the pipeline.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use crate::paginate::PageCursor;
 
 /// A stream's (or one partition's) state, kept as JSON.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -50,4 +52,20 @@ pub struct Checkpoint {
     pub partition: String,
     /// The state.
     pub state: StreamState,
+}
+
+/// Where in the stream the next request is. Stored in checkpoints, so a pass can resume.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "at", content = "value", rename_all = "snake_case")]
+pub enum PageCursor {
+    /// The first page.
+    First,
+    /// A token for the next page.
+    Token(String),
+    /// The next page's full URL.
+    Url(String),
+    /// An offset.
+    Offset(u64),
+    /// A page number.
+    Number(u64),
 }

@@ -1,0 +1,131 @@
+//! How a run fails: which connector, stream and request, what happened, and what the user can
+//! do about it.
+
+use crate::http::HttpError;
+use crate::request::RequestError;
+use crate::store::{RunStatus, StoreError};
+
+/// What went wrong, where.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncErrorKind {
+    /// Sending a request.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// Rendering a request.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The provider's paging misbehaved: it named the same next page twice, or its answer lacks
+    /// the change-log position the spec says it carries.
+    #[error("{0}")]
+    Pagination(String),
+    /// One of the connector's templates or conditions failed on what the provider sent
+    /// (`stop_when`, `recurse.when`, a parent field): the spec's fault, not the provider's.
+    #[error("{0}")]
+    Template(String),
+    /// Writing records.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stream does not exist.
+    #[error("no such stream")]
+    UnknownStream,
+    /// The provider answered 200 with an error inside (the spec's `response_error`).
+    #[error("the provider answered with an error: {0}")]
+    Provider(String),
+}
+
+/// A failed sync: which connector, stream and request, what happened and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{connector} / {stream}{}: {kind}", request.as_ref().map(|request| format!(" / {request}")).unwrap_or_default())]
+pub struct SyncError {
+    /// The connector.
+    pub connector: String,
+    /// The stream.
+    pub stream: String,
+    /// The request, as `METHOD URL`, when one was involved.
+    pub request: Option<String>,
+    /// What happened.
+    pub kind: SyncErrorKind,
+}
+
+impl SyncError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> String {
+        match &self.kind {
+            SyncErrorKind::Http(error) => error.hint().to_owned(),
+            SyncErrorKind::Request(_) => "check the integration's config values; if they are right, report it to the connector's authors".to_owned(),
+            SyncErrorKind::Pagination(_) => "the provider's paging misbehaved; try again later, or report it to the connector's authors".to_owned(),
+            SyncErrorKind::Template(_) => "a template of the connector failed on what the provider sent; report it to the connector's authors with this message".to_owned(),
+            SyncErrorKind::Store(_) => "check that the database is reachable and has free space; the sync resumes where it stopped".to_owned(),
+            SyncErrorKind::UnknownStream => "run `connector validate` to list the connector's streams".to_owned(),
+            SyncErrorKind::Provider(_) => "the provider's message says what it refused: check the account's access (scopes, membership) and the config values".to_owned(),
+        }
+    }
+}
+
+impl SyncError {
+    /// Whether the error ends the whole run rather than one stream: refused credentials (every
+    /// other request would be refused too; the user must connect again), or a failing store
+    /// (nothing more could be kept).
+    pub fn ends_run(&self) -> bool {
+        matches!(
+            self.kind,
+            SyncErrorKind::Http(HttpError::Unauthorized { .. } | HttpError::Refresh(_))
+                | SyncErrorKind::Store(_)
+        )
+    }
+}
+
+/// What a run that imported left out: the streams (and substream partitions) that failed while
+/// the others went on. Empty when every stream succeeded.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// The failures, in the order they happened.
+    pub failed: Vec<SyncError>,
+}
+
+/// How many failures a run's stored message names; the rest are counted.
+const FAILURES_NAMED: usize = 5;
+
+impl RunReport {
+    /// `Succeeded`, or `Partial` when some streams failed.
+    pub fn status(&self) -> RunStatus {
+        if self.failed.is_empty() {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Partial
+        }
+    }
+
+    /// The run taken as all or nothing (a connector's fixture test): `Err` with the first
+    /// failure when any stream failed.
+    #[allow(
+        clippy::result_large_err,
+        reason = "made once a run; the same error the run itself returns"
+    )]
+    pub fn require_all(self) -> Result<(), SyncError> {
+        match self.failed.into_iter().next() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// For a partial run, which streams failed and why, as one message (the first few named,
+    /// the rest counted): what the run's row keeps.
+    pub fn summary(&self) -> Option<String> {
+        let (named, rest) = self.failed.split_at(self.failed.len().min(FAILURES_NAMED));
+        let first = named.first()?;
+        let mut summary = format!(
+            "{} stream{} failed: {first}",
+            self.failed.len(),
+            if self.failed.len() == 1 { "" } else { "s" }
+        );
+        for error in &named[1..] {
+            summary.push_str("; ");
+            summary.push_str(&error.to_string());
+        }
+        if !rest.is_empty() {
+            summary.push_str(&format!("; and {} more", rest.len()));
+        }
+        Some(summary)
+    }
+}

@@ -1,0 +1,199 @@
+//! The fetcher: what a run shares between its streams to ask the provider for a page.
+//!
+//! It renders a listing's request for a page (the paginator's part, the pass's incremental
+//! value, the run's config and secrets), sends it through the HTTP client, and checks the
+//! answer for an error the provider wraps in a 200 (the spec's `response_error`).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::Value;
+
+use super::error::{SyncError, SyncErrorKind};
+use super::pass::PassState;
+use super::plan::{CompiledConnector, CompiledStream};
+use crate::document::Node;
+use crate::events::{Counters, Event, Observer};
+use crate::http::{Authorizer, HttpClient, HttpRequest, Page};
+use crate::listing::Listing;
+use crate::paginate::PageRequest;
+use crate::record::Provenance;
+use crate::request::RequestError;
+use crate::state::PageCursor;
+
+/// What a run shares between its streams: everything but the sink.
+pub(super) struct Fetcher<'a> {
+    pub(super) connector: &'a CompiledConnector,
+    pub(super) http: &'a HttpClient,
+    pub(super) auth: &'a dyn Authorizer,
+    pub(super) tally: Tally<'a>,
+    pub(super) provenance: Provenance,
+    pub(super) config: minijinja::Value,
+    pub(super) secrets: minijinja::Value,
+}
+
+/// Passes events on and counts them, for the run's stored totals.
+pub(super) struct Tally<'a> {
+    pub(super) counters: Counters,
+    pub(super) inner: &'a dyn Observer,
+}
+
+impl Observer for Tally<'_> {
+    fn event(&self, event: &Event<'_>) {
+        self.counters.event(event);
+        self.inner.event(event);
+    }
+}
+
+impl Fetcher<'_> {
+    /// An error of this run's connector, on `stream`.
+    pub(super) fn error(
+        &self,
+        stream: &str,
+        request: Option<String>,
+        kind: SyncErrorKind,
+    ) -> SyncError {
+        SyncError {
+            connector: self.connector.spec.id.clone(),
+            stream: stream.to_owned(),
+            request,
+            kind,
+        }
+    }
+
+    /// Renders and sends the request for the page at `cursor` of what `pass` lists.
+    pub(super) async fn fetch(
+        &self,
+        name: &str,
+        stream: &CompiledStream,
+        parent: &minijinja::Value,
+        pass: &PassState,
+        cursor: &PageCursor,
+    ) -> Result<(HttpRequest, Page), SyncError> {
+        self.fetch_from(name, stream, stream.listing(pass), parent, pass, cursor)
+            .await
+    }
+
+    /// Renders and sends the request for the page at `cursor` of `listing`.
+    pub(super) async fn fetch_from(
+        &self,
+        name: &str,
+        stream: &CompiledStream,
+        listing: &Listing,
+        parent: &minijinja::Value,
+        pass: &PassState,
+        cursor: &PageCursor,
+    ) -> Result<(HttpRequest, Page), SyncError> {
+        let request = self
+            .render(listing, parent, pass, cursor)
+            .map_err(|error| self.error(name, None, error.into()))?;
+        let page = self
+            .http
+            .fetch(&request, stream.decode, self.auth, &self.tally)
+            .await
+            .map_err(|error| self.error(name, Some(request.describe()), error.into()))?;
+        self.provider_refused(&page)
+            .map_err(|kind| self.error(name, Some(request.describe()), kind))?;
+        Ok((request, page))
+    }
+
+    /// The request for the page at `cursor` of `listing`: the listing's request with the
+    /// paginator's and the pass's values, or the next-page URL the provider gave.
+    fn render(
+        &self,
+        listing: &Listing,
+        parent: &minijinja::Value,
+        pass: &PassState,
+        cursor: &PageCursor,
+    ) -> Result<HttpRequest, RequestError> {
+        let templates = &self.connector.templates;
+        let base_url = self.connector.spec.base_url.as_str();
+        let context = minijinja::context! {
+            config => self.config.clone(),
+            secrets => self.secrets.clone(),
+            state => pass.template_state.clone(),
+            parent => parent.clone(),
+            page => listing.paginator.page_value(cursor),
+        };
+        match listing.paginator.request(cursor) {
+            PageRequest::Render {
+                plan,
+                mut injections,
+            } => {
+                injections.extend(pass.injection.iter().cloned());
+                plan.unwrap_or(&listing.request)
+                    .render(base_url, &context, templates, &injections)
+            }
+            PageRequest::Url(url) => {
+                let mut request = listing.request.render(base_url, &context, templates, &[])?;
+                request.url = url::Url::parse(url).map_err(|error| RequestError::Url {
+                    url: url.to_owned(),
+                    reason: error.to_string(),
+                })?;
+                request.method = reqwest::Method::GET;
+                request.body = None;
+                Ok(request)
+            }
+        }
+    }
+
+    /// An error the provider answered inside a successful response, by the spec's
+    /// `response_error`: its message, or why the condition could not be tested.
+    fn provider_refused(&self, page: &Page) -> Result<(), SyncErrorKind> {
+        let Some((when, message)) = &self.connector.response_error else {
+            return Ok(());
+        };
+        let response = minijinja::context! {
+            response => minijinja::Value::from(minijinja::value::Serde(page.body.root())),
+        };
+        let failed = self
+            .connector
+            .templates
+            .test(when, &response)
+            .map_err(|error| SyncErrorKind::Template(format!("response_error.when: {error}")))?;
+        if !failed {
+            return Ok(());
+        }
+        let said = message
+            .as_ref()
+            .and_then(|path| path.first_in(page.body.root()))
+            .map_or_else(
+                || "no message".to_owned(),
+                |value| match value {
+                    Node::Str(text) => text.to_string(),
+                    other => Value::from(other).to_string(),
+                },
+            );
+        Err(SyncErrorKind::Provider(said))
+    }
+}
+
+/// A future polled once, so that what it starts (a request) is under way while the caller does
+/// other work before it waits for the result.
+pub(super) struct Started<F: Future> {
+    future: Pin<Box<F>>,
+    output: Option<F::Output>,
+}
+
+impl<F: Future> Started<F> {
+    /// Polls `future` once.
+    pub(super) async fn start(future: F) -> Self {
+        let mut future = Box::pin(future);
+        let output = std::future::poll_fn(|context| {
+            std::task::Poll::Ready(match future.as_mut().poll(context) {
+                std::task::Poll::Ready(output) => Some(output),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await;
+        Self { future, output }
+    }
+
+    /// Waits for the result.
+    pub(super) async fn finish(self) -> F::Output {
+        match self.output {
+            Some(output) => output,
+            None => self.future.await,
+        }
+    }
+}

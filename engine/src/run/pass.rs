@@ -1,0 +1,191 @@
+//! One pass over a stream (partition): where it starts, what it sends, what it has seen, and
+//! the checkpoint each page leaves behind.
+//!
+//! A pass lists a stream once, from its first page (or a kept page token) to its last. Whether
+//! a pass lists everything or only changes, whether it marks what it did not see as deleted, and
+//! when a failure starts a full pass instead, are decided here, from the plan and the stored
+//! state; the run only follows these decisions.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::error::{SyncError, SyncErrorKind};
+use super::plan::CompiledStream;
+use crate::document::Node;
+use crate::http::HttpError;
+use crate::incremental::{ChangeLog, CompiledIncremental};
+use crate::listing::Listing;
+use crate::request::Injection;
+use crate::state::{Checkpoint, PageCursor, Resume, StreamState};
+use crate::store::Sweep;
+
+impl CompiledStream {
+    /// The change log `pass` reads, when it reads one instead of listing everything.
+    pub(super) fn reads_log(&self, pass: &PassState) -> Option<&ChangeLog> {
+        self.incremental
+            .as_ref()
+            .and_then(|incremental| incremental.reads_log(&pass.before))
+    }
+
+    /// What `pass` lists with: a change log's own listing when it reads one, else the stream's.
+    pub(super) fn listing(&self, pass: &PassState) -> &Listing {
+        self.reads_log(pass).map_or(&self.listing, |log| &log.log)
+    }
+}
+
+/// What one pass over a stream (partition) sends and has seen so far.
+pub(super) struct PassState {
+    /// The state as last stored (resume point included): when the stream began, then as each
+    /// queued checkpoint leaves it.
+    pub(super) stored: StreamState,
+    /// The state the pass started from (stored by the last completed pass).
+    pub(super) before: StreamState,
+    /// The pass id: the run that began it.
+    pub(super) pass: i64,
+    /// The incremental value it sends.
+    pub(super) injection: Option<Injection>,
+    /// `state` in templates.
+    pub(super) template_state: minijinja::Value,
+    /// The newest cursor value seen so far.
+    pub(super) newest: Option<Value>,
+    /// Whether the pass, completed, marks what it did not see as deleted. Only a pass that lists
+    /// everything may (it sends no cursor or token and continues no earlier listing: every pass
+    /// of a full-refresh stream, an incremental stream's first pass and its pass after a reset),
+    /// and only when the stream held records as it began: a first import has nothing to sweep,
+    /// so it keeps no list of the ids it sees.
+    pub(super) sweeps: bool,
+    /// For a full pass of a change-log stream: the log's position asked before the pass listed
+    /// anything, kept when the pass completes.
+    pub(super) start_token: Option<String>,
+}
+
+impl PassState {
+    /// A pass from `before` (the last completed pass's state), numbered `pass`, having seen
+    /// `newest` so far (a resumed pass's).
+    pub(super) fn new(
+        stream: &CompiledStream,
+        before: StreamState,
+        pass: i64,
+        newest: Option<Value>,
+    ) -> Self {
+        let incremental = stream.incremental.as_ref();
+        let injection = incremental.and_then(|incremental| incremental.injection(&before));
+        let continues = incremental.is_some_and(|incremental| {
+            incremental.continues_from(&before).is_some()
+                || incremental.reads_log(&before).is_some()
+        });
+        Self {
+            stored: before.clone(),
+            sweeps: injection.is_none() && !continues,
+            start_token: None,
+            injection,
+            template_state: CompiledIncremental::template_state(incremental, &before),
+            before,
+            pass,
+            newest,
+        }
+    }
+
+    /// Notes the records of a page: the newest incremental cursor value among them.
+    pub(super) fn see(&mut self, stream: &CompiledStream, records: &[&Node<'_>]) {
+        if let Some(incremental) = &stream.incremental {
+            for raw in records {
+                self.newest = incremental.newest(self.newest.take(), raw);
+            }
+        }
+    }
+
+    /// Where the stream (partition) stands once the page just fetched is stored, and the full
+    /// passes that page completes: the next page of this pass, or, after the last page (`next`
+    /// is `None`), the completed pass's cursor or token. `None` for a stream that keeps no state,
+    /// and for a pass that changed nothing (a sync token that came back the same): a no-change
+    /// sync writes nothing.
+    pub(super) fn after_page(
+        &mut self,
+        stream: &CompiledStream,
+        name: &Arc<str>,
+        partition: &str,
+        next: Option<&PageCursor>,
+        body: &Node<'_>,
+    ) -> (Option<Checkpoint>, Vec<Sweep>) {
+        if !stream.keeps_state() {
+            return (None, vec![]);
+        }
+        let state = match next {
+            Some(next) => StreamState {
+                resume: Some(Resume {
+                    pass: self.pass,
+                    page: next.clone(),
+                    newest: self.newest.clone(),
+                    sweeps: self.sweeps,
+                    start_token: self.start_token.clone(),
+                }),
+                ..self.before.clone()
+            },
+            None => CompiledIncremental::completed(
+                stream.incremental.as_ref(),
+                &self.before,
+                self.newest.clone(),
+                self.start_token.clone().or_else(|| {
+                    stream
+                        .incremental
+                        .as_ref()
+                        .and_then(|incremental| incremental.page_token(body))
+                }),
+            ),
+        };
+        let sweeps = match (next, stream.sweeps() && self.sweeps) {
+            (None, true) => vec![Sweep {
+                stream: Arc::clone(name),
+                pass: self.pass,
+            }],
+            _ => vec![],
+        };
+        let checkpoint = (state != self.stored).then(|| {
+            self.stored = state.clone();
+            Checkpoint {
+                stream: Arc::clone(name),
+                partition: partition.to_owned(),
+                state,
+            }
+        });
+        (checkpoint, sweeps)
+    }
+
+    /// The pass these records are seen in, for a pass that marks what it did not see.
+    pub(super) fn seen_in(&self, stream: &CompiledStream) -> Option<i64> {
+        (stream.sweeps() && self.sweeps).then_some(self.pass)
+    }
+}
+
+/// Whether a failed request starts a full pass instead of failing the stream, and the state that
+/// pass starts from: a remembered token the provider no longer takes (Google's 410, Dropbox's
+/// 409 reset) drops the token and cursor; a stored resume point it refuses (an expired page
+/// token: a 4xx other than 401 and 429) starts the pass again with the same cursor. Nothing
+/// stored is lost; the pass upserts over it.
+pub(super) fn full_pass_after(
+    error: &SyncError,
+    stream: &CompiledStream,
+    before: &StreamState,
+    resumed: bool,
+) -> Option<StreamState> {
+    let SyncErrorKind::Http(HttpError::Status { status, .. }) = &error.kind else {
+        return None;
+    };
+    let token_expired = before.sync_token.is_some()
+        && stream
+            .incremental
+            .as_ref()
+            .is_some_and(|incremental| incremental.resets_on(*status));
+    let resume_refused = resumed && (400..500).contains(status) && *status != 401 && *status != 429;
+    (token_expired || resume_refused).then(|| StreamState {
+        sync_token: None,
+        cursor: if token_expired {
+            None
+        } else {
+            before.cursor.clone()
+        },
+        resume: None,
+    })
+}
