@@ -54,7 +54,7 @@ pub fn connectors_folder(specs: &[(&str, &str)]) -> tempfile::TempDir {
 use std::sync::Arc;
 
 use engine::account::Integration;
-use engine::auth::StaticAuth;
+use engine::credentials::static_auth::StaticAuth;
 use engine::events::{Counters, Event, Observer, Totals};
 use engine::http::{ClientOptions, HttpClient, Transport};
 use engine::ratelimit::RateLimitRegistry;

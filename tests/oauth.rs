@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use engine::account::Integration;
-use engine::events::Counters;
-use engine::oauth::{
+use engine::credentials::oauth2::{
     AuthorizationStart, Authorized, OAuthAuthorizer, OAuthClient, OAuthError, TokenEndpoint,
     TokenSet, authorization_url,
 };
+use engine::events::Counters;
 use engine::run::{CompiledConnector, RunReport, SyncError, SyncRun};
 use engine::spec::{Auth, ConnectorSpec, OAuth2Auth};
 use engine::store::SqliteStore;
@@ -575,7 +575,7 @@ async fn revoke(
     s: &Scenario,
     tokens: &TokenSet,
     config: &serde_json::Map<String, serde_json::Value>,
-) -> Result<bool, engine::oauth::OAuthError> {
+) -> Result<bool, engine::credentials::oauth2::OAuthError> {
     let http = hypernet_tests::sandbox_client(&s.spec, &s.server);
     let (app, counters) = (client(), Counters::default());
     TokenEndpoint::new(oauth(&s.spec), &app, &http, &counters)

@@ -9,11 +9,11 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use engine::account::Integration;
-use engine::events::Counters;
-use engine::oauth1::{
+use engine::credentials::oauth1::{
     Consumer, OAuth1Authorizer, OAuth1Error, OAuth1Flow, OAuth1Token, SigningInput,
     authorization_header,
 };
+use engine::events::Counters;
 use engine::run::{CompiledConnector, SyncRun};
 use engine::spec::Auth;
 use engine::store::MemorySink;

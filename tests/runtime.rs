@@ -1146,7 +1146,7 @@ async fn a_kept_delta_link_is_called_on_the_next_run() {
 async fn a_request_once_started_reaches_the_server_without_being_awaited() {
     // A run asks for its next page before it maps the current one (`sync`'s read-ahead); that
     // only helps if the exchange goes on while the run is busy and does not poll it.
-    use engine::auth::StaticAuth;
+    use engine::credentials::static_auth::StaticAuth;
     use engine::events::Counters;
     use engine::http::HttpRequest;
     use std::sync::atomic::AtomicBool;

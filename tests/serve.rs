@@ -958,7 +958,7 @@ async fn failed_syncs_back_off_and_refused_credentials_stop_scheduling() {
 
         // Refused credentials that cannot be renewed: needs_reauth, and no more syncs.
         let state = &service.running.state;
-        let tokens = engine::oauth::TokenSet {
+        let tokens = engine::credentials::oauth2::TokenSet {
             access_token: "revoked-access".to_owned(),
             refresh_token: Some("revoked-refresh".to_owned()),
             expires_at: None,

@@ -554,8 +554,8 @@ fn oauth_tokens_are_stored_encrypted_and_never_appear_in_the_database_or_logs() 
         sealed
     });
     let key_text = std::fs::read_to_string(&key).unwrap();
-    let cipher = engine::secrets::TokenCipher::new(&key_text, &[]).unwrap();
-    let tokens: engine::oauth::TokenSet =
+    let cipher = engine::credentials::secrets::TokenCipher::new(&key_text, &[]).unwrap();
+    let tokens: engine::credentials::oauth2::TokenSet =
         serde_json::from_slice(&cipher.decrypt(&sealed).unwrap()).unwrap();
     let secrets = [
         tokens.access_token.clone(),

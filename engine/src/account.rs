@@ -9,13 +9,15 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::auth::StaticAuth;
+use crate::credentials::oauth1::{Consumer, OAuth1Authorizer, OAuth1Token};
+use crate::credentials::oauth2::{
+    OAuthAuthorizer, OAuthClient, OnRefresh, TokenEndpoint, TokenSet,
+};
+use crate::credentials::secrets::TokenCipher;
+use crate::credentials::static_auth::StaticAuth;
 use crate::events::Counters;
 use crate::http::{Authorizer, ClientOptions, HttpClient, Transport};
-use crate::oauth::{OAuthAuthorizer, OAuthClient, OnRefresh, TokenEndpoint, TokenSet};
-use crate::oauth1::{Consumer, OAuth1Authorizer, OAuth1Token};
 use crate::ratelimit::RateGate;
-use crate::secrets::TokenCipher;
 use crate::spec::{Auth, ConnectorSpec};
 use crate::store::{AnyStore, StoredIntegration};
 

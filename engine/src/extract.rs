@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 
 use serde_json_path::PathElement;
 
-use crate::document::{Node, member};
+use crate::decode::document::{Node, member};
 
 /// A node that paths are run on, with the copy general paths need, made on first use.
 pub struct Target<'n, 'a> {
@@ -291,7 +291,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::document::Document;
+    use crate::decode::document::Document;
 
     fn general(source: &str, value: &Value) -> Vec<Value> {
         serde_json_path::JsonPath::parse(source)

@@ -14,7 +14,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use crate::decode::decode;
-use crate::document::Document;
+use crate::decode::document::Document;
 use crate::events::{Event, Observer};
 use crate::ratelimit::RateGate;
 use crate::spec::{Decode, HostPattern, Retry, WaitFormat};

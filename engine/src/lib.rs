@@ -9,28 +9,21 @@
 //! - [`schema`]: the generated JSON Schemas and reference pages.
 
 pub mod account;
-pub mod auth;
 pub mod convert;
+pub mod credentials;
 pub mod decode;
-pub mod document;
 pub mod events;
 pub mod extract;
 pub mod http;
-pub mod incremental;
-pub mod listing;
 pub mod map;
 pub mod models;
-pub mod oauth;
-pub mod oauth1;
-pub mod paginate;
 pub mod ratelimit;
 pub mod record;
 pub mod replay;
-pub mod request;
 pub mod run;
 pub mod sandbox;
 pub mod schema;
-pub mod secrets;
+pub mod source;
 pub mod spec;
 pub mod state;
 pub mod store;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::Value;
 
 use crate::convert::{Converter, Output};
-use crate::document::{Node, get};
+use crate::decode::document::{Node, get};
 use crate::extract::{CompiledPath, Target};
 use crate::models::ModelKind;
 use crate::record::{
@@ -369,7 +369,7 @@ mod tests {
         }));
         let provenance = Provenance::new("u", "i", "p");
         let none = minijinja::Value::from(());
-        let page = crate::document::Document::json(
+        let page = crate::decode::document::Document::json(
             r#"[{"id": "1", "url": "https://x/1", "caption": "\"Hi\"\n\u00fc \\ end", "when": "2026-01-02T10:00:00Z"},
                 {"id": "2", "url": "https://x/2", "caption": "ok", "when": "yesterday"}]"#
                 .to_owned(),

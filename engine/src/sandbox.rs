@@ -80,19 +80,19 @@ pub fn sandbox_authorizer(
     integration: &Integration,
 ) -> Result<Box<dyn crate::http::Authorizer>, String> {
     if let crate::spec::Auth::OAuth1(_) = spec.auth {
-        let consumer = crate::oauth1::Consumer {
+        let consumer = crate::credentials::oauth1::Consumer {
             key: "sandbox-client".to_owned(),
             secret: "sandbox-secret".to_owned(),
         };
-        let token = crate::oauth1::OAuth1Token {
+        let token = crate::credentials::oauth1::OAuth1Token {
             token: SANDBOX_ACCESS_TOKEN.to_owned(),
             secret: SANDBOX_ACCESS_TOKEN.to_owned(),
         };
-        return Ok(Box::new(crate::oauth1::OAuth1Authorizer::new(
+        return Ok(Box::new(crate::credentials::oauth1::OAuth1Authorizer::new(
             consumer, token,
         )));
     }
-    crate::auth::StaticAuth::prepare(
+    crate::credentials::static_auth::StaticAuth::prepare(
         &spec.auth,
         &integration.credentials_context(),
         Some(SANDBOX_ACCESS_TOKEN),

@@ -8,8 +8,8 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use engine::credentials::oauth2::{AuthorizationStart, TokenEndpoint, authorization_url};
 use engine::events::Counters;
-use engine::oauth::{AuthorizationStart, TokenEndpoint, authorization_url};
 use engine::spec::{Auth, ConnectorSpec, OAuth2Auth};
 use engine::store::{IntegrationStatus, PendingAuthorization, StoredIntegration};
 use serde::{Deserialize, Serialize};
@@ -131,7 +131,8 @@ pub async fn callback(
         .complete(&started.redirect_uri, &query, &start)
         .await
         .map_err(|error| match error {
-            engine::oauth::OAuthError::Denied(_) | engine::oauth::OAuthError::MissingCode => {
+            engine::credentials::oauth2::OAuthError::Denied(_)
+            | engine::credentials::oauth2::OAuthError::MissingCode => {
                 ApiError::bad_request(format!("{}: {error}", entry.spec.name))
             }
             _ => ApiError::provider(format!("{}: {error}", entry.spec.name)),

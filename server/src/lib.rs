@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
+use engine::credentials::secrets::TokenCipher;
 use engine::ratelimit::RateLimitRegistry;
-use engine::secrets::TokenCipher;
 use engine::store::{AnyStore, redact};
 
 pub use identity::{Identity, key_hash, new_key};

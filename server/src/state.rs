@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use engine::credentials::secrets::TokenCipher;
 use engine::events::Counters;
 use engine::ratelimit::RateLimitRegistry;
-use engine::secrets::TokenCipher;
 use engine::store::AnyStore;
 use tokio::sync::Notify;
 

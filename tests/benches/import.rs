@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use engine::account::Integration;
-use engine::auth::StaticAuth;
+use engine::credentials::static_auth::StaticAuth;
 use engine::events::Counters;
 use engine::run::{CompiledConnector, SyncRun};
 use engine::sandbox::{SANDBOX_ACCESS_TOKEN, sandbox_config};

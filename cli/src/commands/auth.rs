@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use engine::events::Counters;
 
-use engine::oauth::{Authorized, TokenEndpoint, authorization_url};
-use engine::oauth1::{Consumer, OAuth1Flow};
+use engine::credentials::oauth1::{Consumer, OAuth1Flow};
+use engine::credentials::oauth2::{Authorized, TokenEndpoint, authorization_url};
 
 use engine::sandbox::ConnectorFiles;
 use engine::spec::{self, Auth, Grant, OAuth1Auth};

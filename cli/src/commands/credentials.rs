@@ -3,8 +3,8 @@
 use engine::store::AnyStore;
 use std::path::{Path, PathBuf};
 
-use engine::oauth::OAuthClient;
-use engine::secrets::{SecretError, TokenCipher};
+use engine::credentials::oauth2::OAuthClient;
+use engine::credentials::secrets::{SecretError, TokenCipher};
 use engine::spec::ConnectorSpec;
 
 /// The cipher for tokens at rest: `HYPERNET_TOKEN_KEY`, or the key file beside the database.

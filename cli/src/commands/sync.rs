@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use engine::auth::StaticAuth;
+use engine::credentials::static_auth::StaticAuth;
 use engine::http::{Authorizer, HttpError};
 use engine::run::SyncErrorKind;
 use engine::spec::Auth;

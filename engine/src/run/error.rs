@@ -2,7 +2,7 @@
 //! do about it.
 
 use crate::http::HttpError;
-use crate::request::RequestError;
+use crate::source::http::request::RequestError;
 use crate::store::{RunStatus, StoreError};
 
 /// What went wrong, where.

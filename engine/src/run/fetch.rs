@@ -12,13 +12,13 @@ use serde_json::Value;
 use super::error::{SyncError, SyncErrorKind};
 use super::pass::PassState;
 use super::plan::{CompiledConnector, CompiledStream};
-use crate::document::Node;
+use crate::decode::document::Node;
 use crate::events::{Counters, Event, Observer};
 use crate::http::{Authorizer, HttpClient, HttpRequest, Page};
-use crate::listing::Listing;
-use crate::paginate::PageRequest;
 use crate::record::Provenance;
-use crate::request::RequestError;
+use crate::source::http::listing::Listing;
+use crate::source::http::paginate::PageRequest;
+use crate::source::http::request::RequestError;
 use crate::state::PageCursor;
 
 /// What a run shares between its streams: everything but the sink.

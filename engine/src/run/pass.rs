@@ -12,11 +12,11 @@ use serde_json::Value;
 
 use super::error::{SyncError, SyncErrorKind};
 use super::plan::CompiledStream;
-use crate::document::Node;
+use crate::decode::document::Node;
 use crate::http::HttpError;
-use crate::incremental::{ChangeLog, CompiledIncremental};
-use crate::listing::Listing;
-use crate::request::Injection;
+use crate::source::http::incremental::{ChangeLog, CompiledIncremental};
+use crate::source::http::listing::Listing;
+use crate::source::http::request::Injection;
 use crate::state::{Checkpoint, PageCursor, Resume, StreamState};
 use crate::store::Sweep;
 

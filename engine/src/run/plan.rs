@@ -6,9 +6,9 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use crate::extract::CompiledPath;
-use crate::incremental::CompiledIncremental;
-use crate::listing::Listing;
 use crate::map::{RecordMapper, Source};
+use crate::source::http::incremental::CompiledIncremental;
+use crate::source::http::listing::Listing;
 use crate::spec::{ConnectorSpec, Decode};
 use crate::template::{BuildError, TemplateId, Templates};
 

@@ -11,10 +11,10 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
-use crate::document::{Node, token_text};
+use crate::decode::document::{Node, token_text};
 use crate::extract::CompiledPath;
-use crate::listing::Listing;
-use crate::request::Injection;
+use crate::source::http::listing::Listing;
+use crate::source::http::request::Injection;
 use crate::spec::{CursorFormat, Incremental, Paginate, ParamLocation, Template};
 use crate::state::StreamState;
 use crate::template::{BuildError, Templates};

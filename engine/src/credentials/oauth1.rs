@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
-use crate::document::{Node, get};
+use crate::decode::document::{Node, get};
 use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, RequestBody};
 use crate::spec::{Decode, OAuth1Auth};
 

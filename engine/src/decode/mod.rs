@@ -5,9 +5,11 @@
 //! `@name`, text as `$text`, repeated child elements as arrays; a form-encoded body becomes one
 //! object of text values.
 
+pub mod document;
+
 use serde_json::{Map, Value};
 
-use crate::document::Document;
+use crate::decode::document::Document;
 use crate::spec::Decode;
 
 /// A body that could not be decoded: malformed or truncated. The HTTP layer retries these.

@@ -9,9 +9,9 @@
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use crate::document::{Node, token_text};
+use crate::decode::document::{Node, token_text};
 use crate::extract::CompiledPath;
-use crate::request::{Injection, RequestPlan};
+use crate::source::http::request::{Injection, RequestPlan};
 use crate::spec::{NextUrlSource, Paginate, ParamLocation};
 use crate::state::PageCursor;
 use crate::template::{BuildError, TemplateId, Templates};

@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::document::Node;
+use crate::decode::document::Node;
 use crate::events::Observer;
 use crate::extract::CompiledPath;
 use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, RequestBody};

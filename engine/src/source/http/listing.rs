@@ -4,8 +4,8 @@
 use indexmap::IndexMap;
 
 use crate::extract::CompiledPath;
-use crate::paginate::Paginator;
-use crate::request::RequestPlan;
+use crate::source::http::paginate::Paginator;
+use crate::source::http::request::RequestPlan;
 use crate::spec::{JsonPath, Paginate, Request, Template};
 use crate::template::{BuildError, Templates};
 
