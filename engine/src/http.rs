@@ -1,8 +1,10 @@
-//! Sending requests: allowed hosts only, rate limits, retries with backoff, decoding.
+//! Sending requests: allowed hosts only, rate limits, retries with backoff.
 //!
-//! What is retried: statuses in the spec's `retry.statuses` (429 and 5xx by default), timeouts,
-//! connection failures and resets (also mid-body), and 2xx bodies that do not decode (truncated
-//! JSON). The wait is the first wait header present (`Retry-After` as seconds or an HTTP date,
+//! The client knows no body format: a caller hands it what to make of a successful answer (the
+//! HTTP source decodes a page, a token request its token), and an answer the caller refuses is
+//! retried like a failed exchange. What is retried: statuses in the spec's `retry.statuses`
+//! (429 and 5xx by default), timeouts, connection failures and resets (also mid-body), and 2xx
+//! bodies their caller refuses (truncated JSON). The wait is the first wait header present (`Retry-After` as seconds or an HTTP date,
 //! reset timestamps), else exponential backoff with full jitter. A 401 asks the authorizer to
 //! refresh once. Any other 4xx fails at once.
 
@@ -13,11 +15,9 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use crate::decode::decode;
-use crate::decode::document::Document;
 use crate::events::{Event, Observer};
 use crate::ratelimit::RateGate;
-use crate::spec::{Decode, HostPattern, Retry, WaitFormat};
+use crate::spec::{HostPattern, Retry, WaitFormat};
 
 /// The longest wait a header may impose before a retry.
 const MAX_HEADER_WAIT: Duration = Duration::from_secs(3600);
@@ -89,15 +89,15 @@ pub fn redacted(url: &url::Url) -> String {
     shown.to_string()
 }
 
-/// A decoded response.
+/// A successful (2xx) answer, as it came.
 #[derive(Debug)]
-pub struct Page {
+pub struct Response {
     /// The status (2xx).
     pub status: u16,
     /// The response headers.
     pub headers: HeaderMap,
-    /// The decoded body.
-    pub body: Document,
+    /// The body.
+    pub body: bytes::Bytes,
 }
 
 /// Where requests really go.
@@ -250,14 +250,20 @@ impl HttpClient {
         })
     }
 
-    /// Sends `request` until it succeeds or fails for good, and decodes the body.
-    pub async fn fetch(
+    /// Sends `request` until it succeeds or fails for good, and hands the successful answer to
+    /// `accept`: what it makes of it is returned, and an answer it refuses (a body that does not
+    /// decode: a truncated page) is retried like a failed exchange, `accept`'s reason reported.
+    ///
+    /// `accept` runs on the caller's task: a decoded page is built where it is mapped and
+    /// dropped (building it on the exchange's worker thread and freeing it on the run's cost
+    /// more CPU than decoding in parallel saved; BENCHMARKS.md).
+    pub async fn fetch<T>(
         &self,
         request: &HttpRequest,
-        format: Decode,
         auth: &dyn Authorizer,
         observer: &dyn Observer,
-    ) -> Result<Page, HttpError> {
+        mut accept: impl FnMut(Response) -> Result<T, String>,
+    ) -> Result<T, HttpError> {
         let host = request.url.host_str().unwrap_or_default();
         if request.url.scheme() != "https"
             || !self
@@ -278,23 +284,18 @@ impl HttpClient {
                 .await;
             auth.prepare().await.map_err(HttpError::Refresh)?;
             observer.event(&Event::Request);
-            let (reason, header_wait) = match self.send(request, auth).await {
-                // Decoded here, on the task that maps the page and drops it: building the tree
-                // on the exchange's worker thread and freeing it on the run's cost more CPU
-                // than decoding in parallel saved (BENCHMARKS.md).
+            let (reason, header_wait) = match self.exchange(request, auth).await {
                 Ok(Exchange {
                     status,
                     headers,
                     body,
-                }) if (200..300).contains(&status) => match decode(format, &body) {
-                    Ok(value) => {
-                        return Ok(Page {
-                            status,
-                            headers,
-                            body: value,
-                        });
-                    }
-                    Err(error) => (error.to_string(), None),
+                }) if (200..300).contains(&status) => match accept(Response {
+                    status,
+                    headers,
+                    body,
+                }) {
+                    Ok(accepted) => return Ok(accepted),
+                    Err(reason) => (reason, None),
                 },
                 Ok(Exchange {
                     status: 401, body, ..
@@ -350,7 +351,11 @@ impl HttpClient {
     }
 
     /// One exchange; a transport failure comes back described.
-    async fn send(&self, request: &HttpRequest, auth: &dyn Authorizer) -> Result<Exchange, String> {
+    async fn exchange(
+        &self,
+        request: &HttpRequest,
+        auth: &dyn Authorizer,
+    ) -> Result<Exchange, String> {
         let mut headers = HeaderMap::new();
         for (name, value) in &request.headers {
             if let (Ok(name), Ok(value)) = (

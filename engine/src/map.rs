@@ -23,14 +23,14 @@ use crate::validate::{FieldCheck, misfit};
 
 /// Where a value comes from, compiled.
 #[derive(Debug, Clone)]
-pub enum Source {
+pub enum CompiledValue {
     /// A JSONPath into the record.
     Path(CompiledPath),
     /// A template over `record`, `parent`, `config`.
     Template(TemplateId),
 }
 
-impl Source {
+impl CompiledValue {
     /// Compiles a value source.
     pub fn compile(source: &ValueSource, templates: &mut Templates) -> Result<Self, BuildError> {
         Ok(match source {
@@ -554,7 +554,7 @@ struct FieldPlan {
     name: &'static str,
     /// What goes before the value in the record's JSON text: `,"name":`.
     key: String,
-    source: Source,
+    source: CompiledValue,
     converter: Converter,
     check: FieldCheck,
     default: Option<Value>,
@@ -615,7 +615,7 @@ pub enum Mapped {
 #[derive(Debug, Clone)]
 pub struct RecordMapper {
     model: ModelKind,
-    id: Source,
+    id: CompiledValue,
     fields: Vec<FieldPlan>,
     /// Required model fields the stream does not map (refused when a spec is checked; a mapper
     /// compiled from an unchecked stream refuses its records).
@@ -633,7 +633,7 @@ impl RecordMapper {
         stream: &Stream,
         templates: &mut Templates,
     ) -> Result<Self, BuildError> {
-        let id = Source::compile(&stream.id, templates)?;
+        let id = CompiledValue::compile(&stream.id, templates)?;
         let mut record_fields = RecordFields::default();
         let sources =
             std::iter::once(&stream.id).chain(stream.map.values().map(FieldMapping::source));
@@ -674,7 +674,7 @@ impl RecordMapper {
                 checked: !check.takes(converter.output()),
                 check,
                 reads,
-                source: Source::compile(mapping.source(), templates)?,
+                source: CompiledValue::compile(mapping.source(), templates)?,
                 converter,
                 default,
                 required: info.required,
@@ -758,10 +758,10 @@ impl RecordMapper {
         for (slot, field) in self.fields.iter().enumerate() {
             let finished = match (&field.source, field.converter, &field.reads) {
                 // A list field gathers every node its path selects (`$.labels[*].name`).
-                (Source::Path(path), Converter::ByKind(ValueKind::Array), _) => {
+                (CompiledValue::Path(path), Converter::ByKind(ValueKind::Array), _) => {
                     field.finish(Ok(gather(path, &target)), &mut json)
                 }
-                (Source::Path(path), _, _) => match path.first(&target) {
+                (CompiledValue::Path(path), _, _) => match path.first(&target) {
                     Some(Node::Str(text)) if field.takes_text => {
                         json.extend_from_slice(field.key.as_bytes());
                         push_json_str(&mut json, text);
@@ -770,7 +770,7 @@ impl RecordMapper {
                     node => field.finish(Ok(selected(node)), &mut json),
                 },
                 // What the field becomes depends only on the values its template reads.
-                (Source::Template(template), _, Some(names)) => {
+                (CompiledValue::Template(template), _, Some(names)) => {
                     let finished = scope.finished(slot, names, raw, || {
                         let text = templates
                             .render(template, context.get())

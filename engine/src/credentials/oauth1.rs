@@ -10,8 +10,9 @@ use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
+use crate::decode::decode;
 use crate::decode::document::{Node, get};
-use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, RequestBody};
+use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, RequestBody, Response};
 use crate::spec::{Decode, OAuth1Auth};
 
 /// RFC 3986 unreserved characters stay; everything else is percent-encoded (RFC 5849 §3.6).
@@ -218,17 +219,16 @@ impl OAuth1Flow<'_> {
             body: Some(RequestBody::Form(vec![])),
         };
         // Token endpoints answer `application/x-www-form-urlencoded`.
-        let page = match self
+        let form = |response: Response| {
+            decode(Decode::Form, &response.body).map_err(|error| error.to_string())
+        };
+        let counters = crate::events::Counters::default();
+        let document = match self
             .http
-            .fetch(
-                &request,
-                Decode::Form,
-                &Signed(header),
-                &crate::events::Counters::default(),
-            )
+            .fetch(&request, &Signed(header), &counters, form)
             .await
         {
-            Ok(page) => page,
+            Ok(document) => document,
             Err(HttpError::Status { status, excerpt }) => {
                 return Err(OAuth1Error::Rejected(format!("{status}: {excerpt}")));
             }
@@ -237,7 +237,7 @@ impl OAuth1Flow<'_> {
             }
             Err(error) => return Err(error.into()),
         };
-        let body = page.body.root();
+        let body = document.root();
         match (
             get(body, "oauth_token").and_then(Node::as_str),
             get(body, "oauth_token_secret").and_then(Node::as_str),

@@ -15,10 +15,11 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::decode::decode;
 use crate::decode::document::Node;
 use crate::events::Observer;
 use crate::extract::CompiledPath;
-use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, RequestBody};
+use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, RequestBody, Response};
 use crate::spec::{
     Capture, ClientAuth, Decode, Grant, OAuth2Auth, Pkce, Refresh, RevocationMethod,
     RevocationRequest, Template, TokenMethod, TokenRequest, TokenResponse,
@@ -267,12 +268,13 @@ impl<'a> TokenEndpoint<'a> {
         request: &HttpRequest,
         auth: &dyn Authorizer,
     ) -> Result<Value, OAuthError> {
-        match self
-            .http
-            .fetch(request, Decode::Json, auth, self.observer)
-            .await
-        {
-            Ok(page) => Ok(page.body.to_value()),
+        let json = |response: Response| {
+            decode(Decode::Json, &response.body)
+                .map(|document| document.to_value())
+                .map_err(|error| error.to_string())
+        };
+        match self.http.fetch(request, auth, self.observer, json).await {
+            Ok(value) => Ok(value),
             Err(HttpError::Status { status, excerpt }) => {
                 Err(OAuthError::Rejected(format!("{status}: {excerpt}")))
             }

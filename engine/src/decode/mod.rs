@@ -1,16 +1,25 @@
-//! Response bodies → JSON values, whatever format the provider answers in.
+//! Bytes → documents, whatever format the provider answers or exports in.
 //!
-//! JSON is the document itself; JSON Lines become an array of documents; CSV becomes an array of
-//! objects keyed by the header row (all values text); XML becomes nested objects: attributes as
-//! `@name`, text as `$text`, repeated child elements as arrays; a form-encoded body becomes one
-//! object of text values.
+//! Decoding is two choices, as in Vector's codecs: the [`Framing`] says where one document ends
+//! and the next begins (the whole body, a line, an XML element), the [`Format`] what one
+//! frame's bytes mean (JSON, CSV, XML, a form). A [`Decoder`] is the pair. An API page is
+//! decoded whole ([`Decoder::page`]); a file too big to hold (an export's multi-GB XML, a JSON
+//! Lines history) is read a frame at a time ([`Decoder::documents`]), with a position to resume
+//! from.
 
 pub mod document;
+mod format;
+mod framing;
 
-use serde_json::{Map, Value};
+use std::io::BufRead;
 
-use crate::decode::document::Document;
+use serde_json::Value;
+
+pub use format::Format;
+pub use framing::{DEFAULT_FRAME_LIMIT, FramePosition, Frames, Framing};
+
 use crate::spec::Decode;
+use document::Document;
 
 /// A body that could not be decoded: malformed or truncated. The HTTP layer retries these.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -29,170 +38,95 @@ impl DecodeError {
     }
 }
 
-/// Decodes `body` as `format`. An empty body is `null` for JSON and an empty list otherwise.
+/// How bytes become documents: a framing and a format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoder {
+    /// Where one document ends.
+    pub framing: Framing,
+    /// What one frame's bytes mean.
+    pub format: Format,
+}
+
+impl From<Decode> for Decoder {
+    /// A stream's `decode`: JSON Lines is JSON framed by lines; the others are whole bodies.
+    fn from(decode: Decode) -> Self {
+        let (framing, format) = match decode {
+            Decode::Json => (Framing::Whole, Format::Json),
+            Decode::Jsonl => (Framing::Lines, Format::Json),
+            Decode::Csv => (Framing::Whole, Format::Csv),
+            Decode::Xml => (Framing::Whole, Format::Xml),
+            Decode::Form => (Framing::Whole, Format::Form),
+        };
+        Self { framing, format }
+    }
+}
+
+impl Decoder {
+    /// A body (an API page) as one document: the document itself when the body is one frame,
+    /// else the array of its frames' documents. An empty body is `null` for JSON and an empty
+    /// list otherwise.
+    pub fn page(&self, body: &[u8]) -> Result<Document, DecodeError> {
+        match (&self.framing, self.format) {
+            (Framing::Whole, format) => format.decode(body),
+            // The common multi-frame case decodes the text once into one tree.
+            (Framing::Lines, Format::Json) => {
+                Document::json_lines(format::utf8("JSON Lines", body)?)
+                    .map_err(|error| DecodeError::new("JSON Lines", error))
+            }
+            (framing, format) => {
+                let mut frames = Frames::new(framing, body);
+                let mut values = Vec::new();
+                while let Some(frame) = frames.next_frame()? {
+                    values.push(format.value(frame)?);
+                }
+                Ok(Document::from_value(Value::Array(values)))
+            }
+        }
+    }
+
+    /// The documents of `reader`, one frame at a time, after the frames `from` says were read
+    /// already: memory holds one frame and its document, however large the input.
+    pub fn documents<R: BufRead>(
+        &self,
+        reader: R,
+        from: FramePosition,
+    ) -> Result<Documents<R>, DecodeError> {
+        Ok(Documents {
+            frames: Frames::new(&self.framing, reader).resume(from)?,
+            format: self.format,
+        })
+    }
+}
+
+/// The documents of an input, decoded a frame at a time (see [`Decoder::documents`]).
+pub struct Documents<R: BufRead> {
+    frames: Frames<R>,
+    format: Format,
+}
+
+impl<R: BufRead> Documents<R> {
+    /// How far the reader has come: store it to resume after the last document returned.
+    pub fn position(&self) -> FramePosition {
+        self.frames.position()
+    }
+}
+
+impl<R: BufRead> Iterator for Documents<R> {
+    type Item = Result<Document, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let format = self.format;
+        match self.frames.next_frame() {
+            Ok(Some(frame)) => Some(format.decode(frame)),
+            Ok(None) => None,
+            Err(error) => Some(Err(error)),
+        }
+    }
+}
+
+/// Decodes a whole body as a stream's `decode` says (see [`Decoder::page`]).
 pub fn decode(format: Decode, body: &[u8]) -> Result<Document, DecodeError> {
-    match format {
-        Decode::Json => {
-            if body.iter().all(u8::is_ascii_whitespace) {
-                return Ok(Document::from_value(Value::Null));
-            }
-            Document::json(utf8("JSON", body)?).map_err(|error| DecodeError::new("JSON", error))
-        }
-        Decode::Jsonl => Document::json_lines(utf8("JSON Lines", body)?)
-            .map_err(|error| DecodeError::new("JSON Lines", error)),
-        Decode::Csv => decode_csv(body).map(Document::from_value),
-        Decode::Xml => decode_xml(body).map(Document::from_value),
-        Decode::Form => Ok(Document::from_value(Value::Object(
-            url::form_urlencoded::parse(body)
-                .map(|(name, value)| (name.into_owned(), Value::String(value.into_owned())))
-                .collect(),
-        ))),
-    }
-}
-
-/// The body as text (a copy the document keeps). JSON is UTF-8 (RFC 8259); checking the whole
-/// body at once is several times cheaper than checking each string as the parser meets it,
-/// which is what parsing bytes does.
-fn utf8(format: &'static str, body: &[u8]) -> Result<String, DecodeError> {
-    std::str::from_utf8(body)
-        .map(str::to_owned)
-        .map_err(|error| DecodeError::new(format, error))
-}
-
-fn decode_csv(body: &[u8]) -> Result<Value, DecodeError> {
-    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(body);
-    let headers = reader
-        .headers()
-        .map_err(|error| DecodeError::new("CSV", error))?
-        .clone();
-    let mut rows = Vec::new();
-    for row in reader.records() {
-        let row = row.map_err(|error| DecodeError::new("CSV", error))?;
-        let object: Map<String, Value> = headers
-            .iter()
-            .zip(row.iter())
-            .map(|(name, value)| (name.to_owned(), Value::String(value.to_owned())))
-            .collect();
-        rows.push(Value::Object(object));
-    }
-    Ok(Value::Array(rows))
-}
-
-fn decode_xml(body: &[u8]) -> Result<Value, DecodeError> {
-    use quick_xml::events::Event;
-
-    let error = |reason: String| DecodeError::new("XML", reason);
-    // Text is trimmed per element, not per event: `A &amp; B` arrives as three events.
-    let mut reader = quick_xml::Reader::from_reader(body);
-    // Each open element: its name, its object, and its text so far.
-    let mut stack: Vec<(String, Map<String, Value>, String)> =
-        vec![(String::new(), Map::new(), String::new())];
-    let mut buffer = Vec::new();
-    loop {
-        let event = reader
-            .read_event_into(&mut buffer)
-            .map_err(|e| error(e.to_string()))?;
-        match event {
-            Event::Start(start) => {
-                let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
-                let attributes = xml_attributes(&start).map_err(error)?;
-                stack.push((name, attributes, String::new()));
-            }
-            Event::Empty(start) => {
-                let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
-                let attributes = xml_attributes(&start).map_err(error)?;
-                let value = if attributes.is_empty() {
-                    Value::String(String::new())
-                } else {
-                    Value::Object(attributes)
-                };
-                if let Some((_, parent, _)) = stack.last_mut() {
-                    insert_child(parent, name, value);
-                }
-            }
-            Event::Text(text) => {
-                let decoded = text.decode().map_err(|e| error(e.to_string()))?;
-                if let Some((_, _, content)) = stack.last_mut() {
-                    content.push_str(&decoded);
-                }
-            }
-            Event::CData(data) => {
-                if let Some((_, _, content)) = stack.last_mut() {
-                    content.push_str(&String::from_utf8_lossy(&data));
-                }
-            }
-            Event::GeneralRef(reference) => {
-                let resolved = match reference
-                    .resolve_char_ref()
-                    .map_err(|e| error(e.to_string()))?
-                {
-                    Some(character) => character.to_string(),
-                    None => {
-                        let name = reference.decode().map_err(|e| error(e.to_string()))?;
-                        quick_xml::escape::resolve_predefined_entity(&name)
-                            .ok_or_else(|| error(format!("unknown entity `&{name};`")))?
-                            .to_owned()
-                    }
-                };
-                if let Some((_, _, content)) = stack.last_mut() {
-                    content.push_str(&resolved);
-                }
-            }
-            Event::End(_) => {
-                let (name, mut object, text) = stack
-                    .pop()
-                    .ok_or_else(|| error("unbalanced end tag".to_owned()))?;
-                let text = text.trim().to_owned();
-                let value = if object.is_empty() {
-                    Value::String(text)
-                } else {
-                    if !text.is_empty() {
-                        object.insert("$text".to_owned(), Value::String(text));
-                    }
-                    Value::Object(object)
-                };
-                let (_, parent, _) = stack
-                    .last_mut()
-                    .ok_or_else(|| error("unbalanced end tag".to_owned()))?;
-                insert_child(parent, name, value);
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-        buffer.clear();
-    }
-    if stack.len() != 1 {
-        return Err(error(
-            "the document ends inside an element (truncated?)".to_owned(),
-        ));
-    }
-    let (_, root, _) = stack.pop().unwrap_or_default();
-    Ok(Value::Object(root))
-}
-
-fn xml_attributes(start: &quick_xml::events::BytesStart<'_>) -> Result<Map<String, Value>, String> {
-    let mut attributes = Map::new();
-    for attribute in start.attributes() {
-        let attribute = attribute.map_err(|e| e.to_string())?;
-        let key = format!("@{}", String::from_utf8_lossy(attribute.key.as_ref()));
-        let value = attribute.unescape_value().map_err(|e| e.to_string())?;
-        attributes.insert(key, Value::String(value.into_owned()));
-    }
-    Ok(attributes)
-}
-
-/// A repeated child element turns the member into an array.
-fn insert_child(parent: &mut Map<String, Value>, name: String, value: Value) {
-    match parent.get_mut(&name) {
-        None => {
-            parent.insert(name, value);
-        }
-        Some(Value::Array(items)) => items.push(value),
-        Some(existing) => {
-            let first = existing.take();
-            *existing = Value::Array(vec![first, value]);
-        }
-    }
+    Decoder::from(format).page(body)
 }
 
 #[cfg(test)]
@@ -267,5 +201,44 @@ mod tests {
             }})
         );
         assert!(decode(Decode::Xml, b"<feed><entry>").is_err());
+    }
+    #[test]
+    fn xml_elements_framed_one_by_one_become_an_array_of_objects() {
+        let decoder = Decoder {
+            framing: Framing::XmlElements("Record".to_owned()),
+            format: Format::Xml,
+        };
+        let body = br#"<HealthData><Record type="Steps" value="12"/><Record type="HR"><MetadataEntry key="a" value="&amp;"/></Record></HealthData>"#;
+        assert_eq!(
+            decoder.page(body).unwrap(),
+            json!([
+                {"Record": {"@type": "Steps", "@value": "12"}},
+                {"Record": {"@type": "HR", "MetadataEntry": {"@key": "a", "@value": "&"}}}
+            ])
+        );
+    }
+
+    /// A file read a document at a time, stopped, and read again from the stored position
+    /// gives every document once.
+    #[test]
+    fn documents_resume_from_a_stored_position() {
+        let decoder = Decoder::from(Decode::Jsonl);
+        let file = b"{\"id\": 1}\n{\"id\": 2}\n{\"id\": 3}\n";
+        let mut documents = decoder
+            .documents(&file[..], FramePosition::default())
+            .unwrap();
+        assert_eq!(documents.next().unwrap().unwrap(), json!({"id": 1}));
+        let position = documents.position();
+        let rest: Vec<Value> = decoder
+            .documents(&file[..], position)
+            .unwrap()
+            .map(|document| document.unwrap().to_value())
+            .collect();
+        assert_eq!(rest, [json!({"id": 2}), json!({"id": 3})]);
+        let broken = decoder
+            .documents(&b"{\"id\": 1}\n{\"id\"\n"[..], FramePosition::default())
+            .unwrap();
+        let results: Vec<bool> = broken.map(|document| document.is_ok()).collect();
+        assert_eq!(results, [true, false]);
     }
 }

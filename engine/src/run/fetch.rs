@@ -1,8 +1,8 @@
-//! The fetcher: what a run shares between its streams to ask the provider for a page.
+//! The fetcher: what a run shares between its streams to ask the source for a page.
 //!
-//! It renders a listing's request for a page (the paginator's part, the pass's incremental
-//! value, the run's config and secrets), sends it through the HTTP client, and checks the
-//! answer for an error the provider wraps in a 200 (the spec's `response_error`).
+//! It reads a page from the source with the pass's values (the run's config and secrets, the
+//! pass's state and incremental value, the parent record) and checks the answer for an error
+//! the provider wraps in a 200 (the spec's `response_error`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,11 +14,12 @@ use super::pass::PassState;
 use super::plan::{CompiledConnector, CompiledStream};
 use crate::decode::document::Node;
 use crate::events::{Counters, Event, Observer};
-use crate::http::{Authorizer, HttpClient, HttpRequest, Page};
+use crate::http::{Authorizer, HttpClient, HttpRequest};
 use crate::record::Provenance;
+use crate::source::http::Page;
 use crate::source::http::listing::Listing;
-use crate::source::http::paginate::PageRequest;
-use crate::source::http::request::RequestError;
+use crate::source::http::{HttpPlan, HttpSource, ReadError};
+use crate::source::{Ask, Source};
 use crate::state::PageCursor;
 
 /// What a run shares between its streams: everything but the sink.
@@ -46,6 +47,17 @@ impl Observer for Tally<'_> {
 }
 
 impl Fetcher<'_> {
+    /// The run's HTTP source.
+    pub(super) fn source(&self) -> HttpSource<'_> {
+        HttpSource {
+            client: self.http,
+            auth: self.auth,
+            observer: &self.tally,
+            base_url: self.connector.spec.base_url.as_str(),
+            templates: &self.connector.templates,
+        }
+    }
+
     /// An error of this run's connector, on `stream`.
     pub(super) fn error(
         &self,
@@ -74,7 +86,7 @@ impl Fetcher<'_> {
             .await
     }
 
-    /// Renders and sends the request for the page at `cursor` of `listing`.
+    /// Reads the page at `cursor` of `listing` from the HTTP source.
     pub(super) async fn fetch_from(
         &self,
         name: &str,
@@ -84,57 +96,31 @@ impl Fetcher<'_> {
         pass: &PassState,
         cursor: &PageCursor,
     ) -> Result<(HttpRequest, Page), SyncError> {
-        let request = self
-            .render(listing, parent, pass, cursor)
-            .map_err(|error| self.error(name, None, error.into()))?;
-        let page = self
-            .http
-            .fetch(&request, stream.decode, self.auth, &self.tally)
-            .await
-            .map_err(|error| self.error(name, Some(request.describe()), error.into()))?;
-        self.provider_refused(&page)
-            .map_err(|kind| self.error(name, Some(request.describe()), kind))?;
-        Ok((request, page))
-    }
-
-    /// The request for the page at `cursor` of `listing`: the listing's request with the
-    /// paginator's and the pass's values, or the next-page URL the provider gave.
-    fn render(
-        &self,
-        listing: &Listing,
-        parent: &minijinja::Value,
-        pass: &PassState,
-        cursor: &PageCursor,
-    ) -> Result<HttpRequest, RequestError> {
-        let templates = &self.connector.templates;
-        let base_url = self.connector.spec.base_url.as_str();
+        let source = self.source();
         let context = minijinja::context! {
             config => self.config.clone(),
             secrets => self.secrets.clone(),
             state => pass.template_state.clone(),
             parent => parent.clone(),
-            page => listing.paginator.page_value(cursor),
         };
-        match listing.paginator.request(cursor) {
-            PageRequest::Render {
-                plan,
-                mut injections,
-            } => {
-                injections.extend(pass.injection.iter().cloned());
-                plan.unwrap_or(&listing.request)
-                    .render(base_url, &context, templates, &injections)
-            }
-            PageRequest::Url(url) => {
-                let mut request = listing.request.render(base_url, &context, templates, &[])?;
-                request.url = url::Url::parse(url).map_err(|error| RequestError::Url {
-                    url: url.to_owned(),
-                    reason: error.to_string(),
-                })?;
-                request.method = reqwest::Method::GET;
-                request.body = None;
-                Ok(request)
-            }
-        }
+        let ask = Ask {
+            context: &context,
+            injections: pass.injection.as_slice(),
+        };
+        let plan = HttpPlan {
+            listing,
+            decoder: &stream.decoder,
+        };
+        let page = source
+            .read(&plan, cursor, &ask)
+            .await
+            .map_err(|error| match error {
+                ReadError::Request(error) => self.error(name, None, error.into()),
+                ReadError::Http { request, error } => self.error(name, Some(request), error.into()),
+            })?;
+        self.provider_refused(&page.1)
+            .map_err(|kind| self.error(name, Some(HttpSource::origin(&page)), kind))?;
+        Ok(page)
     }
 
     /// An error the provider answered inside a successful response, by the spec's

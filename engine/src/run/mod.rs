@@ -33,12 +33,14 @@ use crate::account::Integration;
 use crate::decode::document::{Node, token_text};
 use crate::events::{Counters, Event, Observer};
 use crate::extract::Target;
-use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, Page};
-use crate::map::{Lazy, Mapped, PageScope, RecordFields, RecordMapper, Source};
+use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest};
+use crate::map::{CompiledValue, Lazy, Mapped, PageScope, RecordFields, RecordMapper};
 use crate::record::Provenance;
+use crate::source::Source;
 use crate::source::http::listing::Listing;
 use crate::source::http::paginate::NextPageError;
 use crate::source::http::request::RequestError;
+use crate::source::http::{HttpPlan, HttpSource, Page};
 use crate::state::{Checkpoint, PageCursor, StreamState};
 use crate::store::{Batch, RunScope, RunStatus, RunTotals, Sink, StoreError, Sweep};
 use crate::template::Templates;
@@ -385,7 +387,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             .await;
         let mut ended = Ended::Complete;
         loop {
-            let (request, page) = match fetched {
+            let read = match fetched {
                 Ok(fetched) => fetched,
                 Err(error) => match self.recover(walk, &pass, &cursor, resumed, error).await? {
                     Recovery::Gone(id) => {
@@ -406,9 +408,9 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             };
             resumed = false;
             let listing = stream.listing(&pass);
-            let body = Target::new(page.body.root());
+            let body = Target::new(HttpSource::body(&read).root());
             let records = self.records_of(name, listing, &body);
-            let next = self.next_page(name, listing, &cursor, &request, &page, records.len())?;
+            let next = self.next_page(name, stream, listing, &cursor, &read, records.len())?;
             pass.see(stream, &records);
             let (checkpoint, sweeps) = pass.after_page(
                 stream,
@@ -513,8 +515,8 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         records
     }
 
-    /// The page after the one at `cursor` (whose answer is `page`, with `records` records), or
-    /// `None` after the last.
+    /// The page after the one at `cursor` (read as `read`, with `records` records), or `None`
+    /// after the last.
     #[allow(
         clippy::result_large_err,
         reason = "an error ends the stream: made at most once a stream"
@@ -522,22 +524,26 @@ impl<'a, S: Sink> SyncRun<'a, S> {
     fn next_page(
         &self,
         name: &str,
+        stream: &CompiledStream,
         listing: &Listing,
         cursor: &PageCursor,
-        request: &HttpRequest,
-        page: &Page,
+        read: &(HttpRequest, Page),
         records: usize,
     ) -> Result<Option<PageCursor>, SyncError> {
-        let templates = &self.fetcher.connector.templates;
-        listing
-            .paginator
-            .next(cursor, page.body.root(), &page.headers, records, templates)
+        let plan = HttpPlan {
+            listing,
+            decoder: &stream.decoder,
+        };
+        self.fetcher
+            .source()
+            .next(&plan, cursor, read, records)
             .map_err(|error| {
                 let kind = match error {
                     NextPageError::StopWhen(_) => SyncErrorKind::Template(error.to_string()),
                     NextPageError::Repeated(_) => SyncErrorKind::Pagination(error.to_string()),
                 };
-                self.fetcher.error(name, Some(request.describe()), kind)
+                self.fetcher
+                    .error(name, Some(HttpSource::origin(read)), kind)
             })
     }
 
@@ -695,7 +701,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
     async fn run_for_each(
         &self,
         name: &str,
-        fields: &[(String, Source)],
+        fields: &[(String, CompiledValue)],
         records: &[&Node<'_>],
         concurrency: usize,
         depth: u8,
@@ -816,7 +822,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
 /// The `parent` a child sees (its declared fields, taken from one parent record), and the
 /// partition key its checkpoints are stored under (those fields as JSON).
 fn parent_value(
-    fields: &[(String, Source)],
+    fields: &[(String, CompiledValue)],
     record: &Node<'_>,
     config: &minijinja::Value,
     templates: &Templates,

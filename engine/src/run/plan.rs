@@ -5,21 +5,23 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
+use crate::decode::Decoder;
 use crate::extract::CompiledPath;
-use crate::map::{RecordMapper, Source};
+use crate::map::{CompiledValue, RecordMapper};
 use crate::source::http::incremental::CompiledIncremental;
 use crate::source::http::listing::Listing;
-use crate::spec::{ConnectorSpec, Decode};
+use crate::spec::ConnectorSpec;
 use crate::template::{BuildError, TemplateId, Templates};
 
 #[derive(Debug)]
 pub(super) struct CompiledStream {
     /// The stream's own request, paging and records.
     pub(super) listing: Listing,
-    pub(super) decode: Decode,
+    /// How its pages decode.
+    pub(super) decoder: Decoder,
     pub(super) mapper: Option<RecordMapper>,
     /// This stream's `parent.fields`, evaluated on each parent record.
-    pub(super) parent_fields: Vec<(String, Source)>,
+    pub(super) parent_fields: Vec<(String, CompiledValue)>,
     pub(super) children: Vec<String>,
     pub(super) is_root: bool,
     pub(super) incremental: Option<CompiledIncremental>,
@@ -40,7 +42,7 @@ pub(super) struct CompiledGone {
 /// A stream's `recurse`, compiled.
 #[derive(Debug)]
 pub(super) struct CompiledRecurse {
-    pub(super) fields: Vec<(String, Source)>,
+    pub(super) fields: Vec<(String, CompiledValue)>,
     pub(super) when: Option<TemplateId>,
     pub(super) max_depth: u8,
 }
@@ -86,7 +88,10 @@ impl CompiledConnector {
                     .fields
                     .iter()
                     .map(|(field, source)| {
-                        Ok((field.clone(), Source::compile(source, &mut templates)?))
+                        Ok((
+                            field.clone(),
+                            CompiledValue::compile(source, &mut templates)?,
+                        ))
                     })
                     .collect::<Result<Vec<_>, BuildError>>()?,
                 None => vec![],
@@ -110,7 +115,7 @@ impl CompiledConnector {
                     &spec.headers,
                     &mut templates,
                 )?,
-                decode: stream.decode,
+                decoder: Decoder::from(stream.decode),
                 mapper: stream
                     .model
                     .map(|model| RecordMapper::compile(model, stream, &mut templates))
@@ -139,7 +144,10 @@ impl CompiledConnector {
                                 .fields
                                 .iter()
                                 .map(|(field, source)| {
-                                    Ok((field.clone(), Source::compile(source, &mut templates)?))
+                                    Ok((
+                                        field.clone(),
+                                        CompiledValue::compile(source, &mut templates)?,
+                                    ))
                                 })
                                 .collect::<Result<Vec<_>, BuildError>>()?,
                             when: recurse

@@ -1,0 +1,173 @@
+//! Mapping and validation over real loopback HTTP into a SQLite store: records that do not fit
+//! their model are rejected with a reason and kept, a second sync of unchanged data writes
+//! nothing, changes are updates, and tombstones mark records deleted but keep their data.
+
+#[path = "common/test_api.rs"]
+mod test_api;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Json;
+use axum::routing::get;
+use engine::store::SqliteStore;
+use hypernet_tests::{RunOptions, run, serve, spec_from};
+use serde_json::{Value, json};
+use test_api::{notes, simple_spec, spec_yaml};
+
+fn media_spec() -> Arc<engine::spec::ConnectorSpec> {
+    spec_from(&spec_yaml("", "").replace(
+        "    model: note\n    id: $.id\n    map:\n      title: $.title\n",
+        r#"    model: media
+    request: { path: /media }
+    records: $.items[*]
+    id: $.id
+    map:
+      media_type: "{{ record.kind or ('video' if record.mimeType is startingwith('video/') else 'photo') }}"
+      file_path: $.baseUrl
+      width: $.width
+      taken_at: { from: $.time, as: epoch_millis }
+"#,
+    ))
+}
+
+#[tokio::test]
+async fn records_that_do_not_fit_are_rejected_with_a_reason_and_kept() {
+    let app = axum::Router::new().route(
+        "/media",
+        get(|| async {
+            Json(json!({"items": [
+                {"id": "a", "mimeType": "image/jpeg", "baseUrl": "https://example.com/a", "width": "4032", "time": "1700000000000"},
+                {"id": "b", "mimeType": "image/jpeg", "baseUrl": "https://example.com/b", "width": "wide", "time": "1700000000000"},
+                {"id": "c", "mimeType": "video/mp4", "width": 1920, "time": 1700000000000u64},
+                {"mimeType": "image/png", "baseUrl": "https://example.com/d"},
+                {"id": "e", "kind": "hologram", "mimeType": "image/jpeg", "baseUrl": "https://example.com/e", "width": 1}
+            ]}))
+        }),
+    );
+    let server = serve(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("test.sqlite"))
+        .await
+        .unwrap();
+    let (result, recorder) = run(&media_spec(), &server, &store, RunOptions::default()).await;
+    result.unwrap();
+    let totals = recorder.totals();
+    assert_eq!(
+        (totals.written.new, totals.written.rejected),
+        (1, 4),
+        "{totals:?}"
+    );
+    let rejects: Vec<(Option<String>, String)> =
+        sqlx::query_as("SELECT source_object_id, reason FROM rejects ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        rejects[0],
+        (
+            Some("b".to_owned()),
+            "width: \"wide\" is not a whole number".to_owned()
+        )
+    );
+    assert_eq!(rejects[1].0.as_deref(), Some("c"));
+    assert!(
+        rejects[1].1.contains("file_path: required"),
+        "{}",
+        rejects[1].1
+    );
+    assert_eq!(rejects[2], (None, "the record has no id".to_owned()));
+    // Converted, but not one of the model's media types: the model's schema refuses it.
+    assert_eq!(rejects[3].0.as_deref(), Some("e"));
+    assert!(
+        rejects[3]
+            .1
+            .starts_with("does not fit model `media`: media_type: \"hologram\""),
+        "{}",
+        rejects[3].1
+    );
+    let stored: (String,) = sqlx::query_as("SELECT data FROM records WHERE source_object_id = 'a'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let data: Value = serde_json::from_str(&stored.0).unwrap();
+    assert_eq!(data["width"], 4032);
+    assert_eq!(data["taken_at"], "2023-11-14T22:13:20Z");
+    assert_eq!(data["source_platform"], "test_api");
+}
+
+#[tokio::test]
+async fn a_second_sync_of_unchanged_data_writes_nothing_and_changes_are_updates() {
+    let version = Arc::new(AtomicUsize::new(0));
+    let current = Arc::clone(&version);
+    let app = axum::Router::new().route(
+        "/items",
+        get(move || {
+            let version = current.load(Ordering::SeqCst);
+            async move {
+                let mut items = notes(0..3);
+                if version > 0 {
+                    items[1]["title"] = json!("Renamed");
+                }
+                Json(json!({"items": items}))
+            }
+        }),
+    );
+    let server = serve(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("test.sqlite");
+    let spec = simple_spec();
+    for (round, expected) in [(0, (3, 0, 0)), (0, (0, 0, 3)), (1, (0, 1, 2))] {
+        version.store(round, Ordering::SeqCst);
+        let store = SqliteStore::open(&path).await.unwrap();
+        let (result, recorder) = run(&spec, &server, &store, RunOptions::default()).await;
+        result.unwrap();
+        let written = recorder.totals().written;
+        assert_eq!((written.new, written.updated, written.unchanged), expected);
+        assert_eq!(store.count("test_api").await.unwrap(), 3);
+    }
+}
+
+#[tokio::test]
+async fn tombstones_mark_stored_records_deleted_and_keep_their_data() {
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let flag = Arc::clone(&cancelled);
+    let app = axum::Router::new().route(
+        "/items",
+        get(move || {
+            let cancelled = flag.load(Ordering::SeqCst) == 1;
+            async move {
+                let second = if cancelled { json!({"id": "n1", "status": "cancelled"}) } else { json!({"id": "n1", "title": "Note 1", "status": "confirmed"}) };
+                Json(json!({"items": [{"id": "n0", "title": "Note 0", "status": "confirmed"}, second]}))
+            }
+        }),
+    );
+    let server = serve(app).await;
+    let spec = spec_from(&spec_yaml(
+        "    request: { path: /items }\n    records: $.items[*]\n    deleted: record.status == 'cancelled'",
+        "",
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("test.sqlite");
+    for round in 0..2 {
+        cancelled.store(round, Ordering::SeqCst);
+        let store = SqliteStore::open(&path).await.unwrap();
+        let (result, recorder) = run(&spec, &server, &store, RunOptions::default()).await;
+        result.unwrap();
+        if round == 1 {
+            assert_eq!(recorder.totals().written.deleted, 1);
+        }
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let (data, deleted_at): (String, Option<String>) =
+        sqlx::query_as("SELECT data, deleted_at FROM records WHERE source_object_id = 'n1'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert!(deleted_at.is_some());
+    assert_eq!(
+        serde_json::from_str::<Value>(&data).unwrap()["title"],
+        "Note 1",
+        "the tombstone keeps what was imported"
+    );
+}
