@@ -77,6 +77,8 @@ fn main() -> ExitCode {
     // Structured events (retries, rate-limit waits) go to stderr; RUST_LOG=info shows them.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in a log file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )

@@ -777,3 +777,79 @@ streams:
         "{stderr}"
     );
 }
+
+/// `RUST_LOG=info` shows each retry as a log line on standard error, as the README says.
+#[tokio::test]
+async fn rust_log_info_shows_each_retry() {
+    use axum::routing::get;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&calls);
+    let app = axum::Router::new().route(
+        "/notes",
+        get(move || {
+            let counted = std::sync::Arc::clone(&counted);
+            async move {
+                if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return axum::response::IntoResponse::into_response((
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "busy",
+                    ));
+                }
+                axum::response::IntoResponse::into_response(axum::Json(
+                    serde_json::json!({"items": [{"id": "n1", "title": "One"}]}),
+                ))
+            }
+        }),
+    );
+    let server = hypernet_tests::serve(app).await;
+    let spec = r#"id: retry_api
+name: Retry API
+version: 1.0.0
+category: productivity
+description: A provider that is busy once.
+docs_url: https://api.example.com/docs
+auth:
+  kind: none
+base_url: https://api.example.com
+allowed_hosts: [api.example.com]
+retry:
+  max_attempts: 3
+  backoff: { initial: 1ms, max: 5ms }
+streams:
+  notes:
+    model: note
+    request: { path: /notes }
+    records: $.items[*]
+    id: $.id
+    map: { title: $.title }
+"#;
+    let root = hypernet_tests::connectors_folder(&[("retry_api", spec)]);
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_connector"));
+    command
+        .args(["sync", "retry_api", "--connectors-root"])
+        .arg(root.path())
+        .args(["--via", server.as_str(), "--db"])
+        .arg(root.path().join("hypernet.sqlite"))
+        .arg("--key-file")
+        .arg(root.path().join("hypernet.key"))
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "info");
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let retries: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("retrying"))
+        .collect();
+    assert_eq!(retries.len(), 1, "{stderr}");
+    assert!(
+        retries[0].contains("GET https://api.example.com/notes")
+            && retries[0].contains("status 503"),
+        "{}",
+        retries[0]
+    );
+}

@@ -280,7 +280,14 @@ impl HttpClient {
         loop {
             attempt += 1;
             self.gate
-                .acquire(|wait| observer.event(&Event::RateLimited { wait }))
+                .acquire(|wait| {
+                    tracing::info!(
+                        request = %request.describe(),
+                        wait_ms = wait.as_millis(),
+                        "rate limit: waiting before the request"
+                    );
+                    observer.event(&Event::RateLimited { wait });
+                })
                 .await;
             auth.prepare().await.map_err(HttpError::Refresh)?;
             observer.event(&Event::Request);
@@ -341,6 +348,13 @@ impl HttpClient {
                 });
             }
             let wait = header_wait.unwrap_or_else(|| self.backoff(attempt));
+            tracing::info!(
+                request = %request.describe(),
+                attempt,
+                wait_ms = wait.as_millis(),
+                %reason,
+                "retrying"
+            );
             observer.event(&Event::Retry {
                 attempt,
                 wait,

@@ -48,3 +48,41 @@ impl Backend for Postgres {
         result.rows_affected()
     }
 }
+
+/// `impl<DB> Store<DB> { ... }` (or `impl<DB> Sink for Store<DB> { ... }`) for every backend:
+/// what sqlx needs of a database to run the store's queries, said once. Both backends have all
+/// of it; each block uses some.
+macro_rules! on_every_backend {
+    (impl Store { $($body:tt)* }) => {
+        on_every_backend!(@impl [super::Store<DB>] $($body)*);
+    };
+    (impl Sink for Store { $($body:tt)* }) => {
+        on_every_backend!(@impl [super::Sink for super::Store<DB>] $($body)*);
+    };
+    (@impl [$($header:tt)*] $($body:tt)*) => {
+        impl<DB> $($header)*
+        where
+            DB: super::Backend,
+            for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+            for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+            DB::Arguments: sqlx::IntoArguments<DB>,
+            for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+            for<'q> std::sync::Arc<str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+            for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+            for<'q> &'q [u8]: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+            for<'q> Option<&'q [u8]>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+            for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+            for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+            for<'r> String: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+            for<'r> Option<String>: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+            for<'r> i64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+            for<'r> Option<i64>: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+            for<'r> Vec<u8>: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+            for<'r> Option<Vec<u8>>: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+            usize: sqlx::ColumnIndex<DB::Row>,
+        {
+            $($body)*
+        }
+    };
+}
+pub(super) use on_every_backend;

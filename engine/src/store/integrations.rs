@@ -1,10 +1,11 @@
 //! Connected accounts, with their tokens sealed by [`crate::secrets`].
 
 use serde_json::{Map, Value};
-use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
+use sqlx::{QueryBuilder, Row};
 
+use super::StoreError;
+use super::backend::on_every_backend;
 use super::write::now;
-use super::{Backend, Store, StoreError};
 
 /// Whether an integration can sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,23 +48,8 @@ pub struct StoredIntegration {
     pub last_error: Option<String>,
 }
 
-impl<DB> Store<DB>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<String>: Decode<'r, DB> + Type<DB>,
-    for<'r> i64: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<Vec<u8>>: Decode<'r, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-{
+on_every_backend! {
+impl Store {
     /// Creates or replaces an integration (after connecting or reconnecting): active, no error,
     /// and due for a sync at once. Due in the same statement: made due by a second one, a
     /// scheduler could claim it in between (a row without a due time is due), finish the
@@ -249,4 +235,5 @@ where
         }
         Ok(deleted)
     }
+}
 }

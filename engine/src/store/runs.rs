@@ -1,10 +1,11 @@
 //! Sync runs, the audit log, and counting records.
 
 use serde::Serialize;
-use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
+use sqlx::{QueryBuilder, Row};
 
+use super::backend::on_every_backend;
 use super::write::now;
-use super::{Backend, RunScope, Store, StoreError};
+use super::{RunScope, StoreError};
 use crate::events::WriteCounts;
 
 /// What a run did, as stored with it.
@@ -89,20 +90,8 @@ fn signed(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-impl<DB> Store<DB>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<String>: Decode<'r, DB> + Type<DB>,
-    for<'r> i64: Decode<'r, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-{
+on_every_backend! {
+impl Store {
     pub(super) async fn insert_run(&self, scope: &RunScope) -> Result<i64, StoreError> {
         let at = now();
         let mut query = QueryBuilder::<DB>::new(
@@ -334,4 +323,5 @@ where
             })
             .collect()
     }
+}
 }

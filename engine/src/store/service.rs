@@ -9,10 +9,11 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
+use sqlx::{ColumnIndex, Decode, QueryBuilder, Row, Type};
 
+use super::backend::on_every_backend;
 use super::write::{now, stamp};
-use super::{Backend, IntegrationStatus, Store, StoreError};
+use super::{IntegrationStatus, StoreError};
 
 /// Which integrations a claim may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,24 +141,8 @@ fn status_name(status: &str) -> &'static str {
 const SUMMARY_COLUMNS: &str = "id, user_id, connector, status, scopes, last_error, created_at, last_sync_at, \
      next_sync_at, failures, lease_until, imported, sync_every_secs FROM integrations";
 
-impl<DB> Store<DB>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<String>: Decode<'r, DB> + Type<DB>,
-    for<'r> i64: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<i64>: Decode<'r, DB> + Type<DB>,
-    for<'r> Vec<u8>: Decode<'r, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-{
+on_every_backend! {
+impl Store {
     /// Claims the integration that has waited longest past its due time in `lane`, leasing it
     /// to `worker` for `lease`; integrations of the connectors in `busy` are left for later. An
     /// integration without a due time (saved before connecting set one) is due at once.
@@ -460,6 +445,7 @@ where
             None => None,
         })
     }
+}
 }
 
 fn summary<R: Row>(row: &R, now: &str) -> Result<IntegrationSummary, StoreError>

@@ -3,14 +3,11 @@
 
 use std::sync::Arc;
 
-use sqlx::{
-    Arguments, AssertSqlSafe, ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder,
-    Row, Type,
-};
+use sqlx::{Arguments, AssertSqlSafe, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 
+use super::backend::on_every_backend;
 use super::{
-    Backend, Batch, RunScope, RunStatus, RunTotals, Sink, Store, StoreError, StoredRecord,
-    StreamState,
+    Backend, Batch, RunScope, RunStatus, RunTotals, StoreError, StoredRecord, StreamState,
 };
 use crate::events::WriteCounts;
 
@@ -247,25 +244,8 @@ fn latest_checkpoints(batches: &[Batch]) -> Vec<(&RunScope, &super::Checkpoint)>
     latest
 }
 
-impl<DB> Sink for Store<DB>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> Arc<str>: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<String>: Decode<'r, DB> + Type<DB>,
-    for<'r> i64: Decode<'r, DB> + Type<DB>,
-    for<'r> Vec<u8>: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<Vec<u8>>: Decode<'r, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-{
+on_every_backend! {
+impl Sink for Store {
     async fn write_pages(&mut self, batches: &[Batch]) -> Result<WriteCounts, StoreError> {
         let mut counts = WriteCounts::default();
         let at: Arc<str> = Arc::from(now());
@@ -445,4 +425,5 @@ where
         self.committed();
         Ok(())
     }
+}
 }
