@@ -351,6 +351,76 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
     }
 }
 
+/// The service connects an OAuth 1.0a connector (Trello) through the browser as it does an
+/// OAuth 2.0 one: temporary credentials, the user's authorization, the access token sealed, the
+/// import started; then its signed requests import the records.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_connects_an_oauth1_connector() {
+    for store in test_stores("serve_oauth1").await {
+        let service = Service::start(&store, Identity::ApiKeys).await;
+        let key = service.key_for("alice").await;
+        let authorize = service
+            .client
+            .get(service.url("/integrations/trello/authorize"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            authorize.status(),
+            StatusCode::SEE_OTHER,
+            "{}",
+            store.backend
+        );
+        let provider = location(&authorize);
+        let query: std::collections::HashMap<_, _> = url::Url::parse(&provider)
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+        assert!(query.contains_key("oauth_token"), "{provider}");
+        let back = service.client.get(&provider).send().await.unwrap();
+        let callback = location(&back);
+        assert!(callback.contains("oauth_verifier="), "{callback}");
+        let done = service
+            .client
+            .get(&callback)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            done.status(),
+            StatusCode::SEE_OTHER,
+            "{:?}",
+            done.text().await
+        );
+        assert_eq!(location(&done), "/#integration=trello:alice");
+        // The callback is good once: replayed, its temporary token is unknown.
+        let again = service
+            .client
+            .get(&callback)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::BAD_REQUEST, "{}", store.backend);
+
+        let integration = service.wait_for("trello:alice", &key, imported).await;
+        assert_eq!(
+            integration["last_run"]["status"], "succeeded",
+            "{integration}"
+        );
+        let records = service.all_records(&key, "model=task").await;
+        assert!(!records.is_empty(), "{}: {integration}", store.backend);
+        assert!(
+            records
+                .iter()
+                .all(|record| record["data"]["source_platform"] == "trello")
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn connectors_without_oauth_connect_from_config_values() {
     for store in test_stores("serve_config").await {

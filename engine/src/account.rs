@@ -1,5 +1,5 @@
-//! A connected account's credentials, ready to sign requests: what `connector sync` and the
-//! service share.
+//! A connected account: its config and secrets, its stored credentials ready to sign requests,
+//! and the use cases `connector` and the service share (preparing a run, revoking).
 //!
 //! Tokens are stored sealed by [`crate::secrets`]; opening them needs the deployment's key. The
 //! OAuth client (id and secret) is the deployment's, never the spec's: it comes from the
@@ -15,6 +15,7 @@ use crate::credentials::oauth2::{
 };
 use crate::credentials::secrets::TokenCipher;
 use crate::credentials::static_auth::StaticAuth;
+use crate::credentials::{SANDBOX_CLIENT, sandbox_authorizer};
 use crate::events::Counters;
 use crate::http::{Authorizer, ClientOptions, HttpClient, Transport};
 use crate::ratelimit::RateGate;
@@ -81,9 +82,6 @@ impl Integration {
         }
     }
 }
-
-/// The client id and secret the sandbox's stand-in provider accepts.
-pub const SANDBOX_CLIENT: (&str, &str) = ("sandbox-client", "sandbox-secret");
 
 /// The deployment's OAuth client for `spec`: `id` and `secret` when given, else
 /// `HYPERNET_<CLIENT>_CLIENT_ID` and `HYPERNET_<CLIENT>_CLIENT_SECRET`, where CLIENT is the
@@ -218,6 +216,44 @@ pub fn integration_id(connector: &str, user: &str) -> String {
     format!("{connector}:{user}")
 }
 
+/// A new connection, before it is sealed and saved.
+pub struct Connection<'a> {
+    /// Who owns it.
+    pub user_id: &'a str,
+    /// The connector.
+    pub connector: &'a str,
+    /// What to seal: the OAuth tokens (as JSON), or a connector's secret config values.
+    pub secret: &'a [u8],
+    /// Config values, captured during authorization or given (not secret).
+    pub config: Map<String, Value>,
+    /// The granted scopes, as the provider said them.
+    pub scopes: Option<String>,
+}
+
+/// Seals and saves a new connection (or a renewed one: connecting again renews the same
+/// integration, its records and checkpoints kept): active, no error, due for its first import
+/// at once. Returns the integration's id.
+pub async fn save_connection(
+    store: &AnyStore,
+    cipher: &TokenCipher,
+    connection: Connection<'_>,
+) -> Result<String, crate::store::StoreError> {
+    let id = integration_id(connection.connector, connection.user_id);
+    store
+        .save_integration(&StoredIntegration {
+            id: id.clone(),
+            user_id: connection.user_id.to_owned(),
+            connector: connection.connector.to_owned(),
+            status: crate::store::IntegrationStatus::Active,
+            config: connection.config,
+            sealed_tokens: Some(cipher.encrypt(connection.secret)),
+            scopes: connection.scopes,
+            last_error: None,
+        })
+        .await?;
+    Ok(id)
+}
+
 /// An HTTP client for token work (exchange, refresh, revocation) with `spec`'s provider,
 /// sending to `transport`. Token requests are not rate limited: they are few.
 pub fn token_http(spec: &ConnectorSpec, transport: Transport) -> Result<HttpClient, String> {
@@ -256,4 +292,128 @@ pub async fn revoke(
         .revoke(&tokens, &stored.config)
         .await
         .map_err(|error| error.to_string())
+}
+
+/// What signs a run's requests.
+pub enum SignIn<'a> {
+    /// The integration's stored credentials: tokens `connector auth` or the service saved
+    /// (renewed, and saved again, as they expire), or the sealed secrets of a connector that
+    /// takes config values.
+    Stored {
+        /// The integration.
+        stored: &'a StoredIntegration,
+        /// Opens what is sealed.
+        cipher: Arc<TokenCipher>,
+        /// The deployment's OAuth client (or why there is none), for OAuth connectors.
+        client: Result<OAuthClient, String>,
+        /// Where renewed tokens are saved.
+        store: &'a AnyStore,
+    },
+    /// A token given for this run (`--access-token`), or none (a connector that needs none, or
+    /// takes its credentials from config values).
+    Given(Option<&'a str>),
+    /// The sandbox's stand-ins.
+    Sandbox,
+}
+
+/// What a run needs besides the connector: the integration with its config and secrets, an
+/// HTTP client for its provider, and what signs its requests.
+pub struct PreparedRun {
+    /// The integration.
+    pub integration: Integration,
+    /// The client (allowed hosts, retries, the integration's rate limits).
+    pub http: HttpClient,
+    /// Signs the requests.
+    pub auth: Box<dyn Authorizer>,
+}
+
+/// Why a run could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// A config value without a default is missing: the user must give it.
+    #[error("config value {0}")]
+    Config(String),
+    /// The stored credentials cannot be opened or used: connect again.
+    #[error("{0}")]
+    Credentials(String),
+    /// The deployment lacks something the run needs (its OAuth client), or the HTTP client
+    /// could not be built: the operator's to fix, not the user's.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The values a run's integration is configured from, in order of precedence.
+#[derive(Debug, Default)]
+pub struct Values {
+    /// Given for this run (flags, environment): they win.
+    pub given: Map<String, Value>,
+    /// Used where neither the given nor the stored values have one (the sandbox's
+    /// placeholders).
+    pub defaults: Map<String, Value>,
+}
+
+/// Prepares a run of `spec` for `user_id`'s integration `integration_id`: its values (given,
+/// then stored, then defaults, then the spec's own defaults), an HTTP client sending to
+/// `transport` under `gate`, and what signs its requests.
+pub fn prepare_run(
+    spec: &ConnectorSpec,
+    user_id: &str,
+    integration_id: &str,
+    values: Values,
+    sign_in: SignIn<'_>,
+    transport: Transport,
+    gate: RateGate,
+) -> Result<PreparedRun, PrepareError> {
+    let Values {
+        mut given,
+        defaults,
+    } = values;
+    if let SignIn::Stored { stored, cipher, .. } = &sign_in {
+        let kept = stored_values(spec, stored, cipher).map_err(PrepareError::Credentials)?;
+        for (name, value) in kept {
+            given.entry(name).or_insert(value);
+        }
+    }
+    for (name, value) in defaults {
+        given.entry(name).or_insert(value);
+    }
+    let integration = Integration::configure(spec, user_id, integration_id, &given)
+        .map_err(PrepareError::Config)?;
+    let http = HttpClient::new(
+        spec.allowed_hosts.clone(),
+        spec.retry.clone(),
+        gate,
+        ClientOptions {
+            transport,
+            ..ClientOptions::default()
+        },
+    )
+    .map_err(|error| PrepareError::Setup(error.to_string()))?;
+    let auth = match sign_in {
+        SignIn::Stored {
+            stored,
+            cipher,
+            client,
+            store,
+        } => {
+            let client = match &spec.auth {
+                Auth::OAuth2(_) | Auth::OAuth1(_) => Some(client.map_err(PrepareError::Setup)?),
+                _ => None,
+            };
+            stored_authorizer(spec, stored, client, cipher, &http, &integration, store)
+                .map_err(PrepareError::Credentials)?
+        }
+        SignIn::Given(token) => {
+            StaticAuth::prepare(&spec.auth, &integration.credentials_context(), token)
+                .map(|auth| Box::new(auth) as Box<dyn Authorizer>)
+                .map_err(|error| PrepareError::Credentials(error.to_string()))?
+        }
+        SignIn::Sandbox => sandbox_authorizer(spec, &integration.credentials_context())
+            .map_err(PrepareError::Credentials)?,
+    };
+    Ok(PreparedRun {
+        integration,
+        http,
+        auth,
+    })
 }

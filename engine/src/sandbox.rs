@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::account::Integration;
+use crate::credentials::sandbox_authorizer;
 use crate::events::Counters;
 use crate::events::Observer;
 use crate::http::{ClientOptions, HttpClient, Transport};
@@ -17,9 +18,6 @@ use crate::replay::{ReplayServer, load_fixtures};
 use crate::run::{CompiledConnector, RunReport, SyncRun};
 use crate::spec::{self, ConnectorSpec};
 use crate::store::{MemoryContents, MemorySink};
-
-/// The access token OAuth connectors present to the replay.
-pub const SANDBOX_ACCESS_TOKEN: &str = "sandbox-access-token";
 
 /// A connector's files.
 #[derive(Debug, Clone)]
@@ -71,34 +69,6 @@ pub fn sandbox_config(spec: &ConnectorSpec) -> Map<String, Value> {
         .filter(|(_, field)| field.default.is_none())
         .map(|(name, _)| (name.clone(), Value::String(format!("sandbox-{name}"))))
         .collect()
-}
-
-/// Credentials for a sandbox run without a connected account: the replay checks none, so
-/// stand-ins do (an OAuth 1.0a connector still signs every request).
-pub fn sandbox_authorizer(
-    spec: &ConnectorSpec,
-    integration: &Integration,
-) -> Result<Box<dyn crate::http::Authorizer>, String> {
-    if let crate::spec::Auth::OAuth1(_) = spec.auth {
-        let consumer = crate::credentials::oauth1::Consumer {
-            key: "sandbox-client".to_owned(),
-            secret: "sandbox-secret".to_owned(),
-        };
-        let token = crate::credentials::oauth1::OAuth1Token {
-            token: SANDBOX_ACCESS_TOKEN.to_owned(),
-            secret: SANDBOX_ACCESS_TOKEN.to_owned(),
-        };
-        return Ok(Box::new(crate::credentials::oauth1::OAuth1Authorizer::new(
-            consumer, token,
-        )));
-    }
-    crate::credentials::static_auth::StaticAuth::prepare(
-        &spec.auth,
-        &integration.credentials_context(),
-        Some(SANDBOX_ACCESS_TOKEN),
-    )
-    .map(|auth| Box::new(auth) as Box<dyn crate::http::Authorizer>)
-    .map_err(|error| error.to_string())
 }
 
 /// A running replay of a connector's fixtures.
@@ -199,7 +169,7 @@ pub async fn test_connector(
         },
     )
     .map_err(|error| error.to_string())?;
-    let auth = sandbox_authorizer(&spec, &integration)?;
+    let auth = sandbox_authorizer(&spec, &integration.credentials_context())?;
     let sink = MemorySink::default();
     let first = SyncRun::new(
         &connector,

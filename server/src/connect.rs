@@ -1,5 +1,5 @@
-//! Connecting an account: the OAuth round trip (authorize → provider → callback), or config
-//! values for connectors that need no browser. A new integration is due at once, so its initial
+//! Connecting an account: the OAuth 2.0 or OAuth 1.0a round trip (authorize → provider →
+//! callback), or config values for connectors that need no browser. A new integration is due at once, so its initial
 //! import starts by itself.
 
 use std::collections::HashMap;
@@ -8,10 +8,14 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use engine::credentials::oauth2::{AuthorizationStart, TokenEndpoint, authorization_url};
+use engine::account::Connection;
+use engine::credentials::oauth1::{Consumer, OAuth1Error, OAuth1Flow, OAuth1Token};
+use engine::credentials::oauth2::{
+    AuthorizationStart, OAuthError, TokenEndpoint, authorization_url,
+};
 use engine::events::Counters;
-use engine::spec::{Auth, ConnectorSpec, OAuth2Auth};
-use engine::store::{IntegrationStatus, PendingAuthorization, StoredIntegration};
+use engine::spec::{Auth, ConnectorSpec};
+use engine::store::PendingAuthorization;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -22,10 +26,19 @@ use crate::state::{AppState, Service};
 
 /// What the callback needs from the authorize step, sealed in the database.
 #[derive(Serialize, Deserialize)]
-struct Started {
-    state: String,
-    pkce_verifier: Option<String>,
-    redirect_uri: String,
+#[serde(untagged)]
+enum Started {
+    /// OAuth 2.0: the state, the PKCE verifier and the redirect URI sent.
+    OAuth2 {
+        state: String,
+        pkce_verifier: Option<String>,
+        redirect_uri: String,
+    },
+    /// OAuth 1.0a: the temporary credentials and where the user authorizes them.
+    OAuth1 {
+        request_token: OAuth1Token,
+        authorize_url: String,
+    },
 }
 
 fn entry<'a>(state: &'a Service, connector: &str) -> Result<&'a Entry, ApiError> {
@@ -34,19 +47,23 @@ fn entry<'a>(state: &'a Service, connector: &str) -> Result<&'a Entry, ApiError>
     })
 }
 
-fn oauth2(spec: &ConnectorSpec) -> Result<&OAuth2Auth, ApiError> {
-    match &spec.auth {
-        Auth::OAuth2(oauth) => Ok(oauth),
-        Auth::OAuth1(_) => Err(ApiError::bad_request(format!(
-            "{} uses OAuth 1.0a, which the service cannot connect yet; connect it with `connector auth {}` against the same database",
-            spec.name, spec.id
-        ))),
-        other => Err(ApiError::bad_request(format!(
-            "{} uses `{}` authentication: connect it with POST /integrations and its config values",
-            spec.name,
-            other.kind_name()
-        ))),
-    }
+/// The refusal of a connector that does not connect through the browser.
+fn not_through_the_browser(spec: &ConnectorSpec) -> ApiError {
+    ApiError::bad_request(format!(
+        "{} uses `{}` authentication: connect it with POST /integrations and its config values",
+        spec.name,
+        spec.auth.kind_name()
+    ))
+}
+
+/// The OAuth 1.0a consumer: the deployment's client for `spec`.
+fn consumer(state: &Service, spec: &ConnectorSpec) -> Result<Consumer, ApiError> {
+    let client = engine::account::oauth_client(spec, None, None, state.sandbox)
+        .map_err(ApiError::conflict)?;
+    Ok(Consumer {
+        key: client.id,
+        secret: client.secret.unwrap_or_default(),
+    })
 }
 
 fn redirect_uri(state: &Service, connector: &str) -> String {
@@ -62,22 +79,53 @@ pub async fn authorize(
     Path(connector): Path<String>,
 ) -> Result<Response, ApiError> {
     let entry = entry(&state, &connector)?;
-    let oauth = oauth2(&entry.spec)?;
-    let client = engine::account::oauth_client(&entry.spec, None, None, state.sandbox)
-        .map_err(ApiError::conflict)?;
     let redirect = redirect_uri(&state, &connector);
-    let start = authorization_url(oauth, &client, &redirect)
-        .map_err(|error| ApiError::bad_request(error.to_string()))?;
-    let sealed = serde_json::to_vec(&Started {
-        state: start.state.clone(),
-        pkce_verifier: start.pkce_verifier.clone(),
-        redirect_uri: redirect,
-    })
-    .map_err(|error| ApiError::internal(error.to_string()))?;
+    let (key, started, url) = match &entry.spec.auth {
+        Auth::OAuth1(auth) => {
+            let consumer = consumer(&state, &entry.spec)?;
+            let http = engine::account::token_http(&entry.spec, entry.transport())
+                .map_err(ApiError::internal)?;
+            let flow = OAuth1Flow {
+                auth,
+                consumer: &consumer,
+                http: &http,
+            };
+            let started = flow
+                .start(&redirect)
+                .await
+                .map_err(|error| ApiError::provider(format!("{}: {error}", entry.spec.name)))?;
+            (
+                started.request_token.token.clone(),
+                Started::OAuth1 {
+                    authorize_url: started.url.to_string(),
+                    request_token: started.request_token,
+                },
+                started.url,
+            )
+        }
+        Auth::OAuth2(oauth) => {
+            let client = engine::account::oauth_client(&entry.spec, None, None, state.sandbox)
+                .map_err(ApiError::conflict)?;
+            let start = authorization_url(oauth, &client, &redirect)
+                .map_err(|error| ApiError::bad_request(error.to_string()))?;
+            (
+                start.state.clone(),
+                Started::OAuth2 {
+                    state: start.state,
+                    pkce_verifier: start.pkce_verifier,
+                    redirect_uri: redirect,
+                },
+                start.url,
+            )
+        }
+        _ => return Err(not_through_the_browser(&entry.spec)),
+    };
+    let sealed =
+        serde_json::to_vec(&started).map_err(|error| ApiError::internal(error.to_string()))?;
     state
         .store
         .save_pending(
-            &start.state,
+            &key,
             &PendingAuthorization {
                 user_id: user,
                 connector,
@@ -87,8 +135,8 @@ pub async fn authorize(
         )
         .await?;
     let url = match &entry.sandbox {
-        Some(sandbox) => sandbox.local_url(&start.url),
-        None => start.url,
+        Some(sandbox) => sandbox.local_url(&url),
+        None => url,
     };
     Ok(Redirect::to(url.as_str()).into_response())
 }
@@ -101,13 +149,19 @@ pub async fn callback(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let entry = entry(&state, &connector)?;
-    let oauth = oauth2(&entry.spec)?;
+    let spec = &entry.spec;
     let stale = || {
         ApiError::bad_request(
             "unknown or expired authorization (the state parameter does not match one this service started); connect again",
         )
     };
-    let key = query.get("state").ok_or_else(stale)?;
+    // OAuth 2.0 names the authorization by its state, OAuth 1.0a by its temporary token.
+    let key = match &spec.auth {
+        Auth::OAuth2(_) => query.get("state"),
+        Auth::OAuth1(_) => query.get("oauth_token"),
+        _ => return Err(not_through_the_browser(spec)),
+    }
+    .ok_or_else(stale)?;
     let pending = state.store.take_pending(key).await?.ok_or_else(stale)?;
     if pending.user_id != user || pending.connector != connector {
         return Err(stale());
@@ -118,41 +172,89 @@ pub async fn callback(
         .ok()
         .and_then(|plain| serde_json::from_slice(&plain).ok())
         .ok_or_else(stale)?;
-    let client = engine::account::oauth_client(&entry.spec, None, None, state.sandbox)
-        .map_err(ApiError::conflict)?;
-    let http =
-        engine::account::token_http(&entry.spec, entry.transport()).map_err(ApiError::internal)?;
-    let start = AuthorizationStart {
-        url: url::Url::parse(&started.redirect_uri).map_err(|_| stale())?,
-        state: started.state,
-        pkce_verifier: started.pkce_verifier,
+    let http = engine::account::token_http(spec, entry.transport()).map_err(ApiError::internal)?;
+    let refused = |error: &dyn std::fmt::Display, denied: bool| {
+        let message = format!("{}: {error}", spec.name);
+        if denied {
+            ApiError::bad_request(message)
+        } else {
+            ApiError::provider(message)
+        }
     };
-    let authorized = TokenEndpoint::new(oauth, &client, &http, &Counters::default())
-        .complete(&started.redirect_uri, &query, &start)
-        .await
-        .map_err(|error| match error {
-            engine::credentials::oauth2::OAuthError::Denied(_)
-            | engine::credentials::oauth2::OAuthError::MissingCode => {
-                ApiError::bad_request(format!("{}: {error}", entry.spec.name))
-            }
-            _ => ApiError::provider(format!("{}: {error}", entry.spec.name)),
-        })?;
-    let tokens = serde_json::to_vec(&authorized.tokens)
-        .map_err(|error| ApiError::internal(error.to_string()))?;
-    let id = engine::account::integration_id(&connector, &user);
-    state
-        .store
-        .save_integration(&StoredIntegration {
-            id: id.clone(),
-            user_id: user,
-            connector,
-            status: IntegrationStatus::Active,
-            config: authorized.captured,
-            sealed_tokens: Some(state.cipher.encrypt(&tokens)),
-            scopes: authorized.tokens.scope.clone(),
-            last_error: None,
-        })
-        .await?;
+    let (secret, config, scopes) = match (&spec.auth, started) {
+        (
+            Auth::OAuth2(oauth),
+            Started::OAuth2 {
+                state: started_state,
+                pkce_verifier,
+                redirect_uri,
+            },
+        ) => {
+            let client = engine::account::oauth_client(spec, None, None, state.sandbox)
+                .map_err(ApiError::conflict)?;
+            let start = AuthorizationStart {
+                url: url::Url::parse(&redirect_uri).map_err(|_| stale())?,
+                state: started_state,
+                pkce_verifier,
+            };
+            let authorized = TokenEndpoint::new(oauth, &client, &http, &Counters::default())
+                .complete(&redirect_uri, &query, &start)
+                .await
+                .map_err(|error| {
+                    let denied = matches!(error, OAuthError::Denied(_) | OAuthError::MissingCode);
+                    refused(&error, denied)
+                })?;
+            let tokens = serde_json::to_vec(&authorized.tokens)
+                .map_err(|error| ApiError::internal(error.to_string()))?;
+            (tokens, authorized.captured, authorized.tokens.scope)
+        }
+        (
+            Auth::OAuth1(auth),
+            Started::OAuth1 {
+                request_token,
+                authorize_url,
+            },
+        ) => {
+            let consumer = consumer(&state, spec)?;
+            let flow = OAuth1Flow {
+                auth,
+                consumer: &consumer,
+                http: &http,
+            };
+            let started = engine::credentials::oauth1::Started {
+                url: url::Url::parse(&authorize_url).map_err(|_| stale())?,
+                request_token,
+            };
+            let token = flow.complete(&started, &query).await.map_err(|error| {
+                let denied = matches!(
+                    error,
+                    OAuth1Error::TokenMismatch | OAuth1Error::MissingVerifier
+                );
+                refused(&error, denied)
+            })?;
+            let token = serde_json::to_vec(&token)
+                .map_err(|error| ApiError::internal(error.to_string()))?;
+            (
+                token,
+                Map::new(),
+                auth.authorization_params.get("scope").cloned(),
+            )
+        }
+        // An authorization started for another kind of auth: the spec changed since.
+        _ => return Err(stale()),
+    };
+    let id = engine::account::save_connection(
+        &state.store,
+        &state.cipher,
+        Connection {
+            user_id: &user,
+            connector: &connector,
+            secret: &secret,
+            config,
+            scopes,
+        },
+    )
+    .await?;
     // Saved as due: the scheduler starts the import.
     state.wake.notify_one();
     Ok(Redirect::to(&format!("/#integration={id}")).into_response())
@@ -205,20 +307,18 @@ pub async fn create(
         .partition(|(name, _)| spec.config.get(name).is_some_and(|field| field.secret));
     let sealed =
         serde_json::to_vec(&secrets).map_err(|error| ApiError::internal(error.to_string()))?;
-    let id = engine::account::integration_id(&spec.id, &user);
-    state
-        .store
-        .save_integration(&StoredIntegration {
-            id: id.clone(),
-            user_id: user,
-            connector: spec.id.clone(),
-            status: IntegrationStatus::Active,
+    let id = engine::account::save_connection(
+        &state.store,
+        &state.cipher,
+        Connection {
+            user_id: &user,
+            connector: &spec.id,
+            secret: &sealed,
             config,
-            sealed_tokens: Some(state.cipher.encrypt(&sealed)),
             scopes: None,
-            last_error: None,
-        })
-        .await?;
+        },
+    )
+    .await?;
     // Saved as due: the scheduler starts the import.
     state.wake.notify_one();
     let summary = state.store.integration_summary(&id).await?;

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::account::Integration;
+use engine::account::{PrepareError, PreparedRun, SignIn, Values};
 use engine::events::{Counters, Event, Observer};
-use engine::http::{ClientOptions, HttpClient, HttpError};
 use engine::run::{SyncErrorKind, SyncRun};
-use engine::sandbox::{sandbox_authorizer, sandbox_config};
+use engine::sandbox::sandbox_config;
 use engine::store::Claim;
 use rand::Rng;
+use serde_json::Map;
 
 use crate::state::Service;
 
@@ -84,53 +84,44 @@ pub async fn run(service: &Service, claim: &Claim) -> Outcome {
         );
     };
     let spec = &entry.spec;
-    let mut values = match engine::account::stored_values(spec, &stored, &service.cipher) {
-        Ok(values) => values,
-        Err(error) => return Outcome::NeedsReauth(error),
-    };
-    if service.sandbox {
-        for (name, value) in sandbox_config(spec) {
-            values.entry(name).or_insert(value);
-        }
-    }
-    let integration = match Integration::configure(spec, &stored.user_id, &stored.id, &values) {
-        Ok(integration) => integration,
-        Err(error) => {
-            return Outcome::NeedsReauth(format!(
-                "config value {error}; connect {} again with it",
-                spec.name
-            ));
-        }
-    };
-    let http = match HttpClient::new(
-        spec.allowed_hosts.clone(),
-        spec.retry.clone(),
-        service.rate_limits.gate(spec, &stored.id),
-        ClientOptions {
-            transport: entry.transport(),
-            ..ClientOptions::default()
+    let values = Values {
+        given: Map::new(),
+        defaults: if service.sandbox {
+            sandbox_config(spec)
+        } else {
+            Map::new()
         },
-    ) {
-        Ok(http) => http,
-        Err(error) => return failed("config", error.to_string()),
     };
-    let auth = if stored.sealed_tokens.is_none() && service.sandbox {
-        sandbox_authorizer(spec, &integration)
+    let sign_in = if stored.sealed_tokens.is_none() && service.sandbox {
+        SignIn::Sandbox
     } else {
-        let client = engine::account::oauth_client(spec, None, None, service.sandbox).ok();
-        engine::account::stored_authorizer(
-            spec,
-            &stored,
-            client,
-            Arc::clone(&service.cipher),
-            &http,
-            &integration,
-            &service.store,
-        )
+        SignIn::Stored {
+            stored: &stored,
+            cipher: Arc::clone(&service.cipher),
+            client: engine::account::oauth_client(spec, None, None, service.sandbox),
+            store: &service.store,
+        }
     };
-    let auth = match auth {
-        Ok(auth) => auth,
-        Err(error) => return failed("config", error),
+    let prepared = engine::account::prepare_run(
+        spec,
+        &stored.user_id,
+        &stored.id,
+        values,
+        sign_in,
+        entry.transport(),
+        service.rate_limits.gate(spec, &stored.id),
+    );
+    let PreparedRun {
+        integration,
+        http,
+        auth,
+    } = match prepared {
+        Ok(prepared) => prepared,
+        Err(error @ PrepareError::Config(_)) => {
+            return Outcome::NeedsReauth(format!("{error}; connect {} again with it", spec.name));
+        }
+        Err(PrepareError::Credentials(error)) => return Outcome::NeedsReauth(error),
+        Err(PrepareError::Setup(error)) => return failed("config", error),
     };
 
     let counters = Arc::new(Counters::default());
@@ -164,23 +155,19 @@ pub async fn run(service: &Service, claim: &Claim) -> Outcome {
             None => Outcome::Succeeded,
             Some(summary) => Outcome::Partial(summary),
         },
-        Err(error) => match &error.kind {
-            SyncErrorKind::Http(HttpError::Unauthorized { .. } | HttpError::Refresh(_)) => {
-                Outcome::NeedsReauth(format!(
-                    "{error} — connect {} again; the records imported so far are kept",
-                    spec.name
-                ))
-            }
-            kind => failed(
-                match kind {
-                    SyncErrorKind::Http(_) => "http",
-                    SyncErrorKind::Store(_) => "store",
-                    SyncErrorKind::Provider(_) => "provider",
-                    _ => "connector",
-                },
-                format!("{error} — what to do: {}", error.hint()),
-            ),
-        },
+        Err(error) if error.credentials_refused() => Outcome::NeedsReauth(format!(
+            "{error} — connect {} again; the records imported so far are kept",
+            spec.name
+        )),
+        Err(error) => failed(
+            match &error.kind {
+                SyncErrorKind::Http(_) => "http",
+                SyncErrorKind::Store(_) => "store",
+                SyncErrorKind::Provider(_) => "provider",
+                _ => "connector",
+            },
+            format!("{error} — what to do: {}", error.hint()),
+        ),
     }
 }
 

@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use engine::account::Integration;
+use engine::credentials::SANDBOX_ACCESS_TOKEN;
 use engine::credentials::static_auth::StaticAuth;
 use engine::events::Counters;
 use engine::run::{CompiledConnector, SyncRun};
-use engine::sandbox::{SANDBOX_ACCESS_TOKEN, sandbox_config};
+use engine::sandbox::sandbox_config;
 use engine::store::SqliteStore;
 
 /// The allocator of the `connector` binary, so that the figures are the binary's.

@@ -4,18 +4,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use engine::events::Counters;
-
+use engine::account::Connection;
 use engine::credentials::oauth1::{Consumer, OAuth1Flow};
 use engine::credentials::oauth2::{Authorized, TokenEndpoint, authorization_url};
-
+use engine::events::Counters;
 use engine::sandbox::ConnectorFiles;
 use engine::spec::{self, Auth, Grant, OAuth1Auth};
-use engine::store::{IntegrationStatus, StoredIntegration};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::credentials::{Account, cipher, integration_id, token_http};
+use super::credentials::{Account, cipher, token_http};
 use crate::Outcome;
 
 /// Arguments of `connector auth`.
@@ -184,30 +182,28 @@ async fn save_connection(
     let failed = |message: String| (Outcome::Problems, message);
     let cipher = cipher(&args.account.key_file).map_err(|error| failed(error.to_string()))?;
     let store = args.account.open_store().await.map_err(failed)?;
-    let id = integration_id(spec, &args.account.user);
-    let captured: Vec<&String> = config.keys().collect();
+    let captured: Vec<String> = config.keys().cloned().collect();
+    let id = engine::account::save_connection(
+        &store,
+        &cipher,
+        Connection {
+            user_id: &args.account.user,
+            connector: &spec.id,
+            secret: &tokens,
+            config,
+            scopes: scopes.clone(),
+        },
+    )
+    .await
+    .map_err(|error| failed(error.to_string()))?;
     let connected = Connected {
         connector: &spec.id,
         integration: &id,
         user: &args.account.user,
         scopes: scopes.as_deref(),
         expires_at,
-        captured,
+        captured: captured.iter().collect(),
     };
-    let integration = StoredIntegration {
-        id: id.clone(),
-        user_id: args.account.user.clone(),
-        connector: spec.id.clone(),
-        status: IntegrationStatus::Active,
-        config: config.clone(),
-        sealed_tokens: Some(cipher.encrypt(&tokens)),
-        scopes: scopes.clone(),
-        last_error: None,
-    };
-    store
-        .save_integration(&integration)
-        .await
-        .map_err(|error| failed(error.to_string()))?;
     if args.json {
         println!(
             "{}",

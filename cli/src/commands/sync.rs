@@ -3,25 +3,19 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use engine::credentials::static_auth::StaticAuth;
-use engine::http::{Authorizer, HttpError};
-use engine::run::SyncErrorKind;
-use engine::spec::Auth;
-use engine::store::{IntegrationStatus, RunStatus};
-
-use engine::sandbox::sandbox_authorizer;
-
-use super::credentials::{Account, cipher, integration_id};
-use engine::account::Integration;
+use engine::account::{PrepareError, PreparedRun, SignIn, Values};
+use engine::credentials::SANDBOX_ACCESS_TOKEN;
 use engine::events::Totals;
-use engine::http::{ClientOptions, HttpClient, Transport};
+use engine::http::Transport;
 use engine::ratelimit::RateLimitRegistry;
 use engine::run::{CompiledConnector, SyncRun};
-use engine::sandbox::{SANDBOX_ACCESS_TOKEN, Sandbox, sandbox_config};
-use engine::spec;
+use engine::sandbox::{Sandbox, sandbox_config};
+use engine::spec::{self, Auth};
+use engine::store::{IntegrationStatus, RunStatus};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::credentials::{Account, cipher, integration_id};
 use super::progress::Progress;
 use crate::Outcome;
 
@@ -148,34 +142,20 @@ pub async fn run(args: &Args) -> Outcome {
         },
         _ => None,
     };
-    if let Some(stored) = &stored {
-        if stored.status == IntegrationStatus::NeedsReauth {
-            eprintln!(
-                "error: {} needs to be connected again ({}); run `connector auth {}`; imported records are kept",
-                integration_id,
-                stored
-                    .last_error
-                    .as_deref()
-                    .unwrap_or("its tokens were refused"),
-                spec.id
-            );
-            return Outcome::Problems;
-        }
-        for (name, value) in &stored.config {
-            given.entry(name.clone()).or_insert(value.clone());
-        }
+    if let Some(stored) = &stored
+        && stored.status == IntegrationStatus::NeedsReauth
+    {
+        eprintln!(
+            "error: {} needs to be connected again ({}); run `connector auth {}`; imported records are kept",
+            integration_id,
+            stored
+                .last_error
+                .as_deref()
+                .unwrap_or("its tokens were refused"),
+            spec.id
+        );
+        return Outcome::Problems;
     }
-    let integration =
-        match Integration::configure(&spec, &args.account.user, &integration_id, &given) {
-            Ok(integration) => integration,
-            Err(error) => {
-                eprintln!(
-                    "error: {}: config value {error}; pass it with --config NAME=VALUE",
-                    spec.id
-                );
-                return Outcome::UsageError;
-            }
-        };
     let connector = match CompiledConnector::compile(Arc::clone(&spec)) {
         Ok(connector) => connector,
         Err(error) => {
@@ -188,55 +168,23 @@ pub async fn run(args: &Args) -> Outcome {
         (None, Some(via)) => Transport::Sandbox(via.clone()),
         (None, None) => Transport::Direct,
     };
-    let registry = RateLimitRegistry::default();
-    let http = match HttpClient::new(
-        spec.allowed_hosts.clone(),
-        spec.retry.clone(),
-        registry.gate(&spec, &integration_id),
-        ClientOptions {
-            transport,
-            ..ClientOptions::default()
+    let sign_in = match &stored {
+        Some(stored) => match cipher(&args.account.key_file) {
+            Ok(cipher) => SignIn::Stored {
+                stored,
+                cipher: Arc::new(cipher),
+                client: args.account.oauth_client(&spec, args.sandbox),
+                store: &store,
+            },
+            Err(error) => {
+                eprintln!("error: {}: {error}", spec.id);
+                return Outcome::Problems;
+            }
         },
-    ) {
-        Ok(http) => http,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Outcome::Problems;
-        }
-    };
-    let auth: Box<dyn Authorizer> = match (&spec.auth, &stored) {
-        (_, Some(stored)) => {
-            let stored_auth = match cipher(&args.account.key_file) {
-                Ok(cipher) => engine::account::stored_authorizer(
-                    &spec,
-                    stored,
-                    args.account.oauth_client(&spec, args.sandbox).ok(),
-                    Arc::new(cipher),
-                    &http,
-                    &integration,
-                    &store,
-                ),
-                Err(error) => Err(error.to_string()),
-            };
-            match stored_auth {
-                Ok(authorizer) => authorizer,
-                Err(message) => {
-                    eprintln!("error: {}: {message}", spec.id);
-                    return Outcome::Problems;
-                }
-            }
-        }
-        (_, None) if sandbox.is_some() && args.access_token.is_none() => {
-            match sandbox_authorizer(&spec, &integration) {
-                Ok(auth) => auth,
-                Err(error) => {
-                    eprintln!("error: {}: {error}", spec.id);
-                    return Outcome::UsageError;
-                }
-            }
-        }
-        (Auth::OAuth2(_) | Auth::OAuth1(_), None)
-            if sandbox.is_none() && args.access_token.is_none() =>
+        None if sandbox.is_some() && args.access_token.is_none() => SignIn::Sandbox,
+        None if matches!(spec.auth, Auth::OAuth2(_) | Auth::OAuth1(_))
+            && sandbox.is_none()
+            && args.access_token.is_none() =>
         {
             eprintln!(
                 "error: {} is not connected for user {}: run `connector auth {}` first (or pass --access-token)",
@@ -244,19 +192,45 @@ pub async fn run(args: &Args) -> Outcome {
             );
             return Outcome::UsageError;
         }
-        _ => {
-            let token = if sandbox.is_some() {
-                Some(SANDBOX_ACCESS_TOKEN)
-            } else {
-                args.access_token.as_deref()
-            };
-            match StaticAuth::prepare(&spec.auth, &integration.credentials_context(), token) {
-                Ok(auth) => Box::new(auth),
-                Err(error) => {
-                    eprintln!("error: {}: {error}", spec.id);
-                    return Outcome::UsageError;
-                }
-            }
+        None if sandbox.is_some() => SignIn::Given(Some(SANDBOX_ACCESS_TOKEN)),
+        None => SignIn::Given(args.access_token.as_deref()),
+    };
+    // The sandbox's placeholders are among the given values (above): in a sandbox run they
+    // stand for what the fixtures expect, over anything stored.
+    let values = Values {
+        given,
+        defaults: Map::new(),
+    };
+    let registry = RateLimitRegistry::default();
+    let prepared = engine::account::prepare_run(
+        &spec,
+        &args.account.user,
+        &integration_id,
+        values,
+        sign_in,
+        transport,
+        registry.gate(&spec, &integration_id),
+    );
+    let PreparedRun {
+        integration,
+        http,
+        auth,
+    } = match prepared {
+        Ok(prepared) => prepared,
+        Err(error @ PrepareError::Config(_)) => {
+            eprintln!(
+                "error: {}: {error}; pass it with --config NAME=VALUE",
+                spec.id
+            );
+            return Outcome::UsageError;
+        }
+        Err(error @ PrepareError::Credentials(_)) if stored.is_none() => {
+            eprintln!("error: {}: {error}", spec.id);
+            return Outcome::UsageError;
+        }
+        Err(error) => {
+            eprintln!("error: {}: {error}", spec.id);
+            return Outcome::Problems;
         }
     };
 
@@ -276,10 +250,7 @@ pub async fn run(args: &Args) -> Outcome {
     if let (Err(error), Some(_)) = (&result, &stored) {
         // Refused credentials that could not be renewed: the user must connect again. The
         // records imported so far stay.
-        if matches!(
-            error.kind,
-            SyncErrorKind::Http(HttpError::Unauthorized { .. } | HttpError::Refresh(_))
-        ) {
+        if error.credentials_refused() {
             let _ = store
                 .mark_needs_reauth(&integration_id, &error.to_string())
                 .await;

@@ -67,10 +67,15 @@ impl SyncError {
     /// other request would be refused too; the user must connect again), or a failing store
     /// (nothing more could be kept).
     pub fn ends_run(&self) -> bool {
+        self.credentials_refused() || matches!(self.kind, SyncErrorKind::Store(_))
+    }
+
+    /// Whether the provider refused the credentials and they could not be renewed: the
+    /// integration needs to be connected again (`needs_reauth`); its records are kept.
+    pub fn credentials_refused(&self) -> bool {
         matches!(
             self.kind,
             SyncErrorKind::Http(HttpError::Unauthorized { .. } | HttpError::Refresh(_))
-                | SyncErrorKind::Store(_)
         )
     }
 }
