@@ -122,6 +122,8 @@ pub struct RunOptions {
     pub timeout: std::time::Duration,
     pub config: serde_json::Map<String, serde_json::Value>,
     pub access_token: Option<String>,
+    /// The integration the run imports for (default `integration-1`, of `user-1`).
+    pub integration_id: String,
 }
 
 impl Default for RunOptions {
@@ -130,6 +132,7 @@ impl Default for RunOptions {
             timeout: std::time::Duration::from_secs(10),
             config: serde_json::Map::new(),
             access_token: Some("test-token".to_owned()),
+            integration_id: "integration-1".to_owned(),
         }
     }
 }
@@ -143,7 +146,7 @@ pub async fn run<S: Sink>(
 ) -> (Result<RunReport, SyncError>, Recorder) {
     let connector = CompiledConnector::compile(Arc::clone(spec)).unwrap();
     let integration =
-        Integration::configure(spec, "user-1", "integration-1", &options.config).unwrap();
+        Integration::configure(spec, "user-1", &options.integration_id, &options.config).unwrap();
     let registry = RateLimitRegistry::default();
     let http = HttpClient::new(
         spec.allowed_hosts.clone(),

@@ -119,3 +119,91 @@ async fn a_postgres_database_from_before_partial_runs_migrates() {
     check_migrated(&store, "postgres").await;
     store.close().await;
 }
+
+const OLD_INTEGRATION: &str = "INSERT INTO integrations (id, user_id, connector, status, config, created_at, updated_at) \
+     VALUES ('notes:u1', 'u1', 'notes', 'active', '{\"mailbox\": \"home\"}', '2026-11-01T10:00:00Z', '2026-11-01T10:00:00Z')";
+
+/// After the migration the earlier integration is the user's default account, with its id, and
+/// a second account of the same connector sits beside it.
+async fn check_accounts(store: &AnyStore, backend: &str) {
+    let old = store.integration("notes:u1").await.unwrap().expect("kept");
+    assert_eq!(
+        (old.account.as_str(), old.config["mailbox"].as_str()),
+        ("", Some("home")),
+        "{backend}"
+    );
+    assert_eq!(
+        engine::account::integration_id("notes", "u1", ""),
+        "notes:u1",
+        "the default account keeps the id it had"
+    );
+    let cipher = engine::credentials::secrets::TokenCipher::new(
+        &engine::credentials::secrets::TokenCipher::generate_key(),
+        &[],
+    )
+    .unwrap();
+    let work = engine::account::save_connection(
+        store,
+        &cipher,
+        engine::account::Connection {
+            user_id: "u1",
+            connector: "notes",
+            account: "work",
+            secret: b"{}",
+            config: serde_json::Map::new(),
+            scopes: None,
+        },
+    )
+    .await
+    .unwrap();
+    let mut accounts: Vec<(String, String)> = store
+        .integrations_of("u1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|summary| (summary.id, summary.account))
+        .collect();
+    accounts.sort();
+    let mut expected = vec![
+        ("notes:u1".to_owned(), String::new()),
+        (work, "work".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(accounts, expected, "{backend}");
+}
+
+#[tokio::test]
+async fn an_sqlite_file_from_before_accounts_migrates() {
+    let (_dir, migrations) = earlier_migrations("sqlite", 6);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("earlier.sqlite");
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&file)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        earlier_schema(&migrations, &pool).await;
+        sqlx::raw_sql(OLD_INTEGRATION).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let store = AnyStore::open(file.to_str().unwrap()).await.unwrap();
+    check_accounts(&store, "sqlite").await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_postgres_database_from_before_accounts_migrates() {
+    let Some(url) = empty_postgres("migrate_accounts").await else {
+        return;
+    };
+    let (_dir, migrations) = earlier_migrations("postgres", 4);
+    {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        earlier_schema(&migrations, &pool).await;
+        sqlx::raw_sql(OLD_INTEGRATION).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let store = AnyStore::open(&url).await.unwrap();
+    check_accounts(&store, "postgres").await;
+    store.close().await;
+}

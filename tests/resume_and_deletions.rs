@@ -144,6 +144,7 @@ async fn what_a_sync_writes_after_its_integration_was_disconnected_is_purged() {
             id: "integration-1".to_owned(),
             user_id: "user-1".to_owned(),
             connector: PLATFORM.to_owned(),
+            account: String::new(),
             status: engine::store::IntegrationStatus::Active,
             config: serde_json::Map::new(),
             sealed_tokens: None,

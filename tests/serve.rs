@@ -95,10 +95,16 @@ impl Service {
     }
 
     /// The browser's OAuth round trip: authorize → the stand-in provider → callback.
+    /// `connector` may carry the authorize query (`dropbox?account=work`).
     async fn connect(&self, connector: &str, key: &str) -> String {
+        let (id, query) = connector.split_once('?').unwrap_or((connector, ""));
+        let mut authorize = self.url(&format!("/integrations/{id}/authorize"));
+        if !query.is_empty() {
+            authorize.set_query(Some(query));
+        }
         let authorize = self
             .client
-            .get(self.url(&format!("/integrations/{connector}/authorize")))
+            .get(authorize)
             .bearer_auth(key)
             .send()
             .await
@@ -109,10 +115,7 @@ impl Service {
         let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
         assert_eq!(
             query.get("redirect_uri").map(String::as_str),
-            Some(
-                self.url(&format!("/integrations/{connector}/callback"))
-                    .as_str()
-            )
+            Some(self.url(&format!("/integrations/{id}/callback")).as_str())
         );
         assert!(query.contains_key("state"));
         let back = self.client.get(provider).send().await.unwrap();
@@ -418,6 +421,42 @@ async fn the_service_connects_an_oauth1_connector() {
                 .iter()
                 .all(|record| record["data"]["source_platform"] == "trello")
         );
+    }
+}
+
+/// Connecting with an account name adds a second integration of the same connector for the
+/// same user; connecting that name again renews it rather than adding a third.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_account_of_a_connector_is_a_second_integration() {
+    for store in test_stores("serve_accounts").await {
+        let service = Service::start(&store, Identity::ApiKeys).await;
+        let key = service.key_for("alice").await;
+        let first = service.connect("dropbox", &key).await;
+        assert_eq!(first, "/#integration=dropbox:alice");
+        let second = service
+            .connect("dropbox?account=alice%40work.example", &key)
+            .await;
+        let work_id = second.trim_start_matches("/#integration=").to_owned();
+        assert!(work_id.starts_with("dropbox-"), "{second}");
+        service.wait_for("dropbox:alice", &key, imported).await;
+        let work = service.wait_for(&work_id, &key, imported).await;
+        assert_eq!(work["account"], "alice@work.example", "{work}");
+        assert_eq!(work["last_run"]["status"], "succeeded", "{work}");
+        // Again with the same name: renewed, not added.
+        let again = service
+            .connect("dropbox?account=alice%40work.example", &key)
+            .await;
+        assert_eq!(again, second);
+        let (status, listed) = service.get("/integrations", &key).await;
+        assert_eq!(status, StatusCode::OK);
+        let mut accounts: Vec<String> = listed["integrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|integration| integration["account"].as_str().unwrap().to_owned())
+            .collect();
+        accounts.sort();
+        assert_eq!(accounts, ["", "alice@work.example"], "{}", store.backend);
     }
 }
 
@@ -1041,6 +1080,7 @@ async fn failed_syncs_back_off_and_refused_credentials_stop_scheduling() {
                 id: "revoked:erin".to_owned(),
                 user_id: "erin".to_owned(),
                 connector: "revoked".to_owned(),
+                account: String::new(),
                 status: engine::store::IntegrationStatus::Active,
                 config: serde_json::Map::new(),
                 sealed_tokens: Some(state.cipher.encrypt(&serde_json::to_vec(&tokens).unwrap())),

@@ -853,3 +853,55 @@ streams:
         retries[0]
     );
 }
+
+/// `--account NAME` is another integration of the same connector: its own runs and records,
+/// beside the default account's, in one database.
+#[test]
+fn a_named_account_is_its_own_integration() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hypernet.sqlite");
+    let db_arg = db.to_str().unwrap();
+    for account in [None, Some("work")] {
+        let mut args = vec!["sync", "google_photos", "--sandbox", "--db", db_arg];
+        if let Some(account) = account {
+            args.extend(["--account", account]);
+        }
+        let output = connector(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let history = |account: Option<&str>| {
+        let mut args = vec!["history", "google_photos", "--db", db_arg, "--json"];
+        if let Some(account) = account {
+            args.extend(["--account", account]);
+        }
+        let output = connector(&args);
+        assert_eq!(output.status.code(), Some(0));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let default = history(None);
+    let work = history(Some("work"));
+    assert_eq!(default["runs"].as_array().unwrap().len(), 1, "{default}");
+    assert_eq!(work["runs"].as_array().unwrap().len(), 1, "{work}");
+    assert_ne!(default["integration"], work["integration"]);
+    assert!(history(Some("home"))["runs"].as_array().unwrap().is_empty());
+    // Each account imported the sandbox's five photos under its own integration.
+    let rows: Vec<(String, i64)> = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new().filename(&db),
+        )
+        .await
+        .unwrap();
+        sqlx::query_as(
+            "SELECT json_extract(data, '$.source_integration_id'), COUNT(*) FROM records GROUP BY 1 ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    });
+    assert_eq!(rows.len(), 1, "{rows:?}: one user, so one record per photo");
+}

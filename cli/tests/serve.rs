@@ -82,6 +82,7 @@ async fn two_processes_share_the_syncs_and_never_run_one_integration_twice_at_on
                     id: id.clone(),
                     user_id: format!("user{user}"),
                     connector: connector.to_owned(),
+                    account: String::new(),
                     status: IntegrationStatus::Active,
                     config: serde_json::Map::new(),
                     sealed_tokens: None,

@@ -210,10 +210,27 @@ pub fn stored_values(
     Ok(values)
 }
 
-/// The id of `user`'s integration of `connector`: one per user and connector, so connecting
-/// again renews the same integration (and keeps its records and checkpoints).
-pub fn integration_id(connector: &str, user: &str) -> String {
-    format!("{connector}:{user}")
+/// The id of `user`'s `account` of `connector`: connecting the same account again renews the
+/// same integration (its records and checkpoints kept), and another account is another
+/// integration.
+///
+/// The default account (`""`) keeps the id every integration had before accounts had names,
+/// `connector:user`, so existing databases need no change. A named account's id is
+/// `connector-` and 16 hex digits of a BLAKE3 hash of the user and the name: fixed for the pair
+/// (a `connector sync --account work` of a connector that stores no integration row still
+/// finds its checkpoints), free of whatever characters the name holds (an e-mail address), and
+/// never equal to a default id (connector ids have no `-`, default ids always a `:`).
+pub fn integration_id(connector: &str, user: &str, account: &str) -> String {
+    if account.is_empty() {
+        return format!("{connector}:{user}");
+    }
+    let mut hasher = blake3::Hasher::new();
+    // Length-prefixed, so that no two (user, account) pairs hash the same input.
+    hasher.update(&(user.len() as u64).to_le_bytes());
+    hasher.update(user.as_bytes());
+    hasher.update(account.as_bytes());
+    let hash = hasher.finalize();
+    format!("{connector}-{}", &hash.to_hex()[..16])
 }
 
 /// A new connection, before it is sealed and saved.
@@ -222,6 +239,8 @@ pub struct Connection<'a> {
     pub user_id: &'a str,
     /// The connector.
     pub connector: &'a str,
+    /// Which of the user's accounts of the connector (`""`: the default one).
+    pub account: &'a str,
     /// What to seal: the OAuth tokens (as JSON), or a connector's secret config values.
     pub secret: &'a [u8],
     /// Config values, captured during authorization or given (not secret).
@@ -230,20 +249,21 @@ pub struct Connection<'a> {
     pub scopes: Option<String>,
 }
 
-/// Seals and saves a new connection (or a renewed one: connecting again renews the same
-/// integration, its records and checkpoints kept): active, no error, due for its first import
+/// Seals and saves a new connection (or a renewed one: connecting the same account again
+/// renews the same integration, its records and checkpoints kept): active, no error, due for its first import
 /// at once. Returns the integration's id.
 pub async fn save_connection(
     store: &AnyStore,
     cipher: &TokenCipher,
     connection: Connection<'_>,
 ) -> Result<String, crate::store::StoreError> {
-    let id = integration_id(connection.connector, connection.user_id);
+    let id = integration_id(connection.connector, connection.user_id, connection.account);
     store
         .save_integration(&StoredIntegration {
             id: id.clone(),
             user_id: connection.user_id.to_owned(),
             connector: connection.connector.to_owned(),
+            account: connection.account.to_owned(),
             status: crate::store::IntegrationStatus::Active,
             config: connection.config,
             sealed_tokens: Some(cipher.encrypt(connection.secret)),
@@ -416,4 +436,27 @@ pub fn prepare_run(
         http,
         auth,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_account_has_its_own_id_and_the_default_keeps_the_old_one() {
+        assert_eq!(integration_id("gmail", "alice", ""), "gmail:alice");
+        let work = integration_id("gmail", "alice", "alice@work.example");
+        assert_eq!(work, integration_id("gmail", "alice", "alice@work.example"));
+        assert!(
+            work.starts_with("gmail-") && work.len() == "gmail-".len() + 16,
+            "{work}"
+        );
+        assert_ne!(work, integration_id("gmail", "alice", "alice@home.example"));
+        assert_ne!(work, integration_id("gmail", "bob", "alice@work.example"));
+        // The user and the name cannot trade characters.
+        assert_ne!(
+            integration_id("gmail", "a", "bc"),
+            integration_id("gmail", "ab", "c")
+        );
+    }
 }

@@ -33,12 +33,39 @@ enum Started {
         state: String,
         pkce_verifier: Option<String>,
         redirect_uri: String,
+        /// The account's name, when the user gave one (absent in what earlier versions sealed).
+        #[serde(default)]
+        account: String,
     },
     /// OAuth 1.0a: the temporary credentials and where the user authorizes them.
     OAuth1 {
         request_token: OAuth1Token,
         authorize_url: String,
+        #[serde(default)]
+        account: String,
     },
+}
+
+/// The query of `GET /integrations/{connector}/authorize`.
+#[derive(Debug, Default, Deserialize)]
+pub struct AuthorizeQuery {
+    /// Which of the user's accounts of the connector this is (`work`, an e-mail address):
+    /// connecting a named account again renews it, a new name adds an integration. Default: the
+    /// first account.
+    #[serde(default)]
+    account: Option<String>,
+}
+
+/// The account name a user gave, checked: at most 200 characters, no control characters;
+/// surrounding blanks dropped. Empty (or none) is the default account.
+fn account_name(given: Option<&str>) -> Result<String, ApiError> {
+    let name = given.unwrap_or_default().trim();
+    if name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "an account name is at most 200 characters, without control characters",
+        ));
+    }
+    Ok(name.to_owned())
 }
 
 fn entry<'a>(state: &'a Service, connector: &str) -> Result<&'a Entry, ApiError> {
@@ -77,8 +104,10 @@ pub async fn authorize(
     State(state): State<AppState>,
     User(user): User,
     Path(connector): Path<String>,
+    Query(query): Query<AuthorizeQuery>,
 ) -> Result<Response, ApiError> {
     let entry = entry(&state, &connector)?;
+    let account = account_name(query.account.as_deref())?;
     let redirect = redirect_uri(&state, &connector);
     let (key, started, url) = match &entry.spec.auth {
         Auth::OAuth1(auth) => {
@@ -99,6 +128,7 @@ pub async fn authorize(
                 Started::OAuth1 {
                     authorize_url: started.url.to_string(),
                     request_token: started.request_token,
+                    account,
                 },
                 started.url,
             )
@@ -114,6 +144,7 @@ pub async fn authorize(
                     state: start.state,
                     pkce_verifier: start.pkce_verifier,
                     redirect_uri: redirect,
+                    account,
                 },
                 start.url,
             )
@@ -181,13 +212,14 @@ pub async fn callback(
             ApiError::provider(message)
         }
     };
-    let (secret, config, scopes) = match (&spec.auth, started) {
+    let (secret, config, scopes, account) = match (&spec.auth, started) {
         (
             Auth::OAuth2(oauth),
             Started::OAuth2 {
                 state: started_state,
                 pkce_verifier,
                 redirect_uri,
+                account,
             },
         ) => {
             let client = engine::account::oauth_client(spec, None, None, state.sandbox)
@@ -206,13 +238,19 @@ pub async fn callback(
                 })?;
             let tokens = serde_json::to_vec(&authorized.tokens)
                 .map_err(|error| ApiError::internal(error.to_string()))?;
-            (tokens, authorized.captured, authorized.tokens.scope)
+            (
+                tokens,
+                authorized.captured,
+                authorized.tokens.scope,
+                account,
+            )
         }
         (
             Auth::OAuth1(auth),
             Started::OAuth1 {
                 request_token,
                 authorize_url,
+                account,
             },
         ) => {
             let consumer = consumer(&state, spec)?;
@@ -238,6 +276,7 @@ pub async fn callback(
                 token,
                 Map::new(),
                 auth.authorization_params.get("scope").cloned(),
+                account,
             )
         }
         // An authorization started for another kind of auth: the spec changed since.
@@ -249,6 +288,7 @@ pub async fn callback(
         Connection {
             user_id: &user,
             connector: &connector,
+            account: &account,
             secret: &secret,
             config,
             scopes,
@@ -269,6 +309,10 @@ pub struct NewIntegration {
     /// Its config values (secret ones are sealed at rest).
     #[serde(default)]
     config: Map<String, Value>,
+    /// Which of the user's accounts of the connector this is (see the authorize query's
+    /// `account`). Default: the first account.
+    #[serde(default)]
+    account: Option<String>,
 }
 
 /// `POST /integrations`: connects a connector that needs no browser (API keys, none) from
@@ -280,6 +324,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(crate::error::rejection)?;
     let entry = entry(&state, &body.connector)?;
+    let account = account_name(body.account.as_deref())?;
     let spec = &entry.spec;
     if matches!(spec.auth, Auth::OAuth2(_) | Auth::OAuth1(_)) {
         return Err(ApiError::bad_request(format!(
@@ -313,6 +358,7 @@ pub async fn create(
         Connection {
             user_id: &user,
             connector: &spec.id,
+            account: &account,
             secret: &sealed,
             config,
             scopes: None,

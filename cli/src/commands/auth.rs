@@ -189,6 +189,7 @@ async fn save_connection(
         Connection {
             user_id: &args.account.user,
             connector: &spec.id,
+            account: &args.account.account,
             secret: &tokens,
             config,
             scopes: scopes.clone(),
@@ -219,9 +220,10 @@ async fn save_connection(
             connected.scopes.unwrap_or("(the provider did not say)")
         );
         println!(
-            "Tokens are stored encrypted in {}; run `connector sync {}` to import.",
+            "Tokens are stored encrypted in {}; run `connector sync {}{}` to import.",
             engine::store::redact(&args.account.db),
-            spec.id
+            spec.id,
+            args.account.flag()
         );
     }
     Ok(Outcome::Success)

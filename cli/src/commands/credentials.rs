@@ -12,9 +12,9 @@ pub fn cipher(key_file: &Path) -> Result<TokenCipher, SecretError> {
     TokenCipher::from_env_or_file(key_file)
 }
 
-/// The id of a user's integration of a connector.
-pub fn integration_id(spec: &ConnectorSpec, user: &str) -> String {
-    engine::account::integration_id(&spec.id, user)
+/// The id of the integration these options name: `--user`'s `--account` of `spec`.
+pub fn integration_id(spec: &ConnectorSpec, account: &Account) -> String {
+    engine::account::integration_id(&spec.id, &account.user, &account.account)
 }
 
 /// Where an account's data lives and how its OAuth client is found: shared by `auth` and `sync`.
@@ -31,6 +31,11 @@ pub struct Account {
     /// The Hypernet user the account belongs to.
     #[arg(long, default_value = "local")]
     pub user: String,
+    /// Which of the user's accounts of the connector (a second Gmail address, a second bank):
+    /// any name, such as `work`; each is its own integration with its own records, runs and
+    /// checkpoints. Default: the first account.
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub account: String,
     /// The OAuth client id (else HYPERNET_<CLIENT>_CLIENT_ID: the spec's shared `auth.client`,
     /// such as GOOGLE, or the connector id).
     #[arg(long)]
@@ -44,6 +49,15 @@ pub struct Account {
 }
 
 impl Account {
+    /// ` --account NAME` for a named account, to repeat in a suggested command; else nothing.
+    pub fn flag(&self) -> String {
+        if self.account.is_empty() {
+            String::new()
+        } else {
+            format!(" --account {}", self.account)
+        }
+    }
+
     /// Opens (and migrates) the database.
     pub async fn open_store(&self) -> Result<AnyStore, String> {
         AnyStore::open(&self.db).await.map_err(|error| {

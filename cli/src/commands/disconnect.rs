@@ -50,7 +50,7 @@ pub async fn run(args: &Args) -> Outcome {
             return Outcome::Problems;
         }
     };
-    let id = integration_id(&spec, &args.account.user);
+    let id = integration_id(&spec, &args.account);
     let stored = match store.integration(&id).await {
         Ok(Some(stored)) => stored,
         Ok(None) => {

@@ -41,7 +41,7 @@ pub async fn run(args: &Args) -> Outcome {
             return Outcome::Problems;
         }
     };
-    let id = integration_id(&spec, &args.account.user);
+    let id = integration_id(&spec, &args.account);
     let (runs, audit) = match (store.runs(&id).await, store.audit_log(&id).await) {
         (Ok(runs), Ok(audit)) => (runs, audit),
         (Err(error), _) | (_, Err(error)) => {

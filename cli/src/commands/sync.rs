@@ -129,7 +129,7 @@ pub async fn run(args: &Args) -> Outcome {
             return Outcome::Problems;
         }
     };
-    let integration_id = integration_id(&spec, &args.account.user);
+    let integration_id = integration_id(&spec, &args.account);
     // An OAuth connector uses the tokens `connector auth` stored, unless a token is given.
     let stored = match (&spec.auth, &args.access_token) {
         (Auth::OAuth2(_) | Auth::OAuth1(_), None) => match store.integration(&integration_id).await
@@ -146,13 +146,14 @@ pub async fn run(args: &Args) -> Outcome {
         && stored.status == IntegrationStatus::NeedsReauth
     {
         eprintln!(
-            "error: {} needs to be connected again ({}); run `connector auth {}`; imported records are kept",
+            "error: {} needs to be connected again ({}); run `connector auth {}{}`; imported records are kept",
             integration_id,
             stored
                 .last_error
                 .as_deref()
                 .unwrap_or("its tokens were refused"),
-            spec.id
+            spec.id,
+            args.account.flag()
         );
         return Outcome::Problems;
     }
@@ -187,8 +188,11 @@ pub async fn run(args: &Args) -> Outcome {
             && args.access_token.is_none() =>
         {
             eprintln!(
-                "error: {} is not connected for user {}: run `connector auth {}` first (or pass --access-token)",
-                spec.id, args.account.user, spec.id
+                "error: {} is not connected for user {}: run `connector auth {}{}` first (or pass --access-token)",
+                spec.id,
+                args.account.user,
+                spec.id,
+                args.account.flag()
             );
             return Outcome::UsageError;
         }

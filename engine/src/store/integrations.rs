@@ -36,6 +36,9 @@ pub struct StoredIntegration {
     pub user_id: String,
     /// The connector id.
     pub connector: String,
+    /// Which of the user's accounts of the connector: `""` for the first (default) one, else
+    /// its name (`--account work`, or the identity the provider gave when it was connected).
+    pub account: String,
     /// Whether it can sync.
     pub status: IntegrationStatus,
     /// Config and captured values.
@@ -61,13 +64,14 @@ impl Store {
         let now = now();
         let config = Value::Object(integration.config.clone()).to_string();
         let mut query = QueryBuilder::<DB>::new(
-            "INSERT INTO integrations (id, user_id, connector, status, config, tokens, scopes, last_error, created_at, updated_at, next_sync_at) VALUES (",
+            "INSERT INTO integrations (id, user_id, connector, account, status, config, tokens, scopes, last_error, created_at, updated_at, next_sync_at) VALUES (",
         );
         query
             .separated(", ")
             .push_bind(integration.id.as_str())
             .push_bind(integration.user_id.as_str())
             .push_bind(integration.connector.as_str())
+            .push_bind(integration.account.as_str())
             .push_bind(integration.status.as_str())
             .push_bind(config.as_str())
             .push_bind(integration.sealed_tokens.as_deref())
@@ -77,7 +81,7 @@ impl Store {
             .push_bind(now.as_str())
             .push_bind(now.as_str());
         query.push(
-            ") ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, connector = excluded.connector, status = excluded.status, \
+            ") ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, connector = excluded.connector, account = excluded.account, status = excluded.status, \
              config = excluded.config, tokens = excluded.tokens, scopes = excluded.scopes, last_error = excluded.last_error, \
              updated_at = excluded.updated_at, next_sync_at = excluded.next_sync_at, failures = 0",
         );
@@ -87,8 +91,12 @@ impl Store {
             &integration.id,
             "connected",
             &format!(
-                "{} connected; scopes: {}",
+                "{}{} connected; scopes: {}",
                 integration.connector,
+                match integration.account.as_str() {
+                    "" => String::new(),
+                    account => format!(" ({account})"),
+                },
                 integration.scopes.as_deref().unwrap_or("none")
             ),
         )
@@ -98,7 +106,7 @@ impl Store {
     /// The integration `id`, if it exists.
     pub async fn integration(&self, id: &str) -> Result<Option<StoredIntegration>, StoreError> {
         let mut query = QueryBuilder::<DB>::new(
-            "SELECT id, user_id, connector, status, config, tokens, scopes, last_error FROM integrations WHERE id = ",
+            "SELECT id, user_id, connector, status, config, tokens, scopes, last_error, account FROM integrations WHERE id = ",
         );
         query.push_bind(id);
         let Some(row) = query.build().fetch_optional(&self.pool).await? else {
@@ -122,6 +130,7 @@ impl Store {
             sealed_tokens: row.try_get(5usize)?,
             scopes: row.try_get(6usize)?,
             last_error: row.try_get(7usize)?,
+            account: row.try_get(8usize)?,
         }))
     }
 

@@ -59,6 +59,8 @@ pub struct IntegrationSummary {
     pub user_id: String,
     /// The connector id.
     pub connector: String,
+    /// Which of the user's accounts of the connector (`""`: the first, default one).
+    pub account: String,
     /// `active` or `needs_reauth`.
     pub status: &'static str,
     /// The granted scopes.
@@ -139,7 +141,7 @@ fn status_name(status: &str) -> &'static str {
 }
 
 const SUMMARY_COLUMNS: &str = "id, user_id, connector, status, scopes, last_error, created_at, last_sync_at, \
-     next_sync_at, failures, lease_until, imported, sync_every_secs FROM integrations";
+     next_sync_at, failures, lease_until, imported, sync_every_secs, account FROM integrations";
 
 on_every_backend! {
 impl Store {
@@ -479,5 +481,6 @@ where
         sync_every_secs: row
             .try_get::<Option<i64>, _>(12usize)?
             .and_then(|secs| u64::try_from(secs).ok()),
+        account: row.try_get(13usize)?,
     })
 }
