@@ -96,7 +96,9 @@ pub async fn serve(router: axum::Router) -> url::Url {
 /// Every event of a run, kept for assertions, plus the counts.
 #[derive(Default)]
 pub struct Recorder {
+    /// The counts.
     pub counters: Counters,
+    /// Every event, as its debug text, in order.
     pub events: std::sync::Mutex<Vec<String>>,
 }
 
@@ -108,10 +110,12 @@ impl Observer for Recorder {
 }
 
 impl Recorder {
+    /// The counts so far.
     pub fn totals(&self) -> Totals {
         self.counters.totals()
     }
 
+    /// The events so far.
     pub fn events(&self) -> Vec<String> {
         self.events.lock().unwrap().clone()
     }
@@ -119,8 +123,11 @@ impl Recorder {
 
 /// Options for [`run`].
 pub struct RunOptions {
+    /// The HTTP client's limit on one attempt.
     pub timeout: std::time::Duration,
+    /// The integration's config values.
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// The token the connector's auth presents, when it takes one.
     pub access_token: Option<String>,
     /// The integration the run imports for (default `integration-1`, of `user-1`).
     pub integration_id: String,

@@ -1,7 +1,7 @@
 //! A connected account: its config and secrets, its stored credentials ready to sign requests,
 //! and the use cases `connector` and the service share (preparing a run, revoking).
 //!
-//! Tokens are stored sealed by [`crate::secrets`]; opening them needs the deployment's key. The
+//! Tokens are stored sealed by [`crate::credentials::secrets`]; opening them needs the deployment's key. The
 //! OAuth client (id and secret) is the deployment's, never the spec's: it comes from the
 //! operator's flags or environment, or is the sandbox's stand-in.
 

@@ -1,15 +1,29 @@
-//! The Hypernet Connect engine.
+//! The Hypernet Connect engine: it interprets connector specs to import a person's data.
 //!
-//! Data flows one way: spec → auth → request → page → records → map → validate → store. Each
-//! stage is one module with a small public surface. Built so far:
+//! Data flows one way: spec → credentials → source (pages) → records → map → validate → store,
+//! with the run driving it. The modules form layers, and none uses one from a layer above its
+//! own (`tests/architecture.rs` holds this; the README draws it). Lowest first:
 //!
-//! - [`spec`]: the connector spec language, and the loader that validates it;
-//! - [`models`]: the Hypernet models that records map onto;
-//! - [`template`]: the sandbox that templates and conditions run in;
-//! - [`schema`]: the generated JSON Schemas and reference pages.
+//! - the language and the values every stage passes on: [`spec`] (the connector spec, its
+//!   loader and checks), [`models`] (the Hypernet models records map onto), [`schema`] (the
+//!   generated JSON Schemas and reference pages), [`template`] (the sandbox templates run in),
+//!   [`extract`] (JSONPath), [`validate`] (model checks), [`decode`] (framing × format, and the
+//!   decoded document), [`record`] (mapped records and their JSON), [`state`] (checkpoints and
+//!   resume points), [`events`] (what a run reports), [`ratelimit`] (the provider's limits);
+//! - [`http`]: sending requests (allowed hosts, rate limits, retries);
+//! - [`credentials`]: what signs requests (API keys, OAuth 2.0, OAuth 1.0a), sealed at rest;
+//! - [`source`]: where records come from, a page at a time (the provider's API);
+//! - [`map`]: raw records → model records;
+//! - [`store`]: where mapped records go (SQLite, PostgreSQL, memory, a records API), with runs,
+//!   checkpoints and the audit log;
+//! - [`account`]: a connected account, and the use cases the CLI and the service share
+//!   (preparing a run, saving a connection, revoking);
+//! - [`run`]: one run of a connector for one integration;
+//! - [`sandbox`]: a connector's fixtures standing in for its provider (`connector test`,
+//!   `--sandbox`).
 
 pub mod account;
-pub mod convert;
+mod convert;
 pub mod credentials;
 pub mod decode;
 pub mod events;
@@ -19,7 +33,7 @@ pub mod map;
 pub mod models;
 pub mod ratelimit;
 pub mod record;
-pub mod replay;
+mod replay;
 pub mod run;
 pub mod sandbox;
 pub mod schema;

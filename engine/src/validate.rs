@@ -150,7 +150,7 @@ impl FieldCheck {
     /// Whether every value of kind `output` fits the field: a value a converter gives back as
     /// that kind then needs no check (and a string that the conversion keeps is written
     /// straight from the page when the field takes any [`Output::Text`]).
-    pub fn takes(&self, output: Output) -> bool {
+    pub(crate) fn takes(&self, output: Output) -> bool {
         self.schema
             .is_some_and(|schema| schema.takes.contains(&output))
     }

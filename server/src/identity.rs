@@ -15,19 +15,10 @@ use axum::http::request::Parts;
 use rand::RngCore;
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, Identity};
 
 /// The cookie the web page's session is kept in.
 pub const COOKIE_NAME: &str = "hypernet_key";
-
-/// How requests are authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identity {
-    /// API keys, per user.
-    ApiKeys,
-    /// A header set by a trusted gateway, naming the user.
-    TrustedHeader(String),
-}
 
 /// The authenticated user of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,8 +26,8 @@ use engine::credentials::secrets::TokenCipher;
 use engine::ratelimit::RateLimitRegistry;
 use engine::store::{AnyStore, redact};
 
-pub use identity::{Identity, key_hash, new_key};
-pub use state::{AppState, Config, Limits, Service};
+pub use identity::{key_hash, new_key};
+pub use state::{AppState, Config, Identity, Limits, Service};
 
 /// The routes. (`{id}` is an integration id, or for `authorize` and `callback` a connector id:
 /// the router wants one name per position.) Every route but `/`, `/healthz` and `/openapi.json` (which hold no one's data)

@@ -12,8 +12,17 @@ use engine::store::AnyStore;
 use tokio::sync::Notify;
 
 use crate::catalog::Catalog;
-use crate::identity::Identity;
 use crate::metrics::Metrics;
+
+/// How requests are authenticated (the `identity` module reads it; configuration lives here, so
+/// that the two form no cycle).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// API keys, per user.
+    ApiKeys,
+    /// A header set by a trusted gateway, naming the user.
+    TrustedHeader(String),
+}
 
 /// How many syncs run at once, in one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

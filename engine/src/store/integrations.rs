@@ -1,4 +1,4 @@
-//! Connected accounts, with their tokens sealed by [`crate::secrets`].
+//! Connected accounts, with their tokens sealed by [`crate::credentials::secrets`].
 
 use serde_json::{Map, Value};
 use sqlx::{QueryBuilder, Row};
