@@ -1,6 +1,6 @@
 //! `connector schema`: the generated JSON Schemas and reference pages.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use engine::schema;
 
@@ -9,7 +9,8 @@ use crate::Outcome;
 /// Arguments of `connector schema`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Write every generated file (schemas/, docs/spec.md, docs/models.md) below `--root`.
+    /// Write every generated file (schemas/, docs/spec.md, docs/models.md, the README's
+    /// connector table) below `--root`.
     #[arg(long, conflicts_with = "check")]
     write: bool,
     /// Compare the generated files with those below `--root`; exit 1 on any difference.
@@ -27,8 +28,16 @@ pub fn run(args: &Args) -> Outcome {
         println!("{text}");
         return Outcome::Success;
     }
+    let mut files = schema::generated_files();
+    match readme(&args.root) {
+        Ok(readme) => files.extend(readme),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Outcome::UsageError;
+        }
+    }
     let mut drifted = 0;
-    for file in schema::generated_files() {
+    for file in files {
         let path = args.root.join(&file.path);
         let current = std::fs::read_to_string(&path).ok();
         if current.as_deref() == Some(file.contents.as_str()) {
@@ -57,4 +66,37 @@ pub fn run(args: &Args) -> Outcome {
         return Outcome::Problems;
     }
     Outcome::Success
+}
+
+/// README.md below `root` with its connector table made from `root/connectors/*/connector.yaml`;
+/// nothing for a root whose README has no table markers (or that has no README: a folder for
+/// the schemas alone).
+fn readme(root: &Path) -> Result<Option<schema::GeneratedFile>, String> {
+    let path = PathBuf::from("README.md");
+    let Ok(text) = std::fs::read_to_string(root.join(&path)) else {
+        return Ok(None);
+    };
+    if !text.contains(schema::CONNECTORS_START) {
+        return Ok(None);
+    }
+    let mut specs = Vec::new();
+    let folder = root.join("connectors");
+    let entries = std::fs::read_dir(&folder)
+        .map_err(|error| format!("cannot read {}: {error}", folder.display()))?;
+    for entry in entries.flatten() {
+        let spec_path = entry.path().join("connector.yaml");
+        if spec_path.is_file() {
+            specs.push(engine::spec::load(&spec_path).map_err(|error| {
+                format!("{error}; run `connector validate` to see every problem")
+            })?);
+        }
+    }
+    let contents = schema::with_connector_table(&text, &specs).ok_or_else(|| {
+        format!(
+            "{} has the connector table's start marker but not its end ({})",
+            root.join(&path).display(),
+            schema::CONNECTORS_END
+        )
+    })?;
+    Ok(Some(schema::GeneratedFile { path, contents }))
 }
