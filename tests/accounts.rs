@@ -142,3 +142,73 @@ async fn two_accounts_of_one_connector_sync_side_by_side() {
         assert!(left.iter().all(|id| id.starts_with("home-")));
     }
 }
+
+/// A spec that names accounts by a captured value: the first connection is the default
+/// account, connecting as it again renews it, another identity adds an account, and a name the
+/// user gives wins.
+#[tokio::test]
+async fn accounts_are_named_by_the_identity_the_provider_gives() {
+    let spec = spec_from(&SPEC.replace(
+        "streams:\n",
+        "account: \"{{ config.team_id }}\"\nstreams:\n",
+    ).replace(
+        "config:\n",
+        "config:\n  team_id:\n    description: The workspace, captured when connecting.\n    default: \"\"\n",
+    ));
+    let captured = |team: &str| {
+        let mut config = serde_json::Map::new();
+        config.insert("team_id".to_owned(), Value::String(team.to_owned()));
+        config
+    };
+    for test in test_stores("account_names").await {
+        let cipher = TokenCipher::new(&TokenCipher::generate_key(), &[]).unwrap();
+        let connect = |team: &'static str, given: &'static str| {
+            let (store, cipher, spec) = (&test.store, &cipher, &spec);
+            async move {
+                let config = captured(team);
+                let account = engine::account::account_of(spec, store, "u1", given, &config)
+                    .await
+                    .unwrap();
+                engine::account::save_connection(
+                    store,
+                    cipher,
+                    Connection {
+                        user_id: "u1",
+                        connector: &spec.id,
+                        account: &account,
+                        secret: b"{}",
+                        config,
+                        scopes: None,
+                    },
+                )
+                .await
+                .unwrap();
+                account
+            }
+        };
+        assert_eq!(
+            connect("T1", "").await,
+            "",
+            "{}: the first is the default",
+            test.backend
+        );
+        assert_eq!(connect("T1", "").await, "", "the same identity renews it");
+        assert_eq!(
+            connect("T2", "").await,
+            "T2",
+            "another identity adds an account"
+        );
+        assert_eq!(connect("T2", "").await, "T2", "and renews it after");
+        assert_eq!(connect("T3", "side").await, "side", "a given name wins");
+        let mut accounts: Vec<String> = test
+            .store
+            .integrations_of("u1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|summary| summary.account)
+            .collect();
+        accounts.sort();
+        assert_eq!(accounts, ["", "T2", "side"], "{}", test.backend);
+    }
+}

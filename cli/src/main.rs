@@ -59,16 +59,65 @@ pub enum Outcome {
     Partial,
 }
 
-fn with_runtime(work: impl std::future::Future<Output = Outcome>) -> Outcome {
+/// Why a command stopped early: printed once by `main` as `error: {message}` (or, for a
+/// [`Failure::verbatim`] one, as the message alone), and mapped onto the exit status by its
+/// outcome.
+///
+/// A message of several lines (an `error:` line, then `  what to do: ...` lines) is one
+/// message with `\n` between the lines; only its first line gets the prefix.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit status to end with.
+    pub outcome: Outcome,
+    /// What went wrong, without the `error: ` prefix.
+    pub message: String,
+    /// Whether `main` prints `error: ` before the message; false for messages that already
+    /// carry their own form (a spec's `file:line:column: ...` diagnostics).
+    pub prefixed: bool,
+}
+
+impl Failure {
+    /// The command could not run as asked (exit 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            outcome: Outcome::UsageError,
+            message: message.into(),
+            prefixed: true,
+        }
+    }
+
+    /// What was checked has problems, or something failed (exit 1).
+    pub fn problem(message: impl Into<String>) -> Self {
+        Self {
+            outcome: Outcome::Problems,
+            message: message.into(),
+            prefixed: true,
+        }
+    }
+
+    /// A failure printed exactly as `message`, without the `error: ` prefix: for messages that
+    /// are already a complete report, such as an invalid spec's `file:line:column: ...` lines.
+    pub fn verbatim(outcome: Outcome, message: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            message: message.into(),
+            prefixed: false,
+        }
+    }
+}
+
+/// Runs `work` to completion on a new multi-threaded runtime.
+fn with_runtime(
+    work: impl std::future::Future<Output = Result<Outcome, Failure>>,
+) -> Result<Outcome, Failure> {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime.block_on(work),
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            Outcome::Problems
-        }
+        Err(error) => Err(Failure::problem(format!(
+            "cannot start the async runtime: {error}"
+        ))),
     }
 }
 
@@ -83,7 +132,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let outcome = match cli.command {
+    let result = match cli.command {
         Command::Validate(args) => commands::validate::run(&args),
         Command::Schema(args) => commands::schema::run(&args),
         Command::Test(args) => with_runtime(commands::test::run(&args)),
@@ -92,6 +141,18 @@ fn main() -> ExitCode {
         Command::Disconnect(args) => with_runtime(commands::disconnect::run(&args)),
         Command::History(args) => with_runtime(commands::history::run(&args)),
         Command::Serve(args) => with_runtime(commands::serve::run(&args)),
+    };
+    // The one place a command's early exit is printed.
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(failure) => {
+            if failure.prefixed {
+                eprintln!("error: {}", failure.message);
+            } else {
+                eprintln!("{}", failure.message);
+            }
+            failure.outcome
+        }
     };
     match outcome {
         Outcome::Success => ExitCode::SUCCESS,

@@ -274,6 +274,62 @@ pub async fn save_connection(
     Ok(id)
 }
 
+/// The name `spec` gives the account whose captured values are `config` (the spec's
+/// `account` template); `None` when it has none or it renders empty.
+pub fn account_name(spec: &ConnectorSpec, config: &Map<String, Value>) -> Option<String> {
+    let template = spec.account.as_ref()?;
+    let mut templates = crate::template::Templates::default();
+    let id = templates.add(template.as_str()).ok()?;
+    let context = minijinja::context! {
+        config => minijinja::Value::from(minijinja::value::Serde(config)),
+    };
+    match templates.render(&id, &context) {
+        Ok(name) => Some(name.trim().to_owned()).filter(|name| !name.is_empty()),
+        Err(error) => {
+            tracing::warn!(connector = %spec.id, %error, "the spec's `account` did not render; connecting the default account");
+            None
+        }
+    }
+}
+
+/// Which of `user_id`'s accounts of `spec` a new connection is: the name the user `given`;
+/// else the name the spec makes of the `captured` values, except that the default account
+/// (`""`) is kept for the first connection and for the account it already is (connecting the
+/// same account again renews it, not adds it); else the default account.
+pub async fn account_of(
+    spec: &ConnectorSpec,
+    store: &AnyStore,
+    user_id: &str,
+    given: &str,
+    captured: &Map<String, Value>,
+) -> Result<String, crate::store::StoreError> {
+    if !given.is_empty() {
+        return Ok(given.to_owned());
+    }
+    let Some(name) = account_name(spec, captured) else {
+        return Ok(String::new());
+    };
+    if store
+        .integration(&integration_id(&spec.id, user_id, &name))
+        .await?
+        .is_some()
+    {
+        return Ok(name);
+    }
+    Ok(
+        match store
+            .integration(&integration_id(&spec.id, user_id, ""))
+            .await?
+        {
+            None => String::new(),
+            Some(first) if account_name(spec, &first.config).as_deref() == Some(&name) => {
+                String::new()
+            }
+            Some(_) => name,
+        },
+    )
+}
+
 /// An HTTP client for token work (exchange, refresh, revocation) with `spec`'s provider,
 /// sending to `transport`. Token requests are not rate limited: they are few.
 pub fn token_http(spec: &ConnectorSpec, transport: Transport) -> Result<HttpClient, String> {

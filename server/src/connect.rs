@@ -282,6 +282,7 @@ pub async fn callback(
         // An authorization started for another kind of auth: the spec changed since.
         _ => return Err(stale()),
     };
+    let account = engine::account::account_of(spec, &state.store, &user, &account, &config).await?;
     let id = engine::account::save_connection(
         &state.store,
         &state.cipher,
@@ -352,6 +353,7 @@ pub async fn create(
         .partition(|(name, _)| spec.config.get(name).is_some_and(|field| field.secret));
     let sealed =
         serde_json::to_vec(&secrets).map_err(|error| ApiError::internal(error.to_string()))?;
+    let account = engine::account::account_of(spec, &state.store, &user, &account, &config).await?;
     let id = engine::account::save_connection(
         &state.store,
         &state.cipher,

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::credentials::{Account, cipher, token_http};
-use crate::Outcome;
+use crate::{Failure, Outcome};
 
 /// Arguments of `connector auth`.
 #[derive(Debug, clap::Args)]
@@ -78,17 +78,6 @@ async fn callback_server(
     Ok((redirect, receiver))
 }
 
-/// Runs the command.
-pub async fn run(args: &Args) -> Outcome {
-    match connect(args).await {
-        Ok(outcome) => outcome,
-        Err((outcome, message)) => {
-            eprintln!("error: {message}");
-            outcome
-        }
-    }
-}
-
 /// Shows the authorization URL (and tries to open it), then waits for the redirect.
 async fn wait_for_browser(
     args: &Args,
@@ -122,19 +111,18 @@ async fn connect_oauth1(
     files: &ConnectorFiles,
     spec: &spec::ConnectorSpec,
     auth: &OAuth1Auth,
-) -> Result<Outcome, (Outcome, String)> {
-    let failed = |message: String| (Outcome::Problems, message);
+) -> Result<Outcome, Failure> {
     let client = args
         .account
         .oauth_client(spec, args.sandbox)
-        .map_err(|error| (Outcome::UsageError, error))?;
+        .map_err(Failure::usage)?;
     let consumer = Consumer {
         key: client.id,
         secret: client.secret.unwrap_or_default(),
     };
     let (sandbox, http) = token_http(files, spec, args.sandbox)
         .await
-        .map_err(failed)?;
+        .map_err(Failure::problem)?;
     let flow = OAuth1Flow {
         auth,
         consumer: &consumer,
@@ -142,22 +130,22 @@ async fn connect_oauth1(
     };
     let (redirect, receiver) = callback_server(args.port)
         .await
-        .map_err(|error| failed(format!("cannot listen for the redirect: {error}")))?;
+        .map_err(|error| Failure::problem(format!("cannot listen for the redirect: {error}")))?;
     let started = flow
         .start(&redirect)
         .await
-        .map_err(|error| failed(format!("{}: {error}", spec.id)))?;
+        .map_err(|error| Failure::problem(format!("{}: {error}", spec.id)))?;
     let browser_url = sandbox.as_ref().map_or_else(
         || started.url.clone(),
         |sandbox| sandbox.local_url(&started.url),
     );
     let callback = wait_for_browser(args, &spec.name, &browser_url, receiver)
         .await
-        .map_err(failed)?;
+        .map_err(Failure::problem)?;
     let token = flow
         .complete(&started, &callback)
         .await
-        .map_err(|error| failed(format!("{}: {error}", spec.id)))?;
+        .map_err(|error| Failure::problem(format!("{}: {error}", spec.id)))?;
     let scopes = auth.authorization_params.get("scope").cloned();
     save_connection(
         args,
@@ -178,10 +166,10 @@ async fn save_connection(
     config: serde_json::Map<String, serde_json::Value>,
     scopes: Option<String>,
     expires_at: Option<String>,
-) -> Result<Outcome, (Outcome, String)> {
-    let failed = |message: String| (Outcome::Problems, message);
-    let cipher = cipher(&args.account.key_file).map_err(|error| failed(error.to_string()))?;
-    let store = args.account.open_store().await.map_err(failed)?;
+) -> Result<Outcome, Failure> {
+    let cipher =
+        cipher(&args.account.key_file).map_err(|error| Failure::problem(error.to_string()))?;
+    let store = args.account.open_store().await.map_err(Failure::problem)?;
     let captured: Vec<String> = config.keys().cloned().collect();
     let id = engine::account::save_connection(
         &store,
@@ -196,7 +184,7 @@ async fn save_connection(
         },
     )
     .await
-    .map_err(|error| failed(error.to_string()))?;
+    .map_err(|error| Failure::problem(error.to_string()))?;
     let connected = Connected {
         connector: &spec.id,
         integration: &id,
@@ -229,17 +217,17 @@ async fn save_connection(
     Ok(Outcome::Success)
 }
 
-async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
-    let usage = |message: String| (Outcome::UsageError, message);
-    let failed = |message: String| (Outcome::Problems, message);
-    let files =
-        ConnectorFiles::locate(&args.connector, &args.account.connectors_root).map_err(usage)?;
-    let spec = spec::load(&files.spec).map_err(|error| failed(error.to_string()))?;
+/// Runs the command.
+pub async fn run(args: &Args) -> Result<Outcome, Failure> {
+    let files = ConnectorFiles::locate(&args.connector, &args.account.connectors_root)
+        .map_err(Failure::usage)?;
+    // Unlike `open_connector`, an invalid spec's report is printed after `error: ` here.
+    let spec = spec::load(&files.spec).map_err(|error| Failure::problem(error.to_string()))?;
     if let Auth::OAuth1(auth) = &spec.auth {
         return connect_oauth1(args, &files, &spec, auth).await;
     }
     let Auth::OAuth2(oauth) = &spec.auth else {
-        return Err(usage(format!(
+        return Err(Failure::usage(format!(
             "{} uses `{}` authentication; `connector auth` is for OAuth connectors",
             spec.id,
             spec.auth.kind_name()
@@ -248,10 +236,10 @@ async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
     let client = args
         .account
         .oauth_client(&spec, args.sandbox)
-        .map_err(usage)?;
+        .map_err(Failure::usage)?;
     let (sandbox, http) = token_http(&files, &spec, args.sandbox)
         .await
-        .map_err(failed)?;
+        .map_err(Failure::problem)?;
     let counters = Counters::default();
     let endpoint = TokenEndpoint::new(oauth, &client, &http, &counters);
     let authorized = if oauth.grant == Grant::ClientCredentials {
@@ -259,28 +247,28 @@ async fn connect(args: &Args) -> Result<Outcome, (Outcome, String)> {
         let tokens = endpoint
             .client_credentials()
             .await
-            .map_err(|error| failed(format!("{}: {error}", spec.id)))?;
+            .map_err(|error| Failure::problem(format!("{}: {error}", spec.id)))?;
         Authorized {
             tokens,
             captured: serde_json::Map::new(),
         }
     } else {
-        let (redirect, receiver) = callback_server(args.port)
-            .await
-            .map_err(|error| failed(format!("cannot listen for the redirect: {error}")))?;
+        let (redirect, receiver) = callback_server(args.port).await.map_err(|error| {
+            Failure::problem(format!("cannot listen for the redirect: {error}"))
+        })?;
         let start = authorization_url(oauth, &client, &redirect)
-            .map_err(|error| failed(error.to_string()))?;
+            .map_err(|error| Failure::problem(error.to_string()))?;
         let browser_url = sandbox.as_ref().map_or_else(
             || start.url.clone(),
             |sandbox| sandbox.local_url(&start.url),
         );
         let callback = wait_for_browser(args, &spec.name, &browser_url, receiver)
             .await
-            .map_err(failed)?;
+            .map_err(Failure::problem)?;
         endpoint
             .complete(&redirect, &callback, &start)
             .await
-            .map_err(|error| failed(format!("{}: {error}", spec.id)))?
+            .map_err(|error| Failure::problem(format!("{}: {error}", spec.id)))?
     };
 
     let tokens = serde_json::to_vec(&authorized.tokens).unwrap_or_default();

@@ -5,7 +5,7 @@ use engine::spec::Auth;
 use serde::Serialize;
 
 use super::credentials::{Account, cipher, integration_id};
-use crate::Outcome;
+use crate::{Failure, Outcome};
 use engine::http::Transport;
 use engine::sandbox::Sandbox;
 
@@ -37,31 +37,15 @@ struct Disconnected<'a> {
 }
 
 /// Runs the command.
-pub async fn run(args: &Args) -> Outcome {
-    let (files, spec) = match super::open_connector(&args.connector, &args.account.connectors_root)
-    {
-        Ok(opened) => opened,
-        Err(outcome) => return outcome,
-    };
-    let store = match args.account.open_store().await {
-        Ok(store) => store,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Outcome::Problems;
-        }
-    };
+pub async fn run(args: &Args) -> Result<Outcome, Failure> {
+    let (files, spec) = super::open_connector(&args.connector, &args.account.connectors_root)?;
+    let store = args.account.open_store().await.map_err(Failure::problem)?;
     let id = integration_id(&spec, &args.account);
-    let stored = match store.integration(&id).await {
-        Ok(Some(stored)) => stored,
-        Ok(None) => {
-            eprintln!("error: {id} is not connected; nothing to disconnect");
-            return Outcome::Problems;
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Outcome::Problems;
-        }
-    };
+    let stored = store
+        .integration(&id)
+        .await
+        .map_err(|error| Failure::problem(error.to_string()))?
+        .ok_or_else(|| Failure::problem(format!("{id} is not connected; nothing to disconnect")))?;
 
     // Revoke at the provider first; a failure there still removes the tokens here, and says so.
     let mut revoked = false;
@@ -87,13 +71,10 @@ pub async fn run(args: &Args) -> Outcome {
             Err(error) => revocation_error = Some(error),
         }
     }
-    let records_deleted = match store.delete_integration(&id, args.delete_data).await {
-        Ok(count) => count,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Outcome::Problems;
-        }
-    };
+    let records_deleted = store
+        .delete_integration(&id, args.delete_data)
+        .await
+        .map_err(|error| Failure::problem(error.to_string()))?;
     let report = Disconnected {
         integration: &id,
         revoked,
@@ -124,9 +105,9 @@ pub async fn run(args: &Args) -> Outcome {
             println!("Imported records are kept; run again with --delete-data to delete them.");
         }
     }
-    if report.revocation_error.is_some() {
+    Ok(if report.revocation_error.is_some() {
         Outcome::Problems
     } else {
         Outcome::Success
-    }
+    })
 }

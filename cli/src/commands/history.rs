@@ -4,7 +4,7 @@ use engine::store::{AuditEntry, SyncRunRow};
 use serde::Serialize;
 
 use super::credentials::{Account, integration_id};
-use crate::Outcome;
+use crate::{Failure, Outcome};
 
 /// Arguments of `connector history`.
 #[derive(Debug, clap::Args)]
@@ -29,25 +29,13 @@ struct History<'a> {
 }
 
 /// Runs the command.
-pub async fn run(args: &Args) -> Outcome {
-    let (_, spec) = match super::open_connector(&args.connector, &args.account.connectors_root) {
-        Ok(opened) => opened,
-        Err(outcome) => return outcome,
-    };
-    let store = match args.account.open_store().await {
-        Ok(store) => store,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Outcome::Problems;
-        }
-    };
+pub async fn run(args: &Args) -> Result<Outcome, Failure> {
+    let (_, spec) = super::open_connector(&args.connector, &args.account.connectors_root)?;
+    let store = args.account.open_store().await.map_err(Failure::problem)?;
     let id = integration_id(&spec, &args.account);
     let (runs, audit) = match (store.runs(&id).await, store.audit_log(&id).await) {
         (Ok(runs), Ok(audit)) => (runs, audit),
-        (Err(error), _) | (_, Err(error)) => {
-            eprintln!("error: {error}");
-            return Outcome::Problems;
-        }
+        (Err(error), _) | (_, Err(error)) => return Err(Failure::problem(error.to_string())),
     };
     let runs = &runs[..runs.len().min(args.runs)];
     if args.json {
@@ -60,7 +48,7 @@ pub async fn run(args: &Args) -> Outcome {
             "{}",
             serde_json::to_string_pretty(&history).unwrap_or_default()
         );
-        return Outcome::Success;
+        return Ok(Outcome::Success);
     }
     let plural = if runs.len() == 1 { "" } else { "s" };
     println!("{id}: the last {} run{plural}, newest first", runs.len());
@@ -90,5 +78,5 @@ pub async fn run(args: &Args) -> Outcome {
     for entry in &audit {
         println!("  {} {} {}", entry.at, entry.action, entry.detail);
     }
-    Outcome::Success
+    Ok(Outcome::Success)
 }

@@ -14,21 +14,17 @@ pub mod validate;
 use engine::sandbox::ConnectorFiles;
 use engine::spec::{self, ConnectorSpec};
 
-use crate::Outcome;
+use crate::{Failure, Outcome};
 
-/// Finds a connector by id or path and loads its spec, printing the problem when it cannot:
-/// an unknown connector is a usage error, an invalid spec a problem.
+/// Finds a connector by id or path and loads its spec: an unknown connector is a usage error,
+/// an invalid spec a problem. The spec's own report (`file:line:column: ...` diagnostics) is
+/// the whole message, printed without the `error: ` prefix.
 pub fn open_connector(
     name: &str,
     connectors_root: &std::path::Path,
-) -> Result<(ConnectorFiles, ConnectorSpec), Outcome> {
-    let files = ConnectorFiles::locate(name, connectors_root).map_err(|error| {
-        eprintln!("error: {error}");
-        Outcome::UsageError
-    })?;
-    let spec = spec::load(&files.spec).map_err(|error| {
-        eprintln!("{error}");
-        Outcome::Problems
-    })?;
+) -> Result<(ConnectorFiles, ConnectorSpec), Failure> {
+    let files = ConnectorFiles::locate(name, connectors_root).map_err(Failure::usage)?;
+    let spec = spec::load(&files.spec)
+        .map_err(|error| Failure::verbatim(Outcome::Problems, error.to_string()))?;
     Ok((files, spec))
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use engine::schema;
 
-use crate::Outcome;
+use crate::{Failure, Outcome};
 
 /// Arguments of `connector schema`.
 #[derive(Debug, clap::Args)]
@@ -22,20 +22,14 @@ pub struct Args {
 }
 
 /// Runs the command.
-pub fn run(args: &Args) -> Outcome {
+pub fn run(args: &Args) -> Result<Outcome, Failure> {
     if !args.write && !args.check {
         let text = serde_json::to_string_pretty(&schema::connector_schema()).unwrap_or_default();
         println!("{text}");
-        return Outcome::Success;
+        return Ok(Outcome::Success);
     }
     let mut files = schema::generated_files();
-    match readme(&args.root) {
-        Ok(readme) => files.extend(readme),
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Outcome::UsageError;
-        }
-    }
+    files.extend(readme(&args.root).map_err(Failure::usage)?);
     let mut drifted = 0;
     for file in files {
         let path = args.root.join(&file.path);
@@ -56,16 +50,18 @@ pub fn run(args: &Args) -> Outcome {
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| std::fs::write(&path, &file.contents));
         if let Err(error) = written {
-            eprintln!("error: cannot write {}: {error}", path.display());
-            return Outcome::UsageError;
+            return Err(Failure::usage(format!(
+                "cannot write {}: {error}",
+                path.display()
+            )));
         }
         println!("wrote {}", file.path.display());
     }
     if drifted > 0 {
         println!("run `connector schema --write` and commit the result");
-        return Outcome::Problems;
+        return Ok(Outcome::Problems);
     }
-    Outcome::Success
+    Ok(Outcome::Success)
 }
 
 /// README.md below `root` with its connector table made from `root/connectors/*/connector.yaml`;

@@ -6,7 +6,7 @@ use engine::spec::Duration;
 use serde_json::json;
 use server::{Config, Identity, Limits};
 
-use crate::Outcome;
+use crate::{Failure, Outcome};
 
 /// Arguments of `connector serve`.
 #[derive(Debug, clap::Args)]
@@ -76,7 +76,7 @@ pub struct Args {
 }
 
 /// Runs the command until interrupted.
-pub async fn run(args: &Args) -> Outcome {
+pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     let mut config = Config::new(args.db.clone(), args.connectors_root.clone());
     config.listen = args.listen;
     config.public_url = args.public_url.clone();
@@ -103,13 +103,7 @@ pub async fn run(args: &Args) -> Outcome {
     if let Some(user) = &args.create_key {
         return create_key(&args.db, user).await;
     }
-    let running = match server::start(config).await {
-        Ok(running) => running,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Outcome::Problems;
-        }
-    };
+    let running = server::start(config).await.map_err(Failure::problem)?;
     let url = running.state.public_url.clone();
     let mut login = None;
     if args.sandbox && args.trusted_header.is_none() {
@@ -120,8 +114,9 @@ pub async fn run(args: &Args) -> Outcome {
             .add_api_key(&server::key_hash(&key), "local")
             .await
         {
-            eprintln!("error: cannot create the sandbox's API key: {error}");
-            return Outcome::Problems;
+            return Err(Failure::problem(format!(
+                "cannot create the sandbox's API key: {error}"
+            )));
         }
         let mut link = url.clone();
         link.set_fragment(Some(&format!("key={key}")));
@@ -154,50 +149,34 @@ pub async fn run(args: &Args) -> Outcome {
     }
     tokio::select! {
         result = running.server => match result {
-            Ok(Ok(())) => Outcome::Success,
-            Ok(Err(error)) => {
-                eprintln!("error: the server stopped: {error}");
-                Outcome::Problems
-            }
-            Err(error) => {
-                eprintln!("error: the server task failed: {error}");
-                Outcome::Problems
-            }
+            Ok(Ok(())) => Ok(Outcome::Success),
+            Ok(Err(error)) => Err(Failure::problem(format!("the server stopped: {error}"))),
+            Err(error) => Err(Failure::problem(format!("the server task failed: {error}"))),
         },
         _ = tokio::signal::ctrl_c() => {
             eprintln!("stopping");
-            Outcome::Success
+            Ok(Outcome::Success)
         }
     }
 }
 
-async fn create_key(db: &str, user: &str) -> Outcome {
+/// `--create-key USER`: creates an API key for `user` and prints it.
+async fn create_key(db: &str, user: &str) -> Result<Outcome, Failure> {
     if user.trim().is_empty() {
-        eprintln!("error: --create-key needs a user id");
-        return Outcome::UsageError;
+        return Err(Failure::usage("--create-key needs a user id"));
     }
-    let store = match engine::store::AnyStore::open(db).await {
-        Ok(store) => store,
-        Err(error) => {
-            eprintln!(
-                "error: cannot open the database {}: {error}",
-                engine::store::redact(db)
-            );
-            return Outcome::Problems;
-        }
-    };
+    let store = engine::store::AnyStore::open(db).await.map_err(|error| {
+        Failure::problem(format!(
+            "cannot open the database {}: {error}",
+            engine::store::redact(db)
+        ))
+    })?;
     let key = server::new_key();
-    match store.add_api_key(&server::key_hash(&key), user).await {
-        Ok(()) => {
-            println!("{key}");
-            eprintln!(
-                "API key for user `{user}` created; it is shown once (only its hash is stored)."
-            );
-            Outcome::Success
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            Outcome::Problems
-        }
-    }
+    store
+        .add_api_key(&server::key_hash(&key), user)
+        .await
+        .map_err(|error| Failure::problem(error.to_string()))?;
+    println!("{key}");
+    eprintln!("API key for user `{user}` created; it is shown once (only its hash is stored).");
+    Ok(Outcome::Success)
 }

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use super::credentials::{Account, cipher, integration_id};
 use super::progress::Progress;
-use crate::Outcome;
+use crate::{Failure, Outcome};
 
 /// Arguments of `connector sync`.
 #[derive(Debug, clap::Args)]
@@ -94,59 +94,37 @@ fn config_values(spec: &spec::ConnectorSpec, args: &Args) -> Result<Map<String, 
 }
 
 /// Runs the command.
-pub async fn run(args: &Args) -> Outcome {
-    let (files, spec) = match super::open_connector(&args.connector, &args.account.connectors_root)
-    {
-        Ok(opened) => opened,
-        Err(outcome) => return outcome,
-    };
+pub async fn run(args: &Args) -> Result<Outcome, Failure> {
+    let (files, spec) = super::open_connector(&args.connector, &args.account.connectors_root)?;
     let spec = Arc::new(spec);
-    let mut given = match config_values(&spec, args) {
-        Ok(values) => values,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Outcome::UsageError;
-        }
-    };
+    let mut given = config_values(&spec, args).map_err(Failure::usage)?;
     let sandbox = if args.sandbox {
         for (name, value) in sandbox_config(&spec) {
             given.entry(name).or_insert(value);
         }
-        match Sandbox::start(&files, &spec).await {
-            Ok(sandbox) => Some(sandbox),
-            Err(error) => {
-                eprintln!("error: {error}");
-                return Outcome::Problems;
-            }
-        }
+        Some(
+            Sandbox::start(&files, &spec)
+                .await
+                .map_err(Failure::problem)?,
+        )
     } else {
         None
     };
-    let store = match args.account.open_store().await {
-        Ok(store) => store,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Outcome::Problems;
-        }
-    };
+    let store = args.account.open_store().await.map_err(Failure::problem)?;
     let integration_id = integration_id(&spec, &args.account);
     // An OAuth connector uses the tokens `connector auth` stored, unless a token is given.
     let stored = match (&spec.auth, &args.access_token) {
-        (Auth::OAuth2(_) | Auth::OAuth1(_), None) => match store.integration(&integration_id).await
-        {
-            Ok(stored) => stored,
-            Err(error) => {
-                eprintln!("error: {error}");
-                return Outcome::Problems;
-            }
-        },
+        (Auth::OAuth2(_) | Auth::OAuth1(_), None) => store
+            .integration(&integration_id)
+            .await
+            .map_err(|error| Failure::problem(error.to_string()))?,
         _ => None,
     };
     if let Some(stored) = &stored
         && stored.status == IntegrationStatus::NeedsReauth
     {
-        eprintln!(
-            "error: {} needs to be connected again ({}); run `connector auth {}{}`; imported records are kept",
+        return Err(Failure::problem(format!(
+            "{} needs to be connected again ({}); run `connector auth {}{}`; imported records are kept",
             integration_id,
             stored
                 .last_error
@@ -154,16 +132,10 @@ pub async fn run(args: &Args) -> Outcome {
                 .unwrap_or("its tokens were refused"),
             spec.id,
             args.account.flag()
-        );
-        return Outcome::Problems;
+        )));
     }
-    let connector = match CompiledConnector::compile(Arc::clone(&spec)) {
-        Ok(connector) => connector,
-        Err(error) => {
-            eprintln!("error: {}: {error}", spec.id);
-            return Outcome::Problems;
-        }
-    };
+    let connector = CompiledConnector::compile(Arc::clone(&spec))
+        .map_err(|error| Failure::problem(format!("{}: {error}", spec.id)))?;
     let transport = match (&sandbox, &args.via) {
         (Some(sandbox), _) => sandbox.transport(),
         (None, Some(via)) => Transport::Sandbox(via.clone()),
@@ -177,24 +149,20 @@ pub async fn run(args: &Args) -> Outcome {
                 client: args.account.oauth_client(&spec, args.sandbox),
                 store: &store,
             },
-            Err(error) => {
-                eprintln!("error: {}: {error}", spec.id);
-                return Outcome::Problems;
-            }
+            Err(error) => return Err(Failure::problem(format!("{}: {error}", spec.id))),
         },
         None if sandbox.is_some() && args.access_token.is_none() => SignIn::Sandbox,
         None if matches!(spec.auth, Auth::OAuth2(_) | Auth::OAuth1(_))
             && sandbox.is_none()
             && args.access_token.is_none() =>
         {
-            eprintln!(
-                "error: {} is not connected for user {}: run `connector auth {}{}` first (or pass --access-token)",
+            return Err(Failure::usage(format!(
+                "{} is not connected for user {}: run `connector auth {}{}` first (or pass --access-token)",
                 spec.id,
                 args.account.user,
                 spec.id,
                 args.account.flag()
-            );
-            return Outcome::UsageError;
+            )));
         }
         None if sandbox.is_some() => SignIn::Given(Some(SANDBOX_ACCESS_TOKEN)),
         None => SignIn::Given(args.access_token.as_deref()),
@@ -222,20 +190,15 @@ pub async fn run(args: &Args) -> Outcome {
     } = match prepared {
         Ok(prepared) => prepared,
         Err(error @ PrepareError::Config(_)) => {
-            eprintln!(
-                "error: {}: {error}; pass it with --config NAME=VALUE",
+            return Err(Failure::usage(format!(
+                "{}: {error}; pass it with --config NAME=VALUE",
                 spec.id
-            );
-            return Outcome::UsageError;
+            )));
         }
         Err(error @ PrepareError::Credentials(_)) if stored.is_none() => {
-            eprintln!("error: {}: {error}", spec.id);
-            return Outcome::UsageError;
+            return Err(Failure::usage(format!("{}: {error}", spec.id)));
         }
-        Err(error) => {
-            eprintln!("error: {}: {error}", spec.id);
-            return Outcome::Problems;
-        }
+        Err(error) => return Err(Failure::problem(format!("{}: {error}", spec.id))),
     };
 
     let started = Instant::now();
@@ -297,11 +260,12 @@ pub async fn run(args: &Args) -> Outcome {
     } else {
         print_summary(&summary);
     }
-    match summary.status {
+    // A finished run is reported above, error and hints included: not an early exit.
+    Ok(match summary.status {
         RunStatus::Succeeded => Outcome::Success,
         RunStatus::Partial => Outcome::Partial,
         RunStatus::Failed => Outcome::Problems,
-    }
+    })
 }
 
 fn print_summary(summary: &Summary<'_>) {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use engine::sandbox::{ConnectorFiles, TestReport, test_connector};
 
 use super::progress::Progress;
-use crate::Outcome;
+use crate::{Failure, Outcome};
 
 /// Arguments of `connector test`.
 #[derive(Debug, clap::Args)]
@@ -26,7 +26,7 @@ pub struct Args {
 }
 
 /// Runs the command.
-pub async fn run(args: &Args) -> Outcome {
+pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     let names: Vec<String> = if args.connectors.is_empty() {
         let mut found: Vec<String> = std::fs::read_dir(&args.connectors_root)
             .map(|entries| {
@@ -43,31 +43,19 @@ pub async fn run(args: &Args) -> Outcome {
         args.connectors.clone()
     };
     if names.is_empty() {
-        eprintln!(
-            "error: no connectors with fixtures under {}",
+        return Err(Failure::usage(format!(
+            "no connectors with fixtures under {}",
             args.connectors_root.display()
-        );
-        return Outcome::UsageError;
+        )));
     }
     let mut reports = Vec::new();
     for name in &names {
-        let files = match ConnectorFiles::locate(name, &args.connectors_root) {
-            Ok(files) => files,
-            Err(error) => {
-                eprintln!("error: {error}");
-                return Outcome::UsageError;
-            }
-        };
+        let files = ConnectorFiles::locate(name, &args.connectors_root).map_err(Failure::usage)?;
         let progress = Progress::new(&format!("testing {name}"), args.json);
         let report = test_connector(&files, args.accept, &progress).await;
         progress.finish();
-        match report {
-            Ok(report) => reports.push(report),
-            Err(error) => {
-                eprintln!("error: {name}: {error}");
-                return Outcome::Problems;
-            }
-        }
+        let report = report.map_err(|error| Failure::problem(format!("{name}: {error}")))?;
+        reports.push(report);
     }
     if args.json {
         println!(
@@ -79,11 +67,11 @@ pub async fn run(args: &Args) -> Outcome {
             print_report(report);
         }
     }
-    if reports.iter().all(|report| report.passed) {
+    Ok(if reports.iter().all(|report| report.passed) {
         Outcome::Success
     } else {
         Outcome::Problems
-    }
+    })
 }
 
 fn print_report(report: &TestReport) {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use engine::spec::{self, Diagnostic, LoadError};
 use serde::Serialize;
 
-use crate::Outcome;
+use crate::{Failure, Outcome};
 
 /// Arguments of `connector validate`.
 #[derive(Debug, clap::Args)]
@@ -36,7 +36,7 @@ struct SpecReport {
 }
 
 /// Runs the command.
-pub fn run(args: &Args) -> crate::Outcome {
+pub fn run(args: &Args) -> Result<Outcome, Failure> {
     let roots = if args.paths.is_empty() {
         vec![PathBuf::from("connectors")]
     } else {
@@ -46,13 +46,17 @@ pub fn run(args: &Args) -> crate::Outcome {
     for root in &roots {
         match spec_files(root) {
             Ok(found) if found.is_empty() => {
-                eprintln!("error: no connector.yaml under {}", root.display());
-                return Outcome::UsageError;
+                return Err(Failure::usage(format!(
+                    "no connector.yaml under {}",
+                    root.display()
+                )));
             }
             Ok(found) => files.extend(found),
             Err(error) => {
-                eprintln!("error: cannot read {}: {error}", root.display());
-                return Outcome::UsageError;
+                return Err(Failure::usage(format!(
+                    "cannot read {}: {error}",
+                    root.display()
+                )));
             }
         }
     }
@@ -65,21 +69,17 @@ pub fn run(args: &Args) -> crate::Outcome {
         specs,
     };
     if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
-            Err(error) => {
-                eprintln!("error: cannot print the report: {error}");
-                return Outcome::Problems;
-            }
-        }
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|error| Failure::problem(format!("cannot print the report: {error}")))?;
+        println!("{text}");
     } else {
         print_text(&report);
     }
-    if invalid == 0 {
+    Ok(if invalid == 0 {
         Outcome::Success
     } else {
         Outcome::Problems
-    }
+    })
 }
 
 fn check(file: PathBuf) -> SpecReport {

@@ -80,6 +80,13 @@ pub struct ConnectorSpec {
     /// Headers sent with every request (`Notion-Version`). Templates over `config`, `secrets`.
     #[serde(default)]
     pub headers: IndexMap<String, Template>,
+    /// How a connected account is named, from the values captured when it was connected
+    /// (`config`: Slack's `team_id`, Strava's `athlete_id`). The service names an account so:
+    /// connecting again as the same account renews its integration, another account of the
+    /// provider adds one. Without it, the service connects the first account unless the user
+    /// names another.
+    #[serde(default)]
+    pub account: Option<Template>,
     /// Errors that arrive inside HTTP 200 answers (Slack's `{"ok": false, "error": ...}`): a
     /// page for which `when` is true fails the stream with the provider's message.
     #[serde(default)]

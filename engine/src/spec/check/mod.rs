@@ -118,6 +118,10 @@ impl Checker<'_> {
 
     fn connector(&mut self, file: &Path) {
         let spec = self.spec;
+        if let Some(account) = &spec.account {
+            let scope = Scope::default().only("config", CONFIG, self.config_names());
+            self.template("/account", account.as_str(), &scope);
+        }
         if let Some(error) = &spec.response_error {
             self.condition(
                 "/response_error/when",
