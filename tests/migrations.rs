@@ -41,6 +41,30 @@ where
         .unwrap();
 }
 
+/// A fresh SQLite file with the first `count` migrations applied, as an earlier version left
+/// it, and a connection to it.
+async fn earlier_sqlite(count: usize) -> (tempfile::TempDir, PathBuf, sqlx::SqlitePool) {
+    let (_migrations_dir, migrations) = earlier_migrations("sqlite", count);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("earlier.sqlite");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&file)
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    earlier_schema(&migrations, &pool).await;
+    (dir, file, pool)
+}
+
+/// A fresh PostgreSQL database with the first `count` migrations applied, and a connection to
+/// it; `None` when no server is configured.
+async fn earlier_postgres(name: &str, count: usize) -> Option<(String, sqlx::PgPool)> {
+    let url = empty_postgres(name).await?;
+    let (_migrations_dir, migrations) = earlier_migrations("postgres", count);
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    earlier_schema(&migrations, &pool).await;
+    Some((url, pool))
+}
+
 const OLD_RUN: &str = "INSERT INTO sync_runs (integration_id, user_id, connector, status, started_at, finished_at, pages) \
      VALUES ('notes:u1', 'u1', 'notes', 'succeeded', '2026-11-01T10:00:00Z', '2026-11-01T10:01:00Z', 7)";
 
@@ -77,15 +101,8 @@ async fn check_migrated(store: &AnyStore, backend: &str) {
 
 #[tokio::test]
 async fn an_sqlite_file_from_before_partial_runs_migrates() {
-    let (_dir, migrations) = earlier_migrations("sqlite", 5);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("earlier.sqlite");
+    let (_dir, file, pool) = earlier_sqlite(5).await;
     {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&file)
-            .create_if_missing(true);
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        earlier_schema(&migrations, &pool).await;
         sqlx::raw_sql(OLD_RUN).execute(&pool).await.unwrap();
         // The earlier schema refuses the new status: this test is about a real change.
         let refused = sqlx::raw_sql("UPDATE sync_runs SET status = 'partial'")
@@ -101,13 +118,10 @@ async fn an_sqlite_file_from_before_partial_runs_migrates() {
 
 #[tokio::test]
 async fn a_postgres_database_from_before_partial_runs_migrates() {
-    let Some(url) = empty_postgres("migrate_partial").await else {
+    let Some((url, pool)) = earlier_postgres("migrate_partial", 3).await else {
         return;
     };
-    let (_dir, migrations) = earlier_migrations("postgres", 3);
     {
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        earlier_schema(&migrations, &pool).await;
         sqlx::raw_sql(OLD_RUN).execute(&pool).await.unwrap();
         let refused = sqlx::raw_sql("UPDATE sync_runs SET status = 'partial'")
             .execute(&pool)
@@ -174,15 +188,8 @@ async fn check_accounts(store: &AnyStore, backend: &str) {
 
 #[tokio::test]
 async fn an_sqlite_file_from_before_accounts_migrates() {
-    let (_dir, migrations) = earlier_migrations("sqlite", 6);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("earlier.sqlite");
+    let (_dir, file, pool) = earlier_sqlite(6).await;
     {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&file)
-            .create_if_missing(true);
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        earlier_schema(&migrations, &pool).await;
         sqlx::raw_sql(OLD_INTEGRATION).execute(&pool).await.unwrap();
         pool.close().await;
     }
@@ -193,13 +200,10 @@ async fn an_sqlite_file_from_before_accounts_migrates() {
 
 #[tokio::test]
 async fn a_postgres_database_from_before_accounts_migrates() {
-    let Some(url) = empty_postgres("migrate_accounts").await else {
+    let Some((url, pool)) = earlier_postgres("migrate_accounts", 4).await else {
         return;
     };
-    let (_dir, migrations) = earlier_migrations("postgres", 4);
     {
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        earlier_schema(&migrations, &pool).await;
         sqlx::raw_sql(OLD_INTEGRATION).execute(&pool).await.unwrap();
         pool.close().await;
     }
