@@ -9,17 +9,12 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::credentials::oauth1::{Consumer, OAuth1Authorizer, OAuth1Token};
-use crate::credentials::oauth2::{
-    OAuthAuthorizer, OAuthClient, OnRefresh, TokenEndpoint, TokenSet,
-};
+use crate::credentials::oauth2::{OAuthClient, OnRefresh};
 use crate::credentials::secrets::TokenCipher;
-use crate::credentials::static_auth::StaticAuth;
-use crate::credentials::{SANDBOX_CLIENT, sandbox_authorizer};
-use crate::events::Counters;
+use crate::credentials::{self, ConnectMode, Granted, SANDBOX_CLIENT, Signing};
 use crate::http::{Authorizer, ClientOptions, HttpClient, Transport};
 use crate::ratelimit::RateGate;
-use crate::spec::{Auth, ConnectorSpec};
+use crate::spec::ConnectorSpec;
 use crate::store::{AnyStore, StoredIntegration};
 
 /// The connected account a run imports for, and its configuration.
@@ -121,77 +116,54 @@ pub fn client_env_prefix(spec: &ConnectorSpec) -> String {
     format!("HYPERNET_{}", client.to_uppercase())
 }
 
-/// What was sealed for `stored` when it was connected, opened.
-pub fn open_sealed<T: serde::de::DeserializeOwned>(
-    stored: &StoredIntegration,
-    cipher: &TokenCipher,
-) -> Result<T, String> {
+/// What was sealed for `stored` when it was connected, opened: the tokens, or a config
+/// connector's secret values, as JSON.
+pub fn open_sealed(stored: &StoredIntegration, cipher: &TokenCipher) -> Result<Vec<u8>, String> {
     let sealed = stored
         .sealed_tokens
         .as_deref()
         .ok_or("no credentials are stored for it; connect it again")?;
-    let plain = cipher.decrypt(sealed).map_err(|error| error.to_string())?;
-    serde_json::from_slice(&plain)
-        .map_err(|_| "its stored credentials are unreadable; connect it again".to_owned())
+    cipher.decrypt(sealed).map_err(|error| error.to_string())
 }
 
-/// Signs requests for a stored integration: self-renewing OAuth 2.0 tokens (renewed tokens are
-/// sealed and saved before they are used), OAuth 1.0a signatures, or the static credentials of
-/// the other kinds (built from the integration's config and secrets).
+/// Signs requests for a stored integration (see [`credentials::authorizer`]); renewed OAuth 2.0
+/// tokens are sealed and saved before they are used.
 pub fn stored_authorizer(
     spec: &ConnectorSpec,
     stored: &StoredIntegration,
-    client: Option<OAuthClient>,
+    client: Result<OAuthClient, String>,
     cipher: Arc<TokenCipher>,
     http: &HttpClient,
     integration: &Integration,
     store: &AnyStore,
 ) -> Result<Box<dyn Authorizer>, String> {
-    let client = || {
-        client
-            .clone()
-            .ok_or_else(|| format!("no OAuth client for {}", spec.id))
+    let keeps_tokens = ConnectMode::of(&spec.auth).keeps_tokens();
+    let tokens = if keeps_tokens {
+        Some(open_sealed(stored, &cipher)?)
+    } else {
+        None
     };
-    match &spec.auth {
-        Auth::OAuth2(oauth) => {
-            let tokens: TokenSet = open_sealed(stored, &cipher)?;
-            let (store, id) = (store.clone(), stored.id.clone());
-            let save: OnRefresh = Box::new(move |tokens| {
-                let sealed = cipher.encrypt(&serde_json::to_vec(&tokens).unwrap_or_default());
-                let (store, id) = (store.clone(), id.clone());
-                Box::pin(async move {
-                    if let Err(error) = store.save_tokens(&id, &sealed).await {
-                        tracing::error!(integration = %id, %error, "could not save renewed tokens");
-                    }
-                })
-            });
-            Ok(Box::new(
-                OAuthAuthorizer::new(
-                    oauth.as_ref().clone(),
-                    client()?,
-                    http.clone(),
-                    integration.config.clone(),
-                    tokens,
-                    Arc::new(Counters::default()),
-                )
-                .on_refresh(save),
-            ))
-        }
-        Auth::OAuth1(_) => {
-            let client = client()?;
-            let token: OAuth1Token = open_sealed(stored, &cipher)?;
-            Ok(Box::new(OAuth1Authorizer::new(
-                Consumer {
-                    key: client.id,
-                    secret: client.secret.unwrap_or_default(),
-                },
-                token,
-            )))
-        }
-        _ => StaticAuth::prepare(&spec.auth, &integration.credentials_context(), None)
-            .map(|auth| Box::new(auth) as Box<dyn Authorizer>)
-            .map_err(|error| error.to_string()),
-    }
+    let (store, id) = (store.clone(), stored.id.clone());
+    let save: OnRefresh = Box::new(move |tokens| {
+        let sealed = cipher.encrypt(&serde_json::to_vec(&tokens).unwrap_or_default());
+        let (store, id) = (store.clone(), id.clone());
+        Box::pin(async move {
+            if let Err(error) = store.save_tokens(&id, &sealed).await {
+                tracing::error!(integration = %id, %error, "could not save renewed tokens");
+            }
+        })
+    });
+    credentials::authorizer(
+        spec,
+        Signing {
+            tokens: tokens.as_deref(),
+            client,
+            http,
+            config: &integration.config,
+            context: &integration.credentials_context(),
+            on_refresh: Some(save),
+        },
+    )
 }
 
 /// The config values and (sealed) secrets of a stored integration, together, for
@@ -203,8 +175,9 @@ pub fn stored_values(
     cipher: &TokenCipher,
 ) -> Result<Map<String, Value>, String> {
     let mut values = stored.config.clone();
-    if !matches!(spec.auth, Auth::OAuth2(_) | Auth::OAuth1(_)) && stored.sealed_tokens.is_some() {
-        let secrets: Map<String, Value> = open_sealed(stored, cipher)?;
+    if !ConnectMode::of(&spec.auth).keeps_tokens() && stored.sealed_tokens.is_some() {
+        let secrets: Map<String, Value> = serde_json::from_slice(&open_sealed(stored, cipher)?)
+            .map_err(|_| "its stored values are unreadable; connect it again".to_owned())?;
         values.extend(secrets);
     }
     Ok(values)
@@ -272,6 +245,60 @@ pub async fn save_connection(
         })
         .await?;
     Ok(id)
+}
+
+/// Saves what a new connection was `granted` as the account it is (see [`account_of`]: the
+/// name the person `given`, else the identity the spec makes of the captured values). Returns
+/// the integration's id. The service's connect endpoints end here.
+pub async fn connect(
+    store: &AnyStore,
+    cipher: &TokenCipher,
+    spec: &ConnectorSpec,
+    user_id: &str,
+    given: &str,
+    granted: Granted,
+) -> Result<String, crate::store::StoreError> {
+    let account = account_of(spec, store, user_id, given, &granted.config).await?;
+    save_connection(
+        store,
+        cipher,
+        Connection {
+            user_id,
+            connector: &spec.id,
+            account: &account,
+            secret: &granted.secret,
+            config: granted.config,
+            scopes: granted.scopes,
+        },
+    )
+    .await
+}
+
+/// A connection of a [`ConnectMode::Config`] connector from the `values` a person gave (with
+/// the sandbox's placeholders among them, in a sandbox): every name one the spec declares,
+/// every value without a default given; the secret ones are what is sealed.
+pub fn granted_from_config(
+    spec: &ConnectorSpec,
+    values: Map<String, Value>,
+) -> Result<Granted, String> {
+    if let Some(unknown) = values.keys().find(|name| !spec.config.contains_key(*name)) {
+        return Err(format!(
+            "{} has no config value `{unknown}`; it has: {}",
+            spec.name,
+            spec.config.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Integration::configure(spec, "", "", &values)
+        .map_err(|error| format!("config value {error}"))?;
+    let (secrets, config): (Map<String, Value>, Map<String, Value>) = values
+        .into_iter()
+        .partition(|(name, _)| spec.config.get(name).is_some_and(|field| field.secret));
+    Ok(Granted {
+        secret: serde_json::to_vec(&secrets).unwrap_or_default(),
+        config,
+        scopes: None,
+        expires_at: None,
+    })
 }
 
 /// The name `spec` gives the account whose captured values are `config` (the spec's
@@ -345,9 +372,8 @@ pub fn token_http(spec: &ConnectorSpec, transport: Transport) -> Result<HttpClie
     .map_err(|error| error.to_string())
 }
 
-/// Revokes a stored OAuth 2.0 integration's grant at the provider, as the spec says how
-/// (RFC 7009 `revocation_url`, or the provider's own `revocation` request). `Ok(false)` when
-/// there is nothing to revoke or no way to: not OAuth 2.0, no tokens, no revocation endpoint.
+/// Revokes a stored integration's grant at the provider, as the spec says how (see
+/// [`credentials::revoke`]). `Ok(false)` when there is nothing to revoke or no way to.
 pub async fn revoke(
     spec: &ConnectorSpec,
     stored: &StoredIntegration,
@@ -355,19 +381,56 @@ pub async fn revoke(
     cipher: &TokenCipher,
     transport: Transport,
 ) -> Result<bool, String> {
-    let Auth::OAuth2(oauth) = &spec.auth else {
-        return Ok(false);
-    };
-    if stored.sealed_tokens.is_none() {
+    if !ConnectMode::of(&spec.auth).keeps_tokens() || stored.sealed_tokens.is_none() {
         return Ok(false);
     }
-    let client = client?;
-    let tokens: TokenSet = open_sealed(stored, cipher)?;
+    let tokens = open_sealed(stored, cipher)?;
     let http = token_http(spec, transport)?;
-    TokenEndpoint::new(oauth, &client, &http, &Counters::default())
-        .revoke(&tokens, &stored.config)
-        .await
-        .map_err(|error| error.to_string())
+    credentials::revoke(spec, &tokens, client, &http, &stored.config).await
+}
+
+/// What disconnecting did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Disconnected {
+    /// The integration.
+    pub integration: String,
+    /// Whether the provider revoked the grant.
+    pub revoked: bool,
+    /// Why revoking failed, when it did (the tokens are deleted here all the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_error: Option<String>,
+    /// Records deleted with it (none unless asked).
+    pub records_deleted: u64,
+}
+
+/// Disconnects a stored integration: revokes its grant at the provider where the spec says how
+/// (a failure there is reported, and the tokens here are deleted all the same: the person asked
+/// for them to be gone), forgets its credentials and checkpoints, and with `delete_data` deletes
+/// every record imported through it. `spec` is `None` when its connector is no longer
+/// installed: nothing can be revoked then.
+pub async fn disconnect(
+    store: &AnyStore,
+    stored: &StoredIntegration,
+    spec: Option<&ConnectorSpec>,
+    client: Result<OAuthClient, String>,
+    cipher: &TokenCipher,
+    transport: Transport,
+    delete_data: bool,
+) -> Result<Disconnected, crate::store::StoreError> {
+    let (revoked, revocation_error) = match spec {
+        Some(spec) => match revoke(spec, stored, client, cipher, transport).await {
+            Ok(revoked) => (revoked, None),
+            Err(error) => (false, Some(error)),
+        },
+        None => (false, None),
+    };
+    let records_deleted = store.delete_integration(&stored.id, delete_data).await?;
+    Ok(Disconnected {
+        integration: stored.id.clone(),
+        revoked,
+        revocation_error,
+        records_deleted,
+    })
 }
 
 /// What signs a run's requests.
@@ -472,20 +535,24 @@ pub fn prepare_run(
             client,
             store,
         } => {
-            let client = match &spec.auth {
-                Auth::OAuth2(_) | Auth::OAuth1(_) => Some(client.map_err(PrepareError::Setup)?),
-                _ => None,
+            // The deployment's fault, not the person's: say so before the credentials are tried.
+            let client = match client {
+                Err(error) if ConnectMode::of(&spec.auth).keeps_tokens() => {
+                    return Err(PrepareError::Setup(error));
+                }
+                client => client,
             };
             stored_authorizer(spec, stored, client, cipher, &http, &integration, store)
                 .map_err(PrepareError::Credentials)?
         }
         SignIn::Given(token) => {
-            StaticAuth::prepare(&spec.auth, &integration.credentials_context(), token)
-                .map(|auth| Box::new(auth) as Box<dyn Authorizer>)
-                .map_err(|error| PrepareError::Credentials(error.to_string()))?
+            credentials::given_authorizer(spec, &integration.credentials_context(), token)
+                .map_err(PrepareError::Credentials)?
         }
-        SignIn::Sandbox => sandbox_authorizer(spec, &integration.credentials_context())
-            .map_err(PrepareError::Credentials)?,
+        SignIn::Sandbox => {
+            credentials::sandbox_authorizer(spec, &integration.credentials_context())
+                .map_err(PrepareError::Credentials)?
+        }
     };
     Ok(PreparedRun {
         integration,

@@ -9,11 +9,13 @@ use axum::http::StatusCode;
 use axum::http::header::{CONTENT_TYPE, SET_COOKIE};
 use axum::response::{IntoResponse, Response};
 use engine::events::Totals;
+use engine::http::Transport;
 use engine::models::ModelKind;
 use engine::store::{IntegrationSummary, SyncRunRow};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::catalog::Entry;
 use crate::error::{ApiError, rejection};
 use crate::identity::{COOKIE_NAME, User, user_of_key};
 use crate::state::{AppState, Service};
@@ -208,26 +210,24 @@ pub async fn delete(
         .integration(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no integration `{id}`")))?;
-    let (mut revoked, mut revocation_error) = (false, None);
-    if let Some(entry) = state.catalog.get(&stored.connector) {
-        let client = engine::account::oauth_client(&entry.spec, None, None, state.sandbox);
-        match engine::account::revoke(
-            &entry.spec,
-            &stored,
-            client,
-            &state.cipher,
-            entry.transport(),
-        )
-        .await
-        {
-            Ok(done) => revoked = done,
-            Err(error) => revocation_error = Some(error),
-        }
-    }
-    let records_deleted = state
-        .store
-        .delete_integration(&id, query.delete_data)
-        .await?;
+    let entry = state.catalog.get(&stored.connector);
+    let client = match entry {
+        Some(entry) => engine::account::oauth_client(&entry.spec, None, None, state.sandbox),
+        None => Err(format!(
+            "the connector `{}` is not installed",
+            stored.connector
+        )),
+    };
+    let disconnected = engine::account::disconnect(
+        &state.store,
+        &stored,
+        entry.map(|entry| entry.spec.as_ref()),
+        client,
+        &state.cipher,
+        entry.map_or(Transport::Direct, Entry::transport),
+        query.delete_data,
+    )
+    .await?;
     if summary.running {
         // The sync (in this or another process) stops at its next lease renewal, at most a third
         // of a lease from now; it may still write a page or a checkpoint until then. Clean up
@@ -247,9 +247,9 @@ pub async fn delete(
     }
     Ok(Json(json!({
         "integration": id,
-        "revoked": revoked,
-        "revocation_error": revocation_error,
-        "records_deleted": records_deleted,
+        "revoked": disconnected.revoked,
+        "revocation_error": disconnected.revocation_error,
+        "records_deleted": disconnected.records_deleted,
         "records_kept": !query.delete_data,
     }))
     .into_response())

@@ -4,10 +4,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use engine::credentials::ConnectMode;
 use engine::http::Transport;
 use engine::run::CompiledConnector;
 use engine::sandbox::{ConnectorFiles, Sandbox};
-use engine::spec::{Auth, ConnectorSpec};
+use engine::spec::ConnectorSpec;
 use indexmap::IndexMap;
 use serde::Serialize;
 
@@ -54,10 +55,11 @@ impl Entry {
             description: spec.description.clone(),
             models,
             auth: spec.auth.kind_name(),
-            connect: if matches!(spec.auth, Auth::OAuth2(_) | Auth::OAuth1(_)) {
-                "oauth"
-            } else {
-                "config"
+            // The page sends "oauth" connectors to the browser round trip and the others to
+            // `POST /integrations` (with their config values, if any).
+            connect: match ConnectMode::of(&spec.auth) {
+                ConnectMode::Browser => "oauth",
+                ConnectMode::Client | ConnectMode::Config => "config",
             },
             docs_url: spec.docs_url.as_str().to_owned(),
             sync_every_secs: spec.schedule.every.get().as_secs(),

@@ -1,5 +1,6 @@
-//! Connecting an account: the OAuth 2.0 or OAuth 1.0a round trip (authorize → provider →
-//! callback), or config values for connectors that need no browser. A new integration is due at once, so its initial
+//! Connecting an account, as its connector's [`ConnectMode`] says: the browser round trip
+//! (authorize → provider → callback) of OAuth, the deployment's own client (OAuth 2.0 client
+//! credentials), or config values. A new integration is due at once, so its initial
 //! import starts by itself.
 
 use std::collections::HashMap;
@@ -8,13 +9,9 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use engine::account::Connection;
-use engine::credentials::oauth1::{Consumer, OAuth1Error, OAuth1Flow, OAuth1Token};
-use engine::credentials::oauth2::{
-    AuthorizationStart, OAuthError, TokenEndpoint, authorization_url,
-};
-use engine::events::Counters;
-use engine::spec::{Auth, ConnectorSpec};
+use engine::credentials::oauth2::OAuthClient;
+use engine::credentials::{self, ConnectError, ConnectMode, Pending};
+use engine::spec::ConnectorSpec;
 use engine::store::PendingAuthorization;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -25,25 +22,16 @@ use crate::identity::User;
 use crate::state::{AppState, Service};
 
 /// What the callback needs from the authorize step, sealed in the database.
+///
+/// Authorizations started by an earlier version are sealed in another shape: they do not open,
+/// and the person is asked to connect again (they last minutes).
 #[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum Started {
-    /// OAuth 2.0: the state, the PKCE verifier and the redirect URI sent.
-    OAuth2 {
-        state: String,
-        pkce_verifier: Option<String>,
-        redirect_uri: String,
-        /// The account's name, when the user gave one (absent in what earlier versions sealed).
-        #[serde(default)]
-        account: String,
-    },
-    /// OAuth 1.0a: the temporary credentials and where the user authorizes them.
-    OAuth1 {
-        request_token: OAuth1Token,
-        authorize_url: String,
-        #[serde(default)]
-        account: String,
-    },
+struct Sealed {
+    /// The engine's record of the authorization under way.
+    pending: Pending,
+    /// The account's name, when the person gave one.
+    #[serde(default)]
+    account: String,
 }
 
 /// The query of `GET /integrations/{connector}/authorize`.
@@ -77,20 +65,38 @@ fn entry<'a>(state: &'a Service, connector: &str) -> Result<&'a Entry, ApiError>
 /// The refusal of a connector that does not connect through the browser.
 fn not_through_the_browser(spec: &ConnectorSpec) -> ApiError {
     ApiError::bad_request(format!(
-        "{} uses `{}` authentication: connect it with POST /integrations and its config values",
+        "{} uses `{}` authentication: connect it with POST /integrations{}",
         spec.name,
-        spec.auth.kind_name()
+        spec.auth.kind_name(),
+        match ConnectMode::of(&spec.auth) {
+            ConnectMode::Config => " and its config values",
+            _ => "",
+        }
     ))
 }
 
-/// The OAuth 1.0a consumer: the deployment's client for `spec`.
-fn consumer(state: &Service, spec: &ConnectorSpec) -> Result<Consumer, ApiError> {
-    let client = engine::account::oauth_client(spec, None, None, state.sandbox)
+/// A failed connection step, for the person: refusals are theirs to retry (400), the
+/// provider's failures are not (502).
+fn connect_error(spec: &ConnectorSpec, error: ConnectError) -> ApiError {
+    match error {
+        ConnectError::NotThisWay { .. } => not_through_the_browser(spec),
+        ConnectError::Refused(message) => {
+            ApiError::bad_request(format!("{}: {message}", spec.name))
+        }
+        ConnectError::Provider(message) => ApiError::provider(format!("{}: {message}", spec.name)),
+    }
+}
+
+/// The deployment's OAuth client for `spec`, and an HTTP client for its token requests.
+fn token_side(
+    state: &Service,
+    entry: &Entry,
+) -> Result<(OAuthClient, engine::http::HttpClient), ApiError> {
+    let client = engine::account::oauth_client(&entry.spec, None, None, state.sandbox)
         .map_err(ApiError::conflict)?;
-    Ok(Consumer {
-        key: client.id,
-        secret: client.secret.unwrap_or_default(),
-    })
+    let http =
+        engine::account::token_http(&entry.spec, entry.transport()).map_err(ApiError::internal)?;
+    Ok((client, http))
 }
 
 fn redirect_uri(state: &Service, connector: &str) -> String {
@@ -107,52 +113,20 @@ pub async fn authorize(
     Query(query): Query<AuthorizeQuery>,
 ) -> Result<Response, ApiError> {
     let entry = entry(&state, &connector)?;
+    let spec = &entry.spec;
     let account = account_name(query.account.as_deref())?;
-    let redirect = redirect_uri(&state, &connector);
-    let (key, started, url) = match &entry.spec.auth {
-        Auth::OAuth1(auth) => {
-            let consumer = consumer(&state, &entry.spec)?;
-            let http = engine::account::token_http(&entry.spec, entry.transport())
-                .map_err(ApiError::internal)?;
-            let flow = OAuth1Flow {
-                auth,
-                consumer: &consumer,
-                http: &http,
-            };
-            let started = flow
-                .start(&redirect)
-                .await
-                .map_err(|error| ApiError::provider(format!("{}: {error}", entry.spec.name)))?;
-            (
-                started.request_token.token.clone(),
-                Started::OAuth1 {
-                    authorize_url: started.url.to_string(),
-                    request_token: started.request_token,
-                    account,
-                },
-                started.url,
-            )
-        }
-        Auth::OAuth2(oauth) => {
-            let client = engine::account::oauth_client(&entry.spec, None, None, state.sandbox)
-                .map_err(ApiError::conflict)?;
-            let start = authorization_url(oauth, &client, &redirect)
-                .map_err(|error| ApiError::bad_request(error.to_string()))?;
-            (
-                start.state.clone(),
-                Started::OAuth2 {
-                    state: start.state,
-                    pkce_verifier: start.pkce_verifier,
-                    redirect_uri: redirect,
-                    account,
-                },
-                start.url,
-            )
-        }
-        _ => return Err(not_through_the_browser(&entry.spec)),
-    };
-    let sealed =
-        serde_json::to_vec(&started).map_err(|error| ApiError::internal(error.to_string()))?;
+    if ConnectMode::of(&spec.auth) != ConnectMode::Browser {
+        return Err(not_through_the_browser(spec));
+    }
+    let (client, http) = token_side(&state, entry)?;
+    let pending = credentials::start(spec, &client, &http, &redirect_uri(&state, &connector))
+        .await
+        .map_err(|error| connect_error(spec, error))?;
+    let url =
+        url::Url::parse(pending.url()).map_err(|error| ApiError::internal(error.to_string()))?;
+    let key = pending.key().to_owned();
+    let sealed = serde_json::to_vec(&Sealed { pending, account })
+        .map_err(|error| ApiError::internal(error.to_string()))?;
     state
         .store
         .save_pending(
@@ -186,114 +160,31 @@ pub async fn callback(
             "unknown or expired authorization (the state parameter does not match one this service started); connect again",
         )
     };
-    // OAuth 2.0 names the authorization by its state, OAuth 1.0a by its temporary token.
-    let key = match &spec.auth {
-        Auth::OAuth2(_) => query.get("state"),
-        Auth::OAuth1(_) => query.get("oauth_token"),
-        _ => return Err(not_through_the_browser(spec)),
+    if ConnectMode::of(&spec.auth) != ConnectMode::Browser {
+        return Err(not_through_the_browser(spec));
     }
-    .ok_or_else(stale)?;
+    let key = credentials::callback_key(&spec.auth, &query).ok_or_else(stale)?;
     let pending = state.store.take_pending(key).await?.ok_or_else(stale)?;
     if pending.user_id != user || pending.connector != connector {
         return Err(stale());
     }
-    let started: Started = state
+    let sealed: Sealed = state
         .cipher
         .decrypt(&pending.sealed)
         .ok()
         .and_then(|plain| serde_json::from_slice(&plain).ok())
         .ok_or_else(stale)?;
-    let http = engine::account::token_http(spec, entry.transport()).map_err(ApiError::internal)?;
-    let refused = |error: &dyn std::fmt::Display, denied: bool| {
-        let message = format!("{}: {error}", spec.name);
-        if denied {
-            ApiError::bad_request(message)
-        } else {
-            ApiError::provider(message)
-        }
-    };
-    let (secret, config, scopes, account) = match (&spec.auth, started) {
-        (
-            Auth::OAuth2(oauth),
-            Started::OAuth2 {
-                state: started_state,
-                pkce_verifier,
-                redirect_uri,
-                account,
-            },
-        ) => {
-            let client = engine::account::oauth_client(spec, None, None, state.sandbox)
-                .map_err(ApiError::conflict)?;
-            let start = AuthorizationStart {
-                url: url::Url::parse(&redirect_uri).map_err(|_| stale())?,
-                state: started_state,
-                pkce_verifier,
-            };
-            let authorized = TokenEndpoint::new(oauth, &client, &http, &Counters::default())
-                .complete(&redirect_uri, &query, &start)
-                .await
-                .map_err(|error| {
-                    let denied = matches!(error, OAuthError::Denied(_) | OAuthError::MissingCode);
-                    refused(&error, denied)
-                })?;
-            let tokens = serde_json::to_vec(&authorized.tokens)
-                .map_err(|error| ApiError::internal(error.to_string()))?;
-            (
-                tokens,
-                authorized.captured,
-                authorized.tokens.scope,
-                account,
-            )
-        }
-        (
-            Auth::OAuth1(auth),
-            Started::OAuth1 {
-                request_token,
-                authorize_url,
-                account,
-            },
-        ) => {
-            let consumer = consumer(&state, spec)?;
-            let flow = OAuth1Flow {
-                auth,
-                consumer: &consumer,
-                http: &http,
-            };
-            let started = engine::credentials::oauth1::Started {
-                url: url::Url::parse(&authorize_url).map_err(|_| stale())?,
-                request_token,
-            };
-            let token = flow.complete(&started, &query).await.map_err(|error| {
-                let denied = matches!(
-                    error,
-                    OAuth1Error::TokenMismatch | OAuth1Error::MissingVerifier
-                );
-                refused(&error, denied)
-            })?;
-            let token = serde_json::to_vec(&token)
-                .map_err(|error| ApiError::internal(error.to_string()))?;
-            (
-                token,
-                Map::new(),
-                auth.authorization_params.get("scope").cloned(),
-                account,
-            )
-        }
-        // An authorization started for another kind of auth: the spec changed since.
-        _ => return Err(stale()),
-    };
-    let account = engine::account::account_of(spec, &state.store, &user, &account, &config).await?;
-    let id = engine::account::save_connection(
+    let (client, http) = token_side(&state, entry)?;
+    let granted = credentials::finish(spec, &client, &http, &sealed.pending, &query)
+        .await
+        .map_err(|error| connect_error(spec, error))?;
+    let id = engine::account::connect(
         &state.store,
         &state.cipher,
-        Connection {
-            user_id: &user,
-            connector: &connector,
-            account: &account,
-            secret: &secret,
-            config,
-            scopes,
-        },
+        spec,
+        &user,
+        &sealed.account,
+        granted,
     )
     .await?;
     // Saved as due: the scheduler starts the import.
@@ -327,46 +218,37 @@ pub async fn create(
     let entry = entry(&state, &body.connector)?;
     let account = account_name(body.account.as_deref())?;
     let spec = &entry.spec;
-    if matches!(spec.auth, Auth::OAuth2(_) | Auth::OAuth1(_)) {
-        return Err(ApiError::bad_request(format!(
-            "{} connects through OAuth: send the user to GET /integrations/{}/authorize",
-            spec.name, spec.id
-        )));
-    }
-    let mut values = body.config;
-    if state.sandbox {
-        for (name, value) in engine::sandbox::sandbox_config(spec) {
-            values.entry(name).or_insert(value);
+    let granted = match ConnectMode::of(&spec.auth) {
+        ConnectMode::Browser => {
+            return Err(ApiError::bad_request(format!(
+                "{} connects through the browser: send the user to GET /integrations/{}/authorize",
+                spec.name, spec.id
+            )));
         }
-    }
-    if let Some(unknown) = values.keys().find(|name| !spec.config.contains_key(*name)) {
-        return Err(ApiError::bad_request(format!(
-            "{} has no config value `{unknown}`; it has: {}",
-            spec.name,
-            spec.config.keys().cloned().collect::<Vec<_>>().join(", ")
-        )));
-    }
-    engine::account::Integration::configure(spec, &user, "", &values)
-        .map_err(|error| ApiError::bad_request(format!("config value {error}")))?;
-    let (secrets, config): (Map<String, Value>, Map<String, Value>) = values
-        .into_iter()
-        .partition(|(name, _)| spec.config.get(name).is_some_and(|field| field.secret));
-    let sealed =
-        serde_json::to_vec(&secrets).map_err(|error| ApiError::internal(error.to_string()))?;
-    let account = engine::account::account_of(spec, &state.store, &user, &account, &config).await?;
-    let id = engine::account::save_connection(
-        &state.store,
-        &state.cipher,
-        Connection {
-            user_id: &user,
-            connector: &spec.id,
-            account: &account,
-            secret: &sealed,
-            config,
-            scopes: None,
-        },
-    )
-    .await?;
+        ConnectMode::Client => {
+            if !body.config.is_empty() {
+                return Err(ApiError::bad_request(format!(
+                    "{} takes no config values: the deployment's client connects it",
+                    spec.name
+                )));
+            }
+            let (client, http) = token_side(&state, entry)?;
+            credentials::connect_client(spec, &client, &http)
+                .await
+                .map_err(|error| connect_error(spec, error))?
+        }
+        ConnectMode::Config => {
+            let mut values = body.config;
+            if state.sandbox {
+                for (name, value) in engine::sandbox::sandbox_config(spec) {
+                    values.entry(name).or_insert(value);
+                }
+            }
+            engine::account::granted_from_config(spec, values).map_err(ApiError::bad_request)?
+        }
+    };
+    let id = engine::account::connect(&state.store, &state.cipher, spec, &user, &account, granted)
+        .await?;
     // Saved as due: the scheduler starts the import.
     state.wake.notify_one();
     let summary = state.store.integration_summary(&id).await?;

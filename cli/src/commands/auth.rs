@@ -5,11 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::account::Connection;
-use engine::credentials::oauth1::{Consumer, OAuth1Flow};
-use engine::credentials::oauth2::{Authorized, TokenEndpoint, authorization_url};
-use engine::events::Counters;
+use engine::credentials::{self, ConnectError, ConnectMode, Granted};
 use engine::sandbox::ConnectorFiles;
-use engine::spec::{self, Auth, Grant, OAuth1Auth};
+use engine::spec;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -105,68 +103,18 @@ async fn wait_for_browser(
         .map_err(|_| "the redirect listener stopped".to_owned())
 }
 
-/// The OAuth 1.0a three-legged flow; the access credentials are stored sealed.
-async fn connect_oauth1(
-    args: &Args,
-    files: &ConnectorFiles,
-    spec: &spec::ConnectorSpec,
-    auth: &OAuth1Auth,
-) -> Result<Outcome, Failure> {
-    let client = args
-        .account
-        .oauth_client(spec, args.sandbox)
-        .map_err(Failure::usage)?;
-    let consumer = Consumer {
-        key: client.id,
-        secret: client.secret.unwrap_or_default(),
-    };
-    let (sandbox, http) = token_http(files, spec, args.sandbox)
-        .await
-        .map_err(Failure::problem)?;
-    let flow = OAuth1Flow {
-        auth,
-        consumer: &consumer,
-        http: &http,
-    };
-    let (redirect, receiver) = callback_server(args.port)
-        .await
-        .map_err(|error| Failure::problem(format!("cannot listen for the redirect: {error}")))?;
-    let started = flow
-        .start(&redirect)
-        .await
-        .map_err(|error| Failure::problem(format!("{}: {error}", spec.id)))?;
-    let browser_url = sandbox.as_ref().map_or_else(
-        || started.url.clone(),
-        |sandbox| sandbox.local_url(&started.url),
-    );
-    let callback = wait_for_browser(args, &spec.name, &browser_url, receiver)
-        .await
-        .map_err(Failure::problem)?;
-    let token = flow
-        .complete(&started, &callback)
-        .await
-        .map_err(|error| Failure::problem(format!("{}: {error}", spec.id)))?;
-    let scopes = auth.authorization_params.get("scope").cloned();
-    save_connection(
-        args,
-        spec,
-        serde_json::to_vec(&token).unwrap_or_default(),
-        serde_json::Map::new(),
-        scopes,
-        None,
-    )
-    .await
-}
-
 /// Seals and stores a new connection, then reports it (never a token).
 async fn save_connection(
     args: &Args,
     spec: &spec::ConnectorSpec,
-    tokens: Vec<u8>,
-    config: serde_json::Map<String, serde_json::Value>,
-    scopes: Option<String>,
-    expires_at: Option<String>,
+    granted: Granted,
 ) -> Result<Outcome, Failure> {
+    let Granted {
+        secret,
+        config,
+        scopes,
+        expires_at,
+    } = granted;
     let cipher =
         cipher(&args.account.key_file).map_err(|error| Failure::problem(error.to_string()))?;
     let store = args.account.open_store().await.map_err(Failure::problem)?;
@@ -178,7 +126,7 @@ async fn save_connection(
             user_id: &args.account.user,
             connector: &spec.id,
             account: &args.account.account,
-            secret: &tokens,
+            secret: &secret,
             config,
             scopes: scopes.clone(),
         },
@@ -190,7 +138,7 @@ async fn save_connection(
         integration: &id,
         user: &args.account.user,
         scopes: scopes.as_deref(),
-        expires_at,
+        expires_at: expires_at.map(|at| at.to_string()),
         captured: captured.iter().collect(),
     };
     if args.json {
@@ -223,16 +171,14 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
         .map_err(Failure::usage)?;
     // Unlike `open_connector`, an invalid spec's report is printed after `error: ` here.
     let spec = spec::load(&files.spec).map_err(|error| Failure::problem(error.to_string()))?;
-    if let Auth::OAuth1(auth) = &spec.auth {
-        return connect_oauth1(args, &files, &spec, auth).await;
-    }
-    let Auth::OAuth2(oauth) = &spec.auth else {
+    let mode = ConnectMode::of(&spec.auth);
+    if mode == ConnectMode::Config {
         return Err(Failure::usage(format!(
-            "{} uses `{}` authentication; `connector auth` is for OAuth connectors",
+            "{} uses `{}` authentication; `connector auth` is for OAuth connectors (give its config values to `connector sync`)",
             spec.id,
             spec.auth.kind_name()
         )));
-    };
+    }
     let client = args
         .account
         .oauth_client(&spec, args.sandbox)
@@ -240,46 +186,31 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     let (sandbox, http) = token_http(&files, &spec, args.sandbox)
         .await
         .map_err(Failure::problem)?;
-    let counters = Counters::default();
-    let endpoint = TokenEndpoint::new(oauth, &client, &http, &counters);
-    let authorized = if oauth.grant == Grant::ClientCredentials {
-        // No user in the loop: the client's own credentials buy the token.
-        let tokens = endpoint
-            .client_credentials()
+    let failed = |error: ConnectError| Failure::problem(format!("{}: {error}", spec.id));
+    let granted = if mode == ConnectMode::Client {
+        // No person in the loop: the client's own credentials buy the token.
+        credentials::connect_client(&spec, &client, &http)
             .await
-            .map_err(|error| Failure::problem(format!("{}: {error}", spec.id)))?;
-        Authorized {
-            tokens,
-            captured: serde_json::Map::new(),
-        }
+            .map_err(failed)?
     } else {
         let (redirect, receiver) = callback_server(args.port).await.map_err(|error| {
             Failure::problem(format!("cannot listen for the redirect: {error}"))
         })?;
-        let start = authorization_url(oauth, &client, &redirect)
-            .map_err(|error| Failure::problem(error.to_string()))?;
-        let browser_url = sandbox.as_ref().map_or_else(
-            || start.url.clone(),
-            |sandbox| sandbox.local_url(&start.url),
-        );
+        let pending = credentials::start(&spec, &client, &http, &redirect)
+            .await
+            .map_err(failed)?;
+        let url = url::Url::parse(pending.url())
+            .map_err(|error| Failure::problem(format!("{}: {error}", spec.id)))?;
+        let browser_url = match &sandbox {
+            Some(sandbox) => sandbox.local_url(&url),
+            None => url,
+        };
         let callback = wait_for_browser(args, &spec.name, &browser_url, receiver)
             .await
             .map_err(Failure::problem)?;
-        endpoint
-            .complete(&redirect, &callback, &start)
+        credentials::finish(&spec, &client, &http, &pending, &callback)
             .await
-            .map_err(|error| Failure::problem(format!("{}: {error}", spec.id)))?
+            .map_err(failed)?
     };
-
-    let tokens = serde_json::to_vec(&authorized.tokens).unwrap_or_default();
-    let expires_at = authorized.tokens.expires_at.map(|at| at.to_string());
-    save_connection(
-        args,
-        &spec,
-        tokens,
-        authorized.captured,
-        authorized.tokens.scope.clone(),
-        expires_at,
-    )
-    .await
+    save_connection(args, &spec, granted).await
 }

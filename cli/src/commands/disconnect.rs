@@ -1,9 +1,6 @@
 //! `connector disconnect CONNECTOR`: revoke and forget an account's tokens; optionally delete
 //! what was imported through it (imported data otherwise stays, as the user's).
 
-use engine::spec::Auth;
-use serde::Serialize;
-
 use super::credentials::{Account, cipher, integration_id};
 use crate::{Failure, Outcome};
 use engine::http::Transport;
@@ -27,15 +24,6 @@ pub struct Args {
     account: Account,
 }
 
-#[derive(Debug, Serialize)]
-struct Disconnected<'a> {
-    integration: &'a str,
-    revoked: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    revocation_error: Option<String>,
-    records_deleted: u64,
-}
-
 /// Runs the command.
 pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     let (files, spec) = super::open_connector(&args.connector, &args.account.connectors_root)?;
@@ -46,41 +34,33 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
         .await
         .map_err(|error| Failure::problem(error.to_string()))?
         .ok_or_else(|| Failure::problem(format!("{id} is not connected; nothing to disconnect")))?;
-
-    // Revoke at the provider first; a failure there still removes the tokens here, and says so.
-    let mut revoked = false;
-    let mut revocation_error = None;
-    if let (Auth::OAuth2(_), Some(_)) = (&spec.auth, &stored.sealed_tokens) {
-        let outcome: Result<bool, String> = async {
-            let cipher = cipher(&args.account.key_file).map_err(|error| error.to_string())?;
-            // The sandbox's stand-in provider lives as long as `sandbox`.
-            let sandbox = if args.sandbox {
-                Some(Sandbox::start(&files, &spec).await?)
-            } else {
-                None
-            };
-            let transport = sandbox
-                .as_ref()
-                .map_or(Transport::Direct, Sandbox::transport);
-            let client = args.account.oauth_client(&spec, args.sandbox);
-            engine::account::revoke(&spec, &stored, client, &cipher, transport).await
-        }
-        .await;
-        match outcome {
-            Ok(done) => revoked = done,
-            Err(error) => revocation_error = Some(error),
-        }
-    }
-    let records_deleted = store
-        .delete_integration(&id, args.delete_data)
-        .await
-        .map_err(|error| Failure::problem(error.to_string()))?;
-    let report = Disconnected {
-        integration: &id,
-        revoked,
-        revocation_error,
-        records_deleted,
+    let cipher = cipher(&args.account.key_file)
+        .map_err(|error| Failure::problem(format!("{}: {error}", spec.id)))?;
+    // The sandbox's stand-in provider, where revocation goes, lives as long as `sandbox`.
+    let sandbox = if args.sandbox {
+        Some(
+            Sandbox::start(&files, &spec)
+                .await
+                .map_err(Failure::problem)?,
+        )
+    } else {
+        None
     };
+    let transport = sandbox
+        .as_ref()
+        .map_or(Transport::Direct, Sandbox::transport);
+    let report = engine::account::disconnect(
+        &store,
+        &stored,
+        Some(&spec),
+        args.account.oauth_client(&spec, args.sandbox),
+        &cipher,
+        transport,
+        args.delete_data,
+    )
+    .await
+    .map_err(|error| Failure::problem(error.to_string()))?;
+    let (revoked, records_deleted) = (report.revoked, report.records_deleted);
     if args.json {
         println!(
             "{}",

@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use engine::account::{PrepareError, PreparedRun, SignIn, Values};
-use engine::credentials::SANDBOX_ACCESS_TOKEN;
+use engine::credentials::{ConnectMode, SANDBOX_ACCESS_TOKEN};
 use engine::events::Totals;
 use engine::http::Transport;
 use engine::ratelimit::RateLimitRegistry;
 use engine::run::{CompiledConnector, SyncRun};
 use engine::sandbox::{Sandbox, sandbox_config};
-use engine::spec::{self, Auth};
+use engine::spec;
 use engine::store::{IntegrationStatus, RunStatus};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -113,8 +113,9 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     let store = args.account.open_store().await.map_err(Failure::problem)?;
     let integration_id = integration_id(&spec, &args.account);
     // An OAuth connector uses the tokens `connector auth` stored, unless a token is given.
-    let stored = match (&spec.auth, &args.access_token) {
-        (Auth::OAuth2(_) | Auth::OAuth1(_), None) => store
+    let keeps_tokens = ConnectMode::of(&spec.auth).keeps_tokens();
+    let stored = match &args.access_token {
+        None if keeps_tokens => store
             .integration(&integration_id)
             .await
             .map_err(|error| Failure::problem(error.to_string()))?,
@@ -152,10 +153,7 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
             Err(error) => return Err(Failure::problem(format!("{}: {error}", spec.id))),
         },
         None if sandbox.is_some() && args.access_token.is_none() => SignIn::Sandbox,
-        None if matches!(spec.auth, Auth::OAuth2(_) | Auth::OAuth1(_))
-            && sandbox.is_none()
-            && args.access_token.is_none() =>
-        {
+        None if keeps_tokens && sandbox.is_none() && args.access_token.is_none() => {
             return Err(Failure::usage(format!(
                 "{} is not connected for user {}: run `connector auth {}{}` first (or pass --access-token)",
                 spec.id,

@@ -10,6 +10,7 @@ use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
+use super::oauth2::OAuthClient;
 use crate::decode::decode;
 use crate::decode::document::{Node, get};
 use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest, RequestBody, Response};
@@ -420,4 +421,109 @@ mod tests {
             "hCtSmYh+iHYCEqBWrE7C7hYmtUk="
         );
     }
+}
+
+// Connecting an account, and signing with it: what `super` dispatches to.
+
+/// OAuth 1.0a connects through the browser.
+pub const CONNECT_MODE: super::ConnectMode = super::ConnectMode::Browser;
+
+/// A browser authorization under way: what the callback needs.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Pending {
+    /// Where the person authorizes.
+    pub url: String,
+    /// The temporary credentials.
+    pub request_token: OAuth1Token,
+}
+
+fn consumer(client: OAuthClient) -> Consumer {
+    Consumer {
+        key: client.id,
+        secret: client.secret.unwrap_or_default(),
+    }
+}
+
+fn provider_error(error: OAuth1Error) -> super::ConnectError {
+    match error {
+        OAuth1Error::TokenMismatch | OAuth1Error::MissingVerifier => {
+            super::ConnectError::Refused(error.to_string())
+        }
+        _ => super::ConnectError::Provider(error.to_string()),
+    }
+}
+
+/// Gets temporary credentials and the URL where the person authorizes them.
+pub async fn start(
+    auth: &OAuth1Auth,
+    client: &OAuthClient,
+    http: &HttpClient,
+    callback: &str,
+) -> Result<Pending, super::ConnectError> {
+    let consumer = consumer(client.clone());
+    let flow = OAuth1Flow {
+        auth,
+        consumer: &consumer,
+        http,
+    };
+    let started = flow.start(callback).await.map_err(provider_error)?;
+    Ok(Pending {
+        url: started.url.into(),
+        request_token: started.request_token,
+    })
+}
+
+/// Trades the authorized temporary credentials for access credentials.
+pub async fn finish(
+    auth: &OAuth1Auth,
+    client: &OAuthClient,
+    http: &HttpClient,
+    pending: &Pending,
+    callback: &HashMap<String, String>,
+) -> Result<super::Granted, super::ConnectError> {
+    let consumer = consumer(client.clone());
+    let flow = OAuth1Flow {
+        auth,
+        consumer: &consumer,
+        http,
+    };
+    let started = Started {
+        url: url::Url::parse(&pending.url)
+            .map_err(|error| super::ConnectError::Refused(error.to_string()))?,
+        request_token: pending.request_token.clone(),
+    };
+    let token = flow
+        .complete(&started, callback)
+        .await
+        .map_err(provider_error)?;
+    Ok(super::Granted {
+        secret: serde_json::to_vec(&token).unwrap_or_default(),
+        config: serde_json::Map::new(),
+        // The provider grants what the authorization asked for.
+        scopes: auth.authorization_params.get("scope").cloned(),
+        expires_at: None,
+    })
+}
+
+/// Signs with the sealed access credentials, opened.
+pub fn authorizer(token: &[u8], client: OAuthClient) -> Result<OAuth1Authorizer, String> {
+    Ok(OAuth1Authorizer::new(
+        consumer(client),
+        super::tokens_from(token)?,
+    ))
+}
+
+/// The sandbox's stand-in: its client and token, so that requests are still signed.
+pub fn sandbox_authorizer() -> OAuth1Authorizer {
+    let token = OAuth1Token {
+        token: super::SANDBOX_ACCESS_TOKEN.to_owned(),
+        secret: super::SANDBOX_ACCESS_TOKEN.to_owned(),
+    };
+    OAuth1Authorizer::new(
+        Consumer {
+            key: super::SANDBOX_CLIENT.0.to_owned(),
+            secret: super::SANDBOX_CLIENT.1.to_owned(),
+        },
+        token,
+    )
 }

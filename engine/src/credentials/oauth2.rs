@@ -870,3 +870,130 @@ mod tests {
         );
     }
 }
+
+// Connecting an account, and signing, revoking with it: what `super` dispatches to.
+
+/// A browser authorization under way: what the callback needs.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Pending {
+    /// Where the person authorizes.
+    pub url: String,
+    /// The CSRF state the callback must carry back.
+    pub state: String,
+    /// The PKCE verifier, when PKCE is used.
+    pub pkce_verifier: Option<String>,
+    /// The redirect URI sent, which the code exchange must repeat.
+    pub redirect_uri: String,
+}
+
+/// How `oauth`'s accounts are connected: by the grant it uses.
+pub fn connect_mode(oauth: &OAuth2Auth) -> super::ConnectMode {
+    match oauth.grant {
+        Grant::AuthorizationCode => super::ConnectMode::Browser,
+        Grant::ClientCredentials => super::ConnectMode::Client,
+    }
+}
+
+/// Starts the authorization code flow.
+pub fn start(
+    oauth: &OAuth2Auth,
+    client: &OAuthClient,
+    redirect_uri: &str,
+) -> Result<Pending, super::ConnectError> {
+    let start = authorization_url(oauth, client, redirect_uri)
+        .map_err(|error| super::ConnectError::Provider(error.to_string()))?;
+    Ok(Pending {
+        url: start.url.into(),
+        state: start.state,
+        pkce_verifier: start.pkce_verifier,
+        redirect_uri: redirect_uri.to_owned(),
+    })
+}
+
+/// Finishes the authorization code flow with the provider's redirect.
+pub async fn finish(
+    oauth: &OAuth2Auth,
+    client: &OAuthClient,
+    http: &HttpClient,
+    pending: &Pending,
+    callback: &HashMap<String, String>,
+) -> Result<super::Granted, super::ConnectError> {
+    let url = url::Url::parse(&pending.url)
+        .map_err(|error| super::ConnectError::Refused(error.to_string()))?;
+    let start = AuthorizationStart {
+        url,
+        state: pending.state.clone(),
+        pkce_verifier: pending.pkce_verifier.clone(),
+    };
+    let counters = crate::events::Counters::default();
+    let authorized = TokenEndpoint::new(oauth, client, http, &counters)
+        .complete(&pending.redirect_uri, callback, &start)
+        .await
+        .map_err(connect_error)?;
+    Ok(granted(authorized.tokens, authorized.captured))
+}
+
+/// Connects with the client credentials grant.
+pub async fn connect_client(
+    oauth: &OAuth2Auth,
+    client: &OAuthClient,
+    http: &HttpClient,
+) -> Result<super::Granted, super::ConnectError> {
+    let counters = crate::events::Counters::default();
+    let tokens = TokenEndpoint::new(oauth, client, http, &counters)
+        .client_credentials()
+        .await
+        .map_err(connect_error)?;
+    Ok(granted(tokens, Map::new()))
+}
+
+fn connect_error(error: OAuthError) -> super::ConnectError {
+    match error {
+        OAuthError::StateMismatch | OAuthError::Denied(_) | OAuthError::MissingCode => {
+            super::ConnectError::Refused(error.to_string())
+        }
+        _ => super::ConnectError::Provider(error.to_string()),
+    }
+}
+
+fn granted(tokens: TokenSet, captured: Map<String, Value>) -> super::Granted {
+    super::Granted {
+        secret: serde_json::to_vec(&tokens).unwrap_or_default(),
+        config: captured,
+        scopes: tokens.scope.clone(),
+        expires_at: tokens.expires_at,
+    }
+}
+
+/// Self-renewing credentials from the sealed `tokens`, opened.
+pub fn authorizer(
+    oauth: &OAuth2Auth,
+    tokens: &[u8],
+    client: OAuthClient,
+    http: &HttpClient,
+    config: &Map<String, Value>,
+) -> Result<OAuthAuthorizer, String> {
+    Ok(OAuthAuthorizer::new(
+        oauth.clone(),
+        client,
+        http.clone(),
+        config.clone(),
+        super::tokens_from(tokens)?,
+        Arc::new(crate::events::Counters::default()),
+    ))
+}
+
+/// Revokes the grant of the sealed `tokens`, opened.
+pub async fn revoke(
+    oauth: &OAuth2Auth,
+    tokens: &[u8],
+    client: &OAuthClient,
+    http: &HttpClient,
+    config: &Map<String, Value>,
+) -> Result<bool, String> {
+    let tokens: TokenSet = super::tokens_from(tokens)?;
+    TokenEndpoint::new(oauth, client, http, &crate::events::Counters::default())
+        .revoke(&tokens, config)
+        .await
+        .map_err(|error| error.to_string())
+}

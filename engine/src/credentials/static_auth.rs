@@ -10,6 +10,9 @@ use crate::http::Authorizer;
 use crate::spec::{Auth, KeyLocation};
 use crate::template::Templates;
 
+/// Static credentials are config values the person gives.
+pub const CONNECT_MODE: super::ConnectMode = super::ConnectMode::Config;
+
 /// Why credentials could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
