@@ -86,7 +86,10 @@ async fn two_accounts_of_one_connector_sync_side_by_side() {
             .unwrap();
         }
         // Connecting an account again renews it: still two.
-        let listed = test.store.integrations_of("user-1").await.unwrap();
+        let listed = server::tables::ServiceTables::on(&test.store)
+            .integrations_of("user-1")
+            .await
+            .unwrap();
         let mut accounts: Vec<(&str, &str)> = listed
             .iter()
             .map(|summary| (summary.id.as_str(), summary.account.as_str()))
@@ -200,8 +203,7 @@ async fn accounts_are_named_by_the_identity_the_provider_gives() {
         );
         assert_eq!(connect("T2", "").await, "T2", "and renews it after");
         assert_eq!(connect("T3", "side").await, "side", "a given name wins");
-        let mut accounts: Vec<String> = test
-            .store
+        let mut accounts: Vec<String> = server::tables::ServiceTables::on(&test.store)
             .integrations_of("u1")
             .await
             .unwrap()

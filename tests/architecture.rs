@@ -36,7 +36,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("the sandbox", &["replay", "sandbox"]),
 ];
 
+/// Items at the crate's root that belong to a module: `#[macro_export]` puts a macro there, and
+/// what its expansion names from the crate must be there too.
+const ROOT_ITEMS: &[(&str, &str)] = &[("on_every_backend", "store"), ("__sqlx", "store")];
+
 fn layer(module: &str) -> Option<usize> {
+    let module = ROOT_ITEMS
+        .iter()
+        .find(|(item, _)| *item == module)
+        .map_or(module, |(_, owner)| owner);
     LAYERS
         .iter()
         .position(|(_, modules)| modules.contains(&module))

@@ -137,7 +137,7 @@ async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() 
     let key = server::new_key();
     running
         .state
-        .store
+        .tables
         .add_api_key(&server::key_hash(&key), "local")
         .await
         .unwrap();

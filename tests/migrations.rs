@@ -170,7 +170,7 @@ async fn check_accounts(store: &AnyStore, backend: &str) {
     )
     .await
     .unwrap();
-    let mut accounts: Vec<(String, String)> = store
+    let mut accounts: Vec<(String, String)> = server::tables::ServiceTables::on(store)
         .integrations_of("u1")
         .await
         .unwrap()

@@ -56,7 +56,7 @@ impl Service {
         let key = server::new_key();
         self.running
             .state
-            .store
+            .tables
             .add_api_key(&server::key_hash(&key), user)
             .await
             .unwrap();

@@ -391,10 +391,11 @@ async fn a_new_sqlite_file_has_16_kib_pages_and_an_older_file_keeps_its_own() {
 /// then find it due again (two imports for one connect, seen under load).
 #[tokio::test]
 async fn connecting_makes_an_integration_due_in_the_same_statement() {
-    use engine::store::{Lane, Release};
+    use server::tables::{Lane, Release, ServiceTables};
     let lease = std::time::Duration::from_secs(60);
     for test in test_stores("connect_due").await {
         let store = test.store.clone();
+        let tables = ServiceTables::on(&store);
         let integration = StoredIntegration {
             id: "integration-1".to_owned(),
             user_id: "user-1".to_owned(),
@@ -407,13 +408,13 @@ async fn connecting_makes_an_integration_due_in_the_same_statement() {
             last_error: None,
         };
         store.save_integration(&integration).await.unwrap();
-        let summary = store
+        let summary = tables
             .integration_summary("integration-1")
             .await
             .unwrap()
             .unwrap();
         assert!(summary.next_sync_at.is_some(), "{}", test.backend);
-        let claim = store
+        let claim = tables
             .claim_due("w", lease, Lane::Initial, &[])
             .await
             .unwrap()
@@ -425,12 +426,12 @@ async fn connecting_makes_an_integration_due_in_the_same_statement() {
             failures: 0,
             error: None,
         };
-        store
+        tables
             .release("integration-1", "w", &tomorrow)
             .await
             .unwrap();
         assert!(
-            store
+            tables
                 .claim_due("w", lease, Lane::Incremental, &[])
                 .await
                 .unwrap()
@@ -439,7 +440,7 @@ async fn connecting_makes_an_integration_due_in_the_same_statement() {
         );
         // Reconnected: due again at once.
         store.save_integration(&integration).await.unwrap();
-        let claim = store
+        let claim = tables
             .claim_due("w", lease, Lane::Incremental, &[])
             .await
             .unwrap();

@@ -43,3 +43,7 @@ pub mod state;
 pub mod store;
 pub mod template;
 pub mod validate;
+
+// For `on_every_backend!`, which names sqlx's traits from the crates that use it.
+#[doc(hidden)]
+pub use sqlx as __sqlx;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::tables::IntegrationSummary;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -11,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use engine::events::Totals;
 use engine::http::Transport;
 use engine::models::ModelKind;
-use engine::store::{IntegrationSummary, SyncRunRow};
+use engine::store::SyncRunRow;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -22,7 +23,7 @@ use crate::state::{AppState, Service};
 
 /// `GET /healthz`: the service is up and its database answers. Needs no credentials.
 pub async fn healthz(State(state): State<AppState>) -> Response {
-    match state.store.integration_summary("").await {
+    match state.tables.integration_summary("").await {
         Ok(_) => Json(json!({"status": "ok"})).into_response(),
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -99,7 +100,7 @@ async fn view(state: &Service, summary: IntegrationSummary) -> Result<Integratio
 /// exist.
 async fn owned(state: &Service, user: &str, id: &str) -> Result<IntegrationSummary, ApiError> {
     state
-        .store
+        .tables
         .integration_summary(id)
         .await?
         .filter(|summary| summary.user_id == user)
@@ -109,7 +110,7 @@ async fn owned(state: &Service, user: &str, id: &str) -> Result<IntegrationSumma
 /// `GET /integrations`: the user's integrations.
 pub async fn list(State(state): State<AppState>, User(user): User) -> Result<Response, ApiError> {
     let mut views = Vec::new();
-    for summary in state.store.integrations_of(&user).await? {
+    for summary in state.tables.integrations_of(&user).await? {
         views.push(view(&state, summary).await?);
     }
     Ok(Json(json!({ "integrations": views })).into_response())
@@ -138,7 +139,7 @@ pub async fn sync_now(
             summary.connector
         )));
     }
-    state.store.schedule(&id, jiff::Timestamp::now()).await?;
+    state.tables.schedule(&id, jiff::Timestamp::now()).await?;
     state.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
@@ -180,7 +181,7 @@ pub async fn update(
             Ok(secs)
         })
         .transpose()?;
-    state.store.set_interval(&id, every).await?;
+    state.tables.set_interval(&id, every).await?;
     let summary = owned(&state, &user, &id).await?;
     Ok(Json(view(&state, summary).await?).into_response())
 }
@@ -311,7 +312,7 @@ pub async fn records(
         return Err(ApiError::bad_request("`limit` must be between 1 and 500"));
     }
     let page = state
-        .store
+        .tables
         .records_page(
             &user,
             query.model.as_deref(),

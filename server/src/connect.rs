@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use crate::tables::PendingAuthorization;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -12,7 +13,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use engine::credentials::oauth2::OAuthClient;
 use engine::credentials::{self, ConnectError, ConnectMode, Pending};
 use engine::spec::ConnectorSpec;
-use engine::store::PendingAuthorization;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -128,7 +128,7 @@ pub async fn authorize(
     let sealed = serde_json::to_vec(&Sealed { pending, account })
         .map_err(|error| ApiError::internal(error.to_string()))?;
     state
-        .store
+        .tables
         .save_pending(
             &key,
             &PendingAuthorization {
@@ -164,7 +164,7 @@ pub async fn callback(
         return Err(not_through_the_browser(spec));
     }
     let key = credentials::callback_key(&spec.auth, &query).ok_or_else(stale)?;
-    let pending = state.store.take_pending(key).await?.ok_or_else(stale)?;
+    let pending = state.tables.take_pending(key).await?.ok_or_else(stale)?;
     if pending.user_id != user || pending.connector != connector {
         return Err(stale());
     }
@@ -251,6 +251,6 @@ pub async fn create(
         .await?;
     // Saved as due: the scheduler starts the import.
     state.wake.notify_one();
-    let summary = state.store.integration_summary(&id).await?;
+    let summary = state.tables.integration_summary(&id).await?;
     Ok((StatusCode::CREATED, Json(summary)).into_response())
 }

@@ -62,7 +62,7 @@ fn cookie(parts: &Parts) -> Option<&str> {
 
 /// The user an API key belongs to.
 pub async fn user_of_key(state: &AppState, key: &str) -> Result<Option<String>, ApiError> {
-    Ok(state.store.api_key_user(&key_hash(key)).await?)
+    Ok(state.tables.api_key_user(&key_hash(key)).await?)
 }
 
 impl FromRequestParts<AppState> for User {

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod runner;
 pub mod scheduler;
 pub mod state;
+pub mod tables;
 mod web;
 
 use std::sync::Arc;
@@ -25,6 +26,8 @@ use axum::routing::{get, post};
 use engine::credentials::secrets::TokenCipher;
 use engine::ratelimit::RateLimitRegistry;
 use engine::store::{AnyStore, redact};
+
+use crate::tables::ServiceTables;
 
 pub use identity::{key_hash, new_key};
 pub use state::{AppState, Config, Identity, Limits, Service};
@@ -94,6 +97,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
             .map_err(|error| format!("bad listening address: {error}"))?,
     };
     let state = Arc::new(Service {
+        tables: ServiceTables::on(&store),
         store,
         catalog,
         cipher: Arc::new(cipher),

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tables::Claim;
 use engine::account::{PrepareError, PreparedRun, SignIn, Values};
 use engine::events::{Counters, Event, Observer};
 use engine::run::{SyncErrorKind, SyncRun};
 use engine::sandbox::sandbox_config;
-use engine::store::Claim;
 use rand::Rng;
 use serde_json::Map;
 

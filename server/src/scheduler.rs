@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use engine::store::{Claim, Lane, Release};
+use crate::tables::{Claim, Lane, Release};
 use rand::Rng;
 
 use crate::runner::{self, Outcome};
@@ -103,7 +103,7 @@ async fn claim_all(state: &AppState, slots: &Arc<Mutex<Slots>>) {
         let busy: Vec<&str> = busy.iter().map(String::as_str).collect();
         for lane in lanes {
             match state
-                .store
+                .tables
                 .claim_due(&state.config.worker, state.config.lease, lane, &busy)
                 .await
             {
@@ -139,7 +139,7 @@ async fn run_claimed(state: &AppState, claim: &Claim) {
         loop {
             tokio::time::sleep(lease / 3).await;
             match state
-                .store
+                .tables
                 .renew_lease(&claim.integration_id, worker, lease)
                 .await
             {
@@ -193,7 +193,7 @@ async fn run_claimed(state: &AppState, claim: &Claim) {
         error,
     };
     if let Err(error) = state
-        .store
+        .tables
         .release(&claim.integration_id, worker, &release)
         .await
     {

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::catalog::Catalog;
 use crate::metrics::Metrics;
+use crate::tables::ServiceTables;
 
 /// How requests are authenticated (the `identity` module reads it; configuration lives here, so
 /// that the two form no cycle).
@@ -123,6 +124,8 @@ pub fn default_worker() -> String {
 pub struct Service {
     /// The database.
     pub store: AnyStore,
+    /// The service's own tables on it.
+    pub tables: ServiceTables,
     /// The connectors.
     pub catalog: Catalog,
     /// Seals tokens and secrets at rest.

@@ -110,7 +110,7 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
         let key = server::new_key();
         if let Err(error) = running
             .state
-            .store
+            .tables
             .add_api_key(&server::key_hash(&key), "local")
             .await
         {
@@ -172,7 +172,7 @@ async fn create_key(db: &str, user: &str) -> Result<Outcome, Failure> {
         ))
     })?;
     let key = server::new_key();
-    store
+    server::tables::ServiceTables::on(&store)
         .add_api_key(&server::key_hash(&key), user)
         .await
         .map_err(|error| Failure::problem(error.to_string()))?;

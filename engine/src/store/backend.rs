@@ -49,40 +49,44 @@ impl Backend for Postgres {
     }
 }
 
-/// `impl<DB> Store<DB> { ... }` (or `impl<DB> Sink for Store<DB> { ... }`) for every backend:
-/// what sqlx needs of a database to run the store's queries, said once. Both backends have all
-/// of it; each block uses some.
+/// `impl<DB> Store<DB> { ... }`, `impl<DB> Sink for Store<DB> { ... }`, or `impl<DB> T<DB> { ... }`
+/// for a type of another crate that queries the store's database (the service's own tables):
+/// what sqlx needs of a database to run the store's queries, said once, for every [`Backend`].
+/// Both backends have all of it; each block uses some.
+#[macro_export]
 macro_rules! on_every_backend {
     (impl Store { $($body:tt)* }) => {
-        on_every_backend!(@impl [super::Store<DB>] $($body)*);
+        $crate::on_every_backend!(@impl [$crate::store::Store<DB>] $($body)*);
     };
     (impl Sink for Store { $($body:tt)* }) => {
-        on_every_backend!(@impl [super::Sink for super::Store<DB>] $($body)*);
+        $crate::on_every_backend!(@impl [$crate::store::Sink for $crate::store::Store<DB>] $($body)*);
+    };
+    (impl $name:ident { $($body:tt)* }) => {
+        $crate::on_every_backend!(@impl [$name<DB>] $($body)*);
     };
     (@impl [$($header:tt)*] $($body:tt)*) => {
         impl<DB> $($header)*
         where
-            DB: super::Backend,
-            for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-            for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
-            DB::Arguments: sqlx::IntoArguments<DB>,
-            for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-            for<'q> std::sync::Arc<str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-            for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-            for<'q> &'q [u8]: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-            for<'q> Option<&'q [u8]>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-            for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-            for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-            for<'r> String: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-            for<'r> Option<String>: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-            for<'r> i64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-            for<'r> Option<i64>: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-            for<'r> Vec<u8>: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-            for<'r> Option<Vec<u8>>: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-            usize: sqlx::ColumnIndex<DB::Row>,
+            DB: $crate::store::Backend,
+            for<'c> &'c mut DB::Connection: $crate::__sqlx::Executor<'c, Database = DB>,
+            for<'c> &'c $crate::__sqlx::Pool<DB>: $crate::__sqlx::Executor<'c, Database = DB>,
+            DB::Arguments: $crate::__sqlx::IntoArguments<DB>,
+            for<'q> &'q str: $crate::__sqlx::Encode<'q, DB> + $crate::__sqlx::Type<DB>,
+            for<'q> std::sync::Arc<str>: $crate::__sqlx::Encode<'q, DB> + $crate::__sqlx::Type<DB>,
+            for<'q> Option<&'q str>: $crate::__sqlx::Encode<'q, DB> + $crate::__sqlx::Type<DB>,
+            for<'q> &'q [u8]: $crate::__sqlx::Encode<'q, DB> + $crate::__sqlx::Type<DB>,
+            for<'q> Option<&'q [u8]>: $crate::__sqlx::Encode<'q, DB> + $crate::__sqlx::Type<DB>,
+            for<'q> i64: $crate::__sqlx::Encode<'q, DB> + $crate::__sqlx::Type<DB>,
+            for<'q> Option<i64>: $crate::__sqlx::Encode<'q, DB> + $crate::__sqlx::Type<DB>,
+            for<'r> String: $crate::__sqlx::Decode<'r, DB> + $crate::__sqlx::Type<DB>,
+            for<'r> Option<String>: $crate::__sqlx::Decode<'r, DB> + $crate::__sqlx::Type<DB>,
+            for<'r> i64: $crate::__sqlx::Decode<'r, DB> + $crate::__sqlx::Type<DB>,
+            for<'r> Option<i64>: $crate::__sqlx::Decode<'r, DB> + $crate::__sqlx::Type<DB>,
+            for<'r> Vec<u8>: $crate::__sqlx::Decode<'r, DB> + $crate::__sqlx::Type<DB>,
+            for<'r> Option<Vec<u8>>: $crate::__sqlx::Decode<'r, DB> + $crate::__sqlx::Type<DB>,
+            usize: $crate::__sqlx::ColumnIndex<DB::Row>,
         {
             $($body)*
         }
     };
 }
-pub(super) use on_every_backend;

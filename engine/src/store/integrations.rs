@@ -4,8 +4,8 @@ use serde_json::{Map, Value};
 use sqlx::{QueryBuilder, Row};
 
 use super::StoreError;
-use super::backend::on_every_backend;
 use super::write::now;
+use crate::on_every_backend;
 
 /// Whether an integration can sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,12 @@
 //! Where mapped records go: a [`Sink`]. The [`Store`] (SQLite, the embedded default, or
 //! PostgreSQL) keeps records, rejects, sync runs, checkpoints and an audit log; other sinks
 //! forward pages elsewhere.
+//!
+//! The store has two jobs, in two parts: the pipeline's sink (`write`, `runs`: pages with their
+//! checkpoints, runs, the audit log) and the registry of connected accounts (`integrations`).
+//! The service's own tables (leases, API keys, pending authorizations) are the server's
+//! queries, written with [`on_every_backend!`](crate::on_every_backend) on the same database;
+//! their schema is in these migrations, since one database has one migration history.
 
 mod backend;
 mod http;
@@ -8,7 +14,6 @@ mod integrations;
 mod memory;
 mod open;
 mod runs;
-mod service;
 mod wal;
 mod write;
 
@@ -21,9 +26,6 @@ pub use integrations::{IntegrationStatus, StoredIntegration};
 pub use memory::{MemoryContents, MemorySink};
 pub use open::{AnyStore, redact};
 pub use runs::{AuditEntry, RunStatus, RunTotals, SyncRunRow};
-pub use service::{
-    Claim, IntegrationSummary, Lane, PendingAuthorization, RecordPage, RecordRow, Release,
-};
 pub use write::stamp;
 
 use crate::events::WriteCounts;

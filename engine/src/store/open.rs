@@ -8,9 +8,8 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::{
-    AuditEntry, Batch, Claim, IntegrationSummary, Lane, PendingAuthorization, PostgresStore,
-    RecordPage, Release, RunScope, RunStatus, RunTotals, Sink, SqliteStore, StoreError,
-    StoredIntegration, StreamState, SyncRunRow,
+    AuditEntry, Batch, PostgresStore, RunScope, RunStatus, RunTotals, Sink, SqliteStore,
+    StoreError, StoredIntegration, StreamState, SyncRunRow,
 };
 use crate::events::WriteCounts;
 
@@ -170,83 +169,6 @@ impl AnyStore {
         on_store!(self, store => store.dump(platform).await)
     }
 
-    /// See [`super::Store::claim_due`].
-    pub async fn claim_due(
-        &self,
-        worker: &str,
-        lease: Duration,
-        lane: Lane,
-        busy: &[&str],
-    ) -> Result<Option<Claim>, StoreError> {
-        on_store!(self, store => store.claim_due(worker, lease, lane, busy).await)
-    }
-
-    /// See [`super::Store::renew_lease`].
-    pub async fn renew_lease(
-        &self,
-        integration_id: &str,
-        worker: &str,
-        lease: Duration,
-    ) -> Result<bool, StoreError> {
-        on_store!(self, store => store.renew_lease(integration_id, worker, lease).await)
-    }
-
-    /// See [`super::Store::release`].
-    pub async fn release(
-        &self,
-        integration_id: &str,
-        worker: &str,
-        release: &Release,
-    ) -> Result<(), StoreError> {
-        on_store!(self, store => store.release(integration_id, worker, release).await)
-    }
-
-    /// See [`super::Store::schedule`].
-    pub async fn schedule(
-        &self,
-        integration_id: &str,
-        at: jiff::Timestamp,
-    ) -> Result<(), StoreError> {
-        on_store!(self, store => store.schedule(integration_id, at).await)
-    }
-
-    /// See [`super::Store::set_interval`].
-    pub async fn set_interval(
-        &self,
-        integration_id: &str,
-        every_secs: Option<u64>,
-    ) -> Result<(), StoreError> {
-        on_store!(self, store => store.set_interval(integration_id, every_secs).await)
-    }
-
-    /// See [`super::Store::integrations_of`].
-    pub async fn integrations_of(
-        &self,
-        user_id: &str,
-    ) -> Result<Vec<IntegrationSummary>, StoreError> {
-        on_store!(self, store => store.integrations_of(user_id).await)
-    }
-
-    /// See [`super::Store::integration_summary`].
-    pub async fn integration_summary(
-        &self,
-        integration_id: &str,
-    ) -> Result<Option<IntegrationSummary>, StoreError> {
-        on_store!(self, store => store.integration_summary(integration_id).await)
-    }
-
-    /// See [`super::Store::records_page`].
-    pub async fn records_page(
-        &self,
-        user_id: &str,
-        model: Option<&str>,
-        since: Option<jiff::Timestamp>,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<RecordPage, StoreError> {
-        on_store!(self, store => store.records_page(user_id, model, since, cursor, limit).await)
-    }
-
     /// See [`super::Store::audit_of_user`].
     pub async fn audit_of_user(
         &self,
@@ -265,33 +187,6 @@ impl AnyStore {
         detail: &str,
     ) -> Result<(), StoreError> {
         on_store!(self, store => store.audit(user_id, integration_id, action, detail).await)
-    }
-
-    /// See [`super::Store::save_pending`].
-    pub async fn save_pending(
-        &self,
-        state: &str,
-        pending: &PendingAuthorization,
-    ) -> Result<(), StoreError> {
-        on_store!(self, store => store.save_pending(state, pending).await)
-    }
-
-    /// See [`super::Store::take_pending`].
-    pub async fn take_pending(
-        &self,
-        state: &str,
-    ) -> Result<Option<PendingAuthorization>, StoreError> {
-        on_store!(self, store => store.take_pending(state).await)
-    }
-
-    /// See [`super::Store::add_api_key`].
-    pub async fn add_api_key(&self, key_hash: &str, user_id: &str) -> Result<(), StoreError> {
-        on_store!(self, store => store.add_api_key(key_hash, user_id).await)
-    }
-
-    /// See [`super::Store::api_key_user`].
-    pub async fn api_key_user(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
-        on_store!(self, store => store.api_key_user(key_hash).await)
     }
 
     /// See [`super::Store::count`].

@@ -3,19 +3,22 @@
 use serde::Serialize;
 use sqlx::{QueryBuilder, Row};
 
-use super::backend::on_every_backend;
 use super::write::now;
 use super::{RunScope, StoreError};
 use crate::events::WriteCounts;
+use crate::on_every_backend;
 
 /// What a run did, as stored with it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunTotals {
     /// Pages decoded.
     pub pages: u64,
     /// Requests sent (every attempt).
     pub requests: u64,
-    /// What the writes did.
+    /// What the writes did: counts of records `new`, `updated`, `unchanged`, `deleted` and
+    /// `rejected`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub written: WriteCounts,
 }
 
@@ -46,6 +49,7 @@ impl RunStatus {
 
 /// A stored sync run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncRunRow {
     /// Its id.
     pub id: i64,
@@ -68,6 +72,7 @@ pub struct SyncRunRow {
 
 /// One line of the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     /// When.
     pub at: String,

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use sqlx::{Arguments, AssertSqlSafe, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 
-use super::backend::on_every_backend;
 use super::{
     Backend, Batch, RunScope, RunStatus, RunTotals, StoreError, StoredRecord, StreamState,
 };
 use crate::events::WriteCounts;
+use crate::on_every_backend;
 
 /// Statements stay well below the bound-parameter limits (SQLite 32766, PostgreSQL 65535).
 const ROWS_PER_STATEMENT: usize = 500;

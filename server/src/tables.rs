@@ -1,5 +1,12 @@
-//! What the service (`connector serve`) keeps besides records: sync scheduling with leases,
-//! pending OAuth authorizations, API keys, and the per-user views its API serves.
+//! The service's own tables, beside the engine's: sync scheduling with leases, pending
+//! authorizations, API keys, and the per-user views its API serves (integration summaries,
+//! pages of records).
+//!
+//! The engine's store keeps what any run needs (records, checkpoints, runs, the integrations
+//! registry); these are the service's, so its queries live here. Their schema stays in the
+//! engine's migrations: one database has one migration history (sqlx keeps one table of applied
+//! migrations, and databases deployed so far have these tables in it), and the leases are
+//! columns of the integrations table the engine owns.
 //!
 //! Scheduling works across processes: a sync is claimed by writing a lease on its integration
 //! row, chosen with `FOR UPDATE SKIP LOCKED` on PostgreSQL (two processes never pick the same
@@ -7,13 +14,166 @@
 //! lease is renewed while the sync runs; a process that dies stops renewing, and once the lease
 //! expires another process claims the integration and resumes it from its checkpoints.
 
+use engine::on_every_backend;
+use engine::store::{AnyStore, IntegrationStatus, Store, StoreError, stamp};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{ColumnIndex, Decode, QueryBuilder, Row, Type};
 
-use super::backend::on_every_backend;
-use super::write::{now, stamp};
-use super::{IntegrationStatus, StoreError};
+fn now() -> String {
+    stamp(jiff::Timestamp::now())
+}
+
+/// The service's tables on one database.
+#[derive(Debug)]
+pub struct Tables<DB: sqlx::Database> {
+    store: Store<DB>,
+}
+
+impl<DB: sqlx::Database> Clone for Tables<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+        }
+    }
+}
+
+/// The service's tables on whichever database the store is.
+#[derive(Debug, Clone)]
+pub enum ServiceTables {
+    /// On an SQLite file.
+    Sqlite(Tables<sqlx::Sqlite>),
+    /// On a PostgreSQL database.
+    Postgres(Tables<sqlx::Postgres>),
+}
+
+/// Runs the same expression on whichever database it is.
+macro_rules! on_tables {
+    ($tables:expr, $inner:ident => $body:expr) => {
+        match $tables {
+            ServiceTables::Sqlite($inner) => $body,
+            ServiceTables::Postgres($inner) => $body,
+        }
+    };
+}
+
+impl ServiceTables {
+    /// The service's tables on `store`'s database (sharing its connections).
+    pub fn on(store: &AnyStore) -> Self {
+        match store {
+            AnyStore::Sqlite(store) => Self::Sqlite(Tables {
+                store: store.clone(),
+            }),
+            AnyStore::Postgres(store) => Self::Postgres(Tables {
+                store: store.clone(),
+            }),
+        }
+    }
+
+    /// See [`Tables::claim_due`].
+    pub async fn claim_due(
+        &self,
+        worker: &str,
+        lease: std::time::Duration,
+        lane: Lane,
+        busy: &[&str],
+    ) -> Result<Option<Claim>, StoreError> {
+        on_tables!(self, tables => tables.claim_due(worker, lease, lane, busy).await)
+    }
+
+    /// See [`Tables::renew_lease`].
+    pub async fn renew_lease(
+        &self,
+        integration_id: &str,
+        worker: &str,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        on_tables!(self, tables => tables.renew_lease(integration_id, worker, lease).await)
+    }
+
+    /// See [`Tables::release`].
+    pub async fn release(
+        &self,
+        integration_id: &str,
+        worker: &str,
+        release: &Release,
+    ) -> Result<(), StoreError> {
+        on_tables!(self, tables => tables.release(integration_id, worker, release).await)
+    }
+
+    /// See [`Tables::schedule`].
+    pub async fn schedule(
+        &self,
+        integration_id: &str,
+        at: jiff::Timestamp,
+    ) -> Result<(), StoreError> {
+        on_tables!(self, tables => tables.schedule(integration_id, at).await)
+    }
+
+    /// See [`Tables::set_interval`].
+    pub async fn set_interval(
+        &self,
+        integration_id: &str,
+        every_secs: Option<u64>,
+    ) -> Result<(), StoreError> {
+        on_tables!(self, tables => tables.set_interval(integration_id, every_secs).await)
+    }
+
+    /// See [`Tables::integrations_of`].
+    pub async fn integrations_of(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<IntegrationSummary>, StoreError> {
+        on_tables!(self, tables => tables.integrations_of(user_id).await)
+    }
+
+    /// See [`Tables::integration_summary`].
+    pub async fn integration_summary(
+        &self,
+        integration_id: &str,
+    ) -> Result<Option<IntegrationSummary>, StoreError> {
+        on_tables!(self, tables => tables.integration_summary(integration_id).await)
+    }
+
+    /// See [`Tables::records_page`].
+    pub async fn records_page(
+        &self,
+        user_id: &str,
+        model: Option<&str>,
+        since: Option<jiff::Timestamp>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<RecordPage, StoreError> {
+        on_tables!(self, tables => tables.records_page(user_id, model, since, cursor, limit).await)
+    }
+
+    /// See [`Tables::save_pending`].
+    pub async fn save_pending(
+        &self,
+        state: &str,
+        pending: &PendingAuthorization,
+    ) -> Result<(), StoreError> {
+        on_tables!(self, tables => tables.save_pending(state, pending).await)
+    }
+
+    /// See [`Tables::take_pending`].
+    pub async fn take_pending(
+        &self,
+        state: &str,
+    ) -> Result<Option<PendingAuthorization>, StoreError> {
+        on_tables!(self, tables => tables.take_pending(state).await)
+    }
+
+    /// See [`Tables::add_api_key`].
+    pub async fn add_api_key(&self, key_hash: &str, user_id: &str) -> Result<(), StoreError> {
+        on_tables!(self, tables => tables.add_api_key(key_hash, user_id).await)
+    }
+
+    /// See [`Tables::api_key_user`].
+    pub async fn api_key_user(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
+        on_tables!(self, tables => tables.api_key_user(key_hash).await)
+    }
+}
 
 /// Which integrations a claim may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +304,7 @@ const SUMMARY_COLUMNS: &str = "id, user_id, connector, status, scopes, last_erro
      next_sync_at, failures, lease_until, imported, sync_every_secs, account FROM integrations";
 
 on_every_backend! {
-impl Store {
+impl Tables {
     /// Claims the integration that has waited longest past its due time in `lane`, leasing it
     /// to `worker` for `lease`; integrations of the connectors in `busy` are left for later. An
     /// integration without a due time (saved before connecting set one) is due at once.
@@ -184,7 +344,7 @@ impl Store {
             .push(") AND (lease_until IS NULL OR lease_until < ")
             .push_bind(now.as_str())
             .push(") RETURNING id, connector, failures, sync_every_secs");
-        let Some(row) = query.build().fetch_optional(&self.pool).await? else {
+        let Some(row) = query.build().fetch_optional(self.store.pool()).await? else {
             return Ok(None);
         };
         let every: Option<i64> = row.try_get(3usize)?;
@@ -212,7 +372,7 @@ impl Store {
             .push_bind(integration_id)
             .push(" AND lease_owner = ")
             .push_bind(worker);
-        let done = query.build().execute(&self.pool).await?;
+        let done = query.build().execute(self.store.pool()).await?;
         Ok(DB::rows_affected(&done) == 1)
     }
 
@@ -244,7 +404,7 @@ impl Store {
             .push_bind(integration_id)
             .push(" AND lease_owner = ")
             .push_bind(worker);
-        query.build().execute(&self.pool).await?;
+        query.build().execute(self.store.pool()).await?;
         Ok(())
     }
 
@@ -261,7 +421,7 @@ impl Store {
             .push_bind(at.as_str())
             .push(" WHERE id = ")
             .push_bind(integration_id);
-        query.build().execute(&self.pool).await?;
+        query.build().execute(self.store.pool()).await?;
         Ok(())
     }
 
@@ -276,7 +436,7 @@ impl Store {
             .push_bind(every_secs.and_then(|secs| i64::try_from(secs).ok()))
             .push(" WHERE id = ")
             .push_bind(integration_id);
-        query.build().execute(&self.pool).await?;
+        query.build().execute(self.store.pool()).await?;
         Ok(())
     }
 
@@ -288,7 +448,7 @@ impl Store {
         let mut query =
             QueryBuilder::<DB>::new(format!("SELECT {SUMMARY_COLUMNS} WHERE user_id = "));
         query.push_bind(user_id).push(" ORDER BY created_at, id");
-        let rows = query.build().fetch_all(&self.pool).await?;
+        let rows = query.build().fetch_all(self.store.pool()).await?;
         let now = now();
         rows.iter().map(|row| summary(row, &now)).collect()
     }
@@ -303,7 +463,7 @@ impl Store {
         let now = now();
         query
             .build()
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.store.pool())
             .await?
             .map(|row| summary(&row, &now))
             .transpose()
@@ -346,7 +506,7 @@ impl Store {
         query
             .push(" ORDER BY id LIMIT ")
             .push_bind(i64::from(limit) + 1);
-        let rows = query.build().fetch_all(&self.pool).await?;
+        let rows = query.build().fetch_all(self.store.pool()).await?;
         let mut records = Vec::with_capacity(rows.len());
         let mut last = None;
         for row in rows.iter().take(limit as usize) {
@@ -384,7 +544,7 @@ impl Store {
         let expired = stamp(jiff::Timestamp::now() - PENDING_LIFETIME);
         let mut query = QueryBuilder::<DB>::new("DELETE FROM oauth_pending WHERE created_at < ");
         query.push_bind(expired.as_str());
-        query.build().execute(&self.pool).await?;
+        query.build().execute(self.store.pool()).await?;
         let mut query = QueryBuilder::<DB>::new(
             "INSERT INTO oauth_pending (state, user_id, connector, sealed, created_at) VALUES (",
         );
@@ -396,7 +556,7 @@ impl Store {
             .push_bind(pending.sealed.as_slice())
             .push_bind(pending.created_at.as_str());
         query.push(")");
-        query.build().execute(&self.pool).await?;
+        query.build().execute(self.store.pool()).await?;
         Ok(())
     }
 
@@ -409,7 +569,7 @@ impl Store {
         query
             .push_bind(state)
             .push(" RETURNING user_id, connector, sealed, created_at");
-        let Some(row) = query.build().fetch_optional(&self.pool).await? else {
+        let Some(row) = query.build().fetch_optional(self.store.pool()).await? else {
             return Ok(None);
         };
         let pending = PendingAuthorization {
@@ -434,7 +594,7 @@ impl Store {
             .push_bind(user_id)
             .push_bind(now.as_str());
         query.push(")");
-        query.build().execute(&self.pool).await?;
+        query.build().execute(self.store.pool()).await?;
         Ok(())
     }
 
@@ -442,7 +602,7 @@ impl Store {
     pub async fn api_key_user(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
         let mut query = QueryBuilder::<DB>::new("SELECT user_id FROM api_keys WHERE key_hash = ");
         query.push_bind(key_hash);
-        Ok(match query.build().fetch_optional(&self.pool).await? {
+        Ok(match query.build().fetch_optional(self.store.pool()).await? {
             Some(row) => Some(row.try_get(0usize)?),
             None => None,
         })
