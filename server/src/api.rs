@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::tables::IntegrationSummary;
+use crate::tables::{IntegrationSummary, RecordPage};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -12,28 +12,69 @@ use axum::response::{IntoResponse, Response};
 use engine::events::Totals;
 use engine::http::Transport;
 use engine::models::ModelKind;
-use engine::store::SyncRunRow;
+use engine::store::{AuditEntry, SyncRunRow};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use crate::catalog::Entry;
-use crate::error::{ApiError, rejection};
+use crate::catalog::{Entry, Listing};
+use crate::error::{ApiError, ErrorBody, rejection};
 use crate::identity::{COOKIE_NAME, User, user_of_key};
 use crate::state::{AppState, Service};
 
-/// `GET /healthz`: the service is up and its database answers. Needs no credentials.
+/// The answer of `GET /healthz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, or `unavailable` when the database does not answer.
+    status: &'static str,
+    /// Why the database does not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Liveness and database reachability.
+///
+/// Needs no credentials.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    security(),
+    responses(
+        (status = 200, description = "Up, and the database answers", body = Health),
+        (status = 503, description = "The database does not answer", body = Health)
+    )
+)]
 pub async fn healthz(State(state): State<AppState>) -> Response {
     match state.tables.integration_summary("").await {
-        Ok(_) => Json(json!({"status": "ok"})).into_response(),
+        Ok(_) => Json(Health {
+            status: "ok",
+            error: None,
+        })
+        .into_response(),
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "error": error.to_string()})),
+            Json(Health {
+                status: "unavailable",
+                error: Some(error.to_string()),
+            }),
         )
             .into_response(),
     }
 }
 
-/// `GET /metrics`: Prometheus text.
+/// Prometheus (OpenMetrics) text.
+///
+/// Syncs by outcome, running syncs, records, requests, retries, rate-limit waits, errors by
+/// kind.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    responses(
+        (status = 200, description = "The metrics, in the OpenMetrics text format", body = String, content_type = "application/openmetrics-text"),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 500, description = "The service failed (its database, most often)", body = ErrorBody)
+    )
+)]
 pub async fn metrics(State(state): State<AppState>, _user: User) -> Response {
     (
         [(
@@ -45,15 +86,41 @@ pub async fn metrics(State(state): State<AppState>, _user: User) -> Response {
         .into_response()
 }
 
-/// `GET /connectors`: the catalog.
-pub async fn connectors(State(state): State<AppState>, _user: User) -> Response {
-    let listings: Vec<_> = state.catalog.iter().map(|entry| entry.listing()).collect();
-    Json(json!({ "connectors": listings, "sandbox": state.sandbox })).into_response()
+/// The answer of `GET /connectors`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConnectorList {
+    /// The connectors offered.
+    connectors: Vec<Listing>,
+    /// Whether the service runs in sandbox mode: every connector talks to a replay of its
+    /// fixtures and a stand-in for its provider's OAuth.
+    sandbox: bool,
 }
 
-/// An integration as the API shows it.
-#[derive(Debug, Serialize)]
+/// The catalog: the connectors offered.
+#[utoipa::path(
+    get,
+    path = "/connectors",
+    tag = "connectors",
+    responses(
+        (status = 200, description = "The catalog", body = ConnectorList),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 500, description = "The service failed (its database, most often)", body = ErrorBody)
+    )
+)]
+pub async fn connectors(State(state): State<AppState>, _user: User) -> Response {
+    let connectors = state.catalog.iter().map(|entry| entry.listing()).collect();
+    Json(ConnectorList {
+        connectors,
+        sandbox: state.sandbox,
+    })
+    .into_response()
+}
+
+/// An integration as the API shows it (`Integration` in the OpenAPI document).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Integration)]
 pub struct IntegrationView {
+    /// Its stored summary.
     #[serde(flatten)]
     summary: IntegrationSummary,
     /// The provider's name.
@@ -62,7 +129,9 @@ pub struct IntegrationView {
     what_to_do: Option<String>,
     /// Its latest run.
     last_run: Option<SyncRunRow>,
-    /// Counts so far, while a sync runs in the process that answers.
+    /// Counts so far, while a sync runs in the process that answers: records, pages, requests,
+    /// retries, rate-limit waits, and what was written.
+    #[schema(value_type = Option<Object>)]
     progress: Option<Totals>,
 }
 
@@ -107,16 +176,48 @@ async fn owned(state: &Service, user: &str, id: &str) -> Result<IntegrationSumma
         .ok_or_else(|| ApiError::not_found(format!("no integration `{id}`")))
 }
 
-/// `GET /integrations`: the user's integrations.
-pub async fn list(State(state): State<AppState>, User(user): User) -> Result<Response, ApiError> {
-    let mut views = Vec::new();
-    for summary in state.tables.integrations_of(&user).await? {
-        views.push(view(&state, summary).await?);
-    }
-    Ok(Json(json!({ "integrations": views })).into_response())
+/// The answer of `GET /integrations`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IntegrationList {
+    /// The user's integrations.
+    integrations: Vec<IntegrationView>,
 }
 
-/// `GET /integrations/{id}`.
+/// The user's integrations.
+#[utoipa::path(
+    get,
+    path = "/integrations",
+    tag = "integrations",
+    operation_id = "list_integrations",
+    responses(
+        (status = 200, description = "The user's integrations", body = IntegrationList),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 500, description = "The service failed (its database, most often)", body = ErrorBody)
+    )
+)]
+pub async fn list(State(state): State<AppState>, User(user): User) -> Result<Response, ApiError> {
+    let mut integrations = Vec::new();
+    for summary in state.tables.integrations_of(&user).await? {
+        integrations.push(view(&state, summary).await?);
+    }
+    Ok(Json(IntegrationList { integrations }).into_response())
+}
+
+/// One integration: status, last run and its counts, next run, last error and what to do, live
+/// progress.
+#[utoipa::path(
+    get,
+    path = "/integrations/{id}",
+    tag = "integrations",
+    operation_id = "get_integration",
+    params(("id" = String, Path, description = "The integration id")),
+    responses(
+        (status = 200, description = "The integration", body = IntegrationView),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 404, description = "No such integration of the user's", body = ErrorBody),
+        (status = 500, description = "The service failed (its database, most often)", body = ErrorBody)
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     User(user): User,
@@ -126,7 +227,33 @@ pub async fn get(
     Ok(Json(view(&state, summary).await?).into_response())
 }
 
-/// `POST /integrations/{id}/sync`: due now.
+/// The answer of `POST /integrations/{id}/sync`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SyncScheduled {
+    /// The integration.
+    integration: String,
+    /// Always `true`: it is due now, and the scheduler has been woken.
+    scheduled: bool,
+    /// Whether a sync of it was already running (in any process).
+    running: bool,
+}
+
+/// Sync now.
+///
+/// Makes the integration due at once and wakes the scheduler.
+#[utoipa::path(
+    post,
+    path = "/integrations/{id}/sync",
+    tag = "integrations",
+    params(("id" = String, Path, description = "The integration id")),
+    responses(
+        (status = 202, description = "Scheduled", body = SyncScheduled),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 404, description = "No such integration of the user's", body = ErrorBody),
+        (status = 409, description = "It needs to be connected again before it can sync", body = ErrorBody),
+        (status = 500, description = "The service failed (its database, most often)", body = ErrorBody)
+    )
+)]
 pub async fn sync_now(
     State(state): State<AppState>,
     User(user): User,
@@ -143,13 +270,17 @@ pub async fn sync_now(
     state.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "integration": id, "scheduled": true, "running": summary.running })),
+        Json(SyncScheduled {
+            integration: id,
+            scheduled: true,
+            running: summary.running,
+        }),
     )
         .into_response())
 }
 
 /// The body of `PATCH /integrations/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Changes {
     /// The time between its syncs (`30m`, `6h`, `1d`), overriding the connector's schedule;
@@ -157,7 +288,25 @@ pub struct Changes {
     sync_every: Option<String>,
 }
 
-/// `PATCH /integrations/{id}`: changes its sync interval.
+/// Change its sync interval.
+///
+/// `{"sync_every": "6h"}` (at least `1m`) gives it its own interval, or `null` returns it to
+/// the connector's schedule; either applies from its next sync.
+#[utoipa::path(
+    patch,
+    path = "/integrations/{id}",
+    tag = "integrations",
+    operation_id = "update_integration",
+    params(("id" = String, Path, description = "The integration id")),
+    request_body = Changes,
+    responses(
+        (status = 200, description = "The integration, changed", body = IntegrationView),
+        (status = 400, description = "A malformed body, or an interval that is not a duration of at least 1m", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 404, description = "No such integration of the user's", body = ErrorBody),
+        (status = 500, description = "The service failed (its database, most often)", body = ErrorBody)
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     User(user): User,
@@ -187,17 +336,49 @@ pub async fn update(
 }
 
 /// The query of `DELETE /integrations/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     /// Also delete every record imported through it.
     #[serde(default)]
+    #[param(default = false)]
     delete_data: bool,
 }
 
-/// `DELETE /integrations/{id}`: revokes at the provider (where it can), deletes the tokens, and
-/// with `?delete_data=true` every record imported through it. Imported records are otherwise
-/// kept: they are the user's.
+/// The answer of `DELETE /integrations/{id}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Disconnection {
+    /// The integration.
+    integration: String,
+    /// Whether the provider revoked the grant.
+    revoked: bool,
+    /// Why revoking failed, when it did (the tokens are deleted here all the same).
+    revocation_error: Option<String>,
+    /// Records deleted with it (none unless `delete_data=true`).
+    records_deleted: u64,
+    /// Whether its records were kept.
+    records_kept: bool,
+}
+
+/// Disconnect: revoke at the provider where it can, delete the tokens.
+///
+/// With `delete_data=true`, also every record imported through it; imported records are
+/// otherwise kept: they are the user's.
+#[utoipa::path(
+    delete,
+    path = "/integrations/{id}",
+    tag = "integrations",
+    operation_id = "delete_integration",
+    params(("id" = String, Path, description = "The integration id"), DeleteQuery),
+    responses(
+        (status = 200, description = "Disconnected", body = Disconnection),
+        (status = 400, description = "A malformed query", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 404, description = "No such integration of the user's", body = ErrorBody),
+        (status = 500, description = "The service failed (its database, most often)", body = ErrorBody)
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     User(user): User,
@@ -246,31 +427,46 @@ pub async fn delete(
             }
         });
     }
-    Ok(Json(json!({
-        "integration": id,
-        "revoked": disconnected.revoked,
-        "revocation_error": disconnected.revocation_error,
-        "records_deleted": disconnected.records_deleted,
-        "records_kept": !query.delete_data,
-    }))
+    Ok(Json(Disconnection {
+        integration: id,
+        revoked: disconnected.revoked,
+        revocation_error: disconnected.revocation_error,
+        records_deleted: disconnected.records_deleted,
+        records_kept: !query.delete_data,
+    })
     .into_response())
 }
 
 /// The query of `GET /records`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RecordsQuery {
     /// Only records of this model (`media`, `email`, ...).
     model: Option<String>,
     /// Only records changed at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     since: Option<String>,
     /// Where the previous page ended (its `next_cursor`).
     cursor: Option<String>,
     /// Records per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500, default = 100)]
     limit: Option<u32>,
 }
 
-/// `GET /records`: the user's records, paged.
+/// The user's records, oldest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/records",
+    tag = "records",
+    params(RecordsQuery),
+    responses(
+        (status = 200, description = "A page of records", body = RecordPage),
+        (status = 400, description = "An unknown model, a malformed time or cursor, or a limit out of range", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 500, description = "The service failed (its database, most often)", body = ErrorBody)
+    )
+)]
 pub async fn records(
     State(state): State<AppState>,
     User(user): User,
@@ -325,14 +521,35 @@ pub async fn records(
 }
 
 /// The query of `GET /audit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Lines, newest first, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<u32>,
 }
 
-/// `GET /audit`: the user's audit log.
+/// The answer of `GET /audit`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditLog {
+    /// The lines, newest first.
+    entries: Vec<AuditEntry>,
+}
+
+/// The user's audit log, newest first.
+#[utoipa::path(
+    get,
+    path = "/audit",
+    tag = "records",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "The latest lines", body = AuditLog),
+        (status = 400, description = "A malformed query, or a limit out of range", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 500, description = "The service failed (its database, most often)", body = ErrorBody)
+    )
+)]
 pub async fn audit(
     State(state): State<AppState>,
     User(user): User,
@@ -344,19 +561,42 @@ pub async fn audit(
         return Err(ApiError::bad_request("`limit` must be between 1 and 1000"));
     }
     let entries = state.store.audit_of_user(&user, limit).await?;
-    Ok(Json(json!({ "entries": entries })).into_response())
+    Ok(Json(AuditLog { entries }).into_response())
 }
 
 /// The body of `POST /session`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionBody {
     /// An API key.
     key: String,
 }
 
-/// `POST /session`: checks an API key and keeps it in an `HttpOnly` cookie, for the web page
-/// (a browser cannot add an `Authorization` header to the OAuth redirects).
+/// Who the credentials belong to: the answer of `GET /me` and `POST /session`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Me {
+    /// The user's id.
+    user: String,
+}
+
+/// Exchange an API key for an `HttpOnly` session cookie, for the web page.
+///
+/// A browser cannot add an `Authorization` header to the OAuth redirects; the cookie
+/// (`SameSite=Lax`) goes with them.
+#[utoipa::path(
+    post,
+    path = "/session",
+    tag = "web",
+    security(),
+    request_body = SessionBody,
+    responses(
+        (status = 200, description = "The user; the cookie is set", body = Me,
+            headers(("Set-Cookie" = String, description = "The session cookie, `HttpOnly`, `SameSite=Lax`, for 30 days"))),
+        (status = 400, description = "A malformed body", body = ErrorBody),
+        (status = 401, description = "The API key is not known", body = ErrorBody),
+        (status = 500, description = "The service failed (its database, most often)", body = ErrorBody)
+    )
+)]
 pub async fn start_session(
     State(state): State<AppState>,
     body: Result<Json<SessionBody>, JsonRejection>,
@@ -374,10 +614,20 @@ pub async fn start_session(
         "{COOKIE_NAME}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age=2592000{secure}",
         body.key
     );
-    Ok(([(SET_COOKIE, cookie)], Json(json!({ "user": user }))).into_response())
+    Ok(([(SET_COOKIE, cookie)], Json(Me { user })).into_response())
 }
 
-/// `DELETE /session`: forgets the cookie.
+/// Forget the session cookie.
+#[utoipa::path(
+    delete,
+    path = "/session",
+    tag = "web",
+    security(),
+    responses(
+        (status = 204, description = "Done; the cookie is cleared",
+            headers(("Set-Cookie" = String, description = "The session cookie, expired")))
+    )
+)]
 pub async fn end_session() -> Response {
     (
         [(
@@ -389,9 +639,19 @@ pub async fn end_session() -> Response {
         .into_response()
 }
 
-/// `GET /me`: who the credentials belong to.
+/// Who the credentials belong to.
+#[utoipa::path(
+    get,
+    path = "/me",
+    tag = "service",
+    responses(
+        (status = 200, description = "The user", body = Me),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 500, description = "The service failed (its database, most often)", body = ErrorBody)
+    )
+)]
 pub async fn me(User(user): User) -> Response {
-    Json(json!({ "user": user })).into_response()
+    Json(Me { user }).into_response()
 }
 
 /// Anything else: a JSON 404.

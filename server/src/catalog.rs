@@ -67,8 +67,9 @@ impl Entry {
     }
 }
 
-/// A connector as the catalog lists it.
-#[derive(Debug, Clone, Serialize)]
+/// A connector as the catalog lists it (`Connector` in the OpenAPI document).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Connector)]
 pub struct Listing {
     /// Its id.
     pub id: String,

@@ -35,12 +35,14 @@ struct Sealed {
 }
 
 /// The query of `GET /integrations/{connector}/authorize`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuthorizeQuery {
     /// Which of the user's accounts of the connector this is (`work`, an e-mail address):
     /// connecting a named account again renews it, a new name adds an integration. Default: the
     /// first account.
     #[serde(default)]
+    #[param(max_length = 200)]
     account: Option<String>,
 }
 
@@ -105,7 +107,26 @@ fn redirect_uri(state: &Service, connector: &str) -> String {
     url.to_string()
 }
 
-/// `GET /integrations/{connector}/authorize`: sends the browser to the provider.
+/// Start connecting an account: redirects the browser to the provider.
+///
+/// OAuth 2.0: state and PKCE, kept sealed in the database, so that any process can take the
+/// callback; OAuth 1.0a: temporary credentials, kept sealed.
+#[utoipa::path(
+    get,
+    path = "/integrations/{id}/authorize",
+    tag = "connect",
+    params(("id" = String, Path, description = "The connector id"), AuthorizeQuery),
+    responses(
+        (status = 303, description = "To the provider's authorization page",
+            headers(("Location" = String, description = "The provider's authorization URL"))),
+        (status = 400, description = "A bad account name, a connector that does not connect through the browser, or the provider refused", body = crate::error::ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = crate::error::ErrorBody),
+        (status = 404, description = "No such connector", body = crate::error::ErrorBody),
+        (status = 409, description = "The deployment has no OAuth client for this connector", body = crate::error::ErrorBody),
+        (status = 500, description = "The service failed (its database, most often)", body = crate::error::ErrorBody),
+        (status = 502, description = "The provider failed", body = crate::error::ErrorBody)
+    )
+)]
 pub async fn authorize(
     State(state): State<AppState>,
     User(user): User,
@@ -146,7 +167,35 @@ pub async fn authorize(
     Ok(Redirect::to(url.as_str()).into_response())
 }
 
-/// `GET /integrations/{connector}/callback`: the provider sends the browser back here.
+/// The provider's redirect back: verifies the state, exchanges the code, stores the tokens
+/// sealed, starts the initial import, redirects to the page.
+///
+/// The authorization must have been started by the same user, for the same connector, within
+/// the last 15 minutes.
+#[utoipa::path(
+    get,
+    path = "/integrations/{id}/callback",
+    tag = "connect",
+    params(
+        ("id" = String, Path, description = "The connector id"),
+        ("state" = Option<String>, Query, description = "OAuth 2.0: the state sent with the authorization request"),
+        ("code" = Option<String>, Query, description = "OAuth 2.0: the authorization code"),
+        ("error" = Option<String>, Query, description = "OAuth 2.0: the provider's refusal"),
+        ("error_description" = Option<String>, Query, description = "OAuth 2.0: the provider's explanation of its refusal"),
+        ("oauth_token" = Option<String>, Query, description = "OAuth 1.0a: the temporary credentials' token"),
+        ("oauth_verifier" = Option<String>, Query, description = "OAuth 1.0a: the verifier")
+    ),
+    responses(
+        (status = 303, description = "To the web page, showing the new integration",
+            headers(("Location" = String, description = "`/#integration=<id>`"))),
+        (status = 400, description = "An unknown or expired authorization, a connector that does not connect through the browser, or the provider refused", body = crate::error::ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = crate::error::ErrorBody),
+        (status = 404, description = "No such connector", body = crate::error::ErrorBody),
+        (status = 409, description = "The deployment has no OAuth client for this connector", body = crate::error::ErrorBody),
+        (status = 500, description = "The service failed (its database, most often)", body = crate::error::ErrorBody),
+        (status = 502, description = "The provider failed (the token exchange)", body = crate::error::ErrorBody)
+    )
+)]
 pub async fn callback(
     State(state): State<AppState>,
     User(user): User,
@@ -193,7 +242,7 @@ pub async fn callback(
 }
 
 /// The body of `POST /integrations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewIntegration {
     /// The connector id.
@@ -204,11 +253,30 @@ pub struct NewIntegration {
     /// Which of the user's accounts of the connector this is (see the authorize query's
     /// `account`). Default: the first account.
     #[serde(default)]
+    #[schema(max_length = 200)]
     account: Option<String>,
 }
 
-/// `POST /integrations`: connects a connector that needs no browser (API keys, none) from
-/// config values.
+/// Connect a connector that needs no browser: from its config values (API keys, none), or
+/// through the deployment's own OAuth 2.0 client (client credentials, no config values).
+///
+/// Its first import starts at once.
+#[utoipa::path(
+    post,
+    path = "/integrations",
+    tag = "integrations",
+    operation_id = "create_integration",
+    request_body = NewIntegration,
+    responses(
+        (status = 201, description = "Connected; the integration", body = crate::tables::IntegrationSummary),
+        (status = 400, description = "A malformed body, a bad account name, config values refused, or a connector that connects through the browser", body = crate::error::ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = crate::error::ErrorBody),
+        (status = 404, description = "No such connector", body = crate::error::ErrorBody),
+        (status = 409, description = "The deployment has no OAuth client for this connector", body = crate::error::ErrorBody),
+        (status = 500, description = "The service failed (its database, most often)", body = crate::error::ErrorBody),
+        (status = 502, description = "The provider failed (the client-credentials token request)", body = crate::error::ErrorBody)
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     User(user): User,

@@ -10,54 +10,83 @@ use serde::Serialize;
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// The body of every error answer (`Error` in the OpenAPI document).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
+/// What went wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// The kind of error.
+    pub code: ErrorCode,
+    /// What went wrong and what to do about it, for a person.
+    pub message: String,
+}
+
+/// The kind of an error, one per status: `bad_request` (400), `unauthorized` (401),
+/// `not_found` (404), `conflict` (409), `provider_error` (502), `internal` (500).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the request is malformed.
+    BadRequest,
+    /// 401: no or unknown credentials.
+    Unauthorized,
+    /// 404: nothing by that name, or not the caller's.
+    NotFound,
+    /// 409: the request conflicts with the current state.
+    Conflict,
+    /// 502: the provider refused or failed.
+    ProviderError,
+    /// 500: the service itself failed.
+    Internal,
 }
 
 impl ApiError {
     /// 400: the request is malformed.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
 
     /// 401: no or unknown credentials.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
     /// 404: nothing by that name, or not the caller's (the two are not told apart, so that
     /// one user cannot probe for another's integrations).
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
 
     /// 409: the request conflicts with the current state.
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
+        Self::new(StatusCode::CONFLICT, ErrorCode::Conflict, message)
     }
 
     /// 502: the provider refused or failed.
     pub fn provider(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_GATEWAY, "provider_error", message)
+        Self::new(StatusCode::BAD_GATEWAY, ErrorCode::ProviderError, message)
     }
 
     /// 500: the service itself failed (the database, most often).
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            message,
+        )
     }
 
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -75,10 +104,10 @@ impl From<engine::store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Inner {
+        let body = ErrorBody {
+            error: ErrorDetail {
                 code: self.code,
-                message: &self.message,
+                message: self.message,
             },
         };
         (self.status, Json(body)).into_response()

@@ -5,6 +5,7 @@
 //! - [`identity`]: who is asking (API keys or a trusted gateway header);
 //! - [`connect`]: the OAuth round trip and config-only connections;
 //! - [`api`]: integrations, records, the audit log, health and metrics;
+//! - [`openapi`]: the API's OpenAPI document, generated from the handlers and their types;
 //! - [`scheduler`] and [`runner`]: claiming due syncs across processes and running them.
 
 pub mod api;
@@ -13,6 +14,7 @@ pub mod connect;
 pub mod error;
 pub mod identity;
 pub mod metrics;
+pub mod openapi;
 pub mod runner;
 pub mod scheduler;
 pub mod state;
@@ -35,6 +37,9 @@ pub use state::{AppState, Config, Identity, Limits, Service};
 /// The routes. (`{id}` is an integration id, or for `authorize` and `callback` a connector id:
 /// the router wants one name per position.) Every route but `/`, `/healthz` and `/openapi.json` (which hold no one's data)
 /// needs an authenticated user.
+///
+/// Every handler here carries its `#[utoipa::path]`, and [`openapi`] lists them all: a route
+/// added here goes there too (`tests/serve.rs` checks that the document and the router agree).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(web::page))

@@ -211,7 +211,7 @@ pub struct Release {
 }
 
 /// An integration as the API shows it: no tokens.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct IntegrationSummary {
     /// Its id.
     pub id: String,
@@ -245,7 +245,7 @@ pub struct IntegrationSummary {
 }
 
 /// One stored record, as the API serves it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RecordRow {
     /// The integration that imported it.
     pub integration_id: String,
@@ -256,6 +256,7 @@ pub struct RecordRow {
     /// The provider's id.
     pub source_object_id: String,
     /// The model record.
+    #[schema(value_type = Object)]
     pub data: Value,
     /// When it last changed.
     pub updated_at: String,
@@ -264,7 +265,7 @@ pub struct RecordRow {
 }
 
 /// A page of records and where the next one starts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RecordPage {
     /// The records, oldest row first.
     pub records: Vec<RecordRow>,

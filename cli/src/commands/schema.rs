@@ -1,4 +1,5 @@
-//! `connector schema`: the generated JSON Schemas and reference pages.
+//! `connector schema`: the generated JSON Schemas, the service's OpenAPI document and the
+//! reference pages.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,8 @@ pub fn run(args: &Args) -> Result<Outcome, Failure> {
         return Ok(Outcome::Success);
     }
     let mut files = schema::generated_files();
+    // The service's OpenAPI document, generated from its handlers.
+    files.push(server::openapi::generated_file());
     files.extend(readme(&args.root).map_err(Failure::usage)?);
     let mut drifted = 0;
     for file in files {
