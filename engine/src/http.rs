@@ -7,6 +7,14 @@
 //! bodies their caller refuses (truncated JSON). The wait is the first wait header present (`Retry-After` as seconds or an HTTP date,
 //! reset timestamps), else exponential backoff with full jitter. A 401 asks the authorizer to
 //! refresh once. Any other 4xx fails at once.
+//!
+//! Where a request may go is checked on every hop: the first URL and each redirect must be https
+//! on an allowed host; credentials, the spec's headers and bodies stay with the origin they were
+//! meant for; outside the sandbox, names must resolve to public addresses ([`PublicResolver`]).
+
+mod public;
+
+pub use public::{PublicResolver, is_public};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +29,9 @@ use crate::spec::{HostPattern, Retry, WaitFormat};
 
 /// The longest wait a header may impose before a retry.
 const MAX_HEADER_WAIT: Duration = Duration::from_secs(3600);
+
+/// How many redirects one request follows.
+const MAX_REDIRECTS: usize = 5;
 
 /// The header that tells the sandbox replay which host a request was meant for.
 pub const SANDBOX_HOST_HEADER: &str = "x-hypernet-host";
@@ -163,6 +174,16 @@ pub enum HttpError {
     /// The request could not be built (a header value with a newline, say).
     #[error("the request could not be built: {0}")]
     Build(String),
+    /// The provider redirected the request where it may not go.
+    #[error("{from} redirected to {to}, which was not followed: {reason}")]
+    Redirect {
+        /// The redirected request's URL (credentials hidden).
+        from: String,
+        /// Where it was sent (credentials hidden).
+        to: String,
+        /// Why it was not followed.
+        reason: &'static str,
+    },
 }
 
 impl HttpError {
@@ -188,6 +209,9 @@ impl HttpError {
                 "the provider is failing or rate limiting; try again later, the sync resumes where it stopped"
             }
             Self::Build(_) => "check the configured values for line breaks or invalid characters",
+            Self::Redirect { .. } => {
+                "the provider sent the request elsewhere than the connector declares; report it to the connector's authors"
+            }
         }
     }
 }
@@ -207,6 +231,15 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(60),
             transport: Transport::Direct,
         }
+    }
+}
+
+/// What a redirect to another origin is sent with: nothing.
+struct NoCredentials;
+
+impl Authorizer for NoCredentials {
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request
     }
 }
 
@@ -235,7 +268,16 @@ impl HttpClient {
         options: ClientOptions,
     ) -> Result<Self, HttpError> {
         install_tls_provider();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if options.transport == Transport::Direct {
+            builder = builder.dns_resolver(PublicResolver);
+        }
+        let client = builder
+            // Redirects are followed by `exchange_following`, each hop checked like the first
+            // request; reqwest would follow them to any host, with the request's own headers
+            // (a custom API-key header among them) and, for 307 and 308, its body.
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(15)))
             .user_agent(concat!("hypernet-connect/", env!("CARGO_PKG_VERSION")))
@@ -264,13 +306,7 @@ impl HttpClient {
         observer: &dyn Observer,
         mut accept: impl FnMut(Response) -> Result<T, String>,
     ) -> Result<T, HttpError> {
-        let host = request.url.host_str().unwrap_or_default();
-        if request.url.scheme() != "https"
-            || !self
-                .allowed_hosts
-                .iter()
-                .any(|pattern| pattern.matches(host))
-        {
+        if !self.may_reach(&request.url) {
             return Err(HttpError::HostNotAllowed {
                 url: request.url.to_string(),
             });
@@ -291,7 +327,7 @@ impl HttpClient {
                 .await;
             auth.prepare().await.map_err(HttpError::Refresh)?;
             observer.event(&Event::Request);
-            let (reason, header_wait) = match self.exchange(request, auth).await {
+            let (reason, header_wait) = match self.exchange_following(request, auth).await? {
                 Ok(Exchange {
                     status,
                     headers,
@@ -361,6 +397,97 @@ impl HttpClient {
                 reason: &reason,
             });
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Whether requests may go to `url`: https, on one of the connector's allowed hosts.
+    fn may_reach(&self, url: &url::Url) -> bool {
+        let host = url.host_str().unwrap_or_default();
+        url.scheme() == "https"
+            && self
+                .allowed_hosts
+                .iter()
+                .any(|pattern| pattern.matches(host))
+    }
+
+    /// One exchange and the redirects it leads to, each hop checked as the first request is
+    /// (https, an allowed host). Within the origin a redirect is the same request at a new URL,
+    /// signed again; to another origin only a bare `GET` follows (no credentials, none of the
+    /// spec's headers, no body: they were meant for the first host), and a 307 or 308 that
+    /// would re-send a body there is refused. A refused redirect fails the request for good; a
+    /// transport failure comes back described, to be retried.
+    async fn exchange_following(
+        &self,
+        request: &HttpRequest,
+        auth: &dyn Authorizer,
+    ) -> Result<Result<Exchange, String>, HttpError> {
+        let mut current = std::borrow::Cow::Borrowed(request);
+        let mut signed = true;
+        let mut hops = 0;
+        loop {
+            let exchange = if signed {
+                self.exchange(&current, auth).await
+            } else {
+                self.exchange(&current, &NoCredentials).await
+            };
+            let exchange = match exchange {
+                Ok(exchange) => exchange,
+                Err(reason) => return Ok(Err(reason)),
+            };
+            let location = exchange
+                .headers
+                .get(reqwest::header::LOCATION)
+                .and_then(|value| value.to_str().ok());
+            let (status, Some(location)) = (exchange.status, location) else {
+                return Ok(Ok(exchange));
+            };
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                return Ok(Ok(exchange));
+            }
+            let refuse = |to: String, reason| HttpError::Redirect {
+                from: redacted(&current.url),
+                to,
+                reason,
+            };
+            let Ok(next) = current.url.join(location) else {
+                return Err(refuse(location.to_owned(), "the address is not a URL"));
+            };
+            if hops == MAX_REDIRECTS {
+                return Err(refuse(redacted(&next), "too many redirects"));
+            }
+            hops += 1;
+            if !self.may_reach(&next) {
+                return Err(refuse(
+                    redacted(&next),
+                    "it is not https on one of the connector's allowed hosts",
+                ));
+            }
+            let same_origin = next.origin() == current.url.origin();
+            // 307 and 308 repeat the request; the others turn it into a GET without a body.
+            let repeats = matches!(status, 307 | 308);
+            if repeats && !same_origin && current.body.is_some() {
+                return Err(refuse(
+                    redacted(&next),
+                    "it would re-send the request's body to another host",
+                ));
+            }
+            let method = if repeats || current.method == reqwest::Method::HEAD {
+                current.method.clone()
+            } else {
+                reqwest::Method::GET
+            };
+            tracing::debug!(from = %redacted(&current.url), to = %redacted(&next), status, "following a redirect");
+            signed &= same_origin;
+            current = std::borrow::Cow::Owned(HttpRequest {
+                method,
+                headers: if same_origin {
+                    current.headers.clone()
+                } else {
+                    Vec::new()
+                },
+                body: if repeats { current.body.clone() } else { None },
+                url: next,
+            });
         }
     }
 

@@ -74,7 +74,11 @@ pub struct ConnectorSpec {
     /// The URL that request paths are relative to.
     pub base_url: Url,
     /// Every host the connector may call: the API, the OAuth endpoints, next-page URLs. Requests
-    /// to any other host are refused.
+    /// to any other host are refused, and so are redirects: each hop must be https on one of
+    /// these hosts; one to another host is followed as a bare GET (no credentials, headers or
+    /// body). IP addresses and public suffixes (`co.uk`, `*.co.uk`, `*.github.io`) are not
+    /// allowed, and outside the sandbox a host whose name resolves to a private, loopback or
+    /// link-local address is refused when connecting.
     #[schemars(length(min = 1))]
     pub allowed_hosts: Vec<HostPattern>,
     /// Headers sent with every request (`Notion-Version`). Templates over `config`, `secrets`.

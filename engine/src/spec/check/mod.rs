@@ -153,11 +153,16 @@ impl Checker<'_> {
             );
         }
         for (index, host) in spec.allowed_hosts.iter().enumerate() {
+            let at = pointer(&["allowed_hosts", &index.to_string()]);
             if !is_host_pattern(host.as_str()) {
                 self.push(
-                    Problem::at(pointer(&["allowed_hosts", &index.to_string()]), format!("`{host}` is not a host name"))
+                    Problem::at(at, format!("`{host}` is not a host name"))
                         .expected("a host such as `api.example.com` or `*.example.com`, with no scheme, port or path"),
                 );
+            } else if let Some(problem) = host_refusal(host.as_str()) {
+                self.push(Problem::at(at, problem).expected(
+                    "the provider's own host names, such as `api.example.com`; addresses and public suffixes are never allowed",
+                ));
             }
         }
         self.url(&pointer(&["docs_url"]), spec.docs_url.as_str(), false);
@@ -417,9 +422,65 @@ fn is_host_pattern(text: &str) -> bool {
         })
 }
 
+/// Why a well-formed host pattern may still not be allowed: an IP address (a spec could reach
+/// the operator's network or a cloud's metadata service: `169.254.169.254`), or a public suffix
+/// or every site under one (`*.co.uk`, `*.github.io`: anyone can register a host there).
+/// Private-section suffixes count: `*.github.io` is every GitHub Pages site, a collector's too.
+fn host_refusal(pattern: &str) -> Option<String> {
+    let (wildcard, host) = match pattern.strip_prefix("*.") {
+        Some(domain) => (true, domain),
+        None => (false, pattern),
+    };
+    // No top-level domain is numeric: a host whose last label is a number is an address.
+    if host
+        .rsplit('.')
+        .next()
+        .is_some_and(|label| label.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Some(format!(
+            "`{pattern}` is an IP address; a connector may only name its provider's hosts"
+        ));
+    }
+    let suffix = psl::suffix(host.as_bytes())?;
+    (suffix.is_known() && suffix.as_bytes() == host.as_bytes()).then(|| {
+        if wildcard {
+            format!("`{pattern}` allows every site under the public suffix `{host}`, anyone's")
+        } else {
+            format!("`{pattern}` is a public suffix, not a host")
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_and_public_suffixes_are_not_allowed_hosts() {
+        for allowed in [
+            "api.example.com",
+            "*.example.com",
+            "photoslibrary.googleapis.com",
+            "lh3.googleusercontent.com",
+            "api.dropboxapi.com",
+            "user.github.io",
+        ] {
+            assert_eq!(host_refusal(allowed), None, "{allowed}");
+        }
+        for (refused, says) in [
+            ("127.0.0.1", "IP address"),
+            ("169.254.169.254", "IP address"),
+            ("10.0.0.7", "IP address"),
+            ("*.0.0.10", "IP address"),
+            ("*.co.uk", "every site under the public suffix `co.uk`"),
+            ("*.github.io", "every site"),
+            ("*.googleapis.com", "every site"),
+            ("co.uk", "is a public suffix"),
+        ] {
+            let problem = host_refusal(refused).unwrap_or_default();
+            assert!(problem.contains(says), "{refused}: {problem}");
+        }
+    }
 
     #[test]
     fn host_patterns_are_plain_hosts() {
