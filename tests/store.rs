@@ -307,6 +307,138 @@ async fn connecting_syncing_and_disconnecting_are_in_the_audit_log() {
     }
 }
 
+/// Every row of every table of the store's database, as text (`table: row`).
+async fn every_row(store: &AnyStore) -> Vec<String> {
+    let mut rows = Vec::new();
+    match store {
+        AnyStore::Sqlite(store) => {
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            )
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            for table in tables {
+                let columns: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT name FROM pragma_table_info('{table}')"
+                )))
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+                let row = columns
+                    .iter()
+                    .map(|column| format!("quote(\"{column}\")"))
+                    .collect::<Vec<_>>()
+                    .join(" || ' ' || ");
+                let texts: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT {row} FROM \"{table}\""
+                )))
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+                rows.extend(texts.into_iter().map(|text| format!("{table}: {text}")));
+            }
+        }
+        AnyStore::Postgres(store) => {
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+            )
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            for table in tables {
+                let texts: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT row_to_json(t)::text FROM \"{table}\" t"
+                )))
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+                rows.extend(texts.into_iter().map(|text| format!("{table}: {text}")));
+            }
+        }
+    }
+    rows
+}
+
+/// "Delete my data" leaves nothing of the integration's content in any table (issue 22, point
+/// 5): not its records, not the raw payload of a rejected record, not a run's error quoting the
+/// provider, not its checkpoints. The audit log says that it happened, and nothing more.
+#[tokio::test]
+async fn deleting_an_integrations_data_leaves_no_trace_of_its_content() {
+    const MARKER: &str = "private diary entry";
+    for test in test_stores("delete_every_trace").await {
+        let (_provider, server) = provider((0..2).map(|index| note(index, T0)).collect()).await;
+        test.store
+            .save_integration(&StoredIntegration {
+                id: "integration-1".into(),
+                user_id: "user-1".into(),
+                connector: PLATFORM.into(),
+                account: String::new(),
+                status: IntegrationStatus::Active,
+                config: serde_json::Map::new(),
+                sealed_tokens: Some(vec![1, 2, 3]),
+                scopes: None,
+                last_error: None,
+            })
+            .await
+            .unwrap();
+        run(&spec(""), &server, &test.store, RunOptions::default())
+            .await
+            .0
+            .unwrap();
+        // A rejected record and a failed run that quotes the provider.
+        let mut page = notes_page(0);
+        page.rejects.push(engine::record::Reject {
+            id: Some("n-bad".into()),
+            reason: "`title` is not text".into(),
+            raw: json!({"id": "n-bad", "title": [MARKER]}),
+        });
+        let mut store = test.store.clone();
+        let run_id = store.start_run(&page.scope).await.unwrap();
+        store.write(&page).await.unwrap();
+        store
+            .finish_run(
+                run_id,
+                &Default::default(),
+                engine::store::RunStatus::Failed,
+                Some(&format!("the provider answered 404: {MARKER}")),
+            )
+            .await
+            .unwrap();
+        let before = every_row(&test.store).await.join("\n");
+        for trace in [MARKER, "Note 0", "rejects: ", "sync_runs: "] {
+            assert!(before.contains(trace), "{}: {trace} before", test.backend);
+        }
+
+        test.store
+            .delete_integration("integration-1", true)
+            .await
+            .unwrap();
+        let after = every_row(&test.store).await;
+        for row in &after {
+            assert!(
+                !row.contains(MARKER) && !row.contains("Note 0") && !row.contains("Note 1"),
+                "{}: content left: {row}",
+                test.backend
+            );
+            assert!(
+                !row.contains("integration-1") || row.starts_with("audit_log: "),
+                "{}: a trace of the integration left: {row}",
+                test.backend
+            );
+        }
+        let audit = after
+            .iter()
+            .filter(|row| row.starts_with("audit_log: "))
+            .count();
+        assert!(
+            audit >= 2,
+            "{}: the deletion is in the audit log",
+            test.backend
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_store_opens_from_a_location_and_refuses_unknown_ones() {
     let error = AnyStore::open("mysql://localhost/x").await.unwrap_err();

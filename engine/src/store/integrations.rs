@@ -51,6 +51,13 @@ pub struct StoredIntegration {
     pub last_error: Option<String>,
 }
 
+/// What an integration keeps to sync: deleted with it, always.
+const STATE_TABLES: [&str; 2] = ["checkpoints", "sync_seen"];
+
+/// What was imported through an integration, or quotes it: deleted with it when the person asks
+/// for the data to go too. `records` first: `purge_disconnected` counts it.
+const DATA_TABLES: [&str; 3] = ["records", "rejects", "sync_runs"];
+
 on_every_backend! {
 impl Store {
     /// Creates or replaces an integration (after connecting or reconnecting): active, no error,
@@ -165,8 +172,9 @@ impl Store {
     }
 
     /// Removes an integration, its tokens and its checkpoints; with `delete_data`, also every
-    /// record imported through it. Returns how many records were deleted. The audit log keeps
-    /// both facts.
+    /// trace of what was imported through it: its records, its rejects (which hold the raw
+    /// provider payload) and its runs (whose errors may quote the provider). Returns how many
+    /// records were deleted. The audit log keeps both facts, and nothing of the content.
     pub async fn delete_integration(&self, id: &str, delete_data: bool) -> Result<u64, StoreError> {
         let user_id = self
             .integration(id)
@@ -183,14 +191,24 @@ impl Store {
                 .fetch_one(&mut *transaction)
                 .await?
                 .try_get(0usize)?;
-            let mut query = QueryBuilder::<DB>::new("DELETE FROM records WHERE integration_id = ");
+            for table in DATA_TABLES {
+                let mut query =
+                    QueryBuilder::<DB>::new(format!("DELETE FROM {table} WHERE integration_id = "));
+                query.push_bind(id);
+                query.build().execute(&mut *transaction).await?;
+            }
+            // A failed run's audit entry quotes its error, which may quote the provider: the log
+            // keeps that the run happened, not what it said.
+            let mut query = QueryBuilder::<DB>::new(
+                "UPDATE audit_log SET detail = 'a run that failed in whole or part; its error was removed with the data' WHERE action = 'sync_finished' AND (detail LIKE 'run % failed: %' OR detail LIKE 'run % partial: %') AND integration_id = ",
+            );
             query.push_bind(id);
             query.build().execute(&mut *transaction).await?;
             u64::try_from(count).unwrap_or_default()
         } else {
             0
         };
-        for table in ["checkpoints", "sync_seen"] {
+        for table in STATE_TABLES {
             let mut query =
                 QueryBuilder::<DB>::new(format!("DELETE FROM {table} WHERE integration_id = "));
             query.push_bind(id);
@@ -228,9 +246,9 @@ impl Store {
         if self.integration(id).await?.is_some() {
             return Ok(0);
         }
-        let mut tables = vec!["checkpoints", "sync_seen"];
+        let mut tables = STATE_TABLES.to_vec();
         if delete_data {
-            tables.push("records");
+            tables.extend(DATA_TABLES);
         }
         let mut deleted = 0;
         for table in tables {
