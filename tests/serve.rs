@@ -241,6 +241,8 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
         for bad in [
             json!({"sync_every": "soon"}),
             json!({"sync_every": "30s"}),
+            // Accepted once, it overflowed the scheduler's clock and took a sync slot for good.
+            json!({"sync_every": "10000000d"}),
             json!({"every": "1h"}),
         ] {
             let (status, body) = service

@@ -323,11 +323,14 @@ pub async fn update(
                 text.parse().map_err(|error: engine::spec::DurationError| {
                     ApiError::bad_request(error.to_string())
                 })?;
-            let secs = every.get().as_secs();
-            if secs < 60 {
-                return Err(ApiError::bad_request("`sync_every` must be at least 1m"));
+            if !(engine::spec::MIN_SYNC_INTERVAL..=engine::spec::MAX_SYNC_INTERVAL)
+                .contains(&every.get())
+            {
+                return Err(ApiError::bad_request(
+                    "`sync_every` must be at least 1m and at most 366d",
+                ));
             }
-            Ok(secs)
+            Ok(every.get().as_secs())
         })
         .transpose()?;
     state.tables.set_interval(&id, every).await?;

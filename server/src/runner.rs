@@ -176,6 +176,8 @@ pub async fn run(service: &Service, claim: &Claim) -> Outcome {
 /// drift apart instead of syncing in lockstep.
 pub fn next_due(every: Duration, failures: u32) -> Duration {
     const FIRST_RETRY: Duration = Duration::from_secs(60);
+    // Intervals stored before they were bounded may be anything.
+    let every = every.min(engine::spec::MAX_SYNC_INTERVAL);
     let base = if failures == 0 {
         every
     } else {

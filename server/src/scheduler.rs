@@ -187,7 +187,11 @@ async fn run_claimed(state: &AppState, claim: &Claim) {
         tracing::error!(%error, integration = %claim.integration_id, "cannot flag needs_reauth");
     }
     let release = Release {
-        next_sync_at: jiff::Timestamp::now() + runner::next_due(every, failures),
+        // `next_due` is at most a year and a tenth: the sum fits a timestamp, checked all the same.
+        next_sync_at: jiff::SignedDuration::try_from(runner::next_due(every, failures))
+            .ok()
+            .and_then(|wait| jiff::Timestamp::now().checked_add(wait).ok())
+            .unwrap_or_else(jiff::Timestamp::now),
         succeeded: matches!(outcome, Outcome::Succeeded | Outcome::Partial(_)),
         failures,
         error,

@@ -134,6 +134,14 @@ pub enum WaitFormat {
     EpochMillis,
 }
 
+/// The shortest time between syncs a spec or an operator may set: more often would hammer the
+/// provider.
+pub const MIN_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The longest time between syncs a spec or an operator may set (a year and a day): longer is
+/// never meant, and times far enough out overflow the scheduler's clock arithmetic.
+pub const MAX_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
 /// When the connector runs by itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

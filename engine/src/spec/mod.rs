@@ -37,7 +37,10 @@ pub struct ResponseError {
     #[serde(default)]
     pub message: Option<JsonPath>,
 }
-pub use limits::{Backoff, RateLimit, RateLimitScope, Retry, Schedule, WaitFormat, WaitHeader};
+pub use limits::{
+    Backoff, MAX_SYNC_INTERVAL, MIN_SYNC_INTERVAL, RateLimit, RateLimitScope, Retry, Schedule,
+    WaitFormat, WaitHeader,
+};
 pub use load::{LoadError, SpecSource, load, parse};
 pub use stream::{
     Body, Conversion, CursorFormat, Decode, FieldMapping, FieldRule, Gone, Incremental,

@@ -220,7 +220,19 @@ impl Checker<'_> {
                 *status,
             );
         }
-        if spec.schedule.every.get() < std::time::Duration::from_secs(60) {
+        if spec.schedule.every.get() > super::MAX_SYNC_INTERVAL {
+            self.push(
+                Problem::at(
+                    "/schedule/every",
+                    format!(
+                        "syncing every {} is longer than a year",
+                        spec.schedule.every
+                    ),
+                )
+                .expected("at most `366d`"),
+            );
+        }
+        if spec.schedule.every.get() < super::MIN_SYNC_INTERVAL {
             self.push(
                 Problem::at(
                     "/schedule/every",
