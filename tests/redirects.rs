@@ -104,6 +104,24 @@ fn redirecting(status: StatusCode, location: String) -> (axum::Router, Log) {
     (app, log)
 }
 
+/// Runs the `items` stream as `request` says against a server whose `/items` redirects with
+/// `status` to `location`: the run's result, what the server saw, and what was stored.
+async fn follow(
+    status: StatusCode,
+    location: &str,
+    request: &str,
+) -> (
+    Result<engine::run::RunReport, engine::run::SyncError>,
+    Log,
+    MemorySink,
+) {
+    let (app, log) = redirecting(status, location.to_owned());
+    let server = serve(app).await;
+    let sink = MemorySink::default();
+    let (result, _) = run(&spec(request), &server, &sink, options()).await;
+    (result, log, sink)
+}
+
 /// A server that records whatever reaches it.
 async fn bystander() -> (url::Url, Log) {
     let log = Log::default();
@@ -166,17 +184,10 @@ async fn a_redirect_to_an_undeclared_host_is_refused() {
 
 #[tokio::test]
 async fn within_the_origin_a_redirect_is_the_same_request_again() {
-    let (app, log) = redirecting(
+    let (result, log, sink) = follow(
         StatusCode::PERMANENT_REDIRECT,
-        "/v2/items?page=1".to_owned(),
-    );
-    let server = serve(app).await;
-    let sink = MemorySink::default();
-    let (result, _) = run(
-        &spec("{ method: POST, path: /items, body: { json: { q: all } } }"),
-        &server,
-        &sink,
-        options(),
+        "/v2/items?page=1",
+        "{ method: POST, path: /items, body: { json: { q: all } } }",
     )
     .await;
     result.unwrap();
@@ -193,17 +204,10 @@ async fn within_the_origin_a_redirect_is_the_same_request_again() {
 
 #[tokio::test]
 async fn to_another_allowed_host_only_a_bare_get_follows() {
-    let (app, log) = redirecting(
+    let (result, log, sink) = follow(
         StatusCode::FOUND,
-        "https://cdn.example.com/items.json".to_owned(),
-    );
-    let server = serve(app).await;
-    let sink = MemorySink::default();
-    let (result, _) = run(
-        &spec("{ method: POST, path: /items, body: { json: { key: k-secret-123 } } }"),
-        &server,
-        &sink,
-        options(),
+        "https://cdn.example.com/items.json",
+        "{ method: POST, path: /items, body: { json: { key: k-secret-123 } } }",
     )
     .await;
     result.unwrap();
@@ -220,17 +224,10 @@ async fn to_another_allowed_host_only_a_bare_get_follows() {
 
 #[tokio::test]
 async fn a_307_would_resend_the_body_to_another_host_and_is_refused() {
-    let (app, log) = redirecting(
+    let (result, log, _sink) = follow(
         StatusCode::TEMPORARY_REDIRECT,
-        "https://cdn.example.com/items".to_owned(),
-    );
-    let server = serve(app).await;
-    let sink = MemorySink::default();
-    let (result, _) = run(
-        &spec("{ method: POST, path: /items, body: { json: { secret: k-secret-123 } } }"),
-        &server,
-        &sink,
-        options(),
+        "https://cdn.example.com/items",
+        "{ method: POST, path: /items, body: { json: { secret: k-secret-123 } } }",
     )
     .await;
     let message = refused_redirect(result);

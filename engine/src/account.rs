@@ -111,7 +111,7 @@ pub fn oauth_client(
 }
 
 /// `HYPERNET_<CLIENT>`: the prefix of the environment variables holding `spec`'s OAuth client.
-pub fn client_env_prefix(spec: &ConnectorSpec) -> String {
+fn client_env_prefix(spec: &ConnectorSpec) -> String {
     let client = spec.auth.client_name(&spec.id).unwrap_or(&spec.id);
     format!("HYPERNET_{}", client.to_uppercase())
 }
@@ -128,7 +128,7 @@ pub fn open_sealed(stored: &StoredIntegration, cipher: &TokenCipher) -> Result<V
 
 /// Signs requests for a stored integration (see [`credentials::authorizer`]); renewed OAuth 2.0
 /// tokens are sealed and saved before they are used.
-pub fn stored_authorizer(
+fn stored_authorizer(
     spec: &ConnectorSpec,
     stored: &StoredIntegration,
     client: Result<OAuthClient, String>,
@@ -169,7 +169,7 @@ pub fn stored_authorizer(
 /// The config values and (sealed) secrets of a stored integration, together, for
 /// [`Integration::configure`]. Secrets of non-OAuth connectors are sealed where OAuth
 /// connectors keep their tokens.
-pub fn stored_values(
+fn stored_values(
     spec: &ConnectorSpec,
     stored: &StoredIntegration,
     cipher: &TokenCipher,

@@ -86,15 +86,25 @@ pub async fn token_http(
     spec: &ConnectorSpec,
     sandbox: bool,
 ) -> Result<(Option<engine::sandbox::Sandbox>, engine::http::HttpClient), String> {
-    let sandbox = if sandbox {
-        Some(engine::sandbox::Sandbox::start(files, spec).await?)
-    } else {
-        None
-    };
+    let sandbox = sandbox_if(sandbox, files, spec).await?;
     let transport = sandbox.as_ref().map_or(
         engine::http::Transport::Direct,
         engine::sandbox::Sandbox::transport,
     );
     let http = engine::account::token_http(spec, transport)?;
     Ok((sandbox, http))
+}
+
+/// The sandbox's replay and stand-in provider for `spec`, started when `wanted` (`--sandbox`);
+/// it runs as long as the value lives.
+pub async fn sandbox_if(
+    wanted: bool,
+    files: &engine::sandbox::ConnectorFiles,
+    spec: &ConnectorSpec,
+) -> Result<Option<engine::sandbox::Sandbox>, String> {
+    if wanted {
+        engine::sandbox::Sandbox::start(files, spec).await.map(Some)
+    } else {
+        Ok(None)
+    }
 }

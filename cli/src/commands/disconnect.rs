@@ -1,7 +1,7 @@
 //! `connector disconnect CONNECTOR`: revoke and forget an account's tokens; optionally delete
 //! what was imported through it (imported data otherwise stays, as the user's).
 
-use super::credentials::{Account, cipher, integration_id};
+use super::credentials::{Account, cipher, integration_id, sandbox_if};
 use crate::{Failure, Outcome};
 use engine::http::Transport;
 use engine::sandbox::Sandbox;
@@ -37,15 +37,9 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     let cipher = cipher(&args.account.key_file)
         .map_err(|error| Failure::problem(format!("{}: {error}", spec.id)))?;
     // The sandbox's stand-in provider, where revocation goes, lives as long as `sandbox`.
-    let sandbox = if args.sandbox {
-        Some(
-            Sandbox::start(&files, &spec)
-                .await
-                .map_err(Failure::problem)?,
-        )
-    } else {
-        None
-    };
+    let sandbox = sandbox_if(args.sandbox, &files, &spec)
+        .await
+        .map_err(Failure::problem)?;
     let transport = sandbox
         .as_ref()
         .map_or(Transport::Direct, Sandbox::transport);

@@ -9,13 +9,13 @@ use engine::events::Totals;
 use engine::http::Transport;
 use engine::ratelimit::RateLimitRegistry;
 use engine::run::{CompiledConnector, SyncRun};
-use engine::sandbox::{Sandbox, sandbox_config};
+use engine::sandbox::sandbox_config;
 use engine::spec;
 use engine::store::{IntegrationStatus, RunStatus};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::credentials::{Account, cipher, integration_id};
+use super::credentials::{Account, cipher, integration_id, sandbox_if};
 use super::progress::Progress;
 use crate::{Failure, Outcome};
 
@@ -98,18 +98,14 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     let (files, spec) = super::open_connector(&args.connector, &args.account.connectors_root)?;
     let spec = Arc::new(spec);
     let mut given = config_values(&spec, args).map_err(Failure::usage)?;
-    let sandbox = if args.sandbox {
+    if args.sandbox {
         for (name, value) in sandbox_config(&spec) {
             given.entry(name).or_insert(value);
         }
-        Some(
-            Sandbox::start(&files, &spec)
-                .await
-                .map_err(Failure::problem)?,
-        )
-    } else {
-        None
-    };
+    }
+    let sandbox = sandbox_if(args.sandbox, &files, &spec)
+        .await
+        .map_err(Failure::problem)?;
     let store = args.account.open_store().await.map_err(Failure::problem)?;
     let integration_id = integration_id(&spec, &args.account);
     // An OAuth connector uses the tokens `connector auth` stored, unless a token is given.
