@@ -7,6 +7,10 @@
 //! (made once per [`Target`], whatever number of general paths run on it), and the nodes it
 //! selects are found again in the tree by their normalized paths.
 
+mod bounds;
+
+pub use bounds::{MAX_FAN_OUT, MAX_FILTER_NESTING, MAX_LENGTH as MAX_PATH_LENGTH, MAX_NESTING};
+
 use std::cell::OnceCell;
 use std::ops::ControlFlow;
 
@@ -62,20 +66,36 @@ enum Step {
     Index(usize),
 }
 
-/// A JSONPath that does not compile.
+/// A JSONPath that does not compile, or asks for more work than the engine allows.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("`{path}` is not a valid JSONPath: {reason}")]
+#[error("`{}` {}: {reason}", shortened(path), if *.costly { "asks more of the engine than a JSONPath may" } else { "is not a valid JSONPath" })]
 pub struct PathError {
     path: String,
     reason: String,
+    costly: bool,
+}
+
+/// A path as quoted in a message: whole when short, else its start.
+fn shortened(path: &str) -> String {
+    const SHOWN: usize = 60;
+    match path.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &path[..end]),
+        None => path.to_owned(),
+    }
 }
 
 impl CompiledPath {
     /// Compiles `source`.
     pub fn compile(source: &str) -> Result<Self, PathError> {
+        bounds::check(source).map_err(|reason| PathError {
+            path: source.to_owned(),
+            reason,
+            costly: true,
+        })?;
         let general = serde_json_path::JsonPath::parse(source).map_err(|error| PathError {
             path: source.to_owned(),
             reason: error.to_string(),
+            costly: false,
         })?;
         let plan = match direct_plan(source) {
             Some((steps, wildcard)) => Plan::Direct { steps, wildcard },

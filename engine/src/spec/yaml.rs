@@ -75,6 +75,7 @@ pub(crate) struct SyntaxProblem {
 
 /// Parses one YAML document into JSON. Every problem found is returned, not only the first.
 pub(crate) fn parse(text: &str) -> Result<Document, Vec<SyntaxProblem>> {
+    screen(text)?;
     let mut loader = YamlLoader::<MarkedYaml>::default();
     loader.alias_limit(ALIAS_NODE_LIMIT);
     let mut parser = saphyr_parser::Parser::new_from_str(text);
@@ -111,6 +112,51 @@ pub(crate) fn parse(text: &str) -> Result<Document, Vec<SyntaxProblem>> {
     } else {
         Err(converter.problems)
     }
+}
+
+/// A first pass over the YAML events, before any tree is built: nesting deeper than
+/// [`MAX_DEPTH`] is refused here because building (and dropping) the tree recurses once per level,
+/// and a 1 MiB spec of `[` would overflow the stack; tags are refused where they stand, as the
+/// spec language has no use for them. Syntax errors are left to the loader, which reports them.
+fn screen(text: &str) -> Result<(), Vec<SyntaxProblem>> {
+    use saphyr_parser::Event;
+    let mut depth = 0usize;
+    for event in saphyr_parser::Parser::new_from_str(text) {
+        let Ok((event, span)) = event else {
+            return Ok(());
+        };
+        let here = Position {
+            line: span.start.line(),
+            column: span.start.col() + 1,
+        };
+        let tagged = match &event {
+            Event::SequenceStart(_, tag) | Event::MappingStart(_, tag) => {
+                depth += 1;
+                tag.is_some()
+            }
+            Event::Scalar(_, _, _, tag) => tag.is_some(),
+            Event::SequenceEnd | Event::MappingEnd => {
+                depth = depth.saturating_sub(1);
+                false
+            }
+            _ => false,
+        };
+        if tagged {
+            return Err(vec![SyntaxProblem {
+                position: here,
+                message: "YAML tags (`!name`) are not part of the spec language".to_owned(),
+                expected: Some("the value without its tag".to_owned()),
+            }]);
+        }
+        if depth > MAX_DEPTH {
+            return Err(vec![SyntaxProblem {
+                position: here,
+                message: format!("nesting deeper than {MAX_DEPTH} levels"),
+                expected: None,
+            }]);
+        }
+    }
+    Ok(())
 }
 
 fn scan_problem(error: &saphyr::ScanError) -> SyntaxProblem {
@@ -289,6 +335,38 @@ mod tests {
             problems[0].message
         );
         assert_eq!(problems[0].position.line, 2);
+    }
+
+    #[test]
+    fn tags_are_refused_where_they_stand() {
+        let problems = parse("id: a\nname: !x b\n").unwrap_err();
+        assert!(
+            problems[0].message.contains("tag"),
+            "{}",
+            problems[0].message
+        );
+        assert_eq!(problems[0].position.line, 2);
+        let problems = parse("id: a\n!x name: b\n").unwrap_err();
+        assert_eq!(problems[0].position.line, 2);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_exhausting_the_stack() {
+        // A spec is at most 1 MiB; all of it nesting must not overflow a 2 MiB stack.
+        for text in [
+            "[".repeat(1 << 20),
+            format!("a: {}", "[".repeat(500_000)),
+            "{a: ".repeat(200_000),
+            "- ".repeat(300_000),
+        ] {
+            let problems = std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || parse(&text).map(|_| ()).unwrap_err())
+                .unwrap()
+                .join()
+                .unwrap();
+            assert!(!problems.is_empty());
+        }
     }
 
     #[test]

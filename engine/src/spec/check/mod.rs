@@ -336,9 +336,9 @@ impl Checker<'_> {
     }
 
     fn json_path(&mut self, at: &str, path: &JsonPath) {
-        if let Err(error) = serde_json_path::JsonPath::parse(path.as_str()) {
+        if let Err(error) = crate::extract::CompiledPath::compile(path.as_str()) {
             self.push(
-                Problem::at(at, format!("`{path}` is not a valid JSONPath: {error}")).expected(
+                Problem::at(at, error.to_string()).expected(
                     "an RFC 9535 JSONPath such as `$.items[*]` or `$['@odata.nextLink']`",
                 ),
             );
