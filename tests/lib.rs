@@ -162,6 +162,7 @@ pub async fn run<S: Sink>(
         ClientOptions {
             timeout: options.timeout,
             transport: Transport::Sandbox(server.clone()),
+            max_body: spec.limits.max_body.get(),
         },
     )
     .unwrap();

@@ -287,15 +287,22 @@ async fn a_declared_host_that_resolves_to_a_private_address_is_refused() {
         url: url::Url::parse("https://localhost:9/items").unwrap(),
         headers: vec![],
         body: None,
+        max_body: None,
     };
+    let counters = Counters::default();
     let error = http
-        .fetch(&request, &StaticAuth::None, &Counters::default(), |_| {
+        .fetch(&request, &StaticAuth::None, &counters, |_| {
             Ok::<_, String>(())
         })
         .await
         .unwrap_err();
     assert!(
+        matches!(error, engine::http::HttpError::NotPublic { .. }),
+        "a refusal, not a failure to retry: {error}"
+    );
+    assert!(
         error.to_string().contains("not a public address"),
         "{error}"
     );
+    assert_eq!(counters.totals().retries, 0, "a refusal is not retried");
 }

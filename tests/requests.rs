@@ -80,6 +80,7 @@ async fn a_request_once_started_reaches_the_server_without_being_awaited() {
         url: url::Url::parse("https://api.example.com/v1/items").unwrap(),
         headers: vec![],
         body: None,
+        max_body: None,
     };
     let (auth, counters) = (StaticAuth::None, Counters::default());
     let decoder = engine::decode::Decoder::from(engine::spec::Decode::Json);

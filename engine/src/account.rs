@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::credentials::oauth2::{OAuthClient, OnRefresh};
 use crate::credentials::secrets::TokenCipher;
 use crate::credentials::{self, ConnectMode, Granted, SANDBOX_CLIENT, Signing};
-use crate::http::{Authorizer, ClientOptions, HttpClient, Transport};
+use crate::http::{Authorizer, HttpClient, Transport};
 use crate::ratelimit::RateGate;
 use crate::spec::ConnectorSpec;
 use crate::store::{AnyStore, StoredIntegration};
@@ -360,16 +360,8 @@ pub async fn account_of(
 /// An HTTP client for token work (exchange, refresh, revocation) with `spec`'s provider,
 /// sending to `transport`. Token requests are not rate limited: they are few.
 pub fn token_http(spec: &ConnectorSpec, transport: Transport) -> Result<HttpClient, String> {
-    HttpClient::new(
-        spec.allowed_hosts.clone(),
-        spec.retry.clone(),
-        RateGate::unlimited(),
-        ClientOptions {
-            transport,
-            ..ClientOptions::default()
-        },
-    )
-    .map_err(|error| error.to_string())
+    HttpClient::for_connector(spec, RateGate::unlimited(), transport)
+        .map_err(|error| error.to_string())
 }
 
 /// Revokes a stored integration's grant at the provider, as the spec says how (see
@@ -518,16 +510,8 @@ pub fn prepare_run(
     }
     let integration = Integration::configure(spec, user_id, integration_id, &given)
         .map_err(PrepareError::Config)?;
-    let http = HttpClient::new(
-        spec.allowed_hosts.clone(),
-        spec.retry.clone(),
-        gate,
-        ClientOptions {
-            transport,
-            ..ClientOptions::default()
-        },
-    )
-    .map_err(|error| PrepareError::Setup(error.to_string()))?;
+    let http = HttpClient::for_connector(spec, gate, transport)
+        .map_err(|error| PrepareError::Setup(error.to_string()))?;
     let auth = match sign_in {
         SignIn::Stored {
             stored,

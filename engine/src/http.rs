@@ -14,7 +14,7 @@
 
 mod public;
 
-pub use public::{PublicResolver, is_public};
+pub use public::{NotPublic, PublicResolver, is_public};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::events::{Event, Observer};
 use crate::ratelimit::RateGate;
-use crate::spec::{HostPattern, Retry, WaitFormat};
+use crate::spec::{ConnectorSpec, HostPattern, Retry, WaitFormat};
 
 /// The longest wait a header may impose before a retry.
 const MAX_HEADER_WAIT: Duration = Duration::from_secs(3600);
@@ -47,6 +47,8 @@ pub struct HttpRequest {
     pub headers: Vec<(String, String)>,
     /// The body and its content type.
     pub body: Option<RequestBody>,
+    /// The largest answer accepted, in bytes after decompression; `None`: the client's.
+    pub max_body: Option<u64>,
 }
 
 /// A request body.
@@ -98,6 +100,11 @@ pub fn redacted(url: &url::Url) -> String {
     }
     shown.query_pairs_mut().clear().extend_pairs(pairs);
     shown.to_string()
+}
+
+/// [`redacted`] for a URL kept as text; text that is not a URL is shown as it is.
+pub fn redacted_text(url: &str) -> String {
+    url::Url::parse(url).map_or_else(|_| url.to_owned(), |parsed| redacted(&parsed))
 }
 
 /// A successful (2xx) answer, as it came.
@@ -174,6 +181,22 @@ pub enum HttpError {
     /// The request could not be built (a header value with a newline, say).
     #[error("the request could not be built: {0}")]
     Build(String),
+    /// The host's name resolved to an address that is not public (outside the sandbox).
+    #[error("{url} was not requested: {reason}")]
+    NotPublic {
+        /// The refused URL (credentials hidden).
+        url: String,
+        /// What the name resolved to.
+        reason: String,
+    },
+    /// The answer's body is larger than the limit.
+    #[error("the answer to {url} is larger than {limit} bytes; it was not read further")]
+    TooLarge {
+        /// The request's URL (credentials hidden).
+        url: String,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// The provider redirected the request where it may not go.
     #[error("{from} redirected to {to}, which was not followed: {reason}")]
     Redirect {
@@ -209,6 +232,12 @@ impl HttpError {
                 "the provider is failing or rate limiting; try again later, the sync resumes where it stopped"
             }
             Self::Build(_) => "check the configured values for line breaks or invalid characters",
+            Self::NotPublic { .. } => {
+                "the provider's host name points into a private network; if the connector is right, the host's DNS is wrong or hostile"
+            }
+            Self::TooLarge { .. } => {
+                "if such answers are expected, raise the connector's `limits.max_body` (or the stream's `max_body`); otherwise report it to the connector's authors"
+            }
             Self::Redirect { .. } => {
                 "the provider sent the request elsewhere than the connector declares; report it to the connector's authors"
             }
@@ -223,6 +252,8 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Where requests go.
     pub transport: Transport,
+    /// The largest answer accepted, in bytes after decompression, when a request sets none.
+    pub max_body: u64,
 }
 
 impl Default for ClientOptions {
@@ -230,8 +261,17 @@ impl Default for ClientOptions {
         Self {
             timeout: Duration::from_secs(60),
             transport: Transport::Direct,
+            max_body: crate::spec::Limits::default().max_body.get(),
         }
     }
+}
+
+/// Why one exchange failed.
+enum Failed {
+    /// For a reason that may pass (a timeout, a reset connection): retried. Its description.
+    Transient(String),
+    /// For good: retrying would get the same.
+    Permanent(HttpError),
 }
 
 /// What a redirect to another origin is sent with: nothing.
@@ -251,6 +291,7 @@ pub struct HttpClient {
     allowed_hosts: Vec<HostPattern>,
     retry: Retry,
     gate: RateGate,
+    max_body: u64,
 }
 
 /// Installs ring as the process's TLS provider; call once at start. Idempotent.
@@ -260,6 +301,25 @@ pub fn install_tls_provider() {
 }
 
 impl HttpClient {
+    /// A client for one integration of `spec`'s connector: its hosts, retries and limits,
+    /// rate limited by `gate`, sending to `transport`.
+    pub fn for_connector(
+        spec: &ConnectorSpec,
+        gate: RateGate,
+        transport: Transport,
+    ) -> Result<Self, HttpError> {
+        Self::new(
+            spec.allowed_hosts.clone(),
+            spec.retry.clone(),
+            gate,
+            ClientOptions {
+                transport,
+                max_body: spec.limits.max_body.get(),
+                ..ClientOptions::default()
+            },
+        )
+    }
+
     /// A client for one integration of a connector.
     pub fn new(
         allowed_hosts: Vec<HostPattern>,
@@ -289,6 +349,7 @@ impl HttpClient {
             allowed_hosts,
             retry,
             gate,
+            max_body: options.max_body,
         })
     }
 
@@ -327,7 +388,7 @@ impl HttpClient {
                 .await;
             auth.prepare().await.map_err(HttpError::Refresh)?;
             observer.event(&Event::Request);
-            let (reason, header_wait) = match self.exchange_following(request, auth).await? {
+            let (reason, header_wait) = match self.exchange_following(request, auth).await {
                 Ok(Exchange {
                     status,
                     headers,
@@ -375,7 +436,8 @@ impl HttpClient {
                         excerpt: excerpt(&body),
                     });
                 }
-                Err(reason) => (reason, None),
+                Err(Failed::Transient(reason)) => (reason, None),
+                Err(Failed::Permanent(error)) => return Err(error),
             };
             if attempt >= self.retry.max_attempts {
                 return Err(HttpError::RetriesExhausted {
@@ -420,7 +482,7 @@ impl HttpClient {
         &self,
         request: &HttpRequest,
         auth: &dyn Authorizer,
-    ) -> Result<Result<Exchange, String>, HttpError> {
+    ) -> Result<Exchange, Failed> {
         let mut current = std::borrow::Cow::Borrowed(request);
         let mut signed = true;
         let mut hops = 0;
@@ -430,24 +492,23 @@ impl HttpClient {
             } else {
                 self.exchange(&current, &NoCredentials).await
             };
-            let exchange = match exchange {
-                Ok(exchange) => exchange,
-                Err(reason) => return Ok(Err(reason)),
-            };
+            let exchange = exchange?;
             let location = exchange
                 .headers
                 .get(reqwest::header::LOCATION)
                 .and_then(|value| value.to_str().ok());
             let (status, Some(location)) = (exchange.status, location) else {
-                return Ok(Ok(exchange));
+                return Ok(exchange);
             };
             if !matches!(status, 301 | 302 | 303 | 307 | 308) {
-                return Ok(Ok(exchange));
+                return Ok(exchange);
             }
-            let refuse = |to: String, reason| HttpError::Redirect {
-                from: redacted(&current.url),
-                to,
-                reason,
+            let refuse = |to: String, reason| {
+                Failed::Permanent(HttpError::Redirect {
+                    from: redacted(&current.url),
+                    to,
+                    reason,
+                })
             };
             let Ok(next) = current.url.join(location) else {
                 return Err(refuse(location.to_owned(), "the address is not a URL"));
@@ -486,6 +547,7 @@ impl HttpClient {
                     Vec::new()
                 },
                 body: if repeats { current.body.clone() } else { None },
+                max_body: current.max_body,
                 url: next,
             });
         }
@@ -496,7 +558,7 @@ impl HttpClient {
         &self,
         request: &HttpRequest,
         auth: &dyn Authorizer,
-    ) -> Result<Exchange, String> {
+    ) -> Result<Exchange, Failed> {
         let mut headers = HeaderMap::new();
         for (name, value) in &request.headers {
             if let (Ok(name), Ok(value)) = (
@@ -529,7 +591,8 @@ impl HttpClient {
         // Credentials are added to the request as the provider will see it (OAuth 1.0a signs
         // the URL); only then does the sandbox redirect it.
         let (client, built) = auth.authorize(builder).build_split();
-        let mut built = built.map_err(|error| describe_transport_error(&error))?;
+        let mut built =
+            built.map_err(|error| Failed::Transient(describe_transport_error(&error)))?;
         if let Transport::Sandbox(base) = &self.transport {
             if let Ok(value) = HeaderValue::from_str(built.url().host_str().unwrap_or_default()) {
                 built
@@ -545,21 +608,42 @@ impl HttpClient {
         // The exchange is its own task: the request goes out and the body streams in even while
         // the run that asked for it is busy mapping the page before (a run requests its next
         // page before it maps the current one). Dropping the fetch aborts it.
+        let limit = request.max_body.unwrap_or(self.max_body);
+        let url = redacted(&request.url);
         let exchange = Abortable(tokio::spawn(async move {
-            let response = client
-                .execute(built)
-                .await
-                .map_err(|error| describe_transport_error(&error))?;
+            let transport_failure = |error: reqwest::Error| match not_public(&error) {
+                Some(reason) => Failed::Permanent(HttpError::NotPublic {
+                    url: url.clone(),
+                    reason,
+                }),
+                None => Failed::Transient(describe_transport_error(&error)),
+            };
+            let too_large = || {
+                Failed::Permanent(HttpError::TooLarge {
+                    url: url.clone(),
+                    limit,
+                })
+            };
+            let mut response = client.execute(built).await.map_err(transport_failure)?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
-            let body = response
-                .bytes()
-                .await
-                .map_err(|error| describe_transport_error(&error))?;
+            // Read up to the limit, whatever the headers say: a compressed body's length is
+            // known only once decompressed, and a provider may send more than it announced.
+            let announced = response.content_length().unwrap_or(0);
+            if announced > limit {
+                return Err(too_large());
+            }
+            let mut body = bytes::BytesMut::with_capacity(usize::try_from(announced).unwrap_or(0));
+            while let Some(chunk) = response.chunk().await.map_err(transport_failure)? {
+                if (body.len() + chunk.len()) as u64 > limit {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
             Ok(Exchange {
                 status,
                 headers,
-                body,
+                body: body.freeze(),
             })
         }));
         exchange.await
@@ -591,17 +675,21 @@ struct Exchange {
 }
 
 /// A spawned exchange, aborted when the fetch waiting for it is dropped.
-struct Abortable(tokio::task::JoinHandle<Result<Exchange, String>>);
+struct Abortable(tokio::task::JoinHandle<Result<Exchange, Failed>>);
 
 impl Future for Abortable {
-    type Output = Result<Exchange, String>;
+    type Output = Result<Exchange, Failed>;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
-            joined.unwrap_or_else(|error| Err(format!("the request task stopped ({error})")))
+            joined.unwrap_or_else(|error| {
+                Err(Failed::Transient(format!(
+                    "the request task stopped ({error})"
+                )))
+            })
         })
     }
 }
@@ -642,6 +730,19 @@ fn excerpt(body: &[u8]) -> String {
     } else {
         text.to_owned()
     }
+}
+
+/// The resolver's reason when `error` is its refusal of a name that resolves to a private
+/// address ([`PublicResolver`]).
+fn not_public(error: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(refusal) = cause.downcast_ref::<NotPublic>() {
+            return Some(refusal.to_string());
+        }
+        source = cause.source();
+    }
+    None
 }
 
 fn describe_transport_error(error: &reqwest::Error) -> String {

@@ -12,7 +12,7 @@ use crate::account::Integration;
 use crate::credentials::sandbox_authorizer;
 use crate::events::Counters;
 use crate::events::Observer;
-use crate::http::{ClientOptions, HttpClient, Transport};
+use crate::http::{HttpClient, Transport};
 use crate::ratelimit::RateLimitRegistry;
 use crate::replay::{ReplayServer, load_fixtures};
 use crate::run::{CompiledConnector, RunReport, SyncRun};
@@ -159,14 +159,10 @@ pub async fn test_connector(
         &sandbox_config(&spec),
     )?;
     let registry = RateLimitRegistry::default();
-    let http = HttpClient::new(
-        spec.allowed_hosts.clone(),
-        spec.retry.clone(),
+    let http = HttpClient::for_connector(
+        &spec,
         registry.gate(&spec, &integration.integration_id),
-        ClientOptions {
-            transport: sandbox.transport(),
-            ..ClientOptions::default()
-        },
+        sandbox.transport(),
     )
     .map_err(|error| error.to_string())?;
     let auth = sandbox_authorizer(&spec, &integration.credentials_context())?;

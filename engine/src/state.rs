@@ -55,7 +55,7 @@ pub struct Checkpoint {
 }
 
 /// Where in the stream the next request is. Stored in checkpoints, so a pass can resume.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "at", content = "value", rename_all = "snake_case")]
 pub enum PageCursor {
     /// The first page.

@@ -218,6 +218,7 @@ impl OAuth1Flow<'_> {
             url,
             headers: vec![],
             body: Some(RequestBody::Form(vec![])),
+            max_body: None,
         };
         // Token endpoints answer `application/x-www-form-urlencoded`.
         let form = |response: Response| {

@@ -259,6 +259,7 @@ impl<'a> TokenEndpoint<'a> {
                 .map_err(|error| OAuthError::Unsupported(error.to_string()))?,
             headers: vec![("Accept".to_owned(), "application/json".to_owned())],
             body: Some(body),
+            max_body: None,
         };
         self.send(&request, &basic).await
     }
@@ -336,6 +337,7 @@ impl<'a> TokenEndpoint<'a> {
             url,
             headers: vec![("Accept".to_owned(), "application/json".to_owned())],
             body,
+            max_body: None,
         };
         self.send(&http_request, &ClientBasic(None)).await
     }
@@ -476,6 +478,7 @@ impl<'a> TokenEndpoint<'a> {
             url,
             headers,
             body,
+            max_body: None,
         };
         self.send(&http_request, &ClientBasic(None)).await.map(drop)
     }

@@ -20,15 +20,25 @@ impl Resolve for PublicResolver {
             let addresses: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if let Some(private) = addresses.iter().find(|address| !is_public(address.ip())) {
-                return Err(format!(
-                    "{host} resolves to {}, which is not a public address; connectors may only reach public hosts",
-                    private.ip()
-                )
-                .into());
+                return Err(Box::new(NotPublic {
+                    host,
+                    address: private.ip(),
+                })
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(addresses.into_iter()) as Addrs)
         })
     }
+}
+
+/// A name refused because it resolves to an address that is not public.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{host} resolves to {address}, which is not a public address; connectors may only reach public hosts"
+)]
+pub struct NotPublic {
+    host: String,
+    address: IpAddr,
 }
 
 /// Whether `ip` is an address on the public internet: not loopback, private, link-local,

@@ -31,6 +31,10 @@ pub enum SyncErrorKind {
     /// The provider answered 200 with an error inside (the spec's `response_error`).
     #[error("the provider answered with an error: {0}")]
     Provider(String),
+    /// The run reached one of the connector's `limits` (requests, time): it stops, keeping what
+    /// it imported.
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// A failed sync: which connector, stream and request, what happened and what to do.
@@ -58,16 +62,18 @@ impl SyncError {
             SyncErrorKind::Store(_) => "check that the database is reachable and has free space; the sync resumes where it stopped".to_owned(),
             SyncErrorKind::UnknownStream => "run `connector validate` to list the connector's streams".to_owned(),
             SyncErrorKind::Provider(_) => "the provider's message says what it refused: check the account's access (scopes, membership) and the config values".to_owned(),
+            SyncErrorKind::Limit(_) => "what was imported is kept and the next sync resumes where this one stopped; if the account really holds this much, raise the connector's `limits`".to_owned(),
         }
     }
 }
 
 impl SyncError {
     /// Whether the error ends the whole run rather than one stream: refused credentials (every
-    /// other request would be refused too; the user must connect again), or a failing store
-    /// (nothing more could be kept).
+    /// other request would be refused too; the user must connect again), a failing store
+    /// (nothing more could be kept), or a run-wide limit reached.
     pub fn ends_run(&self) -> bool {
-        self.credentials_refused() || matches!(self.kind, SyncErrorKind::Store(_))
+        self.credentials_refused()
+            || matches!(self.kind, SyncErrorKind::Store(_) | SyncErrorKind::Limit(_))
     }
 
     /// Whether the provider refused the credentials and they could not be renewed: the

@@ -31,6 +31,38 @@ pub(super) struct Fetcher<'a> {
     pub(super) provenance: Provenance,
     pub(super) config: minijinja::Value,
     pub(super) secrets: minijinja::Value,
+    pub(super) budget: Budget,
+}
+
+/// What a run may still spend, by the connector's `limits`: requests, time, and requests in
+/// flight at once. The last is one semaphore for the whole run, however deep substreams and
+/// `recurse` nest (each level runs its partitions a few at a time, and those multiplied: 20,000
+/// open connections were seen); a permit is held only while a page is fetched, never while its
+/// children run, so levels cannot starve one another.
+pub(super) struct Budget {
+    deadline: tokio::time::Instant,
+    max_run_time: crate::spec::Duration,
+    max_requests: u64,
+    in_flight: tokio::sync::Semaphore,
+}
+
+impl Budget {
+    /// The budget of a run starting now.
+    pub(super) fn new(limits: &crate::spec::Limits) -> Self {
+        Self {
+            deadline: tokio::time::Instant::now() + limits.max_run_time.get(),
+            max_run_time: limits.max_run_time,
+            max_requests: limits.max_requests,
+            in_flight: tokio::sync::Semaphore::new(usize::from(limits.max_concurrency.max(1))),
+        }
+    }
+
+    fn out_of_time(&self) -> SyncErrorKind {
+        SyncErrorKind::Limit(format!(
+            "the run reached the connector's time limit ({}, `limits.max_run_time`)",
+            self.max_run_time
+        ))
+    }
 }
 
 /// Passes events on and counts them, for the run's stored totals.
@@ -110,10 +142,24 @@ impl Fetcher<'_> {
         let plan = HttpPlan {
             listing,
             decoder: &stream.decoder,
+            max_body: stream.max_body,
         };
-        let page = source
-            .read(&plan, cursor, &ask)
+        let budget = &self.budget;
+        let sent = self.tally.counters.totals().requests;
+        if sent >= budget.max_requests {
+            return Err(self.error(
+                name,
+                None,
+                SyncErrorKind::Limit(format!(
+                    "the run sent {sent} requests, the connector's limit (`limits.max_requests`)"
+                )),
+            ));
+        }
+        // The semaphore is never closed, so a permit always comes.
+        let _permit = budget.in_flight.acquire().await.ok();
+        let page = tokio::time::timeout_at(budget.deadline, source.read(&plan, cursor, &ask))
             .await
+            .map_err(|_| self.error(name, None, budget.out_of_time()))?
             .map_err(|error| match error {
                 ReadError::Request(error) => self.error(name, None, error.into()),
                 ReadError::Http { request, error } => self.error(name, Some(request), error.into()),

@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 pub use error::{RunReport, SyncError, SyncErrorKind};
 pub use plan::CompiledConnector;
 
-use fetch::{Fetcher, Started, Tally};
+use fetch::{Budget, Fetcher, Started, Tally};
 use pass::{PassState, full_pass_after};
 use plan::CompiledStream;
 use writer::WriteQueue;
@@ -118,6 +118,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             ),
             config: minijinja::Value::from(minijinja::value::Serde(&integration.config)),
             secrets: minijinja::Value::from(minijinja::value::Serde(&integration.secrets)),
+            budget: Budget::new(&connector.spec.limits),
         };
         Self {
             scope: Arc::new(RunScope {
@@ -381,6 +382,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         let (mut pass, mut cursor, mut resumed) = self
             .begin_pass(name, stream, parent, &walk.partition)
             .await?;
+        pass.pages.start(&cursor);
         let mut fetched = self
             .fetcher
             .fetch(name, stream, parent, &pass, &cursor)
@@ -397,6 +399,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                     Recovery::FullPass(fresh) => {
                         pass = *fresh;
                         cursor = PageCursor::First;
+                        pass.pages.start(&cursor);
                         resumed = false;
                         fetched = self
                             .fetcher
@@ -411,6 +414,18 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             let body = Target::new(HttpSource::body(&read).root());
             let records = self.records_of(name, listing, &body);
             let next = self.next_page(name, stream, listing, &cursor, &read, records.len())?;
+            // Paging that loops or never ends: this page is still imported, then the stream
+            // stops (its checkpoint at the next page, where a later run may go on).
+            let looping = next.as_ref().and_then(|next| {
+                let limit = self.fetcher.connector.spec.limits.max_pages;
+                pass.pages.follow(next, limit).err().map(|problem| {
+                    self.fetcher.error(
+                        name,
+                        Some(HttpSource::origin(&read)),
+                        SyncErrorKind::Pagination(problem),
+                    )
+                })
+            });
             pass.see(stream, &records);
             let (checkpoint, sweeps) = pass.after_page(
                 stream,
@@ -427,7 +442,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             // page's children: they take longer than any page, and the provider sees requests in
             // the order a reader would make them.
             let prefetch = match &next {
-                Some(next) if !stream.has_children() => Some(
+                Some(next) if !stream.has_children() && looping.is_none() => Some(
                     Started::start(self.fetcher.fetch(name, stream, parent, &pass, next)).await,
                 ),
                 _ => None,
@@ -457,6 +472,9 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 }
             }
 
+            if let Some(error) = looping {
+                return Err(error);
+            }
             let Some(next) = &next else {
                 return Ok(ended); // the last page
             };
@@ -533,17 +551,18 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         let plan = HttpPlan {
             listing,
             decoder: &stream.decoder,
+            max_body: stream.max_body,
         };
         self.fetcher
             .source()
             .next(&plan, cursor, read, records)
             .map_err(|error| {
-                let kind = match error {
-                    NextPageError::StopWhen(_) => SyncErrorKind::Template(error.to_string()),
-                    NextPageError::Repeated(_) => SyncErrorKind::Pagination(error.to_string()),
-                };
-                self.fetcher
-                    .error(name, Some(HttpSource::origin(read)), kind)
+                let NextPageError::StopWhen(_) = error;
+                self.fetcher.error(
+                    name,
+                    Some(HttpSource::origin(read)),
+                    SyncErrorKind::Template(error.to_string()),
+                )
             })
     }
 

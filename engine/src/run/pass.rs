@@ -58,6 +58,65 @@ pub(super) struct PassState {
     /// For a full pass of a change-log stream: the log's position asked before the pass listed
     /// anything, kept when the pass completes.
     pub(super) start_token: Option<String>,
+    /// The pages this pass (in this run) has been sent to.
+    pub(super) pages: PagesFollowed,
+}
+
+/// The pages a pass has followed, so that paging that loops ends the pass rather than the
+/// machine: a provider that names a page it named before (`A, B, A, ...`: only an immediate
+/// repeat was caught before), or a new token on every page without end (caught by the count).
+///
+/// Cursors are kept as 64-bit hashes: a pass holds at most `limits.max_pages` of them (800 KB at
+/// the default), where next-page URLs of a kilobyte each would take a hundred megabytes; a false
+/// repeat among 100,000 hashes has a chance of about 3 in 10^10.
+#[derive(Debug, Default)]
+pub(super) struct PagesFollowed {
+    seen: std::collections::HashSet<u64>,
+}
+
+impl PagesFollowed {
+    /// Notes the page the pass starts at (the first, or where a resumed pass stood).
+    pub(super) fn start(&mut self, at: &PageCursor) {
+        self.seen.clear();
+        self.seen.insert(Self::hash(at));
+    }
+
+    /// Notes that the pass goes on to `next`; why it may not.
+    pub(super) fn follow(&mut self, next: &PageCursor, max_pages: u32) -> Result<(), String> {
+        if !self.seen.insert(Self::hash(next)) {
+            return Err(format!(
+                "the provider named a page it had already named ({}); stopping instead of looping",
+                describe(next)
+            ));
+        }
+        if self.seen.len() > usize::try_from(max_pages).unwrap_or(usize::MAX) {
+            return Err(format!(
+                "the stream reached {max_pages} pages in one pass (the connector's `limits.max_pages`); its paging may never end"
+            ));
+        }
+        Ok(())
+    }
+
+    fn hash(cursor: &PageCursor) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        // Fixed keys: the same cursor hashes the same in every pass.
+        BuildHasherDefault::<DefaultHasher>::default().hash_one(cursor)
+    }
+}
+
+/// A cursor as shown in a message: a token or URL shortened.
+fn describe(cursor: &PageCursor) -> String {
+    let shown = |text: &str| match text.char_indices().nth(80) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    };
+    match cursor {
+        PageCursor::First => "the first page".to_owned(),
+        PageCursor::Token(token) => format!("token `{}`", shown(token)),
+        PageCursor::Url(url) => format!("URL {}", shown(&crate::http::redacted_text(url))),
+        PageCursor::Offset(offset) => format!("offset {offset}"),
+        PageCursor::Number(number) => format!("page {number}"),
+    }
 }
 
 impl PassState {
@@ -79,6 +138,7 @@ impl PassState {
             stored: before.clone(),
             sweeps: injection.is_none() && !continues,
             start_token: None,
+            pages: PagesFollowed::default(),
             injection,
             template_state: CompiledIncremental::template_state(incremental, &before),
             before,

@@ -19,6 +19,8 @@ pub(super) struct CompiledStream {
     pub(super) listing: Listing,
     /// How its pages decode.
     pub(super) decoder: Decoder,
+    /// The largest page body its own `max_body` allows (else the client's limit).
+    pub(super) max_body: Option<u64>,
     pub(super) mapper: Option<RecordMapper>,
     /// This stream's `parent.fields`, evaluated on each parent record.
     pub(super) parent_fields: Vec<(String, CompiledValue)>,
@@ -131,6 +133,7 @@ impl CompiledConnector {
                     })
                     .transpose()?,
                 unseen_deleted: stream.unseen_deleted,
+                max_body: stream.max_body.map(crate::spec::ByteSize::get),
                 concurrency: stream
                     .parent
                     .as_ref()

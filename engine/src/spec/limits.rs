@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::values::Duration;
+use super::values::{ByteSize, Duration};
 
 /// At most `requests` calls in any window of length `per`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -154,6 +154,74 @@ impl Default for Schedule {
     fn default() -> Self {
         Self {
             every: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// How much one run of the connector may do. Each bound stops a spec or a provider that goes
+/// wrong (paging that never ends, a body that never ends) before it exhausts the machine; a
+/// run stopped by one keeps what it imported, and the next resumes where it stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// The largest response body, counted after decompression (at most 1GiB). A larger one
+    /// fails its stream. Streams may set their own (`max_body`).
+    #[serde(default = "Limits::default_max_body")]
+    pub max_body: ByteSize,
+    /// Pages one pass over a stream (or one substream partition) may fetch.
+    #[serde(default = "Limits::default_max_pages")]
+    #[schemars(range(min = 1, max = 10_000_000))]
+    pub max_pages: u32,
+    /// Requests one run may send, retries included.
+    #[serde(default = "Limits::default_max_requests")]
+    #[schemars(range(min = 1, max = 100_000_000))]
+    pub max_requests: u64,
+    /// How long one run may take (at most 7d). A run that reaches it stops, and the next run
+    /// resumes where it stopped.
+    #[serde(default = "Limits::default_max_run_time")]
+    pub max_run_time: Duration,
+    /// Requests of one run in flight at once, across all its substreams and recursion levels.
+    #[serde(default = "Limits::default_max_concurrency")]
+    #[schemars(range(min = 1, max = 64))]
+    pub max_concurrency: u8,
+}
+
+/// The largest `max_body` a spec may set.
+pub const MAX_BODY_LIMIT: ByteSize = ByteSize::mebibytes(1024);
+
+/// The longest `max_run_time` a spec may set.
+pub const MAX_RUN_TIME: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+impl Limits {
+    fn default_max_body() -> ByteSize {
+        ByteSize::mebibytes(64)
+    }
+
+    fn default_max_pages() -> u32 {
+        100_000
+    }
+
+    fn default_max_requests() -> u64 {
+        1_000_000
+    }
+
+    fn default_max_run_time() -> Duration {
+        Duration::from_secs(12 * 3600)
+    }
+
+    fn default_max_concurrency() -> u8 {
+        16
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body: Self::default_max_body(),
+            max_pages: Self::default_max_pages(),
+            max_requests: Self::default_max_requests(),
+            max_run_time: Self::default_max_run_time(),
+            max_concurrency: Self::default_max_concurrency(),
         }
     }
 }

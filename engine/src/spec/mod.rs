@@ -38,8 +38,8 @@ pub struct ResponseError {
     pub message: Option<JsonPath>,
 }
 pub use limits::{
-    Backoff, MAX_SYNC_INTERVAL, MIN_SYNC_INTERVAL, RateLimit, RateLimitScope, Retry, Schedule,
-    WaitFormat, WaitHeader,
+    Backoff, Limits, MAX_BODY_LIMIT, MAX_RUN_TIME, MAX_SYNC_INTERVAL, MIN_SYNC_INTERVAL, RateLimit,
+    RateLimitScope, Retry, Schedule, WaitFormat, WaitHeader,
 };
 pub use load::{LoadError, SpecSource, load, parse};
 pub use stream::{
@@ -48,7 +48,8 @@ pub use stream::{
     Stream, ValueKind,
 };
 pub use values::{
-    Condition, Duration, DurationError, HostPattern, JsonPath, Template, Url, ValueSource,
+    ByteSize, ByteSizeError, Condition, Duration, DurationError, HostPattern, JsonPath, Template,
+    Url, ValueSource,
 };
 
 /// A connector: how to authenticate with one provider and which streams to import from it.
@@ -111,6 +112,10 @@ pub struct ConnectorSpec {
     /// When the connector syncs by itself.
     #[serde(default)]
     pub schedule: Schedule,
+    /// How much one run may do: body sizes, pages, requests, time, concurrency. The defaults
+    /// suit almost every connector.
+    #[serde(default)]
+    pub limits: Limits,
     /// The streams, by name (lower case letters, digits and `_`).
     #[schemars(extend("minProperties" = 1, "x-expected" = "at least one stream"))]
     pub streams: IndexMap<String, Stream>,

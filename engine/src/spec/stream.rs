@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::values::{Condition, Duration, JsonPath, Template, ValueSource};
+use super::values::{ByteSize, Condition, Duration, JsonPath, Template, ValueSource};
 use crate::models::ModelKind;
 
 /// One kind of record fetched from the provider and mapped onto one Hypernet model.
@@ -60,6 +60,11 @@ pub struct Stream {
     /// Follow the stream's records into their own children (needs `parent`).
     #[serde(default)]
     pub recurse: Option<Recurse>,
+    /// The largest response body of this stream, after decompression; default: the connector's
+    /// `limits.max_body`. For streams whose pages are known to be large (an export in one
+    /// answer).
+    #[serde(default)]
+    pub max_body: Option<ByteSize>,
     /// For a substream with a `model`: the statuses its first request answers when the record
     /// it fetches was deleted since its parent listed it (Gmail: 404 for a message deleted in
     /// between), and that record's id. The record is marked deleted and the run goes on.

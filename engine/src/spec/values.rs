@@ -104,6 +104,103 @@ impl JsonSchema for Duration {
     }
 }
 
+/// An amount of data written as a whole number and a unit: `512KiB`, `64MiB`, `1GiB` (powers of
+/// 1024), `500KB`, `10MB` (powers of 1000), or `B` for bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(u64);
+
+/// Why a size string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a size; expected a whole number and a unit (B, KB, MB, GB, KiB, MiB, GiB), such as `64MiB`"
+)]
+pub struct ByteSizeError(String);
+
+impl ByteSize {
+    /// A size of `bytes` bytes.
+    pub const fn bytes(bytes: u64) -> Self {
+        Self(bytes)
+    }
+
+    /// A size of `mebibytes` MiB.
+    pub const fn mebibytes(mebibytes: u64) -> Self {
+        Self(mebibytes << 20)
+    }
+
+    /// The size in bytes.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+const BYTE_UNITS: [(&str, u64); 7] = [
+    ("GiB", 1 << 30),
+    ("MiB", 1 << 20),
+    ("KiB", 1 << 10),
+    ("GB", 1_000_000_000),
+    ("MB", 1_000_000),
+    ("KB", 1_000),
+    ("B", 1),
+];
+
+impl FromStr for ByteSize {
+    type Err = ByteSizeError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || ByteSizeError(text.to_owned());
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(invalid)?;
+        let (digits, unit) = text.split_at(split);
+        let amount: u64 = digits.parse().map_err(|_| invalid())?;
+        let (_, size) = BYTE_UNITS
+            .iter()
+            .find(|(name, _)| *name == unit)
+            .ok_or_else(invalid)?;
+        amount.checked_mul(*size).map(Self).ok_or_else(invalid)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (unit, size) in &BYTE_UNITS[..3] {
+            if self.0 != 0 && self.0.is_multiple_of(*size) {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Cow::<str>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "An amount of data: a whole number and a unit (`B`, `KB`, `MB`, `GB`, or `KiB`, `MiB`, `GiB` for powers of 1024).",
+            "type": "string",
+            "pattern": "^[0-9]+(B|KB|MB|GB|KiB|MiB|GiB)$",
+            "examples": ["64MiB", "512KiB"],
+            "x-expected": "a size such as `64MiB` or `512KiB`"
+        })
+    }
+}
+
 /// Declares a string newtype whose meaning is checked by the validator (compiled as a JSONPath,
 /// a template, ...), with its JSON Schema description and the hint shown on a wrong shape.
 macro_rules! checked_string {

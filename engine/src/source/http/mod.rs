@@ -46,6 +46,8 @@ pub struct HttpPlan<'p> {
     pub listing: &'p Listing,
     /// How its answers decode.
     pub decoder: &'p Decoder,
+    /// The largest answer accepted; `None`: the client's limit.
+    pub max_body: Option<u64>,
 }
 
 /// Why a page of the HTTP source could not be read.
@@ -118,7 +120,8 @@ impl<'p> Source for HttpSource<'p> {
         at: &'a PageCursor,
         ask: &'a Ask<'a>,
     ) -> Result<Self::Page, ReadError> {
-        let request = self.request(plan.listing, at, ask)?;
+        let mut request = self.request(plan.listing, at, ask)?;
+        request.max_body = plan.max_body;
         let read = fetch_page(
             self.client,
             &request,

@@ -3,8 +3,8 @@
 //! Cursor and next-URL pagination continue while the provider names a next page, even past an
 //! empty page (Google APIs may return an empty page with a `nextPageToken`). Offset and page
 //! number pagination stop on a short or empty page. Every strategy stops when `stop_when` is
-//! true, and a provider that hands out the same token or URL twice in a row is an error rather
-//! than an endless loop.
+//! true. A provider whose paging loops (a token it handed out before, or a new token on every
+//! page without end) is caught by the pass that follows it ([`crate::run`]).
 
 use reqwest::header::HeaderMap;
 use serde_json::Value;
@@ -22,10 +22,6 @@ pub enum NextPageError {
     /// The spec's `stop_when` failed on the answer: the connector's fault, not the provider's.
     #[error("stop_when: {0}")]
     StopWhen(String),
-    /// The provider named the page just fetched as the next one: the provider's paging
-    /// misbehaved, and following it would loop forever.
-    #[error("the provider returned the same next page twice ({0:?}); stopping instead of looping")]
-    Repeated(PageCursor),
 }
 
 #[derive(Debug, Clone)]
@@ -321,9 +317,6 @@ impl Paginator {
                 (records > 0 && full).then(|| PageCursor::Number(number + 1))
             }
         };
-        if next.as_ref() == Some(cursor) {
-            return Err(NextPageError::Repeated(cursor.clone()));
-        }
         Ok(next)
     }
 }

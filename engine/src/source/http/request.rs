@@ -168,6 +168,7 @@ impl RequestPlan {
             url,
             headers,
             body,
+            max_body: None,
         })
     }
 }

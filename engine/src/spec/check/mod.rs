@@ -244,6 +244,41 @@ impl Checker<'_> {
                 .expected("at least `1m`"),
             );
         }
+        self.body_limit("/limits/max_body", spec.limits.max_body);
+        if spec.limits.max_run_time.get() > super::MAX_RUN_TIME {
+            self.push(
+                Problem::at(
+                    "/limits/max_run_time",
+                    format!(
+                        "a run of {} is longer than a week",
+                        spec.limits.max_run_time
+                    ),
+                )
+                .expected("at most `7d`"),
+            );
+        }
+        if spec.limits.max_run_time.get() < std::time::Duration::from_secs(60) {
+            self.push(
+                Problem::at(
+                    "/limits/max_run_time",
+                    format!(
+                        "a run of {} is too short to import anything",
+                        spec.limits.max_run_time
+                    ),
+                )
+                .expected("at least `1m`"),
+            );
+        }
+    }
+
+    /// A body size limit: at least 1KiB, at most [`super::MAX_BODY_LIMIT`].
+    pub(super) fn body_limit(&mut self, at: &str, limit: super::ByteSize) {
+        if limit > super::MAX_BODY_LIMIT || limit < super::ByteSize::bytes(1024) {
+            self.push(
+                Problem::at(at, format!("a body limit of {limit} is out of range"))
+                    .expected(format!("from `1KiB` to `{}`", super::MAX_BODY_LIMIT)),
+            );
+        }
     }
 
     fn status(&mut self, at: &str, status: u16) {

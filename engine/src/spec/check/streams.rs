@@ -16,6 +16,10 @@ impl Checker<'_> {
             );
         }
 
+        if let Some(limit) = stream.max_body {
+            self.body_limit(&pointer(&["streams", name, "max_body"]), limit);
+        }
+
         let parent_fields: Vec<String> = stream
             .parent
             .as_ref()
