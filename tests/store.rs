@@ -580,6 +580,65 @@ async fn connecting_makes_an_integration_due_in_the_same_statement() {
     }
 }
 
+/// An integration whose syncs keep killing the process that runs them (each claimed, never
+/// released: the lease simply expires) is quarantined after three, on both backends, instead of
+/// taking down every process that picks it up; a sync a person asks for lifts it.
+#[tokio::test]
+async fn an_integration_whose_syncs_never_end_is_quarantined() {
+    use server::tables::{Lane, QUARANTINE_AFTER, ServiceTables};
+    // Claims that expire at once: the process "died" right after claiming.
+    let lease = std::time::Duration::ZERO;
+    for test in test_stores("quarantine").await {
+        let store = test.store.clone();
+        let tables = ServiceTables::on(&store);
+        store
+            .save_integration(&StoredIntegration {
+                id: "integration-1".to_owned(),
+                user_id: "user-1".to_owned(),
+                connector: PLATFORM.to_owned(),
+                account: String::new(),
+                status: IntegrationStatus::Active,
+                config: serde_json::Map::new(),
+                sealed_tokens: None,
+                scopes: None,
+                last_error: None,
+            })
+            .await
+            .unwrap();
+        for attempt in 1..=QUARANTINE_AFTER {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            let claim = tables
+                .claim_due("w", lease, Lane::Initial, &[])
+                .await
+                .unwrap();
+            assert!(claim.is_some(), "{}: claim {attempt}", test.backend);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let claim = tables
+            .claim_due("w", lease, Lane::Initial, &[])
+            .await
+            .unwrap();
+        assert!(claim.is_none(), "{}: quarantined", test.backend);
+        let summary = tables
+            .integration_summary("integration-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(summary.quarantined, "{}", test.backend);
+
+        tables
+            .schedule("integration-1", jiff::Timestamp::now())
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let claim = tables
+            .claim_due("w", lease, Lane::Initial, &[])
+            .await
+            .unwrap();
+        assert!(claim.is_some(), "{}: a person asked again", test.backend);
+    }
+}
+
 /// Rows in the SQLite file itself, ignoring its write-ahead log (`immutable` reads skip it).
 /// Such a read does not lock, so it fails while a checkpoint is writing the file: that is
 /// "not yet".

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::tables::{Claim, Lane, Release};
+use futures_util::FutureExt;
 use rand::Rng;
 
 use crate::runner::{self, Outcome};
@@ -86,6 +87,32 @@ pub async fn run(state: AppState) {
     }
 }
 
+/// A slot taken by a running sync, given back when dropped: when the sync ends, and also when
+/// its task unwinds from a panic, so that no failure can keep a slot forever (eight stuck slots
+/// stopped every sync of the service).
+struct SlotTaken {
+    slots: Arc<Mutex<Slots>>,
+    lane: Lane,
+    connector: String,
+}
+
+impl SlotTaken {
+    fn take(slots: &Arc<Mutex<Slots>>, lane: Lane, connector: &str) -> Self {
+        lock(slots).take(lane, connector);
+        Self {
+            slots: Arc::clone(slots),
+            lane,
+            connector: connector.to_owned(),
+        }
+    }
+}
+
+impl Drop for SlotTaken {
+    fn drop(&mut self) {
+        lock(&self.slots).give_back(self.lane, &self.connector);
+    }
+}
+
 fn lock(slots: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
     slots
         .lock()
@@ -108,11 +135,11 @@ async fn claim_all(state: &AppState, slots: &Arc<Mutex<Slots>>) {
                 .await
             {
                 Ok(Some(claim)) => {
-                    lock(slots).take(lane, &claim.connector);
-                    let (state, slots) = (Arc::clone(state), Arc::clone(slots));
+                    let taken = SlotTaken::take(slots, lane, &claim.connector);
+                    let state = Arc::clone(state);
                     tokio::spawn(async move {
                         run_claimed(&state, &claim).await;
-                        lock(&slots).give_back(lane, &claim.connector);
+                        drop(taken);
                         // A freed slot may admit a waiting sync at once.
                         state.wake.notify_one();
                     });
@@ -153,8 +180,17 @@ async fn run_claimed(state: &AppState, claim: &Claim) {
             }
         }
     };
+    // A panic in the sync is a bug, but it must not leave the integration leased and unbooked:
+    // it is caught here and booked as a failed run, with its backoff.
+    let sync = std::panic::AssertUnwindSafe(runner::run(state, claim)).catch_unwind();
     let outcome = tokio::select! {
-        outcome = runner::run(state, claim) => outcome,
+        outcome = sync => outcome.unwrap_or_else(|_| {
+            tracing::error!(integration = %claim.integration_id, "the sync panicked; booked as failed");
+            Outcome::Failed {
+                message: "the sync stopped on an internal error (a bug, logged by the service); it is tried again after a backoff and resumes from its checkpoint".to_owned(),
+                kind: "panic",
+            }
+        }),
         () = renew => Outcome::Failed {
             message: "the sync lost its lease (the integration was deleted, or this process stalled) and stopped; it resumes from its checkpoint".to_owned(),
             kind: "lease",
@@ -223,6 +259,21 @@ mod tests {
         per_connector: 2,
         initial: 2,
     };
+
+    #[tokio::test]
+    async fn a_task_that_panics_gives_its_slot_back() {
+        let slots = Arc::new(Mutex::new(Slots::default()));
+        let taken = SlotTaken::take(&slots, Lane::Incremental, "gmail");
+        assert_eq!(lock(&slots).incremental, 1);
+        let task = tokio::spawn(async move {
+            let _taken = taken;
+            panic!("a bug in a sync");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        let slots = lock(&slots);
+        assert_eq!(slots.incremental, 0);
+        assert!(slots.by_connector.is_empty());
+    }
 
     #[test]
     fn initial_imports_never_take_every_slot() {

@@ -237,6 +237,9 @@ pub struct IntegrationSummary {
     pub failures: u32,
     /// Whether a sync of it runs now (in any process).
     pub running: bool,
+    /// Whether it is no longer synced by itself because its last syncs never ended (the process
+    /// running each died): a sync asked for by a person (`POST .../sync`) lifts this.
+    pub quarantined: bool,
     /// Whether its first import has finished.
     pub imported: bool,
     /// The operator's or user's interval between its syncs, in seconds, when it overrides the
@@ -302,7 +305,11 @@ fn status_name(status: &str) -> &'static str {
 }
 
 const SUMMARY_COLUMNS: &str = "id, user_id, connector, status, scopes, last_error, created_at, last_sync_at, \
-     next_sync_at, failures, lease_until, imported, sync_every_secs, account FROM integrations";
+     next_sync_at, failures, lease_until, imported, sync_every_secs, account, unfinished FROM integrations";
+
+/// Claims in a row that never ended (the process running the sync died) after which an
+/// integration is no longer claimed: quarantined until a person asks for a sync again.
+pub const QUARANTINE_AFTER: u32 = 3;
 
 on_every_backend! {
 impl Tables {
@@ -324,7 +331,12 @@ impl Tables {
             .push_bind(worker)
             .push(", lease_until = ")
             .push_bind(until.as_str())
-            .push(" WHERE id = (SELECT id FROM integrations WHERE status = 'active' AND (next_sync_at IS NULL OR next_sync_at <= ")
+            // Counted at the claim, cleared at the release: what is left counts syncs whose
+            // process died.
+            .push(", unfinished = unfinished + 1")
+            .push(" WHERE id = (SELECT id FROM integrations WHERE status = 'active' AND unfinished < ")
+            .push_bind(i64::from(QUARANTINE_AFTER))
+            .push(" AND (next_sync_at IS NULL OR next_sync_at <= ")
             .push_bind(now.as_str())
             .push(") AND (lease_until IS NULL OR lease_until < ")
             .push_bind(now.as_str())
@@ -387,7 +399,7 @@ impl Tables {
         let now = now();
         let next = stamp(release.next_sync_at);
         let mut query = QueryBuilder::<DB>::new(
-            "UPDATE integrations SET lease_owner = NULL, lease_until = NULL, last_sync_at = ",
+            "UPDATE integrations SET lease_owner = NULL, lease_until = NULL, unfinished = 0, last_sync_at = ",
         );
         query
             .push_bind(now.as_str())
@@ -410,14 +422,16 @@ impl Tables {
     }
 
     /// Makes an integration due at `at` (now, for "sync now"; the first import after
-    /// connecting). An integration that needs the user to connect again stays unscheduled.
+    /// connecting), and out of quarantine: a person asked for it. An integration that needs the
+    /// user to connect again stays unscheduled.
     pub async fn schedule(
         &self,
         integration_id: &str,
         at: jiff::Timestamp,
     ) -> Result<(), StoreError> {
         let at = stamp(at);
-        let mut query = QueryBuilder::<DB>::new("UPDATE integrations SET next_sync_at = ");
+        let mut query =
+            QueryBuilder::<DB>::new("UPDATE integrations SET unfinished = 0, next_sync_at = ");
         query
             .push_bind(at.as_str())
             .push(" WHERE id = ")
@@ -638,6 +652,7 @@ where
         },
         failures: count(row.try_get(9usize)?),
         running: lease_until.is_some_and(|until| until.as_str() > now),
+        quarantined: count(row.try_get(14usize)?) >= QUARANTINE_AFTER,
         imported: row.try_get::<i64, _>(11usize)? != 0,
         sync_every_secs: row
             .try_get::<Option<i64>, _>(12usize)?

@@ -96,6 +96,11 @@ fn decode_csv(body: &[u8]) -> Result<Value, DecodeError> {
     Ok(Value::Array(rows))
 }
 
+/// How deep XML elements may nest: serde_json's limit for JSON. The tree a body becomes is
+/// converted, read and dropped recursively, and an answer nested 50,000 deep (350 KB) overflowed
+/// the stack and aborted the whole service.
+pub const MAX_XML_DEPTH: usize = 128;
+
 fn decode_xml(body: &[u8]) -> Result<Value, DecodeError> {
     use quick_xml::events::Event;
 
@@ -112,6 +117,12 @@ fn decode_xml(body: &[u8]) -> Result<Value, DecodeError> {
             .map_err(|e| error(e.to_string()))?;
         match event {
             Event::Start(start) => {
+                // The root's entry is not an element.
+                if stack.len() > MAX_XML_DEPTH {
+                    return Err(error(format!(
+                        "elements are nested more than {MAX_XML_DEPTH} deep"
+                    )));
+                }
                 let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
                 let attributes = xml_attributes(&start).map_err(error)?;
                 stack.push((name, attributes, String::new()));

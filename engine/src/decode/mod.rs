@@ -203,6 +203,32 @@ mod tests {
         assert!(decode(Decode::Xml, b"<feed><entry>").is_err());
     }
     #[test]
+    fn deeply_nested_bodies_are_refused_without_exhausting_the_stack() {
+        let deep_xml = format!("{}x{}", "<a>".repeat(50_000), "</a>".repeat(50_000));
+        let deep_json = format!("{}1{}", "[".repeat(50_000), "]".repeat(50_000));
+        let within = format!(
+            "{}x{}",
+            "<a>".repeat(format::MAX_XML_DEPTH),
+            "</a>".repeat(format::MAX_XML_DEPTH)
+        );
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let error = decode(Decode::Xml, deep_xml.as_bytes()).unwrap_err();
+                assert!(
+                    error.to_string().contains("nested more than 128"),
+                    "{error}"
+                );
+                assert!(decode(Decode::Json, deep_json.as_bytes()).is_err());
+                assert!(decode(Decode::Jsonl, deep_json.as_bytes()).is_err());
+                assert!(decode(Decode::Xml, within.as_bytes()).is_ok());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
     fn xml_elements_framed_one_by_one_become_an_array_of_objects() {
         let decoder = Decoder {
             framing: Framing::XmlElements("Record".to_owned()),
