@@ -187,7 +187,11 @@ fn imported(body: &Value) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn connecting_starts_the_import_and_the_records_are_served() {
     for store in test_stores("serve_flow").await {
-        let service = Service::start(&store, Identity::ApiKeys).await;
+        let service = Service::start_with(&store, &repo_root().join("connectors"), |config| {
+            config.sandbox = true;
+            config.operators = vec!["alice".to_owned()];
+        })
+        .await;
         let key = service.key_for("alice").await;
 
         let (status, catalog) = service.get("/connectors", &key).await;
@@ -621,6 +625,29 @@ async fn bad_requests_get_a_json_4xx() {
             StatusCode::BAD_REQUEST,
         ),
         (
+            // Every user's counts: for operators only (alice is not one here).
+            "GET",
+            "/metrics",
+            Some(&key),
+            None,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            // One past the largest row number: answered 500 before.
+            "GET",
+            "/records?cursor=9223372036854775808",
+            Some(&key),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/records?cursor=-1",
+            Some(&key),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
             "GET",
             "/records?limit=0",
             Some(&key),
@@ -1034,6 +1061,7 @@ async fn failed_syncs_back_off_and_refused_credentials_stop_scheduling() {
     for store in test_stores("serve_failures").await {
         let service = Service::start_with(&store, connectors.path(), |config| {
             config.via = Some(provider.clone());
+            config.operators = vec!["erin".to_owned()];
         })
         .await;
         let key = service.key_for("erin").await;

@@ -639,6 +639,23 @@ async fn an_integration_whose_syncs_never_end_is_quarantined() {
     }
 }
 
+/// The database holds people's data and sealed tokens: a new SQLite file, and the log SQLite
+/// keeps beside it, are readable by their owner only (they were created 0644).
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_sqlite_database_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hypernet.db");
+    let store = AnyStore::open(path.to_str().unwrap()).await.unwrap();
+    store.clone().write_pages(&[notes_page(1)]).await.unwrap();
+    for file in [path.clone(), dir.path().join("hypernet.db-wal")] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+    store.close().await;
+}
+
 /// Rows in the SQLite file itself, ignoring its write-ahead log (`immutable` reads skip it).
 /// Such a read does not lock, so it fails while a checkpoint is writing the file: that is
 /// "not yet".

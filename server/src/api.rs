@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Entry, Listing};
 use crate::error::{ApiError, ErrorBody, rejection};
-use crate::identity::{COOKIE_NAME, User, user_of_key};
+use crate::identity::{COOKIE_NAME, Operator, User, user_of_key};
 use crate::state::{AppState, Service};
 
 /// The answer of `GET /healthz`.
@@ -72,10 +72,11 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     responses(
         (status = 200, description = "The metrics, in the OpenMetrics text format", body = String, content_type = "application/openmetrics-text"),
         (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "The user is not one of the service's operators", body = ErrorBody),
         (status = 500, description = "The service failed (its database, most often)", body = ErrorBody)
     )
 )]
-pub async fn metrics(State(state): State<AppState>, _user: User) -> Response {
+pub async fn metrics(State(state): State<AppState>, _operator: Operator) -> Response {
     (
         [(
             CONTENT_TYPE,
@@ -499,26 +500,27 @@ pub async fn records(
             })
         })
         .transpose()?;
-    if let Some(cursor) = &query.cursor
-        && cursor.parse::<u64>().is_err()
-    {
-        return Err(ApiError::bad_request(format!(
-            "`{cursor}` is not a cursor this service gave out; pass a page's `next_cursor`"
-        )));
-    }
+    // A cursor is the last row's number: one parse, here, so that any other text (or a number
+    // past what a row number can be) is the caller's mistake, not a server error.
+    let after = match &query.cursor {
+        None => 0,
+        Some(cursor) => cursor
+            .parse::<i64>()
+            .ok()
+            .filter(|after| *after >= 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "`{cursor}` is not a cursor this service gave out; pass a page's `next_cursor`"
+                ))
+            })?,
+    };
     let limit = query.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("`limit` must be between 1 and 500"));
     }
     let page = state
         .tables
-        .records_page(
-            &user,
-            query.model.as_deref(),
-            since,
-            query.cursor.as_deref(),
-            limit,
-        )
+        .records_page(&user, query.model.as_deref(), since, after, limit)
         .await?;
     Ok(Json(page).into_response())
 }

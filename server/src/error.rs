@@ -32,7 +32,7 @@ pub struct ErrorDetail {
 }
 
 /// The kind of an error, one per status: `bad_request` (400), `unauthorized` (401),
-/// `not_found` (404), `conflict` (409), `provider_error` (502), `internal` (500).
+/// `forbidden` (403), `not_found` (404), `conflict` (409), `provider_error` (502), `internal` (500).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -40,6 +40,8 @@ pub enum ErrorCode {
     BadRequest,
     /// 401: no or unknown credentials.
     Unauthorized,
+    /// 403: known, but not allowed this.
+    Forbidden,
     /// 404: nothing by that name, or not the caller's.
     NotFound,
     /// 409: the request conflicts with the current state.
@@ -59,6 +61,11 @@ impl ApiError {
     /// 401: no or unknown credentials.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
+    }
+
+    /// 403: the caller is known but may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
 
     /// 404: nothing by that name, or not the caller's (the two are not told apart, so that

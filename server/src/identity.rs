@@ -65,6 +65,26 @@ pub async fn user_of_key(state: &AppState, key: &str) -> Result<Option<String>, 
     Ok(state.tables.api_key_user(&key_hash(key)).await?)
 }
 
+/// A user who is one of the service's operators (`--operator`): what spans every user
+/// (`/metrics`: every connector's counts) is theirs alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator(pub String);
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let User(user) = User::from_request_parts(parts, state).await?;
+        if state.config.operators.contains(&user) {
+            Ok(Self(user))
+        } else {
+            Err(ApiError::forbidden(
+                "only the service's operators may read this (`connector serve --operator USER`)",
+            ))
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for User {
     type Rejection = ApiError;
 

@@ -88,6 +88,8 @@ pub struct Config {
     pub worker: String,
     /// Whether to run the scheduler (a process can serve the API only).
     pub scheduler: bool,
+    /// The users who run the service: only they read what spans every user (`/metrics`).
+    pub operators: Vec<String>,
 }
 
 impl Config {
@@ -108,6 +110,7 @@ impl Config {
             sync_every: None,
             worker: default_worker(),
             scheduler: true,
+            operators: Vec::new(),
         }
     }
 }

@@ -141,10 +141,10 @@ impl ServiceTables {
         user_id: &str,
         model: Option<&str>,
         since: Option<jiff::Timestamp>,
-        cursor: Option<&str>,
+        after: i64,
         limit: u32,
     ) -> Result<RecordPage, StoreError> {
-        on_tables!(self, tables => tables.records_page(user_id, model, since, cursor, limit).await)
+        on_tables!(self, tables => tables.records_page(user_id, model, since, after, limit).await)
     }
 
     /// See [`Tables::save_pending`].
@@ -491,16 +491,9 @@ impl Tables {
         user_id: &str,
         model: Option<&str>,
         since: Option<jiff::Timestamp>,
-        cursor: Option<&str>,
+        after: i64,
         limit: u32,
     ) -> Result<RecordPage, StoreError> {
-        let after: i64 = match cursor {
-            None => 0,
-            Some(text) => text.parse().map_err(|_| StoreError::Corrupt {
-                what: "records cursor",
-                reason: format!("`{text}` is not a cursor this service gave out"),
-            })?,
-        };
         let mut query = QueryBuilder::<DB>::new(
             "SELECT id, integration_id, source_platform, model, source_object_id, data",
         );

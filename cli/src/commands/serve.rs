@@ -70,6 +70,15 @@ pub struct Args {
     /// Serve the API only; leave syncing to other processes.
     #[arg(long)]
     no_scheduler: bool,
+    /// A user who operates the service and may read what spans every user (`/metrics`).
+    /// Repeat for several.
+    #[arg(
+        long = "operator",
+        value_name = "USER",
+        env = "HYPERNET_OPERATORS",
+        value_delimiter = ','
+    )]
+    operators: Vec<String>,
     /// Print the address (and the sandbox's sign-in link) as one JSON line.
     #[arg(long)]
     json: bool,
@@ -95,6 +104,7 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     config.sync_every = args.sync_every.map(Duration::get);
     config.poll = args.poll.get();
     config.lease = args.lease.get();
+    config.operators = args.operators.clone();
     if let Some(worker) = &args.worker {
         config.worker = worker.clone();
     }

@@ -116,7 +116,10 @@ impl TokenCipher {
             reason,
         };
         let key = match std::fs::read_to_string(key_file) {
-            Ok(key) => key,
+            Ok(key) => {
+                warn_if_shared(key_file);
+                key
+            }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let key = Self::generate_key();
                 write_private(key_file, &key).map_err(|error| file_error(error.to_string()))?;
@@ -178,6 +181,24 @@ impl TokenCipher {
                 },
             )
             .map_err(|_| SecretError::Corrupt)
+    }
+}
+
+/// Warns when the key file may be read by users other than its owner: anyone who can read it
+/// can unseal every token in the database.
+fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(metadata) = std::fs::metadata(path)
+            && metadata.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", metadata.permissions().mode() & 0o777),
+                "the token key file is readable by other users, who could unseal every stored token; run `chmod 600` on it"
+            );
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use super::ConnectorSpec;
 use super::check;
-use super::diagnostic::{Diagnostic, Problem, dotted};
+use super::diagnostic::{Diagnostic, Position, Problem, dotted};
 use super::schema_errors;
 use super::yaml::{self, Anchor};
 
@@ -33,7 +33,7 @@ pub enum LoadError {
         source: std::io::Error,
     },
     /// The file is larger than any spec should be.
-    #[error("{} is {size} bytes; a spec may be at most {MAX_SPEC_BYTES} bytes", path.display())]
+    #[error("{}:1:1: the file is {size} bytes; a spec may be at most {MAX_SPEC_BYTES} bytes", path.display())]
     TooLarge {
         /// The file.
         path: PathBuf,
@@ -66,12 +66,34 @@ pub fn load(path: &Path) -> Result<ConnectorSpec, LoadError> {
             size,
         });
     }
-    let text = std::fs::read_to_string(path).map_err(io_error)?;
+    let bytes = std::fs::read(path).map_err(io_error)?;
+    let text = String::from_utf8(bytes).map_err(|error| {
+        LoadError::Invalid(vec![not_utf8(path, error.as_bytes(), error.utf8_error())])
+    })?;
     parse(&SpecSource {
         path: path.to_owned(),
         text,
     })
     .map_err(LoadError::Invalid)
+}
+
+/// Where the first byte that is not UTF-8 stands, as a diagnostic.
+fn not_utf8(path: &Path, bytes: &[u8], error: std::str::Utf8Error) -> Diagnostic {
+    let valid = std::str::from_utf8(&bytes[..error.valid_up_to()]).unwrap_or_default();
+    let line_start = valid.rfind('\n').map_or(0, |newline| newline + 1);
+    Diagnostic {
+        file: path.to_owned(),
+        position: Position {
+            line: valid.matches('\n').count() + 1,
+            column: valid[line_start..].chars().count() + 1,
+        },
+        field: String::new(),
+        message: format!(
+            "byte 0x{:02x} is not UTF-8 text",
+            bytes.get(error.valid_up_to()).copied().unwrap_or_default()
+        ),
+        expected: Some("a spec saved as UTF-8".to_owned()),
+    }
 }
 
 /// The JSON Schema validator for specs, built once from the spec types.
@@ -94,6 +116,18 @@ pub fn parse(source: &SpecSource) -> Result<ConnectorSpec, Vec<Diagnostic>> {
         message,
         expected,
     };
+    // Text handed over whole (not read by `load`) is held to the same bound.
+    if source.text.len() as u64 > MAX_SPEC_BYTES {
+        return Err(vec![diagnostic(
+            Position::START,
+            String::new(),
+            format!(
+                "the spec is {} bytes; a spec may be at most {MAX_SPEC_BYTES} bytes",
+                source.text.len()
+            ),
+            None,
+        )]);
+    }
     let document = yaml::parse(&source.text).map_err(|problems| {
         problems
             .into_iter()
@@ -149,5 +183,48 @@ pub fn parse(source: &SpecSource) -> Result<ConnectorSpec, Vec<Diagnostic>> {
         Ok(spec)
     } else {
         Err(locate(problems))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_that_is_not_utf8_is_reported_where_it_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("connector.yaml");
+        // Latin-1 `é` on the third line, after `name: Caf`.
+        std::fs::write(&path, b"id: cafe\nversion: 1.0.0\nname: Caf\xe9\n").unwrap();
+        let LoadError::Invalid(diagnostics) = load(&path).unwrap_err() else {
+            panic!("not a diagnostic");
+        };
+        assert_eq!(
+            diagnostics[0].position,
+            Position {
+                line: 3,
+                column: 10
+            }
+        );
+        assert!(
+            diagnostics[0].to_string().contains("0xe9 is not UTF-8"),
+            "{}",
+            diagnostics[0]
+        );
+    }
+
+    #[test]
+    fn oversized_specs_are_reported_at_the_start() {
+        let source = SpecSource {
+            path: PathBuf::from("big.yaml"),
+            text: format!("# {}\n", "x".repeat(MAX_SPEC_BYTES as usize)),
+        };
+        let diagnostics = parse(&source).unwrap_err();
+        assert_eq!(diagnostics[0].to_string().split(':').nth(1), Some("1"));
+        assert!(
+            diagnostics[0].message.contains("at most"),
+            "{}",
+            diagnostics[0]
+        );
     }
 }
