@@ -1,0 +1,440 @@
+//! The standing fuzz harness: what a community spec or a provider's answer can put in front of
+//! the engine, generated, must never panic, abort or hang it.
+//!
+//! Four targets, each fed by a generator that knows the shape of what it attacks:
+//!
+//! - the spec loader, on the catalog's real specs with random edits (bytes cut, repeated,
+//!   inserted from YAML's syntax characters);
+//! - JSONPath compilation and evaluation, on paths built from the RFC 9535 grammar (nested
+//!   filters, descendants, unions, functions), run on random JSON documents;
+//! - template and condition compilation and rendering, on expressions built from minijinja's
+//!   grammar (operator chains, filters, loops, ranges, string repetition);
+//! - the body decoders (JSON, JSON lines, CSV, XML, form), on text from each format's syntax
+//!   characters and on deep nesting.
+//!
+//! `cargo test --test fuzz` runs a bounded number of cases of each (`HYPERNET_FUZZ_CASES`,
+//! default 200) and fails on the first panic. The hour-long run that SECURITY.md reports is the
+//! ignored test, which counts cases, panics and slow cases (a case over 5 s is reported as a
+//! hang) instead of stopping at the first:
+//!
+//! ```sh
+//! HYPERNET_FUZZ_SECONDS=3600 cargo test -p hypernet-tests --test fuzz -- --ignored --nocapture
+//! ```
+//!
+//! An abort (a stack overflow) ends the process, which is itself the finding: the run prints
+//! the target and case it was on before each case, when `HYPERNET_FUZZ_TRACE` is set.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use engine::decode::{decode, document::Document};
+use engine::extract::{CompiledPath, Target};
+use engine::spec::{Decode, SpecSource};
+use engine::template::Templates;
+use hypernet_tests::connector_specs;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, TestRunner};
+
+/// A case slower than this counts as a hang in the long run.
+const HANG: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------------
+// Generators
+
+/// An edit of a spec's text.
+#[derive(Debug, Clone)]
+enum Edit {
+    Cut { at: usize, len: usize },
+    Repeat { at: usize, len: usize, times: usize },
+    Insert { at: usize, text: String },
+}
+
+fn edits() -> impl Strategy<Value = Vec<Edit>> {
+    let syntax = "[\\[\\]{}:,\\-|>&*!'\"#\\n $.?@()%~a-z0-9\t\\\\]{1,12}";
+    let edit = prop_oneof![
+        (any::<usize>(), 1..64usize).prop_map(|(at, len)| Edit::Cut { at, len }),
+        (any::<usize>(), 1..256usize, 2..40usize)
+            .prop_map(|(at, len, times)| Edit::Repeat { at, len, times }),
+        (any::<usize>(), syntax).prop_map(|(at, text)| Edit::Insert { at, text }),
+    ];
+    prop::collection::vec(edit, 1..6)
+}
+
+fn apply(text: &str, edits: &[Edit]) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    for edit in edits {
+        let at = |at: usize, len: usize| at % (len + 1);
+        match edit {
+            Edit::Cut { at: position, len } => {
+                let start = at(*position, bytes.len());
+                let end = (start + len).min(bytes.len());
+                bytes.drain(start..end);
+            }
+            Edit::Repeat {
+                at: position,
+                len,
+                times,
+            } => {
+                let start = at(*position, bytes.len());
+                let end = (start + len).min(bytes.len());
+                let piece = bytes[start..end].to_vec();
+                for _ in 0..*times {
+                    bytes.splice(end..end, piece.iter().copied());
+                }
+            }
+            Edit::Insert { at: position, text } => {
+                let start = at(*position, bytes.len());
+                bytes.splice(start..start, text.bytes());
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// A JSONPath from the RFC 9535 grammar, filters nested up to `depth`.
+fn json_path() -> impl Strategy<Value = String> {
+    let name = "[a-z_@][a-z0-9_]{0,6}";
+    let literal = prop_oneof![
+        Just("1".to_owned()),
+        Just("-0.5e3".to_owned()),
+        Just("true".to_owned()),
+        Just("null".to_owned()),
+        "'[a-z\\\\'\\]\\[$@., ]{0,6}'",
+    ]
+    .boxed();
+    let relative = (name, prop::collection::vec(selector_text(), 0..3))
+        .prop_map(|(name, rest)| format!("@.{name}{}", rest.concat()))
+        .boxed();
+    let comparison = (relative.clone(), "(==|!=|<|<=|>|>=)", literal.clone())
+        .prop_map(|(left, op, right)| format!("{left} {op} {right}"));
+    let function = prop_oneof![
+        relative.clone().prop_map(|path| format!("length({path}) > 1")),
+        relative.clone().prop_map(|path| format!("count({path}[*]) == 2")),
+        relative.clone().prop_map(|path| format!("match({path}, '[a-z]+')")),
+        relative.clone().prop_map(|path| format!("search({path}, 'a.*')")),
+        relative.clone().prop_map(|path| format!("value({path}) == 1")),
+    ];
+    let atom = prop_oneof![comparison, function, relative.clone()];
+    let expression = atom.prop_recursive(6, 48, 4, move |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} && {b}")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} || {b}")),
+            inner.clone().prop_map(|a| format!("!({a})")),
+            inner.clone().prop_map(|a| format!("({a})")),
+            (relative.clone(), inner.clone()).prop_map(|(path, a)| format!("{path}[?{a}]")),
+            inner.prop_map(|a| format!("$[?{a}]")),
+        ]
+    });
+    let segment = prop_oneof![
+        4 => selector_text(),
+        1 => expression.prop_map(|filter| format!("[?{filter}]")),
+        1 => "\\.\\.[a-z*]{1,3}".prop_map(|text| text),
+        1 => "\\[('[a-z]'|\\*|[0-9]|-1|1:3|::-1)(,('[a-z]'|\\*|[0-9]))*\\]",
+    ];
+    prop_oneof![
+        prop::collection::vec(segment, 0..8).prop_map(|segments| format!("${}", segments.concat())),
+        // Anything at all from the path alphabet.
+        "[$@.\\[\\]*?()'\",:=!<>&| a-z0-9-]{0,120}",
+    ]
+}
+
+fn selector_text() -> BoxedStrategy<String> {
+    prop_oneof![
+        "\\.[a-z]{1,5}".prop_map(|text| text),
+        Just("[*]".to_owned()),
+        Just(".*".to_owned()),
+        (0..5u8).prop_map(|index| format!("[{index}]")),
+        "\\['[a-z@ .]{1,5}'\\]".prop_map(|text| text),
+    ]
+    .boxed()
+}
+
+/// A random JSON document, nested up to a few levels.
+fn json_document() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::Bool),
+        any::<i64>().prop_map(serde_json::Value::from),
+        "[a-z ]{0,8}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(5, 256, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::Array),
+            prop::collection::vec(("[a-z@]{1,3}", inner), 0..8).prop_map(|members| {
+                serde_json::Value::Object(members.into_iter().collect())
+            }),
+        ]
+    })
+}
+
+/// A template from minijinja's grammar.
+fn template() -> impl Strategy<Value = String> {
+    let atom = prop_oneof![
+        "record\\.[a-z]{1,4}".prop_map(|text| text),
+        "[0-9]{1,6}".prop_map(|text| text),
+        "'[a-z%{}]{0,5}'".prop_map(|text| text),
+        Just("range(100000)".to_owned()),
+        Just("none".to_owned()),
+        Just("[1, 2, 3]".to_owned()),
+        Just("{'a': 1}".to_owned()),
+    ];
+    let expression = atom.prop_recursive(6, 64, 4, |inner| {
+        prop_oneof![
+            (inner.clone(), "( \\+ | - | \\* | / | // | % | \\*\\* | ~ | == | < | and | or | in )", inner.clone())
+                .prop_map(|(a, op, b)| format!("{a}{op}{b}")),
+            inner.clone().prop_map(|a| format!("-{a}")),
+            inner.clone().prop_map(|a| format!("not {a}")),
+            inner.clone().prop_map(|a| format!("({a})")),
+            (inner.clone(), "(upper|lower|length|join|default|int|float|list|first|last|tojson|urlencode|unknownfilter)")
+                .prop_map(|(a, filter)| format!("{a}|{filter}")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} if {b} else 1")),
+        ]
+    });
+    prop_oneof![
+        3 => expression.clone().prop_map(|e| format!("x{{{{ {e} }}}}y")),
+        1 => (expression.clone(), expression.clone())
+            .prop_map(|(items, body)| format!("{{% for i in {items} %}}{{{{ {body} }}}}{{% endfor %}}")),
+        1 => (expression.clone(), expression).prop_map(|(a, b)| format!("{{% if {a} %}}{{{{ {b} }}}}{{% endif %}}")),
+        1 => "[{}%#|()\\[\\]'\"~+*/ a-z0-9.,:=<>!-]{0,200}",
+        1 => (1..5000usize, "[-(\\[]|not ").prop_map(|(times, unit)| format!("{{{{ {}1 }}}}", unit.repeat(times))),
+    ]
+}
+
+/// A body in (or near) one of the formats the engine decodes.
+fn body() -> impl Strategy<Value = (Decode, Vec<u8>)> {
+    let format = prop_oneof![
+        Just(Decode::Json),
+        Just(Decode::Jsonl),
+        Just(Decode::Csv),
+        Just(Decode::Xml),
+        Just(Decode::Form),
+    ];
+    let text = prop_oneof![
+        "[\\[\\]{}:,\"\\\\ a-z0-9\\n.eE+-]{0,300}",
+        "[<>/=\"'&;!\\[\\]?a-z \\n#]{0,300}",
+        "[,\"\\n\\r a-z\u{feff}]{0,300}",
+        "[=&%+a-z0-9]{0,300}",
+        (1..100_000usize, "(\\[|\\{\"a\":|<a>|<a b='1'>)")
+            .prop_map(|(times, open)| open.repeat(times)),
+    ];
+    (format, text.prop_map(String::into_bytes))
+}
+
+// ---------------------------------------------------------------------------------------------
+// What each target does with a case: anything but a panic (or an abort, or a hang) is fine.
+
+fn load_spec((spec, edits): &(usize, Vec<Edit>), specs: &[(PathBuf, String)]) {
+    let (path, text) = &specs[spec % specs.len()];
+    let _ = engine::spec::parse(&SpecSource {
+        path: path.clone(),
+        text: apply(text, edits),
+    });
+}
+
+fn run_path((path, document): &(String, serde_json::Value)) {
+    if let Ok(compiled) = CompiledPath::compile(path) {
+        let document = Document::from_value(document.clone());
+        let target = Target::new(document.root());
+        let mut selected = 0usize;
+        compiled.for_each(&target, |_| selected += 1);
+        let _ = compiled.first(&target);
+    }
+}
+
+fn run_template(source: &String) {
+    let mut templates = Templates::default();
+    let context = minijinja::context! { record => minijinja::context! { a => 1, b => "x" } };
+    if let Ok(id) = templates.add(source) {
+        let _ = templates.render(&id, &context);
+    }
+    let mut conditions = Templates::default();
+    let condition = source.trim_start_matches('x').trim_start_matches("{{").trim_end_matches('y').trim_end_matches("}}");
+    if let Ok(id) = conditions.add_condition(condition) {
+        let _ = conditions.test(&id, &context);
+    }
+}
+
+fn run_decoder((format, bytes): &(Decode, Vec<u8>)) {
+    if let Ok(document) = decode(*format, bytes) {
+        let _ = serde_json::Value::from(document.root());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runners
+
+fn catalog() -> Vec<(PathBuf, String)> {
+    connector_specs()
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            (path, text)
+        })
+        .collect()
+}
+
+fn cases() -> u32 {
+    std::env::var("HYPERNET_FUZZ_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(200)
+}
+
+/// Runs `check` on `cases` generated values, failing (with proptest's shrunk case) on a panic.
+fn bounded<S: Strategy>(strategy: S, check: impl Fn(&S::Value)) {
+    let config = Config {
+        cases: cases(),
+        failure_persistence: None,
+        ..Config::default()
+    };
+    TestRunner::new(config)
+        .run(&strategy, |value| {
+            check(&value);
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn specs_with_random_edits_never_panic_the_loader() {
+    let specs = catalog();
+    bounded(
+        (any::<usize>(), edits()),
+        |case| load_spec(case, &specs),
+    );
+}
+
+#[test]
+fn generated_json_paths_never_panic_compilation_or_evaluation() {
+    bounded((json_path(), json_document()), run_path);
+}
+
+#[test]
+fn generated_templates_never_panic_compilation_or_rendering() {
+    bounded(template(), run_template);
+}
+
+#[test]
+fn generated_bodies_never_panic_the_decoders() {
+    bounded(body(), run_decoder);
+}
+
+/// What one target did in the long run.
+#[derive(Debug, Default)]
+struct Tally {
+    cases: u64,
+    panics: u64,
+    hangs: u64,
+    slowest: Duration,
+}
+
+fn long_run<S: Strategy>(
+    name: &str,
+    strategy: &S,
+    runner: &mut TestRunner,
+    until: Instant,
+    check: &dyn Fn(&S::Value),
+) -> Tally
+where
+    S::Value: std::fmt::Debug,
+{
+    let trace = std::env::var_os("HYPERNET_FUZZ_TRACE").is_some();
+    let mut tally = Tally::default();
+    while Instant::now() < until {
+        let Ok(tree) = strategy.new_tree(runner) else {
+            continue;
+        };
+        let value = tree.current();
+        if trace {
+            eprintln!("{name}: {value:?}");
+        }
+        let started = Instant::now();
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| check(&value)));
+        let took = started.elapsed();
+        tally.cases += 1;
+        tally.slowest = tally.slowest.max(took);
+        if outcome.is_err() {
+            tally.panics += 1;
+            eprintln!("{name}: PANIC on {value:?}");
+        }
+        if took > HANG {
+            tally.hangs += 1;
+            eprintln!("{name}: HANG ({took:?}) on {value:?}");
+        }
+    }
+    tally
+}
+
+#[test]
+#[ignore = "the long run: HYPERNET_FUZZ_SECONDS=3600 cargo test --test fuzz -- --ignored --nocapture"]
+fn fuzz_for_a_while() {
+    let seconds: u64 = std::env::var("HYPERNET_FUZZ_SECONDS")
+        .ok()
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap_or(60);
+    // A quarter of the time each, one target at a time.
+    let share = Duration::from_secs(seconds) / 4;
+    let mut runner = TestRunner::new(Config::default());
+    let specs = catalog();
+    let started = Instant::now();
+    let spec_case = (any::<usize>(), edits());
+    let results = [
+        (
+            "spec loader",
+            long_run(
+                "spec loader",
+                &spec_case,
+                &mut runner,
+                Instant::now() + share,
+                &|case| load_spec(case, &specs),
+            ),
+        ),
+        (
+            "JSONPath",
+            long_run(
+                "JSONPath",
+                &(json_path(), json_document()),
+                &mut runner,
+                Instant::now() + share,
+                &run_path,
+            ),
+        ),
+        (
+            "templates",
+            long_run(
+                "templates",
+                &template(),
+                &mut runner,
+                Instant::now() + share,
+                &run_template,
+            ),
+        ),
+        (
+            "decoders",
+            long_run(
+                "decoders",
+                &body(),
+                &mut runner,
+                Instant::now() + share,
+                &run_decoder,
+            ),
+        ),
+    ];
+    println!(
+        "fuzzed for {:?}\n| target | cases | panics | hangs (> {HANG:?}) | slowest case |\n|---|---|---|---|---|",
+        started.elapsed()
+    );
+    for (name, tally) in &results {
+        println!(
+            "| {name} | {} | {} | {} | {:?} |",
+            tally.cases, tally.panics, tally.hangs, tally.slowest
+        );
+    }
+    let failures: u64 = results
+        .iter()
+        .map(|(_, tally)| tally.panics + tally.hangs)
+        .sum();
+    assert_eq!(failures, 0, "panics or hangs: see above");
+}
