@@ -55,8 +55,11 @@ fn edits() -> impl Strategy<Value = Vec<Edit>> {
     let syntax = "[\\[\\]{}:,\\-|>&*!'\"#\\n $.?@()%~a-z0-9\t\\\\]{1,12}";
     let edit = prop_oneof![
         (any::<usize>(), 1..64usize).prop_map(|(at, len)| Edit::Cut { at, len }),
-        (any::<usize>(), 1..256usize, 2..40usize)
-            .prop_map(|(at, len, times)| Edit::Repeat { at, len, times }),
+        (any::<usize>(), 1..256usize, 2..40usize).prop_map(|(at, len, times)| Edit::Repeat {
+            at,
+            len,
+            times
+        }),
         (any::<usize>(), syntax).prop_map(|(at, text)| Edit::Insert { at, text }),
     ];
     prop::collection::vec(edit, 1..6)
@@ -110,11 +113,21 @@ fn json_path() -> impl Strategy<Value = String> {
     let comparison = (relative.clone(), "(==|!=|<|<=|>|>=)", literal.clone())
         .prop_map(|(left, op, right)| format!("{left} {op} {right}"));
     let function = prop_oneof![
-        relative.clone().prop_map(|path| format!("length({path}) > 1")),
-        relative.clone().prop_map(|path| format!("count({path}[*]) == 2")),
-        relative.clone().prop_map(|path| format!("match({path}, '[a-z]+')")),
-        relative.clone().prop_map(|path| format!("search({path}, 'a.*')")),
-        relative.clone().prop_map(|path| format!("value({path}) == 1")),
+        relative
+            .clone()
+            .prop_map(|path| format!("length({path}) > 1")),
+        relative
+            .clone()
+            .prop_map(|path| format!("count({path}[*]) == 2")),
+        relative
+            .clone()
+            .prop_map(|path| format!("match({path}, '[a-z]+')")),
+        relative
+            .clone()
+            .prop_map(|path| format!("search({path}, 'a.*')")),
+        relative
+            .clone()
+            .prop_map(|path| format!("value({path}) == 1")),
     ];
     let atom = prop_oneof![comparison, function, relative.clone()];
     let expression = atom.prop_recursive(6, 48, 4, move |inner| {
@@ -162,9 +175,8 @@ fn json_document() -> impl Strategy<Value = serde_json::Value> {
     leaf.prop_recursive(5, 256, 8, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::Array),
-            prop::collection::vec(("[a-z@]{1,3}", inner), 0..8).prop_map(|members| {
-                serde_json::Value::Object(members.into_iter().collect())
-            }),
+            prop::collection::vec(("[a-z@]{1,3}", inner), 0..8)
+                .prop_map(|members| { serde_json::Value::Object(members.into_iter().collect()) }),
         ]
     })
 }
@@ -250,7 +262,11 @@ fn run_template(source: &String) {
         let _ = templates.render(&id, &context);
     }
     let mut conditions = Templates::default();
-    let condition = source.trim_start_matches('x').trim_start_matches("{{").trim_end_matches('y').trim_end_matches("}}");
+    let condition = source
+        .trim_start_matches('x')
+        .trim_start_matches("{{")
+        .trim_end_matches('y')
+        .trim_end_matches("}}");
     if let Ok(id) = conditions.add_condition(condition) {
         let _ = conditions.test(&id, &context);
     }
@@ -300,10 +316,7 @@ fn bounded<S: Strategy>(strategy: S, check: impl Fn(&S::Value)) {
 #[test]
 fn specs_with_random_edits_never_panic_the_loader() {
     let specs = catalog();
-    bounded(
-        (any::<usize>(), edits()),
-        |case| load_spec(case, &specs),
-    );
+    bounded((any::<usize>(), edits()), |case| load_spec(case, &specs));
 }
 
 #[test]

@@ -33,7 +33,7 @@ impl Auth {
     pub fn client_name<'a>(&'a self, connector_id: &'a str) -> Option<&'a str> {
         match self {
             Self::OAuth2(auth) => Some(auth.client.as_deref().unwrap_or(connector_id)),
-            Self::OAuth1(auth) => Some(auth.client.as_deref().unwrap_or(connector_id)),
+            Self::OAuth1(_) => Some(connector_id),
             _ => None,
         }
     }
@@ -98,11 +98,16 @@ pub struct BasicAuth {
 /// The client id and secret are not part of the spec: operators supply them per deployment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = endpoints_from_profile)]
 pub struct OAuth2Auth {
     /// The OAuth client (app registration) this connector shares with others of the same
     /// provider, such as `google` for Google Photos, Gmail, Calendar and Drive: operators then
     /// register one client and give it once, as `HYPERNET_<CLIENT>_CLIENT_ID` and
-    /// `_CLIENT_SECRET`. Default: the connector's own (`HYPERNET_<ID>_CLIENT_ID`).
+    /// `_CLIENT_SECRET`. It names a provider profile (`connectors/providers.yaml`, compiled into
+    /// the engine), which supplies the endpoints: a spec with `client` sets none of
+    /// `authorization_url`, `token_url`, `refresh_url`, `revocation_url`, `revocation`,
+    /// `post_exchange` or a refresh `request`. Default: the connector's own client
+    /// (`HYPERNET_<ID>_CLIENT_ID`), with the endpoints the spec gives.
     #[serde(default)]
     #[schemars(regex(pattern = r"^[a-z][a-z0-9_]*$"))]
     pub client: Option<String>,
@@ -113,6 +118,7 @@ pub struct OAuth2Auth {
     #[serde(default)]
     pub authorization_url: Option<Url>,
     /// The token endpoint, for the code exchange and (unless `refresh_url` is set) refreshes.
+    /// Required, unless `client` names a provider profile, which supplies it.
     pub token_url: Url,
     /// A separate refresh endpoint, where the provider has one.
     #[serde(default)]
@@ -162,6 +168,25 @@ pub struct OAuth2Auth {
     /// Values kept in the integration's `config` for later templates, by config key.
     #[serde(default)]
     pub capture: IndexMap<String, Capture>,
+}
+
+/// `token_url` is required only of a spec with its own client: a shared client's profile
+/// supplies it (see [`super::profiles`]).
+fn endpoints_from_profile(schema: &mut schemars::Schema) {
+    if let Some(required) = schema
+        .get_mut("required")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        required.retain(|field| field != "token_url");
+    }
+    schema.insert(
+        "if".to_owned(),
+        serde_json::json!({"not": {"required": ["client"]}}),
+    );
+    schema.insert(
+        "then".to_owned(),
+        serde_json::json!({"required": ["token_url"]}),
+    );
 }
 
 /// The OAuth 2.0 grant that obtains the first token.
@@ -434,15 +459,12 @@ pub enum Capture {
     TokenResponse(JsonPath),
 }
 
-/// OAuth 1.0a (RFC 5849) with HMAC-SHA1 signatures.
+/// OAuth 1.0a (RFC 5849) with HMAC-SHA1 signatures. Each connector has its own consumer
+/// (`HYPERNET_<ID>_CLIENT_ID`): provider profiles, which shared clients need, hold OAuth 2.0
+/// endpoints only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuth1Auth {
-    /// The consumer (app registration) this connector shares with others of the same provider;
-    /// see `oauth2.client`. Default: the connector's own.
-    #[serde(default)]
-    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]*$"))]
-    pub client: Option<String>,
     /// The temporary credential (request token) endpoint.
     pub request_token_url: Url,
     /// Where the user authorizes the request token.

@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 use super::ConnectorSpec;
 use super::check;
 use super::diagnostic::{Diagnostic, Position, Problem, dotted};
+use super::profiles;
 use super::schema_errors;
 use super::yaml::{self, Anchor};
 
@@ -128,7 +129,7 @@ pub fn parse(source: &SpecSource) -> Result<ConnectorSpec, Vec<Diagnostic>> {
             None,
         )]);
     }
-    let document = yaml::parse(&source.text).map_err(|problems| {
+    let mut document = yaml::parse(&source.text).map_err(|problems| {
         problems
             .into_iter()
             .map(|problem| {
@@ -141,6 +142,7 @@ pub fn parse(source: &SpecSource) -> Result<ConnectorSpec, Vec<Diagnostic>> {
             })
             .collect::<Vec<_>>()
     })?;
+    let profile_problems = profiles::apply(&mut document.value);
     let locate = |problems: Vec<Problem>| {
         let mut diagnostics: Vec<Diagnostic> = problems
             .into_iter()
@@ -161,6 +163,9 @@ pub fn parse(source: &SpecSource) -> Result<ConnectorSpec, Vec<Diagnostic>> {
         diagnostics
     };
 
+    if !profile_problems.is_empty() {
+        return Err(locate(profile_problems));
+    }
     let (schema, validator) = &*VALIDATOR;
     let problems = schema_errors::explain(validator, schema, &document.value);
     if !problems.is_empty() {

@@ -13,6 +13,7 @@ mod values;
 mod check;
 mod diagnostic;
 mod load;
+mod profiles;
 mod schema_errors;
 mod yaml;
 
@@ -42,6 +43,7 @@ pub use limits::{
     RateLimitScope, Retry, Schedule, WaitFormat, WaitHeader,
 };
 pub use load::{LoadError, SpecSource, load, parse};
+pub use profiles::{ProviderProfile, provider_profiles};
 pub use stream::{
     Body, Conversion, CursorFormat, Decode, FieldMapping, FieldRule, Gone, Incremental,
     LinkHeaderMarker, Method, NextUrlSource, Paginate, ParamLocation, Parent, Recurse, Request,

@@ -74,7 +74,12 @@ impl Explainer<'_> {
             }
             ValidationErrorKind::Required { property } => {
                 let name = property.as_str().unwrap_or_default();
-                let owner = self.node(parent_path(schema_path));
+                // A field required by a condition (`then`) is described beside the condition.
+                let mut owner_path = parent_path(schema_path);
+                if let Some(outer) = owner_path.strip_suffix("/then") {
+                    owner_path = outer;
+                }
+                let owner = self.node(owner_path);
                 let hint = owner
                     .and_then(|node| node.pointer(&format!("/properties/{name}")))
                     .and_then(|node| self.describe(node));
