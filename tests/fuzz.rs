@@ -255,7 +255,7 @@ fn run_path((path, document): &(String, serde_json::Value)) {
     }
 }
 
-fn run_template(source: &String) {
+fn run_template(source: &str) {
     let mut templates = Templates::default();
     let context = minijinja::context! { record => minijinja::context! { a => 1, b => "x" } };
     if let Ok(id) = templates.add(source) {
@@ -326,7 +326,7 @@ fn generated_json_paths_never_panic_compilation_or_evaluation() {
 
 #[test]
 fn generated_templates_never_panic_compilation_or_rendering() {
-    bounded(template(), run_template);
+    bounded(template(), |source| run_template(source));
 }
 
 #[test]
@@ -421,7 +421,7 @@ fn fuzz_for_a_while() {
                 &template(),
                 &mut runner,
                 Instant::now() + share,
-                &run_template,
+                &|source: &String| run_template(source),
             ),
         ),
         (
