@@ -562,7 +562,7 @@ async fn a_user_never_sees_or_touches_another_users_integrations() {
         assert_eq!(status, StatusCode::OK);
 
         // A callback carrying a state that Alice's authorization started, replayed by Mallory,
-        // is refused (and used up).
+        // is refused, and does not cancel Alice's authorization.
         let authorize = service
             .client
             .get(service.url("/integrations/dropbox/authorize"))
@@ -583,6 +583,18 @@ async fn a_user_never_sees_or_touches_another_users_integrations() {
         assert_eq!(stolen.status(), StatusCode::BAD_REQUEST);
         let (_, list) = service.get("/integrations", &mallory).await;
         assert_eq!(list["integrations"], json!([]));
+        let completed = service
+            .client
+            .get(&callback)
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            location(&completed).contains("#integration=dropbox:alice"),
+            "{}",
+            completed.status()
+        );
     }
 }
 

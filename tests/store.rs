@@ -405,8 +405,27 @@ async fn deleting_an_integrations_data_leaves_no_trace_of_its_content() {
             )
             .await
             .unwrap();
+        // An authorization of the connector under way (reconnecting, say).
+        server::tables::ServiceTables::on(&test.store)
+            .save_pending(
+                "state-of-user-1",
+                &server::tables::PendingAuthorization {
+                    user_id: "user-1".into(),
+                    connector: PLATFORM.into(),
+                    sealed: vec![4, 5, 6],
+                    created_at: jiff::Timestamp::now().to_string(),
+                },
+            )
+            .await
+            .unwrap();
         let before = every_row(&test.store).await.join("\n");
-        for trace in [MARKER, "Note 0", "rejects: ", "sync_runs: "] {
+        for trace in [
+            MARKER,
+            "Note 0",
+            "rejects: ",
+            "sync_runs: ",
+            "oauth_pending: ",
+        ] {
             assert!(before.contains(trace), "{}: {trace} before", test.backend);
         }
 
@@ -424,6 +443,11 @@ async fn deleting_an_integrations_data_leaves_no_trace_of_its_content() {
             assert!(
                 !row.contains("integration-1") || row.starts_with("audit_log: "),
                 "{}: a trace of the integration left: {row}",
+                test.backend
+            );
+            assert!(
+                !row.starts_with("oauth_pending: "),
+                "{}: an authorization under way left: {row}",
                 test.backend
             );
         }

@@ -213,10 +213,11 @@ pub async fn callback(
         return Err(not_through_the_browser(spec));
     }
     let key = credentials::callback_key(&spec.auth, &query).ok_or_else(stale)?;
-    let pending = state.tables.take_pending(key).await?.ok_or_else(stale)?;
-    if pending.user_id != user || pending.connector != connector {
-        return Err(stale());
-    }
+    let pending = state
+        .tables
+        .take_pending(key, &user, &connector)
+        .await?
+        .ok_or_else(stale)?;
     let sealed: Sealed = state
         .cipher
         .decrypt(&pending.sealed)

@@ -160,8 +160,10 @@ impl ServiceTables {
     pub async fn take_pending(
         &self,
         state: &str,
+        user_id: &str,
+        connector: &str,
     ) -> Result<Option<PendingAuthorization>, StoreError> {
-        on_tables!(self, tables => tables.take_pending(state).await)
+        on_tables!(self, tables => tables.take_pending(state, user_id, connector).await)
     }
 
     /// See [`Tables::add_api_key`].
@@ -568,14 +570,22 @@ impl Tables {
         Ok(())
     }
 
-    /// Takes the authorization `state` names: it can be taken once, and not after it expired.
+    /// Takes the authorization `state` names, when `user_id` started it for `connector`: it can
+    /// be taken once, and not after it expired. Another user's callback with the same state
+    /// takes nothing, so replaying someone's callback cannot cancel their authorization.
     pub async fn take_pending(
         &self,
         state: &str,
+        user_id: &str,
+        connector: &str,
     ) -> Result<Option<PendingAuthorization>, StoreError> {
         let mut query = QueryBuilder::<DB>::new("DELETE FROM oauth_pending WHERE state = ");
         query
             .push_bind(state)
+            .push(" AND user_id = ")
+            .push_bind(user_id)
+            .push(" AND connector = ")
+            .push_bind(connector)
             .push(" RETURNING user_id, connector, sealed, created_at");
         let Some(row) = query.build().fetch_optional(self.store.pool()).await? else {
             return Ok(None);

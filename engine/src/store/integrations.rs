@@ -171,17 +171,25 @@ impl Store {
         Ok(())
     }
 
-    /// Removes an integration, its tokens and its checkpoints; with `delete_data`, also every
-    /// trace of what was imported through it: its records, its rejects (which hold the raw
-    /// provider payload) and its runs (whose errors may quote the provider). Returns how many
-    /// records were deleted. The audit log keeps both facts, and nothing of the content.
+    /// Removes an integration, its tokens and its checkpoints, and any authorization of its
+    /// connector the user has under way (its state would connect the account again); with
+    /// `delete_data`, also every trace of what was imported through it: its records, its
+    /// rejects (which hold the raw provider payload) and its runs (whose errors may quote the
+    /// provider). Returns how many records were deleted. The audit log keeps both facts, and
+    /// nothing of the content.
     pub async fn delete_integration(&self, id: &str, delete_data: bool) -> Result<u64, StoreError> {
-        let user_id = self
+        let (user_id, connector) = self
             .integration(id)
             .await?
-            .map(|integration| integration.user_id)
+            .map(|integration| (integration.user_id, integration.connector))
             .unwrap_or_default();
         let mut transaction = self.pool.begin().await?;
+        let mut query = QueryBuilder::<DB>::new("DELETE FROM oauth_pending WHERE user_id = ");
+        query
+            .push_bind(user_id.as_str())
+            .push(" AND connector = ")
+            .push_bind(connector.as_str());
+        query.build().execute(&mut *transaction).await?;
         let deleted = if delete_data {
             let mut query =
                 QueryBuilder::<DB>::new("SELECT COUNT(*) FROM records WHERE integration_id = ");
