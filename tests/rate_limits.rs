@@ -92,3 +92,99 @@ async fn waiting_for_a_rate_limit_is_reported_not_an_error() {
         recorder.totals()
     );
 }
+
+/// Whether a request through `gate` goes at once: `false` when the gate holds it back (it is
+/// then left waiting, and dropped).
+async fn goes_at_once(gate: &engine::ratelimit::RateGate) -> bool {
+    let mut waited = false;
+    let went = tokio::time::timeout(Duration::from_millis(300), gate.acquire(|_| waited = true))
+        .await
+        .is_ok();
+    went && !waited
+}
+
+/// An app's daily quota is spent by every process of the service, and a restart does not give
+/// it back: two registries (two workers, each with its own connection to the database) share
+/// one count, and a third opened afterwards (a restart) finds it spent. On SQLite and
+/// PostgreSQL.
+#[tokio::test]
+async fn app_and_daily_quotas_are_shared_by_workers_and_kept_across_restarts() {
+    let spec = spec_from(&spec_yaml(
+        "    request: { path: /items }\n    records: $.items[*]",
+        "rate_limits:\n  - { requests: 3, per: 1d, scope: app }\n  - { requests: 2, per: 1d, scope: user }",
+    ));
+    for test in hypernet_tests::test_stores("shared_quota").await {
+        let worker = |store: engine::store::AnyStore| {
+            RateLimitRegistry::default().with_shared_windows(Arc::new(store))
+        };
+        let first = worker(test.store.clone());
+        let second = worker(engine::store::AnyStore::open(&test.location).await.unwrap());
+        // Alice's integration on one worker, Bob's on the other: the app's 3 a day are theirs
+        // together.
+        let alice = first.gate(&spec, "alice");
+        let bob = second.gate(&spec, "bob");
+        assert!(goes_at_once(&alice).await, "{}", test.backend);
+        assert!(goes_at_once(&bob).await, "{}", test.backend);
+        assert!(goes_at_once(&bob).await, "{}", test.backend);
+        assert!(
+            !goes_at_once(&alice).await,
+            "{}: the app's quota is spent across workers",
+            test.backend
+        );
+        drop((first, second));
+
+        // A restart: a new registry on a new connection.
+        let restarted = worker(engine::store::AnyStore::open(&test.location).await.unwrap());
+        assert!(
+            !goes_at_once(&restarted.gate(&spec, "carol")).await,
+            "{}: the app's quota stays spent after a restart",
+            test.backend
+        );
+    }
+}
+
+/// A user's daily quota is kept across restarts too, for that integration only.
+#[tokio::test]
+async fn a_users_daily_quota_outlives_a_restart() {
+    let spec = spec_from(&spec_yaml(
+        "    request: { path: /items }\n    records: $.items[*]",
+        "rate_limits:\n  - { requests: 2, per: 1d, scope: user }",
+    ));
+    for test in hypernet_tests::test_stores("daily_quota").await {
+        let worker = |store: engine::store::AnyStore| {
+            RateLimitRegistry::default().with_shared_windows(Arc::new(store))
+        };
+        let before = worker(test.store.clone()).gate(&spec, "alice");
+        assert!(goes_at_once(&before).await);
+        assert!(goes_at_once(&before).await);
+        let restarted = worker(engine::store::AnyStore::open(&test.location).await.unwrap());
+        assert!(
+            !goes_at_once(&restarted.gate(&spec, "alice")).await,
+            "{}: alice's quota stays spent",
+            test.backend
+        );
+        assert!(
+            goes_at_once(&restarted.gate(&spec, "bob")).await,
+            "{}: bob's is his own",
+            test.backend
+        );
+    }
+}
+
+#[test]
+fn shared_windows_are_aligned_to_the_epoch() {
+    use engine::ratelimit::window_at;
+    let day = Duration::from_secs(86_400);
+    let noon = std::time::UNIX_EPOCH + day * 20_000 + Duration::from_secs(43_200);
+    // A day's window is the UTC day, with half of it left at noon.
+    assert_eq!(
+        window_at(noon, day),
+        (20_000 * 86_400, Duration::from_secs(43_200))
+    );
+    // Fifteen minutes: 12:00:10.5 is 10.5 s into the window that began at noon.
+    let later = noon + Duration::from_millis(10_500);
+    assert_eq!(
+        window_at(later, Duration::from_secs(900)),
+        (20_000 * 86_400 + 43_200, Duration::from_millis(889_500))
+    );
+}

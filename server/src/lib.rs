@@ -101,6 +101,13 @@ pub async fn start(config: Config) -> Result<Running, String> {
         None => url::Url::parse(&format!("http://{address}"))
             .map_err(|error| format!("bad listening address: {error}"))?,
     };
+    // App-wide and daily quotas are counted in the database, shared by every process of the
+    // service and kept across restarts; a sandbox or `--via` service spends none.
+    let rate_limits = if config.sandbox || config.via.is_some() {
+        RateLimitRegistry::default()
+    } else {
+        RateLimitRegistry::default().with_shared_windows(Arc::new(store.clone()))
+    };
     let state = Arc::new(Service {
         tables: ServiceTables::on(&store),
         store,
@@ -110,7 +117,9 @@ pub async fn start(config: Config) -> Result<Running, String> {
         public_url,
         sandbox: config.sandbox,
         metrics: Arc::default(),
-        rate_limits: RateLimitRegistry::default(),
+        // App-wide and daily quotas are counted in the database, shared by every process of
+        // the service and kept across restarts; a sandbox or `--via` service spends none.
+        rate_limits,
         progress: std::sync::Mutex::default(),
         wake: tokio::sync::Notify::new(),
         config,

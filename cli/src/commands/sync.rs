@@ -167,7 +167,14 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
         given,
         defaults: Map::new(),
     };
-    let registry = RateLimitRegistry::default();
+    // The provider's own quotas are counted in the database (app-wide ones and daily ones,
+    // across runs); a sandbox or `--via` run spends none of them.
+    let registry = match &transport {
+        engine::http::Transport::Direct => {
+            RateLimitRegistry::default().with_shared_windows(std::sync::Arc::new(store.clone()))
+        }
+        engine::http::Transport::Sandbox(_) => RateLimitRegistry::default(),
+    };
     let prepared = engine::account::prepare_run(
         &spec,
         &args.account.user,

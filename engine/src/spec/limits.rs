@@ -26,7 +26,9 @@ pub enum RateLimitScope {
     /// Each connected account (integration) has its own allowance, shared by its streams.
     #[default]
     User,
-    /// All accounts using this connector in one process share one allowance (per-app limits).
+    /// All accounts using this connector share one allowance (per-app limits): counted in the
+    /// database, so every process of the service shares it and a restart keeps it. A user's
+    /// limit of an hour or more (a daily quota) is kept in the database too.
     App,
 }
 

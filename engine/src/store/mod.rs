@@ -13,6 +13,7 @@ mod http;
 mod integrations;
 mod memory;
 mod open;
+mod rate_windows;
 mod runs;
 mod wal;
 mod write;
