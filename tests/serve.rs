@@ -783,6 +783,18 @@ async fn bad_requests_get_a_json_4xx() {
             "{method} {path}: {body}"
         );
     }
+    // A body larger than the service reads: refused with its own status, as JSON.
+    let response = service
+        .client
+        .post(service.url("/integrations"))
+        .bearer_auth(&key)
+        .json(&json!({"connector": "todoist", "config": {"api_token": "x".repeat(server::MAX_REQUEST_BODY)}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"]["message"].is_string(), "{body}");
     // A body that is not JSON at all.
     let response = service
         .client

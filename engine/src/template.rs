@@ -97,6 +97,31 @@ pub fn condition_variables(
     Ok(expression.undeclared_variables(true).into_iter().collect())
 }
 
+/// A filter, test or function that a template calls and the sandbox does not have, found by
+/// running it once with every variable undefined (minijinja compiles such a call and fails only
+/// when it runs, which would reject every record). Only what that run reaches is found: a call
+/// in a branch it skips is not.
+pub fn unknown_callable(env: &Environment<'_>, source: &str, condition: bool) -> Option<String> {
+    use minijinja::ErrorKind::{UnknownFilter, UnknownFunction, UnknownTest};
+    let outcome = if condition {
+        env.compile_expression(bounded(source).ok()?)
+            .ok()?
+            .eval(())
+            .map(|_| ())
+    } else {
+        env.template_from_str(bounded(source).ok()?)
+            .ok()?
+            .render(())
+            .map(|_| ())
+    };
+    match outcome {
+        Err(error) if matches!(error.kind(), UnknownFilter | UnknownTest | UnknownFunction) => {
+            Some(compile_error(&error).0)
+        }
+        _ => None,
+    }
+}
+
 /// Templates and conditions compiled once per run and rendered by id.
 ///
 /// Conditions are stored as `{% if (...) %}1{% endif %}` templates so that nothing borrows the

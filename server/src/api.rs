@@ -284,8 +284,9 @@ pub async fn sync_now(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Changes {
-    /// The time between its syncs (`30m`, `6h`, `1d`), overriding the connector's schedule;
-    /// `null` returns to the connector's.
+    /// The time between its syncs (`30m`, `6h`, `1d`; from `1m` to `366d`), overriding the
+    /// connector's schedule; `null` returns to the connector's.
+    #[schema(pattern = "^[0-9]{1,12}(ms|s|m|h|d)$", max_length = 16)]
     sync_every: Option<String>,
 }
 
@@ -302,6 +303,7 @@ pub struct Changes {
     request_body = Changes,
     responses(
         (status = 200, description = "The integration, changed", body = IntegrationView),
+        (status = 413, description = "The body is larger than the API reads (64 KiB)", body = ErrorBody),
         (status = 400, description = "A malformed body, or an interval that is not a duration of at least 1m", body = ErrorBody),
         (status = 401, description = "No or unknown credentials", body = ErrorBody),
         (status = 404, description = "No such integration of the user's", body = ErrorBody),
@@ -452,6 +454,7 @@ pub struct RecordsQuery {
     #[param(format = DateTime)]
     since: Option<String>,
     /// Where the previous page ended (its `next_cursor`).
+    #[param(pattern = "^[0-9]{1,19}$")]
     cursor: Option<String>,
     /// Records per page, 1 to 500 (default 100).
     #[param(minimum = 1, maximum = 500, default = 100)]
@@ -574,6 +577,7 @@ pub async fn audit(
 #[serde(deny_unknown_fields)]
 pub struct SessionBody {
     /// An API key.
+    #[schema(max_length = 200)]
     key: String,
 }
 
@@ -597,6 +601,7 @@ pub struct Me {
     responses(
         (status = 200, description = "The user; the cookie is set", body = Me,
             headers(("Set-Cookie" = String, description = "The session cookie, `HttpOnly`, `SameSite=Lax`, for 30 days"))),
+        (status = 413, description = "The body is larger than the API reads (64 KiB)", body = ErrorBody),
         (status = 400, description = "A malformed body", body = ErrorBody),
         (status = 401, description = "The API key is not known", body = ErrorBody),
         (status = 500, description = "The service failed (its database, most often)", body = ErrorBody)

@@ -247,6 +247,7 @@ pub async fn callback(
 #[serde(deny_unknown_fields)]
 pub struct NewIntegration {
     /// The connector id.
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     connector: String,
     /// Its config values (secret ones are sealed at rest).
     #[serde(default)]
@@ -270,6 +271,7 @@ pub struct NewIntegration {
     request_body = NewIntegration,
     responses(
         (status = 201, description = "Connected; the integration", body = crate::tables::IntegrationSummary),
+        (status = 413, description = "The body is larger than the API reads (64 KiB)", body = crate::error::ErrorBody),
         (status = 400, description = "A malformed body, a bad account name, config values refused, or a connector that connects through the browser", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown credentials", body = crate::error::ErrorBody),
         (status = 404, description = "No such connector", body = crate::error::ErrorBody),

@@ -32,7 +32,7 @@ pub struct ErrorDetail {
 }
 
 /// The kind of an error, one per status: `bad_request` (400), `unauthorized` (401),
-/// `forbidden` (403), `not_found` (404), `conflict` (409), `provider_error` (502), `internal` (500).
+/// `forbidden` (403), `not_found` (404), `too_large` (413), `conflict` (409), `provider_error` (502), `internal` (500).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -44,6 +44,8 @@ pub enum ErrorCode {
     Forbidden,
     /// 404: nothing by that name, or not the caller's.
     NotFound,
+    /// 413: the request body is larger than the API reads.
+    TooLarge,
     /// 409: the request conflicts with the current state.
     Conflict,
     /// 502: the provider refused or failed.
@@ -122,6 +124,18 @@ impl IntoResponse for ApiError {
 }
 
 /// Turns axum's own rejections (bad JSON, bad query strings, bad paths) into JSON errors.
-pub fn rejection(rejection: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(rejection.to_string())
+pub fn rejection(rejection: impl axum::response::IntoResponse + std::fmt::Display) -> ApiError {
+    let message = rejection.to_string();
+    // A body over the limit keeps its own status (413), in the API's JSON shape.
+    if rejection.into_response().status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLarge,
+            format!(
+                "{message}: the API reads bodies of at most {} bytes",
+                crate::MAX_REQUEST_BODY
+            ),
+        );
+    }
+    ApiError::bad_request(message)
 }

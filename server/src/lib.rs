@@ -63,8 +63,14 @@ pub fn router(state: AppState) -> Router {
         .route("/records", get(api::records))
         .route("/audit", get(api::audit))
         .fallback(api::fallback)
+        // The API's bodies are a few config values: 64 KiB is far above any, and far below what
+        // a client could make the service buffer (axum's default is 2 MiB per request).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(state)
 }
+
+/// The largest request body the API reads, in bytes.
+pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 
 /// A running service.
 pub struct Running {

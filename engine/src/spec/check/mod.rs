@@ -382,7 +382,10 @@ impl Checker<'_> {
 
     fn template(&mut self, at: &str, source: &str, scope: &Scope) {
         match template::template_variables(&self.env, source) {
-            Ok(variables) => self.variables(at, "template", &variables, scope),
+            Ok(variables) => {
+                self.variables(at, "template", &variables, scope);
+                self.callables(at, "template", source, false);
+            }
             Err(error) => self.push(
                 Problem::at(at, format!("the template does not compile: {error}"))
                     .expected("a minijinja template such as `{{ record.id }}`"),
@@ -392,11 +395,24 @@ impl Checker<'_> {
 
     fn condition(&mut self, at: &str, source: &str, scope: &Scope) {
         match template::condition_variables(&self.env, source) {
-            Ok(variables) => self.variables(at, "condition", &variables, scope),
+            Ok(variables) => {
+                self.variables(at, "condition", &variables, scope);
+                self.callables(at, "condition", source, true);
+            }
             Err(error) => self.push(
                 Problem::at(at, format!("the condition does not compile: {error}"))
                     .expected("an expression such as `record.status == 'cancelled'`"),
             ),
+        }
+    }
+
+    /// A filter, test or function the template calls that the engine does not have.
+    fn callables(&mut self, at: &str, what: &str, source: &str, condition: bool) {
+        if let Some(error) = template::unknown_callable(&self.env, source, condition) {
+            self.push(
+                Problem::at(at, format!("the {what} calls what the engine does not have: {error}"))
+                    .expected("a filter, test or function minijinja has built in (docs.rs/minijinja: filters, tests, functions)"),
+            );
         }
     }
 
