@@ -449,6 +449,7 @@ pub async fn delete(
 #[serde(deny_unknown_fields)]
 pub struct RecordsQuery {
     /// Only records of this model (`media`, `email`, ...).
+    #[param(schema_with = model_names)]
     model: Option<String>,
     /// Only records changed at or after this RFC 3339 time.
     #[param(format = DateTime)]
@@ -459,6 +460,14 @@ pub struct RecordsQuery {
     /// Records per page, 1 to 500 (default 100).
     #[param(minimum = 1, maximum = 500, default = 100)]
     limit: Option<u32>,
+}
+
+/// The models' names, as the `model` parameter takes them.
+fn model_names() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(ModelKind::ALL.iter().map(|kind| kind.name())))
+        .build()
 }
 
 /// The user's records, oldest first, a page at a time.

@@ -42,7 +42,7 @@ pub struct AuthorizeQuery {
     /// connecting a named account again renews it, a new name adds an integration. Default: the
     /// first account.
     #[serde(default)]
-    #[param(max_length = 200)]
+    #[param(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     account: Option<String>,
 }
 
@@ -64,9 +64,10 @@ fn entry<'a>(state: &'a Service, connector: &str) -> Result<&'a Entry, ApiError>
     })
 }
 
-/// The refusal of a connector that does not connect through the browser.
+/// The refusal of a connector that does not connect through the browser: 409, the request is
+/// well formed but the connector connects another way.
 fn not_through_the_browser(spec: &ConnectorSpec) -> ApiError {
-    ApiError::bad_request(format!(
+    ApiError::conflict(format!(
         "{} uses `{}` authentication: connect it with POST /integrations{}",
         spec.name,
         spec.auth.kind_name(),
@@ -119,10 +120,10 @@ fn redirect_uri(state: &Service, connector: &str) -> String {
     responses(
         (status = 303, description = "To the provider's authorization page",
             headers(("Location" = String, description = "The provider's authorization URL"))),
-        (status = 400, description = "A bad account name, a connector that does not connect through the browser, or the provider refused", body = crate::error::ErrorBody),
+        (status = 400, description = "A bad account name, or the provider refused", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown credentials", body = crate::error::ErrorBody),
         (status = 404, description = "No such connector", body = crate::error::ErrorBody),
-        (status = 409, description = "The deployment has no OAuth client for this connector", body = crate::error::ErrorBody),
+        (status = 409, description = "The connector connects another way (through the browser, or not), or the deployment has no OAuth client for it", body = crate::error::ErrorBody),
         (status = 500, description = "The service failed (its database, most often)", body = crate::error::ErrorBody),
         (status = 502, description = "The provider failed", body = crate::error::ErrorBody)
     )
@@ -188,10 +189,10 @@ pub async fn authorize(
     responses(
         (status = 303, description = "To the web page, showing the new integration",
             headers(("Location" = String, description = "`/#integration=<id>`"))),
-        (status = 400, description = "An unknown or expired authorization, a connector that does not connect through the browser, or the provider refused", body = crate::error::ErrorBody),
+        (status = 400, description = "An unknown or expired authorization, or the provider refused", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown credentials", body = crate::error::ErrorBody),
         (status = 404, description = "No such connector", body = crate::error::ErrorBody),
-        (status = 409, description = "The deployment has no OAuth client for this connector", body = crate::error::ErrorBody),
+        (status = 409, description = "The connector connects another way (through the browser, or not), or the deployment has no OAuth client for it", body = crate::error::ErrorBody),
         (status = 500, description = "The service failed (its database, most often)", body = crate::error::ErrorBody),
         (status = 502, description = "The provider failed (the token exchange)", body = crate::error::ErrorBody)
     )
@@ -255,7 +256,7 @@ pub struct NewIntegration {
     /// Which of the user's accounts of the connector this is (see the authorize query's
     /// `account`). Default: the first account.
     #[serde(default)]
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     account: Option<String>,
 }
 
@@ -272,10 +273,10 @@ pub struct NewIntegration {
     responses(
         (status = 201, description = "Connected; the integration", body = crate::tables::IntegrationSummary),
         (status = 413, description = "The body is larger than the API reads (64 KiB)", body = crate::error::ErrorBody),
-        (status = 400, description = "A malformed body, a bad account name, config values refused, or a connector that connects through the browser", body = crate::error::ErrorBody),
+        (status = 400, description = "A malformed body, a bad account name, or config values refused", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown credentials", body = crate::error::ErrorBody),
         (status = 404, description = "No such connector", body = crate::error::ErrorBody),
-        (status = 409, description = "The deployment has no OAuth client for this connector", body = crate::error::ErrorBody),
+        (status = 409, description = "The connector connects another way (through the browser, or not), or the deployment has no OAuth client for it", body = crate::error::ErrorBody),
         (status = 500, description = "The service failed (its database, most often)", body = crate::error::ErrorBody),
         (status = 502, description = "The provider failed (the client-credentials token request)", body = crate::error::ErrorBody)
     )
@@ -291,7 +292,7 @@ pub async fn create(
     let spec = &entry.spec;
     let granted = match ConnectMode::of(&spec.auth) {
         ConnectMode::Browser => {
-            return Err(ApiError::bad_request(format!(
+            return Err(ApiError::conflict(format!(
                 "{} connects through the browser: send the user to GET /integrations/{}/authorize",
                 spec.name, spec.id
             )));
