@@ -27,12 +27,86 @@ pub const MAX_TEMPLATE_LENGTH: usize = 1024;
 pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_fuel(Some(FUEL_PER_RENDER));
+    // minijinja charges fuel for printing a list only once it is printed: `range(100000) * 655`
+    // is a lazy list of 65 million items that took 42 s to print (found by tests/fuzz.rs). What
+    // turns a whole value into text checks its size first.
+    env.set_formatter(|out, state, value| {
+        printable(value)?;
+        minijinja::escape_formatter(out, state, value)
+    });
+    env.add_filter(
+        "string",
+        |state: &minijinja::State, value: minijinja::Value| {
+            printable(&value)?;
+            minijinja::filters::string(state, &value)
+        },
+    );
+    env.add_filter(
+        "tojson",
+        |value: minijinja::Value,
+         indent: Option<minijinja::Value>,
+         args: minijinja::value::Kwargs| {
+            printable(&value)?;
+            minijinja::filters::tojson(&value, indent, args)
+        },
+    );
+    env.add_filter("pprint", |value: minijinja::Value| {
+        printable(&value)?;
+        Ok::<_, minijinja::Error>(minijinja::filters::pprint(&value))
+    });
     // A missing `record.field` renders empty rather than failing the record; a missing
     // top-level variable is caught by `connector validate` instead.
     env.set_undefined_behavior(UndefinedBehavior::Chainable);
     // Values go into URLs, headers and JSON, never HTML; escaping is the caller's business.
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env
+}
+
+/// The most items (list elements and map entries, nested ones included) a value may hold to be
+/// turned into text whole.
+pub const MAX_PRINTED_ITEMS: usize = 10_000;
+
+/// Refuses a value with more than [`MAX_PRINTED_ITEMS`] items, counting no further than that.
+fn printable(value: &minijinja::Value) -> Result<(), minijinja::Error> {
+    fn count(value: &minijinja::Value, left: &mut usize) -> bool {
+        use minijinja::value::ValueKind;
+        if !matches!(
+            value.kind(),
+            ValueKind::Seq | ValueKind::Iterable | ValueKind::Map
+        ) {
+            return true;
+        }
+        if value.len().is_some_and(|len| len > *left) {
+            return false;
+        }
+        let Ok(items) = value.try_iter() else {
+            return true;
+        };
+        for item in items {
+            if *left == 0 {
+                return false;
+            }
+            *left -= 1;
+            let inner = if value.kind() == ValueKind::Map {
+                value.get_item(&item).unwrap_or_default()
+            } else {
+                item
+            };
+            if !count(&inner, left) {
+                return false;
+            }
+        }
+        true
+    }
+    let mut left = MAX_PRINTED_ITEMS;
+    if count(value, &mut left) {
+        Ok(())
+    } else {
+        Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("a value of more than {MAX_PRINTED_ITEMS} items is too large to print"),
+        ))
+    }
 }
 
 /// Why a template or condition does not compile.
@@ -254,6 +328,31 @@ mod tests {
         let error = Templates::default().add(&too_long).unwrap_err();
         assert!(error.to_string().contains("at most 1024"), "{error}");
         assert!(template_variables(&environment(), &too_long).is_err());
+    }
+
+    #[test]
+    fn huge_lazy_lists_are_refused_before_they_are_printed() {
+        // Printing them was charged only once done: 42 s for the first (tests/fuzz.rs).
+        let env = environment();
+        for source in [
+            "{{ range(100000) * 655 }}",
+            "{{ (range(100000) * 655)|string|length }}",
+            "{{ (range(100000) * 655)|tojson|length }}",
+            "{{ [range(100000) * 600]|pprint|length }}",
+            "{{ {'a': range(100000) * 600} }}",
+        ] {
+            let error = env.render_str(source, ()).unwrap_err();
+            assert!(
+                error.to_string().contains("too large to print"),
+                "{source}: {error}"
+            );
+        }
+        // Small values print as before.
+        assert_eq!(
+            env.render_str("{{ [1, 2] }}|{{ {'a': [3]}|tojson }}", ())
+                .unwrap(),
+            "[1, 2]|{\"a\": [3]}"
+        );
     }
 
     #[test]
