@@ -80,6 +80,7 @@ async fn two_accounts_of_one_connector_sync_side_by_side() {
                     secret: b"{}",
                     config,
                     scopes: None,
+                    streams: None,
                 },
             )
             .await
@@ -182,6 +183,7 @@ async fn accounts_are_named_by_the_identity_the_provider_gives() {
                         secret: b"{}",
                         config,
                         scopes: None,
+                        streams: None,
                     },
                 )
                 .await

@@ -166,6 +166,7 @@ async fn check_accounts(store: &AnyStore, backend: &str) {
             secret: b"{}",
             config: serde_json::Map::new(),
             scopes: None,
+            streams: None,
         },
     )
     .await

@@ -150,6 +150,7 @@ async fn what_a_sync_writes_after_its_integration_was_disconnected_is_purged() {
             sealed_tokens: None,
             scopes: None,
             last_error: None,
+            streams: None,
         };
         store.save_integration(&integration).await.unwrap();
         let scope = Arc::new(RunScope {

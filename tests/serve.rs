@@ -1141,6 +1141,7 @@ async fn failed_syncs_back_off_and_refused_credentials_stop_scheduling() {
                 sealed_tokens: Some(state.cipher.encrypt(&serde_json::to_vec(&tokens).unwrap())),
                 scopes: Some("read".to_owned()),
                 last_error: None,
+                streams: None,
             })
             .await
             .unwrap();
@@ -1187,6 +1188,105 @@ async fn failed_syncs_back_off_and_refused_credentials_stop_scheduling() {
             metrics
                 .contains(r#"hypernet_syncs_total{connector="revoked",outcome="needs_reauth"} 1"#),
             "{metrics}"
+        );
+    }
+}
+
+/// The person chooses what an integration imports: asked at connect time, only the scopes the
+/// chosen streams need go to the provider, only those streams are imported, and the choice can
+/// be changed later (`PATCH`), on both backends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_chooses_the_streams_an_integration_imports_and_the_scopes_asked_for() {
+    for store in test_stores("serve_streams").await {
+        let service = Service::start(&store, Identity::ApiKeys).await;
+        let key = service.key_for("alice").await;
+
+        // The catalog lists the choices, with the scopes each needs.
+        let (_, catalog) = service.get("/connectors", &key).await;
+        let gmail = catalog["connectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|connector| connector["id"] == "gmail")
+            .unwrap();
+        let choices: Vec<&str> = gmail["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|choice| choice["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(choices, ["message_ids", "contacts"]);
+
+        // Only the contacts: the provider is not asked to read mail.
+        let authorize = service
+            .client
+            .get(service.url("/integrations/gmail/authorize?streams=contacts"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        let provider = url::Url::parse(&location(&authorize)).unwrap();
+        let scope = provider
+            .query_pairs()
+            .find(|(name, _)| name == "scope")
+            .map(|(_, value)| value.into_owned())
+            .unwrap();
+        assert!(scope.contains("contacts.readonly"), "{scope}");
+        assert!(!scope.contains("gmail.readonly"), "{scope}");
+        let (status, body) = service
+            .get("/integrations/gmail/authorize?streams=contacts,spam", &key)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+        let done = service.connect("gmail?streams=contacts", &key).await;
+        assert!(done.ends_with("#integration=gmail:alice"), "{done}");
+        let first = service.wait_for("gmail:alice", &key, imported).await;
+        assert_eq!(first["streams"], json!(["contacts"]), "{first}");
+        assert!(!service.all_records(&key, "model=contact").await.is_empty());
+        assert!(
+            service.all_records(&key, "model=email").await.is_empty(),
+            "mail was not chosen"
+        );
+
+        // Changed later: every stream again. The interval is left as it was.
+        let (status, body) = service
+            .call(
+                "PATCH",
+                "/integrations/gmail:alice",
+                &key,
+                Some(json!({"sync_every": "6h"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for bad in [json!({"streams": []}), json!({"streams": ["messages"]})] {
+            let (status, body) = service
+                .call("PATCH", "/integrations/gmail:alice", &key, Some(bad))
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        }
+        let (status, body) = service
+            .call(
+                "PATCH",
+                "/integrations/gmail:alice",
+                &key,
+                Some(json!({"streams": null})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["streams"], Value::Null, "{body}");
+        assert_eq!(body["sync_every_secs"], json!(21_600), "{body}");
+        let (status, _) = service
+            .call("POST", "/integrations/gmail:alice/sync", &key, None)
+            .await;
+        assert!(status.is_success());
+        service
+            .wait_for("gmail:alice", &key, |body| {
+                imported(body) && body["last_run"]["id"] != first["last_run"]["id"]
+            })
+            .await;
+        assert!(
+            !service.all_records(&key, "model=email").await.is_empty(),
+            "every stream, mail included, once the choice is lifted"
         );
     }
 }

@@ -262,6 +262,7 @@ async fn connecting_syncing_and_disconnecting_are_in_the_audit_log() {
                 sealed_tokens: Some(vec![1, 2, 3]),
                 scopes: Some("notes.read".into()),
                 last_error: None,
+                streams: None,
             })
             .await
             .unwrap();
@@ -379,6 +380,7 @@ async fn deleting_an_integrations_data_leaves_no_trace_of_its_content() {
                 sealed_tokens: Some(vec![1, 2, 3]),
                 scopes: None,
                 last_error: None,
+                streams: None,
             })
             .await
             .unwrap();
@@ -562,6 +564,7 @@ async fn connecting_makes_an_integration_due_in_the_same_statement() {
             sealed_tokens: None,
             scopes: None,
             last_error: None,
+            streams: None,
         };
         store.save_integration(&integration).await.unwrap();
         let summary = tables
@@ -626,6 +629,7 @@ async fn an_integration_whose_syncs_never_end_is_quarantined() {
                 sealed_tokens: None,
                 scopes: None,
                 last_error: None,
+                streams: None,
             })
             .await
             .unwrap();

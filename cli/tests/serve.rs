@@ -88,6 +88,7 @@ async fn two_processes_share_the_syncs_and_never_run_one_integration_twice_at_on
                     sealed_tokens: None,
                     scopes: None,
                     last_error: None,
+                    streams: None,
                 })
                 .await
                 .unwrap();

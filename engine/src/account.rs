@@ -220,6 +220,9 @@ pub struct Connection<'a> {
     pub config: Map<String, Value>,
     /// The granted scopes, as the provider said them.
     pub scopes: Option<String>,
+    /// The root streams the person chose to import; `None`: every stream for a new
+    /// integration, the earlier choice for a renewed one.
+    pub streams: Option<Vec<String>>,
 }
 
 /// Seals and saves a new connection (or a renewed one: connecting the same account again
@@ -242,6 +245,7 @@ pub async fn save_connection(
             sealed_tokens: Some(cipher.encrypt(connection.secret)),
             scopes: connection.scopes,
             last_error: None,
+            streams: connection.streams,
         })
         .await?;
     Ok(id)
@@ -257,6 +261,7 @@ pub async fn connect(
     user_id: &str,
     given: &str,
     granted: Granted,
+    streams: Option<Vec<String>>,
 ) -> Result<String, crate::store::StoreError> {
     let account = account_of(spec, store, user_id, given, &granted.config).await?;
     save_connection(
@@ -269,6 +274,7 @@ pub async fn connect(
             secret: &granted.secret,
             config: granted.config,
             scopes: granted.scopes,
+            streams,
         },
     )
     .await

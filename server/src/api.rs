@@ -285,15 +285,34 @@ pub async fn sync_now(
 #[serde(deny_unknown_fields)]
 pub struct Changes {
     /// The time between its syncs (`30m`, `6h`, `1d`; from `1m` to `366d`), overriding the
-    /// connector's schedule; `null` returns to the connector's.
-    #[schema(pattern = "^[0-9]{1,12}(ms|s|m|h|d)$", max_length = 16)]
-    sync_every: Option<String>,
+    /// connector's schedule; `null` returns to the connector's. Left out: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]{1,12}(ms|s|m|h|d)$", max_length = 16)]
+    sync_every: Option<Option<String>>,
+    /// The streams to import (the connector's `streams` without a parent); `null` imports every
+    /// stream. Left out: unchanged. Applies from the next sync; streams left out keep what they
+    /// imported.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>, min_items = 1, max_items = 100)]
+    streams: Option<Option<Vec<String>>>,
 }
 
-/// Change its sync interval.
+/// A field that is present, `null` or not: `Some(None)` for `null`, and (with `default`) `None`
+/// when it is left out.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Change its sync interval, or the streams it imports.
 ///
 /// `{"sync_every": "6h"}` (at least `1m`) gives it its own interval, or `null` returns it to
-/// the connector's schedule; either applies from its next sync.
+/// the connector's schedule. `{"streams": ["messages"]}` imports only those streams (the
+/// person's choice of what to bring home), `null` every stream. Fields left out are unchanged;
+/// changes apply from its next sync.
 #[utoipa::path(
     patch,
     path = "/integrations/{id}",
@@ -304,7 +323,8 @@ pub struct Changes {
     responses(
         (status = 200, description = "The integration, changed", body = IntegrationView),
         (status = 413, description = "The body is larger than the API reads (64 KiB)", body = ErrorBody),
-        (status = 400, description = "A malformed body, or an interval that is not a duration of at least 1m", body = ErrorBody),
+        (status = 400, description = "A malformed body, an interval that is not a duration from 1m to 366d, or a stream the connector does not have", body = ErrorBody),
+        (status = 409, description = "Its connector is no longer offered", body = ErrorBody),
         (status = 401, description = "No or unknown credentials", body = ErrorBody),
         (status = 404, description = "No such integration of the user's", body = ErrorBody),
         (status = 500, description = "The service failed (its database, most often)", body = ErrorBody)
@@ -317,11 +337,22 @@ pub async fn update(
     body: Result<Json<Changes>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(changes) = body.map_err(rejection)?;
-    owned(&state, &user, &id).await?;
-    let every = changes
-        .sync_every
-        .as_deref()
-        .map(|text| {
+    let summary = owned(&state, &user, &id).await?;
+    // Everything is checked before anything changes.
+    if let Some(Some(chosen)) = &changes.streams {
+        let entry = state
+            .catalog
+            .get(&summary.connector)
+            .ok_or_else(|| ApiError::conflict("the connector is no longer offered"))?;
+        entry
+            .spec
+            .check_choice(chosen)
+            .map_err(ApiError::bad_request)?;
+    }
+    let every = match &changes.sync_every {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(text)) => {
             let every: engine::spec::Duration =
                 text.parse().map_err(|error: engine::spec::DurationError| {
                     ApiError::bad_request(error.to_string())
@@ -333,10 +364,15 @@ pub async fn update(
                     "`sync_every` must be at least 1m and at most 366d",
                 ));
             }
-            Ok(every.get().as_secs())
-        })
-        .transpose()?;
-    state.tables.set_interval(&id, every).await?;
+            Some(Some(every.get().as_secs()))
+        }
+    };
+    if let Some(streams) = &changes.streams {
+        state.tables.set_streams(&id, streams.as_deref()).await?;
+    }
+    if let Some(every) = every {
+        state.tables.set_interval(&id, every).await?;
+    }
     let summary = owned(&state, &user, &id).await?;
     Ok(Json(view(&state, summary).await?).into_response())
 }

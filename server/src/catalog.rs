@@ -63,6 +63,17 @@ impl Entry {
             },
             docs_url: spec.docs_url.as_str().to_owned(),
             sync_every_secs: spec.schedule.every.get().as_secs(),
+            streams: spec
+                .root_streams()
+                .map(|name| StreamChoice {
+                    name: name.to_owned(),
+                    description: spec
+                        .streams
+                        .get(name)
+                        .and_then(|stream| stream.description.clone()),
+                    scopes: spec.scopes_of(name),
+                })
+                .collect(),
         }
     }
 }
@@ -90,6 +101,19 @@ pub struct Listing {
     pub docs_url: String,
     /// The default time between syncs, in seconds.
     pub sync_every_secs: u64,
+    /// The streams a person chooses among (their substreams come with them).
+    pub streams: Vec<StreamChoice>,
+}
+
+/// A stream a person may choose to import or leave out.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StreamChoice {
+    /// Its name.
+    pub name: String,
+    /// What it imports.
+    pub description: Option<String>,
+    /// The OAuth scopes it (with its substreams) needs.
+    pub scopes: Vec<String>,
 }
 
 /// Every connector the service offers, by id.

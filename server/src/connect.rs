@@ -32,6 +32,24 @@ struct Sealed {
     /// The account's name, when the person gave one.
     #[serde(default)]
     account: String,
+    /// The root streams the person chose (empty: every stream).
+    #[serde(default)]
+    streams: Vec<String>,
+}
+
+/// The streams a person chose, from `a,b,c`: root streams of `spec` (400 otherwise).
+fn stream_choice(spec: &ConnectorSpec, given: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let Some(given) = given else {
+        return Ok(vec![]);
+    };
+    let chosen: Vec<String> = given
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect();
+    spec.check_choice(&chosen).map_err(ApiError::bad_request)?;
+    Ok(chosen)
 }
 
 /// The query of `GET /integrations/{connector}/authorize`.
@@ -44,6 +62,11 @@ pub struct AuthorizeQuery {
     #[serde(default)]
     #[param(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     account: Option<String>,
+    /// The streams to import, comma-separated (see the connector's `streams`): only the scopes
+    /// they need are asked for. Default: every stream.
+    #[serde(default)]
+    #[param(max_length = 1000, pattern = "^[a-z0-9_,]*$")]
+    streams: Option<String>,
 }
 
 /// The account name a user gave, checked: at most 200 characters, no control characters;
@@ -140,15 +163,22 @@ pub async fn authorize(
     if ConnectMode::of(&spec.auth) != ConnectMode::Browser {
         return Err(not_through_the_browser(spec));
     }
+    let streams = stream_choice(spec, query.streams.as_deref())?;
     let (client, http) = token_side(&state, entry)?;
-    let pending = credentials::start(spec, &client, &http, &redirect_uri(&state, &connector))
+    // The provider is asked only for what the chosen streams need.
+    let asking = spec.narrowed_to(&streams);
+    let pending = credentials::start(&asking, &client, &http, &redirect_uri(&state, &connector))
         .await
         .map_err(|error| connect_error(spec, error))?;
     let url =
         url::Url::parse(pending.url()).map_err(|error| ApiError::internal(error.to_string()))?;
     let key = pending.key().to_owned();
-    let sealed = serde_json::to_vec(&Sealed { pending, account })
-        .map_err(|error| ApiError::internal(error.to_string()))?;
+    let sealed = serde_json::to_vec(&Sealed {
+        pending,
+        account,
+        streams,
+    })
+    .map_err(|error| ApiError::internal(error.to_string()))?;
     state
         .tables
         .save_pending(
@@ -236,6 +266,7 @@ pub async fn callback(
         &user,
         &sealed.account,
         granted,
+        Some(sealed.streams).filter(|streams| !streams.is_empty()),
     )
     .await?;
     // Saved as due: the scheduler starts the import.
@@ -258,6 +289,10 @@ pub struct NewIntegration {
     #[serde(default)]
     #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     account: Option<String>,
+    /// The streams to import (see the connector's `streams`). Default: every stream.
+    #[serde(default)]
+    #[schema(max_items = 100, min_items = 1)]
+    streams: Option<Vec<String>>,
 }
 
 /// Connect a connector that needs no browser: from its config values (API keys, none), or
@@ -319,8 +354,21 @@ pub async fn create(
             engine::account::granted_from_config(spec, values).map_err(ApiError::bad_request)?
         }
     };
-    let id = engine::account::connect(&state.store, &state.cipher, spec, &user, &account, granted)
-        .await?;
+    let streams = body
+        .streams
+        .map(|streams| spec.check_choice(&streams).map(|()| streams))
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let id = engine::account::connect(
+        &state.store,
+        &state.cipher,
+        spec,
+        &user,
+        &account,
+        granted,
+        streams,
+    )
+    .await?;
     // Saved as due: the scheduler starts the import.
     state.wake.notify_one();
     let summary = state.tables.integration_summary(&id).await?;

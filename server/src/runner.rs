@@ -134,6 +134,14 @@ pub async fn run(service: &Service, claim: &Claim) -> Outcome {
         counters,
         metrics: service.metrics.observer(&spec.id),
     };
+    // The streams the person chose, of those the connector still has (a stream removed from
+    // the spec since is dropped; if none is left, every stream runs).
+    let chosen: Vec<String> = claim
+        .streams
+        .iter()
+        .filter(|name| spec.root_streams().any(|root| root == name.as_str()))
+        .cloned()
+        .collect();
     let result = SyncRun::new(
         &entry.compiled,
         &integration,
@@ -143,7 +151,7 @@ pub async fn run(service: &Service, claim: &Claim) -> Outcome {
         service.store.clone(),
     )
     .by_worker(&service.config.worker)
-    .run(&[])
+    .run(&chosen)
     .await;
     service
         .progress

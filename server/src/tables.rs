@@ -110,6 +110,15 @@ impl ServiceTables {
         on_tables!(self, tables => tables.schedule(integration_id, at).await)
     }
 
+    /// See [`Tables::set_streams`].
+    pub async fn set_streams(
+        &self,
+        integration_id: &str,
+        streams: Option<&[String]>,
+    ) -> Result<(), StoreError> {
+        on_tables!(self, tables => tables.set_streams(integration_id, streams).await)
+    }
+
     /// See [`Tables::set_interval`].
     pub async fn set_interval(
         &self,
@@ -197,6 +206,15 @@ pub struct Claim {
     pub failures: u32,
     /// The operator's interval for it, overriding the connector's schedule.
     pub every_secs: Option<u64>,
+    /// The root streams the person chose; empty for every stream.
+    pub streams: Vec<String>,
+}
+
+/// The streams kept as a JSON array; none (or unreadable) is every stream.
+fn chosen_streams(stored: Option<String>) -> Vec<String> {
+    stored
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default()
 }
 
 /// How a claimed sync ended, for the scheduler's bookkeeping.
@@ -242,6 +260,8 @@ pub struct IntegrationSummary {
     /// Whether it is no longer synced by itself because its last syncs never ended (the process
     /// running each died): a sync asked for by a person (`POST .../sync`) lifts this.
     pub quarantined: bool,
+    /// The root streams the person chose to import; `null` for every stream.
+    pub streams: Option<Vec<String>>,
     /// Whether its first import has finished.
     pub imported: bool,
     /// The operator's or user's interval between its syncs, in seconds, when it overrides the
@@ -307,7 +327,7 @@ fn status_name(status: &str) -> &'static str {
 }
 
 const SUMMARY_COLUMNS: &str = "id, user_id, connector, status, scopes, last_error, created_at, last_sync_at, \
-     next_sync_at, failures, lease_until, imported, sync_every_secs, account, unfinished FROM integrations";
+     next_sync_at, failures, lease_until, imported, sync_every_secs, account, unfinished, streams FROM integrations";
 
 /// Claims in a row that never ended (the process running the sync died) after which an
 /// integration is no longer claimed: quarantined until a person asks for a sync again.
@@ -358,7 +378,7 @@ impl Tables {
             // Checked again on the row itself: what the subquery saw may have been claimed since.
             .push(") AND (lease_until IS NULL OR lease_until < ")
             .push_bind(now.as_str())
-            .push(") RETURNING id, connector, failures, sync_every_secs");
+            .push(") RETURNING id, connector, failures, sync_every_secs, streams");
         let Some(row) = query.build().fetch_optional(self.store.pool()).await? else {
             return Ok(None);
         };
@@ -368,6 +388,7 @@ impl Tables {
             connector: row.try_get(1usize)?,
             failures: count(row.try_get(2usize)?),
             every_secs: every.and_then(|secs| u64::try_from(secs).ok()),
+            streams: chosen_streams(row.try_get(4usize)?),
         }))
     }
 
@@ -436,6 +457,22 @@ impl Tables {
             QueryBuilder::<DB>::new("UPDATE integrations SET unfinished = 0, next_sync_at = ");
         query
             .push_bind(at.as_str())
+            .push(" WHERE id = ")
+            .push_bind(integration_id);
+        query.build().execute(self.store.pool()).await?;
+        Ok(())
+    }
+
+    /// Sets the root streams a person chose to import (`None`: every stream).
+    pub async fn set_streams(
+        &self,
+        integration_id: &str,
+        streams: Option<&[String]>,
+    ) -> Result<(), StoreError> {
+        let text = streams.map(|streams| serde_json::Value::from(streams).to_string());
+        let mut query = QueryBuilder::<DB>::new("UPDATE integrations SET streams = ");
+        query
+            .push_bind(text.as_deref())
             .push(" WHERE id = ")
             .push_bind(integration_id);
         query.build().execute(self.store.pool()).await?;
@@ -656,6 +693,7 @@ where
         failures: count(row.try_get(9usize)?),
         running: lease_until.is_some_and(|until| until.as_str() > now),
         quarantined: count(row.try_get(14usize)?) >= QUARANTINE_AFTER,
+        streams: Some(chosen_streams(row.try_get(15usize)?)).filter(|streams| !streams.is_empty()),
         imported: row.try_get::<i64, _>(11usize)? != 0,
         sync_every_secs: row
             .try_get::<Option<i64>, _>(12usize)?

@@ -129,6 +129,7 @@ async fn save_connection(
             secret: &secret,
             config,
             scopes: scopes.clone(),
+            streams: None,
         },
     )
     .await

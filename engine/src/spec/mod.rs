@@ -123,6 +123,100 @@ pub struct ConnectorSpec {
     pub streams: IndexMap<String, Stream>,
 }
 
+impl ConnectorSpec {
+    /// The streams a person chooses among: those without a parent (substreams come with them).
+    pub fn root_streams(&self) -> impl Iterator<Item = &str> {
+        self.streams
+            .iter()
+            .filter(|(_, stream)| stream.parent.is_none())
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// The root stream `name` belongs to (itself for a root stream). A parent chain that does
+    /// not end (refused by validation) ends at the last stream found.
+    fn root_of<'a>(&'a self, mut name: &'a str) -> &'a str {
+        for _ in 0..self.streams.len() {
+            match self
+                .streams
+                .get(name)
+                .and_then(|stream| stream.parent.as_ref())
+            {
+                Some(parent) => name = parent.stream.as_str(),
+                None => break,
+            }
+        }
+        name
+    }
+
+    /// The OAuth 2.0 scopes to ask for when a person imports only the `chosen` root streams (all
+    /// of them when `chosen` is empty): `auth.scopes` without those that only left-out streams
+    /// name.
+    pub fn scopes_for(&self, chosen: &[String]) -> Vec<String> {
+        let Auth::OAuth2(oauth) = &self.auth else {
+            return vec![];
+        };
+        if chosen.is_empty() {
+            return oauth.scopes.clone();
+        }
+        let picked = |name: &str| chosen.iter().any(|root| root == self.root_of(name));
+        oauth
+            .scopes
+            .iter()
+            .filter(|scope| {
+                let mut named = self
+                    .streams
+                    .iter()
+                    .filter(|(_, stream)| stream.scopes.contains(scope))
+                    .peekable();
+                named.peek().is_none() || named.any(|(name, _)| picked(name))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The scopes that root stream `root` and its substreams name.
+    pub fn scopes_of(&self, root: &str) -> Vec<String> {
+        let mut scopes: Vec<String> = Vec::new();
+        for (name, stream) in &self.streams {
+            if self.root_of(name) == root {
+                for scope in &stream.scopes {
+                    if !scopes.contains(scope) {
+                        scopes.push(scope.clone());
+                    }
+                }
+            }
+        }
+        scopes
+    }
+
+    /// This spec asking, when connecting, only for the scopes the `chosen` root streams need.
+    pub fn narrowed_to(&self, chosen: &[String]) -> Self {
+        let mut narrowed = self.clone();
+        let scopes = self.scopes_for(chosen);
+        if let Auth::OAuth2(oauth) = &mut narrowed.auth {
+            oauth.scopes = scopes;
+        }
+        narrowed
+    }
+
+    /// Whether `chosen` names root streams of this connector only, and at least one; the first
+    /// name that is not one, else.
+    pub fn check_choice(&self, chosen: &[String]) -> Result<(), String> {
+        if chosen.is_empty() {
+            return Err("choose at least one stream".to_owned());
+        }
+        let roots: Vec<&str> = self.root_streams().collect();
+        match chosen.iter().find(|name| !roots.contains(&name.as_str())) {
+            Some(name) => Err(format!(
+                "`{name}` is not one of {}'s streams to choose ({})",
+                self.name,
+                roots.join(", ")
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A value an integration is configured with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

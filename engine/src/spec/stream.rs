@@ -60,6 +60,11 @@ pub struct Stream {
     /// Follow the stream's records into their own children (needs `parent`).
     #[serde(default)]
     pub recurse: Option<Recurse>,
+    /// The OAuth 2.0 scopes (from `auth.scopes`) this stream needs: a person who leaves the
+    /// stream out is not asked for those no chosen stream needs. A substream's scopes go with its
+    /// root stream's choice. Scopes no stream names are always asked for.
+    #[serde(default)]
+    pub scopes: Vec<String>,
     /// The largest response body of this stream, after decompression; default: the connector's
     /// `limits.max_body`. For streams whose pages are known to be large (an export in one
     /// answer).

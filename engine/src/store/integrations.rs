@@ -49,6 +49,9 @@ pub struct StoredIntegration {
     pub scopes: Option<String>,
     /// Why it last failed.
     pub last_error: Option<String>,
+    /// The root streams the person chose to import; `None`: every stream. Saving `None` over
+    /// an existing integration keeps its choice (reconnecting does not undo it).
+    pub streams: Option<Vec<String>>,
 }
 
 /// What an integration keeps to sync: deleted with it, always.
@@ -70,8 +73,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         let now = now();
         let config = Value::Object(integration.config.clone()).to_string();
+        let streams = integration
+            .streams
+            .as_ref()
+            .map(|streams| Value::from(streams.as_slice()).to_string());
         let mut query = QueryBuilder::<DB>::new(
-            "INSERT INTO integrations (id, user_id, connector, account, status, config, tokens, scopes, last_error, created_at, updated_at, next_sync_at) VALUES (",
+            "INSERT INTO integrations (id, user_id, connector, account, status, config, tokens, scopes, last_error, created_at, updated_at, next_sync_at, streams) VALUES (",
         );
         query
             .separated(", ")
@@ -86,11 +93,13 @@ impl Store {
             .push_bind(integration.last_error.as_deref())
             .push_bind(now.as_str())
             .push_bind(now.as_str())
-            .push_bind(now.as_str());
+            .push_bind(now.as_str())
+            .push_bind(streams.as_deref());
         query.push(
             ") ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, connector = excluded.connector, account = excluded.account, status = excluded.status, \
              config = excluded.config, tokens = excluded.tokens, scopes = excluded.scopes, last_error = excluded.last_error, \
-             updated_at = excluded.updated_at, next_sync_at = excluded.next_sync_at, failures = 0",
+             updated_at = excluded.updated_at, next_sync_at = excluded.next_sync_at, failures = 0, \
+             streams = COALESCE(excluded.streams, integrations.streams)",
         );
         query.build().execute(&self.pool).await?;
         self.audit(
@@ -113,7 +122,7 @@ impl Store {
     /// The integration `id`, if it exists.
     pub async fn integration(&self, id: &str) -> Result<Option<StoredIntegration>, StoreError> {
         let mut query = QueryBuilder::<DB>::new(
-            "SELECT id, user_id, connector, status, config, tokens, scopes, last_error, account FROM integrations WHERE id = ",
+            "SELECT id, user_id, connector, status, config, tokens, scopes, last_error, account, streams FROM integrations WHERE id = ",
         );
         query.push_bind(id);
         let Some(row) = query.build().fetch_optional(&self.pool).await? else {
@@ -137,6 +146,9 @@ impl Store {
             sealed_tokens: row.try_get(5usize)?,
             scopes: row.try_get(6usize)?,
             last_error: row.try_get(7usize)?,
+            streams: row
+                .try_get::<Option<String>, _>(9usize)?
+                .and_then(|text| serde_json::from_str(&text).ok()),
             account: row.try_get(8usize)?,
         }))
     }

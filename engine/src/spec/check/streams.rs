@@ -16,6 +16,27 @@ impl Checker<'_> {
             );
         }
 
+        let granted: &[String] = match &self.spec.auth {
+            Auth::OAuth2(oauth) => &oauth.scopes,
+            _ => &[],
+        };
+        for (index, scope) in stream.scopes.iter().enumerate() {
+            if !granted.contains(scope) {
+                self.push(
+                    Problem::at(
+                        pointer(&["streams", name, "scopes", &index.to_string()]),
+                        format!(
+                            "the stream needs scope `{scope}`, which `auth.scopes` does not ask for"
+                        ),
+                    )
+                    .expected(if granted.is_empty() {
+                        "no stream scopes: only OAuth 2.0 connectors ask for scopes".to_owned()
+                    } else {
+                        format!("one of `auth.scopes`: {}", one_of(granted))
+                    }),
+                );
+            }
+        }
         if let Some(limit) = stream.max_body {
             self.body_limit(&pointer(&["streams", name, "max_body"]), limit);
         }
