@@ -796,6 +796,30 @@ async fn bad_requests_get_a_json_4xx() {
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body: Value = response.json().await.unwrap();
     assert!(body["error"]["message"].is_string(), "{body}");
+    // A URL or a header far larger than any client needs: refused, and the service goes on.
+    let long_url = service
+        .client
+        .get(service.url(&format!("/records?model={}", "a".repeat(60_000))))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert!(long_url.status().is_client_error(), "{}", long_url.status());
+    let huge_header = service
+        .client
+        .get(service.url("/me"))
+        .bearer_auth(&key)
+        .header("x-padding", "a".repeat(1 << 20))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        huge_header.status().is_client_error(),
+        "{}",
+        huge_header.status()
+    );
+    let (status, _) = service.get("/me", &key).await;
+    assert_eq!(status, StatusCode::OK, "the service still answers");
     // A body that is not JSON at all.
     let response = service
         .client
@@ -1236,7 +1260,7 @@ async fn a_person_chooses_the_streams_an_integration_imports_and_the_scopes_aske
         let (status, body) = service
             .get("/integrations/gmail/authorize?streams=contacts,spam", &key)
             .await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
         let done = service.connect("gmail?streams=contacts", &key).await;
         assert!(done.ends_with("#integration=gmail:alice"), "{done}");
@@ -1258,11 +1282,15 @@ async fn a_person_chooses_the_streams_an_integration_imports_and_the_scopes_aske
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        for bad in [json!({"streams": []}), json!({"streams": ["messages"]})] {
+        for (bad, refused) in [
+            (json!({"streams": []}), StatusCode::BAD_REQUEST),
+            // A substream: chosen with its root stream, not alone.
+            (json!({"streams": ["messages"]}), StatusCode::NOT_FOUND),
+        ] {
             let (status, body) = service
                 .call("PATCH", "/integrations/gmail:alice", &key, Some(bad))
                 .await;
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(status, refused, "{body}");
         }
         let (status, body) = service
             .call(

@@ -171,12 +171,13 @@ pub fn condition_variables(
     Ok(expression.undeclared_variables(true).into_iter().collect())
 }
 
-/// A filter, test or function that a template calls and the sandbox does not have, found by
-/// running it once with every variable undefined (minijinja compiles such a call and fails only
-/// when it runs, which would reject every record). Only what that run reaches is found: a call
-/// in a branch it skips is not.
+/// What fails in a template whatever its values, found by running it once with every variable
+/// undefined: a filter, test or function the sandbox does not have (minijinja compiles such a
+/// call and fails only when it runs, which would reject every record), or work past the fuel of
+/// a render (a static loop of millions). Only what that run reaches is found: a call in a branch
+/// it skips is not.
 pub fn unknown_callable(env: &Environment<'_>, source: &str, condition: bool) -> Option<String> {
-    use minijinja::ErrorKind::{UnknownFilter, UnknownFunction, UnknownTest};
+    use minijinja::ErrorKind::{OutOfFuel, UnknownFilter, UnknownFunction, UnknownTest};
     let outcome = if condition {
         env.compile_expression(bounded(source).ok()?)
             .ok()?
@@ -189,7 +190,12 @@ pub fn unknown_callable(env: &Environment<'_>, source: &str, condition: bool) ->
             .map(|_| ())
     };
     match outcome {
-        Err(error) if matches!(error.kind(), UnknownFilter | UnknownTest | UnknownFunction) => {
+        Err(error)
+            if matches!(
+                error.kind(),
+                UnknownFilter | UnknownTest | UnknownFunction | OutOfFuel
+            ) =>
+        {
             Some(compile_error(&error).0)
         }
         _ => None,

@@ -323,10 +323,10 @@ where
     responses(
         (status = 200, description = "The integration, changed", body = IntegrationView),
         (status = 413, description = "The body is larger than the API reads (64 KiB)", body = ErrorBody),
-        (status = 400, description = "A malformed body, an interval that is not a duration from 1m to 366d, or a stream the connector does not have", body = ErrorBody),
+        (status = 400, description = "A malformed body, or an interval that is not a duration from 1m to 366d", body = ErrorBody),
         (status = 409, description = "Its connector is no longer offered", body = ErrorBody),
         (status = 401, description = "No or unknown credentials", body = ErrorBody),
-        (status = 404, description = "No such integration of the user's", body = ErrorBody),
+        (status = 404, description = "No such integration of the user's, or a chosen stream its connector does not have", body = ErrorBody),
         (status = 500, description = "The service failed (its database, most often)", body = ErrorBody)
     )
 )]
@@ -347,7 +347,7 @@ pub async fn update(
         entry
             .spec
             .check_choice(chosen)
-            .map_err(ApiError::bad_request)?;
+            .map_err(|error| crate::connect::stream_choice_error(chosen, error))?;
     }
     let every = match &changes.sync_every {
         None => None,

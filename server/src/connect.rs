@@ -48,8 +48,19 @@ fn stream_choice(spec: &ConnectorSpec, given: Option<&str>) -> Result<Vec<String
         .filter(|name| !name.is_empty())
         .map(str::to_owned)
         .collect();
-    spec.check_choice(&chosen).map_err(ApiError::bad_request)?;
+    spec.check_choice(&chosen)
+        .map_err(|error| stream_choice_error(&chosen, error))?;
     Ok(chosen)
+}
+
+/// A choice of streams refused: none chosen is a malformed request (400); a name the connector
+/// has no stream by is not found (404), as a connector the catalog does not have is.
+pub(crate) fn stream_choice_error(chosen: &[String], error: String) -> ApiError {
+    if chosen.is_empty() {
+        ApiError::bad_request(error)
+    } else {
+        ApiError::not_found(error)
+    }
 }
 
 /// The query of `GET /integrations/{connector}/authorize`.
@@ -65,7 +76,7 @@ pub struct AuthorizeQuery {
     /// The streams to import, comma-separated (see the connector's `streams`): only the scopes
     /// they need are asked for. Default: every stream.
     #[serde(default)]
-    #[param(max_length = 1000, pattern = "^[a-z0-9_,]*$")]
+    #[param(max_length = 1000, pattern = "^[a-z0-9_]+(,[a-z0-9_]+)*$")]
     streams: Option<String>,
 }
 
@@ -145,7 +156,7 @@ fn redirect_uri(state: &Service, connector: &str) -> String {
             headers(("Location" = String, description = "The provider's authorization URL"))),
         (status = 400, description = "A bad account name, or the provider refused", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown credentials", body = crate::error::ErrorBody),
-        (status = 404, description = "No such connector", body = crate::error::ErrorBody),
+        (status = 404, description = "No such connector, or a chosen stream it does not have", body = crate::error::ErrorBody),
         (status = 409, description = "The connector connects another way (through the browser, or not), or the deployment has no OAuth client for it", body = crate::error::ErrorBody),
         (status = 500, description = "The service failed (its database, most often)", body = crate::error::ErrorBody),
         (status = 502, description = "The provider failed", body = crate::error::ErrorBody)
@@ -221,7 +232,7 @@ pub async fn authorize(
             headers(("Location" = String, description = "`/#integration=<id>`"))),
         (status = 400, description = "An unknown or expired authorization, or the provider refused", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown credentials", body = crate::error::ErrorBody),
-        (status = 404, description = "No such connector", body = crate::error::ErrorBody),
+        (status = 404, description = "No such connector, or a chosen stream it does not have", body = crate::error::ErrorBody),
         (status = 409, description = "The connector connects another way (through the browser, or not), or the deployment has no OAuth client for it", body = crate::error::ErrorBody),
         (status = 500, description = "The service failed (its database, most often)", body = crate::error::ErrorBody),
         (status = 502, description = "The provider failed (the token exchange)", body = crate::error::ErrorBody)
@@ -310,7 +321,7 @@ pub struct NewIntegration {
         (status = 413, description = "The body is larger than the API reads (64 KiB)", body = crate::error::ErrorBody),
         (status = 400, description = "A malformed body, a bad account name, or config values refused", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown credentials", body = crate::error::ErrorBody),
-        (status = 404, description = "No such connector", body = crate::error::ErrorBody),
+        (status = 404, description = "No such connector, or a chosen stream it does not have", body = crate::error::ErrorBody),
         (status = 409, description = "The connector connects another way (through the browser, or not), or the deployment has no OAuth client for it", body = crate::error::ErrorBody),
         (status = 500, description = "The service failed (its database, most often)", body = crate::error::ErrorBody),
         (status = 502, description = "The provider failed (the client-credentials token request)", body = crate::error::ErrorBody)
@@ -356,9 +367,12 @@ pub async fn create(
     };
     let streams = body
         .streams
-        .map(|streams| spec.check_choice(&streams).map(|()| streams))
-        .transpose()
-        .map_err(ApiError::bad_request)?;
+        .map(|streams| {
+            spec.check_choice(&streams)
+                .map_err(|error| stream_choice_error(&streams, error))
+                .map(|()| streams)
+        })
+        .transpose()?;
     let id = engine::account::connect(
         &state.store,
         &state.cipher,

@@ -406,12 +406,18 @@ impl Checker<'_> {
         }
     }
 
-    /// A filter, test or function the template calls that the engine does not have.
+    /// A filter, test or function the template calls that the engine does not have, or work
+    /// past a render's fuel whatever the values.
     fn callables(&mut self, at: &str, what: &str, source: &str, condition: bool) {
         if let Some(error) = template::unknown_callable(&self.env, source, condition) {
+            let expected = if error.contains("fuel") {
+                "a template that does less work: each render may run about 50,000 instructions"
+            } else {
+                "a filter, test or function minijinja has built in (docs.rs/minijinja: filters, tests, functions)"
+            };
             self.push(
-                Problem::at(at, format!("the {what} calls what the engine does not have: {error}"))
-                    .expected("a filter, test or function minijinja has built in (docs.rs/minijinja: filters, tests, functions)"),
+                Problem::at(at, format!("the {what} fails whatever the values: {error}"))
+                    .expected(expected),
             );
         }
     }
