@@ -127,15 +127,59 @@ pub enum BuildError {
     Template(#[from] CompileError),
 }
 
-/// Refuses a template too long to compile safely ([`MAX_TEMPLATE_LENGTH`]).
-fn bounded(source: &str) -> Result<&str, CompileError> {
+/// Refuses a template too long to compile safely ([`MAX_TEMPLATE_LENGTH`]), or one that uses
+/// `*` (see [`repeats`]).
+fn bounded(source: &str, condition: bool) -> Result<&str, CompileError> {
     if source.len() > MAX_TEMPLATE_LENGTH {
         return Err(CompileError(format!(
             "it is {} characters long; a template or condition may be at most {MAX_TEMPLATE_LENGTH}",
             source.len()
         )));
     }
+    if repeats(source, condition) {
+        return Err(CompileError(
+            "it uses `*` or `**`, which templates may not: `*` repeats lists lazily, and a repeated list turned into text (`[1] * 1000000 ~ ''`) costs seconds and hundreds of megabytes that fuel does not count; convert units with a mapping's `as:`".to_owned(),
+        ));
+    }
     Ok(source)
+}
+
+/// Whether an expression of `source` (inside `{{ }}` or `{% %}`, outside string literals) uses
+/// `*`. minijinja's `*` repeats a list or a string up to 100 million items, lazily, and turning
+/// the result into text by `~` or in a comparison is not charged fuel (the fuzz harness found
+/// `662558 * [1, 2, 3] ~ none` taking 7 s). No connector needs it. A condition is one bare
+/// expression, scanned whole.
+fn repeats(source: &str, condition: bool) -> bool {
+    let expression_only = condition;
+    let mut in_block = expression_only;
+    let mut quote: Option<char> = None;
+    let mut chars = source.chars().peekable();
+    while let Some(c) = chars.next() {
+        if let Some(open) = quote {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                _ if c == open => quote = None,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '{' if !expression_only && matches!(chars.peek(), Some('{' | '%')) => {
+                chars.next();
+                in_block = true;
+            }
+            '}' | '%' if !expression_only && in_block && chars.peek() == Some(&'}') => {
+                chars.next();
+                in_block = false;
+            }
+            '\'' | '"' if in_block => quote = Some(c),
+            '*' if in_block => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 fn compile_error(error: &minijinja::Error) -> CompileError {
@@ -155,7 +199,7 @@ pub fn template_variables(
     source: &str,
 ) -> Result<BTreeSet<String>, CompileError> {
     let template = env
-        .template_from_str(bounded(source)?)
+        .template_from_str(bounded(source, false)?)
         .map_err(|error| compile_error(&error))?;
     Ok(template.undeclared_variables(true).into_iter().collect())
 }
@@ -166,7 +210,7 @@ pub fn condition_variables(
     source: &str,
 ) -> Result<BTreeSet<String>, CompileError> {
     let expression = env
-        .compile_expression(bounded(source)?)
+        .compile_expression(bounded(source, true)?)
         .map_err(|error| compile_error(&error))?;
     Ok(expression.undeclared_variables(true).into_iter().collect())
 }
@@ -179,12 +223,12 @@ pub fn condition_variables(
 pub fn unknown_callable(env: &Environment<'_>, source: &str, condition: bool) -> Option<String> {
     use minijinja::ErrorKind::{OutOfFuel, UnknownFilter, UnknownFunction, UnknownTest};
     let outcome = if condition {
-        env.compile_expression(bounded(source).ok()?)
+        env.compile_expression(bounded(source, true).ok()?)
             .ok()?
             .eval(())
             .map(|_| ())
     } else {
-        env.template_from_str(bounded(source).ok()?)
+        env.template_from_str(bounded(source, false).ok()?)
             .ok()?
             .render(())
             .map(|_| ())
@@ -236,7 +280,7 @@ impl Templates {
         self.count += 1;
         let name = format!("t{}", self.count);
         self.env
-            .add_template_owned(name.clone(), bounded(source)?.to_owned())
+            .add_template_owned(name.clone(), bounded(source, false)?.to_owned())
             .map_err(|error| compile_error(&error))?;
         Ok(TemplateId(name))
     }
@@ -245,7 +289,7 @@ impl Templates {
     pub fn add_condition(&mut self, source: &str) -> Result<TemplateId, CompileError> {
         // Compile the expression alone first so its errors point at the author's text.
         self.env
-            .compile_expression(bounded(source)?)
+            .compile_expression(bounded(source, true)?)
             .map_err(|error| compile_error(&error))?;
         self.add(&format!("{{% if ({source}) %}}1{{% endif %}}"))
     }
@@ -334,6 +378,28 @@ mod tests {
         let error = Templates::default().add(&too_long).unwrap_err();
         assert!(error.to_string().contains("at most 1024"), "{error}");
         assert!(template_variables(&environment(), &too_long).is_err());
+    }
+
+    #[test]
+    fn templates_may_not_repeat_lists() {
+        for source in [
+            "{{ 662558 * [1, 2, 3] ~ none }}",
+            "{{ record.tags * 100000 }}",
+            "{% if ([1] * 10000000 ~ '')|length %}x{% endif %}",
+            "{{ 2 ** 64 }}",
+        ] {
+            let error = Templates::default().add(source).unwrap_err();
+            assert!(error.to_string().contains("`*`"), "{source}: {error}");
+        }
+        assert!(
+            Templates::default()
+                .add_condition("record.n * 2 > 1")
+                .is_err()
+        );
+        // A `*` that is text, not an operator, is fine.
+        for source in ["a * b {{ '*' }}", "{{ record.glob == \"*.jpg\" }}", "x*y"] {
+            assert!(Templates::default().add(source).is_ok(), "{source}");
+        }
     }
 
     #[test]
