@@ -156,16 +156,21 @@ async fn paging_that_returns_to_an_earlier_page_stops_the_stream() {
     );
 }
 
-#[tokio::test]
-async fn paging_that_never_ends_stops_at_the_page_limit_keeping_its_pages() {
-    let app = axum::Router::new().route(
+/// A provider whose paging never ends: page N holds note N and names page N + 1.
+async fn endless_pages() -> url::Url {
+    serve(axum::Router::new().route(
         "/items",
         get(|Query(query): Query<HashMap<String, String>>| async move {
             let page: usize = query.get("after").map_or(0, |token| token.parse().unwrap());
             Json(json!({"items": notes(page..page + 1), "next": (page + 1).to_string()}))
         }),
-    );
-    let server = serve(app).await;
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn paging_that_never_ends_stops_at_the_page_limit_keeping_its_pages() {
+    let server = endless_pages().await;
     let spec = spec_from(&spec_yaml(CURSOR_PAGES, "limits: { max_pages: 5 }"));
     let sink = MemorySink::default();
     let (result, recorder) = run(&spec, &server, &sink, RunOptions::default()).await;
@@ -181,14 +186,7 @@ async fn paging_that_never_ends_stops_at_the_page_limit_keeping_its_pages() {
 
 #[tokio::test]
 async fn a_run_stops_at_its_request_limit() {
-    let app = axum::Router::new().route(
-        "/items",
-        get(|Query(query): Query<HashMap<String, String>>| async move {
-            let page: usize = query.get("after").map_or(0, |token| token.parse().unwrap());
-            Json(json!({"items": notes(page..page + 1), "next": (page + 1).to_string()}))
-        }),
-    );
-    let server = serve(app).await;
+    let server = endless_pages().await;
     let spec = spec_from(&spec_yaml(CURSOR_PAGES, "limits: { max_requests: 3 }"));
     let sink = MemorySink::default();
     let (result, recorder) = run(&spec, &server, &sink, RunOptions::default()).await;

@@ -68,19 +68,18 @@ enum Step {
 
 /// A JSONPath that does not compile, or asks for more work than the engine allows.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("`{}` {}: {reason}", shortened(path), if *.costly { "asks more of the engine than a JSONPath may" } else { "is not a valid JSONPath" })]
+#[error("`{}` {}: {reason}", shortened(path, 60), if *.costly { "asks more of the engine than a JSONPath may" } else { "is not a valid JSONPath" })]
 pub struct PathError {
     path: String,
     reason: String,
     costly: bool,
 }
 
-/// A path as quoted in a message: whole when short, else its start.
-fn shortened(path: &str) -> String {
-    const SHOWN: usize = 60;
-    match path.char_indices().nth(SHOWN) {
-        Some((end, _)) => format!("{}…", &path[..end]),
-        None => path.to_owned(),
+/// Text as quoted in a message: whole when it has at most `shown` characters, else its start.
+pub(crate) fn shortened(text: &str, shown: usize) -> String {
+    match text.char_indices().nth(shown) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
     }
 }
 

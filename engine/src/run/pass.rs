@@ -106,10 +106,7 @@ impl PagesFollowed {
 
 /// A cursor as shown in a message: a token or URL shortened.
 fn describe(cursor: &PageCursor) -> String {
-    let shown = |text: &str| match text.char_indices().nth(80) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    };
+    let shown = |text: &str| crate::extract::shortened(text, 80);
     match cursor {
         PageCursor::First => "the first page".to_owned(),
         PageCursor::Token(token) => format!("token `{}`", shown(token)),
