@@ -96,6 +96,14 @@ fn decode_csv(body: &[u8]) -> Result<Value, DecodeError> {
     Ok(Value::Array(rows))
 }
 
+/// One row framed with its header (see [`super::Framing::CsvRows`]) as one object.
+pub(super) fn decode_csv_row(frame: &[u8]) -> Result<Document, DecodeError> {
+    match decode_csv(frame)? {
+        Value::Array(mut rows) if rows.len() == 1 => Ok(Document::from_value(rows.remove(0))),
+        _ => Err(DecodeError::new("CSV", "a row did not decode as one row")),
+    }
+}
+
 /// How deep XML elements may nest: serde_json's limit for JSON. The tree a body becomes is
 /// converted, read and dropped recursively, and an answer nested 50,000 deep (350 KB) overflowed
 /// the stack and aborted the whole service.

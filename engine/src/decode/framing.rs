@@ -29,6 +29,14 @@ pub enum Framing {
     /// Each element with this name, wherever it stands, is one frame (written as that element's
     /// XML); everything around those elements is skipped.
     XmlElements(String),
+    /// Each element of a top-level JSON array is one frame, read without holding the array. A
+    /// JavaScript assignment before the array (X's `window.YTD.tweets.part0 = [...]`) and a
+    /// byte-order mark are skipped.
+    JsonArray,
+    /// Each CSV row is one frame, written after the header row (`header\nrow`), so that each
+    /// frame decodes on its own. Quoted fields may hold newlines; a byte-order mark is skipped;
+    /// blank lines are skipped.
+    CsvRows,
 }
 
 /// How far a reader has come through its input: the frames read so far and the offset of the
@@ -57,6 +65,28 @@ enum Inner<R: BufRead> {
         name: Vec<u8>,
         events: Vec<u8>,
     },
+    JsonArray {
+        reader: R,
+        at: ArrayAt,
+    },
+    Csv {
+        reader: R,
+        /// The header row, once read (with its line end).
+        header: Option<Vec<u8>>,
+    },
+}
+
+/// Where a JSON array reader stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArrayAt {
+    /// Before the array's `[`.
+    Start,
+    /// Inside, before the first element.
+    First,
+    /// Inside, after an element (a `,` or the `]` comes next).
+    After,
+    /// After the array's `]`.
+    Done,
 }
 
 impl<R: BufRead> Frames<R> {
@@ -74,6 +104,14 @@ impl<R: BufRead> Frames<R> {
                     events: Vec::new(),
                 }
             }
+            Framing::JsonArray => Inner::JsonArray {
+                reader,
+                at: ArrayAt::Start,
+            },
+            Framing::CsvRows => Inner::Csv {
+                reader,
+                header: None,
+            },
         };
         Self {
             inner,
@@ -139,6 +177,15 @@ impl<R: BufRead> Frames<R> {
                 // The reader counts from the input's start, what it skipped included.
                 self.position.offset = reader.buffer_position();
                 found.then_some(0)
+            }
+            // Both count what they read themselves, the bytes after the last frame included.
+            Inner::JsonArray { reader, at } => {
+                let offset = &mut self.position.offset;
+                next_array_element(reader, at, &mut self.frame, limit, offset)?.then_some(0)
+            }
+            Inner::Csv { reader, header } => {
+                let offset = &mut self.position.offset;
+                next_csv_row(reader, header, &mut self.frame, limit, offset)?.then_some(0)
             }
         };
         let Some(read) = read else {
@@ -241,6 +288,295 @@ fn next_element<R: BufRead>(
     }
 }
 
+/// The JavaScript that may stand before an export's array: `window.YTD.tweets.part0 =`, a name
+/// path and `=`, nothing else (no calls, no code).
+const MAX_ASSIGNMENT: usize = 256;
+
+/// The deepest nesting a JSON array element may have (serde_json's own limit).
+const MAX_JSON_DEPTH: usize = 128;
+
+fn json_error(reason: impl ToString) -> DecodeError {
+    DecodeError::new("JSON array", reason)
+}
+
+/// The next byte of the input without consuming it, or `None` at its end.
+fn peek<R: BufRead>(reader: &mut R) -> Result<Option<u8>, DecodeError> {
+    let buffer = reader
+        .fill_buf()
+        .map_err(|error| DecodeError::new("input", error))?;
+    Ok(buffer.first().copied())
+}
+
+/// Consumes whitespace (and a byte-order mark); returns how many bytes.
+fn skip_space<R: BufRead>(reader: &mut R) -> Result<usize, DecodeError> {
+    let mut skipped = 0;
+    loop {
+        let buffer = reader
+            .fill_buf()
+            .map_err(|error| DecodeError::new("input", error))?;
+        if buffer.is_empty() {
+            return Ok(skipped);
+        }
+        let (space, available) = (
+            buffer
+                .iter()
+                .take_while(|byte| byte.is_ascii_whitespace() || matches!(byte, 0xEF | 0xBB | 0xBF))
+                .count(),
+            buffer.len(),
+        );
+        reader.consume(space);
+        skipped += space;
+        if space < available {
+            return Ok(skipped);
+        }
+    }
+}
+
+/// Reads on to the next element of a top-level JSON array and copies it into `frame`; `false`
+/// after the array's end. Every byte consumed is added to `offset`.
+fn next_array_element<R: BufRead>(
+    reader: &mut R,
+    at: &mut ArrayAt,
+    frame: &mut Vec<u8>,
+    limit: usize,
+    offset: &mut u64,
+) -> Result<bool, DecodeError> {
+    let mut count = |n: usize| *offset += n as u64;
+    count(skip_space(reader)?);
+    if *at == ArrayAt::Start {
+        match peek(reader)? {
+            Some(b'[') => {}
+            Some(byte) if byte.is_ascii_alphabetic() || byte == b'_' || byte == b'$' => {
+                count(skip_assignment(reader)?);
+                count(skip_space(reader)?);
+                if peek(reader)? != Some(b'[') {
+                    return Err(json_error("the assignment is not followed by an array"));
+                }
+            }
+            Some(_) => return Err(json_error("the input is not a JSON array")),
+            None => {
+                *at = ArrayAt::Done; // an empty file has no elements
+                return Ok(false);
+            }
+        }
+        reader.consume(1);
+        count(1 + skip_space(reader)?);
+        *at = ArrayAt::First;
+    }
+    if *at == ArrayAt::After {
+        match peek(reader)? {
+            Some(b',') => {
+                reader.consume(1);
+                count(1 + skip_space(reader)?);
+                if matches!(peek(reader)?, Some(b']' | b',')) {
+                    return Err(json_error("an element is missing after a `,`"));
+                }
+            }
+            Some(b']') => {}
+            Some(_) => return Err(json_error("elements are not separated by `,`")),
+            None => return Err(json_error("the array ends without `]` (truncated?)")),
+        }
+    }
+    match peek(reader)? {
+        _ if *at == ArrayAt::Done => Ok(false),
+        Some(b']') => {
+            // The array's end, and what may follow it: the `;` ending a JavaScript statement.
+            reader.consume(1);
+            count(1 + skip_space(reader)?);
+            if peek(reader)? == Some(b';') {
+                reader.consume(1);
+                count(1 + skip_space(reader)?);
+            }
+            if peek(reader)?.is_some() {
+                return Err(json_error("there is more after the array's end"));
+            }
+            *at = ArrayAt::Done;
+            Ok(false)
+        }
+        None => Err(json_error("the array ends without `]` (truncated?)")),
+        Some(b',') => Err(json_error("an element is missing before a `,`")),
+        Some(_) => {
+            count(copy_element(reader, frame, limit)?);
+            *at = ArrayAt::After;
+            Ok(true)
+        }
+    }
+}
+
+/// Skips `name.path.part0 =` before an array; returns the bytes consumed.
+fn skip_assignment<R: BufRead>(reader: &mut R) -> Result<usize, DecodeError> {
+    let mut consumed = 0;
+    loop {
+        let Some(byte) = peek(reader)? else {
+            return Err(json_error(
+                "the input ends in the assignment before the array",
+            ));
+        };
+        reader.consume(1);
+        consumed += 1;
+        match byte {
+            b'=' => return Ok(consumed),
+            b'.' | b'_' | b'$' | b' ' | b'\t' => {}
+            byte if byte.is_ascii_alphanumeric() => {}
+            _ => {
+                return Err(json_error(
+                    "the input is neither a JSON array nor `name = [...]`",
+                ));
+            }
+        }
+        if consumed > MAX_ASSIGNMENT {
+            return Err(json_error(format!(
+                "the assignment before the array is longer than {MAX_ASSIGNMENT} bytes"
+            )));
+        }
+    }
+}
+
+/// Copies one JSON value (an array element) into `frame`, up to the `,` or `]` after it (not
+/// consumed); returns the bytes consumed. Strings are followed so that brackets and commas in
+/// them do not count.
+fn copy_element<R: BufRead>(
+    reader: &mut R,
+    frame: &mut Vec<u8>,
+    limit: usize,
+) -> Result<usize, DecodeError> {
+    let mut depth = 0_usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut consumed = 0;
+    loop {
+        let buffer = reader
+            .fill_buf()
+            .map_err(|error| DecodeError::new("input", error))?;
+        if buffer.is_empty() {
+            return Err(json_error("the array ends inside an element (truncated?)"));
+        }
+        let mut end = None;
+        for (index, &byte) in buffer.iter().enumerate() {
+            if in_string {
+                match byte {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match byte {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    depth += 1;
+                    if depth > MAX_JSON_DEPTH {
+                        return Err(json_error(format!(
+                            "an element nests deeper than {MAX_JSON_DEPTH} levels"
+                        )));
+                    }
+                }
+                b'}' | b']' if depth > 0 => depth -= 1,
+                b',' | b']' if depth == 0 => {
+                    end = Some(index);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let taken = end.unwrap_or(buffer.len());
+        if frame.len() + taken > limit {
+            return Err(json_error(format!(
+                "an element is longer than {limit} bytes"
+            )));
+        }
+        frame.extend_from_slice(&buffer[..taken]);
+        reader.consume(taken);
+        consumed += taken;
+        if end.is_some() {
+            let trimmed = frame.trim_ascii_end().len();
+            frame.truncate(trimmed);
+            return Ok(consumed);
+        }
+    }
+}
+
+/// Reads on to the next CSV row and writes the header and it into `frame`; `false` at the end
+/// of the input. Every byte consumed is added to `offset`.
+fn next_csv_row<R: BufRead>(
+    reader: &mut R,
+    header: &mut Option<Vec<u8>>,
+    frame: &mut Vec<u8>,
+    limit: usize,
+    offset: &mut u64,
+) -> Result<bool, DecodeError> {
+    if header.is_none() {
+        let mut row = Vec::new();
+        *offset += skip_space(reader)? as u64;
+        let read = read_csv_row(reader, &mut row, limit)?;
+        if read == 0 {
+            return Ok(false);
+        }
+        *offset += read as u64;
+        trim_line_end(&mut row);
+        row.push(b'\n');
+        *header = Some(row);
+    }
+    let header = header.as_deref().unwrap_or_default();
+    loop {
+        frame.clear();
+        frame.extend_from_slice(header);
+        let read = read_csv_row(reader, frame, limit.saturating_add(header.len()))?;
+        if read == 0 {
+            return Ok(false);
+        }
+        *offset += read as u64;
+        trim_line_end(frame);
+        if !frame[header.len()..].trim_ascii().is_empty() {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads one CSV row, to its line end outside quotes, appending it to `row`; returns the bytes
+/// read (0 at the end of the input).
+fn read_csv_row<R: BufRead>(
+    reader: &mut R,
+    row: &mut Vec<u8>,
+    limit: usize,
+) -> Result<usize, DecodeError> {
+    let mut quoted = false;
+    let mut read = 0;
+    loop {
+        let buffer = reader
+            .fill_buf()
+            .map_err(|error| DecodeError::new("input", error))?;
+        if buffer.is_empty() {
+            return Ok(read);
+        }
+        let mut end = None;
+        for (index, &byte) in buffer.iter().enumerate() {
+            match byte {
+                b'"' => quoted = !quoted,
+                b'\n' if !quoted => {
+                    end = Some(index + 1);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let taken = end.unwrap_or(buffer.len());
+        if row.len() + taken > limit {
+            return Err(DecodeError::new(
+                "CSV",
+                format!("a row is longer than {limit} bytes"),
+            ));
+        }
+        row.extend_from_slice(&buffer[..taken]);
+        reader.consume(taken);
+        read += taken;
+        if end.is_some() {
+            return Ok(read);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +642,86 @@ mod tests {
                 "chunk {chunk}"
             );
         }
+    }
+
+    #[test]
+    fn json_array_elements_across_read_boundaries_with_a_javascript_prefix() {
+        let data = "\u{feff}window.YTD.tweets.part0 = [ {\n  \"tweet\" : {\"full_text\": \"a ], b, [c \\\" {\"}}\n}, [1, [2]] ,\"x\",3.5e2\n];\n";
+        for chunk in [1, 2, 3, 7, 64] {
+            assert_eq!(
+                frames(&Framing::JsonArray, data.as_bytes(), chunk),
+                [
+                    "{\n  \"tweet\" : {\"full_text\": \"a ], b, [c \\\" {\"}}\n}",
+                    "[1, [2]]",
+                    "\"x\"",
+                    "3.5e2"
+                ],
+                "chunk {chunk}"
+            );
+        }
+        assert!(frames(&Framing::JsonArray, b"[]", 4).is_empty());
+        assert!(frames(&Framing::JsonArray, b" [ ] ", 4).is_empty());
+        assert!(frames(&Framing::JsonArray, b"", 4).is_empty());
+    }
+
+    #[test]
+    fn broken_json_arrays_are_errors() {
+        for (input, says) in [
+            (&b"{\"a\": 1}"[..], "not a JSON array"),
+            (b"[1, 2", "truncated"),
+            (b"[1, 2 ", "truncated"),
+            (b"[ ", "without `]`"),
+            (b"[{\"a\": [1, 2", "inside an element"),
+            (b"[1,]", "missing after"),
+            (b"[,1]", "missing before"),
+            (b"[1] [2]", "more after"),
+            (b"alert(1) = [1]", "neither a JSON array"),
+            (b"x = {}", "not followed by an array"),
+        ] {
+            // (`[1 2]` frames as one element, `1 2`, which its format then refuses.)
+            let mut frames = Frames::new(&Framing::JsonArray, input);
+            let error = loop {
+                match frames.next_frame() {
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("{} was read to its end", String::from_utf8_lossy(input)),
+                    Err(error) => break error,
+                }
+            };
+            assert!(error.to_string().contains(says), "{error}");
+        }
+        let deep = format!("[{}]", "[".repeat(MAX_JSON_DEPTH + 1));
+        let error = Frames::new(&Framing::JsonArray, deep.as_bytes())
+            .next_frame()
+            .unwrap_err();
+        assert!(error.to_string().contains("nests deeper"), "{error}");
+        let long = format!("[\"{}\"]", "x".repeat(200));
+        let error = Frames::new(&Framing::JsonArray, long.as_bytes())
+            .with_limit(100)
+            .next_frame()
+            .unwrap_err();
+        assert!(error.to_string().contains("longer than 100"), "{error}");
+    }
+
+    #[test]
+    fn csv_rows_carry_their_header_and_quoted_newlines() {
+        let data = "\u{feff}Date,Title\r\n2024-01-02,\"Two\nlines, \"\"quoted\"\"\"\r\n\r\n2024-01-03,Plain\n";
+        for chunk in [1, 2, 5, 64] {
+            assert_eq!(
+                frames(&Framing::CsvRows, data.as_bytes(), chunk),
+                [
+                    "Date,Title\n2024-01-02,\"Two\nlines, \"\"quoted\"\"\"",
+                    "Date,Title\n2024-01-03,Plain"
+                ],
+                "chunk {chunk}"
+            );
+        }
+        assert!(frames(&Framing::CsvRows, b"only,a,header\n", 3).is_empty());
+        let long = format!("a\n{}\n", "y".repeat(500));
+        let error = Frames::new(&Framing::CsvRows, long.as_bytes())
+            .with_limit(100)
+            .next_frame()
+            .unwrap_err();
+        assert!(error.to_string().contains("row is longer than"), "{error}");
     }
 
     #[test]

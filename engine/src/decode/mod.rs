@@ -91,9 +91,22 @@ impl Decoder {
         reader: R,
         from: FramePosition,
     ) -> Result<Documents<R>, DecodeError> {
+        self.documents_within(reader, from, DEFAULT_FRAME_LIMIT)
+    }
+
+    /// The same, each frame at most `limit` bytes.
+    pub fn documents_within<R: BufRead>(
+        &self,
+        reader: R,
+        from: FramePosition,
+        limit: usize,
+    ) -> Result<Documents<R>, DecodeError> {
         Ok(Documents {
-            frames: Frames::new(&self.framing, reader).resume(from)?,
+            frames: Frames::new(&self.framing, reader)
+                .with_limit(limit)
+                .resume(from)?,
             format: self.format,
+            rows: self.framing == Framing::CsvRows,
         })
     }
 }
@@ -102,6 +115,8 @@ impl Decoder {
 pub struct Documents<R: BufRead> {
     frames: Frames<R>,
     format: Format,
+    /// CSV rows framed with their header: each is one object, not a list of one.
+    rows: bool,
 }
 
 impl<R: BufRead> Documents<R> {
@@ -115,8 +130,9 @@ impl<R: BufRead> Iterator for Documents<R> {
     type Item = Result<Document, DecodeError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let format = self.format;
+        let (format, rows) = (self.format, self.rows);
         match self.frames.next_frame() {
+            Ok(Some(frame)) if rows => Some(format::decode_csv_row(frame)),
             Ok(Some(frame)) => Some(format.decode(frame)),
             Ok(None) => None,
             Err(error) => Some(Err(error)),
