@@ -33,6 +33,10 @@ enum Command {
     /// Import a connector's records into the database (SQLite or PostgreSQL), from the sandbox or
     /// the real API; resumes an interrupted run.
     Sync(commands::sync::Args),
+    /// Import a data export the person downloaded (a zip, tar.gz or folder: Apple Health,
+    /// Spotify's extended history, a Takeout) into the database; resumes an interrupted import,
+    /// and a re-import writes only what changed.
+    Import(commands::import::Args),
     /// Connect an account through OAuth on this machine; tokens are stored encrypted.
     Auth(commands::auth::Args),
     /// Revoke and delete an account's tokens; optionally delete its imported records.
@@ -137,6 +141,7 @@ fn main() -> ExitCode {
         Command::Schema(args) => commands::schema::run(&args),
         Command::Test(args) => with_runtime(commands::test::run(&args)),
         Command::Sync(args) => with_runtime(commands::sync::run(&args)),
+        Command::Import(args) => with_runtime(commands::import::run(&args)),
         Command::Auth(args) => with_runtime(commands::auth::run(&args)),
         Command::Disconnect(args) => with_runtime(commands::disconnect::run(&args)),
         Command::History(args) => with_runtime(commands::history::run(&args)),

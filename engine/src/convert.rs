@@ -61,7 +61,8 @@ impl Converter {
                 Conversion::EpochSeconds
                 | Conversion::EpochMillis
                 | Conversion::Rfc3339
-                | Conversion::Rfc2822 => Output::DateTime,
+                | Conversion::Rfc2822
+                | Conversion::SpacedOffset => Output::DateTime,
                 Conversion::Date => Output::Date,
                 Conversion::Json => Output::Any,
             },
@@ -93,6 +94,7 @@ impl Converter {
                 | Conversion::EpochMillis
                 | Conversion::Rfc3339
                 | Conversion::Rfc2822
+                | Conversion::SpacedOffset
                 | Conversion::Date
                 | Conversion::HtmlUnescape => false,
             },
@@ -262,6 +264,12 @@ pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
             Some(Ok(zoned)) => timestamp(Ok(zoned.timestamp())),
             _ => fail("an RFC 2822 date"),
         },
+        Conversion::SpacedOffset => {
+            match text(value).map(|text| jiff::Zoned::strptime("%Y-%m-%d %H:%M:%S %z", text)) {
+                Some(Ok(zoned)) => timestamp(Ok(zoned.timestamp())),
+                _ => fail("a date-time as `2024-03-17 07:45:12 +0100`"),
+            }
+        }
         Conversion::Date => match text(value).map(jiff::civil::Date::from_str) {
             Some(Ok(date)) if date.year() >= 0 => Ok(Value::String(date.to_string())),
             Some(Ok(_)) => fail(BEFORE_YEAR_ZERO),
@@ -322,6 +330,7 @@ mod tests {
             Conversion::EpochMillis,
             Conversion::Rfc3339,
             Conversion::Rfc2822,
+            Conversion::SpacedOffset,
             Conversion::Date,
             Conversion::HtmlUnescape,
             Conversion::Json,
@@ -478,6 +487,36 @@ mod tests {
             json!("2024-03-01T10:00:00Z")
         );
         assert!(convert(Conversion::Rfc3339, &json!("2024-03-01")).is_err());
+    }
+
+    #[test]
+    fn spaced_offset_date_times() {
+        assert_eq!(
+            convert(
+                Conversion::SpacedOffset,
+                &json!("2024-03-17 07:45:12 +0100")
+            )
+            .unwrap(),
+            json!("2024-03-17T06:45:12Z")
+        );
+        assert_eq!(
+            convert(
+                Conversion::SpacedOffset,
+                &json!("2019-11-03 23:59:59 -0800")
+            )
+            .unwrap(),
+            json!("2019-11-04T07:59:59Z")
+        );
+        for wrong in [
+            json!("2024-03-17T07:45:12+01:00"),
+            json!("2024-03-17 07:45:12"),
+            json!(12),
+        ] {
+            assert!(
+                convert(Conversion::SpacedOffset, &wrong).is_err(),
+                "{wrong}"
+            );
+        }
     }
 
     #[test]

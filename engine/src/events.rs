@@ -33,6 +33,15 @@ pub enum Event<'a> {
     },
     /// A page's records were written.
     Stored(WriteCounts),
+    /// An import read on in its export.
+    Read {
+        /// The stream.
+        stream: &'a str,
+        /// The stream's files' unpacked bytes read so far.
+        read: u64,
+        /// Their unpacked bytes, where the export says them before they are read.
+        total: Option<u64>,
+    },
 }
 
 /// What writing one page did.
@@ -138,6 +147,7 @@ impl Observer for Counters {
                 add(&self.deleted, counts.deleted);
                 add(&self.rejected, counts.rejected)
             }
+            Event::Read { .. } => 0,
         };
     }
 }

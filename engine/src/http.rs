@@ -274,8 +274,9 @@ enum Failed {
     Permanent(HttpError),
 }
 
-/// What a redirect to another origin is sent with: nothing.
-struct NoCredentials;
+/// No credentials: what a redirect to another origin is sent with, and what an import (which
+/// sends no request) runs with.
+pub struct NoCredentials;
 
 impl Authorizer for NoCredentials {
     fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {

@@ -63,6 +63,25 @@ fn selected<'a>(node: Option<&Node<'_>>) -> Option<Cow<'a, Value>> {
         .map(|node| Cow::Owned(Value::from(node)))
 }
 
+/// Whether `source` has `word` as a whole identifier (not part of a longer name).
+fn mentions(source: &str, word: &str) -> bool {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    source.match_indices(word).any(|(at, _)| {
+        let before = source[..at].chars().next_back();
+        let after = source[at + word.len()..].chars().next();
+        !before.is_some_and(is_name) && !after.is_some_and(is_name)
+    })
+}
+
+/// Whether `source` may hold a slice (`[:19]`, `[8:]`): a `:` inside `[...]`.
+fn may_slice(source: &str) -> bool {
+    source.split('[').skip(1).any(|rest| {
+        rest.split(']')
+            .next()
+            .is_some_and(|inside| inside.contains(':'))
+    })
+}
+
 /// A template's text as a value: an empty render is no value.
 fn rendered<'a>(text: String) -> Option<Cow<'a, Value>> {
     (!text.is_empty()).then_some(Cow::Owned(Value::String(text)))
@@ -98,6 +117,17 @@ impl RecordFields {
             *self = Self::All;
             return;
         };
+        // minijinja 3.1 does not report what a slice reads (`record.ts[:19]`): a template that
+        // names `record` and may slice, or where no read of it was found, reads it whole.
+        if mentions(source, "record")
+            && (may_slice(source)
+                || !variables
+                    .iter()
+                    .any(|variable| variable == "record" || variable.starts_with("record.")))
+        {
+            *self = Self::All;
+            return;
+        }
         for variable in variables {
             let mut parts = variable.split('.');
             if parts.next() != Some("record") {
@@ -283,6 +313,23 @@ fn gather<'a>(path: &CompiledPath, record: &Target<'_, '_>) -> Option<Cow<'a, Va
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A template whose record reads minijinja does not name one by one (inside a slice of an
+    /// `or`) reads the whole record: taking it for one that reads nothing would give every
+    /// record of a page the first one's render.
+    #[test]
+    fn record_reads_are_found_inside_slices_and_or() {
+        for (template, wanted) in [
+            ("{{ record.a }}", Some(vec!["a".to_owned()])),
+            ("{{ record.ts[:19] }}Z", None),
+            ("{{ record.track.uri }}@{{ record.played_at[:19] }}Z", None),
+            ("{{ record.tags[0] }}", Some(vec!["tags".to_owned()])),
+            ("{{ (record.a or record.b)[8:] | replace(':', '/') }}", None),
+            ("{{ config.x }}", Some(vec![])),
+        ] {
+            assert_eq!(RecordFields::of(template).names(), wanted, "{template}");
+        }
+    }
 
     #[test]
     fn list_fields_gather_every_selected_node() {

@@ -16,6 +16,7 @@ use crate::http::{HttpClient, Transport};
 use crate::ratelimit::RateLimitRegistry;
 use crate::replay::{ReplayServer, load_fixtures};
 use crate::run::{CompiledConnector, RunReport, SyncRun};
+use crate::source::archive::{ArchiveLimits, Export};
 use crate::spec::{self, ConnectorSpec};
 use crate::store::{MemoryContents, MemorySink};
 
@@ -198,6 +199,21 @@ pub async fn test_connector(
         .err(),
     };
     let mut error = error.map(|error| format!("{error}\n  what to do: {}", error.hint()));
+    // The connector's archive streams: each fixture export imported twice (the second changes
+    // nothing).
+    if error.is_none() {
+        error = import_fixture_exports(
+            files,
+            &connector,
+            &integration,
+            &http,
+            observer,
+            &second,
+            &sink,
+        )
+        .await
+        .err();
+    }
     let written = second.totals().written;
     if error.is_none() && (written.new, written.updated, written.deleted) != (0, 0, 0) {
         error = Some(format!(
@@ -258,6 +274,55 @@ pub async fn test_connector(
         unmatched_requests,
         error,
     })
+}
+
+/// Imports each export under `fixtures/exports/` (a folder in the export's documented layout,
+/// or a zip), in name order, then again, counting the second pass into `again`.
+async fn import_fixture_exports(
+    files: &ConnectorFiles,
+    connector: &CompiledConnector,
+    integration: &Integration,
+    http: &HttpClient,
+    observer: &dyn Observer,
+    again: &Counters,
+    sink: &MemorySink,
+) -> Result<(), String> {
+    let folder = files.fixtures().join("exports");
+    let Ok(listing) = std::fs::read_dir(&folder) else {
+        return Ok(()); // no exports: the connector has no archive streams to test
+    };
+    let mut exports: Vec<std::path::PathBuf> = listing
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .collect();
+    exports.sort();
+    for path in exports {
+        let export = Arc::new(
+            Export::open(std::slice::from_ref(&path), ArchiveLimits::default())
+                .map_err(|error| error.to_string())?,
+        );
+        for counted in [observer, again as &dyn Observer] {
+            SyncRun::new(
+                connector,
+                integration,
+                http,
+                &crate::http::NoCredentials,
+                counted,
+                sink.clone(),
+            )
+            .import(Arc::clone(&export), &[])
+            .await
+            .and_then(RunReport::require_all)
+            .map_err(|error| {
+                format!(
+                    "importing {}: {error}\n  what to do: {}",
+                    path.display(),
+                    error.hint()
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The text after an insta-style header (`---` ... `---`).

@@ -68,4 +68,19 @@ pub enum PageCursor {
     Offset(u64),
     /// A page number.
     Number(u64),
+    /// A place in a data export: the entry being read and how many of its documents were read.
+    Entry(EntryCursor),
+}
+
+/// Where an archive stream's import stands inside an export.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EntryCursor {
+    /// The export's fingerprint: an import resumes only in the export it began with.
+    pub export: String,
+    /// The entry's number among those the stream reads, from 0.
+    pub entry: u64,
+    /// Its path inside the export (for messages).
+    pub path: String,
+    /// The entry's documents read so far.
+    pub documents: u64,
 }

@@ -125,6 +125,9 @@ pub enum BuildError {
     /// A template or condition.
     #[error(transparent)]
     Template(#[from] CompileError),
+    /// An archive stream's globs or split.
+    #[error("{0}")]
+    Archive(String),
 }
 
 /// Refuses a template too long to compile safely ([`MAX_TEMPLATE_LENGTH`]), or one that uses

@@ -162,7 +162,7 @@ impl Observer for SyncMetrics {
             Event::Page { records, .. } => {
                 self.records.inc_by(*records as u64);
             }
-            Event::Stored(_) => {}
+            Event::Stored(_) | Event::Read { .. } => {}
         }
     }
 }

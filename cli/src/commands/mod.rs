@@ -4,6 +4,7 @@ pub mod auth;
 pub mod credentials;
 pub mod disconnect;
 pub mod history;
+pub mod import;
 pub mod progress;
 pub mod schema;
 pub mod serve;

@@ -31,6 +31,19 @@ impl Progress {
         }
     }
 
+    /// A progress bar of an import: bytes of the export read of its total, with the counts.
+    pub fn of_import(label: &str, hidden: bool) -> Self {
+        let progress = Self::new(label, hidden);
+        progress.bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:24}] {bytes}/{total_bytes} {msg} [{elapsed}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        progress
+    }
+
     /// The counts so far.
     pub fn counters(&self) -> &Counters {
         &self.counters
@@ -43,6 +56,14 @@ impl Progress {
 
     fn refresh(&self) {
         let totals = self.counters.totals();
+        if totals.requests == 0 {
+            // An import: nothing is requested.
+            self.bar.set_message(format!(
+                "records {} · rejected {}",
+                totals.records, totals.written.rejected
+            ));
+            return;
+        }
         self.bar.set_message(format!(
             "records {} · pages {} · requests {} · retries {} · rate-limit waits {}",
             totals.records, totals.pages, totals.requests, totals.retries, totals.rate_limit_waits
@@ -66,6 +87,13 @@ impl Observer for Progress {
                 "attempt {attempt} failed ({reason}); retrying in {:.1}s",
                 wait.as_secs_f64()
             )),
+            Event::Read { read, total, .. } => {
+                if let Some(total) = total {
+                    self.bar.set_length(*total);
+                }
+                self.bar.set_position(*read);
+                self.refresh();
+            }
             _ => self.refresh(),
         }
     }

@@ -49,42 +49,50 @@ pub struct Args {
     account: Account,
 }
 
+/// What a sync or an import did, printed as text or `--json`.
 #[derive(Debug, Serialize)]
-struct Summary<'a> {
-    connector: &'a str,
-    database: String,
-    sandbox: bool,
+pub(super) struct Summary<'a> {
+    pub(super) connector: &'a str,
+    pub(super) database: String,
+    pub(super) sandbox: bool,
+    /// For an import: the export's files.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) export: Vec<String>,
     /// `succeeded`, `partial` or `failed`.
-    status: RunStatus,
-    seconds: f64,
+    pub(super) status: RunStatus,
+    pub(super) seconds: f64,
     #[serde(flatten)]
-    totals: Totals,
+    pub(super) totals: Totals,
     /// Why the run failed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    pub(super) error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    hint: Option<String>,
+    pub(super) hint: Option<String>,
     /// For a partial run: the streams that failed while the others imported.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    failed_streams: Vec<FailedStream>,
+    pub(super) failed_streams: Vec<FailedStream>,
 }
 
 /// A stream that failed while the others imported.
 #[derive(Debug, Serialize)]
-struct FailedStream {
+pub(super) struct FailedStream {
     stream: String,
     error: String,
     hint: String,
 }
 
-fn config_values(spec: &spec::ConnectorSpec, args: &Args) -> Result<Map<String, Value>, String> {
+/// The config values given in the environment (`HYPERNET_CONFIG_<NAME>`) and as `--config`.
+pub(super) fn config_values(
+    spec: &spec::ConnectorSpec,
+    pairs: &[String],
+) -> Result<Map<String, Value>, String> {
     let mut values = Map::new();
     for name in spec.config.keys() {
         if let Ok(value) = std::env::var(format!("HYPERNET_CONFIG_{}", name.to_uppercase())) {
             values.insert(name.clone(), Value::String(value));
         }
     }
-    for pair in &args.config {
+    for pair in pairs {
         let (name, value) = pair
             .split_once('=')
             .ok_or_else(|| format!("`--config {pair}` is not NAME=VALUE"))?;
@@ -97,7 +105,7 @@ fn config_values(spec: &spec::ConnectorSpec, args: &Args) -> Result<Map<String, 
 pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     let (files, spec) = super::open_connector(&args.connector, &args.account.connectors_root)?;
     let spec = Arc::new(spec);
-    let mut given = config_values(&spec, args).map_err(Failure::usage)?;
+    let mut given = config_values(&spec, &args.config).map_err(Failure::usage)?;
     if args.sandbox {
         for (name, value) in sandbox_config(&spec) {
             given.entry(name).or_insert(value);
@@ -226,47 +234,64 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     }
     // The file alone holds the import afterwards (the log copied in and removed).
     store.close().await;
-    let summary = Summary {
-        connector: &spec.id,
-        database: engine::store::redact(&args.account.db),
-        sandbox: args.sandbox,
-        seconds: started.elapsed().as_secs_f64(),
-        status: match &result {
-            Ok(report) => report.status(),
-            Err(_) => RunStatus::Failed,
-        },
-        totals: progress.counters().totals(),
-        error: result.as_ref().err().map(ToString::to_string),
-        hint: result.as_ref().err().map(|error| error.hint()),
-        failed_streams: result
-            .as_ref()
-            .map(|report| {
-                report
-                    .failed
-                    .iter()
-                    .map(|error| FailedStream {
-                        stream: error.stream.clone(),
-                        error: error.to_string(),
-                        hint: error.hint(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-    };
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).unwrap_or_default()
-        );
-    } else {
-        print_summary(&summary);
+    let mut summary = Summary::of(&spec.id, &args.account.db, &result, &progress, started);
+    summary.sandbox = args.sandbox;
+    Ok(summary.report(args.json))
+}
+
+impl<'a> Summary<'a> {
+    /// A run's summary: `result` with the counts `progress` saw, since `started`.
+    pub(super) fn of(
+        connector: &'a str,
+        db: &str,
+        result: &Result<engine::run::RunReport, engine::run::SyncError>,
+        progress: &Progress,
+        started: Instant,
+    ) -> Self {
+        Summary {
+            connector,
+            database: engine::store::redact(db),
+            sandbox: false,
+            export: vec![],
+            seconds: started.elapsed().as_secs_f64(),
+            status: match result {
+                Ok(report) => report.status(),
+                Err(_) => RunStatus::Failed,
+            },
+            totals: progress.counters().totals(),
+            error: result.as_ref().err().map(ToString::to_string),
+            hint: result.as_ref().err().map(|error| error.hint()),
+            failed_streams: result
+                .as_ref()
+                .map(|report| {
+                    report
+                        .failed
+                        .iter()
+                        .map(|error| FailedStream {
+                            stream: error.stream.clone(),
+                            error: error.to_string(),
+                            hint: error.hint(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
     }
-    // A finished run is reported above, error and hints included: not an early exit.
-    Ok(match summary.status {
-        RunStatus::Succeeded => Outcome::Success,
-        RunStatus::Partial => Outcome::Partial,
-        RunStatus::Failed => Outcome::Problems,
-    })
+
+    /// Prints the summary (as JSON with `json`) and tells how the command ends. A finished run
+    /// is reported, error and hints included: not an early exit.
+    pub(super) fn report(&self, json: bool) -> Outcome {
+        if json {
+            println!("{}", serde_json::to_string_pretty(self).unwrap_or_default());
+        } else {
+            print_summary(self);
+        }
+        match self.status {
+            RunStatus::Succeeded => Outcome::Success,
+            RunStatus::Partial => Outcome::Partial,
+            RunStatus::Failed => Outcome::Problems,
+        }
+    }
 }
 
 fn print_summary(summary: &Summary<'_>) {
@@ -309,14 +334,22 @@ fn print_summary(summary: &Summary<'_>) {
         "  new {} · updated {} · unchanged {} · deleted {} · rejected {}",
         written.new, written.updated, written.unchanged, written.deleted, written.rejected
     );
-    println!(
-        "  pages {} · requests {} · retries {} · rate-limit waits {} ({:.1}s)",
-        totals.pages,
-        totals.requests,
-        totals.retries,
-        totals.rate_limit_waits,
-        totals.rate_limit_wait_ms as f64 / 1000.0
-    );
+    if summary.export.is_empty() {
+        println!(
+            "  pages {} · requests {} · retries {} · rate-limit waits {} ({:.1}s)",
+            totals.pages,
+            totals.requests,
+            totals.retries,
+            totals.rate_limit_waits,
+            totals.rate_limit_wait_ms as f64 / 1000.0
+        );
+    } else {
+        println!(
+            "  pages {} · from {}",
+            totals.pages,
+            summary.export.join(", ")
+        );
+    }
     if written.rejected > 0 {
         println!(
             "  {} records did not fit their model; they are kept with the reason in the `rejects` table",

@@ -97,9 +97,9 @@ fn decode_csv(body: &[u8]) -> Result<Value, DecodeError> {
 }
 
 /// One row framed with its header (see [`super::Framing::CsvRows`]) as one object.
-pub(super) fn decode_csv_row(frame: &[u8]) -> Result<Document, DecodeError> {
+pub(super) fn decode_csv_row(frame: &[u8]) -> Result<Value, DecodeError> {
     match decode_csv(frame)? {
-        Value::Array(mut rows) if rows.len() == 1 => Ok(Document::from_value(rows.remove(0))),
+        Value::Array(mut rows) if rows.len() == 1 => Ok(rows.remove(0)),
         _ => Err(DecodeError::new("CSV", "a row did not decode as one row")),
     }
 }

@@ -18,7 +18,7 @@ use serde_json::Value;
 pub use format::Format;
 pub use framing::{DEFAULT_FRAME_LIMIT, FramePosition, Frames, Framing};
 
-use crate::spec::Decode;
+use crate::spec::{Decode, Split};
 use document::Document;
 
 /// A body that could not be decoded: malformed or truncated. The HTTP layer retries these.
@@ -30,7 +30,7 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    fn new(format: &'static str, reason: impl ToString) -> Self {
+    pub(crate) fn new(format: &'static str, reason: impl ToString) -> Self {
         Self {
             format,
             reason: reason.to_string(),
@@ -62,6 +62,44 @@ impl From<Decode> for Decoder {
 }
 
 impl Decoder {
+    /// How an archive stream's files decode: its `archive.split` with its `decode`, or why the
+    /// two do not go together.
+    pub fn for_archive(split: &Split, decode: Decode) -> Result<Self, String> {
+        let (framing, format) = match (split, decode) {
+            (Split::Whole, Decode::Jsonl) => {
+                return Err(
+                    "a JSON Lines file is split into lines (`split: lines`), each a document"
+                        .to_owned(),
+                );
+            }
+            (Split::Whole, decode) => return Ok(Self::from(decode)),
+            (Split::Lines, Decode::Json | Decode::Jsonl) => (Framing::Lines, Format::Json),
+            (Split::Array, Decode::Json) => (Framing::JsonArray, Format::Json),
+            (Split::Rows, Decode::Csv) => (Framing::CsvRows, Format::Csv),
+            (Split::Element(name), Decode::Xml) => {
+                (Framing::XmlElements(name.clone()), Format::Xml)
+            }
+            (split, _) => {
+                let wanted = match split {
+                    Split::Lines => "`json` or `jsonl`",
+                    Split::Array => "`json`",
+                    Split::Rows => "`csv`",
+                    _ => "`xml`",
+                };
+                return Err(format!(
+                    "a file split into {} is decoded as {wanted}",
+                    match split {
+                        Split::Lines => "lines",
+                        Split::Array => "array elements",
+                        Split::Rows => "rows",
+                        _ => "elements",
+                    }
+                ));
+            }
+        };
+        Ok(Self { framing, format })
+    }
+
     /// A body (an API page) as one document: the document itself when the body is one frame,
     /// else the array of its frames' documents. An empty body is `null` for JSON and an empty
     /// list otherwise.
@@ -82,6 +120,32 @@ impl Decoder {
                 Ok(Document::from_value(Value::Array(values)))
             }
         }
+    }
+
+    /// The frames of `reader`, each at most `limit` bytes, after the `from.frames` read already.
+    pub fn frames<R: BufRead>(
+        &self,
+        reader: R,
+        from: FramePosition,
+        limit: usize,
+    ) -> Result<Frames<R>, DecodeError> {
+        Frames::new(&self.framing, reader)
+            .with_limit(limit)
+            .resume(from)
+    }
+
+    /// Whether a frame's bytes are the JSON text of its document, so that frames can be joined
+    /// into one JSON array and parsed once.
+    pub fn frames_are_json(&self) -> bool {
+        self.format == Format::Json
+    }
+
+    /// One frame as a value (a CSV row framed with its header: one object).
+    pub fn frame_value(&self, frame: &[u8]) -> Result<Value, DecodeError> {
+        if self.framing == Framing::CsvRows {
+            return format::decode_csv_row(frame);
+        }
+        self.format.value(frame)
     }
 
     /// The documents of `reader`, one frame at a time, after the frames `from` says were read
@@ -132,7 +196,9 @@ impl<R: BufRead> Iterator for Documents<R> {
     fn next(&mut self) -> Option<Self::Item> {
         let (format, rows) = (self.format, self.rows);
         match self.frames.next_frame() {
-            Ok(Some(frame)) if rows => Some(format::decode_csv_row(frame)),
+            Ok(Some(frame)) if rows => {
+                Some(format::decode_csv_row(frame).map(Document::from_value))
+            }
             Ok(Some(frame)) => Some(format.decode(frame)),
             Ok(None) => None,
             Err(error) => Some(Err(error)),

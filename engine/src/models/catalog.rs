@@ -338,6 +338,11 @@ model! {
         track_url: Option<String>,
         /// The ISRC, where known.
         isrc: Option<String>,
+        /// The provider's id of what was played (Spotify: `spotify:track:...` or
+        /// `spotify:episode:...`).
+        track_uri: Option<String>,
+        /// How long it played, in milliseconds (the export's `ms_played`).
+        played_ms: Option<i64>,
     }
 }
 

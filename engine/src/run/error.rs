@@ -35,6 +35,14 @@ pub enum SyncErrorKind {
     /// it imported.
     #[error("{0}")]
     Limit(String),
+    /// Reading a data export: a damaged archive, an entry refused, a document that does not
+    /// decode.
+    #[error(transparent)]
+    Archive(#[from] crate::source::archive::ArchiveReadError),
+    /// The stream reads what the run does not have: a data export in a sync, the provider's API
+    /// in an import.
+    #[error("{0}")]
+    WrongSource(&'static str),
 }
 
 /// A failed sync: which connector, stream and request, what happened and what to do.
@@ -63,6 +71,9 @@ impl SyncError {
             SyncErrorKind::UnknownStream => "run `connector validate` to list the connector's streams".to_owned(),
             SyncErrorKind::Provider(_) => "the provider's message says what it refused: check the account's access (scopes, membership) and the config values".to_owned(),
             SyncErrorKind::Limit(_) => "what was imported is kept and the next sync resumes where this one stopped; if the account really holds this much, raise the connector's `limits`".to_owned(),
+            SyncErrorKind::Archive(crate::source::archive::ArchiveReadError::Archive(_)) => "download the export again from the provider and import the new file; nothing of this one was changed".to_owned(),
+            SyncErrorKind::Archive(_) => "what was imported is kept; if the file came from the provider as it is, report it to the connector's authors with this message".to_owned(),
+            SyncErrorKind::WrongSource(_) => "import a stream that reads an export with `connector import CONNECTOR FILE`; sync the others with `connector sync`".to_owned(),
         }
     }
 }

@@ -85,7 +85,12 @@ impl Fetcher<'_> {
             client: self.http,
             auth: self.auth,
             observer: &self.tally,
-            base_url: self.connector.spec.base_url.as_str(),
+            base_url: self
+                .connector
+                .spec
+                .base_url
+                .as_ref()
+                .map_or("", |url| url.as_str()),
             templates: &self.connector.templates,
         }
     }
@@ -114,7 +119,16 @@ impl Fetcher<'_> {
         pass: &PassState,
         cursor: &PageCursor,
     ) -> Result<(HttpRequest, Page), SyncError> {
-        self.fetch_from(name, stream, stream.listing(pass), parent, pass, cursor)
+        let Some(listing) = stream.listing(pass) else {
+            return Err(self.error(
+                name,
+                None,
+                SyncErrorKind::WrongSource(
+                    "the stream reads a data export, not the provider's API",
+                ),
+            ));
+        };
+        self.fetch_from(name, stream, listing, parent, pass, cursor)
             .await
     }
 

@@ -9,6 +9,7 @@
 
 mod error;
 mod fetch;
+mod import;
 mod pass;
 mod plan;
 mod writer;
@@ -37,6 +38,7 @@ use crate::http::{Authorizer, HttpClient, HttpError, HttpRequest};
 use crate::map::{CompiledValue, Lazy, Mapped, PageScope, RecordFields, RecordMapper};
 use crate::record::Provenance;
 use crate::source::Source;
+use crate::source::archive::Export;
 use crate::source::http::listing::Listing;
 use crate::source::http::paginate::NextPageError;
 use crate::source::http::request::RequestError;
@@ -150,18 +152,69 @@ impl<'a, S: Sink> SyncRun<'a, S> {
     /// ran failed), or when a failure ends every stream (refused credentials, a failing store);
     /// pages imported before it stay imported either way.
     pub async fn run(&mut self, only: &[String]) -> Result<RunReport, SyncError> {
-        let roots: Vec<String> = self
-            .fetcher
-            .connector
-            .root_streams()
-            .filter(|name| only.is_empty() || only.iter().any(|wanted| wanted == name))
-            .map(str::to_owned)
-            .collect();
+        let roots = self.roots(only, false)?;
+        self.execute(&roots, None).await
+    }
+
+    /// Imports a data export: the named root streams that read an archive (every one when
+    /// `only` is empty), from `export`. Everything else is as in [`SyncRun::run`]: pages mapped
+    /// and written as they are read, a checkpoint with each, failures per stream.
+    pub async fn import(
+        &mut self,
+        export: std::sync::Arc<Export>,
+        only: &[String],
+    ) -> Result<RunReport, SyncError> {
+        let roots = self.roots(only, true)?;
+        if roots.is_empty() {
+            return Err(self.fetcher.error(
+                "",
+                None,
+                SyncErrorKind::WrongSource("the connector has no stream that reads a data export"),
+            ));
+        }
+        self.execute(&roots, Some(&export)).await
+    }
+
+    /// The root streams a run takes: those named in `only` (every one when it is empty) that
+    /// read an export (`archive`) or the API (not).
+    #[allow(clippy::result_large_err, reason = "made once a run")]
+    fn roots(&self, only: &[String], archive: bool) -> Result<Vec<String>, SyncError> {
+        let connector = self.fetcher.connector;
         for name in only {
-            if !self.fetcher.connector.streams.contains_key(name) {
+            let Some(stream) = connector.streams.get(name) else {
                 return Err(self.fetcher.error(name, None, SyncErrorKind::UnknownStream));
+            };
+            if stream.requests().is_none() != archive {
+                return Err(self.fetcher.error(
+                    name,
+                    None,
+                    SyncErrorKind::WrongSource(if archive {
+                        "the stream reads the provider's API, not a data export"
+                    } else {
+                        "the stream reads a data export, not the provider's API"
+                    }),
+                ));
             }
         }
+        Ok(connector
+            .root_streams()
+            .filter(|name| only.is_empty() || only.iter().any(|wanted| wanted == name))
+            .filter(|name| {
+                connector
+                    .streams
+                    .get(*name)
+                    .is_some_and(|stream| stream.requests().is_none() == archive)
+            })
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Runs `roots` (from `export`, for an import), bookkeeping included.
+    async fn execute(
+        &mut self,
+        roots: &[String],
+        export: Option<&std::sync::Arc<Export>>,
+    ) -> Result<RunReport, SyncError> {
         // Run bookkeeping belongs to no stream.
         self.run_id = self
             .sink
@@ -171,11 +224,15 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         self.writer = WriteQueue::start(self.sink.clone());
         let mut fatal = None;
         let mut imported = 0;
-        for name in &roots {
-            match self
-                .run_stream(name, minijinja::Value::from(()), String::new(), 0)
-                .await
-            {
+        for name in roots {
+            let ran = match export {
+                Some(export) => self.import_stream(name, export).await,
+                None => self
+                    .run_stream(name, minijinja::Value::from(()), String::new(), 0)
+                    .await
+                    .map(|_| ()),
+            };
+            match ran {
                 Ok(_) => imported += 1,
                 Err(error) if error.ends_run() => {
                     fatal = Some(error);
@@ -332,8 +389,9 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                     .incremental
                     .as_ref()
                     .and_then(|incremental| incremental.continues_from(&stored))
-                    .map_or(PageCursor::First, |token| {
-                        stream.listing.paginator.continue_at(token)
+                    .zip(stream.requests())
+                    .map_or(PageCursor::First, |(token, listing)| {
+                        listing.paginator.continue_at(token)
                     });
                 (
                     self.new_pass(name, stream, parent, stored).await?,
@@ -410,7 +468,15 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 },
             };
             resumed = false;
-            let listing = stream.listing(&pass);
+            let Some(listing) = stream.listing(&pass) else {
+                return Err(self.fetcher.error(
+                    name,
+                    None,
+                    SyncErrorKind::WrongSource(
+                        "the stream reads a data export, not the provider's API",
+                    ),
+                ));
+            };
             let body = Target::new(HttpSource::body(&read).root());
             let records = self.records_of(name, listing, &body);
             let next = self.next_page(name, stream, listing, &cursor, &read, records.len())?;

@@ -28,9 +28,12 @@ impl CompiledStream {
             .and_then(|incremental| incremental.reads_log(&pass.before))
     }
 
-    /// What `pass` lists with: a change log's own listing when it reads one, else the stream's.
-    pub(super) fn listing(&self, pass: &PassState) -> &Listing {
-        self.reads_log(pass).map_or(&self.listing, |log| &log.log)
+    /// What `pass` lists with: a change log's own listing when it reads one, else the stream's;
+    /// `None` for a stream that reads an export.
+    pub(super) fn listing(&self, pass: &PassState) -> Option<&Listing> {
+        self.reads_log(pass)
+            .map(|log| &log.log)
+            .or_else(|| self.requests())
     }
 }
 
@@ -113,6 +116,7 @@ fn describe(cursor: &PageCursor) -> String {
         PageCursor::Url(url) => format!("URL {}", shown(&crate::http::redacted_text(url))),
         PageCursor::Offset(offset) => format!("offset {offset}"),
         PageCursor::Number(number) => format!("page {number}"),
+        PageCursor::Entry(at) => format!("`{}` after {} documents", shown(&at.path), at.documents),
     }
 }
 

@@ -8,15 +8,24 @@ use indexmap::IndexMap;
 use crate::decode::Decoder;
 use crate::extract::CompiledPath;
 use crate::map::{CompiledValue, RecordMapper};
+use crate::source::archive::ArchivePlan;
 use crate::source::http::incremental::CompiledIncremental;
 use crate::source::http::listing::Listing;
 use crate::spec::ConnectorSpec;
 use crate::template::{BuildError, TemplateId, Templates};
 
+/// Where a stream's records come from.
+#[derive(Debug)]
+pub(super) enum Reads {
+    /// The provider's API: the stream's own request, paging and records.
+    Requests(Listing),
+    /// The files of a data export.
+    Archive(Arc<ArchivePlan>),
+}
+
 #[derive(Debug)]
 pub(super) struct CompiledStream {
-    /// The stream's own request, paging and records.
-    pub(super) listing: Listing,
+    pub(super) reads: Reads,
     /// How its pages decode.
     pub(super) decoder: Decoder,
     /// The largest page body its own `max_body` allows (else the client's limit).
@@ -49,7 +58,39 @@ pub(super) struct CompiledRecurse {
     pub(super) max_depth: u8,
 }
 
+/// An archive stream's plan.
+fn compile_archive(
+    archive: &crate::spec::ArchiveEntries,
+    stream: &crate::spec::Stream,
+    max_body: crate::spec::ByteSize,
+) -> Result<ArchivePlan, BuildError> {
+    let selection = archive.selection().map_err(|error| {
+        BuildError::Archive(format!(
+            "archive.{}[{}]: {}",
+            error.list, error.index, error.reason
+        ))
+    })?;
+    let decoder =
+        Decoder::for_archive(&archive.split, stream.decode).map_err(BuildError::Archive)?;
+    let max_document = stream.max_body.unwrap_or(max_body).get();
+    Ok(ArchivePlan {
+        selection,
+        decoder,
+        records: CompiledPath::compile(stream.records.as_str())?,
+        max_document: usize::try_from(max_document).unwrap_or(usize::MAX),
+        complete: archive.complete,
+    })
+}
+
 impl CompiledStream {
+    /// The stream's request listing, for a stream that sends requests.
+    pub(super) fn requests(&self) -> Option<&Listing> {
+        match &self.reads {
+            Reads::Requests(listing) => Some(listing),
+            Reads::Archive(_) => None,
+        }
+    }
+
     /// Whether the stream runs more requests for each of its records: substreams, or itself
     /// again (`recurse`).
     pub(super) fn has_children(&self) -> bool {
@@ -109,14 +150,27 @@ impl CompiledConnector {
                 })
                 .map(|(child, _)| child.clone())
                 .collect();
-            let compiled = CompiledStream {
-                listing: Listing::compile(
-                    &stream.request,
+            let reads = match (&stream.request, &stream.archive) {
+                (Some(request), _) => Reads::Requests(Listing::compile(
+                    request,
                     &stream.paginate,
                     &stream.records,
                     &spec.headers,
                     &mut templates,
-                )?,
+                )?),
+                (None, Some(archive)) => Reads::Archive(Arc::new(compile_archive(
+                    archive,
+                    stream,
+                    spec.limits.max_body,
+                )?)),
+                (None, None) => {
+                    return Err(BuildError::Archive(format!(
+                        "stream `{name}` has neither a `request` nor an `archive`"
+                    )));
+                }
+            };
+            let compiled = CompiledStream {
+                reads,
                 decoder: Decoder::from(stream.decode),
                 mapper: stream
                     .model
@@ -132,7 +186,11 @@ impl CompiledConnector {
                         CompiledIncremental::compile(incremental, &spec.headers, &mut templates)
                     })
                     .transpose()?,
-                unseen_deleted: stream.unseen_deleted,
+                // An export deletes what it lacks only when it says it is complete.
+                unseen_deleted: match &stream.archive {
+                    Some(archive) => archive.complete,
+                    None => stream.unseen_deleted,
+                },
                 max_body: stream.max_body.map(crate::spec::ByteSize::get),
                 concurrency: stream
                     .parent

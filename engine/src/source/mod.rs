@@ -3,11 +3,14 @@
 //!
 //! - [`http`]: the provider's API, page by page: requests rendered from the spec, paginators,
 //!   incremental cursors, sync tokens and change logs.
+//! - [`archive`]: the files of a data export the person downloaded, entry by entry, document
+//!   by document.
 //!
 //! A source decodes what it reads ([`crate::decode`]) and leaves everything after that (the
 //! records on a page, mapping, storing, checkpoints) to the run, which works the same whatever
 //! the source.
 
+pub mod archive;
 pub mod http;
 
 use std::future::Future;

@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 use super::values::{Condition, Duration, JsonPath, Template, Url};
 
 /// How requests to the provider are authenticated. `kind` picks the scheme.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Auth {
-    /// No authentication: public APIs, or credentials sent in the request body by the streams
-    /// themselves (Plaid's `client_id` and `secret`).
+    /// No authentication: public APIs, credentials sent in the request body by the streams
+    /// themselves (Plaid's `client_id` and `secret`), or a connector that only reads exports.
+    #[default]
     None,
     /// A static key sent in a header or a query parameter.
     ApiKey(ApiKeyAuth),

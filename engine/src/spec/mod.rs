@@ -45,9 +45,9 @@ pub use limits::{
 pub use load::{LoadError, SpecSource, load, parse};
 pub use profiles::{ProviderProfile, provider_profiles};
 pub use stream::{
-    Body, Conversion, CursorFormat, Decode, FieldMapping, FieldRule, Gone, Incremental,
-    LinkHeaderMarker, Method, NextUrlSource, Paginate, ParamLocation, Parent, Recurse, Request,
-    Stream, ValueKind,
+    ArchiveEntries, Body, Conversion, CursorFormat, Decode, FieldMapping, FieldRule, GlobError,
+    Gone, Incremental, LinkHeaderMarker, MAX_GLOB_LENGTH, Method, NextUrlSource, Paginate,
+    ParamLocation, Parent, Recurse, Request, Selection, Split, Stream, ValueKind,
 };
 pub use values::{
     ByteSize, ByteSizeError, Condition, Duration, DurationError, HostPattern, JsonPath, Template,
@@ -75,17 +75,20 @@ pub struct ConnectorSpec {
     pub description: String,
     /// The provider's API documentation.
     pub docs_url: Url,
-    /// How requests are authenticated.
+    /// How requests are authenticated. Default: none (a connector that only reads exports).
+    #[serde(default)]
     pub auth: Auth,
-    /// The URL that request paths are relative to.
-    pub base_url: Url,
+    /// The URL that request paths are relative to. Required when a stream sends requests.
+    #[serde(default)]
+    pub base_url: Option<Url>,
     /// Every host the connector may call: the API, the OAuth endpoints, next-page URLs. Requests
     /// to any other host are refused, and so are redirects: each hop must be https on one of
     /// these hosts; one to another host is followed as a bare GET (no credentials, headers or
     /// body). IP addresses and public suffixes (`co.uk`, `*.co.uk`, `*.github.io`) are not
     /// allowed, and outside the sandbox a host whose name resolves to a private, loopback or
     /// link-local address is refused when connecting.
-    #[schemars(length(min = 1))]
+    /// Required (at least one) when a stream sends requests.
+    #[serde(default)]
     pub allowed_hosts: Vec<HostPattern>,
     /// Headers sent with every request (`Notion-Version`). Templates over `config`, `secrets`.
     #[serde(default)]

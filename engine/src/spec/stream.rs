@@ -1,9 +1,8 @@
 //! A stream: the requests that fetch one kind of record, and how each record becomes a model.
 //!
 //! A stream's record handling (`decode`, `records`, `id`, `map`, `deleted`) does not depend on
-//! where the bytes come from. Today the source is always `request` (HTTP); a data-export archive
-//! source (files in a zip or folder) will be a second, mutually exclusive key beside `request`,
-//! sharing everything else.
+//! where the bytes come from: the provider's API (`request`, with `paginate` and `incremental`)
+//! or the files of a data export the person downloaded (`archive`). A stream has one of the two.
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -26,8 +25,16 @@ pub struct Stream {
     /// For a substream: the stream whose records each start one run of this one.
     #[serde(default)]
     pub parent: Option<Parent>,
-    /// The HTTP request for the first page.
-    pub request: Request,
+    /// The HTTP request for the first page. A stream has a `request` or an `archive`.
+    #[serde(default)]
+    pub request: Option<Request>,
+    /// For a stream read from a data export (a zip, tar.gz or folder the person downloaded and
+    /// imports with `connector import`): which files, and how each splits into documents. A page
+    /// is an array of documents read in turn (up to 1,000), and `records` selects in it as in an
+    /// API's page: `$[*]` makes each document a record, `$[*].Record` each XML element's
+    /// content, `$[?@.uri != null]` only some.
+    #[serde(default)]
+    pub archive: Option<ArchiveEntries>,
     /// How the next page is requested.
     #[serde(default)]
     pub paginate: Paginate,
@@ -281,6 +288,121 @@ pub enum LinkHeaderMarker {
     Next,
 }
 
+/// The files of a data export a stream reads, and how each splits into documents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveEntries {
+    /// Globs over the paths inside the export (`/`-separated, from its root; case-insensitive):
+    /// `*` within one folder, `**` across folders, `{a,b}` for alternatives (localised folder
+    /// names: `Takeout/{Google Photos,Google Fotos}/**/*.json`). An entry matching any is read;
+    /// entries are read in path order (a tar.gz: in archive order).
+    #[schemars(length(min = 1, max = 64))]
+    pub entries: Vec<String>,
+    /// Globs of entries not to read, though `entries` matches them.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub exclude: Vec<String>,
+    /// How one entry splits into documents.
+    #[serde(default)]
+    pub split: Split,
+    /// Whether the export holds every record of the stream, so that a completed import marks
+    /// the stream's stored records it did not see as deleted. Off by default: many exports can
+    /// be asked for in part (a Takeout of some albums), and importing a part must delete nothing.
+    #[serde(default)]
+    pub complete: bool,
+}
+
+/// The longest glob an archive stream may have.
+pub const MAX_GLOB_LENGTH: usize = 256;
+
+impl ArchiveEntries {
+    /// The globs compiled: which entries the stream reads.
+    pub fn selection(&self) -> Result<Selection, GlobError> {
+        Ok(Selection {
+            include: glob_set("entries", &self.entries)?,
+            exclude: glob_set("exclude", &self.exclude)?,
+        })
+    }
+}
+
+fn glob_set(list: &'static str, globs: &[String]) -> Result<globset::GlobSet, GlobError> {
+    let mut set = globset::GlobSetBuilder::new();
+    for (index, glob) in globs.iter().enumerate() {
+        let error = |reason: String| GlobError {
+            list,
+            index,
+            reason,
+        };
+        if glob.len() > MAX_GLOB_LENGTH {
+            return Err(error(format!(
+                "it is longer than {MAX_GLOB_LENGTH} characters"
+            )));
+        }
+        if glob.starts_with('/') || glob.split('/').any(|part| part == "..") {
+            return Err(error(
+                "paths inside an export are relative and never go up (`/`, `..`)".to_owned(),
+            ));
+        }
+        let compiled = globset::GlobBuilder::new(glob)
+            .case_insensitive(true)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|problem| error(problem.kind().to_string()))?;
+        set.add(compiled);
+    }
+    set.build().map_err(|problem| GlobError {
+        list,
+        index: 0,
+        reason: problem.to_string(),
+    })
+}
+
+/// An archive stream's globs, compiled.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    include: globset::GlobSet,
+    exclude: globset::GlobSet,
+}
+
+impl Selection {
+    /// Whether the stream reads the entry at `path` (inside the export, `/`-separated).
+    pub fn matches(&self, path: &str) -> bool {
+        self.include.is_match(path) && !self.exclude.is_match(path)
+    }
+}
+
+/// A glob of `archive.entries` or `archive.exclude` that does not compile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobError {
+    /// `entries` or `exclude`.
+    pub list: &'static str,
+    /// Which glob of the list.
+    pub index: usize,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// How one file of an export splits into documents, each read and dropped in turn, so that a
+/// file of any size is read with flat memory.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Split {
+    /// The whole file is one document (a sidecar, a settings file).
+    #[default]
+    Whole,
+    /// Each line is one JSON document (`decode: jsonl` or `json`).
+    Lines,
+    /// Each element of the file's top-level JSON array is one document (`decode: json`); a
+    /// JavaScript assignment before the array (`window.YTD.tweets.part0 = [`) is skipped.
+    Array,
+    /// Each CSV row is one document, an object keyed by the header row (`decode: csv`).
+    Rows,
+    /// Each XML element with this name, wherever it stands, is one document (`decode: xml`):
+    /// `{"<name>": {...}}`, so `records: $[*].<name>`. Apple Health: `Record`.
+    Element(String),
+}
+
 /// The format of response bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -363,6 +485,9 @@ pub enum Conversion {
     Rfc3339,
     /// A date-time from RFC 2822 (email `Date` headers).
     Rfc2822,
+    /// A date-time written `2024-03-17 07:45:12 +0100`: date, time and UTC offset apart by
+    /// spaces (Apple Health's export; Ruby's and Git's default).
+    SpacedOffset,
     /// A calendar date from `YYYY-MM-DD` (all-day events).
     Date,
     /// Text with HTML entities decoded (Gmail snippets).
@@ -379,9 +504,11 @@ impl Conversion {
             Self::Integer => ValueKind::Integer,
             Self::Number => ValueKind::Number,
             Self::Boolean => ValueKind::Boolean,
-            Self::EpochSeconds | Self::EpochMillis | Self::Rfc3339 | Self::Rfc2822 => {
-                ValueKind::DateTime
-            }
+            Self::EpochSeconds
+            | Self::EpochMillis
+            | Self::Rfc3339
+            | Self::Rfc2822
+            | Self::SpacedOffset => ValueKind::DateTime,
             Self::Date => ValueKind::Date,
             Self::Json => ValueKind::Any,
         }

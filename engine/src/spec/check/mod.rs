@@ -166,7 +166,30 @@ impl Checker<'_> {
             }
         }
         self.url(&pointer(&["docs_url"]), spec.docs_url.as_str(), false);
-        if let Some(url) = self.url(&pointer(&["base_url"]), spec.base_url.as_str(), true)
+        // A connector that only reads exports sends no request: it needs no URL or hosts.
+        if let Some(requests) = spec
+            .streams
+            .iter()
+            .find_map(|(name, stream)| stream.request.as_ref().map(|_| name))
+        {
+            for (key, missing) in [
+                ("base_url", spec.base_url.is_none()),
+                ("allowed_hosts", spec.allowed_hosts.is_empty()),
+            ] {
+                if missing {
+                    self.push(
+                        Problem::at(String::new(), format!("`{key}` is missing, and stream `{requests}` sends requests"))
+                            .expected(if key == "base_url" {
+                                "`base_url:` the URL request paths are relative to, such as `https://api.example.com`"
+                            } else {
+                                "`allowed_hosts:` at least one host the connector may call, such as `api.example.com`"
+                            }),
+                    );
+                }
+            }
+        }
+        if let Some(base_url) = &spec.base_url
+            && let Some(url) = self.url(&pointer(&["base_url"]), base_url.as_str(), true)
             && (url.query().is_some() || url.fragment().is_some())
         {
             self.push(

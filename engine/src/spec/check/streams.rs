@@ -75,8 +75,34 @@ impl Checker<'_> {
         if let Some(parent) = &stream.parent {
             self.parent(&base, name, parent, &config);
         }
-        self.request(&format!("{base}/request"), &stream.request, &request_scope);
-        let json_body = matches!(stream.request.body, Some(Body::Json(_)));
+        match (&stream.request, &stream.archive) {
+            (Some(request), None) => {
+                self.request(&format!("{base}/request"), request, &request_scope);
+            }
+            (None, Some(archive)) => self.archive(&base, stream, archive),
+            (Some(_), Some(_)) => self.push(
+                Problem::at(
+                    format!("{base}/archive"),
+                    "the stream reads both from a `request` and from an `archive`",
+                )
+                .on_key()
+                .expected("one of the two: a second stream for the other"),
+            ),
+            (None, None) => self.push(
+                Problem::at(
+                    base.clone(),
+                    "the stream does not say where its records come from",
+                )
+                .on_key()
+                .expected(
+                    "`request:` (the provider's API) or `archive:` (the files of a data export)",
+                ),
+            ),
+        }
+        let json_body = stream
+            .request
+            .as_ref()
+            .is_some_and(|request| matches!(request.body, Some(Body::Json(_))));
         self.paginate(
             &format!("{base}/paginate"),
             &stream.paginate,
@@ -185,6 +211,68 @@ impl Checker<'_> {
         }
         if let Some(recurse) = &stream.recurse {
             self.recurse(&base, stream, recurse, &config);
+        }
+    }
+
+    /// An archive stream: its globs compile, its split fits its format, and it uses none of what
+    /// only requests have (paging, incremental cursors, parents).
+    fn archive(&mut self, base: &str, stream: &Stream, archive: &ArchiveEntries) {
+        let at = format!("{base}/archive");
+        if let Err(error) = archive.selection() {
+            self.push(
+                Problem::at(
+                    format!("{at}/{}/{}", error.list, error.index),
+                    format!("the glob does not compile: {}", error.reason),
+                )
+                .expected("a glob over paths inside the export: `*`, `**`, `?`, `[a-z]`, `{a,b}`"),
+            );
+        }
+        if archive.entries.is_empty() {
+            self.push(
+                Problem::at(format!("{at}/entries"), "no glob names the files to read")
+                    .expected("at least one glob, such as `MyData/endsong_*.json`"),
+            );
+        }
+        if let Err(reason) = crate::decode::Decoder::for_archive(&archive.split, stream.decode) {
+            self.push(
+                Problem::at(format!("{base}/decode"), reason)
+                    .on_key()
+                    .expected("the `decode` that fits `archive.split`"),
+            );
+        }
+        let only_requests = [
+            ("paginate", stream.paginate != Paginate::None),
+            ("incremental", stream.incremental.is_some()),
+            ("parent", stream.parent.is_some()),
+            ("recurse", stream.recurse.is_some()),
+            ("gone", stream.gone.is_some()),
+            ("scopes", !stream.scopes.is_empty()),
+        ];
+        for (key, present) in only_requests {
+            if present {
+                self.push(
+                    Problem::at(
+                        format!("{base}/{key}"),
+                        format!("`{key}` is for streams that send requests, and this one reads an archive"),
+                    )
+                    .on_key()
+                    .expected("no `{key}` on an archive stream (an export is read whole, every import)".replace("{key}", key)),
+                );
+            }
+        }
+        if self.spec.streams.values().any(|other| {
+            other.parent.as_ref().is_some_and(|parent| {
+                self.spec
+                    .streams
+                    .get(&parent.stream)
+                    .is_some_and(|p| std::ptr::eq(p, stream))
+            })
+        }) {
+            self.push(
+                Problem::at(at, "a substream's parent reads an archive")
+                    .on_key()
+                    .expected("substreams only under streams that send requests"),
+            );
         }
     }
 

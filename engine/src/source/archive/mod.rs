@@ -1,0 +1,289 @@
+//! Data exports: the files of an export the person downloaded (a zip, tar.gz or folder), read
+//! entry by entry and document by document.
+//!
+//! An archive stream selects entries by glob (`archive.entries`) and splits each into
+//! documents (`archive.split` with the stream's `decode`): a page is a run of documents, up to
+//! [`PAGE_DOCUMENTS`], possibly across entries, and its cursor is the entry and the documents
+//! read of it ([`EntryCursor`]), so an import killed anywhere resumes at the next document.
+//!
+//! Reading is blocking work (inflating, framing, parsing): it runs on its own thread
+//! ([`read_pages`]) and hands pages over a short channel, so memory holds a few pages whatever
+//! the export's size, and mapping and writing go on while the next page is read.
+
+mod export;
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+pub use export::{ArchiveError, ArchiveLimits, EntryInfo, Export, Flow, inside_name};
+
+use crate::decode::Decoder;
+use crate::decode::document::Document;
+use crate::decode::{DecodeError, FramePosition};
+use crate::extract::CompiledPath;
+use crate::spec::Selection;
+use crate::state::EntryCursor;
+
+/// The most documents a page holds.
+pub const PAGE_DOCUMENTS: usize = 1000;
+
+/// The most frame bytes a page holds: a page of large documents (ENEX notes with their images)
+/// ends sooner.
+pub const PAGE_BYTES: usize = 8 << 20;
+
+/// How an archive stream reads, compiled once.
+#[derive(Debug)]
+pub struct ArchivePlan {
+    /// The entries it reads.
+    pub selection: Selection,
+    /// How each entry splits into documents, and what they are.
+    pub decoder: Decoder,
+    /// Selects the records in a page (the array of its documents).
+    pub records: CompiledPath,
+    /// The largest document (frame), in bytes.
+    pub max_document: usize,
+    /// Whether a completed import marks what it did not see as deleted.
+    pub complete: bool,
+}
+
+/// A run of documents read from an export.
+#[derive(Debug)]
+pub struct ArchivePage {
+    /// The documents, as one array.
+    pub body: Document,
+    /// Where the page after this one starts; `None` after the last.
+    pub next: Option<EntryCursor>,
+    /// The entry the page's first document is in.
+    pub entry: String,
+    /// The selected entries' unpacked bytes read so far, of [`ArchivePage::total`].
+    pub read: u64,
+    /// The selected entries' unpacked bytes, where the export says them (not a tar's).
+    pub total: Option<u64>,
+}
+
+/// Why an export's documents could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveReadError {
+    /// The export itself: damaged, or an entry refused.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// A document that could not be decoded.
+    #[error("`{entry}`, document {document}: {error}")]
+    Decode {
+        /// The entry.
+        entry: String,
+        /// The document's number in the entry, from 1.
+        document: u64,
+        /// Why.
+        error: DecodeError,
+    },
+    /// The stored cursor names an entry the export does not have at that place.
+    #[error(
+        "the import was resuming at `{0}`, which this export does not have there; it starts again"
+    )]
+    Moved(String),
+}
+
+/// What the reading thread sends: a page, or why reading stopped.
+pub type PageResult = Result<ArchivePage, ArchiveReadError>;
+
+/// Reads the pages of what `plan` selects in `export`, from `from` (`None`: the first entry),
+/// on a blocking thread, sending each page to the returned channel; reading stops when the
+/// receiver is dropped.
+pub fn read_pages(
+    export: Arc<Export>,
+    plan: Arc<ArchivePlan>,
+    from: Option<EntryCursor>,
+) -> mpsc::Receiver<PageResult> {
+    let (sender, pages) = mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        let mut reader = PageReader::new(&export, &plan, &sender);
+        let result = reader.read_all(from);
+        match result {
+            Ok(()) => reader.finish(),
+            Err(error) => {
+                let _ = sender.blocking_send(Err(error));
+            }
+        }
+    });
+    pages
+}
+
+/// Fills pages on the reading thread.
+struct PageReader<'r> {
+    export: &'r Export,
+    plan: &'r ArchivePlan,
+    sender: &'r mpsc::Sender<PageResult>,
+    /// The page being filled: JSON texts joined (`frames_are_json`), or decoded values.
+    text: String,
+    values: Vec<serde_json::Value>,
+    documents: usize,
+    /// The entry of the page's first document.
+    first_entry: Option<String>,
+    read: u64,
+    total: Option<u64>,
+    /// The receiver is gone: stop.
+    closed: bool,
+}
+
+impl<'r> PageReader<'r> {
+    fn new(
+        export: &'r Export,
+        plan: &'r ArchivePlan,
+        sender: &'r mpsc::Sender<PageResult>,
+    ) -> Self {
+        let selection = &plan.selection;
+        Self {
+            export,
+            plan,
+            sender,
+            text: String::new(),
+            values: Vec::new(),
+            documents: 0,
+            first_entry: None,
+            read: 0,
+            total: export.size_of(&|path| selection.matches(path)),
+            closed: false,
+        }
+    }
+
+    fn read_all(&mut self, from: Option<EntryCursor>) -> Result<(), ArchiveReadError> {
+        let plan = self.plan;
+        let export = self.export;
+        let start = from.as_ref().map_or(0, |cursor| cursor.entry);
+        let mut failure = None;
+        let mut first = true;
+        let wanted = |path: &str| plan.selection.matches(path);
+        export.each_entry(&wanted, start, &mut |entry, reader| {
+            let skip = match (&from, first) {
+                (Some(cursor), true) => {
+                    if cursor.path != entry.path {
+                        failure = Some(ArchiveReadError::Moved(cursor.path.clone()));
+                        return Ok(Flow::Stop);
+                    }
+                    cursor.documents
+                }
+                _ => 0,
+            };
+            first = false;
+            match self.read_entry(entry, reader, skip) {
+                Ok(()) if self.closed => Ok(Flow::Stop),
+                Ok(()) => Ok(Flow::Continue),
+                Err(error) => {
+                    failure = Some(error);
+                    Ok(Flow::Stop)
+                }
+            }
+        })?;
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads one entry's documents after the first `skip`, sending each page as it fills.
+    fn read_entry(
+        &mut self,
+        entry: &EntryInfo,
+        reader: &mut dyn std::io::BufRead,
+        skip: u64,
+    ) -> Result<(), ArchiveReadError> {
+        let decoder = &self.plan.decoder;
+        let from = FramePosition {
+            frames: skip,
+            offset: 0,
+        };
+        let decode_error = |document: u64, error: DecodeError| ArchiveReadError::Decode {
+            entry: entry.path.clone(),
+            document,
+            error,
+        };
+        let mut frames = decoder
+            .frames(reader, from, self.plan.max_document)
+            .map_err(|error| decode_error(skip, error))?;
+        let mut offset = 0;
+        loop {
+            let document = frames.position().frames + 1;
+            let Some(frame) = frames
+                .next_frame()
+                .map_err(|error| decode_error(document, error))?
+            else {
+                break;
+            };
+            if self.first_entry.is_none() {
+                self.first_entry = Some(entry.path.clone());
+            }
+            if decoder.frames_are_json() {
+                self.text.push(if self.documents == 0 { '[' } else { ',' });
+                let text = std::str::from_utf8(frame)
+                    .map_err(|error| decode_error(document, DecodeError::new("JSON", error)))?;
+                self.text.push_str(text);
+            } else {
+                let value = decoder
+                    .frame_value(frame)
+                    .map_err(|error| decode_error(document, error))?;
+                self.values.push(value);
+            }
+            self.documents += 1;
+            let position = frames.position();
+            self.read += position.offset - offset;
+            offset = position.offset;
+            if self.documents >= PAGE_DOCUMENTS || self.text.len() >= PAGE_BYTES {
+                let next = EntryCursor {
+                    export: self.export.fingerprint().to_owned(),
+                    entry: entry.ordinal,
+                    path: entry.path.clone(),
+                    documents: position.frames,
+                };
+                self.send(Some(next))
+                    .map_err(|error| decode_error(document, error))?;
+                if self.closed {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the page filled so far (with `next`, where the one after starts).
+    fn send(&mut self, next: Option<EntryCursor>) -> Result<(), DecodeError> {
+        let body = if self.plan.decoder.frames_are_json() {
+            let mut text = std::mem::take(&mut self.text);
+            text.push_str(if self.documents == 0 { "[]" } else { "]" });
+            match Document::json(text) {
+                Ok(body) => body,
+                Err(error) => return Err(DecodeError::new("JSON", error)),
+            }
+        } else {
+            Document::from_value(serde_json::Value::Array(std::mem::take(&mut self.values)))
+        };
+        self.documents = 0;
+        let page = ArchivePage {
+            body,
+            next,
+            entry: self.first_entry.take().unwrap_or_default(),
+            read: self.read,
+            total: self.total,
+        };
+        if self.sender.blocking_send(Ok(page)).is_err() {
+            self.closed = true;
+        }
+        Ok(())
+    }
+
+    /// Sends the last page (possibly empty: it completes the pass).
+    fn finish(&mut self) {
+        if self.closed {
+            return;
+        }
+        if let Err(error) = self.send(None) {
+            let entry = self.first_entry.take().unwrap_or_default();
+            let _ = self.sender.blocking_send(Err(ArchiveReadError::Decode {
+                entry,
+                document: 0,
+                error,
+            }));
+        }
+    }
+}
