@@ -186,6 +186,44 @@ pub async fn run<S: Sink>(
     (result, recorder)
 }
 
+/// Imports `export` with every archive stream of `spec`, as `integration-1` of `user-1`.
+pub async fn import<S: Sink>(
+    spec: &Arc<ConnectorSpec>,
+    export: &Arc<engine::source::archive::Export>,
+    sink: &S,
+) -> (Result<RunReport, SyncError>, Recorder) {
+    let connector = CompiledConnector::compile(Arc::clone(spec)).unwrap();
+    let integration =
+        Integration::configure(spec, "user-1", "integration-1", &serde_json::Map::new()).unwrap();
+    let http = HttpClient::for_connector(
+        spec,
+        engine::ratelimit::RateGate::unlimited(),
+        Transport::Direct,
+    )
+    .unwrap();
+    let recorder = Recorder::default();
+    let result = SyncRun::new(
+        &connector,
+        &integration,
+        &http,
+        &engine::http::NoCredentials,
+        &recorder,
+        sink.clone(),
+    )
+    .import(Arc::clone(export), &[])
+    .await;
+    (result, recorder)
+}
+
+/// Opens an export (its parts) with the default limits.
+pub fn open_export(
+    paths: &[&std::path::Path],
+) -> Result<Arc<engine::source::archive::Export>, engine::source::archive::ArchiveError> {
+    let paths: Vec<PathBuf> = paths.iter().map(|path| path.to_path_buf()).collect();
+    engine::source::archive::Export::open(&paths, engine::source::archive::ArchiveLimits::default())
+        .map(Arc::new)
+}
+
 /// A store for one test, on one backend; the SQLite file lives as long as this does.
 pub struct TestStore {
     /// `sqlite` or `postgres`.

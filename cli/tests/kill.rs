@@ -345,3 +345,165 @@ async fn a_sync_killed_at_any_point_resumes_to_the_same_table() {
         }
     }
 }
+
+const EXPORT_SPEC: &str = r#"id: kill_export
+name: Kill test export
+version: 1.0.0
+category: music
+description: Plays from a data export, for the crash-safety test of imports.
+docs_url: https://example.com/export
+streams:
+  plays:
+    model: listening_event
+    archive:
+      entries: ["History/plays_*.json"]
+      split: array
+      complete: true
+    records: $[*]
+    id: "{{ record.uri }}@{{ record.ts }}"
+    map:
+      track_title: $.title
+      played_at: $.ts
+      track_uri: $.uri
+      played_ms: $.ms
+"#;
+
+/// Files in the export, and plays in each: enough that a debug build takes seconds, so the
+/// test can kill it in the middle.
+const EXPORT_FILES: usize = 3;
+const PLAYS_PER_FILE: usize = 12_000;
+
+/// An unpacked export of `EXPORT_FILES` JSON arrays of plays, with Spotify-like random ids.
+fn export_folder() -> tempfile::TempDir {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let history = dir.path().join("History");
+    std::fs::create_dir_all(&history).expect("export folder");
+    let mut random = rand::rngs::StdRng::seed_from_u64(23);
+    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    for file in 0..EXPORT_FILES {
+        let plays: Vec<Value> = (0..PLAYS_PER_FILE)
+            .map(|play| {
+                let id: String = (0..22)
+                    .map(|_| BASE62[random.random_range(0..BASE62.len())] as char)
+                    .collect();
+                let second = (file * PLAYS_PER_FILE + play) as i64 * 200;
+                let ts = jiff::Timestamp::from_second(1_500_000_000 + second).expect("a time");
+                json!({
+                    "ts": ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                    "uri": format!("spotify:track:{id}"),
+                    "title": format!("Track {file}-{play}"),
+                    "ms": random.random_range(1_000..400_000),
+                })
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&plays).expect("JSON");
+        std::fs::write(history.join(format!("plays_{file}.json")), text).expect("write");
+    }
+    dir
+}
+
+fn import(root: &Path, export: &Path, db: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_connector"))
+        .args(["import", "kill_export"])
+        .arg(export)
+        .args(["--json", "--connectors-root"])
+        .arg(root)
+        .args(["--db", db, "--key-file"])
+        .arg(root.join("hypernet.key"))
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start connector import")
+}
+
+/// Where the stored checkpoint resumes inside the export: the entry and the documents read.
+async fn export_position(test: &TestStore) -> Option<(u64, u64)> {
+    let state = test
+        .store
+        .checkpoint("kill_export:local", "plays", "")
+        .await
+        .expect("read the checkpoint")?;
+    match state.resume?.page {
+        PageCursor::Entry(at) => Some((at.entry, at.documents)),
+        _ => None,
+    }
+}
+
+/// An import killed with SIGKILL in the middle of one file of the export, then of the next,
+/// resumes inside the file where its last committed checkpoint stands: the same table as an
+/// uninterrupted import, nothing read twice, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_killed_inside_the_export_resumes_there() {
+    let root = connectors_folder(&[("kill_export", EXPORT_SPEC)]);
+    let export = export_folder();
+    let total = EXPORT_FILES * PLAYS_PER_FILE;
+    for reference in test_stores("kill_import_reference").await {
+        let output = finish(import(root.path(), export.path(), &reference.location)).await;
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let expected = reference.store.dump("kill_export").await.expect("dump");
+        assert_eq!(expected.len(), total, "{}", reference.backend);
+
+        for entry in [0_u64, 1] {
+            let test = test_stores("kill_import")
+                .await
+                .into_iter()
+                .find(|test| test.backend == reference.backend)
+                .unwrap();
+            let mut child = import(root.path(), export.path(), &test.location);
+            let inside = async {
+                loop {
+                    if let Some((at, documents)) = export_position(&test).await
+                        && at == entry
+                        && documents > 0
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            let what = format!(
+                "{}: the import never stood inside entry {entry}",
+                test.backend
+            );
+            within_a_minute(inside, what).await;
+            child.kill().expect("SIGKILL");
+            let killed = finish(child).await;
+            assert!(!killed.status.success(), "{}: killed", test.backend);
+            let partial = test.store.dump("kill_export").await.expect("dump").len();
+            assert!(
+                0 < partial && partial < total,
+                "{}: entry {entry}: killed in the middle ({partial} of {total})",
+                test.backend
+            );
+
+            let output = finish(import(root.path(), export.path(), &test.location)).await;
+            assert!(
+                output.status.success(),
+                "{}: {}",
+                test.backend,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let summary: Value = serde_json::from_slice(&output.stdout).expect("a JSON summary");
+            // Resumed at the committed checkpoint: every play not yet stored is new, and none
+            // stored before the kill was read again.
+            assert_eq!(
+                (summary["new"].as_u64(), summary["unchanged"].as_u64()),
+                (Some((total - partial) as u64), Some(0)),
+                "{}: entry {entry}: {summary}",
+                test.backend
+            );
+            let after = test.store.dump("kill_export").await.expect("dump");
+            assert!(
+                after == expected,
+                "{}: entry {entry}: the same table as the uninterrupted import",
+                test.backend
+            );
+        }
+    }
+}

@@ -91,6 +91,7 @@ pub fn connector_table(specs: &[ConnectorSpec]) -> String {
                     .and_then(|incremental| serde_json::to_value(incremental).ok())
                     .and_then(|value| value["kind"].as_str().map(str::to_owned));
                 match (kind, &stream.parent) {
+                    _ if stream.archive.is_some() => format!("`{name}` (export)"),
                     (Some(kind), _) => format!("`{name}` ({kind})"),
                     (None, Some(parent)) => format!("`{name}` (per `{}`)", parent.stream),
                     (None, None) => format!("`{name}` (full)"),

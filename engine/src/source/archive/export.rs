@@ -88,6 +88,8 @@ pub enum ArchiveError {
 /// One entry of an export, as a stream reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryInfo {
+    /// The part of the export it is in (a zip, a tar.gz, a folder).
+    pub part: PathBuf,
     /// Its position among the entries the stream reads, from 0.
     pub ordinal: u64,
     /// Its path inside the export, `/`-separated.
@@ -208,6 +210,7 @@ impl Export {
                             continue;
                         }
                         let info = EntryInfo {
+                            part: path.clone(),
                             ordinal: ordinal - 1,
                             path: name.clone(),
                             size: Some(*size),
@@ -238,6 +241,7 @@ impl Export {
                             continue;
                         }
                         let info = EntryInfo {
+                            part: path.clone(),
                             ordinal: ordinal - 1,
                             path: entry.path.clone(),
                             size: Some(entry.size),
@@ -335,6 +339,7 @@ impl Export {
                 continue;
             }
             let info = EntryInfo {
+                part: path.to_owned(),
                 ordinal: *ordinal - 1,
                 path: inside,
                 size: Some(entry.size()),
@@ -431,15 +436,16 @@ impl<R: Read> Read for Counted<R> {
         self.read += read as u64;
         match self.over() {
             None => Ok(read),
+            // The refusal itself travels inside the I/O error, to be told as it is.
             Some(reason) => Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                refused(&self.archive, &self.entry, &reason).to_string(),
+                refused(&self.archive, &self.entry, &reason),
             )),
         }
     }
 }
 
-fn damaged(path: &Path, error: impl ToString) -> ArchiveError {
+pub(super) fn damaged(path: &Path, error: impl ToString) -> ArchiveError {
     ArchiveError::Damaged {
         path: path.to_owned(),
         reason: error.to_string(),

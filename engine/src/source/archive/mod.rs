@@ -110,6 +110,58 @@ pub fn read_pages(
     pages
 }
 
+/// An entry's reader that keeps the first I/O error it gives.
+struct Watched<'w> {
+    inner: &'w mut dyn std::io::BufRead,
+    failure: &'w std::cell::RefCell<Option<std::io::Error>>,
+}
+
+impl Watched<'_> {
+    fn watch<T>(&self, result: std::io::Result<T>) -> std::io::Result<T> {
+        result.map_err(|error| {
+            let told = std::io::Error::new(error.kind(), error.to_string());
+            let mut failure = self.failure.borrow_mut();
+            if failure.is_none() {
+                *failure = Some(error);
+            }
+            told
+        })
+    }
+}
+
+impl std::io::Read for Watched<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let result = self.inner.read(buffer);
+        self.watch(result)
+    }
+}
+
+impl std::io::BufRead for Watched<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        // Two steps: the buffer borrows `inner`, the error goes to `failure`.
+        if let Err(error) = self.inner.fill_buf() {
+            return Err(self.watch::<()>(Err(error)).unwrap_err());
+        }
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.inner.consume(amount);
+    }
+}
+
+/// What an I/O error reading `entry` means: the refusal it carries, or a damaged archive.
+fn as_archive_error(error: std::io::Error, entry: &EntryInfo) -> ArchiveError {
+    let reason = error.to_string();
+    match error
+        .into_inner()
+        .and_then(|inner| inner.downcast::<ArchiveError>().ok())
+    {
+        Some(refusal) => *refusal,
+        None => export::damaged(&entry.part, format!("`{}`: {reason}", entry.path)),
+    }
+}
+
 /// Fills pages on the reading thread.
 struct PageReader<'r> {
     export: &'r Export,
@@ -199,8 +251,19 @@ impl<'r> PageReader<'r> {
             document,
             error,
         };
+        // An I/O error under the decoder (a refusal, a damaged archive) is told as what it is,
+        // not as a document that does not decode.
+        let failure = std::cell::RefCell::new(None);
+        let mut watched = Watched {
+            inner: reader,
+            failure: &failure,
+        };
+        let decode_error = |document: u64, error: DecodeError| match failure.borrow_mut().take() {
+            Some(io) => ArchiveReadError::Archive(as_archive_error(io, entry)),
+            None => decode_error(document, error),
+        };
         let mut frames = decoder
-            .frames(reader, from, self.plan.max_document)
+            .frames(&mut watched, from, self.plan.max_document)
             .map_err(|error| decode_error(skip, error))?;
         let mut offset = 0;
         loop {

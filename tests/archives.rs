@@ -1,0 +1,512 @@
+//! Archive streams end to end: a data export read from a zip, a tar.gz and a folder into real
+//! stores (SQLite, and PostgreSQL when the tests have one), re-imports that write nothing,
+//! newer exports that write what changed, a key shared with an API stream, and hostile archives
+//! refused with a clear error before anything is written.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use axum::routing::get;
+use hypernet_tests::{RunOptions, import, open_export, run, serve, spec_from, test_stores};
+use serde_json::{Value, json};
+
+/// Spotify's extended streaming history, as the connector's fixture export lays it out.
+fn spotify_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../connectors/spotify/fixtures/exports/2024_extended_history")
+}
+
+fn spotify() -> std::sync::Arc<engine::spec::ConnectorSpec> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../connectors/spotify/connector.yaml");
+    std::sync::Arc::new(engine::spec::load(&path).expect("the Spotify spec"))
+}
+
+/// Every file under `folder`, as (path inside, bytes), sorted.
+fn files_of(folder: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut folders = vec![folder.to_path_buf()];
+    while let Some(current) = folders.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                let inside = path
+                    .strip_prefix(folder)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                files.push((inside, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A zip of `files`, deflated, as the providers' export tools write them.
+fn zip_of(files: &[(String, Vec<u8>)], path: &Path) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, bytes) in files {
+        zip.start_file(name.as_str(), options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+/// A tar.gz of `files` (Takeout's other format), with the folder entries tar writes.
+fn tar_gz_of(files: &[(String, Vec<u8>)], path: &Path) {
+    let gzip = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::default(),
+    );
+    let mut tar = tar::Builder::new(gzip);
+    for (name, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, bytes.as_slice())
+            .unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
+type Rows = Vec<(String, String, Value, bool)>;
+
+/// The plays of the fixture export (rows whose play names no track or episode left out).
+const FIXTURE_PLAYS: usize = 9;
+
+#[tokio::test]
+async fn an_export_imports_the_same_from_a_zip_a_tar_gz_and_a_folder() {
+    let spec = spotify();
+    let files = files_of(&spotify_fixture());
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("my_spotify_data.zip");
+    let tar_gz = dir.path().join("my_spotify_data.tar.gz");
+    zip_of(&files, &zip);
+    tar_gz_of(&files, &tar_gz);
+    for test in test_stores("archive_kinds").await {
+        let mut tables: Vec<Rows> = Vec::new();
+        for path in [spotify_fixture(), zip.clone(), tar_gz.clone()] {
+            let store = test_stores(&format!("archive_kind_{}", tables.len()))
+                .await
+                .into_iter()
+                .find(|other| other.backend == test.backend)
+                .unwrap();
+            let export = open_export(&[&path]).unwrap();
+            let (result, recorder) = import(&spec, &export, &store.store).await;
+            result.unwrap_or_else(|error| panic!("{}: {}: {error}", test.backend, path.display()));
+            assert_eq!(
+                recorder.totals().written.new,
+                FIXTURE_PLAYS as u64,
+                "{}: {}",
+                test.backend,
+                path.display()
+            );
+            tables.push(store.store.dump("spotify").await.unwrap());
+        }
+        assert_eq!(tables[0].len(), FIXTURE_PLAYS);
+        assert!(tables[0] == tables[1], "{}: zip = folder", test.backend);
+        assert!(tables[0] == tables[2], "{}: tar.gz = folder", test.backend);
+    }
+}
+
+/// An export whose plays are `plays` (uri, ts, ms), in one file of the current layout.
+fn export_with(plays: &[(&str, &str, i64)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("Spotify Extended Streaming History");
+    std::fs::create_dir_all(&folder).unwrap();
+    let rows: Vec<Value> = plays
+        .iter()
+        .map(|(uri, ts, ms)| {
+            json!({"ts": ts, "platform": "ios", "ms_played": ms, "conn_country": "DE",
+                "ip_addr": "203.0.113.54", "master_metadata_track_name": format!("Track {uri}"),
+                "master_metadata_album_artist_name": "Artist", "master_metadata_album_album_name": "Album",
+                "spotify_track_uri": uri, "episode_name": null, "episode_show_name": null,
+                "spotify_episode_uri": null, "reason_start": "trackdone", "reason_end": "trackdone",
+                "shuffle": false, "skipped": false, "offline": false, "offline_timestamp": null,
+                "incognito_mode": false})
+        })
+        .collect();
+    std::fs::write(
+        folder.join("Streaming_History_Audio_2024-2025_0.json"),
+        serde_json::to_string_pretty(&rows).unwrap(),
+    )
+    .unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_reimport_writes_nothing_and_a_newer_export_writes_what_changed() {
+    let spec = spotify();
+    let a = (
+        "spotify:track:5nuJ5frI7lmdPYjgyoBrqm",
+        "2024-11-18T09:14:52Z",
+        341_853,
+    );
+    let b = (
+        "spotify:track:4NoM07yO0Luyv3OpeTwlyW",
+        "2024-12-15T17:26:40Z",
+        12_480,
+    );
+    let c = (
+        "spotify:track:6I3mqTwhRpn34SLVafSH7G",
+        "2025-01-30T14:02:07Z",
+        153_190,
+    );
+    let d = (
+        "spotify:track:0wIblt271U2oH60h7w8ECA",
+        "2025-02-11T13:08:50Z",
+        518_293,
+    );
+    let first = export_with(&[a, b, c]);
+    // A newer export: `b` gone (the person deleted it from their history), `c` with another
+    // duration, `d` new.
+    let newer = export_with(&[a, (c.0, c.1, 150_000), d]);
+    for test in test_stores("archive_reimport").await {
+        let export = open_export(&[first.path()]).unwrap();
+        let (result, recorder) = import(&spec, &export, &test.store).await;
+        result.unwrap();
+        assert_eq!(recorder.totals().written.new, 3, "{}", test.backend);
+
+        let (result, again) = import(&spec, &export, &test.store).await;
+        result.unwrap();
+        let written = again.totals().written;
+        assert_eq!(
+            (
+                written.new,
+                written.updated,
+                written.deleted,
+                written.unchanged
+            ),
+            (0, 0, 0, 3),
+            "{}: a re-import writes nothing",
+            test.backend
+        );
+
+        let (result, recorder) =
+            import(&spec, &open_export(&[newer.path()]).unwrap(), &test.store).await;
+        result.unwrap();
+        let written = recorder.totals().written;
+        assert_eq!(
+            (
+                written.new,
+                written.updated,
+                written.deleted,
+                written.unchanged
+            ),
+            (1, 1, 1, 1),
+            "{}: only what changed",
+            test.backend
+        );
+        let rows = test.store.dump("spotify").await.unwrap();
+        let deleted: Vec<&str> = rows
+            .iter()
+            .filter(|row| row.3)
+            .map(|row| row.1.as_str())
+            .collect();
+        assert_eq!(deleted, [format!("{}@{}", b.0, b.1)], "{}", test.backend);
+        assert_eq!(
+            rows.len(),
+            4,
+            "{}: the deleted play is kept, marked",
+            test.backend
+        );
+    }
+}
+
+/// A connector with an API stream and an export stream of the same plays, keyed alike.
+const SHARED_KEY_SPEC: &str = r#"id: plays
+name: Plays
+version: 1.0.0
+category: music
+description: Plays from an API and from an export.
+docs_url: https://api.example.com/docs
+base_url: https://api.example.com
+allowed_hosts: [api.example.com]
+streams:
+  recent:
+    model: listening_event
+    request: { path: /recent }
+    records: $.items[*]
+    unseen_deleted: false
+    id: "{{ record.track.uri }}@{{ record.played_at[:19] }}Z"
+    map:
+      track_title: $.track.name
+      played_at: $.played_at
+      track_uri: $.track.uri
+  history:
+    model: listening_event
+    archive: { entries: ["history_*.json"], split: array }
+    records: $[*]
+    id: "{{ record.uri }}@{{ record.ts }}"
+    map:
+      track_title: $.name
+      played_at: $.ts
+      track_uri: $.uri
+      played_ms: $.ms
+"#;
+
+#[tokio::test]
+async fn a_play_from_the_api_and_from_the_export_is_one_record() {
+    let spec = spec_from(SHARED_KEY_SPEC);
+    let app = axum::Router::new().route(
+        "/recent",
+        get(|| async {
+            axum::Json(json!({"items": [
+                {"played_at": "2026-11-25T21:14:02.118Z", "track": {"uri": "spotify:track:6rqhFgbbKwnb9MLmUQDhG6", "name": "Speak to Me"}},
+                {"played_at": "2026-11-25T21:20:41.730Z", "track": {"uri": "spotify:track:3n3Ppam7vgaVa1iaRUc9Lp", "name": "Mr. Brightside"}}
+            ]}))
+        }),
+    );
+    let server = serve(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("history_0.json"),
+        serde_json::to_string(&json!([
+            {"ts": "2026-11-25T21:14:02Z", "uri": "spotify:track:6rqhFgbbKwnb9MLmUQDhG6", "name": "Speak to Me", "ms": 68_000},
+            {"ts": "2019-12-11T13:08:50Z", "uri": "spotify:track:0wIblt271U2oH60h7w8ECA", "name": "Lillo", "ms": 518_293}
+        ]))
+        .unwrap(),
+    )
+    .unwrap();
+    for test in test_stores("archive_shared_key").await {
+        let (result, _) = run(&spec, &server, &test.store, RunOptions::default()).await;
+        result.unwrap();
+        let (result, recorder) =
+            import(&spec, &open_export(&[dir.path()]).unwrap(), &test.store).await;
+        result.unwrap();
+        let written = recorder.totals().written;
+        assert_eq!((written.new, written.updated), (1, 1), "{}", test.backend);
+        let rows = test.store.dump("plays").await.unwrap();
+        let ids: Vec<&str> = rows.iter().map(|row| row.1.as_str()).collect();
+        assert_eq!(ids.len(), 3, "{}: {ids:?}", test.backend);
+        let shared = rows
+            .iter()
+            .find(|row| row.1 == "spotify:track:6rqhFgbbKwnb9MLmUQDhG6@2026-11-25T21:14:02Z")
+            .expect("the shared play");
+        // The export's fact (how long it played) joined the API's record.
+        assert_eq!(shared.2["played_ms"], json!(68_000), "{}", test.backend);
+    }
+}
+
+/// A spec reading every JSON entry of an export, for the hostile archives.
+const ANY_SPEC: &str = r#"id: hostile
+name: Hostile
+version: 1.0.0
+category: productivity
+description: Reads whatever an export holds.
+docs_url: https://example.com/export
+streams:
+  notes:
+    model: note
+    archive: { entries: ["**/*.json"], split: array }
+    records: $[*]
+    id: $.id
+    map:
+      title: $.title
+  rows:
+    model: note
+    archive: { entries: ["**/*.csv"], split: rows }
+    decode: csv
+    records: $[*]
+    id: $.id
+    map:
+      title: $.title
+  elements:
+    model: note
+    archive: { entries: ["**/*.xml"], split: { element: Note } }
+    decode: xml
+    records: $[*].Note
+    id: $['@id']
+    map:
+      title: $.Title
+"#;
+
+/// What importing `paths` into a fresh store gives: the error, if any, and the rows written.
+async fn hostile(paths: &[&Path]) -> Vec<(String, Option<String>, usize)> {
+    let spec = spec_from(ANY_SPEC);
+    let mut outcomes = Vec::new();
+    for test in test_stores("archive_hostile").await {
+        let error = match open_export(paths) {
+            Err(error) => Some(error.to_string()),
+            Ok(export) => import(&spec, &export, &test.store)
+                .await
+                .0
+                .and_then(engine::run::RunReport::require_all)
+                .err()
+                .map(|error| error.to_string()),
+        };
+        let rows = test.store.dump("hostile").await.unwrap().len();
+        outcomes.push((test.backend.to_owned(), error, rows));
+    }
+    outcomes
+}
+
+/// Asserts that every backend refused the export with a message holding `says`, writing nothing.
+fn refused(outcomes: &[(String, Option<String>, usize)], says: &str) {
+    for (backend, error, rows) in outcomes {
+        let error = error
+            .as_deref()
+            .unwrap_or_else(|| panic!("{backend}: imported, expected `{says}`"));
+        assert!(error.contains(says), "{backend}: {error}");
+        assert_eq!(*rows, 0, "{backend}: {error}: nothing written");
+    }
+}
+
+#[tokio::test]
+async fn entries_that_leave_the_export_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let note = br#"[{"id": "1", "title": "fine"}]"#.to_vec();
+    for (name, says) in [
+        ("../escaped.json", "leads out of the export"),
+        ("notes/../../escaped.json", "leads out of the export"),
+        ("/etc/escaped.json", "absolute path"),
+    ] {
+        let zip = dir.path().join("hostile.zip");
+        zip_of(
+            &[
+                ("notes/ok.json".to_owned(), note.clone()),
+                (name.to_owned(), note.clone()),
+            ],
+            &zip,
+        );
+        refused(&hostile(&[&zip]).await, says);
+        let tar_gz = dir.path().join("hostile.tar.gz");
+        // tar's own builder refuses `..`; the header is written by hand, as an attacker would.
+        let gzip = flate2::write::GzEncoder::new(
+            std::fs::File::create(&tar_gz).unwrap(),
+            flate2::Compression::default(),
+        );
+        let mut tar = tar::Builder::new(gzip);
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_size(note.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append(&header, note.as_slice()).unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+        refused(&hostile(&[&tar_gz]).await, says);
+    }
+    assert!(!dir.path().join("escaped.json").exists());
+    assert!(!Path::new("/etc/escaped.json").exists());
+}
+
+#[tokio::test]
+async fn links_in_a_tar_and_in_a_folder_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar_path = dir.path().join("links.tar.gz");
+    let gzip = flate2::write::GzEncoder::new(
+        std::fs::File::create(&tar_path).unwrap(),
+        flate2::Compression::default(),
+    );
+    let mut tar = tar::Builder::new(gzip);
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_size(0);
+    header.set_mode(0o777);
+    tar.append_link(&mut header, "notes/passwd.json", "/etc/passwd")
+        .unwrap();
+    tar.into_inner().unwrap().finish().unwrap();
+    refused(&hostile(&[&tar_path]).await, "is a link");
+
+    let folder = dir.path().join("unpacked");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", folder.join("passwd.json")).unwrap();
+    refused(&hostile(&[&folder]).await, "is a link");
+}
+
+#[tokio::test]
+async fn a_zip_bomb_stops_at_its_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("bomb.zip");
+    // 24 MB of one byte deflates about 1000 to 1: far past what real exports pack (2-30×).
+    let mut bomb = b"[{\"id\": \"1\", \"title\": \"".to_vec();
+    bomb.resize(24 << 20, b'a');
+    zip_of(&[("notes/bomb.json".to_owned(), bomb)], &zip);
+    assert!(std::fs::metadata(&zip).unwrap().len() < 1 << 20);
+    refused(&hostile(&[&zip]).await, "its packed size (a zip bomb?)");
+}
+
+#[tokio::test]
+async fn a_truncated_zip_and_a_truncated_tar_gz_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = files_of(&spotify_fixture());
+    let zip = dir.path().join("cut.zip");
+    zip_of(&files, &zip);
+    let bytes = std::fs::read(&zip).unwrap();
+    std::fs::write(&zip, &bytes[..bytes.len() / 2]).unwrap();
+    refused(&hostile(&[&zip]).await, "damaged or incomplete");
+
+    let tar_gz = dir.path().join("cut.tar.gz");
+    let notes: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|n| {
+            let rows: Vec<Value> = (0..200)
+                .map(|row| json!({"id": format!("{n}-{row}"), "title": format!("note {row} of file {n}, with some text to pack")}))
+                .collect();
+            (format!("notes/{n:02}.json"), serde_json::to_vec(&rows).unwrap())
+        })
+        .collect();
+    tar_gz_of(&notes, &tar_gz);
+    let bytes = std::fs::read(&tar_gz).unwrap();
+    std::fs::write(&tar_gz, &bytes[..bytes.len() / 2]).unwrap();
+    let spec = spec_from(ANY_SPEC);
+    for test in test_stores("archive_cut_tar").await {
+        let export = open_export(&[&tar_gz]).unwrap();
+        let error = import(&spec, &export, &test.store)
+            .await
+            .0
+            .and_then(engine::run::RunReport::require_all)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("cut.tar.gz is damaged or incomplete")
+                && error.contains("download the export again"),
+            "{}: {error}",
+            test.backend
+        );
+        // The files before the cut are imported: nothing read is lost.
+        let rows = test.store.dump("hostile").await.unwrap().len();
+        assert!(rows >= 200, "{}: {rows}", test.backend);
+    }
+}
+
+#[tokio::test]
+async fn xml_entities_are_not_expanded() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("export");
+    std::fs::create_dir_all(&folder).unwrap();
+    // The "billion laughs": each entity ten of the one before.
+    let mut dtd = String::from("<!DOCTYPE Notes [\n<!ENTITY lol0 \"lol\">\n");
+    for level in 1..10 {
+        let previous = format!("&lol{};", level - 1).repeat(10);
+        dtd.push_str(&format!("<!ENTITY lol{level} \"{previous}\">\n"));
+    }
+    dtd.push_str("]>\n");
+    std::fs::write(
+        folder.join("notes.xml"),
+        format!("<?xml version=\"1.0\"?>\n{dtd}<Notes><Note id=\"1\"><Title>&lol9;</Title></Note></Notes>"),
+    )
+    .unwrap();
+    refused(&hostile(&[&folder]).await, "lol9");
+}
+
+#[tokio::test]
+async fn a_two_gigabyte_line_in_a_csv_is_refused_without_reading_it_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("export");
+    std::fs::create_dir_all(&folder).unwrap();
+    let path = folder.join("rows.csv");
+    std::fs::write(&path, "id,title\n1,").unwrap();
+    // A sparse file: 2 GiB of one row, without the disk space.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    refused(&hostile(&[&folder]).await, "a row is longer than");
+}
