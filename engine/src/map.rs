@@ -73,6 +73,20 @@ fn mentions(source: &str, word: &str) -> bool {
     })
 }
 
+/// `value` (a number) multiplied by `scale`: a whole number stays whole when the product is.
+fn scaled(value: &Value, scale: f64) -> Result<Value, String> {
+    let Some(number) = value.as_f64() else {
+        return Err(format!("`scale` multiplies numbers, and this is {value}"));
+    };
+    let product = number * scale;
+    if value.is_i64() && product.fract() == 0.0 && product.abs() < 9.0e15 {
+        return Ok(Value::from(product as i64));
+    }
+    serde_json::Number::from_f64(product)
+        .map(Value::Number)
+        .ok_or_else(|| format!("{number} × {scale} is not a number"))
+}
+
 /// Whether `source` may hold a slice (`[:19]`, `[8:]`): a `:` inside `[...]`.
 fn may_slice(source: &str) -> bool {
     source.split('[').skip(1).any(|rest| {
@@ -611,6 +625,8 @@ struct FieldPlan {
     takes_text: bool,
     /// Converted values need a check: the model does not take every value the conversion gives.
     checked: bool,
+    /// The factor a converted number is multiplied by (`scale`).
+    scale: Option<f64>,
     /// For a template that reads only named record attributes (or none): those names, whose
     /// values are all its output can depend on within a page (see [`PageScope`]).
     reads: Option<Vec<String>>,
@@ -636,10 +652,13 @@ impl FieldPlan {
                 false => Ok(()),
             };
         };
-        let converted = self
+        let mut converted = self
             .converter
             .apply(value)
             .map_err(|error| refused(&error))?;
+        if let Some(scale) = self.scale {
+            converted = Cow::Owned(scaled(&converted, scale).map_err(|error| refused(&error))?);
+        }
         if self.checked {
             self.check.check(&converted).map_err(Failure::Misfit)?;
         }
@@ -717,8 +736,11 @@ impl RecordMapper {
             fields.push(FieldPlan {
                 name: info.name,
                 key: into_text(key),
-                takes_text: converter.keeps_text() && check.takes(Output::Text),
-                checked: !check.takes(converter.output()),
+                takes_text: mapping.scale().is_none()
+                    && converter.keeps_text()
+                    && check.takes(Output::Text),
+                checked: !check.takes(converter.output()) || mapping.scale().is_some(),
+                scale: mapping.scale(),
                 check,
                 reads,
                 source: CompiledValue::compile(mapping.source(), templates)?,

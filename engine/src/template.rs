@@ -54,6 +54,9 @@ pub fn environment() -> Environment<'static> {
         printable(&value)?;
         Ok::<_, minijinja::Error>(minijinja::filters::pprint(&value))
     });
+    // `*` is refused in templates (it also repeats lists, uncharged); numbers multiply with
+    // `times`: a unit that depends on the record (`km` or `mi`).
+    env.add_filter("times", |value: f64, factor: f64| value * factor);
     // A missing `record.field` renders empty rather than failing the record; a missing
     // top-level variable is caught by `connector validate` instead.
     env.set_undefined_behavior(UndefinedBehavior::Chainable);
@@ -141,7 +144,7 @@ fn bounded(source: &str, condition: bool) -> Result<&str, CompileError> {
     }
     if repeats(source, condition) {
         return Err(CompileError(
-            "it uses `*` or `**`, which templates may not: `*` repeats lists lazily, and a repeated list turned into text (`[1] * 1000000 ~ ''`) costs seconds and hundreds of megabytes that fuel does not count; convert units with a mapping's `as:`".to_owned(),
+            "it uses `*` or `**`, which templates may not: `*` repeats lists lazily, and a repeated list turned into text (`[1] * 1000000 ~ ''`) costs seconds and hundreds of megabytes that fuel does not count; change units with a mapping's `scale:`".to_owned(),
         ));
     }
     Ok(source)

@@ -441,6 +441,14 @@ impl FieldMapping {
         }
     }
 
+    /// The factor the converted number is multiplied by, if any.
+    pub fn scale(&self) -> Option<f64> {
+        match self {
+            Self::Full(rule) => rule.scale,
+            Self::Short(_) => None,
+        }
+    }
+
     /// The explicit conversion, if any.
     pub fn conversion(&self) -> Option<Conversion> {
         match self {
@@ -462,6 +470,10 @@ pub struct FieldRule {
     /// The value used when the source selects nothing or null.
     #[serde(default)]
     pub default: Option<serde_json::Value>,
+    /// Multiplies the converted number by this: a change of unit (minutes to seconds: `60`,
+    /// kilometres to metres: `1000`). Only for number and whole-number fields.
+    #[serde(default)]
+    pub scale: Option<f64>,
 }
 
 /// A typed conversion of a raw value. Date-times come out as RFC 3339 in UTC and dates as

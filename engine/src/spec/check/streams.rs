@@ -703,6 +703,19 @@ impl Checker<'_> {
                 FieldMapping::Full(_) => format!("{at}/from"),
             };
             self.value_source(&source_at, mapping.source(), scope);
+            if let Some(scale) = mapping.scale() {
+                let numeric = matches!(field.kind, ValueKind::Number | ValueKind::Integer)
+                    && mapping.conversion().is_none_or(|conversion| {
+                        matches!(conversion.output(), ValueKind::Number | ValueKind::Integer)
+                    });
+                if !numeric || !scale.is_finite() || scale == 0.0 {
+                    self.push(
+                        Problem::at(format!("{at}/scale"), format!("`scale: {scale}` multiplies numbers, and this field takes {}", field.kind.describe()))
+                            .on_key()
+                            .expected("`scale` only on number and whole-number fields, a finite factor other than 0"),
+                    );
+                }
+            }
             if let Some(conversion) = mapping.conversion()
                 && !conversion.output().fits(field.kind)
             {
