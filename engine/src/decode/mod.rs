@@ -79,21 +79,19 @@ impl Decoder {
             (Split::Element(name), Decode::Xml) => {
                 (Framing::XmlElements(name.clone()), Format::Xml)
             }
-            (split, _) => {
-                let wanted = match split {
-                    Split::Lines => "`json` or `jsonl`",
-                    Split::Array => "`json`",
-                    Split::Rows => "`csv`",
-                    _ => "`xml`",
+            (split, decode) => {
+                let (what, wanted) = match split {
+                    Split::Lines => ("lines", "`decode: json` or `decode: jsonl`"),
+                    Split::Array => ("array elements", "`decode: json`"),
+                    Split::Rows => ("rows", "`decode: csv`"),
+                    _ => ("elements", "`decode: xml`"),
                 };
                 return Err(format!(
-                    "a file split into {} is decoded as {wanted}",
-                    match split {
-                        Split::Lines => "lines",
-                        Split::Array => "array elements",
-                        Split::Rows => "rows",
-                        _ => "elements",
-                    }
+                    "a file split into {what} needs {wanted}, and the stream decodes {}",
+                    serde_json::to_value(decode)
+                        .ok()
+                        .and_then(|value| value.as_str().map(str::to_owned))
+                        .unwrap_or_default()
                 ));
             }
         };

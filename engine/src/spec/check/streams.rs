@@ -235,9 +235,9 @@ impl Checker<'_> {
         }
         if let Err(reason) = crate::decode::Decoder::for_archive(&archive.split, stream.decode) {
             self.push(
-                Problem::at(format!("{base}/decode"), reason)
-                    .on_key()
-                    .expected("the `decode` that fits `archive.split`"),
+                Problem::at(format!("{at}/split"), reason).expected(
+                    "`split` and the stream's `decode` that go together: `lines` with `json` or `jsonl`, `array` with `json`, `rows` with `csv`, `element` with `xml`, `whole` with any but `jsonl`",
+                ),
             );
         }
         let only_requests = [
