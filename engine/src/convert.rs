@@ -54,9 +54,11 @@ impl Converter {
     pub fn output(self) -> Output {
         match self {
             Self::Explicit(conversion) => match conversion {
-                Conversion::String | Conversion::HtmlUnescape => Output::Text,
-                Conversion::Integer => Output::Integer,
-                Conversion::Number => Output::Number,
+                Conversion::String | Conversion::HtmlUnescape | Conversion::Latin1Utf8 => {
+                    Output::Text
+                }
+                Conversion::Integer | Conversion::ClockDuration => Output::Integer,
+                Conversion::Number | Conversion::Amount => Output::Number,
                 Conversion::Boolean => Output::Boolean,
                 Conversion::EpochSeconds
                 | Conversion::EpochMillis
@@ -96,7 +98,10 @@ impl Converter {
                 | Conversion::Rfc2822
                 | Conversion::SpacedOffset
                 | Conversion::Date
-                | Conversion::HtmlUnescape => false,
+                | Conversion::HtmlUnescape
+                | Conversion::Latin1Utf8
+                | Conversion::ClockDuration
+                | Conversion::Amount => false,
             },
             Self::ByKind(kind) => match kind {
                 ValueKind::String | ValueKind::Any => true,
@@ -171,6 +176,73 @@ fn text(value: &Value) -> Option<&str> {
     value.as_str().map(str::trim)
 }
 
+/// `text` repaired when it is UTF-8 written as Latin-1 (every character below U+0100, and the
+/// bytes they make valid UTF-8 with some multi-byte character); else `text` as it is.
+fn latin1_utf8(text: &str) -> String {
+    if text.is_ascii() || text.chars().any(|c| u32::from(c) > 0xFF) {
+        return text.to_owned();
+    }
+    let bytes: Vec<u8> = text.chars().map(|c| u32::from(c) as u8).collect();
+    match String::from_utf8(bytes) {
+        Ok(repaired) => repaired,
+        Err(_) => text.to_owned(), // real Latin-1 text (`Café` written right stays `Café`)
+    }
+}
+
+/// `H:MM:SS` or `MM:SS` as seconds.
+fn clock_seconds(text: &str) -> Option<i64> {
+    let parts: Vec<&str> = text.split(':').collect();
+    if !(2..=3).contains(&parts.len()) || parts.iter().any(|part| part.is_empty()) {
+        return None;
+    }
+    let mut seconds = 0_i64;
+    for (index, part) in parts.iter().enumerate() {
+        if !part.bytes().all(|byte| byte.is_ascii_digit()) || part.len() > 6 {
+            return None;
+        }
+        let value: i64 = part.parse().ok()?;
+        // Minutes and seconds after the first part are below 60.
+        if index > 0 && value >= 60 {
+            return None;
+        }
+        seconds = seconds.checked_mul(60)?.checked_add(value)?;
+    }
+    Some(seconds)
+}
+
+/// A money text as a number (see `Conversion::Amount`).
+fn amount(text: &str) -> Option<Value> {
+    let negative = text.contains('-') || (text.starts_with('(') && text.ends_with(')'));
+    let kept: String = text
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '.' || *c == ',')
+        .collect();
+    if !kept.bytes().any(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    let last_mark = kept.rfind(['.', ',']);
+    let decimal = last_mark.filter(|&at| {
+        let mark = kept.as_bytes()[at];
+        let only = kept.bytes().filter(|&byte| byte == mark).count() == 1;
+        let other = if mark == b'.' { ',' } else { '.' };
+        let digits_after = kept.len() - at - 1;
+        kept.contains(other) || !(only && digits_after == 3)
+    });
+    let mut number = String::with_capacity(kept.len() + 1);
+    if negative {
+        number.push('-');
+    }
+    for (at, c) in kept.char_indices() {
+        match c {
+            '.' | ',' if Some(at) == decimal => number.push('.'),
+            '.' | ',' => {}
+            digit => number.push(digit),
+        }
+    }
+    let parsed: f64 = number.parse().ok()?;
+    serde_json::Number::from_f64(parsed).map(Value::Number)
+}
+
 /// Applies one conversion.
 pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
     let fail = |what: &str| Err(format!("{} is not {what}", shown(value)));
@@ -187,6 +259,21 @@ pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
         Conversion::HtmlUnescape => match value {
             Value::String(text) => Ok(Value::String(htmlize::unescape(text).into_owned())),
             _ => fail("text"),
+        },
+        Conversion::Latin1Utf8 => match value {
+            Value::String(text) => Ok(Value::String(latin1_utf8(text))),
+            _ => fail("text"),
+        },
+        Conversion::ClockDuration => match text(value).and_then(clock_seconds) {
+            Some(seconds) => Ok(Value::from(seconds)),
+            None => fail("a duration as H:MM:SS"),
+        },
+        Conversion::Amount => match value {
+            Value::Number(_) => Ok(value.clone()),
+            _ => match text(value).and_then(amount) {
+                Some(number) => Ok(number),
+                None => fail("an amount of money"),
+            },
         },
         Conversion::Integer => match value {
             Value::Number(number) => match number.as_f64() {
@@ -331,6 +418,9 @@ mod tests {
             Conversion::Rfc3339,
             Conversion::Rfc2822,
             Conversion::SpacedOffset,
+            Conversion::Latin1Utf8,
+            Conversion::ClockDuration,
+            Conversion::Amount,
             Conversion::Date,
             Conversion::HtmlUnescape,
             Conversion::Json,
@@ -487,6 +577,79 @@ mod tests {
             json!("2024-03-01T10:00:00Z")
         );
         assert!(convert(Conversion::Rfc3339, &json!("2024-03-01")).is_err());
+    }
+
+    #[test]
+    fn latin1_mangled_text_is_repaired_and_other_text_kept() {
+        for (mangled, meant) in [
+            ("Caf\u{00c3}\u{00a9}", "Café"),
+            (
+                "\u{00f0}\u{009f}\u{0098}\u{008a} Sommer in K\u{00c3}\u{00b6}ln",
+                "😊 Sommer in Köln",
+            ),
+            ("plain ascii", "plain ascii"),
+            ("Café", "Café"), // already right: Latin-1 `é` alone is not UTF-8
+            ("日本", "日本"), // characters past Latin-1: not mangled
+        ] {
+            assert_eq!(
+                convert(Conversion::Latin1Utf8, &json!(mangled)).unwrap(),
+                json!(meant),
+                "{mangled}"
+            );
+        }
+        assert!(convert(Conversion::Latin1Utf8, &json!(3)).is_err());
+    }
+
+    #[test]
+    fn clock_durations_become_seconds() {
+        for (clock, seconds) in [
+            ("00:42:17", 2537),
+            ("1:02:03", 3723),
+            ("05:09", 309),
+            ("100:00:00", 360_000),
+        ] {
+            assert_eq!(
+                convert(Conversion::ClockDuration, &json!(clock)).unwrap(),
+                json!(seconds),
+                "{clock}"
+            );
+        }
+        for wrong in ["", "12", "1:60:00", "1::00", "a:bc", "-1:00", "1:00:00:00"] {
+            assert!(
+                convert(Conversion::ClockDuration, &json!(wrong)).is_err(),
+                "{wrong}"
+            );
+        }
+    }
+
+    #[test]
+    fn money_texts_become_numbers() {
+        for (text, number) in [
+            ("$1,234.56", json!(1234.56)),
+            ("EUR 9.99", json!(9.99)),
+            ("12,50 €", json!(12.5)),
+            ("1.234,56 €", json!(1234.56)),
+            ("1,234", json!(1234.0)),
+            ("-$3.10", json!(-3.1)),
+            ("($3.10)", json!(-3.1)),
+            ("0", json!(0.0)),
+        ] {
+            assert_eq!(
+                convert(Conversion::Amount, &json!(text)).unwrap(),
+                number,
+                "{text}"
+            );
+        }
+        assert_eq!(
+            convert(Conversion::Amount, &json!(4.5)).unwrap(),
+            json!(4.5)
+        );
+        for wrong in ["", "free", "$"] {
+            assert!(
+                convert(Conversion::Amount, &json!(wrong)).is_err(),
+                "{wrong}"
+            );
+        }
     }
 
     #[test]

@@ -500,6 +500,16 @@ pub enum Conversion {
     /// A date-time written `2024-03-17 07:45:12 +0100`: date, time and UTC offset apart by
     /// spaces (Apple Health's export; Ruby's and Git's default).
     SpacedOffset,
+    /// Text whose UTF-8 bytes were written one escape a byte, as if Latin-1 (Facebook's and
+    /// Instagram's exports: `Caf\u00c3\u00a9` is `Café`), repaired; text that is not so is
+    /// kept as it is.
+    Latin1Utf8,
+    /// A clock duration, `H:MM:SS` or `MM:SS`, as whole seconds (Netflix's `00:42:17` is 2537).
+    ClockDuration,
+    /// A number from a money text: currency symbols and codes dropped (`$1,234.56`, `EUR 9.99`,
+    /// `12,50 €`). Of `.` and `,`, the last is the decimal mark, unless it is the only one and
+    /// three digits follow it (`1,234` is 1234).
+    Amount,
     /// A calendar date from `YYYY-MM-DD` (all-day events).
     Date,
     /// Text with HTML entities decoded (Gmail snippets).
@@ -512,7 +522,9 @@ impl Conversion {
     /// The kind of value the conversion produces.
     pub fn output(self) -> ValueKind {
         match self {
-            Self::String | Self::HtmlUnescape => ValueKind::String,
+            Self::String | Self::HtmlUnescape | Self::Latin1Utf8 => ValueKind::String,
+            Self::ClockDuration => ValueKind::Integer,
+            Self::Amount => ValueKind::Number,
             Self::Integer => ValueKind::Integer,
             Self::Number => ValueKind::Number,
             Self::Boolean => ValueKind::Boolean,
