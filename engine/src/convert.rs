@@ -63,8 +63,7 @@ impl Converter {
                 Conversion::EpochSeconds
                 | Conversion::EpochMillis
                 | Conversion::Rfc3339
-                | Conversion::Rfc2822
-                | Conversion::SpacedOffset => Output::DateTime,
+                | Conversion::Rfc2822 => Output::DateTime,
                 Conversion::Date => Output::Date,
                 Conversion::Json => Output::Any,
             },
@@ -96,7 +95,6 @@ impl Converter {
                 | Conversion::EpochMillis
                 | Conversion::Rfc3339
                 | Conversion::Rfc2822
-                | Conversion::SpacedOffset
                 | Conversion::Date
                 | Conversion::HtmlUnescape
                 | Conversion::Latin1Utf8
@@ -243,6 +241,30 @@ fn amount(text: &str) -> Option<Value> {
     serde_json::Number::from_f64(parsed).map(Value::Number)
 }
 
+/// A date-time read with a strftime `pattern` (a mapping's `format`), as RFC 3339 in UTC; a
+/// pattern without an offset reads UTC.
+pub fn with_format(pattern: &str, value: &Value) -> Result<Value, String> {
+    let fail = || format!("{} is not a date-time as `{pattern}`", shown(value));
+    let text = text(value).ok_or_else(fail)?;
+    let parsed = jiff::fmt::strtime::parse(pattern, text).map_err(|_| fail())?;
+    let instant = match parsed.to_timestamp() {
+        Ok(instant) => instant,
+        Err(_) => parsed
+            .to_datetime()
+            .and_then(|civil| civil.to_zoned(jiff::tz::TimeZone::UTC))
+            .map(|zoned| zoned.timestamp())
+            .map_err(|_| fail())?,
+    };
+    timestamp(Ok(instant))
+}
+
+/// Why a mapping's `format` is not a pattern that can read a date-time, if it is not.
+pub fn pattern_problem(pattern: &str) -> Option<String> {
+    let sample = jiff::Timestamp::UNIX_EPOCH.to_zoned(jiff::tz::TimeZone::UTC);
+    let written = jiff::fmt::strtime::format(pattern, &sample).err()?;
+    Some(written.to_string())
+}
+
 /// Applies one conversion.
 pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
     let fail = |what: &str| Err(format!("{} is not {what}", shown(value)));
@@ -351,12 +373,6 @@ pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
             Some(Ok(zoned)) => timestamp(Ok(zoned.timestamp())),
             _ => fail("an RFC 2822 date"),
         },
-        Conversion::SpacedOffset => {
-            match text(value).map(|text| jiff::Zoned::strptime("%Y-%m-%d %H:%M:%S %z", text)) {
-                Some(Ok(zoned)) => timestamp(Ok(zoned.timestamp())),
-                _ => fail("a date-time as `2024-03-17 07:45:12 +0100`"),
-            }
-        }
         Conversion::Date => match text(value).map(jiff::civil::Date::from_str) {
             Some(Ok(date)) if date.year() >= 0 => Ok(Value::String(date.to_string())),
             Some(Ok(_)) => fail(BEFORE_YEAR_ZERO),
@@ -417,7 +433,6 @@ mod tests {
             Conversion::EpochMillis,
             Conversion::Rfc3339,
             Conversion::Rfc2822,
-            Conversion::SpacedOffset,
             Conversion::Latin1Utf8,
             Conversion::ClockDuration,
             Conversion::Amount,
@@ -653,33 +668,35 @@ mod tests {
     }
 
     #[test]
-    fn spaced_offset_date_times() {
+    fn date_times_in_a_pattern() {
+        let apple = "%Y-%m-%d %H:%M:%S %z";
         assert_eq!(
-            convert(
-                Conversion::SpacedOffset,
-                &json!("2024-03-17 07:45:12 +0100")
-            )
-            .unwrap(),
+            with_format(apple, &json!("2024-03-17 07:45:12 +0100")).unwrap(),
             json!("2024-03-17T06:45:12Z")
         );
         assert_eq!(
-            convert(
-                Conversion::SpacedOffset,
-                &json!("2019-11-03 23:59:59 -0800")
-            )
-            .unwrap(),
+            with_format(apple, &json!("2019-11-03 23:59:59 -0800")).unwrap(),
             json!("2019-11-04T07:59:59Z")
+        );
+        let x = "%a %b %d %H:%M:%S %z %Y";
+        assert_eq!(
+            with_format(x, &json!("Wed Mar 13 09:10:11 +0000 2024")).unwrap(),
+            json!("2024-03-13T09:10:11Z")
+        );
+        // Without an offset in the pattern, the time is UTC.
+        assert_eq!(
+            with_format("%Y-%m-%d %H:%M:%S", &json!("2024-03-14 21:03:44")).unwrap(),
+            json!("2024-03-14T21:03:44Z")
         );
         for wrong in [
             json!("2024-03-17T07:45:12+01:00"),
             json!("2024-03-17 07:45:12"),
             json!(12),
         ] {
-            assert!(
-                convert(Conversion::SpacedOffset, &wrong).is_err(),
-                "{wrong}"
-            );
+            assert!(with_format(apple, &wrong).is_err(), "{wrong}");
         }
+        assert!(pattern_problem("%Y-%m-%d %").is_some(), "a dangling %");
+        assert!(pattern_problem(apple).is_none());
     }
 
     #[test]

@@ -627,6 +627,8 @@ struct FieldPlan {
     checked: bool,
     /// The factor a converted number is multiplied by (`scale`).
     scale: Option<f64>,
+    /// The pattern a date-time is read with (`format`), instead of the converter.
+    format: Option<Arc<str>>,
     /// For a template that reads only named record attributes (or none): those names, whose
     /// values are all its output can depend on within a page (see [`PageScope`]).
     reads: Option<Vec<String>>,
@@ -652,10 +654,15 @@ impl FieldPlan {
                 false => Ok(()),
             };
         };
-        let mut converted = self
-            .converter
-            .apply(value)
-            .map_err(|error| refused(&error))?;
+        let mut converted = match &self.format {
+            Some(pattern) => Cow::Owned(
+                crate::convert::with_format(pattern, &value).map_err(|error| refused(&error))?,
+            ),
+            None => self
+                .converter
+                .apply(value)
+                .map_err(|error| refused(&error))?,
+        };
         if let Some(scale) = self.scale {
             converted = Cow::Owned(scaled(&converted, scale).map_err(|error| refused(&error))?);
         }
@@ -737,10 +744,14 @@ impl RecordMapper {
                 name: info.name,
                 key: into_text(key),
                 takes_text: mapping.scale().is_none()
+                    && mapping.format().is_none()
                     && converter.keeps_text()
                     && check.takes(Output::Text),
-                checked: !check.takes(converter.output()) || mapping.scale().is_some(),
+                checked: !check.takes(converter.output())
+                    || mapping.scale().is_some()
+                    || mapping.format().is_some(),
                 scale: mapping.scale(),
+                format: mapping.format().map(Arc::from),
                 check,
                 reads,
                 source: CompiledValue::compile(mapping.source(), templates)?,

@@ -441,6 +441,14 @@ impl FieldMapping {
         }
     }
 
+    /// The date-time pattern the value is read with, if any.
+    pub fn format(&self) -> Option<&str> {
+        match self {
+            Self::Full(rule) => rule.format.as_deref(),
+            Self::Short(_) => None,
+        }
+    }
+
     /// The factor the converted number is multiplied by, if any.
     pub fn scale(&self) -> Option<f64> {
         match self {
@@ -470,6 +478,11 @@ pub struct FieldRule {
     /// The value used when the source selects nothing or null.
     #[serde(default)]
     pub default: Option<serde_json::Value>,
+    /// A date-time written another way, as a strftime pattern: `%Y-%m-%d %H:%M:%S %z` (Apple
+    /// Health's `2024-03-17 07:45:12 +0100`), `%a %b %d %H:%M:%S %z %Y` (X's archive). A pattern
+    /// without `%z` reads a time in UTC. For date-time fields, without `as`.
+    #[serde(default)]
+    pub format: Option<String>,
     /// Multiplies the converted number by this: a change of unit (minutes to seconds: `60`,
     /// kilometres to metres: `1000`). Only for number and whole-number fields.
     #[serde(default)]
@@ -497,9 +510,6 @@ pub enum Conversion {
     Rfc3339,
     /// A date-time from RFC 2822 (email `Date` headers).
     Rfc2822,
-    /// A date-time written `2024-03-17 07:45:12 +0100`: date, time and UTC offset apart by
-    /// spaces (Apple Health's export; Ruby's and Git's default).
-    SpacedOffset,
     /// Text whose UTF-8 bytes were written one escape a byte, as if Latin-1 (Facebook's and
     /// Instagram's exports: `Caf\u00c3\u00a9` is `Café`), repaired; text that is not so is
     /// kept as it is.
@@ -528,11 +538,9 @@ impl Conversion {
             Self::Integer => ValueKind::Integer,
             Self::Number => ValueKind::Number,
             Self::Boolean => ValueKind::Boolean,
-            Self::EpochSeconds
-            | Self::EpochMillis
-            | Self::Rfc3339
-            | Self::Rfc2822
-            | Self::SpacedOffset => ValueKind::DateTime,
+            Self::EpochSeconds | Self::EpochMillis | Self::Rfc3339 | Self::Rfc2822 => {
+                ValueKind::DateTime
+            }
             Self::Date => ValueKind::Date,
             Self::Json => ValueKind::Any,
         }

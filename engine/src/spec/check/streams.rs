@@ -703,6 +703,31 @@ impl Checker<'_> {
                 FieldMapping::Full(_) => format!("{at}/from"),
             };
             self.value_source(&source_at, mapping.source(), scope);
+            if let Some(pattern) = mapping.format() {
+                let problem =
+                    if !matches!(field.kind, ValueKind::DateTime | ValueKind::DateOrDateTime) {
+                        Some(format!(
+                            "`format` reads date-times, and this field takes {}",
+                            field.kind.describe()
+                        ))
+                    } else if mapping.conversion().is_some() {
+                        Some(
+                            "`format` says how the date-time is written; `as` would say it again"
+                                .to_owned(),
+                        )
+                    } else if pattern.len() > 64 {
+                        Some("the pattern is longer than 64 characters".to_owned())
+                    } else {
+                        crate::convert::pattern_problem(pattern).map(|reason| {
+                            format!("`{pattern}` is not a date-time pattern: {reason}")
+                        })
+                    };
+                if let Some(problem) = problem {
+                    self.push(Problem::at(format!("{at}/format"), problem).expected(
+                        "a strftime pattern such as `%Y-%m-%d %H:%M:%S %z`, on a date-time field, without `as`",
+                    ));
+                }
+            }
             if let Some(scale) = mapping.scale() {
                 let numeric = matches!(field.kind, ValueKind::Number | ValueKind::Integer)
                     && mapping.conversion().is_none_or(|conversion| {
