@@ -63,14 +63,48 @@ fn selected<'a>(node: Option<&Node<'_>>) -> Option<Cow<'a, Value>> {
         .map(|node| Cow::Owned(Value::from(node)))
 }
 
-/// Whether `source` has `word` as a whole identifier (not part of a longer name).
-fn mentions(source: &str, word: &str) -> bool {
+/// The record attributes a template's text reads, when every use of `record` in it is a read
+/// of one named attribute (`record.name`, `record['name']`, `record["name"]`); `None` when one is
+/// anything else (the whole record passed on, a dynamic subscript, `record` in a string).
+fn record_reads(source: &str) -> Option<Vec<String>> {
     let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    source.match_indices(word).any(|(at, _)| {
+    let mut names: Vec<String> = Vec::new();
+    for (at, word) in source.match_indices("record") {
         let before = source[..at].chars().next_back();
-        let after = source[at + word.len()..].chars().next();
-        !before.is_some_and(is_name) && !after.is_some_and(is_name)
-    })
+        let rest = &source[at + word.len()..];
+        // Part of a longer name (`records`, `my_record`), or an attribute of something else.
+        if before.is_some_and(|c| is_name(c) || c == '.')
+            || rest.chars().next().is_some_and(is_name)
+        {
+            continue;
+        }
+        let name = if let Some(attribute) = rest.strip_prefix('.') {
+            let end = attribute
+                .find(|c: char| !is_name(c))
+                .unwrap_or(attribute.len());
+            &attribute[..end]
+        } else if let Some(quote) = rest
+            .strip_prefix('[')
+            .and_then(|inside| inside.chars().next().filter(|c| *c == '\'' || *c == '"'))
+        {
+            let inside = &rest[2..];
+            let end = inside.find(quote)?;
+            let (name, after) = inside.split_at(end);
+            if name.contains('\\') || !after[1..].starts_with(']') {
+                return None;
+            }
+            name
+        } else {
+            return None;
+        };
+        if name.is_empty() {
+            return None;
+        }
+        if !names.iter().any(|known| known == name) {
+            names.push(name.to_owned());
+        }
+    }
+    Some(names)
 }
 
 /// `value` (a number) multiplied by `scale`: a whole number stays whole when the product is.
@@ -85,15 +119,6 @@ fn scaled(value: &Value, scale: f64) -> Result<Value, String> {
     serde_json::Number::from_f64(product)
         .map(Value::Number)
         .ok_or_else(|| format!("{number} × {scale} is not a number"))
-}
-
-/// Whether `source` may hold a slice (`[:19]`, `[8:]`): a `:` inside `[...]`.
-fn may_slice(source: &str) -> bool {
-    source.split('[').skip(1).any(|rest| {
-        rest.split(']')
-            .next()
-            .is_some_and(|inside| inside.contains(':'))
-    })
 }
 
 /// A template's text as a value: an empty render is no value.
@@ -127,35 +152,27 @@ impl RecordFields {
             crate::template::template_variables(&env, source)
         };
         // A template that does not compile is refused elsewhere; reading it whole is safe.
-        let Ok(variables) = variables else {
-            *self = Self::All;
-            return;
-        };
-        // minijinja 3.1 does not report what a slice reads (`record.ts[:19]`): a template that
-        // names `record` and may slice, or where no read of it was found, reads it whole.
-        if mentions(source, "record")
-            && (may_slice(source)
-                || !variables
-                    .iter()
-                    .any(|variable| variable == "record" || variable.starts_with("record.")))
-        {
+        if variables.is_err() {
             *self = Self::All;
             return;
         }
-        for variable in variables {
-            let mut parts = variable.split('.');
-            if parts.next() != Some("record") {
-                continue;
-            }
-            match (parts.next(), &mut *self) {
-                (_, Self::All) => {}
-                (None, _) => *self = Self::All,
-                (Some(name), Self::Only(names)) => {
-                    if !names.iter().any(|known| known == name) {
-                        names.push(name.to_owned());
+        // The record's reads are found in the text: minijinja 3.1's own analysis misses reads
+        // inside a slice (`record.ts[:19]`) and reports a subscript (`record['@type']`) as a read
+        // of the whole record, which would convert every record whole.
+        match record_reads(source) {
+            None => *self = Self::All,
+            Some(found) => {
+                for name in found {
+                    match &mut *self {
+                        Self::All => {}
+                        Self::Only(names) => {
+                            if !names.contains(&name) {
+                                names.push(name);
+                            }
+                        }
+                        Self::None => *self = Self::Only(vec![name]),
                     }
                 }
-                (Some(name), Self::None) => *self = Self::Only(vec![name.to_owned()]),
             }
         }
     }
@@ -328,17 +345,31 @@ fn gather<'a>(path: &CompiledPath, record: &Target<'_, '_>) -> Option<Cow<'a, Va
 mod tests {
     use super::*;
 
-    /// A template whose record reads minijinja does not name one by one (inside a slice of an
-    /// `or`) reads the whole record: taking it for one that reads nothing would give every
-    /// record of a page the first one's render.
+    /// A template's record reads are found wherever they stand (minijinja misses those inside a
+    /// slice): taking a template for one that reads nothing gave every record of a page the
+    /// first one's render. Anything but a named read takes the whole record.
     #[test]
     fn record_reads_are_found_inside_slices_and_or() {
         for (template, wanted) in [
             ("{{ record.a }}", Some(vec!["a".to_owned()])),
-            ("{{ record.ts[:19] }}Z", None),
-            ("{{ record.track.uri }}@{{ record.played_at[:19] }}Z", None),
+            ("{{ record.ts[:19] }}Z", Some(vec!["ts".to_owned()])),
+            (
+                "{{ record.track.uri }}@{{ record.played_at[:19] }}Z",
+                Some(vec!["track".to_owned(), "played_at".to_owned()]),
+            ),
             ("{{ record.tags[0] }}", Some(vec!["tags".to_owned()])),
-            ("{{ (record.a or record.b)[8:] | replace(':', '/') }}", None),
+            (
+                "{{ (record.a or record.b)[8:] | replace(':', '/') }}",
+                Some(vec!["a".to_owned(), "b".to_owned()]),
+            ),
+            (
+                "{{ record['@type'] }}|{{ record[\"@value\"] }}",
+                Some(vec!["@type".to_owned(), "@value".to_owned()]),
+            ),
+            ("{{ record[key] }}", None),
+            ("{{ record | tojson }}", None),
+            ("{{ 'a record' }}", None),
+            ("{{ records }}{{ my_record }}{{ x.record }}", Some(vec![])),
             ("{{ config.x }}", Some(vec![])),
         ] {
             assert_eq!(RecordFields::of(template).names(), wanted, "{template}");
