@@ -126,13 +126,15 @@ fn apple_health_export(records: usize) -> PathBuf {
             .strftime("%Y-%m-%d %H:%M:%S %z")
             .to_string()
     };
-    let per_type = records.div_ceil(HEALTH_TYPES.len() - 1);
+    // Weight is measured about once a day; the other types share the rest.
+    let weights = (records / 1000).max(1).min(records);
+    let per_type = (records - weights).div_ceil(HEALTH_TYPES.len() - 1);
     let mut written = 0;
     for (kind, unit, watch, low, high) in HEALTH_TYPES {
         let count = if kind.ends_with("BodyMass") {
             records - written
         } else {
-            per_type.min(records - written)
+            per_type.min(records - weights - written)
         };
         // Samples spread over eight years, a few minutes apart.
         let step = (8 * 365 * 86_400 / count.max(1)) as i64;

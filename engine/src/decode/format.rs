@@ -208,10 +208,14 @@ fn decode_xml(body: &[u8]) -> Result<Value, DecodeError> {
 }
 
 fn xml_attributes(start: &quick_xml::events::BytesStart<'_>) -> Result<Map<String, Value>, String> {
-    let mut attributes = Map::new();
+    // Apple Health's records have nine attributes: one allocation for the map, not four.
+    let mut attributes = Map::with_capacity(10);
     for attribute in start.attributes() {
         let attribute = attribute.map_err(|e| e.to_string())?;
-        let key = format!("@{}", String::from_utf8_lossy(attribute.key.as_ref()));
+        let name = String::from_utf8_lossy(attribute.key.as_ref());
+        let mut key = String::with_capacity(name.len() + 1);
+        key.push('@');
+        key.push_str(&name);
         let value = attribute.unescape_value().map_err(|e| e.to_string())?;
         attributes.insert(key, Value::String(value.into_owned()));
     }

@@ -321,11 +321,7 @@ impl Export {
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let kind = entry.header().entry_type();
             if kind.is_symlink() || kind.is_hard_link() {
-                return Err(refused(
-                    path,
-                    &name,
-                    "is a link; an export holds files only",
-                ));
+                return Err(link(path, &name));
             }
             if !kind.is_file() {
                 continue; // folders, and the pax and GNU headers the tar crate reads itself
@@ -452,6 +448,11 @@ pub(super) fn damaged(path: &Path, error: impl ToString) -> ArchiveError {
     }
 }
 
+/// An entry that is a link: an export holds files only, and a link could lead anywhere.
+fn link(path: &Path, entry: &str) -> ArchiveError {
+    refused(path, entry, "is a link; an export holds files only")
+}
+
 fn refused(path: &Path, entry: &str, reason: &str) -> ArchiveError {
     ArchiveError::Refused {
         path: path.to_owned(),
@@ -554,11 +555,7 @@ fn open_zip(
             .map_err(|error| damaged(path, error))?;
         let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
         if entry.is_symlink() {
-            return Err(refused(
-                path,
-                &name,
-                "is a link; an export holds files only",
-            ));
+            return Err(link(path, &name));
         }
         if entry.is_dir() {
             continue;
@@ -610,11 +607,7 @@ fn walk_folder(
             .to_string_lossy()
             .replace('\\', "/");
         if kind.is_symlink() {
-            return Err(refused(
-                root,
-                &name,
-                "is a link; an export holds files only",
-            ));
+            return Err(link(root, &name));
         }
         if kind.is_dir() {
             walk_folder(root, &path, depth + 1, limits, files)?;
