@@ -59,6 +59,22 @@ pub fn environment() -> Environment<'static> {
         printable(&value)?;
         Ok::<_, minijinja::Error>(minijinja::filters::pprint(&value))
     });
+    // A list is turned into text, uncharged, wherever it meets a string (`range(100000) in
+    // 'x'` took 147 s in a loop; found by tests/fuzz.rs), so no list a template makes may be
+    // long: mapping needs short ranges, if any.
+    env.add_function(
+        "range",
+        |lower: isize, upper: Option<isize>, step: Option<isize>| {
+            let range = minijinja::functions::range(lower, upper, step)?;
+            if range.try_iter()?.take(MAX_RANGE + 1).count() > MAX_RANGE {
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("range has more than {MAX_RANGE} elements"),
+                ));
+            }
+            Ok(range)
+        },
+    );
     // `*` is refused in templates (it also repeats lists, uncharged); numbers multiply with
     // `times`: a unit that depends on the record (`km` or `mi`).
     env.add_filter("times", |value: f64, factor: f64| value * factor);
@@ -69,6 +85,9 @@ pub fn environment() -> Environment<'static> {
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env
 }
+
+/// The most elements `range()` makes in a template.
+pub const MAX_RANGE: usize = 1_000;
 
 /// The most items (list elements and map entries, nested ones included) a value may hold to be
 /// turned into text whole.
@@ -249,7 +268,7 @@ pub fn unknown_callable(env: &Environment<'_>, source: &str, condition: bool) ->
             if matches!(
                 error.kind(),
                 UnknownFilter | UnknownTest | UnknownFunction | OutOfFuel
-            ) =>
+            ) || error.to_string().contains("range has more than") =>
         {
             Some(compile_error(&error).0)
         }
@@ -418,12 +437,12 @@ mod tests {
         // Printing them was charged only once done: 42 s for the first (tests/fuzz.rs).
         let env = environment();
         for source in [
-            "{{ range(100000) * 655 }}",
-            "{{ (range(100000) * 655)|string|length }}",
-            "{{ (range(100000) * 655)|tojson|length }}",
-            "{{ [range(100000) * 600]|pprint|length }}",
-            "{{ {'a': range(100000) * 600} }}",
-            "x{{ (range(100000))|urlencode }}y",
+            "{{ range(1000) * 655 }}",
+            "{{ (range(1000) * 655)|string|length }}",
+            "{{ (range(1000) * 655)|tojson|length }}",
+            "{{ [range(1000) * 600]|pprint|length }}",
+            "{{ {'a': range(1000) * 600} }}",
+            "x{{ (range(1000) * 20)|urlencode }}y",
         ] {
             let error = env.render_str(source, ()).unwrap_err();
             assert!(
@@ -437,6 +456,31 @@ mod tests {
                 .unwrap(),
             "[1, 2]|{\"a\": [3]}"
         );
+    }
+
+    #[test]
+    fn ranges_are_short() {
+        // Found by tests/fuzz.rs: each `in` turned the list into text, uncharged (147 s).
+        let env = environment();
+        let source = "{% for i in not range(100000) or range(100000) %}{{ range(100000) in '%%v}%' }}{% endfor %}";
+        let error = env.render_str(source, ()).unwrap_err();
+        assert!(
+            error.to_string().contains("more than 1000 elements"),
+            "{error}"
+        );
+        assert_eq!(
+            env.render_str("{{ range(1000)|length }}", ()).unwrap(),
+            "1000"
+        );
+        assert_eq!(
+            env.render_str("{{ range(2, 10, 3)|list }}", ()).unwrap(),
+            "[2, 5, 8]"
+        );
+        assert!(
+            env.render_str("{{ range(0, 5000, 2)|length }}", ())
+                .is_err()
+        );
+        assert!(unknown_callable(&env, "{{ range(5000)|length }}", false).is_some());
     }
 
     #[test]

@@ -153,6 +153,15 @@ impl<'a, S: Sink> SyncRun<'a, S> {
     /// pages imported before it stay imported either way.
     pub async fn run(&mut self, only: &[String]) -> Result<RunReport, SyncError> {
         let roots = self.roots(only, false)?;
+        if roots.is_empty() {
+            return Err(self.fetcher.error(
+                "",
+                None,
+                SyncErrorKind::WrongSource(
+                    "the connector reads only data exports, and has nothing to sync",
+                ),
+            ));
+        }
         self.execute(&roots, None).await
     }
 
