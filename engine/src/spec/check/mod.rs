@@ -435,6 +435,8 @@ impl Checker<'_> {
         if let Some(error) = template::unknown_callable(&self.env, source, condition) {
             let expected = if error.contains("fuel") {
                 "a template that does less work: each render may run about 50,000 instructions"
+            } else if error.contains("range has more than") {
+                "a `range()` of at most 1,000 elements"
             } else {
                 "a filter, test or function minijinja has built in (docs.rs/minijinja: filters, tests, functions)"
             };
