@@ -16,6 +16,10 @@ use crate::template::{BuildError, TemplateId, Templates};
 
 /// Where a stream's records come from.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per stream, compiled once; a box would only add a pointer to every page's path"
+)]
 pub(super) enum Reads {
     /// The provider's API: the stream's own request, paging and records.
     Requests(Listing),
