@@ -215,10 +215,7 @@ impl Export {
                             path: name.clone(),
                             size: Some(*size),
                         };
-                        let opened = File::open(file).map_err(|error| ArchiveError::Io {
-                            path: file.clone(),
-                            error,
-                        })?;
+                        let opened = open_file(file)?;
                         let mut reader = BufReader::with_capacity(64 << 10, opened);
                         flow = visit(&info, &mut reader)?;
                         if flow == Flow::Stop {
@@ -228,10 +225,7 @@ impl Export {
                     flow
                 }
                 Part::Zip(entries) => {
-                    let file = File::open(path).map_err(|error| ArchiveError::Io {
-                        path: path.clone(),
-                        error,
-                    })?;
+                    let file = open_file(path)?;
                     let mut zip = zip::ZipArchive::new(BufReader::new(file))
                         .map_err(|error| damaged(path, error))?;
                     let mut flow = Flow::Continue;
@@ -293,10 +287,7 @@ impl Export {
         budget: &mut Budget,
         visit: &mut dyn FnMut(&EntryInfo, &mut dyn BufRead) -> Result<Flow, ArchiveError>,
     ) -> Result<Flow, ArchiveError> {
-        let file = File::open(path).map_err(|error| ArchiveError::Io {
-            path: path.to_owned(),
-            error,
-        })?;
+        let file = open_file(path)?;
         let packed = file.metadata().map(|meta| meta.len()).unwrap_or(0);
         let raw: Box<dyn Read> = if gzip {
             Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)))
@@ -439,6 +430,14 @@ impl<R: Read> Read for Counted<R> {
             )),
         }
     }
+}
+
+/// Opens a file of the export, telling which one could not be opened.
+fn open_file(path: &Path) -> Result<File, ArchiveError> {
+    File::open(path).map_err(|error| ArchiveError::Io {
+        path: path.to_owned(),
+        error,
+    })
 }
 
 pub(super) fn damaged(path: &Path, error: impl ToString) -> ArchiveError {
