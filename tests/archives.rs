@@ -3,11 +3,12 @@
 //! newer exports that write what changed, a key shared with an API stream, and hostile archives
 //! refused with a clear error before anything is written.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use axum::routing::get;
-use hypernet_tests::{RunOptions, import, open_export, run, serve, spec_from, test_stores};
+use hypernet_tests::{
+    RunOptions, files_of, import, open_export, run, serve, spec_from, test_stores, zip_of,
+};
 use serde_json::{Value, json};
 
 /// Spotify's extended streaming history, as the connector's fixture export lays it out.
@@ -19,41 +20,6 @@ fn spotify_fixture() -> PathBuf {
 fn spotify() -> std::sync::Arc<engine::spec::ConnectorSpec> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../connectors/spotify/connector.yaml");
     std::sync::Arc::new(engine::spec::load(&path).expect("the Spotify spec"))
-}
-
-/// Every file under `folder`, as (path inside, bytes), sorted.
-fn files_of(folder: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut folders = vec![folder.to_path_buf()];
-    while let Some(current) = folders.pop() {
-        for entry in std::fs::read_dir(&current).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                folders.push(path);
-            } else {
-                let inside = path
-                    .strip_prefix(folder)
-                    .unwrap()
-                    .to_string_lossy()
-                    .replace('\\', "/");
-                files.push((inside, std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    files.sort();
-    files
-}
-
-/// A zip of `files`, deflated, as the providers' export tools write them.
-fn zip_of(files: &[(String, Vec<u8>)], path: &Path) {
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    for (name, bytes) in files {
-        zip.start_file(name.as_str(), options).unwrap();
-        zip.write_all(bytes).unwrap();
-    }
-    zip.finish().unwrap();
 }
 
 /// A tar.gz of `files` (Takeout's other format), with the folder entries tar writes.
@@ -213,6 +179,22 @@ async fn a_reimport_writes_nothing_and_a_newer_export_writes_what_changed() {
             rows.len(),
             4,
             "{}: the deleted play is kept, marked",
+            test.backend
+        );
+
+        // An export of the same account without the stream's files (the person asked for their
+        // account data only) says nothing about the plays: none is marked deleted.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("Userdata.json"), b"{}").unwrap();
+        let (result, recorder) =
+            import(&spec, &open_export(&[other.path()]).unwrap(), &test.store).await;
+        result.unwrap();
+        assert_eq!(recorder.totals().written.deleted, 0, "{}", test.backend);
+        let rows = test.store.dump("spotify").await.unwrap();
+        assert_eq!(
+            rows.iter().filter(|row| row.3).count(),
+            1,
+            "{}",
             test.backend
         );
     }
@@ -509,4 +491,104 @@ async fn a_two_gigabyte_line_in_a_csv_is_refused_without_reading_it_all() {
         .set_len(2 << 30)
         .unwrap();
     refused(&hostile(&[&folder]).await, "a row is longer than");
+}
+
+/// Two streams that read different elements of one XML file (Apple Health's records and
+/// workouts), and a third that reads another file.
+const SHARED_READ_SPEC: &str = r#"id: health
+name: Health
+version: 1.0.0
+category: health
+description: Samples and workouts from one export file.
+docs_url: https://example.com/docs
+streams:
+  samples:
+    model: health_record
+    archive: { entries: ["export/export.xml"], split: { element: Record }, complete: true }
+    decode: xml
+    records: $[*].Record
+    id: $['@n']
+    map:
+      record_type: $['@type']
+      value: $['@value']
+      unit: count
+      recorded_at: $['@at']
+  workouts:
+    model: activity
+    archive: { entries: ["export/export.xml"], split: { element: Workout }, complete: true }
+    decode: xml
+    records: $[*].Workout
+    id: $['@n']
+    map:
+      activity_type: $['@type']
+      started_at: $['@at']
+  other:
+    model: activity
+    archive: { entries: ["export/other.xml"], split: { element: Workout } }
+    decode: xml
+    records: $[*].Workout
+    id: $['@n']
+    map:
+      activity_type: $['@type']
+      started_at: $['@at']
+"#;
+
+/// Streams that read the same file are imported in one read of it: their pages come in turn
+/// (a read each would give all of one stream's pages, then the other's), each stream gets its
+/// own records, and a re-import writes nothing.
+#[tokio::test]
+async fn streams_that_read_one_file_share_one_read() {
+    let spec = std::sync::Arc::new(spec_from(SHARED_READ_SPEC));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("export")).unwrap();
+    let mut xml = String::from("<?xml version=\"1.0\"?>\n<HealthData>\n");
+    for n in 0..2500 {
+        xml.push_str(&format!(
+            "<Record n=\"r{n}\" type=\"steps\" value=\"{n}\" at=\"2024-03-17T07:45:12Z\"/>\n"
+        ));
+        if n % 10 == 0 {
+            xml.push_str(&format!(
+                "<Workout n=\"w{n}\" type=\"Run\" at=\"2024-03-17T08:00:00Z\"><Record n=\"inner\"/></Workout>\n"
+            ));
+        }
+    }
+    xml.push_str("</HealthData>\n");
+    std::fs::write(dir.path().join("export/export.xml"), &xml).unwrap();
+    std::fs::write(
+        dir.path().join("export/other.xml"),
+        "<x><Workout n=\"o1\" type=\"Swim\" at=\"2024-03-18T08:00:00Z\"/></x>",
+    )
+    .unwrap();
+    for test in test_stores("archive_shared_read").await {
+        let export = open_export(&[dir.path()]).unwrap();
+        let (result, recorder) = import(&spec, &export, &test.store).await;
+        result.unwrap();
+        assert_eq!(
+            recorder.totals().written.new,
+            2500 + 250 + 1,
+            "{}",
+            test.backend
+        );
+        let pages: Vec<String> = recorder
+            .events()
+            .into_iter()
+            .filter(|event| event.starts_with("Page"))
+            .collect();
+        assert!(
+            pages[0].contains("\"samples\"") && pages[1].contains("\"workouts\""),
+            "{}: {pages:?}",
+            test.backend
+        );
+        let rows = test.store.dump("health").await.unwrap();
+        assert_eq!(rows.len(), 2751, "{}", test.backend);
+        let (result, again) = import(&spec, &export, &test.store).await;
+        result.unwrap();
+        let written = again.totals().written;
+        assert_eq!(
+            (written.new, written.updated, written.deleted),
+            (0, 0, 0),
+            "{}",
+            test.backend
+        );
+    }
 }

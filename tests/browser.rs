@@ -1,7 +1,7 @@
 //! The web page end to end in headless Chromium (through ChromeDriver): sign in with the link
 //! `connector serve --sandbox` prints, connect Google Photos (the OAuth round trip through the
 //! stand-in provider), watch the import finish and the records appear, sync again, and
-//! disconnect deleting the data.
+//! disconnect deleting the data; and upload a data export with the file picker.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install chromium chromium-driver`;
 //! `.ci/run` installs them). Without them the test says so and passes, unless
@@ -120,12 +120,15 @@ async fn gone(client: &Client, css: &str) {
     panic!("`{css}` is still on the page");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() {
-    let Some((_driver, client)) = browser().await else {
-        return;
-    };
-    let stores = test_stores("browser").await;
+/// A sandbox service on a fresh store (configured by `configure`), and the browser signed in
+/// to it with the link `connector serve --sandbox` prints. The key folder lives as long as the
+/// service.
+async fn signed_in(
+    client: &Client,
+    name: &str,
+    configure: impl FnOnce(&mut Config),
+) -> (server::Running, tempfile::TempDir) {
+    let stores = test_stores(name).await;
     engine::http::install_tls_provider();
     let key_dir = tempfile::tempdir().unwrap();
     let mut config = Config::new(stores[0].location.clone(), repo_root().join("connectors"));
@@ -133,6 +136,7 @@ async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() 
     config.identity = Identity::ApiKeys;
     config.key_file = key_dir.path().join("hypernet.key");
     config.poll = Duration::from_millis(100);
+    configure(&mut config);
     let running = server::start(config).await.expect("the service starts");
     let key = server::new_key();
     running
@@ -142,15 +146,22 @@ async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() 
         .await
         .unwrap();
     let base = format!("http://{}", running.address);
-
-    // The sign-in link `connector serve --sandbox` prints.
     client.goto(&format!("{base}/#key={key}")).await.unwrap();
-    wait_text(&client, "#who", |text| text.contains("local")).await;
+    wait_text(client, "#who", |text| text.contains("local")).await;
     let url = client.current_url().await.unwrap();
     assert!(
         url.fragment().is_none(),
         "the key stays out of the address bar: {url}"
     );
+    (running, key_dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() {
+    let Some((_driver, client)) = browser().await else {
+        return;
+    };
+    let (_running, _keys) = signed_in(&client, "browser", |_| {}).await;
 
     // Connect: the catalog's button starts the OAuth round trip.
     let connect = "[data-connector=google_photos].connector a.connect";
@@ -193,5 +204,80 @@ async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() 
     gone(&client, card).await;
     wait_text(&client, "#record-count", |text| text == "0").await;
     wait_text(&client, connect, |text| text == "Connect").await;
+    client.close().await.unwrap();
+}
+
+/// A connector that only imports data exports: connected from its card, then an export chosen
+/// with the file picker, uploaded with its progress shown, imported, and its records listed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_uploads_a_data_export_in_the_browser() {
+    let Some((_driver, client)) = browser().await else {
+        return;
+    };
+    let uploads = tempfile::tempdir().unwrap();
+    let folder = uploads.path().to_path_buf();
+    let (_running, _keys) = signed_in(&client, "browser_upload", |config| {
+        config.uploads = folder.join("uploads");
+    })
+    .await;
+    let zip = uploads.path().join("netflix-report.zip");
+    hypernet_tests::zip_of(
+        &hypernet_tests::files_of(
+            &repo_root().join("connectors/netflix/fixtures/exports/2024_report"),
+        ),
+        &zip,
+    );
+
+    let connect = "[data-connector=netflix].connector button.connect";
+    wait_text(&client, connect, |text| text == "Connect").await;
+    click(&client, connect).await;
+    let card = "[data-integration='netflix:local']";
+    wait_text(&client, &format!("{card} .status"), |text| {
+        text == "Waiting for a data export"
+    })
+    .await;
+    // Nothing to sync: no "Sync now".
+    assert!(
+        client
+            .find(Locator::Css(&format!("{card} button.sync-now")))
+            .await
+            .is_err()
+    );
+
+    client
+        .find(Locator::Css(&format!("{card} input.export-file")))
+        .await
+        .unwrap()
+        .send_keys(&zip.display().to_string())
+        .await
+        .unwrap();
+    wait_text(&client, "#banner", |text| {
+        text.contains("netflix-report.zip received")
+    })
+    .await;
+    wait_text(&client, &format!("{card} .import-status"), |text| {
+        text.starts_with("Imported netflix-report.zip")
+    })
+    .await;
+    wait_text(
+        &client,
+        &format!("{card}[data-status=ok] .progress"),
+        |text| text.starts_with("Last run succeeded:") && !text.contains(" 0 new"),
+    )
+    .await;
+    let count = wait_text(&client, "#record-count", |text| text != "0").await;
+    let rows = client
+        .find_all(Locator::Css("#records tr.record"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), count.parse::<usize>().unwrap().min(10));
+    assert!(rows[0].text().await.unwrap().contains("netflix"));
+    assert!(
+        std::fs::read_dir(uploads.path().join("uploads"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the upload is deleted once imported"
+    );
     client.close().await.unwrap();
 }

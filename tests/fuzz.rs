@@ -28,9 +28,9 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use engine::decode::{decode, document::Document};
+use engine::decode::{Decoder, FramePosition, decode, document::Document};
 use engine::extract::{CompiledPath, Target};
-use engine::spec::{Decode, SpecSource};
+use engine::spec::{Decode, SpecSource, Split};
 use engine::template::Templates;
 use hypernet_tests::connector_specs;
 use proptest::prelude::*;
@@ -222,16 +222,45 @@ fn body() -> impl Strategy<Value = (Decode, Vec<u8>)> {
         Just(Decode::Csv),
         Just(Decode::Xml),
         Just(Decode::Form),
+        Just(Decode::Email),
+        Just(Decode::Ical),
+        Just(Decode::Vcard),
+        Just(Decode::Gpx),
     ];
     let text = prop_oneof![
+        // Content lines (iCalendar, vCard): components, parameters, quotes, escapes, folds.
+        "(((BEGIN|END):V[A-Z]{0,6}|[A-Z-]{1,8}(;[A-Z]{1,4}=\"?[a-z,:;]{0,5}\"?)?:[a-z\\\\,;]{0,10}|[ \t][a-z]{0,5})\r?\n){0,40}",
+        // Messages and mbox files: envelopes, headers, encoded words, MIME boundaries.
+        "((From [a-z@ ]{0,10}|>From x|[A-Za-z-]{1,12}: [a-z<>@\",;=?/ ]{0,30}|Content-Type: multipart/mixed; boundary=b|--b(--)?|=\\?[a-zA-Z0-9-]{0,8}\\?[BQbq]\\?[a-zA-Z0-9=]{0,12}\\?=|[ a-z=]{0,20}|)\r?\n){0,40}",
         "[\\[\\]{}:,\"\\\\ a-z0-9\\n.eE+-]{0,300}",
         "[<>/=\"'&;!\\[\\]?a-z \\n#]{0,300}",
+        // GPX: points with coordinates, values and extensions.
+        "(<gpx>|<trk>|<trkseg>|<trkpt lat=\"-?[0-9.]{0,4}\" lon=\"[0-9.e-]{0,4}\">|<wpt lat=\"1\"/>|<ele>[0-9.]{0,4}</ele>|<time>[0-9T:Z-]{0,20}</time>|<extensions>|<x:hr>9</x:hr>|</trkpt>|</trkseg>|</trk>|</gpx>){0,30}",
         "[,\"\\n\\r a-z\u{feff}]{0,300}",
         "[=&%+a-z0-9]{0,300}",
         (1..100_000usize, "(\\[|\\{\"a\":|<a>|<a b='1'>)")
             .prop_map(|(times, open)| open.repeat(times)),
     ];
-    (format, text.prop_map(String::into_bytes))
+    // Media files: a JPEG's, a TIFF's, a PNG's or an ISO box's start, then anything (EXIF
+    // directories, boxes with wild sizes and offsets).
+    let media = (
+        prop_oneof![
+            Just(b"\xFF\xD8\xFF\xE1\x00\x40Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08".to_vec()),
+            Just(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR".to_vec()),
+            Just(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec()),
+            Just(b"\x00\x00\x00\x14ftypqt  \x00\x00\x00\x00qt  ".to_vec()),
+            Just(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic".to_vec()),
+        ],
+        prop::collection::vec(any::<u8>(), 0..600),
+    )
+        .prop_map(|(mut start, rest)| {
+            start.extend(rest);
+            (Decode::Media, start)
+        });
+    prop_oneof![
+        8 => (format, text.prop_map(String::into_bytes)),
+        1 => media,
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,6 +304,47 @@ fn run_template(source: &str) {
 fn run_decoder((format, bytes): &(Decode, Vec<u8>)) {
     if let Ok(document) = decode(*format, bytes) {
         let _ = serde_json::Value::from(document.root());
+    }
+    // An export's XML elements are written as JSON text rather than built as a tree: the two
+    // must agree, on the document or on refusing it.
+    if *format == Decode::Xml {
+        let mut text = String::new();
+        let written = Decoder::from(Decode::Xml).push_json_text(bytes, &mut text);
+        match (decode(Decode::Xml, bytes), written) {
+            (Ok(tree), Ok(())) => {
+                let parsed: serde_json::Value =
+                    serde_json::from_str(&text).expect("the written text is JSON");
+                assert_eq!(
+                    parsed,
+                    tree.to_value(),
+                    "the XML as text and as a tree differ"
+                );
+            }
+            (Err(_), Err(_)) => assert!(text.is_empty(), "a refused document wrote text"),
+            (tree, written) => {
+                panic!("the XML as text and as a tree disagree: {tree:?} / {written:?}")
+            }
+        }
+    }
+    // The same bytes as a file of an export, a document at a time.
+    let split = match format {
+        Decode::Json => Split::Array,
+        Decode::Jsonl => Split::Lines,
+        Decode::Csv => Split::Rows,
+        Decode::Xml => Split::Element("a".to_owned()),
+        Decode::Email => Split::Messages,
+        Decode::Ical => Split::Component("VEVENT".to_owned()),
+        Decode::Vcard => Split::Component("VCARD".to_owned()),
+        Decode::Media | Decode::Gpx => Split::Whole,
+        Decode::Form => return,
+    };
+    if let Ok(decoder) = Decoder::for_archive(&split, *format)
+        && let Ok(documents) =
+            decoder.documents_within(&bytes[..], FramePosition::default(), 1 << 20)
+    {
+        for document in documents.take(1000).flatten() {
+            let _ = serde_json::Value::from(document.root());
+        }
     }
 }
 

@@ -1318,3 +1318,315 @@ async fn a_person_chooses_the_streams_an_integration_imports_and_the_scopes_aske
         );
     }
 }
+
+impl Service {
+    /// `POST /integrations/{id}/imports` with `body` as the upload.
+    async fn upload(&self, id: &str, key: &str, name: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url(&format!("/integrations/{id}/imports?name={name}")))
+            .bearer_auth(key)
+            .header("content-type", "application/zip")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Netflix's fixture export, zipped as Netflix sends it.
+fn netflix_zip(folder: &std::path::Path) -> std::path::PathBuf {
+    let path = folder.join("netflix-report.zip");
+    hypernet_tests::zip_of(
+        &hypernet_tests::files_of(
+            &repo_root().join("connectors/netflix/fixtures/exports/2024_report"),
+        ),
+        &path,
+    );
+    path
+}
+
+fn files_in(folder: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(folder)
+        .map(|entries| {
+            entries
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn import_ended(body: &Value) -> bool {
+    matches!(
+        body["imports"][0]["status"].as_str(),
+        Some("succeeded" | "partial" | "failed")
+    )
+}
+
+/// A person uploads a data export: streamed to disk, imported in the background with its status
+/// on the integration, the upload deleted after; the same export again writes nothing; too large
+/// an upload is refused with nothing left behind; an operator imports from the import folder.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uploaded_export_is_imported_in_the_background() {
+    for store in test_stores("serve_imports").await {
+        let folders = tempfile::tempdir().unwrap();
+        let uploads = folders.path().join("uploads");
+        let root = folders.path().join("exports");
+        std::fs::create_dir_all(&root).unwrap();
+        let zip = std::fs::read(netflix_zip(&root)).unwrap();
+        let service = Service::start_with(&store, &repo_root().join("connectors"), |config| {
+            config.sandbox = true;
+            config.operators = vec!["alice".to_owned()];
+            config.uploads = uploads.clone();
+            config.import_root = Some(root.clone());
+            config.max_upload = 1 << 20;
+        })
+        .await;
+        let key = service.key_for("alice").await;
+
+        let (_, catalog) = service.get("/connectors", &key).await;
+        let netflix = catalog["connectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|connector| connector["id"] == "netflix")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (&netflix["syncs"], &netflix["imports"]),
+            (&json!(false), &json!(true))
+        );
+        let (status, body) = service
+            .call(
+                "POST",
+                "/integrations",
+                &key,
+                Some(json!({"connector": "netflix"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = "netflix:alice";
+        // Nothing to sync: never scheduled, and "sync now" says what to do instead.
+        let (_, integration) = service.get(&format!("/integrations/{id}"), &key).await;
+        assert_eq!(integration["syncs"], false);
+        assert_eq!(integration["next_sync_at"], Value::Null);
+        assert_eq!(integration["imports"], json!([]));
+        let (status, body) = service
+            .call("POST", &format!("/integrations/{id}/sync"), &key, None)
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("/imports")
+        );
+
+        let (status, queued) = service
+            .upload(id, &key, "netflix-report.zip", zip.clone())
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+        assert_eq!(queued["name"], "netflix-report.zip");
+        assert_eq!(queued["source"], "upload");
+        assert_eq!(queued["bytes"], zip.len());
+        let done = service.wait_for(id, &key, import_ended).await;
+        let first = &done["imports"][0];
+        assert_eq!(first["status"], "succeeded", "{}: {done}", store.backend);
+        assert_eq!(first["id"], queued["id"]);
+        assert_eq!(first["attempts"], 1);
+        let new = done["last_run"]["totals"]["written"]["new"]
+            .as_u64()
+            .unwrap();
+        assert!(new > 0, "{done}");
+        let records = service.all_records(&key, "model=viewing_event").await;
+        assert_eq!(records.len() as u64, new, "{}", store.backend);
+        assert!(files_in(&uploads).is_empty(), "{:?}", files_in(&uploads));
+
+        // The same export again: imported, nothing written.
+        let (status, again) = service
+            .upload(id, &key, "netflix-report.zip", zip.clone())
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+        let done = service
+            .wait_for(id, &key, |body| {
+                body["imports"][0]["id"] == again["id"] && import_ended(body)
+            })
+            .await;
+        assert_eq!(done["imports"][0]["status"], "succeeded", "{done}");
+        assert_eq!(done["last_run"]["totals"]["written"]["new"], 0, "{done}");
+        assert_eq!(done["imports"].as_array().unwrap().len(), 2);
+
+        // Too large: refused while streaming, and no partial file is left.
+        let (status, body) = service
+            .upload(id, &key, "big.zip", vec![b'x'; (1 << 20) + 1])
+            .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert_eq!(body["error"]["code"], "too_large");
+        assert!(files_in(&uploads).is_empty(), "{:?}", files_in(&uploads));
+        // Not an export: queued, and fails saying what to do.
+        let (status, _) = service
+            .upload(id, &key, "notes.txt", b"just some text".to_vec())
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let done = service.wait_for(id, &key, import_ended).await;
+        assert_eq!(done["imports"][0]["status"], "failed", "{done}");
+        assert!(
+            done["imports"][0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("upload it again"),
+            "{done}"
+        );
+
+        // The operator's import folder: by path, the file left where it is.
+        let (status, body) = service
+            .call(
+                "POST",
+                &format!("/integrations/{id}/imports"),
+                &key,
+                Some(json!({"paths": ["netflix-report.zip"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["source"], "folder");
+        let done = service
+            .wait_for(id, &key, |current| {
+                current["imports"][0]["id"] == body["id"] && import_ended(current)
+            })
+            .await;
+        assert_eq!(done["imports"][0]["status"], "succeeded", "{done}");
+        assert!(root.join("netflix-report.zip").is_file());
+        for (paths, expected) in [
+            (
+                json!(["../exports/netflix-report.zip"]),
+                StatusCode::BAD_REQUEST,
+            ),
+            (json!(["/etc/passwd"]), StatusCode::BAD_REQUEST),
+            (json!(["missing.zip"]), StatusCode::BAD_REQUEST),
+        ] {
+            let (status, body) = service
+                .call(
+                    "POST",
+                    &format!("/integrations/{id}/imports"),
+                    &key,
+                    Some(json!({ "paths": paths })),
+                )
+                .await;
+            assert_eq!(status, expected, "{paths}: {body}");
+        }
+
+        // Another user: not an operator, so no import by path; and not their integration.
+        let bob = service.key_for("bob").await;
+        let (status, _) = service.upload(id, &bob, "x.zip", zip.clone()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        service
+            .call(
+                "POST",
+                "/integrations",
+                &bob,
+                Some(json!({"connector": "netflix"})),
+            )
+            .await;
+        let (status, body) = service
+            .call(
+                "POST",
+                "/integrations/netflix:bob/imports",
+                &bob,
+                Some(json!({"paths": ["netflix-report.zip"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+        // A connector that reads only its API has nothing to import.
+        service.connect("google_photos", &key).await;
+        let (status, body) = service
+            .upload("google_photos:alice", &key, "x.zip", zip.clone())
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+        // Deleting the integration deletes its imports.
+        let (status, _) = service
+            .call(
+                "DELETE",
+                &format!("/integrations/{id}?delete_data=true"),
+                &key,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            service
+                .all_records(&key, "model=viewing_event")
+                .await
+                .is_empty()
+        );
+    }
+}
+
+/// One import of an integration at a time; an import whose process died (its lease ran out)
+/// is claimed again by the next scheduler and resumed to its end.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_abandoned_by_a_dead_process_is_resumed() {
+    for store in test_stores("serve_import_resume").await {
+        let folders = tempfile::tempdir().unwrap();
+        let uploads = folders.path().join("uploads");
+        let zip = std::fs::read(netflix_zip(folders.path())).unwrap();
+        // A process that takes uploads and runs no scheduler.
+        let front = Service::start_with(&store, &repo_root().join("connectors"), |config| {
+            config.sandbox = true;
+            config.scheduler = false;
+            config.uploads = uploads.clone();
+        })
+        .await;
+        let key = front.key_for("carol").await;
+        front
+            .call(
+                "POST",
+                "/integrations",
+                &key,
+                Some(json!({"connector": "netflix"})),
+            )
+            .await;
+        let id = "netflix:carol";
+        let (status, queued) = front.upload(id, &key, "netflix.zip", zip.clone()).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+        let (status, body) = front.upload(id, &key, "netflix.zip", zip.clone()).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(files_in(&uploads).len(), 1, "the refused upload is deleted");
+
+        // A worker claims it and dies at once: its lease has run out.
+        let claim = front
+            .running
+            .state
+            .tables
+            .claim_import("dead-worker", Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("the queued import");
+        assert_eq!(claim.attempts, 1);
+        let (_, integration) = front.get(&format!("/integrations/{id}"), &key).await;
+        assert_eq!(integration["imports"][0]["status"], "running");
+
+        // The next process with a scheduler takes it over and finishes it.
+        let key_file = front._key_dir.path().join("hypernet.key");
+        let worker = Service::start_with(&store, &repo_root().join("connectors"), |config| {
+            config.sandbox = true;
+            config.key_file = key_file;
+            config.uploads = uploads.clone();
+        })
+        .await;
+        let done = worker.wait_for(id, &key, import_ended).await;
+        assert_eq!(done["imports"][0]["status"], "succeeded", "{done}");
+        assert_eq!(done["imports"][0]["attempts"], 2, "{done}");
+        assert!(
+            done["last_run"]["totals"]["written"]["new"]
+                .as_u64()
+                .is_some_and(|new| new > 0),
+            "{}: {done}",
+            store.backend
+        );
+        assert!(files_in(&uploads).is_empty());
+    }
+}

@@ -737,3 +737,93 @@ async fn a_closed_sqlite_store_leaves_everything_in_the_file() {
     assert!(store.holds_records("integration-1", "notes").await.is_err());
     assert_eq!(rows_in_the_file(&path).await, Some(3));
 }
+
+/// Rows written while the store kept each record's provenance in its JSON too lose it to the
+/// migration, their other members' text unchanged: the next import of the same record finds it
+/// unchanged, and readers give it with its provenance from the columns.
+#[tokio::test]
+async fn rows_written_with_their_provenance_lose_it_to_the_migration_and_stay_unchanged() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("older.sqlite");
+    // The schema as it was before the migration, and a row as it was written then.
+    let all = <sqlx::Sqlite as engine::store::Backend>::migrator();
+    let mut before = sqlx::migrate::Migrator::DEFAULT;
+    before.migrations = std::borrow::Cow::Owned(
+        all.migrations
+            .iter()
+            .filter(|migration| migration.version < 12)
+            .cloned()
+            .collect(),
+    );
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let pool = SqlitePool::connect_with(options).await.unwrap();
+    before.run(&pool).await.unwrap();
+    // As mapping wrote it: UTF-8 as it is, quotes escaped, members in the spec's order.
+    let old = r#"{"user_id":"u","source_integration_id":"notes:u","source_platform":"notes_api","source_object_id":"n1","title":"Café \"notes\"","body":"1.50","tags":["a","b"],"created_at":"2024-03-17T07:45:12Z"}"#;
+    sqlx::query(
+        "INSERT INTO records (source_platform, model, source_object_id, user_id, integration_id, stream, data, first_seen_at, updated_at) \
+         VALUES ('notes_api', 'note', 'n1', 'u', 'notes:u', 'notes', ?, '2024-03-17T07:45:12.000000Z', '2024-03-17T07:45:12.000000Z')",
+    )
+    .bind(old)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let mut store = engine::store::SqliteStore::open(&path).await.unwrap();
+    let (data,): (String,) = sqlx::query_as("SELECT data FROM records")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        data,
+        r#"{"title":"Café \"notes\"","body":"1.50","tags":["a","b"],"created_at":"2024-03-17T07:45:12Z"}"#
+    );
+    let dumped = store.dump("notes_api").await.unwrap();
+    assert_eq!(dumped[0].2["source_integration_id"], "notes:u");
+    assert_eq!(dumped[0].2["title"], "Café \"notes\"");
+
+    // The same record mapped again (its text as mapping writes it) is unchanged.
+    let record: serde_json::Map<String, Value> = serde_json::from_str(old).unwrap();
+    let scope = Arc::new(RunScope {
+        platform: Arc::from("notes_api"),
+        user_id: Arc::from("u"),
+        integration_id: Arc::from("notes:u"),
+        worker: None,
+    });
+    let mapped = MappedRecord::from_data("n1".to_owned(), &record, false);
+    let batch = Batch::records(
+        scope,
+        Arc::from("notes"),
+        ModelKind::Note,
+        vec![mapped],
+        vec![],
+    );
+    let counts = store.write(&batch).await.unwrap();
+    assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 0, 1));
+
+    // The same record from the user's second account of the connector, its fields unchanged:
+    // it moves to that integration (the integration is no longer in the JSON to differ).
+    let scope = Arc::new(RunScope {
+        platform: Arc::from("notes_api"),
+        user_id: Arc::from("u"),
+        integration_id: Arc::from("notes:u:work"),
+        worker: None,
+    });
+    let mapped = MappedRecord::from_data("n1".to_owned(), &record, false);
+    let batch = Batch::records(
+        scope,
+        Arc::from("notes"),
+        ModelKind::Note,
+        vec![mapped],
+        vec![],
+    );
+    let counts = store.write(&batch).await.unwrap();
+    assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 1, 0));
+    let dumped = store.dump("notes_api").await.unwrap();
+    assert_eq!(dumped[0].2["source_integration_id"], "notes:u:work");
+}

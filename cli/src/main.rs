@@ -132,8 +132,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal, not in a log file or a pipe.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // The metadata reader logs every file without EXIF (most files) as an error: a file
+        // without metadata is no problem of the person's, so it stays quiet unless asked for.
+        // sqlx warns of each statement slower than a second, SQL text and all: a large import's
+        // commits and checkpoints are, and the person can do nothing about it (RUST_LOG shows
+        // them to whoever measures).
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,nom_exif=off,sqlx::query=error".into()),
         )
         .init();
     let result = match cli.command {

@@ -54,16 +54,18 @@ impl Converter {
     pub fn output(self) -> Output {
         match self {
             Self::Explicit(conversion) => match conversion {
-                Conversion::String | Conversion::HtmlUnescape | Conversion::Latin1Utf8 => {
-                    Output::Text
-                }
+                Conversion::String
+                | Conversion::HtmlUnescape
+                | Conversion::HtmlText
+                | Conversion::Latin1Utf8 => Output::Text,
                 Conversion::Integer | Conversion::ClockDuration => Output::Integer,
                 Conversion::Number | Conversion::Amount => Output::Number,
                 Conversion::Boolean => Output::Boolean,
                 Conversion::EpochSeconds
                 | Conversion::EpochMillis
                 | Conversion::Rfc3339
-                | Conversion::Rfc2822 => Output::DateTime,
+                | Conversion::Rfc2822
+                | Conversion::Timestamp => Output::DateTime,
                 Conversion::Date => Output::Date,
                 Conversion::Json => Output::Any,
             },
@@ -95,8 +97,10 @@ impl Converter {
                 | Conversion::EpochMillis
                 | Conversion::Rfc3339
                 | Conversion::Rfc2822
+                | Conversion::Timestamp
                 | Conversion::Date
                 | Conversion::HtmlUnescape
+                | Conversion::HtmlText
                 | Conversion::Latin1Utf8
                 | Conversion::ClockDuration
                 | Conversion::Amount => false,
@@ -176,7 +180,7 @@ fn text(value: &Value) -> Option<&str> {
 
 /// `text` repaired when it is UTF-8 written as Latin-1 (every character below U+0100, and the
 /// bytes they make valid UTF-8 with some multi-byte character); else `text` as it is.
-fn latin1_utf8(text: &str) -> String {
+pub fn latin1_utf8(text: &str) -> String {
     if text.is_ascii() || text.chars().any(|c| u32::from(c) > 0xFF) {
         return text.to_owned();
     }
@@ -246,16 +250,122 @@ fn amount(text: &str) -> Option<Value> {
 pub fn with_format(pattern: &str, value: &Value) -> Result<Value, String> {
     let fail = || format!("{} is not a date-time as `{pattern}`", shown(value));
     let text = text(value).ok_or_else(fail)?;
-    let parsed = jiff::fmt::strtime::parse(pattern, text).map_err(|_| fail())?;
-    let instant = match parsed.to_timestamp() {
-        Ok(instant) => instant,
-        Err(_) => parsed
+    match instant_as(pattern, text) {
+        Some(instant) => timestamp(Ok(instant)),
+        // Text already in the standard form is unambiguous: a template may give it (a file's
+        // own time) where the provider's text is missing.
+        None => convert(Conversion::Rfc3339, value).map_err(|_| fail()),
+    }
+}
+
+/// The instant `text` writes as the strftime `pattern` says; a pattern without an offset reads
+/// UTC.
+pub fn instant_as(pattern: &str, text: &str) -> Option<jiff::Timestamp> {
+    let parsed = jiff::fmt::strtime::parse(pattern, text).ok()?;
+    parsed.to_timestamp().ok().or_else(|| {
+        parsed
             .to_datetime()
             .and_then(|civil| civil.to_zoned(jiff::tz::TimeZone::UTC))
             .map(|zoned| zoned.timestamp())
-            .map_err(|_| fail())?,
-    };
-    timestamp(Ok(instant))
+            .ok()
+    })
+}
+
+/// The text of an HTML fragment (Evernote's ENML, a mail's HTML body): tags dropped, the ends of
+/// blocks (`p`, `div`, `li`, `br`, headings, rows) as line breaks, `script` and `style` left
+/// out, entities decoded, runs of blank lines made one. A linear scan: no tree is built.
+pub fn html_text(html: &str) -> String {
+    const BLOCKS: &[&str] = &[
+        "p",
+        "div",
+        "br",
+        "li",
+        "tr",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "blockquote",
+        "pre",
+        "table",
+        "ul",
+        "ol",
+        "hr",
+        "en-todo",
+        "section",
+        "article",
+    ];
+    let mut text = String::with_capacity(html.len() / 2);
+    let mut rest = html;
+    let mut skipping: Option<&str> = None;
+    while let Some(open) = rest.find('<') {
+        if skipping.is_none() {
+            text.push_str(&rest[..open]);
+        }
+        rest = &rest[open + 1..];
+        // The tag runs to the next `>` outside quotes.
+        let mut quote = None;
+        let end = rest
+            .char_indices()
+            .find(|&(_, c)| match quote {
+                Some(q) if c == q => {
+                    quote = None;
+                    false
+                }
+                Some(_) => false,
+                None if c == '"' || c == '\'' => {
+                    quote = Some(c);
+                    false
+                }
+                None => c == '>',
+            })
+            .map_or(rest.len(), |(at, _)| at);
+        let tag = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or("");
+        let closing = tag.starts_with('/');
+        let name: String = tag
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if let Some(skipped) = skipping {
+            if closing && name == skipped {
+                skipping = None;
+            }
+            continue;
+        }
+        if !closing && (name == "script" || name == "style") && !tag.ends_with('/') {
+            skipping = Some(if name == "script" { "script" } else { "style" });
+            continue;
+        }
+        if BLOCKS.contains(&name.as_str()) && !text.ends_with('\n') && !text.is_empty() {
+            text.push('\n');
+        }
+    }
+    if skipping.is_none() {
+        text.push_str(rest);
+    }
+    let text = htmlize::unescape(&text);
+    // Trailing spaces off each line; at most one blank line in a row.
+    let mut out = String::with_capacity(text.len());
+    let mut blank = 0;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if line.trim().is_empty() {
+            blank += 1;
+            if blank > 1 {
+                continue;
+            }
+        } else {
+            blank = 0;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.trim().to_owned()
 }
 
 /// Why a mapping's `format` is not a pattern that can read a date-time, if it is not.
@@ -280,6 +390,10 @@ pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
         },
         Conversion::HtmlUnescape => match value {
             Value::String(text) => Ok(Value::String(htmlize::unescape(text).into_owned())),
+            _ => fail("text"),
+        },
+        Conversion::HtmlText => match value {
+            Value::String(text) => Ok(Value::String(html_text(text))),
             _ => fail("text"),
         },
         Conversion::Latin1Utf8 => match value {
@@ -365,6 +479,23 @@ pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
                 None => fail("epoch milliseconds"),
             }
         }
+        Conversion::Timestamp => {
+            let epoch = match value {
+                Value::Number(_) => true,
+                _ => text(value).is_some_and(|text| {
+                    let digits = text.trim().trim_start_matches('-');
+                    !digits.is_empty()
+                        && digits
+                            .bytes()
+                            .all(|byte| byte.is_ascii_digit() || byte == b'.')
+                }),
+            };
+            if epoch {
+                convert(Conversion::EpochSeconds, value)
+            } else {
+                convert(Conversion::Rfc3339, value)
+            }
+        }
         Conversion::Rfc3339 => match text(value).map(jiff::Timestamp::from_str) {
             Some(result) => timestamp(result),
             None => fail("an RFC 3339 date-time"),
@@ -433,11 +564,13 @@ mod tests {
             Conversion::EpochMillis,
             Conversion::Rfc3339,
             Conversion::Rfc2822,
+            Conversion::Timestamp,
             Conversion::Latin1Utf8,
             Conversion::ClockDuration,
             Conversion::Amount,
             Conversion::Date,
             Conversion::HtmlUnescape,
+            Conversion::HtmlText,
             Conversion::Json,
         ];
         let kinds = [
@@ -688,15 +821,38 @@ mod tests {
             with_format("%Y-%m-%d %H:%M:%S", &json!("2024-03-14 21:03:44")).unwrap(),
             json!("2024-03-14T21:03:44Z")
         );
-        for wrong in [
-            json!("2024-03-17T07:45:12+01:00"),
-            json!("2024-03-17 07:45:12"),
-            json!(12),
-        ] {
+        for wrong in [json!("2024-03-17 07:45:12"), json!("17.03.2024"), json!(12)] {
             assert!(with_format(apple, &wrong).is_err(), "{wrong}");
         }
+        // Text already in RFC 3339 is taken as it is (a template's fallback to a file's time).
+        assert_eq!(
+            with_format(apple, &json!("2024-03-17T07:45:12+01:00")).unwrap(),
+            json!("2024-03-17T06:45:12Z")
+        );
+        // Apple's privacy export: no zero padding, no space after the comma, 12-hour clock.
+        assert_eq!(
+            with_format(
+                "%A %B %d,%Y %I:%M %p GMT",
+                &json!("Thursday August 29,2013 7:08 PM GMT")
+            )
+            .unwrap(),
+            json!("2013-08-29T19:08:00Z")
+        );
         assert!(pattern_problem("%Y-%m-%d %").is_some(), "a dangling %");
         assert!(pattern_problem(apple).is_none());
+    }
+
+    #[test]
+    fn html_becomes_text() {
+        let enml = r#"<?xml version="1.0" encoding="UTF-8" standalone="no"?>
+<!DOCTYPE en-note SYSTEM "http://xml.evernote.com/pub/enml2.dtd"><en-note><div>Mix &amp; rest 10 min, fry.</div><en-media hash="9d3f" type="image/png" style="--en-naturalWidth:1;" /><div><br/></div><ul><li>eggs</li><li>milk &lt;3&gt;</li></ul><style>p { color: red }</style><div title="a > b">end</div></en-note>"#;
+        assert_eq!(
+            html_text(enml),
+            "Mix & rest 10 min, fry.\neggs\nmilk <3>\nend"
+        );
+        assert_eq!(html_text("plain"), "plain");
+        assert_eq!(html_text("<p>unclosed <b"), "unclosed");
+        assert_eq!(html_text(""), "");
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct Counters {
     unchanged: AtomicU64,
     deleted: AtomicU64,
     rejected: AtomicU64,
+    read: AtomicU64,
+    read_total: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -99,6 +101,16 @@ pub struct Totals {
     /// What was written.
     #[serde(flatten)]
     pub written: WriteCounts,
+    /// An import's progress through the stream it reads now: its files' unpacked bytes read.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub read_bytes: u64,
+    /// Those files' unpacked size, where the export says it before they are read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_total_bytes: Option<u64>,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 impl Counters {
@@ -119,6 +131,8 @@ impl Counters {
                 deleted: load(&self.deleted),
                 rejected: load(&self.rejected),
             },
+            read_bytes: load(&self.read),
+            read_total_bytes: Some(load(&self.read_total)).filter(|total| *total > 0),
         }
     }
 }
@@ -147,7 +161,12 @@ impl Observer for Counters {
                 add(&self.deleted, counts.deleted);
                 add(&self.rejected, counts.rejected)
             }
-            Event::Read { .. } => 0,
+            Event::Read { read, total, .. } => {
+                // The stream being read now: the figures start again with each stream.
+                self.read_total
+                    .store(total.unwrap_or_default(), Ordering::Relaxed);
+                self.read.swap(*read, Ordering::Relaxed)
+            }
         };
     }
 }

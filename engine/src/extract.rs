@@ -48,10 +48,9 @@ pub struct CompiledPath {
 
 #[derive(Debug, Clone)]
 enum Plan {
-    /// Follow these steps; with `wildcard`, then every element (or member value) of the result.
+    /// Follow these steps through the tree itself.
     Direct {
         steps: Vec<Step>,
-        wildcard: bool,
     },
     General(serde_json_path::JsonPath),
 }
@@ -64,6 +63,17 @@ enum Step {
     Keys(Vec<String>),
     /// `[N]`.
     Index(usize),
+    /// `[*]`, `.*`: every element (or member value).
+    Wildcard,
+    /// `[?@.a.b]`: every element (or member value) in which the relative path selects a node
+    /// (RFC 9535's existence test: a `null` there exists).
+    Exists(Vec<Step>),
+    /// `[?!@.a.b]`: every element (or member value) in which the relative path selects
+    /// nothing (Apple Health's category samples: the `Record`s without a `@unit`).
+    Missing(Vec<Step>),
+    /// `[?@.a.b != null]`: every element (or member value) in which the relative (singular)
+    /// path selects nothing or something other than `null` (RFC 9535's comparison).
+    NotNull(Vec<Step>),
 }
 
 /// A JSONPath that does not compile, or asks for more work than the engine allows.
@@ -97,7 +107,7 @@ impl CompiledPath {
             costly: false,
         })?;
         let plan = match direct_plan(source) {
-            Some((steps, wildcard)) => Plan::Direct { steps, wildcard },
+            Some(steps) => Plan::Direct { steps },
             None => Plan::General(general),
         };
         Ok(Self {
@@ -114,8 +124,8 @@ impl CompiledPath {
     /// Calls `each` with every node the path selects in `target`, in document order.
     pub fn for_each<'n, 'a>(&self, target: &Target<'n, 'a>, mut each: impl FnMut(&'n Node<'a>)) {
         match &self.plan {
-            Plan::Direct { steps, wildcard } => {
-                let _ = visit(target.node, steps, *wildcard, &mut |node| {
+            Plan::Direct { steps } => {
+                let _ = visit(target.node, steps, &mut |node| {
                     each(node);
                     ControlFlow::Continue(())
                 });
@@ -137,22 +147,27 @@ impl CompiledPath {
     pub fn first<'n, 'a>(&self, target: &Target<'n, 'a>) -> Option<&'n Node<'a>> {
         match &self.plan {
             // Most mapped fields are a chain of names: followed in a loop, with no callback.
-            Plan::Direct {
-                steps,
-                wildcard: false,
-            } => {
+            Plan::Direct { steps } => {
                 let mut node = target.node;
                 for (at, step) in steps.iter().enumerate() {
                     node = match (step, node) {
                         (Step::Key(key), Node::Object(members)) => member(members, key)?,
                         (Step::Index(index), Node::Array(items)) => items.get(*index)?,
-                        (Step::Keys(_), _) => return first_visited(node, &steps[at..], false),
+                        (
+                            Step::Keys(_)
+                            | Step::Wildcard
+                            | Step::Exists(_)
+                            | Step::Missing(_)
+                            | Step::NotNull(_),
+                            _,
+                        ) => {
+                            return first_visited(node, &steps[at..]);
+                        }
                         _ => return None,
                     };
                 }
                 Some(node)
             }
-            Plan::Direct { steps, wildcard } => first_visited(target.node, steps, *wildcard),
             Plan::General(_) => {
                 let mut found = None;
                 self.for_each(target, |node| {
@@ -171,14 +186,10 @@ impl CompiledPath {
     }
 }
 
-/// The first node `steps` (then, with `wildcard`, `[*]`) select from `node`.
-fn first_visited<'n, 'a>(
-    node: &'n Node<'a>,
-    steps: &[Step],
-    wildcard: bool,
-) -> Option<&'n Node<'a>> {
+/// The first node `steps` select from `node`.
+fn first_visited<'n, 'a>(node: &'n Node<'a>, steps: &[Step]) -> Option<&'n Node<'a>> {
     let mut found = None;
-    let _ = visit(node, steps, wildcard, &mut |node| {
+    let _ = visit(node, steps, &mut |node| {
         found = Some(node);
         ControlFlow::Break(())
     });
@@ -200,37 +211,67 @@ fn locate<'n, 'a, 'p>(
     Some(node)
 }
 
-/// Calls `each` with every node `steps` (then, with `wildcard`, `[*]`) select from `node`, in
-/// order, until it says to stop.
+/// Whether the singular path `test` selects nothing or a value other than `null` in `node`.
+fn not_null(node: &Node<'_>, test: &[Step]) -> bool {
+    first_visited(node, test).is_none_or(|found| !matches!(found, Node::Null))
+}
+
+/// Calls `each` with every node `steps` select from `node`, in document order, until it says to
+/// stop.
 fn visit<'n, 'a>(
     node: &'n Node<'a>,
     steps: &[Step],
-    wildcard: bool,
     each: &mut dyn FnMut(&'n Node<'a>) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
     let Some((step, rest)) = steps.split_first() else {
-        if !wildcard {
-            return each(node);
+        return each(node);
+    };
+    let mut children = |children: &mut dyn Iterator<Item = &'n Node<'a>>| {
+        for child in children {
+            visit(child, rest, each)?;
         }
-        return match node {
-            Node::Array(items) => items.iter().try_for_each(each),
-            Node::Object(members) => members.values().try_for_each(each),
-            _ => ControlFlow::Continue(()),
-        };
+        ControlFlow::Continue(())
     };
     match (step, node) {
         (Step::Key(key), Node::Object(members)) => match member(members, key) {
-            Some(child) => visit(child, rest, wildcard, each),
+            Some(child) => visit(child, rest, each),
             None => ControlFlow::Continue(()),
         },
-        (Step::Keys(keys), Node::Object(members)) => keys
-            .iter()
-            .filter_map(|key| member(members, key))
-            .try_for_each(|child| visit(child, rest, wildcard, each)),
+        (Step::Keys(keys), Node::Object(members)) => {
+            children(&mut keys.iter().filter_map(|key| member(members, key)))
+        }
         (Step::Index(index), Node::Array(items)) => match items.get(*index) {
-            Some(child) => visit(child, rest, wildcard, each),
+            Some(child) => visit(child, rest, each),
             None => ControlFlow::Continue(()),
         },
+        (Step::Wildcard, Node::Array(items)) => children(&mut items.iter()),
+        (Step::Wildcard, Node::Object(members)) => children(&mut members.values()),
+        (Step::Exists(test), Node::Array(items)) => children(
+            &mut items
+                .iter()
+                .filter(|item| first_visited(item, test).is_some()),
+        ),
+        (Step::Exists(test), Node::Object(members)) => children(
+            &mut members
+                .values()
+                .filter(|value| first_visited(value, test).is_some()),
+        ),
+        (Step::Missing(test), Node::Array(items)) => children(
+            &mut items
+                .iter()
+                .filter(|item| first_visited(item, test).is_none()),
+        ),
+        (Step::Missing(test), Node::Object(members)) => children(
+            &mut members
+                .values()
+                .filter(|value| first_visited(value, test).is_none()),
+        ),
+        (Step::NotNull(test), Node::Array(items)) => {
+            children(&mut items.iter().filter(|item| not_null(item, test)))
+        }
+        (Step::NotNull(test), Node::Object(members)) => {
+            children(&mut members.values().filter(|value| not_null(value, test)))
+        }
         _ => ControlFlow::Continue(()),
     }
 }
@@ -255,17 +296,51 @@ fn quoted_names(mut rest: &str) -> Option<(Vec<String>, &str)> {
     }
 }
 
-/// Recognises `$`, `.name`, `['name']`, `['a','b']`, `[N]` steps and an optional final `[*]` or
-/// `.*`.
-fn direct_plan(source: &str) -> Option<(Vec<Step>, bool)> {
-    let mut rest = source.strip_prefix('$')?;
+/// Recognises `$` followed by `.name`, `['name']`, `['a','b']`, `[N]`, `[*]`, `.*` and existence
+/// filters of such steps (`[?@.Record['@unit']]`): paths followed through the tree itself.
+fn direct_plan(source: &str) -> Option<Vec<Step>> {
+    let (steps, rest) = direct_steps(source.strip_prefix('$')?)?;
+    rest.is_empty().then_some(steps)
+}
+
+/// Steps up to the end of `rest` or a `]` that closes an enclosing filter: the steps and what
+/// is left (empty, or starting with that `]`).
+fn direct_steps(rest: &str) -> Option<(Vec<Step>, &str)> {
+    direct_steps_until(rest, "]")
+}
+
+/// Steps up to the end of `rest`, a `]`, or `end`: the steps and what is left.
+fn direct_steps_until<'r>(mut rest: &'r str, end: &str) -> Option<(Vec<Step>, &'r str)> {
     let mut steps = Vec::new();
-    while !rest.is_empty() {
-        if rest == "[*]" || rest == ".*" {
-            return Some((steps, true));
-        }
-        if let Some(after) = rest.strip_prefix('.') {
-            let end = after.find(['.', '[']).unwrap_or(after.len());
+    while !rest.is_empty() && !rest.starts_with(']') && !rest.starts_with(end) {
+        if let Some(after) = rest.strip_prefix("[*]").or_else(|| rest.strip_prefix(".*")) {
+            steps.push(Step::Wildcard);
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix("[?!@") {
+            let (test, after) = direct_steps(after)?;
+            steps.push(Step::Missing(test));
+            rest = after.strip_prefix(']')?;
+        } else if let Some(after) = rest.strip_prefix("[?@") {
+            let (test, after) = direct_steps_until(after, " != null]")?;
+            match after.strip_prefix(" != null]") {
+                // A comparison takes a singular path: names and indexes only.
+                Some(after) => {
+                    let singular = test
+                        .iter()
+                        .all(|step| matches!(step, Step::Key(_) | Step::Index(_)));
+                    if !singular {
+                        return None;
+                    }
+                    steps.push(Step::NotNull(test));
+                    rest = after;
+                }
+                None => {
+                    steps.push(Step::Exists(test));
+                    rest = after.strip_prefix(']')?;
+                }
+            }
+        } else if let Some(after) = rest.strip_prefix('.') {
+            let end = after.find(['.', '[', ']', ' ']).unwrap_or(after.len());
             let name = &after[..end];
             let mut chars = name.chars();
             let plain = chars
@@ -302,7 +377,7 @@ fn direct_plan(source: &str) -> Option<(Vec<Step>, bool)> {
             return None;
         }
     }
-    Some((steps, false))
+    Some((steps, rest))
 }
 
 #[cfg(test)]
@@ -340,9 +415,16 @@ mod tests {
             ("$.a.b", 2),
             ("$['@odata.nextLink']", 1),
             ("$.items[0].id", 3),
-            ("$.items[*]", 1),
+            ("$.items[*]", 2),
             ("$.m['photo','video'].cameraMake", 3),
             ("$.m[ 'photo' , 'video' ]", 2),
+            ("$[*].Record", 2),
+            ("$[?@.Record['@unit']].Record", 2),
+            ("$[?!@.Record['@unit']].Record", 2),
+            ("$.items[?@.id].id", 3),
+            ("$.map.*", 2),
+            ("$[?@.spotify_track_uri != null]", 1),
+            ("$.items[?@.a.b != null].id", 3),
         ] {
             let path = CompiledPath::compile(source).unwrap();
             assert!(
@@ -352,7 +434,8 @@ mod tests {
         }
         for source in [
             "$..id",
-            "$.items[?@.id]",
+            "$.items[?@.id=='y']",
+            "$.items[?(@.id)]",
             "$.a[\"b\",'c']",
             "$.a['b\\'c']",
             "$.items[-1]",
@@ -379,7 +462,8 @@ mod tests {
             "scalar": 3,
             "m": {"photo": {"cameraMake": "Pixel"}},
             "v": {"video": {"cameraMake": "Apple"}},
-            "both": {"video": {"cameraMake": "Apple"}, "photo": {"cameraMake": "Pixel"}}
+            "both": {"video": {"cameraMake": "Apple"}, "photo": {"cameraMake": "Pixel"}},
+            "nulls": [{"x": null, "y": 1}, {"x": 0, "y": 2}, {"y": 3}, {"x": {"z": null}, "y": 4}]
         });
         for source in [
             "$",
@@ -406,6 +490,25 @@ mod tests {
             "$.both['photo','video'].cameraMake",
             "$.items['photo','video']",
             "$['a', 'map'].k1",
+            "$.items[*].id",
+            "$.items[?@.id]",
+            "$.items[?@.id].id",
+            "$.items[?@.missing].id",
+            "$.both[?@.cameraMake].cameraMake",
+            "$[?@.cameraMake]",
+            "$.map[?@]",
+            "$.a[*][*]",
+            "$.a.c[?@]",
+            "$[*][?@.id].id",
+            "$.items[?@.id != null]",
+            "$.items[?@.missing != null].id",
+            "$[?@.photo != null]",
+            "$.both[?@.cameraMake != null].cameraMake",
+            "$.nulls[?@.x != null].y",
+            "$.nulls[?!@.x].y",
+            "$.nulls[?!@.x.z].y",
+            "$.items[?!@.id]",
+            "$.both[?!@.cameraMake]",
             // General paths: evaluated on a copy, the selected nodes found again in the tree.
             "$..id",
             "$.items[?@.id=='y']",

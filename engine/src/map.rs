@@ -4,6 +4,8 @@
 //! pre-compiled JSONPaths and templates. The record is converted to a template value once, and
 //! only when the stream has templates at all.
 
+mod interpolation;
+
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +22,7 @@ use crate::record::{
 use crate::spec::{FieldMapping, Stream, ValueKind, ValueSource};
 use crate::template::{BuildError, TemplateId, Templates};
 use crate::validate::{FieldCheck, misfit};
+use interpolation::Interpolation;
 
 /// Where a value comes from, compiled.
 #[derive(Debug, Clone)]
@@ -105,6 +108,29 @@ fn record_reads(source: &str) -> Option<Vec<String>> {
         }
     }
     Some(names)
+}
+
+/// The text of `value` (a text, or a list of texts as a path selects them for a list field)
+/// split at `separator`, each part trimmed, empty parts dropped.
+fn split_text(value: &Value, separator: &str) -> Value {
+    let texts: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    Value::Array(
+        texts
+            .into_iter()
+            .flat_map(|text| match text {
+                Value::String(text) => text
+                    .split(separator)
+                    .map(str::trim)
+                    .filter(|part| !part.is_empty())
+                    .map(|part| Value::String(part.to_owned()))
+                    .collect::<Vec<_>>(),
+                other => vec![other.clone()],
+            })
+            .collect(),
+    )
 }
 
 /// `value` (a number) multiplied by `scale`: a whole number stays whole when the product is.
@@ -213,11 +239,13 @@ impl RecordFields {
     }
 }
 
-/// The template context of one record (`record`, `parent`, `config`), built on first use.
+/// The template context of one record (`record`, `parent`, `entry`, `config`), built on first
+/// use.
 pub struct Lazy<'a> {
     record: &'a Node<'a>,
     fields: &'a RecordFields,
     parent: &'a minijinja::Value,
+    entry: Option<&'a minijinja::Value>,
     config: &'a minijinja::Value,
     built: std::cell::OnceCell<minijinja::Value>,
 }
@@ -234,6 +262,7 @@ impl<'a> Lazy<'a> {
             record,
             fields,
             parent,
+            entry: None,
             config,
             built: std::cell::OnceCell::new(),
         }
@@ -244,6 +273,7 @@ impl<'a> Lazy<'a> {
             minijinja::context! {
                 record => self.fields.value(self.record),
                 parent => self.parent.clone(),
+                entry => self.entry.cloned().unwrap_or_default(),
                 config => self.config.clone(),
             }
         })
@@ -263,6 +293,7 @@ const RENDERS_KEPT: usize = 8;
 /// instead of once a record. A page's scope is dropped with the page.
 pub struct PageScope<'p> {
     parent: &'p minijinja::Value,
+    entry: Option<&'p minijinja::Value>,
     config: &'p minijinja::Value,
     /// By map field: the renders of its template kept so far.
     renders: Vec<Vec<Render<'p>>>,
@@ -291,9 +322,17 @@ impl<'p> PageScope<'p> {
     pub fn new(parent: &'p minijinja::Value, config: &'p minijinja::Value) -> Self {
         Self {
             parent,
+            entry: None,
             config,
             renders: Vec::new(),
         }
+    }
+
+    /// The same, for a page of documents all read from one file of an export: `entry` in
+    /// templates (its `path`, `name`, `stem`, `extension` and `folder`).
+    pub fn with_entry(mut self, entry: Option<&'p minijinja::Value>) -> Self {
+        self.entry = entry;
+        self
     }
 
     /// What map field `slot`, whose template reads the record attributes `names`, becomes for
@@ -549,10 +588,11 @@ mod tests {
     /// naming the field, while other records of the page map.
     #[test]
     fn a_field_made_once_a_page_fails_each_record_it_fails() {
+        // Filters keep the templates from being plain joins, which are made without the page.
         let (mapper, templates) = media_mapper(serde_json::json!({
-            "media_type": "{{ record.kind }}",
+            "media_type": "{{ record.kind | lower }}",
             "file_path": "$.url",
-            "width": { "from": "{{ record.size }}", "as": "integer" }
+            "width": { "from": "{{ record.size | lower }}", "as": "integer" }
         }));
         let provenance = Provenance::new("u", "i", "p");
         let none = minijinja::Value::from(());
@@ -660,9 +700,14 @@ struct FieldPlan {
     scale: Option<f64>,
     /// The pattern a date-time is read with (`format`), instead of the converter.
     format: Option<Arc<str>>,
+    /// The separator text is split into a list at (`split`), before the converter.
+    split: Option<Arc<str>>,
     /// For a template that reads only named record attributes (or none): those names, whose
     /// values are all its output can depend on within a page (see [`PageScope`]).
     reads: Option<Vec<String>>,
+    /// For a template that only joins text and record attributes: that join, made without
+    /// minijinja (and without the page's renders, which cost as much to look up).
+    interpolation: Option<Interpolation>,
 }
 
 impl FieldPlan {
@@ -676,14 +721,25 @@ impl FieldPlan {
     ) -> Result<(), Failure> {
         let refused =
             |error: &dyn std::fmt::Display| Failure::Refused(format!("{}: {error}", self.name));
+        // Empty text is no value for a field that is not text: a CSV's empty cell for a
+        // number, a date or a list is a value the row does not have.
+        let blank = |value: &Cow<'_, Value>| {
+            matches!(value.as_ref(), Value::String(text) if text.trim().is_empty())
+                && self.converter.output() != crate::convert::Output::Text
+        };
         let value = selected
             .map_err(|error| refused(&error))?
+            .filter(|value| !blank(value))
             .or_else(|| self.default.as_ref().map(Cow::Borrowed));
         let Some(value) = value else {
             return match self.required {
                 true => Err(refused(&"required, but the record has no value for it")),
                 false => Ok(()),
             };
+        };
+        let value = match &self.split {
+            Some(separator) => Cow::Owned(split_text(&value, separator)),
+            None => value,
         };
         let mut converted = match &self.format {
             Some(pattern) => Cow::Owned(
@@ -720,6 +776,8 @@ pub enum Mapped {
 pub struct RecordMapper {
     model: ModelKind,
     id: CompiledValue,
+    /// The key's template, when it only joins record attributes: made without minijinja.
+    id_interpolation: Option<Interpolation>,
     fields: Vec<FieldPlan>,
     /// Required model fields the stream does not map (refused when a spec is checked; a mapper
     /// compiled from an unchecked stream refuses its records).
@@ -760,9 +818,12 @@ impl RecordMapper {
                 FieldMapping::Full(rule) => rule.default.clone(),
                 FieldMapping::Short(_) => None,
             };
-            let reads = match mapping.source() {
-                ValueSource::Template(text) => RecordFields::of(text.as_str()).names(),
-                ValueSource::Path(_) => None,
+            let (reads, interpolation) = match mapping.source() {
+                ValueSource::Template(text) => (
+                    RecordFields::of(text.as_str()).names(),
+                    Interpolation::parse(text.as_str()),
+                ),
+                ValueSource::Path(_) => (None, None),
             };
             let mut key = b",".to_vec();
             push_json(&mut key, info.name);
@@ -776,6 +837,7 @@ impl RecordMapper {
                 key: into_text(key),
                 takes_text: mapping.scale().is_none()
                     && mapping.format().is_none()
+                    && mapping.split().is_none()
                     && converter.keeps_text()
                     && check.takes(Output::Text),
                 checked: !check.takes(converter.output())
@@ -783,8 +845,10 @@ impl RecordMapper {
                     || mapping.format().is_some(),
                 scale: mapping.scale(),
                 format: mapping.format().map(Arc::from),
+                split: mapping.split().map(Arc::from),
                 check,
                 reads,
+                interpolation,
                 source: CompiledValue::compile(mapping.source(), templates)?,
                 converter,
                 default,
@@ -802,9 +866,14 @@ impl RecordMapper {
             .filter(|info| info.required && !fields.iter().any(|field| field.name == info.name))
             .map(|info| info.name)
             .collect();
+        let id_interpolation = match &stream.id {
+            ValueSource::Template(text) => Interpolation::parse(text.as_str()),
+            ValueSource::Path(_) => None,
+        };
         Ok(Self {
             model,
             id,
+            id_interpolation,
             fields,
             unmapped,
             deleted,
@@ -833,7 +902,8 @@ impl RecordMapper {
         provenance: &Provenance,
         templates: &Templates,
     ) -> Mapped {
-        let context = Lazy::new(raw, &self.record_fields, scope.parent, scope.config);
+        let mut context = Lazy::new(raw, &self.record_fields, scope.parent, scope.config);
+        context.entry = scope.entry;
         let target = Target::new(raw);
         let reject = |id: Option<String>, reason: String| {
             Mapped::Rejected(Reject {
@@ -842,11 +912,18 @@ impl RecordMapper {
                 raw: Value::from(raw),
             })
         };
-        let id = match self
-            .id
-            .value(&target, &context, templates)
-            .map(|id| id.map(Cow::into_owned))
-        {
+        let joined = self
+            .id_interpolation
+            .as_ref()
+            .and_then(|interpolation| interpolation.render(raw));
+        let id = match joined.map_or_else(
+            || {
+                self.id
+                    .value(&target, &context, templates)
+                    .map(|id| id.map(Cow::into_owned))
+            },
+            |text| Ok(rendered(text).map(Cow::into_owned)),
+        ) {
             Ok(Some(Value::String(id))) => id,
             Ok(Some(Value::Number(number))) => number.to_string(),
             Ok(_) => return reject(None, "the record has no id".to_owned()),
@@ -867,12 +944,17 @@ impl RecordMapper {
             .collect();
         let mut json = provenance.open(&id, self.size_hint.load(Ordering::Relaxed));
         for (slot, field) in self.fields.iter().enumerate() {
-            let finished = match (&field.source, field.converter, &field.reads) {
+            let joined = field
+                .interpolation
+                .as_ref()
+                .and_then(|interpolation| interpolation.render(raw));
+            let finished = match (joined, &field.source, field.converter, &field.reads) {
+                (Some(text), ..) => field.finish(Ok(rendered(text)), &mut json),
                 // A list field gathers every node its path selects (`$.labels[*].name`).
-                (CompiledValue::Path(path), Converter::ByKind(ValueKind::Array), _) => {
+                (None, CompiledValue::Path(path), Converter::ByKind(ValueKind::Array), _) => {
                     field.finish(Ok(gather(path, &target)), &mut json)
                 }
-                (CompiledValue::Path(path), _, _) => match path.first(&target) {
+                (None, CompiledValue::Path(path), _, _) => match path.first(&target) {
                     Some(Node::Str(text)) if field.takes_text => {
                         json.extend_from_slice(field.key.as_bytes());
                         push_json_str(&mut json, text);
@@ -881,7 +963,7 @@ impl RecordMapper {
                     node => field.finish(Ok(selected(node)), &mut json),
                 },
                 // What the field becomes depends only on the values its template reads.
-                (CompiledValue::Template(template), _, Some(names)) => {
+                (None, CompiledValue::Template(template), _, Some(names)) => {
                     let finished = scope.finished(slot, names, raw, || {
                         let text = templates
                             .render(template, context.get())

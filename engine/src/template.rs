@@ -78,6 +78,33 @@ pub fn environment() -> Environment<'static> {
     // `*` is refused in templates (it also repeats lists, uncharged); numbers multiply with
     // `times`: a unit that depends on the record (`km` or `mi`).
     env.add_filter("times", |value: f64, factor: f64| value * factor);
+    // Meta's text with each UTF-8 byte written as a character, repaired (the `latin1_utf8`
+    // conversion), where a template needs it: an id, a join key.
+    env.add_filter("latin1_utf8", |text: &str| {
+        crate::convert::latin1_utf8(text)
+    });
+    // Seconds since 1970 of a date-time, RFC 3339 or as a strftime pattern says: the length of
+    // a sample is `(end | epoch_seconds(f)) - (start | epoch_seconds(f))`.
+    env.add_filter(
+        "epoch_seconds",
+        |text: &str, pattern: Option<&str>| -> Result<f64, minijinja::Error> {
+            let instant = match pattern {
+                Some(pattern) => crate::convert::instant_as(pattern, text),
+                None => text.parse::<jiff::Timestamp>().ok(),
+            };
+            instant
+                .map(|instant| instant.as_millisecond() as f64 / 1000.0)
+                .ok_or_else(|| {
+                    minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        format!(
+                            "`{text}` is not a date-time{}",
+                            pattern.map(|p| format!(" as `{p}`")).unwrap_or_default()
+                        ),
+                    )
+                })
+        },
+    );
     // A missing `record.field` renders empty rather than failing the record; a missing
     // top-level variable is caught by `connector validate` instead.
     env.set_undefined_behavior(UndefinedBehavior::Chainable);
@@ -363,6 +390,26 @@ mod tests {
         assert!(variables.contains("record.id"));
         assert!(variables.contains("page.items"));
         assert!(!variables.iter().any(|name| name == "x"));
+    }
+
+    #[test]
+    fn filters_measure_time_and_repair_meta_text() {
+        let env = environment();
+        let render = |source: &str| env.render_str(source, ()).map_err(|e| e.to_string());
+        assert_eq!(
+            render("{{ ('2024-03-17 03:02:00 +0100' | epoch_seconds('%Y-%m-%d %H:%M:%S %z')) - ('2024-03-17 02:14:30 +0100' | epoch_seconds('%Y-%m-%d %H:%M:%S %z')) }}").unwrap(),
+            "2850.0"
+        );
+        assert_eq!(
+            render("{{ '1970-01-01T00:00:01.5Z' | epoch_seconds }}").unwrap(),
+            "1.5"
+        );
+        assert_eq!(
+            render("{{ 'Vacances \u{c3}\u{a0} Nice' | latin1_utf8 }}").unwrap(),
+            "Vacances à Nice"
+        );
+        let error = render("{{ 'yesterday' | epoch_seconds }}").unwrap_err();
+        assert!(error.contains("`yesterday` is not a date-time"), "{error}");
     }
 
     #[test]

@@ -134,14 +134,32 @@ pub struct IntegrationView {
     /// retries, rate-limit waits, and what was written.
     #[schema(value_type = Option<Object>)]
     progress: Option<Totals>,
+    /// Whether it syncs from the provider's API on a schedule (`false`: its connector only
+    /// imports data exports, and `next_sync_at` is `null`).
+    syncs: bool,
+    /// Its latest data-export imports, newest first (`POST /integrations/{id}/imports`).
+    imports: Vec<crate::imports::ImportView>,
 }
 
-async fn view(state: &Service, summary: IntegrationSummary) -> Result<IntegrationView, ApiError> {
+async fn view(
+    state: &Service,
+    mut summary: IntegrationSummary,
+) -> Result<IntegrationView, ApiError> {
+    // The imports are read before the runs: an import books its end after its run's, so a
+    // view that shows an import ended also shows that import's run (read the other way round,
+    // an import that starts and ends between the two reads showed as ended with no run).
+    let imports = crate::imports::views(state, &summary.id).await?;
     let last_run = state.store.runs(&summary.id).await?.into_iter().next();
-    let name = state.catalog.get(&summary.connector).map_or_else(
+    let entry = state.catalog.get(&summary.connector);
+    let name = entry.map_or_else(
         || summary.connector.clone(),
         |entry| entry.spec.name.clone(),
     );
+    let syncs = entry.is_none_or(Entry::syncs);
+    if !syncs {
+        // Never claimed by the scheduler: nothing is due.
+        summary.next_sync_at = None;
+    }
     let what_to_do = if summary.status == "needs_reauth" {
         Some(format!(
             "connect {name} again (GET /integrations/{}/authorize); the records imported so far are kept",
@@ -163,12 +181,18 @@ async fn view(state: &Service, summary: IntegrationSummary) -> Result<Integratio
         what_to_do,
         last_run,
         progress,
+        syncs,
+        imports,
     })
 }
 
 /// The integration `id` if it is the user's; another user's is "not found", as if it did not
 /// exist.
-async fn owned(state: &Service, user: &str, id: &str) -> Result<IntegrationSummary, ApiError> {
+pub(crate) async fn owned(
+    state: &Service,
+    user: &str,
+    id: &str,
+) -> Result<IntegrationSummary, ApiError> {
     state
         .tables
         .integration_summary(id)
@@ -251,7 +275,7 @@ pub struct SyncScheduled {
         (status = 202, description = "Scheduled", body = SyncScheduled),
         (status = 401, description = "No or unknown credentials", body = ErrorBody),
         (status = 404, description = "No such integration of the user's", body = ErrorBody),
-        (status = 409, description = "It needs to be connected again before it can sync", body = ErrorBody),
+        (status = 409, description = "It needs to be connected again before it can sync, or its connector only imports data exports", body = ErrorBody),
         (status = 500, description = "The service failed (its database, most often)", body = ErrorBody)
     )
 )]
@@ -261,6 +285,14 @@ pub async fn sync_now(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let summary = owned(&state, &user, &id).await?;
+    if let Some(entry) = state.catalog.get(&summary.connector)
+        && !entry.syncs()
+    {
+        return Err(ApiError::conflict(format!(
+            "{} has nothing to sync: it imports the data exports it is sent (POST /integrations/{id}/imports)",
+            entry.spec.name
+        )));
+    }
     if summary.status == "needs_reauth" {
         return Err(ApiError::conflict(format!(
             "{id} needs to be connected again before it can sync (GET /integrations/{}/authorize)",
@@ -442,6 +474,8 @@ pub async fn delete(
             stored.connector
         )),
     };
+    // The uploads waiting for its imports go with it (the imports' rows go with its state).
+    crate::imports::discard_uploads(&state, &id).await?;
     let disconnected = engine::account::disconnect(
         &state.store,
         &stored,

@@ -35,6 +35,26 @@ impl Entry {
         }
     }
 
+    /// Whether it has streams that read the provider's API: only those are synced.
+    pub fn syncs(&self) -> bool {
+        self.spec.root_streams().any(|name| {
+            self.spec
+                .streams
+                .get(name)
+                .is_some_and(|stream| stream.archive.is_none())
+        })
+    }
+
+    /// Whether it has streams that read a data export: only those are imported from one.
+    pub fn imports(&self) -> bool {
+        self.spec.root_streams().any(|name| {
+            self.spec
+                .streams
+                .get(name)
+                .is_some_and(|stream| stream.archive.is_some())
+        })
+    }
+
     /// What `GET /connectors` shows of it.
     pub fn listing(&self) -> Listing {
         let spec = &self.spec;
@@ -63,6 +83,8 @@ impl Entry {
             },
             docs_url: spec.docs_url.as_str().to_owned(),
             sync_every_secs: spec.schedule.every.get().as_secs(),
+            syncs: self.syncs(),
+            imports: self.imports(),
             streams: spec
                 .root_streams()
                 .map(|name| StreamChoice {
@@ -101,6 +123,10 @@ pub struct Listing {
     pub docs_url: String,
     /// The default time between syncs, in seconds.
     pub sync_every_secs: u64,
+    /// Whether it reads the provider's API, on a schedule (`false`: it only imports exports).
+    pub syncs: bool,
+    /// Whether it imports data exports (`POST /integrations/{id}/imports`).
+    pub imports: bool,
     /// The streams a person chooses among (their substreams come with them).
     pub streams: Vec<StreamChoice>,
 }

@@ -86,6 +86,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_GATEWAY, ErrorCode::ProviderError, message)
     }
 
+    /// 413: the body is larger than the service takes.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, message)
+    }
+
     /// 500: the service itself failed (the database, most often).
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(

@@ -5,6 +5,7 @@
 //! - [`identity`]: who is asking (API keys or a trusted gateway header);
 //! - [`connect`]: the OAuth round trip and config-only connections;
 //! - [`api`]: integrations, records, the audit log, health and metrics;
+//! - [`imports`]: data exports uploaded (or named in the import folder) and imported;
 //! - [`openapi`]: the API's OpenAPI document, generated from the handlers and their types;
 //! - [`scheduler`] and [`runner`]: claiming due syncs across processes and running them.
 
@@ -13,6 +14,7 @@ pub mod catalog;
 pub mod connect;
 pub mod error;
 pub mod identity;
+pub mod imports;
 pub mod metrics;
 pub mod openapi;
 pub mod runner;
@@ -58,6 +60,12 @@ pub fn router(state: AppState) -> Router {
             get(api::get).patch(api::update).delete(api::delete),
         )
         .route("/integrations/{id}/sync", post(api::sync_now))
+        // An export is streamed to disk under the service's own cap (`--max-upload`), not the
+        // API's 64 KiB.
+        .route(
+            "/integrations/{id}/imports",
+            post(imports::create).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/integrations/{id}/authorize", get(connect::authorize))
         .route("/integrations/{id}/callback", get(connect::callback))
         .route("/records", get(api::records))

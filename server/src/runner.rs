@@ -48,9 +48,9 @@ impl Outcome {
 }
 
 /// Passes a sync's events to its live counters and to the service's metrics.
-struct Live {
-    counters: Arc<Counters>,
-    metrics: crate::metrics::SyncMetrics,
+pub(crate) struct Live {
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) metrics: crate::metrics::SyncMetrics,
 }
 
 impl Observer for Live {
@@ -67,21 +67,80 @@ fn failed(kind: &'static str, message: impl Into<String>) -> Outcome {
     }
 }
 
-/// Runs the claimed sync to its end.
-pub async fn run(service: &Service, claim: &Claim) -> Outcome {
-    let stored = match service.store.integration(&claim.integration_id).await {
+/// What a run of a stored integration needs: its connector, and its integration, HTTP client
+/// and credentials.
+pub(crate) struct Prepared<'a> {
+    /// The connector's catalog entry.
+    pub entry: &'a crate::catalog::Entry,
+    /// The integration as stored.
+    pub stored: engine::store::StoredIntegration,
+    /// The run's parts.
+    pub run: PreparedRun,
+}
+
+/// Why a run of a stored integration could not even begin: a failure to book with its
+/// backoff, or credentials the user must give again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NotRun {
+    /// As [`Outcome::Failed`].
+    Failed {
+        /// The error, with what to do.
+        message: String,
+        /// For the metrics.
+        kind: &'static str,
+    },
+    /// As [`Outcome::NeedsReauth`].
+    NeedsReauth(String),
+}
+
+impl NotRun {
+    fn failed(kind: &'static str, message: impl Into<String>) -> Self {
+        Self::Failed {
+            message: message.into(),
+            kind,
+        }
+    }
+
+    /// What the user is told.
+    pub(crate) fn into_message(self) -> String {
+        match self {
+            Self::Failed { message, .. } | Self::NeedsReauth(message) => message,
+        }
+    }
+}
+
+impl From<NotRun> for Outcome {
+    fn from(not_run: NotRun) -> Self {
+        match not_run {
+            NotRun::Failed { message, kind } => Self::Failed { message, kind },
+            NotRun::NeedsReauth(message) => Self::NeedsReauth(message),
+        }
+    }
+}
+
+/// Prepares a run of the stored integration `integration_id` (a sync or an import).
+pub(crate) async fn prepare<'a>(
+    service: &'a Service,
+    integration_id: &str,
+) -> Result<Prepared<'a>, NotRun> {
+    let stored = match service.store.integration(integration_id).await {
         Ok(Some(stored)) => stored,
-        Ok(None) => return failed("config", "the integration was deleted"),
-        Err(error) => return failed("store", format!("{error} — the sync is tried again later")),
+        Ok(None) => return Err(NotRun::failed("config", "the integration was deleted")),
+        Err(error) => {
+            return Err(NotRun::failed(
+                "store",
+                format!("{error} — the sync is tried again later"),
+            ));
+        }
     };
     let Some(entry) = service.catalog.get(&stored.connector) else {
-        return failed(
+        return Err(NotRun::failed(
             "config",
             format!(
                 "the connector `{}` is not offered by this service (its spec is missing or has problems; run `connector validate`)",
                 stored.connector
             ),
-        );
+        ));
     };
     let spec = &entry.spec;
     let values = Values {
@@ -111,18 +170,33 @@ pub async fn run(service: &Service, claim: &Claim) -> Outcome {
         entry.transport(),
         service.rate_limits.gate(spec, &stored.id),
     );
-    let PreparedRun {
-        integration,
-        http,
-        auth,
-    } = match prepared {
+    match prepared {
+        Ok(run) => Ok(Prepared { entry, stored, run }),
+        Err(error @ PrepareError::Config(_)) => Err(NotRun::NeedsReauth(format!(
+            "{error}; connect {} again with it",
+            spec.name
+        ))),
+        Err(PrepareError::Credentials(error)) => Err(NotRun::NeedsReauth(error)),
+        Err(PrepareError::Setup(error)) => Err(NotRun::failed("config", error)),
+    }
+}
+
+/// Runs the claimed sync to its end.
+pub async fn run(service: &Service, claim: &Claim) -> Outcome {
+    let prepared = match prepare(service, &claim.integration_id).await {
         Ok(prepared) => prepared,
-        Err(error @ PrepareError::Config(_)) => {
-            return Outcome::NeedsReauth(format!("{error}; connect {} again with it", spec.name));
-        }
-        Err(PrepareError::Credentials(error)) => return Outcome::NeedsReauth(error),
-        Err(PrepareError::Setup(error)) => return failed("config", error),
+        Err(not_run) => return not_run.into(),
     };
+    let Prepared {
+        entry,
+        stored,
+        run: PreparedRun {
+            integration,
+            http,
+            auth,
+        },
+    } = prepared;
+    let spec = &entry.spec;
 
     let counters = Arc::new(Counters::default());
     service

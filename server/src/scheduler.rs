@@ -76,8 +76,10 @@ impl Slots {
 /// Runs the scheduler until the process ends.
 pub async fn run(state: AppState) {
     let slots = Arc::new(Mutex::new(Slots::default()));
+    let importing = Arc::new(crate::imports::Importing::default());
     loop {
         claim_all(&state, &slots).await;
+        crate::imports::claim(&state, &importing).await;
         let poll = state.config.poll;
         let wait = poll.mul_f64(rand::rng().random_range(0.75..=1.25));
         tokio::select! {
@@ -127,7 +129,18 @@ async fn claim_all(state: &AppState, slots: &Arc<Mutex<Slots>>) {
             let slots = lock(slots);
             (slots.lanes(&limits), slots.busy(&limits))
         };
-        let busy: Vec<&str> = busy.iter().map(String::as_str).collect();
+        // Connectors that only import exports have nothing to sync: never claimed.
+        let busy: Vec<&str> = busy
+            .iter()
+            .map(String::as_str)
+            .chain(
+                state
+                    .catalog
+                    .iter()
+                    .filter(|entry| !entry.syncs())
+                    .map(|entry| entry.spec.id.as_str()),
+            )
+            .collect();
         for lane in lanes {
             match state
                 .tables

@@ -88,9 +88,21 @@ pub struct Config {
     pub worker: String,
     /// Whether to run the scheduler (a process can serve the API only).
     pub scheduler: bool,
-    /// The users who run the service: only they read what spans every user (`/metrics`).
+    /// The users who run the service: only they read what spans every user (`/metrics`), and
+    /// import from the import folder.
     pub operators: Vec<String>,
+    /// Where uploaded exports wait for their import (each deleted when its import ends).
+    pub uploads: PathBuf,
+    /// The largest export accepted as an upload, in bytes.
+    pub max_upload: u64,
+    /// A folder on the server whose exports operators may import by path, for those too large to
+    /// upload through a browser (a 50 GB Takeout); `None`: imports by path are refused.
+    pub import_root: Option<PathBuf>,
 }
+
+/// The largest upload accepted by default: 20 GiB (a large Apple or Meta export; Takeouts come
+/// in parts of 2 to 50 GB, and the larger ones belong in the import folder).
+pub const DEFAULT_MAX_UPLOAD: u64 = 20 << 30;
 
 impl Config {
     /// Defaults for `database` and `connectors_root`, listening on a free loopback port.
@@ -111,6 +123,9 @@ impl Config {
             worker: default_worker(),
             scheduler: true,
             operators: Vec::new(),
+            uploads: PathBuf::from("hypernet-uploads"),
+            max_upload: DEFAULT_MAX_UPLOAD,
+            import_root: None,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use engine::spec::Duration;
+use engine::spec::{ByteSize, Duration};
 use serde_json::json;
 use server::{Config, Identity, Limits};
 
@@ -79,6 +79,17 @@ pub struct Args {
         value_delimiter = ','
     )]
     operators: Vec<String>,
+    /// Where uploaded exports wait for their import (each is deleted when its import ends).
+    #[arg(long, default_value = "hypernet-uploads", value_name = "DIR")]
+    uploads: PathBuf,
+    /// The largest export accepted as an upload (`20GiB`, `500MB`).
+    #[arg(long, default_value = "20GiB", value_name = "SIZE")]
+    max_upload: ByteSize,
+    /// A folder of exports on this machine that operators may import by path
+    /// (`POST /integrations/{id}/imports` with `{"paths": [...]}`), for exports too large to
+    /// upload through a browser. Default: none, and imports by path are refused.
+    #[arg(long, value_name = "DIR", env = "HYPERNET_IMPORT_ROOT")]
+    import_root: Option<PathBuf>,
     /// Print the address (and the sandbox's sign-in link) as one JSON line.
     #[arg(long)]
     json: bool,
@@ -105,6 +116,9 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     config.poll = args.poll.get();
     config.lease = args.lease.get();
     config.operators = args.operators.clone();
+    config.uploads = args.uploads.clone();
+    config.max_upload = args.max_upload.get();
+    config.import_root = args.import_root.clone();
     if let Some(worker) = &args.worker {
         config.worker = worker.clone();
     }

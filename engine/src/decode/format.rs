@@ -20,6 +20,16 @@ pub enum Format {
     Xml,
     /// `application/x-www-form-urlencoded`: one object of text values.
     Form,
+    /// An RFC 5322 e-mail message (see [`super::email`]).
+    Email,
+    /// iCalendar: components and properties (see [`super::content_lines`]).
+    Ical,
+    /// vCard: the same, with vCard's repeatable properties.
+    Vcard,
+    /// Any file, as its facts (see [`super::media`]).
+    Media,
+    /// A GPX track: its points with time, elevation and extensions, as one route.
+    Gpx,
 }
 
 impl Format {
@@ -30,6 +40,11 @@ impl Format {
             Self::Csv => "CSV",
             Self::Xml => "XML",
             Self::Form => "form",
+            Self::Email => "e-mail",
+            Self::Ical => "iCalendar",
+            Self::Vcard => "vCard",
+            Self::Media => "media",
+            Self::Gpx => "GPX",
         }
     }
 
@@ -44,8 +59,11 @@ impl Format {
                     .map_err(|error| DecodeError::new("JSON", error))
             }
             Self::Csv => decode_csv(frame).map(Document::from_value),
-            Self::Xml => decode_xml(frame).map(Document::from_value),
+            Self::Xml => super::xml::decode(frame).map(Document::from_value),
             Self::Form => Ok(Document::from_value(decode_form(frame))),
+            Self::Email | Self::Ical | Self::Vcard | Self::Media | Self::Gpx => {
+                self.value(frame).map(Document::from_value)
+            }
         }
     }
 
@@ -54,8 +72,15 @@ impl Format {
         match self {
             Self::Json => self.decode(frame).map(|document| document.to_value()),
             Self::Csv => decode_csv(frame),
-            Self::Xml => decode_xml(frame),
+            Self::Xml => super::xml::decode(frame),
             Self::Form => Ok(decode_form(frame)),
+            Self::Email => super::email::decode(frame),
+            Self::Ical => {
+                super::content_lines::decode(super::content_lines::Dialect::Calendar, frame)
+            }
+            Self::Vcard => super::content_lines::decode(super::content_lines::Dialect::Card, frame),
+            Self::Media => Ok(super::media::facts(frame)),
+            Self::Gpx => super::gpx::decode(frame),
         }
     }
 }
@@ -101,137 +126,5 @@ pub(super) fn decode_csv_row(frame: &[u8]) -> Result<Value, DecodeError> {
     match decode_csv(frame)? {
         Value::Array(mut rows) if rows.len() == 1 => Ok(rows.remove(0)),
         _ => Err(DecodeError::new("CSV", "a row did not decode as one row")),
-    }
-}
-
-/// How deep XML elements may nest: serde_json's limit for JSON. The tree a body becomes is
-/// converted, read and dropped recursively, and an answer nested 50,000 deep (350 KB) overflowed
-/// the stack and aborted the whole service.
-pub const MAX_XML_DEPTH: usize = 128;
-
-fn decode_xml(body: &[u8]) -> Result<Value, DecodeError> {
-    use quick_xml::events::Event;
-
-    let error = |reason: String| DecodeError::new("XML", reason);
-    // Text is trimmed per element, not per event: `A &amp; B` arrives as three events.
-    let mut reader = quick_xml::Reader::from_reader(body);
-    // Each open element: its name, its object, and its text so far.
-    let mut stack: Vec<(String, Map<String, Value>, String)> =
-        vec![(String::new(), Map::new(), String::new())];
-    let mut buffer = Vec::new();
-    loop {
-        let event = reader
-            .read_event_into(&mut buffer)
-            .map_err(|e| error(e.to_string()))?;
-        match event {
-            Event::Start(start) => {
-                // The root's entry is not an element.
-                if stack.len() > MAX_XML_DEPTH {
-                    return Err(error(format!(
-                        "elements are nested more than {MAX_XML_DEPTH} deep"
-                    )));
-                }
-                let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
-                let attributes = xml_attributes(&start).map_err(error)?;
-                stack.push((name, attributes, String::new()));
-            }
-            Event::Empty(start) => {
-                let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
-                let attributes = xml_attributes(&start).map_err(error)?;
-                let value = if attributes.is_empty() {
-                    Value::String(String::new())
-                } else {
-                    Value::Object(attributes)
-                };
-                if let Some((_, parent, _)) = stack.last_mut() {
-                    insert_child(parent, name, value);
-                }
-            }
-            Event::Text(text) => {
-                let decoded = text.decode().map_err(|e| error(e.to_string()))?;
-                if let Some((_, _, content)) = stack.last_mut() {
-                    content.push_str(&decoded);
-                }
-            }
-            Event::CData(data) => {
-                if let Some((_, _, content)) = stack.last_mut() {
-                    content.push_str(&String::from_utf8_lossy(&data));
-                }
-            }
-            Event::GeneralRef(reference) => {
-                let resolved = match reference
-                    .resolve_char_ref()
-                    .map_err(|e| error(e.to_string()))?
-                {
-                    Some(character) => character.to_string(),
-                    None => {
-                        let name = reference.decode().map_err(|e| error(e.to_string()))?;
-                        quick_xml::escape::resolve_predefined_entity(&name)
-                            .ok_or_else(|| error(format!("unknown entity `&{name};`")))?
-                            .to_owned()
-                    }
-                };
-                if let Some((_, _, content)) = stack.last_mut() {
-                    content.push_str(&resolved);
-                }
-            }
-            Event::End(_) => {
-                let (name, mut object, text) = stack
-                    .pop()
-                    .ok_or_else(|| error("unbalanced end tag".to_owned()))?;
-                let text = text.trim().to_owned();
-                let value = if object.is_empty() {
-                    Value::String(text)
-                } else {
-                    if !text.is_empty() {
-                        object.insert("$text".to_owned(), Value::String(text));
-                    }
-                    Value::Object(object)
-                };
-                let (_, parent, _) = stack
-                    .last_mut()
-                    .ok_or_else(|| error("unbalanced end tag".to_owned()))?;
-                insert_child(parent, name, value);
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-        buffer.clear();
-    }
-    if stack.len() != 1 {
-        return Err(error(
-            "the document ends inside an element (truncated?)".to_owned(),
-        ));
-    }
-    let (_, root, _) = stack.pop().unwrap_or_default();
-    Ok(Value::Object(root))
-}
-
-fn xml_attributes(start: &quick_xml::events::BytesStart<'_>) -> Result<Map<String, Value>, String> {
-    // Apple Health's records have nine attributes: one allocation for the map, not four.
-    let mut attributes = Map::with_capacity(10);
-    for attribute in start.attributes() {
-        let attribute = attribute.map_err(|e| e.to_string())?;
-        let name = String::from_utf8_lossy(attribute.key.as_ref());
-        let mut key = String::with_capacity(name.len() + 1);
-        key.push('@');
-        key.push_str(&name);
-        let value = attribute.unescape_value().map_err(|e| e.to_string())?;
-        attributes.insert(key, Value::String(value.into_owned()));
-    }
-    Ok(attributes)
-}
-
-/// A repeated child element turns the member into an array.
-fn insert_child(parent: &mut Map<String, Value>, name: String, value: Value) {
-    match parent.get_mut(&name) {
-        None => {
-            parent.insert(name, value);
-        }
-        Some(Value::Array(items)) => items.push(value),
-        Some(existing) => {
-            let first = existing.take();
-            *existing = Value::Array(vec![first, value]);
-        }
     }
 }

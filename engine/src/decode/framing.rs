@@ -26,9 +26,10 @@ pub enum Framing {
     /// One frame per line (JSON Lines, NDJSON): `\n` or `\r\n` ends a frame; blank lines are
     /// skipped.
     Lines,
-    /// Each element with this name, wherever it stands, is one frame (written as that element's
-    /// XML); everything around those elements is skipped.
-    XmlElements(String),
+    /// Each element with one of these names, wherever it stands, is one frame (written as that
+    /// element's XML); everything around those elements is skipped. Several names let streams
+    /// that read different elements of one file share one read of it.
+    XmlElements(Vec<String>),
     /// Each element of a top-level JSON array is one frame, read without holding the array. A
     /// JavaScript assignment before the array (X's `window.YTD.tweets.part0 = [...]`) and a
     /// byte-order mark are skipped.
@@ -37,6 +38,15 @@ pub enum Framing {
     /// frame decodes on its own. Quoted fields may hold newlines; a byte-order mark is skipped;
     /// blank lines are skipped.
     CsvRows,
+    /// Each message of an mbox file is one frame, its `From ` line first (see
+    /// [`super::email`]).
+    Messages,
+    /// Each iCalendar or vCard component with this name (`VEVENT`, `VCARD`), wherever it
+    /// stands, is one frame (its lines, nested components included).
+    Components(String),
+    /// The input is a file read through, never held: its one frame is the JSON of its facts
+    /// (size, hash, type, metadata; see [`super::media`]).
+    File,
 }
 
 /// How far a reader has come through its input: the frames read so far and the offset of the
@@ -62,7 +72,7 @@ enum Inner<R: BufRead> {
     Lines(R),
     Xml {
         reader: Box<quick_xml::Reader<R>>,
-        name: Vec<u8>,
+        names: Vec<Vec<u8>>,
         events: Vec<u8>,
     },
     JsonArray {
@@ -74,6 +84,15 @@ enum Inner<R: BufRead> {
         /// The header row, once read (with its line end).
         header: Option<Vec<u8>>,
     },
+    Mbox {
+        reader: R,
+        state: super::email::Mbox,
+    },
+    Components {
+        reader: R,
+        name: String,
+    },
+    File(Option<R>),
 }
 
 /// Where a JSON array reader stands.
@@ -95,12 +114,12 @@ impl<R: BufRead> Frames<R> {
         let inner = match framing {
             Framing::Whole => Inner::Whole(Some(reader)),
             Framing::Lines => Inner::Lines(reader),
-            Framing::XmlElements(name) => {
+            Framing::XmlElements(names) => {
                 let mut reader = quick_xml::Reader::from_reader(reader);
                 reader.config_mut().check_end_names = true;
                 Inner::Xml {
                     reader: Box::new(reader),
-                    name: name.as_bytes().to_vec(),
+                    names: names.iter().map(|name| name.as_bytes().to_vec()).collect(),
                     events: Vec::new(),
                 }
             }
@@ -112,6 +131,15 @@ impl<R: BufRead> Frames<R> {
                 reader,
                 header: None,
             },
+            Framing::Messages => Inner::Mbox {
+                reader,
+                state: super::email::Mbox::default(),
+            },
+            Framing::Components(name) => Inner::Components {
+                reader,
+                name: name.to_ascii_uppercase(),
+            },
+            Framing::File => Inner::File(Some(reader)),
         };
         Self {
             inner,
@@ -170,10 +198,10 @@ impl<R: BufRead> Frames<R> {
             },
             Inner::Xml {
                 reader,
-                name,
+                names,
                 events,
             } => {
-                let found = next_element(reader, name, events, &mut self.frame, limit)?;
+                let found = next_element(reader, names, events, &mut self.frame, limit)?;
                 // The reader counts from the input's start, what it skipped included.
                 self.position.offset = reader.buffer_position();
                 found.then_some(0)
@@ -186,6 +214,20 @@ impl<R: BufRead> Frames<R> {
             Inner::Csv { reader, header } => {
                 let offset = &mut self.position.offset;
                 next_csv_row(reader, header, &mut self.frame, limit, offset)?.then_some(0)
+            }
+            Inner::Mbox { reader, state } => {
+                let offset = &mut self.position.offset;
+                super::email::next_message(reader, state, &mut self.frame, limit, offset)?
+                    .then_some(0)
+            }
+            Inner::File(reader) => {
+                let offset = &mut self.position.offset;
+                super::media::next_file(reader, &mut self.frame, offset)?.then_some(0)
+            }
+            Inner::Components { reader, name } => {
+                let offset = &mut self.position.offset;
+                super::content_lines::next_component(reader, name, &mut self.frame, limit, offset)?
+                    .then_some(0)
             }
         };
         let Some(read) = read else {
@@ -224,6 +266,16 @@ fn read_limited<R: BufRead>(
     Ok(read)
 }
 
+/// Reads one line (its `\n` included) into `line`, refusing one longer than `limit` bytes;
+/// returns how many bytes were read (0 at the end of the input).
+pub(super) fn read_line_within<R: BufRead>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    limit: usize,
+) -> Result<usize, DecodeError> {
+    read_limited(reader, line, limit, Some(b'\n'))
+}
+
 fn trim_line_end(line: &mut Vec<u8>) {
     if line.last() == Some(&b'\n') {
         line.pop();
@@ -233,11 +285,11 @@ fn trim_line_end(line: &mut Vec<u8>) {
     }
 }
 
-/// Reads on to the next element named `name` and writes it, whole, into `frame`; `false` at the
-/// end of the input.
+/// Reads on to the next element with one of `names` and writes it, whole, into `frame`; `false`
+/// at the end of the input.
 fn next_element<R: BufRead>(
     reader: &mut quick_xml::Reader<R>,
-    name: &[u8],
+    names: &[Vec<u8>],
     events: &mut Vec<u8>,
     frame: &mut Vec<u8>,
     limit: usize,
@@ -245,6 +297,7 @@ fn next_element<R: BufRead>(
     use quick_xml::events::Event;
 
     let error = |reason: String| DecodeError::new("XML", reason);
+    let wanted = |name: &[u8]| names.iter().any(|wanted| wanted.as_slice() == name);
     let mut writer = quick_xml::Writer::new(frame);
     let mut depth = 0_usize;
     loop {
@@ -259,13 +312,13 @@ fn next_element<R: BufRead>(
                     "the document ends inside an element (truncated?)".to_owned(),
                 ));
             }
-            (Event::Empty(start), 0) if start.name().as_ref() == name => {
+            (Event::Empty(start), 0) if wanted(start.name().as_ref()) => {
                 writer
                     .write_event(event.borrow())
                     .map_err(|e| error(e.to_string()))?;
                 return Ok(true);
             }
-            (Event::Start(start), 0) if start.name().as_ref() != name => continue,
+            (Event::Start(start), 0) if !wanted(start.name().as_ref()) => continue,
             (_, 0) if !matches!(event, Event::Start(_)) => continue,
             (Event::Start(_), _) => depth += 1,
             (Event::End(_), _) => depth -= 1,
@@ -633,7 +686,11 @@ mod tests {
 <Record type="B">text &lt; 5</Record></HealthData>"#;
         for chunk in [1, 5, 4096] {
             assert_eq!(
-                frames(&Framing::XmlElements("Record".to_owned()), data, chunk),
+                frames(
+                    &Framing::XmlElements(vec!["Record".to_owned()]),
+                    data,
+                    chunk
+                ),
                 [
                     r#"<Record type="HKQuantityTypeIdentifierStepCount" value="12"/>"#,
                     r#"<Record type="nested" value="&amp;1"><MetadataEntry key="k" value="v"/></Record>"#,
@@ -740,10 +797,14 @@ mod tests {
         assert!(whole.next_frame().unwrap().is_none());
         let xml = format!("<a><Record>{}</Record></a>", "y".repeat(500));
         let mut elements =
-            Frames::new(&Framing::XmlElements("Record".into()), xml.as_bytes()).with_limit(100);
+            Frames::new(&Framing::XmlElements(vec!["Record".into()]), xml.as_bytes())
+                .with_limit(100);
         assert!(elements.next_frame().is_err());
         let deep = format!("<Record>{}", "<a>".repeat(MAX_XML_DEPTH + 1));
-        let mut elements = Frames::new(&Framing::XmlElements("Record".into()), deep.as_bytes());
+        let mut elements = Frames::new(
+            &Framing::XmlElements(vec!["Record".into()]),
+            deep.as_bytes(),
+        );
         let error = elements.next_frame().unwrap_err();
         assert!(error.to_string().contains("nest deeper"), "{error}");
     }

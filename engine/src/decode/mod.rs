@@ -7,9 +7,14 @@
 //! Lines history) is read a frame at a time ([`Decoder::documents`]), with a position to resume
 //! from.
 
+pub mod content_lines;
 pub mod document;
+pub mod email;
 mod format;
 mod framing;
+mod gpx;
+pub mod media;
+mod xml;
 
 use std::io::BufRead;
 
@@ -56,6 +61,11 @@ impl From<Decode> for Decoder {
             Decode::Csv => (Framing::Whole, Format::Csv),
             Decode::Xml => (Framing::Whole, Format::Xml),
             Decode::Form => (Framing::Whole, Format::Form),
+            Decode::Email => (Framing::Whole, Format::Email),
+            Decode::Ical => (Framing::Whole, Format::Ical),
+            Decode::Vcard => (Framing::Whole, Format::Vcard),
+            Decode::Media => (Framing::Whole, Format::Media),
+            Decode::Gpx => (Framing::Whole, Format::Gpx),
         };
         Self { framing, format }
     }
@@ -72,19 +82,36 @@ impl Decoder {
                         .to_owned(),
                 );
             }
+            // A file of an export is read through, never held: its frame is its facts.
+            (Split::Whole, Decode::Media) => (Framing::File, Format::Json),
             (Split::Whole, decode) => return Ok(Self::from(decode)),
             (Split::Lines, Decode::Json | Decode::Jsonl) => (Framing::Lines, Format::Json),
             (Split::Array, Decode::Json) => (Framing::JsonArray, Format::Json),
             (Split::Rows, Decode::Csv) => (Framing::CsvRows, Format::Csv),
             (Split::Element(name), Decode::Xml) => {
-                (Framing::XmlElements(name.clone()), Format::Xml)
+                (Framing::XmlElements(vec![name.clone()]), Format::Xml)
+            }
+            (Split::Messages, Decode::Email) => (Framing::Messages, Format::Email),
+            (Split::Component(name), Decode::Ical) => {
+                (Framing::Components(name.clone()), Format::Ical)
+            }
+            (Split::Component(name), Decode::Vcard) => {
+                (Framing::Components(name.clone()), Format::Vcard)
             }
             (split, decode) => {
                 let (what, wanted) = match split {
                     Split::Lines => ("lines", "`decode: json` or `decode: jsonl`"),
                     Split::Array => ("array elements", "`decode: json`"),
                     Split::Rows => ("rows", "`decode: csv`"),
-                    _ => ("elements", "`decode: xml`"),
+                    Split::Messages => ("mbox messages", "`decode: email`"),
+                    Split::Component(_) => ("components", "`decode: ical` or `decode: vcard`"),
+                    _ if decode == Decode::Media => {
+                        return Err(
+                            "a media file is one document: `split: whole` with `decode: media`"
+                                .to_owned(),
+                        );
+                    }
+                    Split::Element(_) | Split::Whole => ("elements", "`decode: xml`"),
                 };
                 return Err(format!(
                     "a file split into {what} needs {wanted}, and the stream decodes {}",
@@ -132,10 +159,25 @@ impl Decoder {
             .resume(from)
     }
 
-    /// Whether a frame's bytes are the JSON text of its document, so that frames can be joined
-    /// into one JSON array and parsed once.
-    pub fn frames_are_json(&self) -> bool {
-        self.format == Format::Json
+    /// Whether a frame can be written as the JSON text of its document
+    /// ([`Decoder::push_json_text`]), so that frames are joined into one JSON array and parsed
+    /// once: JSON frames are their text; XML elements are written as it.
+    pub fn frames_as_json_text(&self) -> bool {
+        matches!(self.format, Format::Json | Format::Xml)
+    }
+
+    /// Appends the JSON text of `frame`'s document to `out` (see
+    /// [`Decoder::frames_as_json_text`]); nothing is appended when the frame does not decode.
+    pub fn push_json_text(&self, frame: &[u8], out: &mut String) -> Result<(), DecodeError> {
+        match self.format {
+            Format::Xml => xml::write_json(frame, out),
+            _ => {
+                out.push_str(
+                    std::str::from_utf8(frame).map_err(|error| DecodeError::new("JSON", error))?,
+                );
+                Ok(())
+            }
+        }
     }
 
     /// One frame as a value (a CSV row framed with its header: one object).
@@ -288,17 +330,14 @@ mod tests {
         let deep_json = format!("{}1{}", "[".repeat(50_000), "]".repeat(50_000));
         let within = format!(
             "{}x{}",
-            "<a>".repeat(format::MAX_XML_DEPTH),
-            "</a>".repeat(format::MAX_XML_DEPTH)
+            "<a>".repeat(xml::MAX_XML_DEPTH),
+            "</a>".repeat(xml::MAX_XML_DEPTH)
         );
         std::thread::Builder::new()
             .stack_size(2 << 20)
             .spawn(move || {
                 let error = decode(Decode::Xml, deep_xml.as_bytes()).unwrap_err();
-                assert!(
-                    error.to_string().contains("nested more than 128"),
-                    "{error}"
-                );
+                assert!(error.to_string().contains("nested more than 62"), "{error}");
                 assert!(decode(Decode::Json, deep_json.as_bytes()).is_err());
                 assert!(decode(Decode::Jsonl, deep_json.as_bytes()).is_err());
                 assert!(decode(Decode::Xml, within.as_bytes()).is_ok());
@@ -311,14 +350,16 @@ mod tests {
     #[test]
     fn xml_elements_framed_one_by_one_become_an_array_of_objects() {
         let decoder = Decoder {
-            framing: Framing::XmlElements("Record".to_owned()),
+            framing: Framing::XmlElements(vec!["Record".to_owned(), "Workout".to_owned()]),
             format: Format::Xml,
         };
-        let body = br#"<HealthData><Record type="Steps" value="12"/><Record type="HR"><MetadataEntry key="a" value="&amp;"/></Record></HealthData>"#;
+        let body = br#"<HealthData><Record type="Steps" value="12"/><Workout type="Run"><Record type="x"/></Workout><Record type="HR"><MetadataEntry key="a" value="&amp;"/></Record><Me/></HealthData>"#;
+        // Elements of either name, in file order; one inside another is part of it.
         assert_eq!(
             decoder.page(body).unwrap(),
             json!([
                 {"Record": {"@type": "Steps", "@value": "12"}},
+                {"Workout": {"@type": "Run", "Record": {"@type": "x"}}},
                 {"Record": {"@type": "HR", "MetadataEntry": {"@key": "a", "@value": "&"}}}
             ])
         );

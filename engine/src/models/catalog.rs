@@ -48,6 +48,10 @@ model! {
         camera_make: Option<String>,
         /// The camera's model.
         camera_model: Option<String>,
+        /// Where it was taken: degrees north (negative: south), from the file or the provider.
+        latitude: Option<f64>,
+        /// Where it was taken: degrees east (negative: west).
+        longitude: Option<f64>,
         /// The provider's page for the item.
         url: Option<String>,
     }
@@ -300,6 +304,65 @@ model! {
         average_heart_rate: Option<f64>,
         /// Highest heart rate, beats per minute.
         max_heart_rate: Option<f64>,
+        /// The `source_object_id` of its GPS track, a [`Route`] record of the same integration.
+        route_id: Option<String>,
+    }
+}
+
+/// One point of a [`Route`]: where and when, and what the device measured there. GPX 1.1's
+/// `trkpt` with the extensions devices write (Apple's `speed`, `course`, `hAcc`, `vAcc`;
+/// Garmin's `hr`, `cad`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutePoint {
+    /// Degrees north (negative: south), WGS 84.
+    pub latitude: f64,
+    /// Degrees east (negative: west), WGS 84.
+    pub longitude: f64,
+    /// When the device was there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+    /// Height above mean sea level, in metres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elevation_meters: Option<f64>,
+    /// Speed, in metres a second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_meters_per_second: Option<f64>,
+    /// Heading, in degrees clockwise from true north.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub course_degrees: Option<f64>,
+    /// How far off the position may be, in metres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizontal_accuracy_meters: Option<f64>,
+    /// How far off the elevation may be, in metres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vertical_accuracy_meters: Option<f64>,
+    /// Heart rate, beats per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heart_rate: Option<f64>,
+    /// Cadence, steps or revolutions a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cadence: Option<f64>,
+    /// Other values the point carries, by name (a device's own extensions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+model! {
+    /// A GPS track: where a workout went (Apple Health's workout routes, a GPX file, Strava's
+    /// streams).
+    Route {
+        /// When the first point was recorded.
+        started_at: Timestamp,
+        /// When the last point was recorded.
+        ended_at: Option<Timestamp>,
+        /// Its name, as the provider or device wrote it.
+        name: Option<String>,
+        /// The points, in the order they were recorded.
+        points: Vec<RoutePoint>,
+        /// The `source_object_id` of the workout it belongs to, an [`Activity`] record of the
+        /// same integration, where the provider links them this way round.
+        activity_id: Option<String>,
     }
 }
 
@@ -318,6 +381,10 @@ model! {
         ended_at: Option<Timestamp>,
         /// The device or app that measured it.
         source_device: Option<String>,
+        /// For a sample that is a label rather than a measure (a sleep stage, a stood hour,
+        /// a mindful session), the label, as the provider names it
+        /// (`HKCategoryValueSleepAnalysisAsleepCore`); `value` is then its length in seconds.
+        category: Option<String>,
     }
 }
 
@@ -352,8 +419,9 @@ model! {
     SavedItem {
         /// The saved thing's title.
         title: String,
-        /// When the user saved it.
-        saved_at: Timestamp,
+        /// When the user saved it; absent where the provider does not say (X's archive
+        /// lists likes without their time).
+        saved_at: Option<Timestamp>,
         /// What kind of thing it is, as the provider names it (`track`, `album`, `video`,
         /// `article`).
         item_type: Option<String>,
@@ -365,6 +433,30 @@ model! {
         url: Option<String>,
         /// A standard identifier, where known (ISRC for recordings, ISBN, DOI).
         external_id: Option<String>,
+    }
+}
+
+model! {
+    /// A photo album or collection the user made (Google Photos, Facebook). Its photos are
+    /// [`Media`] records.
+    Album {
+        /// The album's title.
+        title: String,
+        /// Its description.
+        description: Option<String>,
+        /// When it was made, or when the provider dates it.
+        created_at: Option<Timestamp>,
+        /// When it was last changed.
+        updated_at: Option<Timestamp>,
+        /// How many photos and videos it holds, where the provider says.
+        item_count: Option<i64>,
+        /// Whether it is shared with others (a link, or people invited).
+        shared: Option<bool>,
+        /// The `source_object_id`s of its photos and videos, [`Media`] records of the same
+        /// integration, in the album's order.
+        media_ids: Option<Vec<String>>,
+        /// The provider's page for it.
+        url: Option<String>,
     }
 }
 

@@ -212,12 +212,16 @@ model_kinds! {
     Transaction => Transaction, "transaction";
     /// A workout: [`Activity`].
     Activity => Activity, "activity";
+    /// A GPS track: [`Route`].
+    Route => Route, "route";
     /// A health measurement: [`HealthRecord`].
     HealthRecord => HealthRecord, "health_record";
     /// A track played: [`ListeningEvent`].
     ListeningEvent => ListeningEvent, "listening_event";
     /// Something saved, liked or bookmarked: [`SavedItem`].
     SavedItem => SavedItem, "saved_item";
+    /// A photo album: [`Album`].
+    Album => Album, "album";
     /// A film or episode watched: [`ViewingEvent`].
     ViewingEvent => ViewingEvent, "viewing_event";
     /// Something bought: [`Purchase`].

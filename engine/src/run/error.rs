@@ -43,6 +43,15 @@ pub enum SyncErrorKind {
     /// in an import.
     #[error("{0}")]
     WrongSource(&'static str),
+    /// Reading a data export failed for the stream this one shares its read with (the error is
+    /// told in full there).
+    #[error("reading the export, shared with the stream `{stream}`, failed: {reason}")]
+    SharedRead {
+        /// The stream the error is told with.
+        stream: String,
+        /// The error.
+        reason: String,
+    },
 }
 
 /// A failed sync: which connector, stream and request, what happened and what to do.
@@ -73,6 +82,7 @@ impl SyncError {
             SyncErrorKind::Limit(_) => "what was imported is kept and the next sync resumes where this one stopped; if the account really holds this much, raise the connector's `limits`".to_owned(),
             SyncErrorKind::Archive(crate::source::archive::ArchiveReadError::Archive(_)) => "download the export again from the provider and import the new file; nothing of this one was changed".to_owned(),
             SyncErrorKind::Archive(_) => "what was imported is kept; if the file came from the provider as it is, report it to the connector's authors with this message".to_owned(),
+            SyncErrorKind::SharedRead { stream, .. } => format!("see the error of the stream `{stream}`"),
             SyncErrorKind::WrongSource(_) => "import a stream that reads an export with `connector import CONNECTOR FILE`; sync the others with `connector sync`".to_owned(),
         }
     }

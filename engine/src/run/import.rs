@@ -9,17 +9,59 @@ use super::{SyncError, SyncErrorKind, SyncRun, Walk};
 use crate::decode::document::Node;
 use crate::events::{Event, Observer};
 use crate::extract::Target;
-use crate::source::archive::{ArchivePage, ArchiveReadError, Export, read_pages};
-use crate::state::PageCursor;
+use crate::source::archive::{ArchivePage, ArchivePlan, ArchiveReadError, Export, read_pages};
+use crate::state::{EntryCursor, PageCursor};
 use crate::store::Sink;
 
+/// One stream of a read: its walk through the pages and its pass.
+struct Reader<'r> {
+    walk: Walk<'r>,
+    plan: &'r Arc<ArchivePlan>,
+    pass: PassState,
+}
+
 impl<S: Sink> SyncRun<'_, S> {
-    /// Imports one archive stream from `export`, from where its last import stopped.
-    pub(super) async fn import_stream(
+    /// Imports the archive streams `names` from `export`, from where their last import stopped,
+    /// in one read of the export when they read the same files (see `ReadKey`) and stopped at
+    /// the same place; each stream selects its records in the pages read and keeps its own
+    /// checkpoint. Returns each stream's outcome, in the order given.
+    pub(super) async fn import_streams(
         &self,
-        name: &str,
+        names: &[String],
         export: &Arc<Export>,
-    ) -> Result<(), SyncError> {
+    ) -> Vec<(String, Result<(), SyncError>)> {
+        let mut readers = Vec::with_capacity(names.len());
+        let mut outcomes = Vec::new();
+        let mut starts = Vec::with_capacity(names.len());
+        for name in names {
+            match self.begin_import(name, export).await {
+                Ok((reader, from)) => {
+                    readers.push(reader);
+                    starts.push(from);
+                }
+                Err(error) => outcomes.push((name.clone(), Err(error))),
+            }
+        }
+        if starts.windows(2).all(|pair| pair[0] == pair[1]) {
+            let from = starts.into_iter().next().flatten();
+            outcomes.extend(self.read_export(readers, from, export).await);
+        } else {
+            // Stopped at different places: each resumes where it stopped, on its own read.
+            for (reader, from) in readers.into_iter().zip(starts) {
+                outcomes.extend(self.read_export(vec![reader], from, export).await);
+            }
+        }
+        let order = |name: &String| names.iter().position(|given| given == name);
+        outcomes.sort_by_key(|(name, _)| order(name));
+        outcomes
+    }
+
+    /// A stream's reader and where in `export` it resumes.
+    async fn begin_import<'w>(
+        &'w self,
+        name: &'w str,
+        export: &Arc<Export>,
+    ) -> Result<(Reader<'w>, Option<EntryCursor>), SyncError> {
         let Some(stream) = self.fetcher.connector.streams.get(name) else {
             return Err(self.fetcher.error(name, None, SyncErrorKind::UnknownStream));
         };
@@ -37,11 +79,12 @@ impl<S: Sink> SyncRun<'_, S> {
             shared_name: Arc::from(name),
             stream,
             parent: minijinja::Value::from(()),
+            entry: None,
+            written: plan.dedupe.then(std::sync::Mutex::default),
             partition: String::new(),
             depth: 0,
         };
-        let parent = &walk.parent;
-        let (mut pass, cursor, _) = self.begin_pass(name, stream, parent, "").await?;
+        let (mut pass, cursor, _) = self.begin_pass(name, stream, &walk.parent, "").await?;
         // An unfinished import goes on only in the export it began with; another export (a newer
         // download) is read from its start, in a new pass.
         let from = match cursor {
@@ -50,46 +93,149 @@ impl<S: Sink> SyncRun<'_, S> {
             other => {
                 tracing::info!(connector = %self.fetcher.connector.spec.id, stream = name, at = ?other, "the unfinished import was of another export; reading this one from its start");
                 pass = self
-                    .new_pass(name, stream, parent, pass.before.clone())
+                    .new_pass(name, stream, &walk.parent, pass.before.clone())
                     .await?;
                 None
             }
         };
-        let mut pages = read_pages(Arc::clone(export), Arc::clone(plan), from.clone());
+        Ok((Reader { walk, plan, pass }, from))
+    }
+
+    /// Reads `export` from `from` once, for every stream of `readers` (which read the same
+    /// files), each importing its records from each page.
+    async fn read_export(
+        &self,
+        mut readers: Vec<Reader<'_>>,
+        from: Option<EntryCursor>,
+        export: &Arc<Export>,
+    ) -> Vec<(String, Result<(), SyncError>)> {
+        let mut outcomes = Vec::new();
+        let Some(first) = readers.first() else {
+            return outcomes;
+        };
+        let plan = Arc::clone(first.plan);
+        let mut pages = read_pages(Arc::clone(export), Arc::clone(&plan), from.clone());
         let mut at = from.map(|at| at.path);
         loop {
             let page = match pages.recv().await {
                 Some(Ok(page)) => page,
                 // The stream's globs changed since the import stopped: read the export again.
                 Some(Err(ArchiveReadError::Moved(path))) => {
-                    tracing::info!(connector = %self.fetcher.connector.spec.id, stream = name, path, "the unfinished import's entry is not where it was; reading the export from its start");
-                    pass = self
-                        .new_pass(name, stream, parent, pass.before.clone())
-                        .await?;
-                    pages = read_pages(Arc::clone(export), Arc::clone(plan), None);
+                    tracing::info!(connector = %self.fetcher.connector.spec.id, path, "the unfinished import's entry is not where it was; reading the export from its start");
+                    for reader in &mut readers {
+                        let walk = &reader.walk;
+                        match self
+                            .new_pass(
+                                walk.name,
+                                walk.stream,
+                                &walk.parent,
+                                reader.pass.before.clone(),
+                            )
+                            .await
+                        {
+                            Ok(pass) => reader.pass = pass,
+                            Err(error) => return self.fail_all(readers, outcomes, error),
+                        }
+                        // A new pass sees every record again.
+                        if let Some(written) = &walk.written {
+                            written
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .clear();
+                        }
+                    }
+                    pages = read_pages(Arc::clone(export), Arc::clone(&plan), None);
                     at = None;
                     continue;
                 }
-                Some(Err(error)) => return Err(self.archive_error(name, at.as_deref(), error)),
+                Some(Err(error)) => {
+                    let name = readers[0].walk.name;
+                    let error = self.archive_error(name, at.as_deref(), error);
+                    return self.fail_all(readers, outcomes, error);
+                }
                 None => {
                     // The reading thread ended without a last page: it panicked.
-                    return Err(self.fetcher.error(
-                        name,
+                    let error = self.fetcher.error(
+                        readers[0].walk.name,
                         at,
                         SyncErrorKind::Template(
                             "reading the export stopped unexpectedly".to_owned(),
                         ),
-                    ));
+                    );
+                    return self.fail_all(readers, outcomes, error);
                 }
             };
             let last = page.next.is_none();
+            // An export without the streams' files (a Takeout of other products) says nothing
+            // about their records: none is marked deleted, and the passes stay open.
+            if last && page.entries == 0 {
+                tracing::info!(connector = %self.fetcher.connector.spec.id, "the export has none of the stream's files; nothing changed");
+                outcomes.extend(
+                    readers
+                        .into_iter()
+                        .map(|reader| (reader.walk.name.to_owned(), Ok(()))),
+                );
+                return outcomes;
+            }
             at = page.next.as_ref().map(|next| next.path.clone());
-            self.import_page(&walk, &mut pass, plan.as_ref(), page)
-                .await?;
-            if last {
-                return Ok(());
+            let mut index = 0;
+            while index < readers.len() {
+                let reader = &mut readers[index];
+                if reader.plan.page_per_entry {
+                    reader.walk.entry = Some(crate::source::archive::entry_value(&page.entry));
+                }
+                match self
+                    .import_page(&reader.walk, &mut reader.pass, reader.plan, &page)
+                    .await
+                {
+                    Ok(()) => index += 1,
+                    // This stream stops; the others read on.
+                    Err(error) => {
+                        let reader = readers.remove(index);
+                        outcomes.push((reader.walk.name.to_owned(), Err(error)));
+                    }
+                }
+            }
+            if last || readers.is_empty() {
+                outcomes.extend(
+                    readers
+                        .into_iter()
+                        .map(|reader| (reader.walk.name.to_owned(), Ok(()))),
+                );
+                return outcomes;
             }
         }
+    }
+
+    /// `error` for the first of `readers`, and for the others the same, told as shared.
+    fn fail_all(
+        &self,
+        readers: Vec<Reader<'_>>,
+        mut outcomes: Vec<(String, Result<(), SyncError>)>,
+        error: SyncError,
+    ) -> Vec<(String, Result<(), SyncError>)> {
+        let told = error.to_string();
+        let told_with = readers
+            .first()
+            .map(|reader| reader.walk.name.to_owned())
+            .unwrap_or_default();
+        let mut error = Some(error);
+        for reader in readers {
+            let name = reader.walk.name.to_owned();
+            let result = match error.take() {
+                Some(error) => Err(error),
+                None => Err(self.fetcher.error(
+                    &name,
+                    None,
+                    SyncErrorKind::SharedRead {
+                        stream: told_with.clone(),
+                        reason: told.clone(),
+                    },
+                )),
+            };
+            outcomes.push((name, result));
+        }
+        outcomes
     }
 
     /// Maps and queues one page of an export, with its checkpoint.
@@ -97,8 +243,8 @@ impl<S: Sink> SyncRun<'_, S> {
         &self,
         walk: &Walk<'_>,
         pass: &mut PassState,
-        plan: &crate::source::archive::ArchivePlan,
-        page: ArchivePage,
+        plan: &ArchivePlan,
+        page: &ArchivePage,
     ) -> Result<(), SyncError> {
         // Records are selected in the page, the array of its documents, as in an API's page:
         // `$[*]` takes every document, a filter (`$[?@.uri != null]`) some.
@@ -115,7 +261,7 @@ impl<S: Sink> SyncRun<'_, S> {
             read: page.read,
             total: page.total,
         });
-        let next = page.next.map(PageCursor::Entry);
+        let next = page.next.clone().map(PageCursor::Entry);
         let (checkpoint, sweeps) =
             pass.after_page(walk.stream, &walk.shared_name, "", next.as_ref(), body);
         self.store_page(walk, pass, &records, body, checkpoint, sweeps)

@@ -81,6 +81,11 @@ struct Walk<'w> {
     stream: &'w CompiledStream,
     /// `parent` in templates (`()` for a root stream).
     parent: minijinja::Value,
+    /// `entry` in templates: the export's file the page was read from (archive streams).
+    entry: Option<minijinja::Value>,
+    /// For an archive stream with `dedupe`: the ids written so far in this import (hashed), so
+    /// that a copy of a record read again is skipped.
+    written: Option<std::sync::Mutex<std::collections::HashSet<u64>>>,
     /// Where its checkpoint is kept: `""` for a root stream, else the parent's fields.
     partition: String,
     /// How deep in its own recursion.
@@ -233,21 +238,32 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         self.writer = WriteQueue::start(self.sink.clone());
         let mut fatal = None;
         let mut imported = 0;
-        for name in roots {
-            let ran = match export {
-                Some(export) => self.import_stream(name, export).await,
-                None => self
-                    .run_stream(name, minijinja::Value::from(()), String::new(), 0)
-                    .await
-                    .map(|_| ()),
-            };
-            match ran {
-                Ok(_) => imported += 1,
-                Err(error) if error.ends_run() => {
-                    fatal = Some(error);
-                    break;
+        // An import reads the streams that read the same files in one pass of the export.
+        let groups = match export {
+            Some(_) => plan::read_groups(&self.fetcher.connector.spec, roots),
+            None => roots.iter().map(|name| vec![name.clone()]).collect(),
+        };
+        'groups: for group in groups {
+            let outcomes = match export {
+                Some(export) => self.import_streams(&group, export).await,
+                None => {
+                    let name = &group[0];
+                    let ran = self
+                        .run_stream(name, minijinja::Value::from(()), String::new(), 0)
+                        .await
+                        .map(|_| ());
+                    vec![(name.clone(), ran)]
                 }
-                Err(error) => self.failed(error),
+            };
+            for (_, ran) in outcomes {
+                match ran {
+                    Ok(()) => imported += 1,
+                    Err(error) if error.ends_run() => {
+                        fatal = Some(error);
+                        break 'groups;
+                    }
+                    Err(error) => self.failed(error),
+                }
             }
         }
         // Pages mapped before a failure are still written: what was imported stays imported.
@@ -432,6 +448,8 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 shared_name: Arc::from(name),
                 stream,
                 parent,
+                entry: None,
+                written: None,
                 partition,
                 depth,
             };
@@ -675,6 +693,18 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         if let Some(mapper) = &walk.stream.mapper {
             self.map_page(mapper, walk, pass, records, body, &mut batch);
         }
+        if let Some(written) = &walk.written {
+            // The first copy stands (see `archive.dedupe`).
+            let mut written = written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            batch.records.retain(|record| {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                record.id.hash(&mut hasher);
+                written.insert(hasher.finish())
+            });
+        }
         if batch.model.is_some() || batch.checkpoint.is_some() || !batch.sweeps.is_empty() {
             self.send(walk.name, batch).await?;
         }
@@ -696,7 +726,8 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         let provenance = &self.fetcher.provenance;
         batch.model = Some(mapper.model());
         batch.records.reserve(records.len());
-        let mut scope = PageScope::new(&walk.parent, &self.fetcher.config);
+        let mut scope =
+            PageScope::new(&walk.parent, &self.fetcher.config).with_entry(walk.entry.as_ref());
         for raw in records {
             match mapper.map(raw, &mut scope, provenance, templates) {
                 Mapped::Record(record) => batch.records.push(record.into()),

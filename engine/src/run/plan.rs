@@ -67,6 +67,7 @@ fn compile_archive(
     archive: &crate::spec::ArchiveEntries,
     stream: &crate::spec::Stream,
     max_body: crate::spec::ByteSize,
+    spec: &ConnectorSpec,
 ) -> Result<ArchivePlan, BuildError> {
     let selection = archive.selection().map_err(|error| {
         BuildError::Archive(format!(
@@ -74,8 +75,15 @@ fn compile_archive(
             error.list, error.index, error.reason
         ))
     })?;
-    let decoder =
+    let mut decoder =
         Decoder::for_archive(&archive.split, stream.decode).map_err(BuildError::Archive)?;
+    // Streams that read other elements of the same XML files frame them all, so that one read
+    // serves them all (Apple Health's records and workouts in one pass over export.xml); each
+    // selects its own with `records`. A stream read alone frames them all too, so that its
+    // stored positions count the same frames however it is run.
+    if let crate::decode::Framing::XmlElements(names) = &mut decoder.framing {
+        *names = shared_elements(stream, spec);
+    }
     let max_document = stream.max_body.unwrap_or(max_body).get();
     Ok(ArchivePlan {
         selection,
@@ -83,6 +91,131 @@ fn compile_archive(
         records: CompiledPath::compile(stream.records.as_str())?,
         max_document: usize::try_from(max_document).unwrap_or(usize::MAX),
         complete: archive.complete,
+        page_per_entry: reads_entry(stream),
+        dedupe: archive.dedupe,
+        join: archive
+            .join
+            .as_ref()
+            .map(|join| compile_join(join, max_document))
+            .transpose()?,
+    })
+}
+
+/// An archive stream's join, compiled.
+fn compile_join(
+    join: &crate::spec::Join,
+    max_document: u64,
+) -> Result<crate::source::archive::JoinPlan, BuildError> {
+    let selection = join.selection().map_err(|error| {
+        BuildError::Archive(format!(
+            "archive.{}[{}]: {}",
+            error.list, error.index, error.reason
+        ))
+    })?;
+    let decoder = Decoder::for_archive(&join.split, join.decode)
+        .map_err(|error| BuildError::Archive(format!("archive.join: {error}")))?;
+    let mut templates = crate::template::Templates::default();
+    let compile = |templates: &mut crate::template::Templates, source: &str| {
+        templates
+            .add(source)
+            .map_err(|error| BuildError::Archive(format!("archive.join: {error}")))
+    };
+    let key = compile(&mut templates, join.key.as_str())?;
+    let candidates = join
+        .candidates
+        .iter()
+        .map(|candidate| compile(&mut templates, candidate.as_str()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let select = join
+        .select
+        .as_ref()
+        .map(|path| CompiledPath::compile(path.as_str()))
+        .transpose()?;
+    Ok(crate::source::archive::JoinPlan {
+        selection,
+        decoder,
+        select,
+        templates,
+        key,
+        candidates,
+        into: join.into.clone(),
+        max_document: usize::try_from(max_document).unwrap_or(usize::MAX),
+    })
+}
+
+/// The XML element names of every archive stream of `spec` that reads what `stream` reads
+/// (see [`ReadKey`]) split into elements, `stream`'s own first.
+fn shared_elements(stream: &crate::spec::Stream, spec: &ConnectorSpec) -> Vec<String> {
+    let key = ReadKey::of(stream);
+    let mut names: Vec<String> = Vec::new();
+    let own = stream.archive.iter().chain(
+        spec.streams
+            .values()
+            .filter(|other| key.is_some() && ReadKey::of(other) == key)
+            .filter_map(|other| other.archive.as_ref()),
+    );
+    for archive in own {
+        if let crate::spec::Split::Element(name) = &archive.split
+            && !names.contains(name)
+        {
+            names.push(name.clone());
+        }
+    }
+    names
+}
+
+/// `roots` in groups that are imported in one read (each stream alone but for those with the
+/// same [`ReadKey`]), in the order of their first stream.
+pub(super) fn read_groups(spec: &ConnectorSpec, roots: &[String]) -> Vec<Vec<String>> {
+    let mut groups: Vec<(Option<ReadKey>, Vec<String>)> = Vec::new();
+    for name in roots {
+        let key = spec.streams.get(name).and_then(ReadKey::of);
+        match groups
+            .iter_mut()
+            .find(|(other, _)| key.is_some() && *other == key)
+        {
+            Some((_, group)) => group.push(name.clone()),
+            None => groups.push((key, vec![name.clone()])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
+}
+
+/// What makes two archive streams' reads one: the same files, decoded alike, split into XML
+/// elements, joined to nothing, and paged alike. Streams with equal keys are imported in one
+/// read of the export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ReadKey {
+    entries: Vec<String>,
+    exclude: Vec<String>,
+    page_per_entry: bool,
+}
+
+impl ReadKey {
+    /// The stream's key, if it can share its read.
+    pub(super) fn of(stream: &crate::spec::Stream) -> Option<Self> {
+        let archive = stream.archive.as_ref()?;
+        let shares = stream.decode == crate::spec::Decode::Xml
+            && matches!(archive.split, crate::spec::Split::Element(_))
+            && archive.join.is_none();
+        shares.then(|| Self {
+            entries: archive.entries.clone(),
+            exclude: archive.exclude.clone(),
+            page_per_entry: reads_entry(stream),
+        })
+    }
+}
+
+/// Whether the stream's templates may read `entry` (the name standing alone, not a record's
+/// attribute `record.entry`): a guess on the side of yes, which costs only smaller pages.
+fn reads_entry(stream: &crate::spec::Stream) -> bool {
+    let text =
+        serde_json::to_string(&(&stream.id, &stream.map, &stream.deleted)).unwrap_or_default();
+    text.match_indices("entry").any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + "entry".len()..].chars().next();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '\'')
+            && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
     })
 }
 
@@ -166,6 +299,7 @@ impl CompiledConnector {
                     archive,
                     stream,
                     spec.limits.max_body,
+                    &spec,
                 )?)),
                 (None, None) => {
                     return Err(BuildError::Archive(format!(

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::events::{Event, Observer, WriteCounts};
@@ -31,12 +31,21 @@ const WRITE_QUEUE_PAGES: usize = 8;
 /// re-fetch of those pages.
 const WRITE_GATHER: Duration = Duration::from_millis(20);
 
+/// How many bytes of mapped records may be queued for the writer or being written, at most:
+/// an export's pages hold a thousand records (Spotify's plays map to 700 KB a page), and eight
+/// queued pages beside eight being written held 11 MB; the budget keeps memory flat whatever a
+/// page holds, and still lets a commit gather several pages. A page larger than the budget
+/// takes all of it.
+const WRITE_QUEUE_BYTES: usize = 6 << 20;
+
 /// The stream whose page could not be written, and why.
 pub(super) type WriteFailure = (Arc<str>, StoreError);
 
 /// Pages on their way to the sink, and the task that writes them.
 pub(super) struct WriteQueue {
-    sender: Option<mpsc::Sender<Batch>>,
+    sender: Option<mpsc::Sender<(Batch, OwnedSemaphorePermit)>>,
+    /// The bytes of [`WRITE_QUEUE_BYTES`] not taken by queued or unwritten pages, in KiB.
+    budget: Arc<Semaphore>,
     written: std::sync::Mutex<mpsc::UnboundedReceiver<WriteCounts>>,
     task: Option<JoinHandle<Result<(), WriteFailure>>>,
 }
@@ -46,20 +55,24 @@ impl WriteQueue {
         let (_, written) = mpsc::unbounded_channel();
         Self {
             sender: None,
+            budget: Arc::new(Semaphore::new(0)),
             written: std::sync::Mutex::new(written),
             task: None,
         }
     }
 
     pub(super) fn start<S: Sink>(mut sink: S) -> Self {
-        let (sender, mut pages) = mpsc::channel::<Batch>(WRITE_QUEUE_PAGES);
+        let (sender, mut pages) = mpsc::channel::<(Batch, OwnedSemaphorePermit)>(WRITE_QUEUE_PAGES);
         let (report, written) = mpsc::unbounded_channel();
+        let budget = Arc::new(Semaphore::new(WRITE_QUEUE_BYTES >> 10));
+        let spent = Arc::clone(&budget);
         let task = tokio::spawn(async move {
             // Pages that arrive together are written together, with one commit.
             let mut batches = Vec::with_capacity(WRITE_QUEUE_PAGES);
             while pages.recv_many(&mut batches, WRITE_QUEUE_PAGES).await > 0 {
                 let deadline = tokio::time::Instant::now() + WRITE_GATHER;
-                while batches.len() < WRITE_QUEUE_PAGES {
+                // Pages that took the whole budget are all that can come: no waiting for more.
+                while batches.len() < WRITE_QUEUE_PAGES && spent.available_permits() > 0 {
                     let room = WRITE_QUEUE_PAGES - batches.len();
                     let more = pages.recv_many(&mut batches, room);
                     match tokio::time::timeout_at(deadline, more).await {
@@ -68,22 +81,26 @@ impl WriteQueue {
                         Ok(_) | Err(_) => break,
                     }
                 }
-                match sink.write_pages(&batches).await {
+                // The pages' bytes go back to the budget once written (with the permits).
+                let (pages_now, permits): (Vec<Batch>, Vec<OwnedSemaphorePermit>) =
+                    batches.drain(..).unzip();
+                let written = sink.write_pages(&pages_now).await;
+                let stream = pages_now
+                    .first()
+                    .map_or_else(|| Arc::from(""), |batch| Arc::clone(&batch.stream));
+                drop(pages_now);
+                drop(permits);
+                match written {
                     // The run may be gone; then nobody needs the report.
                     Ok(counts) => drop(report.send(counts)),
-                    Err(error) => {
-                        let stream = batches
-                            .first()
-                            .map_or_else(|| Arc::from(""), |batch| Arc::clone(&batch.stream));
-                        return Err((stream, error));
-                    }
+                    Err(error) => return Err((stream, error)),
                 }
-                batches.clear();
             }
             Ok(())
         });
         Self {
             sender: Some(sender),
+            budget,
             written: std::sync::Mutex::new(written),
             task: Some(task),
         }
@@ -93,7 +110,17 @@ impl WriteQueue {
     /// error comes from [`WriteQueue::finish`]).
     pub(super) async fn send(&self, batch: Batch, observer: &dyn Observer) -> Result<(), ()> {
         let sender = self.sender.as_ref().ok_or(())?;
-        sender.send(batch).await.map_err(drop)?;
+        let bytes: usize = batch
+            .records
+            .iter()
+            .map(|record| record.json.len() + record.id.len())
+            .sum();
+        let kib = u32::try_from((bytes >> 10).clamp(1, WRITE_QUEUE_BYTES >> 10)).unwrap_or(1);
+        let permit = Arc::clone(&self.budget)
+            .acquire_many_owned(kib)
+            .await
+            .map_err(drop)?;
+        sender.send((batch, permit)).await.map_err(drop)?;
         self.report(observer);
         Ok(())
     }
@@ -138,6 +165,82 @@ mod tests {
             worker: None,
         });
         Batch::records(scope, Arc::from("notes"), ModelKind::Note, vec![], vec![])
+    }
+
+    /// A sink whose writes wait until the test lets them through.
+    #[derive(Clone, Default)]
+    struct HeldSink {
+        open: Arc<tokio::sync::Notify>,
+    }
+
+    impl Sink for HeldSink {
+        async fn write_pages(&mut self, _: &[Batch]) -> Result<WriteCounts, StoreError> {
+            self.open.notified().await;
+            Ok(WriteCounts::default())
+        }
+
+        async fn checkpoint(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<crate::state::StreamState>, StoreError> {
+            Ok(None)
+        }
+
+        async fn start_run(&self, _: &RunScope) -> Result<i64, StoreError> {
+            Ok(1)
+        }
+
+        async fn finish_run(
+            &self,
+            _: i64,
+            _: &crate::store::RunTotals,
+            _: crate::store::RunStatus,
+            _: Option<&str>,
+        ) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    /// A page of `records` records of about `bytes` bytes each.
+    fn page_of(records: usize, bytes: usize) -> Batch {
+        let mut batch = page();
+        batch.records = (0..records)
+            .map(|n| {
+                crate::record::MappedRecord::from_json(
+                    format!("r{n}"),
+                    format!("{{\"text\":\"{}\"}}", "x".repeat(bytes)),
+                    false,
+                )
+                .into()
+            })
+            .collect();
+        batch
+    }
+
+    /// Pages of large records wait for the writer once the bytes queued or being written
+    /// reach the budget, however few pages that is.
+    #[tokio::test]
+    async fn the_bytes_in_flight_are_bounded() {
+        let sink = HeldSink::default();
+        let counters = Counters::default();
+        let queue = WriteQueue::start(sink.clone());
+        // Two fifths of the budget each: two pages fit, the third waits.
+        let page = || page_of(4, WRITE_QUEUE_BYTES / 10);
+        queue.send(page(), &counters).await.unwrap();
+        queue.send(page(), &counters).await.unwrap();
+        let third = queue.send(page(), &counters);
+        tokio::pin!(third);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut third)
+                .await
+                .is_err(),
+            "a page beyond the budget was queued"
+        );
+        // The first write ends: its bytes come back, and the third page goes in.
+        sink.open.notify_one();
+        third.await.unwrap();
     }
 
     /// Time is paused: the gathering deadline passes only when nothing else can run, so the

@@ -46,7 +46,7 @@ pub use load::{LoadError, SpecSource, load, parse};
 pub use profiles::{ProviderProfile, provider_profiles};
 pub use stream::{
     ArchiveEntries, Body, Conversion, CursorFormat, Decode, FieldMapping, FieldRule, GlobError,
-    Gone, Incremental, LinkHeaderMarker, MAX_GLOB_LENGTH, Method, NextUrlSource, Paginate,
+    Gone, Incremental, Join, LinkHeaderMarker, MAX_GLOB_LENGTH, Method, NextUrlSource, Paginate,
     ParamLocation, Parent, Recurse, Request, Selection, Split, Stream, ValueKind,
 };
 pub use values::{

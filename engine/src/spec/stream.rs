@@ -310,6 +310,65 @@ pub struct ArchiveEntries {
     /// be asked for in part (a Takeout of some albums), and importing a part must delete nothing.
     #[serde(default)]
     pub complete: bool,
+    /// Whether the export holds some records more than once (Takeout copies a photo into each
+    /// of its albums' folders, beside its year folder's): within one import, the first copy
+    /// read (in path order) stands and the others are skipped, so that the record does not
+    /// change with each copy. Costs 16 bytes of memory a record for the import's length.
+    #[serde(default)]
+    pub dedupe: bool,
+    /// Documents of other files joined to each document read: a photo's sidecar
+    /// (`IMG_1234.JPG.supplemental-metadata.json`), its row in a metadata CSV (Apple's
+    /// `Photo Details.csv`).
+    #[serde(default)]
+    pub join: Option<Join>,
+}
+
+/// Documents of other files of the export, joined to the documents a stream reads: each of
+/// them is indexed by its `key`, and each document read looks up its `match` keys in turn; the
+/// first found is put in the document under `into`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Join {
+    /// Globs of the files joined (read before the stream's own, whatever their order in the
+    /// export).
+    #[schemars(length(min = 1, max = 64))]
+    pub entries: Vec<String>,
+    /// How each splits into documents (`whole`: a sidecar; `rows`: a CSV).
+    #[serde(default)]
+    pub split: Split,
+    /// How each decodes.
+    #[serde(default)]
+    pub decode: Decode,
+    /// What in each joined document is indexed, when not the document itself: a JSONPath
+    /// (`$.media[*]`: each photo of an Instagram post, which names its file).
+    #[serde(default)]
+    pub select: Option<JsonPath>,
+    /// Each joined document's key: a template over `record` (the joined document) and `entry`
+    /// (its file): `{{ entry.path }}` for a sidecar, `{{ entry.folder }}/{{ record.imgName }}`
+    /// for a CSV row that names its photo.
+    pub key: Template,
+    /// The keys a document read looks up, in order (templates over `record`, the document, and
+    /// `entry`, its file); the first found is joined: `{{ entry.path }}.json`.
+    #[serde(rename = "match")]
+    #[schemars(length(min = 1, max = 32))]
+    pub candidates: Vec<Template>,
+    /// The key the joined document is put under in each document (an object) read.
+    #[serde(default = "default_join_key")]
+    pub into: String,
+}
+
+fn default_join_key() -> String {
+    "joined".to_owned()
+}
+
+impl Join {
+    /// The globs compiled: which entries are joined.
+    pub fn selection(&self) -> Result<Selection, GlobError> {
+        Ok(Selection {
+            include: glob_set("join.entries", &self.entries)?,
+            exclude: glob_set("join.entries", &[])?,
+        })
+    }
 }
 
 /// The longest glob an archive stream may have.
@@ -401,6 +460,12 @@ pub enum Split {
     /// Each XML element with this name, wherever it stands, is one document (`decode: xml`):
     /// `{"<name>": {...}}`, so `records: $[*].<name>`. Apple Health: `Record`.
     Element(String),
+    /// Each message of an mbox file is one document (`decode: email`): Takeout's Mail.
+    Messages,
+    /// Each iCalendar or vCard component with this name (`VEVENT`, `VCARD`), wherever it stands,
+    /// is one document (`decode: ical` or `vcard`): `{"<NAME>": [{...}]}`, so
+    /// `records: $[*].<NAME>[*]`.
+    Component(String),
 }
 
 /// The format of response bodies.
@@ -419,6 +484,28 @@ pub enum Decode {
     /// `application/x-www-form-urlencoded` (OAuth 1.0a token endpoints, some legacy APIs):
     /// one object of text values.
     Form,
+    /// An e-mail message (RFC 5322, MIME): `message_id`, `subject`, `date`, `from`/`to`/`cc`/
+    /// `bcc`/`reply_to` as `{name, address}` lists, `headers` (lower-cased names), `text`,
+    /// `html`, `attachments` (name, type, size, BLAKE3), `size`; with `split: messages`, each
+    /// message of an mbox file, with its `envelope`.
+    Email,
+    /// iCalendar (RFC 5545): `{"VCALENDAR": [{"VEVENT": [...]}]}`; each property
+    /// `{value, params, parts, list}` (see docs/spec.md), a list where it may repeat.
+    Ical,
+    /// vCard (RFC 6350, 3.0, 2.1): `{"VCARD": [...]}`, properties as for `ical`.
+    Vcard,
+    /// Any file (a photo, a video, a document), as its facts: `size`, `blake3`,
+    /// `content_type`, `kind` (`photo`, `video`, `audio`, `other`) and, where the file says
+    /// them, `width`, `height`, `taken_at` (or `taken_at_local`), `duration_seconds`,
+    /// `camera_make`, `camera_model`, `latitude`, `longitude`, `altitude`. In an export, with
+    /// `split: whole`: the file is read through with flat memory, whatever its size.
+    Media,
+    /// A GPX file (a workout route): `name`, `time`, `creator`, `tracks` (`name`, `type`,
+    /// number of `points`), `points` (every track point in order: `latitude`, `longitude`,
+    /// `at`, `elevation_meters`, `speed_meters_per_second`, `course_degrees`,
+    /// `horizontal_accuracy_meters`, `vertical_accuracy_meters`, `heart_rate`, `cadence`,
+    /// other values under `extensions`), `started_at`, `ended_at`, `route_points`, `waypoints`.
+    Gpx,
 }
 
 /// Where a model field's value comes from: a JSONPath (`$.title`) or a template, written alone,
@@ -445,6 +532,14 @@ impl FieldMapping {
     pub fn format(&self) -> Option<&str> {
         match self {
             Self::Full(rule) => rule.format.as_deref(),
+            Self::Short(_) => None,
+        }
+    }
+
+    /// The separator text is split into a list at, if any.
+    pub fn split(&self) -> Option<&str> {
+        match self {
+            Self::Full(rule) => rule.split.as_deref(),
             Self::Short(_) => None,
         }
     }
@@ -480,13 +575,18 @@ pub struct FieldRule {
     pub default: Option<serde_json::Value>,
     /// A date-time written another way, as a strftime pattern: `%Y-%m-%d %H:%M:%S %z` (Apple
     /// Health's `2024-03-17 07:45:12 +0100`), `%a %b %d %H:%M:%S %z %Y` (X's archive). A pattern
-    /// without `%z` reads a time in UTC. For date-time fields, without `as`.
+    /// without `%z` reads a time in UTC; text already in RFC 3339 is taken as it is. For
+    /// date-time fields, without `as`.
     #[serde(default)]
     pub format: Option<String>,
     /// Multiplies the converted number by this: a change of unit (minutes to seconds: `60`,
     /// kilometres to metres: `1000`). Only for number and whole-number fields.
     #[serde(default)]
     pub scale: Option<f64>,
+    /// Splits text at this separator into a list, each part trimmed and empty ones dropped:
+    /// Gmail's `X-Gmail-Labels: Inbox,Important`, a CSV column of tags. Only for list fields.
+    #[serde(default)]
+    pub split: Option<String>,
 }
 
 /// A typed conversion of a raw value. Date-times come out as RFC 3339 in UTC and dates as
@@ -510,6 +610,10 @@ pub enum Conversion {
     Rfc3339,
     /// A date-time from RFC 2822 (email `Date` headers).
     Rfc2822,
+    /// A date-time from either epoch seconds (a number, or text of digits) or RFC 3339 text,
+    /// whichever the value is: for a template that takes the first of two sources (a sidecar's
+    /// `photoTakenTime.timestamp`, else the photo's own EXIF time).
+    Timestamp,
     /// Text whose UTF-8 bytes were written one escape a byte, as if Latin-1 (Facebook's and
     /// Instagram's exports: `Caf\u00c3\u00a9` is `Café`), repaired; text that is not so is
     /// kept as it is.
@@ -524,6 +628,9 @@ pub enum Conversion {
     Date,
     /// Text with HTML entities decoded (Gmail snippets).
     HtmlUnescape,
+    /// The text of HTML (Evernote's ENML, a mail's HTML body): tags dropped, blocks as line
+    /// breaks, `script` and `style` left out, entities decoded.
+    HtmlText,
     /// The raw JSON value, unchanged.
     Json,
 }
@@ -532,15 +639,19 @@ impl Conversion {
     /// The kind of value the conversion produces.
     pub fn output(self) -> ValueKind {
         match self {
-            Self::String | Self::HtmlUnescape | Self::Latin1Utf8 => ValueKind::String,
+            Self::String | Self::HtmlUnescape | Self::HtmlText | Self::Latin1Utf8 => {
+                ValueKind::String
+            }
             Self::ClockDuration => ValueKind::Integer,
             Self::Amount => ValueKind::Number,
             Self::Integer => ValueKind::Integer,
             Self::Number => ValueKind::Number,
             Self::Boolean => ValueKind::Boolean,
-            Self::EpochSeconds | Self::EpochMillis | Self::Rfc3339 | Self::Rfc2822 => {
-                ValueKind::DateTime
-            }
+            Self::EpochSeconds
+            | Self::EpochMillis
+            | Self::Rfc3339
+            | Self::Rfc2822
+            | Self::Timestamp => ValueKind::DateTime,
             Self::Date => ValueKind::Date,
             Self::Json => ValueKind::Any,
         }

@@ -260,7 +260,7 @@ checked_string!(
     /// A minijinja template; plain text is a template that renders itself.
     Template,
     "Template",
-    "A minijinja template such as `{{ config.workspace_id }}`; plain text renders as itself.",
+    "A minijinja template such as `{{ config.workspace_id }}`; plain text renders as itself. Besides minijinja's own filters: `times(n)` multiplies (`*` is refused), `epoch_seconds` (or `epoch_seconds('%Y-%m-%d %H:%M:%S %z')`) reads a date-time as seconds since 1970, `latin1_utf8` repairs Meta's mangled text.",
     "a template such as `{{ parent.calendar_id }}`",
     ["/v1/mediaItems", "Bearer {{ secrets.api_key }}"]
 );

@@ -55,7 +55,7 @@ pub struct StoredIntegration {
 }
 
 /// What an integration keeps to sync: deleted with it, always.
-const STATE_TABLES: [&str; 3] = ["checkpoints", "sync_seen", "rate_windows"];
+const STATE_TABLES: [&str; 4] = ["checkpoints", "sync_seen", "rate_windows", "imports"];
 
 /// What was imported through an integration, or quotes it: deleted with it when the person asks
 /// for the data to go too. `records` first: `purge_disconnected` counts it.

@@ -307,7 +307,7 @@ impl Store {
         let mut query = QueryBuilder::<DB>::new("SELECT model, source_object_id, data");
         query
             .push(DB::JSON_TEXT_SUFFIX)
-            .push(", deleted_at FROM records WHERE source_platform = ")
+            .push(", deleted_at, user_id, integration_id FROM records WHERE source_platform = ")
             .push_bind(platform)
             .push(" ORDER BY model, source_object_id");
         let rows = query.build().fetch_all(&self.pool).await?;
@@ -315,14 +315,24 @@ impl Store {
             .map(|row| {
                 let deleted: Option<String> = row.try_get(3usize)?;
                 let data: String = row.try_get(2usize)?;
-                let data = serde_json::from_str(&data).map_err(|error| StoreError::Corrupt {
+                let object_id: String = row.try_get(1usize)?;
+                let user_id: String = row.try_get(4usize)?;
+                let integration_id: String = row.try_get(5usize)?;
+                let data = crate::record::with_provenance(
+                    &data,
+                    &user_id,
+                    &integration_id,
+                    platform,
+                    &object_id,
+                )
+                .map_err(|error| StoreError::Corrupt {
                     what: "record",
                     reason: error.to_string(),
                 })?;
                 Ok((
                     row.try_get(0usize)?,
-                    row.try_get(1usize)?,
-                    data,
+                    object_id,
+                    serde_json::Value::Object(data),
                     deleted.is_some(),
                 ))
             })

@@ -10,6 +10,7 @@ use super::{
 };
 use crate::events::WriteCounts;
 use crate::on_every_backend;
+use crate::record::Provenance;
 
 /// Statements stay well below the bound-parameter limits (SQLite 32766, PostgreSQL 65535).
 const ROWS_PER_STATEMENT: usize = 500;
@@ -102,12 +103,15 @@ where
         bind(&mut sql, value)?;
     }
     sql.push_str(") AS shared, (VALUES ");
+    // The provenance is in the row's columns: the JSON keeps the model fields only.
+    let provenance = Provenance::new(&shared.user_id, &shared.integration_id, &shared.platform);
     for (index, record) in rows.iter().enumerate() {
         sql.push_str(if index > 0 { ", (" } else { "(" });
         bind(&mut sql, &record.id)?;
         if !tombstones {
             sql.push_str(", ");
-            bind(&mut sql, &record.json)?;
+            let fields: Arc<str> = Arc::from(provenance.fields_of(&record.id, &record.json));
+            bind(&mut sql, &fields)?;
             sql.push_str(DB::JSON_PARAM_SUFFIX);
         }
         sql.push(')');
@@ -179,7 +183,8 @@ where
             " ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
              integration_id = excluded.integration_id, stream = excluded.stream, data = excluded.data, \
              updated_at = excluded.updated_at, deleted_at = NULL \
-             WHERE records.data <> excluded.data OR records.deleted_at IS NOT NULL",
+             WHERE records.data <> excluded.data OR records.deleted_at IS NOT NULL \
+             OR records.integration_id <> excluded.integration_id",
         )
         .await?
     } else {

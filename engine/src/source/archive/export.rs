@@ -186,6 +186,24 @@ impl Export {
         Some(total)
     }
 
+    /// [`Export::each_entry`] with a visitor that fails in its own error type: its first
+    /// failure stops the walk and is returned, and the export's own errors become that type.
+    pub fn try_each_entry<E: From<ArchiveError>>(
+        &self,
+        wanted: &dyn Fn(&str) -> bool,
+        from: u64,
+        visit: &mut dyn FnMut(&EntryInfo, &mut dyn BufRead) -> Result<Flow, E>,
+    ) -> Result<(), E> {
+        let mut failure = None;
+        self.each_entry(wanted, from, &mut |entry, reader| {
+            visit(entry, reader).or_else(|error| {
+                failure = Some(error);
+                Ok(Flow::Stop)
+            })
+        })?;
+        failure.map_or(Ok(()), Err)
+    }
+
     /// Visits the entries `wanted` selects, in order (each part in turn; a folder's and a zip's
     /// entries by path, a tar's in archive order), from the one numbered `from`, each with a
     /// reader of its unpacked bytes, bounded by the limits.

@@ -11,12 +11,14 @@
 //! the export's size, and mapping and writing go on while the next page is read.
 
 mod export;
+mod join;
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 pub use export::{ArchiveError, ArchiveLimits, EntryInfo, Export, Flow, inside_name};
+pub use join::{JoinError, JoinIndex, JoinPlan, MAX_JOIN_BYTES};
 
 use crate::decode::Decoder;
 use crate::decode::document::Document;
@@ -45,6 +47,38 @@ pub struct ArchivePlan {
     pub max_document: usize,
     /// Whether a completed import marks what it did not see as deleted.
     pub complete: bool,
+    /// Whether a page holds the documents of one file only (the stream's templates read
+    /// `entry`, which is the page's file): pages then end where files do.
+    pub page_per_entry: bool,
+    /// Other files' documents joined to each document.
+    pub join: Option<JoinPlan>,
+    /// Whether a record read again in the same import (a copy) is skipped.
+    pub dedupe: bool,
+}
+
+impl ArchivePlan {
+    /// Whether a page is built as JSON text (frames joined, parsed once) rather than values.
+    fn as_text(&self) -> bool {
+        self.decoder.frames_as_json_text() && self.join.is_none()
+    }
+}
+
+/// `entry` in templates: the path inside the export of a file, with its `name`
+/// (`jane.doe@gmail.com.ics`), `stem` (`jane.doe@gmail.com`), `extension` (`ics`, empty for
+/// none) and `folder` (`Takeout/Calendar`, empty at the top).
+pub fn entry_value(path: &str) -> minijinja::Value {
+    let (folder, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let (stem, extension) = match name.rsplit_once('.') {
+        Some((stem, extension)) if !stem.is_empty() => (stem, extension),
+        _ => (name, ""),
+    };
+    minijinja::context! {
+        path => path,
+        name => name,
+        stem => stem,
+        extension => extension,
+        folder => folder,
+    }
 }
 
 /// A run of documents read from an export.
@@ -60,6 +94,9 @@ pub struct ArchivePage {
     pub read: u64,
     /// The selected entries' unpacked bytes, where the export says them (not a tar's).
     pub total: Option<u64>,
+    /// The selected entries begun so far: 0 on the last page of an export that has none of
+    /// the stream's files (a Takeout of other products).
+    pub entries: u64,
 }
 
 /// Why an export's documents could not be read.
@@ -78,6 +115,9 @@ pub enum ArchiveReadError {
         /// Why.
         error: DecodeError,
     },
+    /// The files joined could not be indexed.
+    #[error(transparent)]
+    Join(#[from] JoinError),
     /// The stored cursor names an entry the export does not have at that place.
     #[error(
         "the import was resuming at `{0}`, which this export does not have there; it starts again"
@@ -167,7 +207,7 @@ struct PageReader<'r> {
     export: &'r Export,
     plan: &'r ArchivePlan,
     sender: &'r mpsc::Sender<PageResult>,
-    /// The page being filled: JSON texts joined (`frames_are_json`), or decoded values.
+    /// The page being filled: JSON texts joined (`frames_as_json_text`), or decoded values.
     text: String,
     values: Vec<serde_json::Value>,
     documents: usize,
@@ -175,8 +215,11 @@ struct PageReader<'r> {
     first_entry: Option<String>,
     read: u64,
     total: Option<u64>,
+    entries: u64,
     /// The receiver is gone: stop.
     closed: bool,
+    /// The joined documents, when the stream joins any.
+    join: Option<JoinIndex>,
 }
 
 impl<'r> PageReader<'r> {
@@ -196,42 +239,40 @@ impl<'r> PageReader<'r> {
             first_entry: None,
             read: 0,
             total: export.size_of(&|path| selection.matches(path)),
+            entries: 0,
             closed: false,
+            join: None,
         }
     }
 
     fn read_all(&mut self, from: Option<EntryCursor>) -> Result<(), ArchiveReadError> {
         let plan = self.plan;
         let export = self.export;
+        if let Some(join) = &plan.join {
+            self.join = Some(JoinIndex::build(export, join)?);
+        }
         let start = from.as_ref().map_or(0, |cursor| cursor.entry);
-        let mut failure = None;
         let mut first = true;
         let wanted = |path: &str| plan.selection.matches(path);
-        export.each_entry(&wanted, start, &mut |entry, reader| {
+        export.try_each_entry(&wanted, start, &mut |entry, reader| {
             let skip = match (&from, first) {
                 (Some(cursor), true) => {
                     if cursor.path != entry.path {
-                        failure = Some(ArchiveReadError::Moved(cursor.path.clone()));
-                        return Ok(Flow::Stop);
+                        return Err(ArchiveReadError::Moved(cursor.path.clone()));
                     }
                     cursor.documents
                 }
                 _ => 0,
             };
             first = false;
-            match self.read_entry(entry, reader, skip) {
-                Ok(()) if self.closed => Ok(Flow::Stop),
-                Ok(()) => Ok(Flow::Continue),
-                Err(error) => {
-                    failure = Some(error);
-                    Ok(Flow::Stop)
-                }
-            }
-        })?;
-        match failure {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
+            self.entries += 1;
+            self.read_entry(entry, reader, skip)?;
+            Ok(if self.closed {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            })
+        })
     }
 
     /// Reads one entry's documents after the first `skip`, sending each page as it fills.
@@ -262,10 +303,26 @@ impl<'r> PageReader<'r> {
             Some(io) => ArchiveReadError::Archive(as_archive_error(io, entry)),
             None => decode_error(document, error),
         };
+        // A page of one file only: the one being filled ends where this file begins.
+        if self.plan.page_per_entry && self.documents > 0 {
+            let next = EntryCursor {
+                export: self.export.fingerprint().to_owned(),
+                entry: entry.ordinal,
+                path: entry.path.clone(),
+                documents: skip,
+            };
+            self.send(Some(next))
+                .map_err(|error| decode_error(skip, error))?;
+            if self.closed {
+                return Ok(());
+            }
+        }
         let mut frames = decoder
             .frames(&mut watched, from, self.plan.max_document)
             .map_err(|error| decode_error(skip, error))?;
         let mut offset = 0;
+        // `entry` for the join's templates, made when first needed.
+        let mut file: Option<minijinja::Value> = None;
         loop {
             let document = frames.position().frames + 1;
             let Some(frame) = frames
@@ -277,15 +334,25 @@ impl<'r> PageReader<'r> {
             if self.first_entry.is_none() {
                 self.first_entry = Some(entry.path.clone());
             }
-            if decoder.frames_are_json() {
+            if self.plan.as_text() {
                 self.text.push(if self.documents == 0 { '[' } else { ',' });
-                let text = std::str::from_utf8(frame)
-                    .map_err(|error| decode_error(document, DecodeError::new("JSON", error)))?;
-                self.text.push_str(text);
+                decoder
+                    .push_json_text(frame, &mut self.text)
+                    .map_err(|error| decode_error(document, error))?;
             } else {
-                let value = decoder
+                let mut value = decoder
                     .frame_value(frame)
                     .map_err(|error| decode_error(document, error))?;
+                if let (Some(plan), Some(index)) = (&self.plan.join, &self.join)
+                    && value.is_object()
+                {
+                    let file = file.get_or_insert_with(|| entry_value(&entry.path));
+                    if let Some(joined) = index.find(plan, &value, file)
+                        && let Some(object) = value.as_object_mut()
+                    {
+                        object.insert(plan.into.clone(), joined);
+                    }
+                }
                 self.values.push(value);
             }
             self.documents += 1;
@@ -311,7 +378,7 @@ impl<'r> PageReader<'r> {
 
     /// Sends the page filled so far (with `next`, where the one after starts).
     fn send(&mut self, next: Option<EntryCursor>) -> Result<(), DecodeError> {
-        let body = if self.plan.decoder.frames_are_json() {
+        let body = if self.plan.as_text() {
             let mut text = std::mem::take(&mut self.text);
             text.push_str(if self.documents == 0 { "[]" } else { "]" });
             match Document::json(text) {
@@ -328,6 +395,7 @@ impl<'r> PageReader<'r> {
             entry: self.first_entry.take().unwrap_or_default(),
             read: self.read,
             total: self.total,
+            entries: self.entries,
         };
         if self.sender.blocking_send(Ok(page)).is_err() {
             self.closed = true;

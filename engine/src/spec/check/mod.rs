@@ -86,6 +86,10 @@ const CONFIG: (&str, &str) = ("config value", "`config` and `auth.capture`");
 const SECRETS: (&str, &str) = ("secret", "`config` entries with `secret: true`");
 const STATE: (&str, &str) = ("state value", "the stream's `incremental`");
 const PARENT: (&str, &str) = ("parent field", "`parent.fields`");
+const ENTRY: (&str, &str) = (
+    "entry attribute",
+    "the export's file a record was read from",
+);
 const PAGE: (&str, &str) = ("page value", "the stream's paginator");
 const TOKEN: (&str, &str) = ("token value", "the token response");
 const CLIENT: (&str, &str) = ("client value", "the deployment's OAuth client");

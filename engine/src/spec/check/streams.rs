@@ -67,10 +67,18 @@ impl Checker<'_> {
                 .only("page", PAGE, page_fields(paginate))
         };
         let request_scope = scope_for(&stream.paginate);
-        let record_scope = Scope::default()
+        let mut record_scope = Scope::default()
             .with("record", Fields::Any)
             .only("parent", PARENT, parent_fields.clone())
             .only("config", CONFIG, config.clone());
+        if stream.archive.is_some() {
+            // The file of the export the record was read from.
+            record_scope = record_scope.only(
+                "entry",
+                ENTRY,
+                ["path", "name", "stem", "extension", "folder"].map(str::to_owned),
+            );
+        }
 
         if let Some(parent) = &stream.parent {
             self.parent(&base, name, parent, &config);
@@ -236,9 +244,12 @@ impl Checker<'_> {
         if let Err(reason) = crate::decode::Decoder::for_archive(&archive.split, stream.decode) {
             self.push(
                 Problem::at(format!("{at}/split"), reason).expected(
-                    "`split` and the stream's `decode` that go together: `lines` with `json` or `jsonl`, `array` with `json`, `rows` with `csv`, `element` with `xml`, `whole` with any but `jsonl`",
+                    "`split` and the stream's `decode` that go together: `lines` with `json` or `jsonl`, `array` with `json`, `rows` with `csv`, `element` with `xml`, `messages` with `email`, `component` with `ical` or `vcard`, `whole` with any but `jsonl`",
                 ),
             );
+        }
+        if let Some(join) = &archive.join {
+            self.join(&format!("{at}/join"), join);
         }
         let only_requests = [
             ("paginate", stream.paginate != Paginate::None),
@@ -273,6 +284,45 @@ impl Checker<'_> {
                     .on_key()
                     .expected("substreams only under streams that send requests"),
             );
+        }
+    }
+
+    /// An archive stream's `join`: its globs, how its files decode, and its templates (over
+    /// `record` and `entry`).
+    fn join(&mut self, at: &str, join: &crate::spec::Join) {
+        if let Err(error) = join.selection() {
+            self.push(
+                Problem::at(
+                    format!("{at}/entries/{}", error.index),
+                    format!("the glob does not compile: {}", error.reason),
+                )
+                .expected("a glob over paths inside the export: `*`, `**`, `?`, `[a-z]`, `{a,b}`"),
+            );
+        }
+        if let Err(reason) = crate::decode::Decoder::for_archive(&join.split, join.decode) {
+            self.push(
+                Problem::at(format!("{at}/split"), reason).expected(
+                    "`split` and `decode` that go together, as for the stream's own files",
+                ),
+            );
+        }
+        if join.into.is_empty() {
+            self.push(
+                Problem::at(
+                    format!("{at}/into"),
+                    "the joined document needs a key to go under",
+                )
+                .expected("a key such as `sidecar`"),
+            );
+        }
+        let scope = Scope::default().with("record", Fields::Any).only(
+            "entry",
+            ENTRY,
+            ["path", "name", "stem", "extension", "folder"].map(str::to_owned),
+        );
+        self.template(&format!("{at}/key"), join.key.as_str(), &scope);
+        for (index, candidate) in join.candidates.iter().enumerate() {
+            self.template(&format!("{at}/match/{index}"), candidate.as_str(), &scope);
         }
     }
 
@@ -740,6 +790,25 @@ impl Checker<'_> {
                             .expected("`scale` only on number and whole-number fields, a finite factor other than 0"),
                     );
                 }
+            }
+            if let Some(separator) = mapping.split()
+                && (field.kind != ValueKind::Array
+                    || separator.is_empty()
+                    || mapping.conversion().is_some()
+                    || mapping.format().is_some())
+            {
+                self.push(
+                    Problem::at(
+                        format!("{at}/split"),
+                        format!(
+                            "`split: {separator:?}` makes a list of text, and `{}` holds {}",
+                            field.name,
+                            field.kind.describe()
+                        ),
+                    )
+                    .on_key()
+                    .expected("`split` with a non-empty separator, on a list field, without `as` or `format`"),
+                );
             }
             if let Some(conversion) = mapping.conversion()
                 && !conversion.output().fits(field.kind)
