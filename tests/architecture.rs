@@ -30,7 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("credentials", &["credentials"]),
     ("sources", &["source"]),
     ("mapping", &["map"]),
-    ("storing", &["store"]),
+    ("storing", &["store", "blobs"]),
     ("connected accounts", &["account"]),
     ("running a connector", &["run"]),
     ("the sandbox", &["replay", "sandbox"]),

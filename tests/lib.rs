@@ -348,3 +348,54 @@ pub fn zip_of(files: &[(String, Vec<u8>)], path: &Path) {
     }
     zip.finish().unwrap();
 }
+
+/// A blob store a test writes into, and what keeps it alive.
+pub struct TestBlobs {
+    /// `folder` or `s3`.
+    pub backend: &'static str,
+    /// The store.
+    pub blobs: engine::blobs::BlobStore,
+    /// Where it is, as `--blobs` takes it.
+    pub location: engine::blobs::BlobLocation,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The blob stores a test runs against: a fresh folder, and a fresh prefix in the S3-compatible
+/// bucket `HYPERNET_TEST_S3` names (`eval "$(bash .ci/s3)"` starts one). With
+/// `HYPERNET_REQUIRE_S3=1` (as in CI), a missing server fails the test instead of skipping.
+pub fn test_blob_stores(name: &str) -> Vec<TestBlobs> {
+    use engine::blobs::{BlobLocation, BlobStore};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let folder = BlobLocation::Folder(dir.path().join("blobs"));
+    let mut stores = vec![TestBlobs {
+        backend: "folder",
+        blobs: BlobStore::open(&folder).expect("folder blob store"),
+        location: folder,
+        _dir: Some(dir),
+    }];
+    match std::env::var("HYPERNET_TEST_S3") {
+        Ok(url) => {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let BlobLocation::S3(mut s3) = BlobLocation::parse(&url).expect("HYPERNET_TEST_S3")
+            else {
+                panic!("HYPERNET_TEST_S3 is not an s3:// URL: {url}");
+            };
+            s3.prefix = format!("{name}-{}-{serial}", std::process::id());
+            let location = BlobLocation::S3(s3);
+            stores.push(TestBlobs {
+                backend: "s3",
+                blobs: BlobStore::open(&location).expect("S3 blob store"),
+                location,
+                _dir: None,
+            });
+        }
+        Err(_) if std::env::var("HYPERNET_REQUIRE_S3").is_ok_and(|value| value == "1") => {
+            panic!("HYPERNET_REQUIRE_S3=1 but HYPERNET_TEST_S3 is not set");
+        }
+        Err(_) => {
+            eprintln!("note: {name}: HYPERNET_TEST_S3 is not set; S3 half skipped (see README)")
+        }
+    }
+    stores
+}

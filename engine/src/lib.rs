@@ -15,7 +15,8 @@
 //! - [`source`]: where records come from, a page at a time (the provider's API);
 //! - [`map`]: raw records → model records;
 //! - [`store`]: where mapped records go (SQLite, PostgreSQL, memory, a records API), with runs,
-//!   checkpoints and the audit log;
+//!   checkpoints and the audit log; [`blobs`]: where their content goes (photos, attachments,
+//!   files), each stored once under its hash;
 //! - [`account`]: a connected account, and the use cases the CLI and the service share
 //!   (preparing a run, saving a connection, revoking);
 //! - [`run`]: one run of a connector for one integration;
@@ -23,6 +24,7 @@
 //!   `--sandbox`).
 
 pub mod account;
+pub mod blobs;
 mod convert;
 pub mod credentials;
 pub mod decode;
