@@ -131,6 +131,8 @@ pub struct RunOptions {
     pub access_token: Option<String>,
     /// The integration the run imports for (default `integration-1`, of `user-1`).
     pub integration_id: String,
+    /// Where records' content is downloaded to (none: content is owed, not downloaded).
+    pub blobs: Option<engine::blobs::BlobStore>,
 }
 
 impl Default for RunOptions {
@@ -140,6 +142,7 @@ impl Default for RunOptions {
             config: serde_json::Map::new(),
             access_token: Some("test-token".to_owned()),
             integration_id: "integration-1".to_owned(),
+            blobs: None,
         }
     }
 }
@@ -173,16 +176,18 @@ pub async fn run<S: Sink>(
     )
     .unwrap();
     let recorder = Recorder::default();
-    let result = SyncRun::new(
+    let mut sync = SyncRun::new(
         &connector,
         &integration,
         &http,
         &auth,
         &recorder,
         sink.clone(),
-    )
-    .run(&[])
-    .await;
+    );
+    if let Some(blobs) = options.blobs {
+        sync = sync.with_blobs(blobs);
+    }
+    let result = sync.run(&[]).await;
     (result, recorder)
 }
 

@@ -42,6 +42,13 @@ pub enum Event<'a> {
         /// Their unpacked bytes, where the export says them before they are read.
         total: Option<u64>,
     },
+    /// A record's content was stored in the blob store (or found there, the same bytes).
+    ContentStored {
+        /// Its size.
+        bytes: u64,
+    },
+    /// A record's content could not be downloaded; it stays owed.
+    ContentFailed,
 }
 
 /// What writing one page did.
@@ -81,6 +88,9 @@ pub struct Counters {
     rejected: AtomicU64,
     read: AtomicU64,
     read_total: AtomicU64,
+    contents: AtomicU64,
+    content_bytes: AtomicU64,
+    contents_failed: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -107,6 +117,15 @@ pub struct Totals {
     /// Those files' unpacked size, where the export says it before they are read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_total_bytes: Option<u64>,
+    /// Records' content stored in the blob store.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub contents: u64,
+    /// The bytes of that content.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub content_bytes: u64,
+    /// Content that could not be downloaded (owed still, retried by later runs).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub contents_failed: u64,
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -133,6 +152,9 @@ impl Counters {
             },
             read_bytes: load(&self.read),
             read_total_bytes: Some(load(&self.read_total)).filter(|total| *total > 0),
+            contents: load(&self.contents),
+            content_bytes: load(&self.content_bytes),
+            contents_failed: load(&self.contents_failed),
         }
     }
 }
@@ -167,6 +189,11 @@ impl Observer for Counters {
                     .store(total.unwrap_or_default(), Ordering::Relaxed);
                 self.read.swap(*read, Ordering::Relaxed)
             }
+            Event::ContentStored { bytes } => {
+                add(&self.contents, 1);
+                add(&self.content_bytes, *bytes)
+            }
+            Event::ContentFailed => add(&self.contents_failed, 1),
         };
     }
 }

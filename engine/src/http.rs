@@ -368,6 +368,85 @@ impl HttpClient {
         observer: &dyn Observer,
         mut accept: impl FnMut(Response) -> Result<T, String>,
     ) -> Result<T, HttpError> {
+        self.send(
+            request,
+            auth,
+            observer,
+            Read::Whole,
+            |exchange: Exchange| {
+                let body = match exchange.body {
+                    Body::Whole(body) => body,
+                    // A whole read never leaves the body open.
+                    Body::Open(_) => bytes::Bytes::new(),
+                };
+                std::future::ready(
+                    accept(Response {
+                        status: exchange.status,
+                        headers: exchange.headers,
+                        body,
+                    })
+                    .map_err(Refusal::Retry),
+                )
+            },
+        )
+        .await
+    }
+
+    /// Sends `request` like [`HttpClient::fetch`], but hands a successful answer over with its
+    /// body still coming, for content that is streamed to disk rather than held (a photo, a
+    /// file). `accept` reads the body; a body cut off by the network is retried (the whole
+    /// request again), and `accept` may refuse what it read for good ([`Refusal::Stop`]).
+    ///
+    /// `accept` makes the future that reads one attempt's answer, so each attempt starts over.
+    pub async fn download<T, F>(
+        &self,
+        request: &HttpRequest,
+        auth: &dyn Authorizer,
+        observer: &dyn Observer,
+        mut accept: impl FnMut(Streaming) -> F,
+    ) -> Result<T, HttpError>
+    where
+        F: Future<Output = Result<T, Refusal>>,
+    {
+        let limit = request.max_body.unwrap_or(self.max_body);
+        let url = redacted(&request.url);
+        self.send(request, auth, observer, Read::Open, |exchange: Exchange| {
+            let streaming = match exchange.body {
+                Body::Open(body) => Ok(Streaming {
+                    status: exchange.status,
+                    headers: exchange.headers,
+                    body,
+                    read: 0,
+                    limit,
+                    url: url.clone(),
+                }),
+                Body::Whole(_) => Err(Refusal::Retry("the answer was read whole".to_owned())),
+            };
+            let reading = streaming.map(&mut accept);
+            async move {
+                match reading {
+                    Ok(reading) => reading.await,
+                    Err(refusal) => Err(refusal),
+                }
+            }
+        })
+        .await
+    }
+
+    /// The retry loop both kinds of request share: rate limit, credentials, the exchange (and its
+    /// redirects), then the status decides: 2xx to `accept`, 401 to a refresh, the spec's
+    /// retryable statuses and transport failures to a wait, anything else fails for good.
+    async fn send<T, F>(
+        &self,
+        request: &HttpRequest,
+        auth: &dyn Authorizer,
+        observer: &dyn Observer,
+        read: Read,
+        mut accept: impl FnMut(Exchange) -> F,
+    ) -> Result<T, HttpError>
+    where
+        F: Future<Output = Result<T, Refusal>>,
+    {
         if !self.may_reach(&request.url) {
             return Err(HttpError::HostNotAllowed {
                 url: request.url.to_string(),
@@ -389,19 +468,14 @@ impl HttpClient {
                 .await;
             auth.prepare().await.map_err(HttpError::Refresh)?;
             observer.event(&Event::Request);
-            let (reason, header_wait) = match self.exchange_following(request, auth).await {
-                Ok(Exchange {
-                    status,
-                    headers,
-                    body,
-                }) if (200..300).contains(&status) => match accept(Response {
-                    status,
-                    headers,
-                    body,
-                }) {
-                    Ok(accepted) => return Ok(accepted),
-                    Err(reason) => (reason, None),
-                },
+            let (reason, header_wait) = match self.exchange_following(request, auth, read).await {
+                Ok(exchange) if (200..300).contains(&exchange.status) => {
+                    match accept(exchange).await {
+                        Ok(accepted) => return Ok(accepted),
+                        Err(Refusal::Retry(reason)) => (reason, None),
+                        Err(Refusal::Stop(error)) => return Err(error),
+                    }
+                }
                 Ok(Exchange {
                     status: 401, body, ..
                 }) if !refreshed => {
@@ -413,7 +487,7 @@ impl HttpClient {
                         }
                         Ok(false) => {
                             return Err(HttpError::Unauthorized {
-                                excerpt: excerpt(&body),
+                                excerpt: body.excerpt(),
                             });
                         }
                         Err(error) => return Err(HttpError::Refresh(error)),
@@ -423,7 +497,7 @@ impl HttpClient {
                     status: 401, body, ..
                 }) => {
                     return Err(HttpError::Unauthorized {
-                        excerpt: excerpt(&body),
+                        excerpt: body.excerpt(),
                     });
                 }
                 Ok(Exchange {
@@ -434,7 +508,7 @@ impl HttpClient {
                 Ok(Exchange { status, body, .. }) => {
                     return Err(HttpError::Status {
                         status,
-                        excerpt: excerpt(&body),
+                        excerpt: body.excerpt(),
                     });
                 }
                 Err(Failed::Transient(reason)) => (reason, None),
@@ -483,15 +557,16 @@ impl HttpClient {
         &self,
         request: &HttpRequest,
         auth: &dyn Authorizer,
+        read: Read,
     ) -> Result<Exchange, Failed> {
         let mut current = std::borrow::Cow::Borrowed(request);
         let mut signed = true;
         let mut hops = 0;
         loop {
             let exchange = if signed {
-                self.exchange(&current, auth).await
+                self.exchange(&current, auth, read).await
             } else {
-                self.exchange(&current, &NoCredentials).await
+                self.exchange(&current, &NoCredentials, read).await
             };
             let exchange = exchange?;
             let location = exchange
@@ -559,6 +634,7 @@ impl HttpClient {
         &self,
         request: &HttpRequest,
         auth: &dyn Authorizer,
+        read: Read,
     ) -> Result<Exchange, Failed> {
         let mut headers = HeaderMap::new();
         for (name, value) in &request.headers {
@@ -634,6 +710,15 @@ impl HttpClient {
             if announced > limit {
                 return Err(too_large());
             }
+            // Content is streamed by its reader (which counts it against the limit); error
+            // answers and redirects are read here, as for any request.
+            if read == Read::Open && (200..300).contains(&status) {
+                return Ok(Exchange {
+                    status,
+                    headers,
+                    body: Body::Open(response),
+                });
+            }
             let mut body = bytes::BytesMut::with_capacity(usize::try_from(announced).unwrap_or(0));
             while let Some(chunk) = response.chunk().await.map_err(transport_failure)? {
                 if (body.len() + chunk.len()) as u64 > limit {
@@ -644,7 +729,7 @@ impl HttpClient {
             Ok(Exchange {
                 status,
                 headers,
-                body: body.freeze(),
+                body: Body::Whole(body.freeze()),
             })
         }));
         exchange.await
@@ -672,7 +757,77 @@ impl HttpClient {
 struct Exchange {
     status: u16,
     headers: HeaderMap,
-    body: bytes::Bytes,
+    body: Body,
+}
+
+/// Whether a successful answer's body is read by the exchange or left open for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    Whole,
+    Open,
+}
+
+/// An exchange's body: read, or (a successful download) still coming.
+enum Body {
+    Whole(bytes::Bytes),
+    Open(reqwest::Response),
+}
+
+impl Body {
+    fn excerpt(&self) -> String {
+        match self {
+            Self::Whole(body) => excerpt(body),
+            Self::Open(_) => String::new(),
+        }
+    }
+}
+
+/// Why the caller of a request refused a successful answer.
+#[derive(Debug)]
+pub enum Refusal {
+    /// For a reason that may pass (a body cut off, a truncated page): the request is retried.
+    Retry(String),
+    /// For good (content past its cap): the request fails with this error.
+    Stop(HttpError),
+}
+
+/// A successful answer whose body is still coming: read it a chunk at a time.
+pub struct Streaming {
+    /// The status (2xx).
+    pub status: u16,
+    /// The response headers.
+    pub headers: HeaderMap,
+    body: reqwest::Response,
+    read: u64,
+    limit: u64,
+    url: String,
+}
+
+impl Streaming {
+    /// The next chunk of the body; `None` at its end. A body cut off is [`Refusal::Retry`]; one
+    /// past the request's size limit is [`Refusal::Stop`] with [`HttpError::TooLarge`].
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, Refusal> {
+        let chunk = self
+            .body
+            .chunk()
+            .await
+            .map_err(|error| Refusal::Retry(describe_transport_error(&error)))?;
+        if let Some(chunk) = &chunk {
+            self.read += chunk.len() as u64;
+            if self.read > self.limit {
+                return Err(Refusal::Stop(HttpError::TooLarge {
+                    url: self.url.clone(),
+                    limit: self.limit,
+                }));
+            }
+        }
+        Ok(chunk)
+    }
+
+    /// The URL the content was asked at (credentials hidden), for messages.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
 }
 
 /// A spawned exchange, aborted when the fetch waiting for it is dropped.

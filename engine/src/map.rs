@@ -268,6 +268,11 @@ impl<'a> Lazy<'a> {
         }
     }
 
+    /// The context, built now if it was not yet.
+    pub fn context(&self) -> &minijinja::Value {
+        self.get()
+    }
+
     fn get(&self) -> &minijinja::Value {
         self.built.get_or_init(|| {
             minijinja::context! {

@@ -162,7 +162,10 @@ impl Observer for SyncMetrics {
             Event::Page { records, .. } => {
                 self.records.inc_by(*records as u64);
             }
-            Event::Stored(_) | Event::Read { .. } => {}
+            Event::Stored(_)
+            | Event::Read { .. }
+            | Event::ContentStored { .. }
+            | Event::ContentFailed => {}
         }
     }
 }

@@ -347,6 +347,7 @@ fn store_only(total: usize) {
                     state: StreamState::default(),
                 }),
                 sweeps: vec![],
+                downloads: vec![],
             })
             .collect();
         let started = Instant::now();

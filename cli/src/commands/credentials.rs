@@ -25,6 +25,12 @@ pub struct Account {
     /// the audit log.
     #[arg(long, env = "DATABASE_URL", default_value = "hypernet.sqlite")]
     pub db: String,
+    /// Where records' content (photos, files, attachments) is kept: a folder, or S3-compatible
+    /// storage as s3://BUCKET[/PREFIX][?endpoint=URL&region=REGION] (credentials from
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY). Default: a folder beside an SQLite file
+    /// (hypernet.sqlite: hypernet.blobs/).
+    #[arg(long, env = "HYPERNET_BLOBS", value_name = "LOCATION")]
+    pub blobs: Option<String>,
     /// The token key file, used when HYPERNET_TOKEN_KEY is not set (created if missing).
     #[arg(long, default_value = "hypernet.key")]
     pub key_file: PathBuf,
@@ -49,6 +55,18 @@ pub struct Account {
 }
 
 impl Account {
+    /// The blob store `--blobs` names (or the default beside the database), opened.
+    pub fn blob_store(&self) -> Result<engine::blobs::BlobStore, crate::Failure> {
+        let location = match &self.blobs {
+            Some(text) => engine::blobs::BlobLocation::parse(text)
+                .map_err(|error| crate::Failure::usage(format!("--blobs: {error}")))?,
+            None => engine::blobs::BlobLocation::beside_database(&self.db),
+        };
+        engine::blobs::BlobStore::open(&location).map_err(|error| {
+            crate::Failure::problem(format!("the blob store at {location}: {error}"))
+        })
+    }
+
     /// ` --account NAME` for a named account, to repeat in a suggested command; else nothing.
     pub fn flag(&self) -> String {
         if self.account.is_empty() {

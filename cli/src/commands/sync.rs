@@ -210,6 +210,7 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
         Err(error) => return Err(Failure::problem(format!("{}: {error}", spec.id))),
     };
 
+    let blobs = args.account.blob_store()?;
     let started = Instant::now();
     let progress = Progress::new(&format!("syncing {}", spec.id), args.json);
     let result = SyncRun::new(
@@ -220,6 +221,7 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
         &progress,
         store.clone(),
     )
+    .with_blobs(blobs)
     .run(&args.streams)
     .await;
     progress.finish();

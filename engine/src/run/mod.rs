@@ -7,6 +7,7 @@
 //! queue is short, so memory holds a few pages (per level of substreams), however long the
 //! stream.
 
+mod content;
 mod error;
 mod fetch;
 mod import;
@@ -22,6 +23,7 @@ use std::sync::atomic::Ordering;
 use futures_util::{StreamExt, stream};
 use serde_json::{Map, Value};
 
+pub use content::DownloadTotals;
 pub use error::{RunReport, SyncError, SyncErrorKind};
 pub use plan::CompiledConnector;
 
@@ -57,6 +59,8 @@ pub struct SyncRun<'a, S: Sink> {
     writer: WriteQueue,
     /// The streams and substream partitions that failed so far while the run went on.
     failures: std::sync::Mutex<Vec<SyncError>>,
+    /// Where records' content goes; without one, content is owed but not downloaded.
+    blobs: Option<crate::blobs::BlobStore>,
 }
 
 type StreamFuture<'f> = Pin<Box<dyn Future<Output = Result<Ended, SyncError>> + Send + 'f>>;
@@ -139,7 +143,14 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             run_id: 0,
             writer: WriteQueue::idle(),
             failures: std::sync::Mutex::default(),
+            blobs: None,
         }
+    }
+
+    /// Downloads records' content (the streams' `content`) into `blobs` after the listing.
+    pub fn with_blobs(mut self, blobs: crate::blobs::BlobStore) -> Self {
+        self.blobs = Some(blobs);
+        self
     }
 
     /// Names the process that runs this sync (kept with the run in the store).
@@ -271,6 +282,14 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             // The writer's own error explains why the run stopped.
             fatal = Some(self.fetcher.error(&stream, None, error.into()));
         }
+        // Content is downloaded once the records that owe it are stored (with what earlier
+        // runs left owed); a download that fails stays owed and fails no stream.
+        if fatal.is_none()
+            && let Some(blobs) = &self.blobs
+            && let Err(error) = self.download_content(blobs).await
+        {
+            fatal = Some(self.fetcher.error("", None, error.into()));
+        }
         let mut failed = std::mem::take(
             self.failures
                 .get_mut()
@@ -300,6 +319,38 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             (Ok(_), Err(error)) => Err(self.fetcher.error("", None, error.into())),
             (Ok(report), Ok(())) => Ok(report),
         }
+    }
+
+    /// Makes the downloads the integration owes into `blobs`.
+    async fn download_content(
+        &self,
+        blobs: &crate::blobs::BlobStore,
+    ) -> Result<DownloadTotals, StoreError> {
+        let connector = self.fetcher.connector;
+        let context = minijinja::context! {
+            config => self.fetcher.config.clone(),
+            secrets => self.fetcher.secrets.clone(),
+        };
+        let headers = connector
+            .headers
+            .iter()
+            .filter_map(|(name, template)| {
+                // A header that does not render is left out, as a request would fail on it.
+                let value = connector.templates.render(template, &context).ok()?;
+                Some((name.clone(), value))
+            })
+            .collect();
+        content::Downloader {
+            http: self.fetcher.http,
+            auth: self.fetcher.auth,
+            observer: &self.fetcher.tally,
+            sink: &self.sink,
+            blobs,
+            scope: &self.scope,
+            headers,
+        }
+        .run()
+        .await
     }
 
     /// Notes a stream (partition) that failed while the run goes on.
@@ -670,6 +721,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             seen_in_pass: None,
             checkpoint: None,
             sweeps: vec![],
+            downloads: vec![],
         }
     }
 
@@ -728,9 +780,16 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         batch.records.reserve(records.len());
         let mut scope =
             PageScope::new(&walk.parent, &self.fetcher.config).with_entry(walk.entry.as_ref());
+        let content = walk.stream.content.as_ref();
         for raw in records {
             match mapper.map(raw, &mut scope, provenance, templates) {
-                Mapped::Record(record) => batch.records.push(record.into()),
+                Mapped::Record(record) => {
+                    let record: crate::record::StoredRecord = record.into();
+                    if let Some(content) = content.filter(|_| !record.deleted) {
+                        self.owe_content(content, &record.id, raw, batch);
+                    }
+                    batch.records.push(record);
+                }
                 Mapped::Rejected(reject) => batch.rejects.push(reject),
             }
         }
@@ -747,6 +806,39 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                         .push(RecordMapper::tombstone(id, provenance).into());
                 }
             });
+        }
+    }
+
+    /// Adds what `raw`'s content owes to `batch`; a download that cannot be rendered is noted
+    /// (the record is stored; its content is not owed).
+    fn owe_content(
+        &self,
+        content: &content::CompiledContent,
+        id: &Arc<str>,
+        raw: &Node<'_>,
+        batch: &mut Batch,
+    ) {
+        let connector = self.fetcher.connector;
+        match content.due(
+            id,
+            raw,
+            &self.fetcher.config,
+            connector
+                .spec
+                .base_url
+                .as_ref()
+                .map_or("", |url| url.as_str()),
+            &connector.templates,
+        ) {
+            Ok(Some(due)) => batch.downloads.push(due),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(
+                connector = %self.scope.platform,
+                stream = %batch.stream,
+                record = %id,
+                %error,
+                "the record is stored, but its content cannot be requested"
+            ),
         }
     }
 

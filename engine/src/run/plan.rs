@@ -45,6 +45,8 @@ pub(super) struct CompiledStream {
     pub(super) concurrency: usize,
     pub(super) recurse: Option<CompiledRecurse>,
     pub(super) gone: Option<CompiledGone>,
+    /// How its records' content is downloaded.
+    pub(super) content: Option<super::content::CompiledContent>,
 }
 
 /// A stream's `gone`, compiled.
@@ -255,6 +257,9 @@ pub struct CompiledConnector {
     pub(super) streams: IndexMap<String, CompiledStream>,
     /// The spec's `response_error`: its condition and message path.
     pub(super) response_error: Option<(TemplateId, Option<CompiledPath>)>,
+    /// The connector's own `headers`, for requests compiled without them (content downloads:
+    /// their rendered requests are kept, and these may hold secrets).
+    pub(super) headers: Vec<(String, TemplateId)>,
 }
 
 impl CompiledConnector {
@@ -368,6 +373,13 @@ impl CompiledConnector {
                         })
                     })
                     .transpose()?,
+                content: stream
+                    .content
+                    .as_ref()
+                    .map(|content| {
+                        super::content::CompiledContent::compile(content, &mut templates)
+                    })
+                    .transpose()?,
             };
             streams.insert(name.clone(), compiled);
         }
@@ -385,11 +397,17 @@ impl CompiledConnector {
                 ))
             })
             .transpose()?;
+        let headers = spec
+            .headers
+            .iter()
+            .map(|(name, value)| Ok((name.clone(), templates.add(value.as_str())?)))
+            .collect::<Result<Vec<_>, BuildError>>()?;
         Ok(Self {
             spec,
             templates,
             streams,
             response_error,
+            headers,
         })
     }
 

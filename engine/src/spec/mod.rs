@@ -6,6 +6,7 @@
 //! on its paths and templates compiling and its references resolving.
 
 mod auth;
+mod content;
 mod limits;
 mod stream;
 mod values;
@@ -26,6 +27,7 @@ pub use auth::{
     OAuth2Auth, ParamNames, Pkce, Refresh, RevocationMethod, RevocationRequest, ScopeSeparator,
     SignatureMethod, TokenMethod, TokenRequest, TokenResponse,
 };
+pub use content::{ChecksumKind, Content, ContentChecksum, MAX_CONTENT_BYTES};
 pub use diagnostic::{Diagnostic, Position};
 
 /// How to recognise an error inside a successful HTTP answer.

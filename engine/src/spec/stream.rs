@@ -82,6 +82,10 @@ pub struct Stream {
     /// between), and that record's id. The record is marked deleted and the run goes on.
     #[serde(default)]
     pub gone: Option<Gone>,
+    /// How each record's content (the photo, the file) is downloaded into the blob store.
+    /// Needs `model` and `request`.
+    #[serde(default)]
+    pub content: Option<super::Content>,
 }
 
 fn yes() -> bool {

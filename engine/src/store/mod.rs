@@ -9,6 +9,7 @@
 //! their schema is in these migrations, since one database has one migration history.
 
 mod backend;
+mod content;
 mod http;
 mod integrations;
 mod memory;
@@ -120,6 +121,38 @@ pub struct Batch {
     pub checkpoint: Option<Checkpoint>,
     /// Full passes that completed with this page: mark what they did not see as deleted.
     pub sweeps: Vec<Sweep>,
+    /// The content of this page's records still to download (owed unless already stored in the
+    /// same version), kept with the page so that a stored record always has its content stored
+    /// or owed.
+    pub downloads: Vec<ContentDue>,
+}
+
+/// A record's content to download into the blob store, as its page hands it to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentDue {
+    /// The record's id.
+    pub id: Arc<str>,
+    /// What the spec's `content.version` rendered (`""` without one).
+    pub version: String,
+    /// The rendered request, as JSON (no credentials).
+    pub request: String,
+}
+
+/// A download the store holds for an integration, to be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDownload {
+    /// The record's stream.
+    pub stream: String,
+    /// The record's model.
+    pub model: String,
+    /// The record's id.
+    pub id: String,
+    /// The content's version.
+    pub version: String,
+    /// The rendered request, as JSON.
+    pub request: String,
+    /// How many times it failed before.
+    pub attempts: i64,
 }
 
 impl Batch {
@@ -140,6 +173,7 @@ impl Batch {
             seen_in_pass: None,
             checkpoint: None,
             sweeps: vec![],
+            downloads: vec![],
         }
     }
 }
@@ -227,6 +261,41 @@ pub trait Sink: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let _ = (integration_id, stream);
         async { Ok(true) }
+    }
+
+    /// Up to `limit` downloads owed for an integration's records that failed fewer than
+    /// `max_attempts` times, oldest first. A sink that keeps no content owes none.
+    fn due_downloads(
+        &self,
+        integration_id: &str,
+        max_attempts: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<DueDownload>, StoreError>> + Send {
+        let _ = (integration_id, max_attempts, limit);
+        async { Ok(vec![]) }
+    }
+
+    /// Says that a record's content is stored as `blob`: the record refers to it, and the
+    /// download is no longer owed.
+    fn content_stored(
+        &self,
+        scope: &RunScope,
+        due: &DueDownload,
+        blob: &crate::blobs::BlobRef,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (scope, due, blob);
+        async { Ok(()) }
+    }
+
+    /// Says that a download failed (`error`); it stays owed, counted.
+    fn download_failed(
+        &self,
+        integration_id: &str,
+        due: &DueDownload,
+        error: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (integration_id, due, error);
+        async { Ok(()) }
     }
 
     /// Records that a run started; returns its id (passes are numbered by the run that began

@@ -236,6 +236,33 @@ impl Sink for AnyStore {
         on_store!(self, store => store.start_run(scope).await)
     }
 
+    async fn due_downloads(
+        &self,
+        integration_id: &str,
+        max_attempts: i64,
+        limit: i64,
+    ) -> Result<Vec<super::DueDownload>, StoreError> {
+        on_store!(self, store => store.due_downloads(integration_id, max_attempts, limit).await)
+    }
+
+    async fn content_stored(
+        &self,
+        scope: &RunScope,
+        due: &super::DueDownload,
+        blob: &crate::blobs::BlobRef,
+    ) -> Result<(), StoreError> {
+        on_store!(self, store => store.content_stored(scope, due, blob).await)
+    }
+
+    async fn download_failed(
+        &self,
+        integration_id: &str,
+        due: &super::DueDownload,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        on_store!(self, store => store.download_failed(integration_id, due, error).await)
+    }
+
     async fn finish_run(
         &self,
         run_id: i64,

@@ -283,6 +283,10 @@ impl Sink for Store {
                     }
                 }
 
+                if group.iter().any(|batch| !batch.downloads.is_empty()) {
+                    Self::owe_content(&mut transaction, group, model.name(), &at).await?;
+                }
+
                 if let Some(pass) = batch.seen_in_pass {
                     for chunk in records.chunks(ROWS_PER_STATEMENT) {
                         let mut query = QueryBuilder::<DB>::new(
@@ -417,6 +421,33 @@ impl Sink for Store {
 
     async fn start_run(&self, scope: &RunScope) -> Result<i64, StoreError> {
         self.insert_run(scope).await
+    }
+
+    async fn due_downloads(
+        &self,
+        integration_id: &str,
+        max_attempts: i64,
+        limit: i64,
+    ) -> Result<Vec<super::DueDownload>, StoreError> {
+        self.select_due_downloads(integration_id, max_attempts, limit).await
+    }
+
+    async fn content_stored(
+        &self,
+        scope: &RunScope,
+        due: &super::DueDownload,
+        blob: &crate::blobs::BlobRef,
+    ) -> Result<(), StoreError> {
+        self.store_content(scope, due, blob).await
+    }
+
+    async fn download_failed(
+        &self,
+        integration_id: &str,
+        due: &super::DueDownload,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.note_download_failure(integration_id, due, error).await
     }
 
     async fn finish_run(

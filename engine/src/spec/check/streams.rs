@@ -220,6 +220,63 @@ impl Checker<'_> {
         if let Some(recurse) = &stream.recurse {
             self.recurse(&base, stream, recurse, &config);
         }
+        if let Some(content) = &stream.content {
+            self.content(&base, stream, content, &config);
+        }
+    }
+
+    /// A stream's `content`: it belongs to stored records, its templates see the record and
+    /// `config` (never `secrets`: rendered requests wait in the store), its cap is bounded.
+    fn content(
+        &mut self,
+        base: &str,
+        stream: &Stream,
+        content: &crate::spec::Content,
+        config: &[String],
+    ) {
+        let at = format!("{base}/content");
+        if stream.model.is_none() {
+            self.push(
+                Problem::at(
+                    at.clone(),
+                    "content is kept for stored records, and this stream stores none",
+                )
+                .on_key()
+                .expected("`model:` on the stream"),
+            );
+        }
+        let scope =
+            Scope::default()
+                .with("record", Fields::Any)
+                .only("config", CONFIG, config.to_vec());
+        self.request(&format!("{at}/request"), &content.request, &scope);
+        if let Some(when) = &content.when {
+            self.condition(&format!("{at}/when"), when.as_str(), &scope);
+        }
+        let limit = content.max_bytes;
+        if limit > crate::spec::MAX_CONTENT_BYTES || limit < super::ByteSize::bytes(1) {
+            self.push(
+                Problem::at(
+                    format!("{at}/max_bytes"),
+                    format!("`{limit}` is out of range"),
+                )
+                .expected(format!("from `1B` to `{}`", crate::spec::MAX_CONTENT_BYTES)),
+            );
+        }
+        let sources = [
+            ("size", content.size.as_ref()),
+            ("content_type", content.content_type.as_ref()),
+            ("version", content.version.as_ref()),
+            (
+                "checksum/value",
+                content.checksum.as_ref().map(|checksum| &checksum.value),
+            ),
+        ];
+        for (key, source) in sources {
+            if let Some(source) = source {
+                self.value_source(&format!("{at}/{key}"), source, &scope);
+            }
+        }
     }
 
     /// An archive stream: its globs compile, its split fits its format, and it uses none of what
@@ -258,6 +315,7 @@ impl Checker<'_> {
             ("recurse", stream.recurse.is_some()),
             ("gone", stream.gone.is_some()),
             ("scopes", !stream.scopes.is_empty()),
+            ("content", stream.content.is_some()),
         ];
         for (key, present) in only_requests {
             if present {

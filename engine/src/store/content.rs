@@ -1,0 +1,164 @@
+//! Records' content in the store: the downloads owed (written with their page) and which blob
+//! holds each record's content once downloaded.
+
+use sqlx::{QueryBuilder, Row};
+
+use super::{Batch, DueDownload, RunScope, StoreError};
+use crate::blobs::BlobRef;
+use crate::on_every_backend;
+
+/// Statements stay well below the bound-parameter limits.
+const DOWNLOADS_PER_STATEMENT: usize = 500;
+
+on_every_backend! {
+impl Store {
+    /// Owes the content of a group of batches' records (one scope, stream and model), inside the
+    /// page's transaction: a record whose content is stored in the same version owes nothing,
+    /// and one owed already has its request replaced (a fresh URL where the provider's expire).
+    pub(super) async fn owe_content(
+        connection: &mut DB::Connection,
+        group: &[Batch],
+        model: &str,
+        at: &str,
+    ) -> Result<(), sqlx::Error> {
+        let Some(batch) = group.last() else {
+            return Ok(());
+        };
+        let scope = &*batch.scope;
+        let owed: Vec<_> = group.iter().flat_map(|batch| &batch.downloads).collect();
+        for chunk in owed.chunks(DOWNLOADS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<DB>::new(
+                "INSERT INTO downloads (integration_id, stream, model, queued_at, source_object_id, version, request) SELECT ",
+            );
+            query
+                .separated(", ")
+                .push_bind(&*scope.integration_id)
+                .push_bind(&*batch.stream)
+                .push_bind(model)
+                .push_bind(at);
+            query.push(", page.column1, page.column2, page.column3 FROM (");
+            query.push_values(chunk, |mut row, due| {
+                row.push_bind(&*due.id)
+                    .push_bind(due.version.as_str())
+                    .push_bind(due.request.as_str());
+            });
+            query
+                .push(") AS page WHERE NOT EXISTS (SELECT 1 FROM record_blobs b WHERE b.user_id = ")
+                .push_bind(&*scope.user_id)
+                .push(" AND b.source_platform = ")
+                .push_bind(&*scope.platform)
+                .push(" AND b.model = ")
+                .push_bind(model)
+                .push(
+                    " AND b.source_object_id = page.column1 AND b.version = page.column2) \
+                     ON CONFLICT (integration_id, model, source_object_id) DO UPDATE SET \
+                     stream = excluded.stream, version = excluded.version, request = excluded.request",
+                );
+            query.build().execute(&mut *connection).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn select_due_downloads(
+        &self,
+        integration_id: &str,
+        max_attempts: i64,
+        limit: i64,
+    ) -> Result<Vec<DueDownload>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(
+            "SELECT stream, model, source_object_id, version, request, attempts FROM downloads WHERE integration_id = ",
+        );
+        query
+            .push_bind(integration_id)
+            .push(" AND attempts < ")
+            .push_bind(max_attempts)
+            .push(" ORDER BY queued_at, source_object_id LIMIT ")
+            .push_bind(limit);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DueDownload {
+                    stream: row.try_get(0usize)?,
+                    model: row.try_get(1usize)?,
+                    id: row.try_get(2usize)?,
+                    version: row.try_get(3usize)?,
+                    request: row.try_get(4usize)?,
+                    attempts: row.try_get(5usize)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// The record refers to `blob`, and its download is no longer owed, in one transaction.
+    /// A download owed again meanwhile in another version (the record changed while its
+    /// content was downloading) stays owed.
+    pub(super) async fn store_content(
+        &self,
+        scope: &RunScope,
+        due: &DueDownload,
+        blob: &BlobRef,
+    ) -> Result<(), StoreError> {
+        let at = super::write::now();
+        let hash = blob.hash.to_hex();
+        let size = i64::try_from(blob.size).unwrap_or(i64::MAX);
+        let mut transaction = self.pool.begin().await?;
+        let mut query = QueryBuilder::<DB>::new(
+            "INSERT INTO record_blobs (user_id, source_platform, model, source_object_id, integration_id, hash, size, content_type, version, stored_at) VALUES (",
+        );
+        query
+            .separated(", ")
+            .push_bind(&*scope.user_id)
+            .push_bind(&*scope.platform)
+            .push_bind(due.model.as_str())
+            .push_bind(due.id.as_str())
+            .push_bind(&*scope.integration_id)
+            .push_bind(hash.as_str())
+            .push_bind(size)
+            .push_bind(blob.content_type.as_deref())
+            .push_bind(due.version.as_str())
+            .push_bind(at.as_str());
+        query.push(
+            ") ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
+             integration_id = excluded.integration_id, hash = excluded.hash, size = excluded.size, \
+             content_type = excluded.content_type, version = excluded.version, stored_at = excluded.stored_at",
+        );
+        query.build().execute(&mut *transaction).await?;
+        let mut query =
+            QueryBuilder::<DB>::new("DELETE FROM downloads WHERE integration_id = ");
+        query
+            .push_bind(&*scope.integration_id)
+            .push(" AND model = ")
+            .push_bind(due.model.as_str())
+            .push(" AND source_object_id = ")
+            .push_bind(due.id.as_str())
+            .push(" AND version = ")
+            .push_bind(due.version.as_str());
+        query.build().execute(&mut *transaction).await?;
+        transaction.commit().await?;
+        self.committed();
+        Ok(())
+    }
+
+    pub(super) async fn note_download_failure(
+        &self,
+        integration_id: &str,
+        due: &DueDownload,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let mut query =
+            QueryBuilder::<DB>::new("UPDATE downloads SET attempts = attempts + 1, last_error = ");
+        query
+            .push_bind(error)
+            .push(" WHERE integration_id = ")
+            .push_bind(integration_id)
+            .push(" AND model = ")
+            .push_bind(due.model.as_str())
+            .push(" AND source_object_id = ")
+            .push_bind(due.id.as_str());
+        query.build().execute(&self.pool).await?;
+        self.committed();
+        Ok(())
+    }
+}
+}

@@ -1,0 +1,306 @@
+//! Records' content downloaded into the blob store (a stream's `content`), on SQLite and
+//! PostgreSQL with a folder blob store: over loopback HTTP from a provider shaped like Google
+//! Photos (a listing whose `baseUrl`s point at another host, `=d` for the bytes).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use engine::blobs::{BlobHash, BlobStore};
+use engine::store::AnyStore;
+use hypernet_tests::{RunOptions, run, serve, spec_from, test_blob_stores, test_stores};
+
+const SPEC: &str = r#"
+id: photos_api
+name: Photos API
+version: 1.0.0
+category: media
+description: Photos and videos, with their bytes.
+docs_url: https://developers.google.com/photos/library/reference/rest/v1/mediaItems/list
+auth: { kind: none }
+base_url: https://photoslibrary.googleapis.com
+allowed_hosts: [photoslibrary.googleapis.com, lh3.googleusercontent.com]
+retry: { max_attempts: 2, backoff: { initial: 10ms, max: 20ms } }
+streams:
+  media_items:
+    model: media
+    request: { path: /v1/mediaItems }
+    records: $.mediaItems[*]
+    id: $.id
+    map:
+      media_type: "{{ 'video' if record.mimeType is startingwith('video/') else 'photo' }}"
+      file_path: $.productUrl
+      mime_type: $.mimeType
+      title: $.filename
+    content:
+      request:
+        path: "{{ record.baseUrl }}={{ 'dv' if record.mimeType is startingwith('video/') else 'd' }}"
+      when: "record.mimeType is not startingwith('application/')"
+      max_bytes: 100KiB
+      content_type: $.mimeType
+"#;
+
+/// The bytes of a photo: distinct per seed, so that a wrong blob shows.
+fn photo(seed: u8, size: usize) -> Vec<u8> {
+    let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE1];
+    bytes.extend((0..size).map(|i| (i as u8).wrapping_mul(31) ^ seed));
+    bytes
+}
+
+struct Provider {
+    /// Content requests answered, by path.
+    fetched: std::sync::Mutex<Vec<String>>,
+    /// Content answers that fail with 503 before the first success, for `flaky`.
+    flaky_left: AtomicUsize,
+}
+
+/// Five items as Google's listing shapes them: two copies of one photo (the same bytes), a
+/// video, a photo too large for the stream's cap, one whose host redirects elsewhere, and a
+/// document that has no content (`when`).
+fn listing() -> serde_json::Value {
+    let item = |id: &str, file: &str, mime: &str| {
+        serde_json::json!({
+            "id": id,
+            "productUrl": format!("https://photos.google.com/lr/photo/{id}"),
+            "baseUrl": format!("https://lh3.googleusercontent.com/lr/{file}"),
+            "mimeType": mime,
+            "filename": file,
+            "mediaMetadata": {"creationTime": "2024-03-17T06:45:12Z", "width": "4032", "height": "3024"}
+        })
+    };
+    serde_json::json!({
+        "mediaItems": [
+            item("AF1QipN3x7RkV0_b2Yw8eUq5ZsKpT9mLcHd4GfJa1Bc", "IMG_0001.JPG", "image/jpeg"),
+            item("AF1QipMq8_hY2sZtW0nVb3XeK7pLu9RcDf6GjA4Bi1E", "IMG_0001(1).JPG", "image/jpeg"),
+            item("AF1QipPz4Lw9-tQ1sYe6UrB2nXk8VmHc3Jd7GaF0Ki5", "VID_0002.MP4", "video/mp4"),
+            item("AF1QipKe2Rj5nWq8-xYt1ZuB7mLs4VcPd9HfGa3Ci0D", "PANORAMA.JPG", "image/jpeg"),
+            item("AF1QipHw6Tn3kZq0_pYr8VsB1mXe5LcJd2GuFa7Ni4O", "MOVED.JPG", "image/jpeg"),
+            item("AF1QipJs1Pn8kWq3-rYt6ZvB0mLu9XcDd5HfGe2Ai7F", "notes.pdf", "application/pdf")
+        ]
+    })
+}
+
+async fn content(State(provider): State<Arc<Provider>>, Path(file): Path<String>) -> Response {
+    provider.fetched.lock().unwrap().push(file.clone());
+    if file.starts_with("VID_0002") && provider.flaky_left.load(Ordering::SeqCst) > 0 {
+        provider.flaky_left.fetch_sub(1, Ordering::SeqCst);
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let (mime, bytes) = match file.as_str() {
+        // Google names two uploads of one photo differently; the bytes are the same.
+        "IMG_0001.JPG=d" | "IMG_0001(1).JPG=d" => ("image/jpeg", photo(1, 20_000)),
+        "VID_0002.MP4=dv" => ("video/mp4", photo(2, 60_000)),
+        "PANORAMA.JPG=d" => ("image/jpeg", photo(3, 200_000)),
+        "MOVED.JPG=d" => {
+            return (
+                StatusCode::FOUND,
+                [(header::LOCATION, "https://elsewhere.example.net/MOVED.JPG")],
+            )
+                .into_response();
+        }
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    ([(header::CONTENT_TYPE, mime)], bytes).into_response()
+}
+
+async fn provider(flaky: usize) -> (url::Url, Arc<Provider>) {
+    let provider = Arc::new(Provider {
+        fetched: std::sync::Mutex::default(),
+        flaky_left: AtomicUsize::new(flaky),
+    });
+    let router = Router::new()
+        .route("/v1/mediaItems", get(|| async { axum::Json(listing()) }))
+        .route("/lr/{file}", get(content))
+        .with_state(Arc::clone(&provider));
+    (serve(router).await, provider)
+}
+
+/// Rows of a two-text-column query, in order.
+async fn rows(store: &AnyStore, query: &'static str) -> Vec<(String, String)> {
+    match store {
+        AnyStore::Sqlite(store) => sqlx::query_as(query).fetch_all(store.pool()).await,
+        AnyStore::Postgres(store) => sqlx::query_as(query).fetch_all(store.pool()).await,
+    }
+    .expect(query)
+}
+
+async fn stored(store: &AnyStore) -> Vec<(String, String)> {
+    rows(
+        store,
+        "SELECT source_object_id, hash FROM record_blobs ORDER BY source_object_id",
+    )
+    .await
+}
+
+async fn owed(store: &AnyStore) -> Vec<(String, String)> {
+    rows(
+        store,
+        "SELECT source_object_id, COALESCE(last_error, '') FROM downloads ORDER BY source_object_id",
+    )
+    .await
+}
+
+const IMG_1: &str = "AF1QipN3x7RkV0_b2Yw8eUq5ZsKpT9mLcHd4GfJa1Bc";
+const IMG_1_COPY: &str = "AF1QipMq8_hY2sZtW0nVb3XeK7pLu9RcDf6GjA4Bi1E";
+const VIDEO: &str = "AF1QipPz4Lw9-tQ1sYe6UrB2nXk8VmHc3Jd7GaF0Ki5";
+const PANORAMA: &str = "AF1QipKe2Rj5nWq8-xYt1ZuB7mLs4VcPd9HfGa3Ci0D";
+const MOVED: &str = "AF1QipHw6Tn3kZq0_pYr8VsB1mXe5LcJd2GuFa7Ni4O";
+
+#[tokio::test]
+async fn content_is_stored_once_by_hash_and_what_cannot_be_stored_stays_owed_with_its_reason() {
+    let spec = spec_from(SPEC);
+    for test in test_stores("downloads").await {
+        let store = &test.store;
+        let kept = test_blob_stores("downloads").remove(0);
+        let blobs: BlobStore = kept.blobs.clone();
+        let (server, provider) = provider(1).await;
+        let options = || RunOptions {
+            blobs: Some(blobs.clone()),
+            ..RunOptions::default()
+        };
+        let (result, recorder) = run(&spec, &server, store, options()).await;
+        let report = result.unwrap_or_else(|error| panic!("{}: {error}", test.backend));
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        let totals = recorder.totals();
+        assert_eq!(
+            totals.written.new, 6,
+            "{}: every record is stored",
+            test.backend
+        );
+        assert_eq!(totals.contents, 3, "{}", test.backend);
+        assert_eq!(totals.contents_failed, 2, "{}", test.backend);
+
+        let photo_hash = BlobHash::of(&photo(1, 20_000)).to_hex();
+        let video_hash = BlobHash::of(&photo(2, 60_000)).to_hex();
+        assert_eq!(
+            stored(store).await,
+            vec![
+                (IMG_1_COPY.to_owned(), photo_hash.clone()),
+                (IMG_1.to_owned(), photo_hash.clone()),
+                (VIDEO.to_owned(), video_hash.clone()),
+            ],
+            "{}",
+            test.backend
+        );
+        // Two records, one blob: the same bytes are stored once.
+        let mut listed: Vec<String> =
+            futures_util::TryStreamExt::try_collect::<Vec<_>>(blobs.list())
+                .await
+                .unwrap()
+                .iter()
+                .map(BlobHash::to_hex)
+                .collect();
+        listed.sort();
+        let mut want = vec![photo_hash.clone(), video_hash.clone()];
+        want.sort();
+        assert_eq!(listed, want, "{}", test.backend);
+        let video: BlobHash = video_hash.parse().unwrap();
+        assert_eq!(
+            &blobs.read_all(&video).await.unwrap()[..],
+            &photo(2, 60_000)[..]
+        );
+
+        // Too large, and redirected off the allowed hosts: stored records, content owed with
+        // the reason; the document (no content by `when`) owes nothing.
+        let owed_now = owed(store).await;
+        assert_eq!(owed_now.len(), 2, "{}: {owed_now:?}", test.backend);
+        assert_eq!(owed_now[0].0, MOVED);
+        assert!(
+            owed_now[0]
+                .1
+                .contains("redirected to https://elsewhere.example.net/MOVED.JPG"),
+            "{}",
+            owed_now[0].1
+        );
+        assert_eq!(owed_now[1].0, PANORAMA);
+        assert!(
+            owed_now[1]
+                .1
+                .contains("larger than 102400 bytes, the stream's `content.max_bytes`"),
+            "{}",
+            owed_now[1].1
+        );
+        let fetched = provider.fetched.lock().unwrap().clone();
+        // The video answered 503 once and was retried; nothing asked for the PDF.
+        assert_eq!(
+            fetched
+                .iter()
+                .filter(|file| file.starts_with("VID_0002"))
+                .count(),
+            2
+        );
+        assert!(!fetched.iter().any(|file| file.starts_with("notes.pdf")));
+
+        // Again: stored content is not downloaded again; what is owed is tried again.
+        provider.fetched.lock().unwrap().clear();
+        let (result, recorder) = run(&spec, &server, store, options()).await;
+        result.unwrap();
+        assert_eq!(recorder.totals().contents, 0, "{}", test.backend);
+        let mut fetched = provider.fetched.lock().unwrap().clone();
+        fetched.sort();
+        assert_eq!(
+            fetched,
+            vec!["MOVED.JPG=d", "PANORAMA.JPG=d"],
+            "{}",
+            test.backend
+        );
+        let attempts: Vec<(String, String)> = rows(
+            store,
+            "SELECT source_object_id, CAST(attempts AS TEXT) FROM downloads ORDER BY source_object_id",
+        )
+        .await;
+        assert_eq!(
+            attempts,
+            vec![
+                (MOVED.to_owned(), "2".to_owned()),
+                (PANORAMA.to_owned(), "2".to_owned())
+            ]
+        );
+    }
+}
+
+#[tokio::test]
+async fn content_owed_by_a_run_that_stopped_before_its_downloads_is_downloaded_by_the_next() {
+    let spec = spec_from(SPEC);
+    for test in test_stores("owed_content").await {
+        let store = &test.store;
+        let (server, provider) = provider(0).await;
+        // A run that lists and stores its records but stops before downloading (as one killed
+        // after its listing): the content is owed in the store, nothing is downloaded.
+        let (result, _) = run(&spec, &server, store, RunOptions::default()).await;
+        result.unwrap();
+        assert!(provider.fetched.lock().unwrap().is_empty());
+        assert_eq!(stored(store).await, vec![], "{}", test.backend);
+        let owed_ids: Vec<String> = owed(store).await.into_iter().map(|(id, _)| id).collect();
+        let mut want = vec![
+            IMG_1.to_owned(),
+            IMG_1_COPY.to_owned(),
+            VIDEO.to_owned(),
+            PANORAMA.to_owned(),
+            MOVED.to_owned(),
+        ];
+        want.sort();
+        assert_eq!(owed_ids, want, "{}", test.backend);
+
+        let kept = test_blob_stores("owed_content").remove(0);
+        let blobs = kept.blobs.clone();
+        let (result, recorder) = run(
+            &spec,
+            &server,
+            store,
+            RunOptions {
+                blobs: Some(blobs),
+                ..RunOptions::default()
+            },
+        )
+        .await;
+        result.unwrap();
+        assert_eq!(recorder.totals().written.new, 0, "{}", test.backend);
+        assert_eq!(recorder.totals().contents, 3, "{}", test.backend);
+        assert_eq!(stored(store).await.len(), 3, "{}", test.backend);
+    }
+}
