@@ -299,6 +299,18 @@ fn sync_in_the_sandbox_fills_an_sqlite_file_and_a_second_run_writes_nothing() {
         "{}",
         stdout(&output)
     );
+    // The four items that have bytes (a video still processing has none yet), beside the file.
+    assert!(
+        stdout(&output).contains("content: 4 stored (0.0 MB) · 0 not downloaded"),
+        "{}",
+        stdout(&output)
+    );
+    let mut blobs: Vec<u64> = walk_files(&dir.path().join("hypernet.blobs").join("b3"))
+        .iter()
+        .map(|path| std::fs::metadata(path).unwrap().len())
+        .collect();
+    blobs.sort_unstable();
+    assert_eq!(blobs, vec![126, 160, 556, 2388]);
 
     let output = connector(&[
         "sync",
@@ -905,4 +917,18 @@ fn a_named_account_is_its_own_integration() {
         .unwrap()
     });
     assert_eq!(rows.len(), 1, "{rows:?}: one user, so one record per photo");
+}
+
+/// Every file under `folder`, at any depth.
+fn walk_files(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

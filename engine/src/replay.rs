@@ -12,7 +12,8 @@
 //! A request matches a fixture when the method and path are equal, the query parameters are
 //! exactly the fixture's (order aside), the fixture's `host` (if any) is the intended host, and
 //! the fixture's `body` (if any) is contained in the request's JSON body. The response body is
-//! `body` (sent as JSON) or `body_text` (sent as is: CSV, XML, a truncated document).
+//! `body` (sent as JSON), `body_text` (sent as is: CSV, XML, a truncated document) or
+//! `body_file` (a file in the fixtures folder sent as is: a photo, a PDF).
 //!
 //! The engine reaches the replay through [`crate::http::Transport::Sandbox`], so requests go
 //! through the real HTTP client, retries and rate limits included.
@@ -83,6 +84,12 @@ pub struct FixtureResponse {
     /// A body sent as it is.
     #[serde(default)]
     pub body_text: Option<String>,
+    /// A file in the fixtures folder (a photo, a PDF), sent as it is.
+    #[serde(default)]
+    pub body_file: Option<String>,
+    /// The bytes of `body_file`, read when the fixture is loaded.
+    #[serde(skip)]
+    pub body_bytes: Option<Vec<u8>>,
 }
 
 fn default_status() -> u16 {
@@ -137,11 +144,34 @@ pub fn load_fixtures(folder: &Path) -> Result<Vec<Fixture>, ReplayError> {
                     path: path.clone(),
                     reason: error.to_string(),
                 })?;
-            if fixture.response.body.is_some() && fixture.response.body_text.is_some() {
+            let response = &fixture.response;
+            let bodies = [
+                response.body.is_some(),
+                response.body_text.is_some(),
+                response.body_file.is_some(),
+            ];
+            if bodies.into_iter().filter(|given| *given).count() > 1 {
                 return Err(ReplayError::Invalid {
                     path,
-                    reason: "a response has `body` or `body_text`, not both".to_owned(),
+                    reason: "a response has one of `body`, `body_text` and `body_file`".to_owned(),
                 });
+            }
+            if let Some(file) = &response.body_file {
+                // Only a file inside the fixtures folder: a fixture is part of a contributed
+                // connector.
+                let inside = Path::new(file)
+                    .components()
+                    .all(|part| matches!(part, std::path::Component::Normal(_)));
+                if !inside {
+                    return Err(ReplayError::Invalid {
+                        path,
+                        reason: format!(
+                            "`body_file` `{file}` is not a path inside the fixtures folder"
+                        ),
+                    });
+                }
+                let full = folder.join(file);
+                fixture.response.body_bytes = Some(std::fs::read(&full).map_err(io(&full))?);
             }
             fixture.name = path
                 .file_name()
@@ -528,7 +558,7 @@ async fn serve(
             serde_json::to_vec(json).unwrap_or_default()
         }
         (None, Some(text)) => text.clone().into_bytes(),
-        (None, None) => Vec::new(),
+        (None, None) => fixture.body_bytes.clone().unwrap_or_default(),
     };
     (status, response_headers, body).into_response()
 }

@@ -168,6 +168,10 @@ pub async fn test_connector(
     .map_err(|error| error.to_string())?;
     let auth = sandbox_authorizer(&spec, &integration.credentials_context())?;
     let sink = MemorySink::default();
+    // Records' content goes to a scratch blob store, gone with the test.
+    let scratch = tempfile::tempdir().map_err(|error| format!("a scratch folder: {error}"))?;
+    let blobs = crate::blobs::BlobStore::folder(&scratch.path().join("blobs"))
+        .map_err(|error| error.to_string())?;
     // A connector that only reads exports has nothing to sync: its exports are imported below.
     let syncs = spec.streams.values().any(|stream| stream.request.is_some());
     let first = if !syncs {
@@ -181,6 +185,7 @@ pub async fn test_connector(
             observer,
             sink.clone(),
         )
+        .with_blobs(blobs.clone())
         .run(&[])
         .await
         .and_then(RunReport::require_all)
@@ -200,6 +205,7 @@ pub async fn test_connector(
             &second,
             sink.clone(),
         )
+        .with_blobs(blobs.clone())
         .run(&[])
         .await
         .and_then(RunReport::require_all)
@@ -229,6 +235,18 @@ pub async fn test_connector(
         ));
     }
     let sink = sink.contents();
+    // Content the fixtures could not give is a failure of the test: every download a record
+    // owes has a fixture.
+    if error.is_none()
+        && let Some((due, errors)) = sink.owed.values().next()
+    {
+        error = Some(format!(
+            "stream {}: the content of record {} was not downloaded: {}\n  what to do: add a fixture for its content request (`body_file` for bytes)",
+            due.stream,
+            due.id,
+            errors.last().map_or("it was never tried", String::as_str)
+        ));
+    }
 
     let mut streams = Vec::new();
     for (name, stream) in &spec.streams {
@@ -359,6 +377,14 @@ fn render_stream(name: &str, sink: &MemoryContents) -> String {
                     });
                     if record.deleted {
                         data.insert("deleted".to_owned(), Value::Bool(true));
+                    }
+                    // The content downloaded for it, as the blob store keeps it.
+                    if let Some((blob, _)) = sink.content.get(&(name.to_owned(), record.id.clone()))
+                    {
+                        data.insert(
+                            "content".to_owned(),
+                            serde_json::to_value(blob).unwrap_or_default(),
+                        );
                     }
                     Value::Object(data)
                 })

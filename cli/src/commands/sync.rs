@@ -352,6 +352,19 @@ fn print_summary(summary: &Summary<'_>) {
             summary.export.join(", ")
         );
     }
+    if totals.contents > 0 || totals.contents_failed > 0 {
+        println!(
+            "  content: {} stored ({:.1} MB) · {} not downloaded",
+            totals.contents,
+            totals.content_bytes as f64 / 1e6,
+            totals.contents_failed
+        );
+    }
+    if totals.contents_failed > 0 {
+        println!(
+            "  the content not downloaded stays owed, with the reason, in the `downloads` table; the next sync tries it again"
+        );
+    }
     if written.rejected > 0 {
         println!(
             "  {} records did not fit their model; they are kept with the reason in the `rejects` table",

@@ -3,7 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{Batch, RunScope, RunStatus, RunTotals, Sink, StoreError, StoredRecord, StreamState};
+use super::{
+    Batch, DueDownload, RunScope, RunStatus, RunTotals, Sink, StoreError, StoredRecord, StreamState,
+};
+use crate::blobs::BlobRef;
 use crate::events::WriteCounts;
 use crate::record::{MappedRecord, Reject};
 
@@ -31,6 +34,10 @@ pub struct MemoryContents {
     pub writes: Vec<usize>,
     /// Ids seen by unfinished full passes, by (stream, pass).
     seen: BTreeMap<(String, i64), BTreeSet<String>>,
+    /// Records' content stored, by (stream, record id), with its version.
+    pub content: BTreeMap<(String, String), (BlobRef, String)>,
+    /// Content owed, by (model, record id), with the errors of its failed attempts.
+    pub owed: BTreeMap<(String, String), (DueDownload, Vec<String>)>,
 }
 
 impl MemorySink {
@@ -81,6 +88,32 @@ impl MemorySink {
                 .entry(batch.stream.to_string())
                 .or_default()
                 .extend(batch.rejects.iter().cloned());
+            let model = batch.model.map_or("", |model| model.name());
+            for due in &batch.downloads {
+                let stored = contents
+                    .content
+                    .get(&(batch.stream.to_string(), due.id.to_string()));
+                if stored.is_some_and(|(_, version)| *version == due.version) {
+                    continue;
+                }
+                let key = (model.to_owned(), due.id.to_string());
+                let attempts = contents.owed.get(&key).map_or(0, |(owed, _)| owed.attempts);
+                let errors = contents.owed.remove(&key).map(|(_, errors)| errors);
+                contents.owed.insert(
+                    key,
+                    (
+                        DueDownload {
+                            stream: batch.stream.to_string(),
+                            model: model.to_owned(),
+                            id: due.id.to_string(),
+                            version: due.version.clone(),
+                            request: due.request.clone(),
+                            attempts,
+                        },
+                        errors.unwrap_or_default(),
+                    ),
+                );
+            }
         }
         if let Some(pass) = batch.seen_in_pass {
             let ids = batch.records.iter().map(|record| record.id.to_string());
@@ -149,6 +182,52 @@ impl Sink for MemorySink {
             .records
             .get(stream)
             .is_some_and(|records| records.iter().any(|record| !record.deleted)))
+    }
+
+    async fn due_downloads(
+        &self,
+        _integration_id: &str,
+        max_attempts: i64,
+        limit: i64,
+    ) -> Result<Vec<DueDownload>, StoreError> {
+        let contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(contents
+            .owed
+            .values()
+            .map(|(due, _)| due)
+            .filter(|due| due.attempts < max_attempts)
+            .take(usize::try_from(limit).unwrap_or(0))
+            .cloned()
+            .collect())
+    }
+
+    async fn content_stored(
+        &self,
+        _scope: &RunScope,
+        due: &DueDownload,
+        blob: &BlobRef,
+    ) -> Result<(), StoreError> {
+        let mut contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
+        contents.owed.remove(&(due.model.clone(), due.id.clone()));
+        contents.content.insert(
+            (due.stream.clone(), due.id.clone()),
+            (blob.clone(), due.version.clone()),
+        );
+        Ok(())
+    }
+
+    async fn download_failed(
+        &self,
+        _integration_id: &str,
+        due: &DueDownload,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let mut contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((owed, errors)) = contents.owed.get_mut(&(due.model.clone(), due.id.clone())) {
+            owed.attempts += 1;
+            errors.push(error.to_owned());
+        }
+        Ok(())
     }
 
     async fn start_run(&self, _scope: &RunScope) -> Result<i64, StoreError> {
