@@ -37,6 +37,10 @@ impl Service {
         let mut config = Config::new(store.location.clone(), connectors);
         config.key_file = key_dir.path().join("hypernet.key");
         config.poll = Duration::from_millis(50);
+        // Beside the key: a PostgreSQL store has no file to put it beside.
+        config.blobs = Some(engine::blobs::BlobLocation::Folder(
+            key_dir.path().join("blobs"),
+        ));
         configure(&mut config);
         let running = server::start(config).await.expect("the service starts");
         let base = url::Url::parse(&format!("http://{}", running.address)).unwrap();
@@ -241,6 +245,71 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
             .await;
         assert!(later.is_empty());
 
+        // The photos themselves: each record with bytes names its blob, which its owner reads
+        // whole or by range, and nobody else at all.
+        let with_content: Vec<&Value> = records
+            .iter()
+            .filter(|record| record["content"].is_object())
+            .collect();
+        assert_eq!(with_content.len(), 4, "{}: {records:?}", store.backend);
+        let jpeg = with_content
+            .iter()
+            .find(|record| record["content"]["content_type"] == "image/jpeg")
+            .expect("the JPEG");
+        let url = jpeg["content"]["url"].as_str().unwrap();
+        let want = std::fs::read(
+            repo_root()
+                .join("connectors/google_photos/fixtures/content/PXL_20240601_051231482.jpg"),
+        )
+        .unwrap();
+        let response = service
+            .client
+            .get(service.url(url))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "image/jpeg");
+        assert_eq!(
+            response.headers()["etag"].to_str().unwrap(),
+            format!("\"{}\"", jpeg["content"]["hash"].as_str().unwrap())
+        );
+        assert_eq!(response.bytes().await.unwrap().to_vec(), want);
+        let response = service
+            .client
+            .get(service.url(url))
+            .bearer_auth(&key)
+            .header("range", "bytes=2-9")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(
+            response.headers()["content-range"].to_str().unwrap(),
+            format!("bytes 2-9/{}", want.len())
+        );
+        assert_eq!(
+            response.bytes().await.unwrap().to_vec(),
+            want[2..10].to_vec()
+        );
+        let response = service
+            .client
+            .get(service.url(url))
+            .bearer_auth(&key)
+            .header("range", format!("bytes={}-", want.len()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        let bob = service.key_for("bob").await;
+        let (status, body) = service.get(url, &bob).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (status, _) = service
+            .get(&format!("/blobs/{}", "0".repeat(64)), &key)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
         // Its own interval, instead of the connector's daily one.
         for bad in [
             json!({"sync_every": "soon"}),
@@ -336,7 +405,11 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
             .await;
         assert_eq!(status, StatusCode::OK, "{gone}");
         assert_eq!(gone["records_deleted"], 5);
+        // The four photos' bytes went with them: no other record used them.
+        assert_eq!(gone["blobs_deleted"], 4, "{gone}");
         assert!(service.all_records(&key, "model=media").await.is_empty());
+        let (status, _) = service.get(url, &key).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
 
         let (_, audit) = service.get("/audit", &key).await;
         let actions: Vec<&str> = audit["entries"]

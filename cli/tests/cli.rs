@@ -174,18 +174,21 @@ fn scratch_connector() -> tempfile::TempDir {
 
 fn scratch_copy(id: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let source = root().join("connectors").join(id);
-    let target = dir.path().join(id);
-    for sub in ["", "fixtures", "snapshots"] {
-        std::fs::create_dir_all(target.join(sub)).unwrap();
-        for entry in std::fs::read_dir(source.join(sub)).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_type().unwrap().is_file() {
-                std::fs::copy(entry.path(), target.join(sub).join(entry.file_name())).unwrap();
-            }
+    copy_tree(&root().join("connectors").join(id), &dir.path().join(id));
+    dir
+}
+
+/// Copies the folder `source` with everything under it to `target`.
+fn copy_tree(source: &std::path::Path, target: &std::path::Path) {
+    std::fs::create_dir_all(target).unwrap();
+    for entry in std::fs::read_dir(source).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
         }
     }
-    dir
 }
 
 #[test]

@@ -399,15 +399,22 @@ pub struct Disconnected {
     pub revocation_error: Option<String>,
     /// Records deleted with it (none unless asked).
     pub records_deleted: u64,
+    /// Blobs deleted with them: the content no other record refers to.
+    pub blobs_deleted: u64,
 }
 
 /// Disconnects a stored integration: revokes its grant at the provider where the spec says how
 /// (a failure there is reported, and the tokens here are deleted all the same: the person asked
 /// for them to be gone), forgets its credentials and checkpoints, and with `delete_data` deletes
-/// every record imported through it. `spec` is `None` when its connector is no longer
-/// installed: nothing can be revoked then.
+/// every record imported through it, and from `blobs` the content no other record uses.
+/// `spec` is `None` when its connector is no longer installed: nothing can be revoked then.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call per front end, each names them"
+)]
 pub async fn disconnect(
     store: &AnyStore,
+    blobs: &crate::blobs::BlobStore,
     stored: &StoredIntegration,
     spec: Option<&ConnectorSpec>,
     client: Result<OAuthClient, String>,
@@ -422,13 +429,42 @@ pub async fn disconnect(
         },
         None => (false, None),
     };
+    let held = if delete_data {
+        store.blobs_of_integration(&stored.id).await?
+    } else {
+        Vec::new()
+    };
     let records_deleted = store.delete_integration(&stored.id, delete_data).await?;
+    let blobs_deleted = delete_unused_blobs(store, blobs, &held).await?;
     Ok(Disconnected {
         integration: stored.id.clone(),
         revoked,
         revocation_error,
         records_deleted,
+        blobs_deleted,
     })
+}
+
+/// Deletes those of `hashes` no record refers to from `blobs`; says how many went. A blob that
+/// cannot be deleted now is left for `connector gc` (its reference is gone already).
+pub async fn delete_unused_blobs(
+    store: &AnyStore,
+    blobs: &crate::blobs::BlobStore,
+    hashes: &[String],
+) -> Result<u64, crate::store::StoreError> {
+    let mut deleted = 0;
+    for hash in store.unreferenced_blobs(hashes).await? {
+        let Ok(parsed) = hash.parse::<crate::blobs::BlobHash>() else {
+            continue;
+        };
+        match blobs.delete(&parsed).await {
+            Ok(()) => deleted += 1,
+            Err(error) => {
+                tracing::warn!(%hash, %error, "an unused blob was not deleted; `connector gc` removes it later");
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 /// What signs a run's requests.

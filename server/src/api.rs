@@ -431,6 +431,8 @@ pub struct Disconnection {
     revocation_error: Option<String>,
     /// Records deleted with it (none unless `delete_data=true`).
     records_deleted: u64,
+    /// Blobs of their content deleted with them: those no other record of anyone refers to.
+    blobs_deleted: u64,
     /// Whether its records were kept.
     records_kept: bool,
 }
@@ -478,6 +480,7 @@ pub async fn delete(
     crate::imports::discard_uploads(&state, &id).await?;
     let disconnected = engine::account::disconnect(
         &state.store,
+        &state.blobs,
         &stored,
         entry.map(|entry| entry.spec.as_ref()),
         client,
@@ -508,6 +511,7 @@ pub async fn delete(
         revoked: disconnected.revoked,
         revocation_error: disconnected.revocation_error,
         records_deleted: disconnected.records_deleted,
+        blobs_deleted: disconnected.blobs_deleted,
         records_kept: !query.delete_data,
     })
     .into_response())

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod catalog;
 pub mod connect;
+pub mod content;
 pub mod error;
 pub mod identity;
 pub mod imports;
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/integrations/{id}/authorize", get(connect::authorize))
         .route("/integrations/{id}/callback", get(connect::callback))
         .route("/records", get(api::records))
+        .route("/blobs/{hash}", get(content::blob))
         .route("/audit", get(api::audit))
         .fallback(api::fallback)
         // The API's bodies are a few config values: 64 KiB is far above any, and far below what
@@ -122,7 +124,14 @@ pub async fn start(config: Config) -> Result<Running, String> {
     } else {
         RateLimitRegistry::default().with_shared_windows(Arc::new(store.clone()))
     };
+    let blobs_at = config
+        .blobs
+        .clone()
+        .unwrap_or_else(|| engine::blobs::BlobLocation::beside_database(&config.database));
+    let blobs = engine::blobs::BlobStore::open(&blobs_at)
+        .map_err(|error| format!("cannot open the blob store at {blobs_at}: {error}"))?;
     let state = Arc::new(Service {
+        blobs,
         tables: ServiceTables::on(&store),
         store,
         catalog,

@@ -53,6 +53,7 @@ gateway header when the service is configured so. Another user's integrations ar
         crate::connect::authorize,
         crate::connect::callback,
         crate::api::records,
+        crate::content::blob,
         crate::api::audit
     ),
     components(schemas(
@@ -78,6 +79,7 @@ gateway header when the service is configured so. Another user's integrations ar
         crate::tables::ImportStatus,
         crate::tables::RecordPage,
         crate::tables::RecordRow,
+        crate::tables::RecordContent,
         crate::api::AuditLog,
         engine::store::AuditEntry,
         engine::store::SyncRunRow,

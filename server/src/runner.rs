@@ -225,6 +225,7 @@ pub async fn run(service: &Service, claim: &Claim) -> Outcome {
         service.store.clone(),
     )
     .by_worker(&service.config.worker)
+    .with_blobs(service.blobs.clone())
     .run(&chosen)
     .await;
     service

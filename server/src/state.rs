@@ -98,6 +98,8 @@ pub struct Config {
     /// A folder on the server whose exports operators may import by path, for those too large to
     /// upload through a browser (a 50 GB Takeout); `None`: imports by path are refused.
     pub import_root: Option<PathBuf>,
+    /// Where records' content is kept; `None`: a folder beside an SQLite database.
+    pub blobs: Option<engine::blobs::BlobLocation>,
 }
 
 /// The largest upload accepted by default: 20 GiB (a large Apple or Meta export; Takeouts come
@@ -126,6 +128,7 @@ impl Config {
             uploads: PathBuf::from("hypernet-uploads"),
             max_upload: DEFAULT_MAX_UPLOAD,
             import_root: None,
+            blobs: None,
         }
     }
 }
@@ -164,6 +167,8 @@ pub struct Service {
     pub wake: Notify,
     /// The configuration.
     pub config: Config,
+    /// Where records' content is kept.
+    pub blobs: engine::blobs::BlobStore,
 }
 
 /// The shared state handlers get.

@@ -43,8 +43,10 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     let transport = sandbox
         .as_ref()
         .map_or(Transport::Direct, Sandbox::transport);
+    let blobs = args.account.blob_store()?;
     let report = engine::account::disconnect(
         &store,
+        &blobs,
         &stored,
         Some(&spec),
         args.account.oauth_client(&spec, args.sandbox),
@@ -74,7 +76,10 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
             ),
         }
         if args.delete_data {
-            println!("{records_deleted} imported records deleted.");
+            println!(
+                "{records_deleted} imported records deleted, and {} files of their content no other record uses.",
+                report.blobs_deleted
+            );
         } else {
             println!("Imported records are kept; run again with --delete-data to delete them.");
         }

@@ -90,6 +90,12 @@ pub struct Args {
     /// upload through a browser. Default: none, and imports by path are refused.
     #[arg(long, value_name = "DIR", env = "HYPERNET_IMPORT_ROOT")]
     import_root: Option<PathBuf>,
+    /// Where records' content (photos, files, attachments) is kept: a folder, or S3-compatible
+    /// storage as s3://BUCKET[/PREFIX][?endpoint=URL&region=REGION] (credentials from
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY). Default: a folder beside an SQLite
+    /// database (hypernet.sqlite: hypernet.blobs/), or hypernet-blobs/ for PostgreSQL.
+    #[arg(long, env = "HYPERNET_BLOBS", value_name = "LOCATION")]
+    blobs: Option<String>,
     /// Print the address (and the sandbox's sign-in link) as one JSON line.
     #[arg(long)]
     json: bool,
@@ -119,6 +125,12 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     config.uploads = args.uploads.clone();
     config.max_upload = args.max_upload.get();
     config.import_root = args.import_root.clone();
+    config.blobs = args
+        .blobs
+        .as_deref()
+        .map(engine::blobs::BlobLocation::parse)
+        .transpose()
+        .map_err(|error| Failure::usage(format!("--blobs: {error}")))?;
     if let Some(worker) = &args.worker {
         config.worker = worker.clone();
     }

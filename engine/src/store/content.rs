@@ -160,5 +160,38 @@ impl Store {
         self.committed();
         Ok(())
     }
+
+    /// The blobs an integration's records refer to.
+    pub async fn blobs_of_integration(&self, integration_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut query =
+            QueryBuilder::<DB>::new("SELECT DISTINCT hash FROM record_blobs WHERE integration_id = ");
+        query.push_bind(integration_id);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| row.try_get(0usize))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Those of `hashes` no record refers to.
+    pub async fn unreferenced_blobs(&self, hashes: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut unreferenced = Vec::new();
+        for chunk in hashes.chunks(DOWNLOADS_PER_STATEMENT) {
+            let mut query =
+                QueryBuilder::<DB>::new("SELECT DISTINCT hash FROM record_blobs WHERE hash IN (");
+            let mut list = query.separated(", ");
+            for hash in chunk {
+                list.push_bind(hash.as_str());
+            }
+            query.push(")");
+            let rows = query.build().fetch_all(&self.pool).await?;
+            let referenced: std::collections::HashSet<String> = rows
+                .iter()
+                .map(|row| row.try_get(0usize))
+                .collect::<Result<_, sqlx::Error>>()?;
+            unreferenced.extend(chunk.iter().filter(|hash| !referenced.contains(*hash)).cloned());
+        }
+        Ok(unreferenced)
+    }
 }
 }

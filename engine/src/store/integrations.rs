@@ -55,11 +55,20 @@ pub struct StoredIntegration {
 }
 
 /// What an integration keeps to sync: deleted with it, always.
-const STATE_TABLES: [&str; 4] = ["checkpoints", "sync_seen", "rate_windows", "imports"];
+const STATE_TABLES: [&str; 5] = [
+    "checkpoints",
+    "sync_seen",
+    "rate_windows",
+    "imports",
+    // Content owed: it cannot be downloaded without the integration's credentials.
+    "downloads",
+];
 
 /// What was imported through an integration, or quotes it: deleted with it when the person asks
 /// for the data to go too. `records` first: `purge_disconnected` counts it.
-const DATA_TABLES: [&str; 3] = ["records", "rejects", "sync_runs"];
+/// `record_blobs` says which blobs the records' content is in: the blobs no other record uses
+/// are deleted from the blob store after (`account::disconnect`).
+const DATA_TABLES: [&str; 4] = ["records", "record_blobs", "rejects", "sync_runs"];
 
 on_every_backend! {
 impl Store {

@@ -160,6 +160,19 @@ impl AnyStore {
         on_store!(self, store => store.mark_needs_reauth(id, reason).await)
     }
 
+    /// See [`super::Store::blobs_of_integration`].
+    pub async fn blobs_of_integration(
+        &self,
+        integration_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        on_store!(self, store => store.blobs_of_integration(integration_id).await)
+    }
+
+    /// See [`super::Store::unreferenced_blobs`].
+    pub async fn unreferenced_blobs(&self, hashes: &[String]) -> Result<Vec<String>, StoreError> {
+        on_store!(self, store => store.unreferenced_blobs(hashes).await)
+    }
+
     /// See [`super::Store::delete_integration`].
     pub async fn delete_integration(&self, id: &str, delete_data: bool) -> Result<u64, StoreError> {
         on_store!(self, store => store.delete_integration(id, delete_data).await)

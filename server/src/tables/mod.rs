@@ -163,6 +163,15 @@ impl ServiceTables {
         on_tables!(self, tables => tables.records_page(user_id, model, since, after, limit).await)
     }
 
+    /// See [`Tables::owned_blob`].
+    pub async fn owned_blob(
+        &self,
+        user_id: &str,
+        hash: &str,
+    ) -> Result<Option<(i64, Option<String>)>, StoreError> {
+        on_tables!(self, tables => tables.owned_blob(user_id, hash).await)
+    }
+
     /// See [`Tables::save_pending`].
     pub async fn save_pending(
         &self,
@@ -294,6 +303,22 @@ pub struct RecordRow {
     pub updated_at: String,
     /// When the provider deleted it, if it did.
     pub deleted_at: Option<String>,
+    /// Its content (the photo, the file) in the blob store, once downloaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<RecordContent>,
+}
+
+/// A record's content in the blob store.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct RecordContent {
+    /// The BLAKE3 hash of the bytes (64 hex digits).
+    pub hash: String,
+    /// Their size in bytes.
+    pub size: i64,
+    /// Their MIME type, when known.
+    pub content_type: Option<String>,
+    /// Where the owner fetches them: `/blobs/{hash}`.
+    pub url: String,
 }
 
 /// A page of records and where the next one starts.
@@ -530,6 +555,26 @@ impl Tables {
             .transpose()
     }
 
+    /// The size and type of blob `hash` when one of `user_id`'s records refers to it; `None`
+    /// otherwise (another user's content is not theirs to fetch, even by its hash).
+    pub async fn owned_blob(
+        &self,
+        user_id: &str,
+        hash: &str,
+    ) -> Result<Option<(i64, Option<String>)>, StoreError> {
+        let mut query =
+            QueryBuilder::<DB>::new("SELECT size, content_type FROM record_blobs WHERE user_id = ");
+        query
+            .push_bind(user_id)
+            .push(" AND hash = ")
+            .push_bind(hash)
+            .push(" LIMIT 1");
+        let Some(row) = query.build().fetch_optional(self.store.pool()).await? else {
+            return Ok(None);
+        };
+        Ok(Some((row.try_get(0usize)?, row.try_get(1usize)?)))
+    }
+
     /// A user's records, in the order they were first stored, `limit` at a time; `model` and
     /// `since` (an RFC 3339 time: records changed at or after it) narrow them.
     pub async fn records_page(
@@ -541,24 +586,29 @@ impl Tables {
         limit: u32,
     ) -> Result<RecordPage, StoreError> {
         let mut query = QueryBuilder::<DB>::new(
-            "SELECT id, integration_id, source_platform, model, source_object_id, data",
+            "SELECT r.id, r.integration_id, r.source_platform, r.model, r.source_object_id, r.data",
         );
         query
             .push(DB::JSON_TEXT_SUFFIX)
-            .push(", updated_at, deleted_at FROM records WHERE user_id = ")
+            .push(
+                ", r.updated_at, r.deleted_at, b.hash, b.size, b.content_type FROM records r \
+                 LEFT JOIN record_blobs b ON b.user_id = r.user_id \
+                 AND b.source_platform = r.source_platform AND b.model = r.model \
+                 AND b.source_object_id = r.source_object_id WHERE r.user_id = ",
+            )
             .push_bind(user_id)
-            .push(" AND id > ")
+            .push(" AND r.id > ")
             .push_bind(after);
         if let Some(model) = model {
-            query.push(" AND model = ").push_bind(model);
+            query.push(" AND r.model = ").push_bind(model);
         }
         let since = since.map(stamp);
         if let Some(since) = &since {
-            query.push(" AND updated_at >= ").push_bind(since.as_str());
+            query.push(" AND r.updated_at >= ").push_bind(since.as_str());
         }
         // One more than asked: whether it exists says whether there is a next page.
         query
-            .push(" ORDER BY id LIMIT ")
+            .push(" ORDER BY r.id LIMIT ")
             .push_bind(i64::from(limit) + 1);
         let rows = query.build().fetch_all(self.store.pool()).await?;
         let mut records = Vec::with_capacity(rows.len());
@@ -589,6 +639,15 @@ impl Tables {
                 data: serde_json::Value::Object(data),
                 updated_at: row.try_get(6usize)?,
                 deleted_at: row.try_get(7usize)?,
+                content: match row.try_get::<Option<String>, _>(8usize)? {
+                    Some(hash) => Some(RecordContent {
+                        url: format!("/blobs/{hash}"),
+                        hash,
+                        size: row.try_get::<Option<i64>, _>(9usize)?.unwrap_or_default(),
+                        content_type: row.try_get(10usize)?,
+                    }),
+                    None => None,
+                },
             });
         }
         let next_cursor = (rows.len() > limit as usize)
