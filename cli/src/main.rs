@@ -43,6 +43,9 @@ enum Command {
     Disconnect(commands::disconnect::Args),
     /// Show an integration's sync runs and audit log.
     History(commands::history::Args),
+    /// Remove from the blob store the content no record refers to, and staged downloads a
+    /// crash left behind.
+    Gc(commands::gc::Args),
     /// Print the connector JSON Schema, or write and check all generated files.
     Schema(commands::schema::Args),
     /// Run the service: connect accounts through OAuth, sync them on a schedule, and show it
@@ -150,6 +153,7 @@ fn main() -> ExitCode {
         Command::Import(args) => with_runtime(commands::import::run(&args)),
         Command::Auth(args) => with_runtime(commands::auth::run(&args)),
         Command::Disconnect(args) => with_runtime(commands::disconnect::run(&args)),
+        Command::Gc(args) => with_runtime(commands::gc::run(&args)),
         Command::History(args) => with_runtime(commands::history::run(&args)),
         Command::Serve(args) => with_runtime(commands::serve::run(&args)),
     };

@@ -935,3 +935,77 @@ fn walk_files(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[test]
+fn gc_removes_the_content_no_record_refers_to_and_what_a_crash_staged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hypernet.sqlite");
+    let db_arg = db.to_str().unwrap();
+    let output = connector(&["sync", "google_photos", "--sandbox", "--db", db_arg]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let blobs = dir.path().join("hypernet.blobs");
+    // A record's content reference lost (as when data is deleted and the blob's deletion
+    // fails), and a download a crash left staged.
+    let orphan: String = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::sqlite::SqliteConnectOptions;
+        let pool = sqlx::SqlitePool::connect_with(SqliteConnectOptions::new().filename(&db))
+            .await
+            .unwrap();
+        let hash: String =
+            sqlx::query_scalar("SELECT hash FROM record_blobs WHERE content_type = 'image/png'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        sqlx::query("DELETE FROM record_blobs WHERE hash = ?")
+            .bind(&hash)
+            .execute(&pool)
+            .await
+            .unwrap();
+        hash
+    });
+    std::fs::write(blobs.join(".staging").join("blob-crashed"), b"half a photo").unwrap();
+
+    // Within the grace period nothing goes: a download may be about to record its reference.
+    let output = connector(&["gc", "--db", db_arg, "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let kept: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (
+            &kept["blobs"],
+            &kept["deleted"],
+            &kept["kept_young"],
+            &kept["staged_removed"]
+        ),
+        (
+            &serde_json::json!(4),
+            &serde_json::json!(0),
+            &serde_json::json!(1),
+            &serde_json::json!(0)
+        ),
+        "{kept}"
+    );
+
+    let output = connector(&["gc", "--db", db_arg, "--grace", "0s", "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let collected: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (
+            &collected["deleted"],
+            &collected["bytes_freed"],
+            &collected["staged_removed"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(126),
+            &serde_json::json!(1)
+        ),
+        "{collected}"
+    );
+    let left: Vec<String> = walk_files(&blobs.join("b3"))
+        .iter()
+        .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 3);
+    assert!(!left.contains(&orphan));
+    assert!(walk_files(&blobs.join(".staging")).is_empty());
+}

@@ -445,6 +445,72 @@ pub async fn disconnect(
     })
 }
 
+/// What `collect_garbage` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Collected {
+    /// Blobs in the store.
+    pub blobs: u64,
+    /// Blobs deleted: no record referred to them.
+    pub deleted: u64,
+    /// Their bytes.
+    pub bytes_freed: u64,
+    /// Unreferenced blobs kept because they are younger than the grace period (a download may
+    /// be about to record its reference).
+    pub kept_young: u64,
+    /// Staged files a crash left behind, removed.
+    pub staged_removed: u64,
+}
+
+/// Removes what no record refers to: blobs (older than `grace`: a download commits its blob a
+/// moment before it records the reference) and staged files older than `grace` that a crash
+/// left behind.
+pub async fn collect_garbage(
+    store: &AnyStore,
+    blobs: &crate::blobs::BlobStore,
+    grace: std::time::Duration,
+) -> Result<Collected, String> {
+    use futures_util::TryStreamExt as _;
+    let mut collected = Collected {
+        staged_removed: blobs
+            .sweep_staging(grace)
+            .map_err(|error| error.to_string())?,
+        ..Collected::default()
+    };
+    let listed: Vec<crate::blobs::StoredBlob> = blobs
+        .list_stored()
+        .try_collect()
+        .await
+        .map_err(|error| error.to_string())?;
+    collected.blobs = listed.len() as u64;
+    let hashes: Vec<String> = listed.iter().map(|blob| blob.hash.to_hex()).collect();
+    let unreferenced: std::collections::HashSet<String> = store
+        .unreferenced_blobs(&hashes)
+        .await
+        .map_err(|error| error.to_string())?
+        .into_iter()
+        .collect();
+    for blob in listed {
+        if !unreferenced.contains(&blob.hash.to_hex()) {
+            continue;
+        }
+        let young = blob
+            .written
+            .elapsed()
+            .map_or(true, |elapsed| elapsed < grace);
+        if young {
+            collected.kept_young += 1;
+            continue;
+        }
+        blobs
+            .delete(&blob.hash)
+            .await
+            .map_err(|error| error.to_string())?;
+        collected.deleted += 1;
+        collected.bytes_freed += blob.size;
+    }
+    Ok(collected)
+}
+
 /// Deletes those of `hashes` no record refers to from `blobs`; says how many went. A blob that
 /// cannot be deleted now is left for `connector gc` (its reference is gone already).
 pub async fn delete_unused_blobs(

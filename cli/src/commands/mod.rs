@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod credentials;
 pub mod disconnect;
+pub mod gc;
 pub mod history;
 pub mod import;
 pub mod progress;

@@ -106,6 +106,17 @@ pub struct BlobRef {
     pub content_type: Option<String>,
 }
 
+/// A blob as the store lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// Its hash.
+    pub hash: BlobHash,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was written.
+    pub written: std::time::SystemTime,
+}
+
 /// Why the blob store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -278,17 +289,55 @@ impl BlobStore {
     /// Every stored blob's hash, in no order. Objects under the store's prefix whose names are
     /// not hashes (left by hand, or by another tool) are skipped.
     pub fn list(&self) -> BoxStream<'_, Result<BlobHash, BlobError>> {
+        self.list_stored().map_ok(|stored| stored.hash).boxed()
+    }
+
+    /// Every stored blob, with its size and when it was written, in no order.
+    pub fn list_stored(&self) -> BoxStream<'_, Result<StoredBlob, BlobError>> {
         let prefix = object_store::path::Path::from("b3");
         self.objects
             .list(Some(&prefix))
             .map_err(BlobError::from)
             .try_filter_map(|meta| async move {
-                Ok(meta
+                let Some(hash) = meta
                     .location
                     .filename()
-                    .and_then(|name| name.parse::<BlobHash>().ok()))
+                    .and_then(|name| name.parse::<BlobHash>().ok())
+                else {
+                    return Ok(None);
+                };
+                let written = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(
+                        u64::try_from(meta.last_modified.timestamp()).unwrap_or_default(),
+                    );
+                Ok(Some(StoredBlob {
+                    hash,
+                    size: meta.size,
+                    written,
+                }))
             })
             .boxed()
+    }
+
+    /// Removes staged files older than `age` that no writer finished: what a crash left behind
+    /// (a folder store's staging folder is inside it; object storage stages per process, and
+    /// its folder goes with the machine's temporary files). Says how many went.
+    pub fn sweep_staging(&self, age: std::time::Duration) -> Result<u64, BlobError> {
+        let mut removed = 0;
+        let entries = std::fs::read_dir(&self.staging)
+            .map_err(BlobError::io("reading the staging folder", &self.staging))?;
+        for entry in entries.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok())
+                .is_some_and(|elapsed| elapsed > age);
+            if old && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Puts a staged file under its hash, unless the blob is already there (then the staged
