@@ -135,6 +135,10 @@ async fn signed_in(
     config.sandbox = true;
     config.identity = Identity::ApiKeys;
     config.key_file = key_dir.path().join("hypernet.key");
+    // Beside the key, which lives as long as the service (the store's folder does not).
+    config.blobs = Some(engine::blobs::BlobLocation::Folder(
+        key_dir.path().join("blobs"),
+    ));
     config.poll = Duration::from_millis(100);
     configure(&mut config);
     let running = server::start(config).await.expect("the service starts");
@@ -182,6 +186,47 @@ async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() 
         .unwrap();
     assert_eq!(rows.len(), 5);
     assert!(rows[0].text().await.unwrap().contains("google_photos"));
+    // The photos themselves, drawn from their stored bytes: four have content (a video still
+    // processing has none), and the JPEG is decoded by the browser at its EXIF-declared size.
+    let mut figures = 0;
+    for _ in 0..100 {
+        figures = client
+            .find_all(Locator::Css("#photos figure.photo"))
+            .await
+            .unwrap()
+            .len();
+        if figures == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(figures, 4, "{}", client.source().await.unwrap_or_default());
+    let mut decoded = serde_json::Value::Null;
+    for _ in 0..100 {
+        decoded = client
+            .execute(
+                "return [...document.querySelectorAll('#photos img')].map(i => [i.alt, i.complete, i.naturalWidth]);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if decoded.as_array().is_some_and(|images| {
+            images
+                .iter()
+                .all(|image| image[1] == serde_json::json!(true))
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let png = decoded
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|image| image[0] == "Screenshot_20231224-200117.png")
+        .unwrap_or_else(|| panic!("no screenshot among {decoded}"));
+    // The PNG fixture is 4 pixels wide: the browser read the bytes the service served.
+    assert_eq!(png[2], serde_json::json!(4), "{decoded}");
 
     // Sync now: a second run, which finds nothing new.
     click(&client, &format!("{card} button.sync-now")).await;
