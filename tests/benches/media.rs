@@ -97,7 +97,9 @@ impl Library {
 /// A photo's bytes, made as they are sent: its id first (so no two photos are alike), then
 /// pseudo-random bytes, 64 KiB at a time.
 fn photo(id: &str, size: u64) -> Body {
-    let seed = id.bytes().fold(0u64, |hash, byte| hash.wrapping_mul(31).wrapping_add(u64::from(byte)));
+    let seed = id.bytes().fold(0u64, |hash, byte| {
+        hash.wrapping_mul(31).wrapping_add(u64::from(byte))
+    });
     let mut block = vec![0u8; 64 << 10];
     let mut state = seed | 1;
     for chunk in block.chunks_mut(8) {
@@ -181,7 +183,10 @@ fn timed(program: &str, args: &[&str]) -> Timed {
         .output()
         .expect("run /usr/bin/time -v (apt-get install time)");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{program} {args:?} failed:\n{stderr}");
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{stderr}"
+    );
     let field = |name: &str| -> String {
         stderr
             .lines()
@@ -268,7 +273,12 @@ fn bench(files: usize) {
     std::fs::write(&config, text).expect("the curl config");
     let curl = timed(
         "curl",
-        &["--silent", "--fail", "--config", config.to_str().expect("UTF-8")],
+        &[
+            "--silent",
+            "--fail",
+            "--config",
+            config.to_str().expect("UTF-8"),
+        ],
     );
     row("curl (same bytes to disk)", files, bytes, &curl);
     println!(

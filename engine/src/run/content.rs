@@ -238,8 +238,10 @@ impl<S: Sink> Downloader<'_, S> {
     /// others go on.
     pub(super) async fn run(&self) -> Result<DownloadTotals, StoreError> {
         let mut totals = DownloadTotals::default();
-        // Downloads that failed in this run are not tried again in it (they stay owed).
-        let mut failed_now: std::collections::HashSet<(String, String)> =
+        // Each download is tried once a run: one that failed stays owed for the next run, and
+        // one owed again while it was made (another version listed meanwhile) waits for it too,
+        // so the loop ends whatever the store answers.
+        let mut tried: std::collections::HashSet<(String, String)> =
             std::collections::HashSet::new();
         loop {
             let due = self
@@ -247,12 +249,12 @@ impl<S: Sink> Downloader<'_, S> {
                 .due_downloads(
                     &self.scope.integration_id,
                     MAX_ATTEMPTS,
-                    DUE_PER_READ + failed_now.len() as i64,
+                    DUE_PER_READ + tried.len() as i64,
                 )
                 .await?;
             let due: Vec<DueDownload> = due
                 .into_iter()
-                .filter(|due| !failed_now.contains(&(due.model.clone(), due.id.clone())))
+                .filter(|due| tried.insert((due.model.clone(), due.id.clone())))
                 .collect();
             if due.is_empty() {
                 return Ok(totals);
@@ -281,7 +283,6 @@ impl<S: Sink> Downloader<'_, S> {
                             .await?;
                         self.observer.event(&Event::ContentFailed);
                         totals.failed += 1;
-                        failed_now.insert((download.model.clone(), download.id.clone()));
                     }
                 }
             }
