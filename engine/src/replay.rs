@@ -62,6 +62,11 @@ pub struct FixtureRequest {
     /// A subset of the JSON body.
     #[serde(default)]
     pub body: Option<Value>,
+    /// Headers the request carries with exactly these values (names in any case): what tells
+    /// requests to one URL apart when the provider puts the argument in a header (Dropbox's
+    /// `Dropbox-API-Arg`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 fn default_method() -> String {
@@ -459,7 +464,14 @@ struct State {
 }
 
 impl State {
-    fn find(&self, method: &Method, uri: &Uri, host: Option<&str>, body: &Bytes) -> Option<usize> {
+    fn find(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        host: Option<&str>,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Option<usize> {
         let query: BTreeMap<String, String> =
             url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
                 .into_owned()
@@ -480,6 +492,12 @@ impl State {
                     .body
                     .as_ref()
                     .is_none_or(|wanted| json.as_ref().is_some_and(|found| contains(found, wanted)))
+                && request.headers.iter().all(|(name, wanted)| {
+                    headers
+                        .get(name.as_str())
+                        .and_then(|value| value.to_str().ok())
+                        == Some(wanted.as_str())
+                })
         });
         matching
             .min_by_key(|(index, fixture)| {
@@ -522,7 +540,7 @@ async fn serve(
     {
         return response;
     }
-    let Some(index) = state.find(&method, &uri, host, &body) else {
+    let Some(index) = state.find(&method, &uri, host, &headers, &body) else {
         let description = format!("{method} {}{uri}", host.unwrap_or_default());
         state
             .usage

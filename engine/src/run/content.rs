@@ -345,7 +345,13 @@ impl<S: Sink> Downloader<'_, S> {
             Err(error) => return Ok(Err(error)),
         };
         writer.verify(checksum.as_ref());
+        // What the bytes are, from the first of them, for an answer that does not say
+        // (Dropbox sends every file as application/octet-stream).
+        let mut sniffed: Option<&'static str> = None;
         while let Some(chunk) = answer.chunk().await? {
+            if writer.size() == 0 {
+                sniffed = infer::get(&chunk).map(|kind| kind.mime_type());
+            }
             match writer.write(&chunk).await {
                 Ok(()) => {}
                 Err(BlobError::TooLarge { limit }) => {
@@ -357,14 +363,17 @@ impl<S: Sink> Downloader<'_, S> {
                 Err(error) => return Ok(Err(error)),
             }
         }
-        let content_type = order.content_type.clone().or_else(|| {
-            answer
-                .headers
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|value| value.to_str().ok())
-                .map(|value| value.split(';').next().unwrap_or(value).trim().to_owned())
-                .filter(|value| !value.is_empty())
-        });
+        let declared = answer
+            .headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(|value| value.split(';').next().unwrap_or(value).trim().to_owned())
+            .filter(|value| !value.is_empty() && value != "application/octet-stream");
+        let content_type = order
+            .content_type
+            .clone()
+            .or(declared)
+            .or_else(|| sniffed.map(str::to_owned));
         let expected = Expected {
             size: order.size,
             checksum,
