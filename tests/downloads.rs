@@ -304,3 +304,40 @@ async fn content_owed_by_a_run_that_stopped_before_its_downloads_is_downloaded_b
         assert_eq!(stored(store).await.len(), 3, "{}", test.backend);
     }
 }
+
+#[tokio::test]
+async fn downloads_count_against_the_runs_request_limit_and_what_is_left_stays_owed() {
+    // One listing request and two downloads, then the limit: the other three are owed still.
+    let limited = spec_from(&SPEC.replace("retry: {", "limits: { max_requests: 3 }\nretry: {"));
+    for test in test_stores("download_limit").await {
+        let store = &test.store;
+        let kept = test_blob_stores("download_limit").remove(0);
+        let (server, provider) = provider(0).await;
+        let options = || RunOptions {
+            blobs: Some(kept.blobs.clone()),
+            ..RunOptions::default()
+        };
+        let (result, recorder) = run(&limited, &server, store, options()).await;
+        result.unwrap();
+        let totals = recorder.totals();
+        assert_eq!(totals.requests, 3, "{}", test.backend);
+        assert_eq!(
+            provider.fetched.lock().unwrap().len(),
+            2,
+            "{}",
+            test.backend
+        );
+        let untried: Vec<(String, String)> = rows(
+            store,
+            "SELECT source_object_id, CAST(attempts AS TEXT) FROM downloads WHERE attempts = 0 ORDER BY source_object_id",
+        )
+        .await;
+        assert_eq!(untried.len(), 3, "{}: {untried:?}", test.backend);
+
+        // The next run, with room, downloads what was left.
+        let spec = spec_from(SPEC);
+        let (result, recorder) = run(&spec, &server, store, options()).await;
+        result.unwrap();
+        assert_eq!(recorder.totals().contents, 3, "{}", test.backend);
+    }
+}

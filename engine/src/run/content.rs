@@ -230,6 +230,11 @@ pub(super) struct Downloader<'a, S: Sink> {
     pub(super) scope: &'a RunScope,
     /// The connector's own headers, rendered with its config and secrets.
     pub(super) headers: Vec<(String, String)>,
+    /// The run's limits (`limits.max_requests`, `limits.max_run_time`), which downloads
+    /// count against like any request.
+    pub(super) budget: &'a super::fetch::Budget,
+    /// The run's counts so far (its requests).
+    pub(super) counters: &'a crate::events::Counters,
 }
 
 impl<S: Sink> Downloader<'_, S> {
@@ -260,7 +265,19 @@ impl<S: Sink> Downloader<'_, S> {
                 return Ok(totals);
             }
             for download in due {
-                match self.download(&download).await {
+                // Past the run's limits the rest stays owed, for the next run.
+                if let Some(spent) = self.budget.spent(self.counters.totals().requests) {
+                    tracing::warn!(connector = %self.scope.platform, "{spent}; the content not downloaded yet stays owed");
+                    return Ok(totals);
+                }
+                let deadline = self.budget.deadline();
+                let Ok(downloaded) =
+                    tokio::time::timeout_at(deadline, self.download(&download)).await
+                else {
+                    tracing::warn!(connector = %self.scope.platform, "the run reached the connector's time limit (`limits.max_run_time`); the content not downloaded yet stays owed");
+                    return Ok(totals);
+                };
+                match downloaded {
                     Ok(blob) => {
                         self.sink
                             .content_stored(self.scope, &download, &blob)

@@ -57,6 +57,18 @@ impl Budget {
         }
     }
 
+    /// When the run must end.
+    pub(super) fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
+    }
+
+    /// Why the run may send no more requests, having sent `sent`: `None` while it may.
+    pub(super) fn spent(&self, sent: u64) -> Option<String> {
+        (sent >= self.max_requests).then(|| {
+            format!("the run sent {sent} requests, the connector's limit (`limits.max_requests`)")
+        })
+    }
+
     fn out_of_time(&self) -> SyncErrorKind {
         SyncErrorKind::Limit(format!(
             "the run reached the connector's time limit ({}, `limits.max_run_time`)",
@@ -159,15 +171,8 @@ impl Fetcher<'_> {
             max_body: stream.max_body,
         };
         let budget = &self.budget;
-        let sent = self.tally.counters.totals().requests;
-        if sent >= budget.max_requests {
-            return Err(self.error(
-                name,
-                None,
-                SyncErrorKind::Limit(format!(
-                    "the run sent {sent} requests, the connector's limit (`limits.max_requests`)"
-                )),
-            ));
+        if let Some(spent) = budget.spent(self.tally.counters.totals().requests) {
+            return Err(self.error(name, None, SyncErrorKind::Limit(spent)));
         }
         // The semaphore is never closed, so a permit always comes.
         let _permit = budget.in_flight.acquire().await.ok();

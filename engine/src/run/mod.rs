@@ -348,6 +348,8 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             blobs,
             scope: &self.scope,
             headers,
+            budget: &self.fetcher.budget,
+            counters: &self.fetcher.tally.counters,
         }
         .run()
         .await

@@ -174,7 +174,8 @@ pub struct Limits {
     #[serde(default = "Limits::default_max_pages")]
     #[schemars(range(min = 1, max = 10_000_000))]
     pub max_pages: u32,
-    /// Requests one run may send, retries included.
+    /// Requests one run may send, retries and content downloads included (downloads past it
+    /// stay owed for the next run).
     #[serde(default = "Limits::default_max_requests")]
     #[schemars(range(min = 1, max = 100_000_000))]
     pub max_requests: u64,
