@@ -507,3 +507,190 @@ async fn an_import_killed_inside_the_export_resumes_there() {
         }
     }
 }
+
+const MEDIA_SPEC: &str = r#"id: kill_media
+name: Kill test media
+version: 1.0.0
+category: media
+description: Photos with their bytes, for the crash-safety test of downloads.
+docs_url: https://api.example.com/docs
+auth:
+  kind: none
+base_url: https://api.example.com
+allowed_hosts: [api.example.com, media.example.com]
+retry:
+  max_attempts: 1
+streams:
+  photos:
+    model: media
+    request: { path: /photos }
+    records: $.photos[*]
+    id: $.id
+    map:
+      media_type: photo
+      file_path: $.url
+      title: $.name
+    content:
+      request: { path: "https://media.example.com/{{ record.id }}" }
+      content_type: image/jpeg
+"#;
+
+const PHOTOS: usize = 6;
+
+/// The bytes of photo `index`: 300 KB, different for each.
+fn photo_bytes(index: usize) -> Vec<u8> {
+    (0..300_000)
+        .map(|at| ((at * 7 + index * 13) % 251) as u8)
+        .collect()
+}
+
+#[derive(Default)]
+struct Media {
+    /// Downloads asked, by photo.
+    fetched: Vec<usize>,
+    /// The photo whose download hangs half-way (the process is killed there).
+    hang: Option<usize>,
+}
+
+async fn media_provider() -> (Arc<(Mutex<Media>, Notify)>, url::Url) {
+    let shared = Arc::new((Mutex::new(Media::default()), Notify::new()));
+    let listing = || async {
+        let photos: Vec<Value> = (0..PHOTOS)
+            .map(|index| json!({"id": format!("p{index}"), "name": format!("IMG_{index:04}.JPG"), "url": format!("https://example.com/p{index}")}))
+            .collect();
+        axum::Json(json!({"photos": photos}))
+    };
+    let bytes = |State(shared): State<Arc<(Mutex<Media>, Notify)>>,
+                 UrlPath(id): UrlPath<String>| async move {
+        let index: usize = id.trim_start_matches('p').parse().unwrap_or(0);
+        let hang = {
+            let mut media = shared.0.lock().unwrap();
+            media.fetched.push(index);
+            media.hang
+        };
+        let bytes = photo_bytes(index);
+        if hang == Some(index) {
+            shared.1.notify_one();
+            let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(
+                bytes[..bytes.len() / 2].to_vec(),
+            )])
+            .chain(futures_util::stream::pending());
+            use futures_util::StreamExt;
+            return Response::builder()
+                .header("content-length", bytes.len().to_string())
+                .body(Body::from_stream(stream))
+                .map(IntoResponse::into_response)
+                .unwrap_or_else(|_| ().into_response());
+        }
+        bytes.into_response()
+    };
+    let app = axum::Router::new()
+        .route("/photos", get(listing))
+        .route("/{id}", get(bytes))
+        .with_state(Arc::clone(&shared));
+    (shared, serve(app).await)
+}
+
+fn sync_media(root: &Path, via: &url::Url, db: &str, blobs: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_connector"))
+        .args(["sync", "kill_media", "--json", "--connectors-root"])
+        .arg(root)
+        .args(["--via", via.as_str(), "--db", db, "--blobs"])
+        .arg(blobs)
+        .arg("--key-file")
+        .arg(root.join("hypernet.key"))
+        .env_remove("DATABASE_URL")
+        .env_remove("HYPERNET_BLOBS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start connector sync")
+}
+
+/// Every file under `folder`, at any depth.
+fn files_under(folder: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_killed_inside_its_downloads_resumes_them_without_fetching_again() {
+    let root = connectors_folder(&[("kill_media", MEDIA_SPEC)]);
+    for test in test_stores("kill_downloads").await {
+        let blobs = tempfile::tempdir().unwrap();
+        let (shared, via) = media_provider().await;
+        // The fourth photo's download hangs half-way: the first three are stored by then.
+        shared.0.lock().unwrap().hang = Some(3);
+        let child = sync_media(root.path(), &via, &test.location, blobs.path());
+        within_a_minute(
+            shared.1.notified(),
+            format!("{}: the download never hung", test.backend),
+        )
+        .await;
+        // Killed once the hanging download is being staged (its answer has begun).
+        let staging = blobs.path().join(".staging");
+        within_a_minute(
+            async {
+                while files_under(&staging).is_empty() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            format!("{}: the hanging download was never staged", test.backend),
+        )
+        .await;
+        let mut child = child;
+        child.kill().expect("kill connector sync");
+        let _ = finish(child).await;
+
+        // Killed: every record stored, three photos' bytes, the rest owed, one half staged.
+        let stored = |blobs: &Path| files_under(&blobs.join("b3")).len();
+        assert_eq!(
+            table_of(&test, "kill_media").await.len(),
+            PHOTOS,
+            "{}",
+            test.backend
+        );
+        assert_eq!(stored(blobs.path()), 3, "{}", test.backend);
+        let staged = files_under(&blobs.path().join(".staging"));
+        assert_eq!(staged.len(), 1, "{}: {staged:?}", test.backend);
+
+        // Restarted: the three owed are downloaded, the three stored are not asked again.
+        shared.0.lock().unwrap().hang = None;
+        shared.0.lock().unwrap().fetched.clear();
+        let output = finish(sync_media(root.path(), &via, &test.location, blobs.path())).await;
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let summary: Value = serde_json::from_slice(&output.stdout).expect("a JSON summary");
+        assert_eq!(summary["contents"], 3, "{}: {summary}", test.backend);
+        let mut fetched = shared.0.lock().unwrap().fetched.clone();
+        fetched.sort_unstable();
+        assert_eq!(fetched, vec![3, 4, 5], "{}", test.backend);
+        let mut on_disk: Vec<Vec<u8>> = files_under(&blobs.path().join("b3"))
+            .iter()
+            .map(|path| std::fs::read(path).unwrap())
+            .collect();
+        on_disk.sort();
+        let mut want: Vec<Vec<u8>> = (0..PHOTOS).map(photo_bytes).collect();
+        want.sort();
+        assert!(
+            on_disk == want,
+            "{}: the stored bytes are not the photos",
+            test.backend
+        );
+    }
+}
+
+async fn table_of(test: &TestStore, connector: &str) -> Vec<(String, String, Value, bool)> {
+    test.store.dump(connector).await.expect("dump")
+}
