@@ -789,41 +789,34 @@ async fn rows_written_with_their_provenance_lose_it_to_the_migration_and_stay_un
 
     // The same record mapped again (its text as mapping writes it) is unchanged.
     let record: serde_json::Map<String, Value> = serde_json::from_str(old).unwrap();
-    let scope = Arc::new(RunScope {
-        platform: Arc::from("notes_api"),
-        user_id: Arc::from("u"),
-        integration_id: Arc::from("notes:u"),
-        worker: None,
-    });
-    let mapped = MappedRecord::from_data("n1".to_owned(), &record, false);
-    let batch = Batch::records(
-        scope,
-        Arc::from("notes"),
-        ModelKind::Note,
-        vec![mapped],
-        vec![],
-    );
-    let counts = store.write(&batch).await.unwrap();
+    let counts = store.write(&note_n1_of(&record, "notes:u")).await.unwrap();
     assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 0, 1));
 
     // The same record from the user's second account of the connector, its fields unchanged:
     // it moves to that integration (the integration is no longer in the JSON to differ).
+    let counts = store
+        .write(&note_n1_of(&record, "notes:u:work"))
+        .await
+        .unwrap();
+    assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 1, 0));
+    let dumped = store.dump("notes_api").await.unwrap();
+    assert_eq!(dumped[0].2["source_integration_id"], "notes:u:work");
+}
+
+/// A page holding note `n1` with the fields `record`, of user `u`'s integration `integration`.
+fn note_n1_of(record: &serde_json::Map<String, Value>, integration: &str) -> Batch {
     let scope = Arc::new(RunScope {
         platform: Arc::from("notes_api"),
         user_id: Arc::from("u"),
-        integration_id: Arc::from("notes:u:work"),
+        integration_id: Arc::from(integration),
         worker: None,
     });
-    let mapped = MappedRecord::from_data("n1".to_owned(), &record, false);
-    let batch = Batch::records(
+    let mapped = MappedRecord::from_data("n1".to_owned(), record, false);
+    Batch::records(
         scope,
         Arc::from("notes"),
         ModelKind::Note,
         vec![mapped],
         vec![],
-    );
-    let counts = store.write(&batch).await.unwrap();
-    assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 1, 0));
-    let dumped = store.dump("notes_api").await.unwrap();
-    assert_eq!(dumped[0].2["source_integration_id"], "notes:u:work");
+    )
 }

@@ -308,10 +308,11 @@ fn sync_in_the_sandbox_fills_an_sqlite_file_and_a_second_run_writes_nothing() {
         "{}",
         stdout(&output)
     );
-    let mut blobs: Vec<u64> = walk_files(&dir.path().join("hypernet.blobs").join("b3"))
-        .iter()
-        .map(|path| std::fs::metadata(path).unwrap().len())
-        .collect();
+    let mut blobs: Vec<u64> =
+        hypernet_tests::files_of(&dir.path().join("hypernet.blobs").join("b3"))
+            .iter()
+            .map(|(_, bytes)| bytes.len() as u64)
+            .collect();
     blobs.sort_unstable();
     assert_eq!(blobs, vec![126, 160, 556, 2388]);
 
@@ -922,20 +923,6 @@ fn a_named_account_is_its_own_integration() {
     assert_eq!(rows.len(), 1, "{rows:?}: one user, so one record per photo");
 }
 
-/// Every file under `folder`, at any depth.
-fn walk_files(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walk_files(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
-}
-
 #[test]
 fn gc_removes_the_content_no_record_refers_to_and_what_a_crash_staged() {
     let dir = tempfile::tempdir().unwrap();
@@ -1001,11 +988,11 @@ fn gc_removes_the_content_no_record_refers_to_and_what_a_crash_staged() {
         ),
         "{collected}"
     );
-    let left: Vec<String> = walk_files(&blobs.join("b3"))
-        .iter()
-        .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
+    let left: Vec<String> = hypernet_tests::files_of(&blobs.join("b3"))
+        .into_iter()
+        .map(|(inside, _)| inside.rsplit('/').next().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(left.len(), 3);
     assert!(!left.contains(&orphan));
-    assert!(walk_files(&blobs.join(".staging")).is_empty());
+    assert!(hypernet_tests::files_of(&blobs.join(".staging")).is_empty());
 }

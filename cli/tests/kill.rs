@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use engine::state::PageCursor;
 use engine::store::Sink;
-use hypernet_tests::{TestStore, connectors_folder, serve, test_stores};
+use hypernet_tests::{TestStore, connectors_folder, files_of, serve, test_stores};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -607,20 +607,6 @@ fn sync_media(root: &Path, via: &url::Url, db: &str, blobs: &Path) -> Child {
         .expect("start connector sync")
 }
 
-/// Every file under `folder`, at any depth.
-fn files_under(folder: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_killed_inside_its_downloads_resumes_them_without_fetching_again() {
     let root = connectors_folder(&[("kill_media", MEDIA_SPEC)]);
@@ -639,7 +625,7 @@ async fn a_sync_killed_inside_its_downloads_resumes_them_without_fetching_again(
         let staging = blobs.path().join(".staging");
         within_a_minute(
             async {
-                while files_under(&staging).is_empty() {
+                while files_of(&staging).is_empty() {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             },
@@ -651,7 +637,7 @@ async fn a_sync_killed_inside_its_downloads_resumes_them_without_fetching_again(
         let _ = finish(child).await;
 
         // Killed: every record stored, three photos' bytes, the rest owed, one half staged.
-        let stored = |blobs: &Path| files_under(&blobs.join("b3")).len();
+        let stored = |blobs: &Path| files_of(&blobs.join("b3")).len();
         assert_eq!(
             table_of(&test, "kill_media").await.len(),
             PHOTOS,
@@ -659,7 +645,10 @@ async fn a_sync_killed_inside_its_downloads_resumes_them_without_fetching_again(
             test.backend
         );
         assert_eq!(stored(blobs.path()), 3, "{}", test.backend);
-        let staged = files_under(&blobs.path().join(".staging"));
+        let staged: Vec<String> = files_of(&blobs.path().join(".staging"))
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
         assert_eq!(staged.len(), 1, "{}: {staged:?}", test.backend);
 
         // Restarted: the three owed are downloaded, the three stored are not asked again.
@@ -676,9 +665,9 @@ async fn a_sync_killed_inside_its_downloads_resumes_them_without_fetching_again(
         let mut fetched = shared.0.lock().unwrap().fetched.clone();
         fetched.sort_unstable();
         assert_eq!(fetched, vec![3, 4, 5], "{}", test.backend);
-        let mut on_disk: Vec<Vec<u8>> = files_under(&blobs.path().join("b3"))
-            .iter()
-            .map(|path| std::fs::read(path).unwrap())
+        let mut on_disk: Vec<Vec<u8>> = files_of(&blobs.path().join("b3"))
+            .into_iter()
+            .map(|(_, bytes)| bytes)
             .collect();
         on_disk.sort();
         let mut want: Vec<Vec<u8>> = (0..PHOTOS).map(photo_bytes).collect();

@@ -22,8 +22,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use hypernet_tests::{Timed, timed};
 use rand::{Rng, SeedableRng};
 
 fn workspace() -> PathBuf {
@@ -262,53 +262,6 @@ fn spotify_export(plays: usize) -> PathBuf {
     path
 }
 
-/// What one timed command did.
-struct Timed {
-    seconds: f64,
-    peak_rss_mib: f64,
-    output: String,
-}
-
-/// Runs `command` under `/usr/bin/time -v`, after the dirty pages of what ran before are
-/// written out: a run that follows a 2 GB database otherwise pays for its flush (12.6-12.9 s for
-/// the 2M-record Apple Health import after `sync`; 11.9-17.1 s without).
-fn timed(program: &Path, args: &[&str]) -> Timed {
-    let _ = Command::new("sync").status();
-    let output = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg(program)
-        .args(args)
-        .output()
-        .expect("run /usr/bin/time -v (apt-get install time)");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{} {args:?} failed:\n{stderr}",
-        program.display()
-    );
-    let field = |name: &str| -> String {
-        stderr
-            .lines()
-            .find_map(|line| line.trim().strip_prefix(name))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    };
-    let clock = field("Elapsed (wall clock) time (h:mm:ss or m:ss):");
-    let seconds = clock
-        .split(':')
-        .map(|part| part.parse::<f64>().unwrap_or(0.0))
-        .fold(0.0, |total, part| total * 60.0 + part);
-    let peak_kib: f64 = field("Maximum resident set size (kbytes):")
-        .parse()
-        .unwrap_or(0.0);
-    Timed {
-        seconds,
-        peak_rss_mib: peak_kib / 1024.0,
-        output: String::from_utf8_lossy(&output.stdout).into_owned(),
-    }
-}
-
 fn connector_binary() -> PathBuf {
     let binary = workspace().join("target/release/connector");
     assert!(
@@ -323,7 +276,7 @@ fn import_with_connector(connector: &str, export: &Path, records: usize) -> Time
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("bench.sqlite");
     let timed = timed(
-        &connector_binary(),
+        connector_binary(),
         &[
             "import",
             connector,

@@ -18,7 +18,6 @@
 //! 10,000 items; the bench stays below it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use axum::Router;
@@ -26,6 +25,7 @@ use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hypernet_tests::{Timed, timed};
 use rand::{Rng, SeedableRng};
 
 /// Items per listing page, as the connector asks (`pageSize=100`).
@@ -164,49 +164,6 @@ fn serve(library: Arc<Library>) -> String {
         });
     });
     format!("http://{}", receiver.recv().expect("the server's address"))
-}
-
-/// What one timed command did.
-struct Timed {
-    seconds: f64,
-    peak_rss_mib: f64,
-    output: String,
-}
-
-/// Runs `program` under `/usr/bin/time -v` after writing out what ran before.
-fn timed(program: &str, args: &[&str]) -> Timed {
-    let _ = Command::new("sync").status();
-    let output = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg(program)
-        .args(args)
-        .output()
-        .expect("run /usr/bin/time -v (apt-get install time)");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed:\n{stderr}"
-    );
-    let field = |name: &str| -> String {
-        stderr
-            .lines()
-            .find_map(|line| line.trim().strip_prefix(name))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    };
-    let seconds = field("Elapsed (wall clock) time (h:mm:ss or m:ss):")
-        .split(':')
-        .map(|part| part.parse::<f64>().unwrap_or(0.0))
-        .fold(0.0, |total, part| total * 60.0 + part);
-    let peak_kib: f64 = field("Maximum resident set size (kbytes):")
-        .parse()
-        .unwrap_or(0.0);
-    Timed {
-        seconds,
-        peak_rss_mib: peak_kib / 1024.0,
-        output: String::from_utf8_lossy(&output.stdout).into_owned(),
-    }
 }
 
 fn row(what: &str, files: usize, bytes: u64, timed: &Timed) {

@@ -16,7 +16,7 @@ use crate::decode::document::Node;
 use crate::events::{Event, Observer};
 use crate::extract::Target;
 use crate::http::{
-    Authorizer, HttpClient, HttpError, HttpRequest, Refusal, RequestBody, Streaming, redacted,
+    Authorizer, HttpClient, HttpError, HttpRequest, Refusal, RequestBody, Streaming,
 };
 use crate::map::{CompiledValue, Lazy, RecordFields};
 use crate::source::http::request::RequestPlan;
@@ -158,7 +158,7 @@ impl CompiledContent {
             .render(base_url, context.context(), templates, &[])
             .map_err(|error| format!("content.request: {error}"))?;
         let target = Target::new(raw);
-        let text = |what: &str, source: &Option<CompiledValue>| -> Result<Option<String>, String> {
+        let text = |what: &str, source: Option<&CompiledValue>| -> Result<Option<String>, String> {
             let Some(source) = source else {
                 return Ok(None);
             };
@@ -171,7 +171,7 @@ impl CompiledContent {
                 _ => None,
             }))
         };
-        let size = text("size", &self.size)?
+        let size = text("size", self.size.as_ref())?
             .map(|size| {
                 size.trim()
                     .parse::<u64>()
@@ -179,7 +179,7 @@ impl CompiledContent {
             })
             .transpose()?;
         let checksum = match &self.checksum {
-            Some((kind, source)) => text("checksum", &Some(source.clone()))?
+            Some((kind, source)) => text("checksum", Some(source))?
                 .map(|hex| {
                     Checksum::from_hex(kind.name(), &hex)
                         .map_err(|error| format!("content.checksum: {error}"))?;
@@ -199,25 +199,14 @@ impl CompiledContent {
             max_bytes: self.max_bytes,
             size,
             checksum,
-            content_type: text("content_type", &self.content_type)?,
+            content_type: text("content_type", self.content_type.as_ref())?,
         };
         Ok(Some(ContentDue {
             id: Arc::clone(id),
-            version: text("version", &self.version)?.unwrap_or_default(),
+            version: text("version", self.version.as_ref())?.unwrap_or_default(),
             request: serde_json::to_string(&order).map_err(|error| error.to_string())?,
         }))
     }
-}
-
-/// What the downloads of one run did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DownloadTotals {
-    /// Content stored (or found stored already, the same bytes).
-    pub stored: u64,
-    /// Bytes downloaded.
-    pub bytes: u64,
-    /// Downloads that failed this time (kept owed, with their error).
-    pub failed: u64,
 }
 
 /// What a download needs from the run.
@@ -241,8 +230,7 @@ impl<S: Sink> Downloader<'_, S> {
     /// Makes every download the integration owes, oldest first, until none is left that has not
     /// failed too often. Fails only when the store does; a failed download is noted and the
     /// others go on.
-    pub(super) async fn run(&self) -> Result<DownloadTotals, StoreError> {
-        let mut totals = DownloadTotals::default();
+    pub(super) async fn run(&self) -> Result<(), StoreError> {
         // Each download is tried once a run: one that failed stays owed for the next run, and
         // one owed again while it was made (another version listed meanwhile) waits for it too,
         // so the loop ends whatever the store answers.
@@ -262,28 +250,26 @@ impl<S: Sink> Downloader<'_, S> {
                 .filter(|due| tried.insert((due.model.clone(), due.id.clone())))
                 .collect();
             if due.is_empty() {
-                return Ok(totals);
+                return Ok(());
             }
             for download in due {
                 // Past the run's limits the rest stays owed, for the next run.
                 if let Some(spent) = self.budget.spent(self.counters.totals().requests) {
                     tracing::warn!(connector = %self.scope.platform, "{spent}; the content not downloaded yet stays owed");
-                    return Ok(totals);
+                    return Ok(());
                 }
                 let deadline = self.budget.deadline();
                 let Ok(downloaded) =
                     tokio::time::timeout_at(deadline, self.download(&download)).await
                 else {
                     tracing::warn!(connector = %self.scope.platform, "the run reached the connector's time limit (`limits.max_run_time`); the content not downloaded yet stays owed");
-                    return Ok(totals);
+                    return Ok(());
                 };
                 match downloaded {
                     Ok(blob) => {
                         self.sink
                             .content_stored(self.scope, &download, &blob)
                             .await?;
-                        totals.stored += 1;
-                        totals.bytes += blob.size;
                         self.observer
                             .event(&Event::ContentStored { bytes: blob.size });
                     }
@@ -299,7 +285,6 @@ impl<S: Sink> Downloader<'_, S> {
                             .download_failed(&self.scope.integration_id, &download, &error)
                             .await?;
                         self.observer.event(&Event::ContentFailed);
-                        totals.failed += 1;
                     }
                 }
             }
@@ -373,7 +358,7 @@ impl<S: Sink> Downloader<'_, S> {
                 Ok(()) => {}
                 Err(BlobError::TooLarge { limit }) => {
                     return Err(Refusal::Stop(HttpError::TooLarge {
-                        url: answer_url(order),
+                        url: answer.url().to_owned(),
                         limit,
                     }));
                 }
@@ -402,8 +387,4 @@ impl<S: Sink> Downloader<'_, S> {
             finished => Ok(finished),
         }
     }
-}
-
-fn answer_url(order: &Order) -> String {
-    url::Url::parse(&order.url).map_or_else(|_| order.url.clone(), |url| redacted(&url))
 }

@@ -23,7 +23,6 @@ use std::sync::atomic::Ordering;
 use futures_util::{StreamExt, stream};
 use serde_json::{Map, Value};
 
-pub use content::DownloadTotals;
 pub use error::{RunReport, SyncError, SyncErrorKind};
 pub use plan::CompiledConnector;
 
@@ -322,10 +321,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
     }
 
     /// Makes the downloads the integration owes into `blobs`.
-    async fn download_content(
-        &self,
-        blobs: &crate::blobs::BlobStore,
-    ) -> Result<DownloadTotals, StoreError> {
+    async fn download_content(&self, blobs: &crate::blobs::BlobStore) -> Result<(), StoreError> {
         let connector = self.fetcher.connector;
         let context = minijinja::context! {
             config => self.fetcher.config.clone(),
