@@ -57,6 +57,7 @@ impl Converter {
                 Conversion::String
                 | Conversion::HtmlUnescape
                 | Conversion::HtmlText
+                | Conversion::Base64Text
                 | Conversion::Latin1Utf8 => Output::Text,
                 Conversion::Integer | Conversion::ClockDuration => Output::Integer,
                 Conversion::Number | Conversion::Amount => Output::Number,
@@ -101,6 +102,7 @@ impl Converter {
                 | Conversion::Date
                 | Conversion::HtmlUnescape
                 | Conversion::HtmlText
+                | Conversion::Base64Text
                 | Conversion::Latin1Utf8
                 | Conversion::ClockDuration
                 | Conversion::Amount => false,
@@ -400,6 +402,17 @@ pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
             Value::String(text) => Ok(Value::String(latin1_utf8(text))),
             _ => fail("text"),
         },
+        Conversion::Base64Text => match value {
+            Value::String(text) => {
+                // Either alphabet: the URL-safe one's two letters made standard.
+                let standard = text.replace('-', "+").replace('_', "/");
+                match crate::spec::Encoding::Base64.decode(&standard) {
+                    Ok(bytes) => Ok(Value::String(String::from_utf8_lossy(&bytes).into_owned())),
+                    Err(_) => fail("base64"),
+                }
+            }
+            _ => fail("base64 text"),
+        },
         Conversion::ClockDuration => match text(value).and_then(clock_seconds) {
             Some(seconds) => Ok(Value::from(seconds)),
             None => fail("a duration as H:MM:SS"),
@@ -571,6 +584,7 @@ mod tests {
             Conversion::Date,
             Conversion::HtmlUnescape,
             Conversion::HtmlText,
+            Conversion::Base64Text,
             Conversion::Json,
         ];
         let kinds = [
@@ -873,6 +887,17 @@ mod tests {
             .unwrap(),
             json!("Tom & Jerry's \"show\"")
         );
+        // Gmail's base64url, unpadded, with the letters only URL-safe base64 has; standard
+        // base64 too.
+        assert_eq!(
+            convert(Conversion::Base64Text, &json!("SGk_IMOpdMOp")).unwrap(),
+            json!("Hi? été")
+        );
+        assert_eq!(
+            convert(Conversion::Base64Text, &json!("SGk/IMOpdMOp")).unwrap(),
+            json!("Hi? été")
+        );
+        assert!(convert(Conversion::Base64Text, &json!("not base64!")).is_err());
     }
 
     #[test]

@@ -197,6 +197,15 @@ pub enum HttpError {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// The answer is not what the connector expects of it (a content part's `answer` is
+    /// not in it).
+    #[error("the answer to {url} is not what the connector expects: {reason}")]
+    Unexpected {
+        /// The request's URL (credentials hidden).
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The provider redirected the request where it may not go.
     #[error("{from} redirected to {to}, which was not followed: {reason}")]
     Redirect {
@@ -232,6 +241,9 @@ impl HttpError {
                 "the provider is failing or rate limiting; try again later, the sync resumes where it stopped"
             }
             Self::Build(_) => "check the configured values for line breaks or invalid characters",
+            Self::Unexpected { .. } => {
+                "the provider's answer changed shape or the connector is wrong; report it to the connector's authors"
+            }
             Self::NotPublic { .. } => {
                 "the provider's host name points into a private network; if the connector is right, the host's DNS is wrong or hostile"
             }

@@ -239,13 +239,14 @@ impl RecordFields {
     }
 }
 
-/// The template context of one record (`record`, `parent`, `entry`, `config`), built on first
-/// use.
+/// The template context of one record (`record`, `parent`, `entry`, `config`; `item` for a
+/// content part per item), built on first use.
 pub struct Lazy<'a> {
     record: &'a Node<'a>,
     fields: &'a RecordFields,
     parent: &'a minijinja::Value,
     entry: Option<&'a minijinja::Value>,
+    item: Option<minijinja::Value>,
     config: &'a minijinja::Value,
     built: std::cell::OnceCell<minijinja::Value>,
 }
@@ -263,9 +264,16 @@ impl<'a> Lazy<'a> {
             fields,
             parent,
             entry: None,
+            item: None,
             config,
             built: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The same, with `item` (one of the nodes a content part's `for_each` selects).
+    pub fn with_item(mut self, item: &Node<'_>) -> Self {
+        self.item = Some(minijinja::Value::from(minijinja::value::Serde(item)));
+        self
     }
 
     /// The context, built now if it was not yet.
@@ -279,6 +287,7 @@ impl<'a> Lazy<'a> {
                 record => self.fields.value(self.record),
                 parent => self.parent.clone(),
                 entry => self.entry.cloned().unwrap_or_default(),
+                item => self.item.clone().unwrap_or_default(),
                 config => self.config.clone(),
             }
         })

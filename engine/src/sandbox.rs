@@ -378,13 +378,26 @@ fn render_stream(name: &str, sink: &MemoryContents) -> String {
                     if record.deleted {
                         data.insert("deleted".to_owned(), Value::Bool(true));
                     }
-                    // The content downloaded for it, as the blob store keeps it.
-                    if let Some((blob, _)) = sink.content.get(&(name.to_owned(), record.id.clone()))
-                    {
-                        data.insert(
-                            "content".to_owned(),
-                            serde_json::to_value(blob).unwrap_or_default(),
-                        );
+                    // The content kept for it, as the blob store keeps it: the record's own
+                    // as `content`, its other parts by name under `parts`.
+                    let stored = sink.content.range(
+                        (name.to_owned(), record.id.clone(), String::new())
+                            ..=(name.to_owned(), record.id.clone(), "\u{10ffff}".to_owned()),
+                    );
+                    let mut parts = serde_json::Map::new();
+                    for ((_, _, part), stored) in stored {
+                        let mut blob = serde_json::to_value(&stored.blob).unwrap_or_default();
+                        if let (Some(name), Value::Object(blob)) = (&stored.file_name, &mut blob) {
+                            blob.insert("file_name".to_owned(), Value::String(name.clone()));
+                        }
+                        if part.is_empty() {
+                            data.insert("content".to_owned(), blob);
+                        } else {
+                            parts.insert(part.clone(), blob);
+                        }
+                    }
+                    if !parts.is_empty() {
+                        data.insert("parts".to_owned(), Value::Object(parts));
                     }
                     Value::Object(data)
                 })

@@ -83,6 +83,9 @@ pub fn environment() -> Environment<'static> {
     env.add_filter("latin1_utf8", |text: &str| {
         crate::convert::latin1_utf8(text)
     });
+    // The text of HTML (the `html_text` conversion), where a template needs it: a body that is
+    // HTML or text as another field says (Graph's `body.contentType`).
+    env.add_filter("html_text", |html: &str| crate::convert::html_text(html));
     // Seconds since 1970 of a date-time, RFC 3339 or as a strftime pattern says: the length of
     // a sample is `(end | epoch_seconds(f)) - (start | epoch_seconds(f))`.
     env.add_filter(
@@ -182,6 +185,9 @@ pub enum BuildError {
     /// An archive stream's globs or split.
     #[error("{0}")]
     Archive(String),
+    /// Anything else the spec's check refuses, for a spec built without it.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Refuses a template too long to compile safely ([`MAX_TEMPLATE_LENGTH`]), or one that uses

@@ -14,13 +14,13 @@ use serde::{Deserialize, Serialize};
 use crate::blobs::{BlobError, BlobRef, BlobStore, Checksum, Expected};
 use crate::decode::document::Node;
 use crate::events::{Event, Observer};
-use crate::extract::Target;
+use crate::extract::{CompiledPath, Target};
 use crate::http::{
     Authorizer, HttpClient, HttpError, HttpRequest, Refusal, RequestBody, Streaming,
 };
 use crate::map::{CompiledValue, Lazy, RecordFields};
 use crate::source::http::request::RequestPlan;
-use crate::spec::{ChecksumKind, Content};
+use crate::spec::{ChecksumKind, Content, Encoding};
 use crate::store::{ContentDue, DueDownload, RunScope, Sink, StoreError};
 use crate::template::{BuildError, TemplateId, Templates};
 
@@ -31,30 +31,60 @@ pub(super) const MAX_ATTEMPTS: i64 = 5;
 /// How many owed downloads are read from the store at a time.
 const DUE_PER_READ: i64 = 100;
 
-/// A stream's `content`, compiled.
+/// One part of a stream's `content`, compiled.
 #[derive(Debug)]
 pub(super) struct CompiledContent {
-    request: RequestPlan,
+    /// Its name (`""` for the record's own content).
+    part: String,
+    /// With `for_each`: a part per item it selects, told apart by `key`.
+    for_each: Option<(CompiledPath, Option<CompiledValue>)>,
+    source: Source,
     when: Option<TemplateId>,
     max_bytes: u64,
     size: Option<CompiledValue>,
     checksum: Option<(ChecksumKind, CompiledValue)>,
     content_type: Option<CompiledValue>,
     version: Option<CompiledValue>,
+    file_name: Option<CompiledValue>,
     /// What of the record the templates read.
     fields: RecordFields,
 }
 
-/// A download as the store keeps it: the rendered request (without credentials) and what the
-/// content must be.
+/// Where a part's bytes are.
+#[derive(Debug)]
+enum Source {
+    /// Downloaded: the answer's body, or a string in its JSON (`answer`).
+    Request(RequestPlan, Option<Encoded>),
+    /// In the record, encoded.
+    Inline(CompiledValue, Encoding),
+}
+
+/// A string of encoded bytes in a JSON answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Encoded {
+    /// Its JSONPath.
+    json: String,
+    encoding: Encoding,
+}
+
+/// A download as the store keeps it: the rendered request (without credentials), or the
+/// bytes themselves for a part that is in its record, and what the content must be.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Order {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     method: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     url: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     headers: Vec<(String, String)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     json: Option<serde_json::Value>,
+    /// Where the bytes are in the answer, when it is JSON around them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    answer: Option<Encoded>,
+    /// The bytes, encoded, for a part that is in its record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inline: Option<(String, Encoding)>,
     max_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     size: Option<u64>,
@@ -69,10 +99,6 @@ impl CompiledContent {
         content: &Content,
         templates: &mut Templates,
     ) -> Result<Self, BuildError> {
-        // The connector's own `headers` may hold secrets: they are added when the request is
-        // sent, not kept with it.
-        let request =
-            RequestPlan::compile(&content.request, &indexmap::IndexMap::new(), templates)?;
         let mut fields = RecordFields::default();
         let value = |source: &crate::spec::ValueSource,
                      templates: &mut Templates,
@@ -82,17 +108,41 @@ impl CompiledContent {
             }
             CompiledValue::compile(source, templates)
         };
-        let request_texts = std::iter::once(content.request.path.as_str())
-            .chain(content.request.query.values().map(|value| value.as_str()))
-            .chain(content.request.headers.values().map(|value| value.as_str()));
-        for text in request_texts {
-            fields.add(text, false);
-        }
-        // A JSON body's strings are templates too (Dropbox sends the path in a header, but
-        // others post it); reading the record whole is always right.
-        if content.request.body.is_some() {
-            fields = RecordFields::All;
-        }
+        let source = match (&content.request, &content.inline) {
+            (Some(request), _) => {
+                // The connector's own `headers` may hold secrets: they are added when the
+                // request is sent, not kept with it.
+                let plan = RequestPlan::compile(request, &indexmap::IndexMap::new(), templates)?;
+                let texts = std::iter::once(request.path.as_str())
+                    .chain(request.query.values().map(|value| value.as_str()))
+                    .chain(request.headers.values().map(|value| value.as_str()));
+                for text in texts {
+                    fields.add(text, false);
+                }
+                // A JSON body's strings are templates too (Dropbox sends the path in a header,
+                // but others post it); reading the record whole is always right.
+                if request.body.is_some() {
+                    fields = RecordFields::All;
+                }
+                let answer = content.answer.as_ref().map(|answer| Encoded {
+                    json: answer.json.as_str().to_owned(),
+                    encoding: answer.encoding,
+                });
+                if let Some(answer) = &answer {
+                    CompiledPath::compile(&answer.json)?;
+                }
+                Source::Request(plan, answer)
+            }
+            (None, Some(inline)) => Source::Inline(
+                value(&inline.from, templates, &mut fields)?,
+                inline.encoding,
+            ),
+            (None, None) => {
+                return Err(BuildError::Invalid(
+                    "a content part has neither `request` nor `inline`".to_owned(),
+                ));
+            }
+        };
         let when = match &content.when {
             Some(when) => {
                 fields.add(when.as_str(), true);
@@ -100,41 +150,53 @@ impl CompiledContent {
             }
             None => None,
         };
+        let mut optional = |source: Option<&crate::spec::ValueSource>| {
+            source
+                .map(|source| value(source, templates, &mut fields))
+                .transpose()
+        };
+        let for_each = match &content.for_each {
+            Some(path) => Some((
+                CompiledPath::compile(path.as_str())?,
+                optional(content.key.as_ref())?,
+            )),
+            None => None,
+        };
+        let size = optional(content.size.as_ref())?;
+        let content_type = optional(content.content_type.as_ref())?;
+        let version = optional(content.version.as_ref())?;
+        let file_name = optional(content.file_name.as_ref())?;
+        let checksum = match &content.checksum {
+            Some(checksum) => Some((
+                checksum.kind,
+                optional(Some(&checksum.value))?
+                    .ok_or_else(|| BuildError::Invalid("a checksum without a value".to_owned()))?,
+            )),
+            None => None,
+        };
         Ok(Self {
-            request,
+            part: content.part.clone().unwrap_or_default(),
+            for_each,
+            source,
             when,
             max_bytes: content.max_bytes.get(),
-            size: content
-                .size
-                .as_ref()
-                .map(|source| value(source, templates, &mut fields))
-                .transpose()?,
-            checksum: content
-                .checksum
-                .as_ref()
-                .map(|checksum| {
-                    Ok::<_, BuildError>((
-                        checksum.kind,
-                        value(&checksum.value, templates, &mut fields)?,
-                    ))
-                })
-                .transpose()?,
-            content_type: content
-                .content_type
-                .as_ref()
-                .map(|source| value(source, templates, &mut fields))
-                .transpose()?,
-            version: content
-                .version
-                .as_ref()
-                .map(|source| value(source, templates, &mut fields))
-                .transpose()?,
+            size,
+            checksum,
+            content_type,
+            version,
+            file_name,
             fields,
         })
     }
 
-    /// What `record` (listed as `raw`) owes: its rendered download, `None` when `when` says it
-    /// has no content. An error says which part could not be made.
+    /// The part's name.
+    pub(super) fn part(&self) -> &str {
+        &self.part
+    }
+
+    /// What `record` (listed as `raw`) owes of this part: nothing when `when` says it has none
+    /// (or, for a part per item, it has no item), or the rendered downloads. An error says
+    /// which part could not be made.
     pub(super) fn due(
         &self,
         id: &Arc<str>,
@@ -142,9 +204,42 @@ impl CompiledContent {
         config: &minijinja::Value,
         base_url: &str,
         templates: &Templates,
-    ) -> Result<Option<ContentDue>, String> {
+    ) -> Result<Vec<ContentDue>, String> {
         let parent = minijinja::Value::from(());
-        let context = Lazy::new(raw, &self.fields, &parent, config);
+        let Some((path, key)) = &self.for_each else {
+            let context = Lazy::new(raw, &self.fields, &parent, config);
+            let due = self.one(id, raw, &context, self.part.clone(), base_url, templates)?;
+            return Ok(due.into_iter().collect());
+        };
+        let mut items = Vec::new();
+        path.for_each(&Target::new(raw), |item| items.push(item));
+        let mut owed = Vec::with_capacity(items.len());
+        for (index, item) in items.into_iter().enumerate() {
+            let context = Lazy::new(raw, &self.fields, &parent, config).with_item(item);
+            let key = match key {
+                Some(key) => text(
+                    &key.value(&Target::new(item), &context, templates)
+                        .map_err(|error| format!("content.key: {error}"))?,
+                )
+                .ok_or_else(|| format!("content.key: item {index} has no key"))?,
+                None => index.to_string(),
+            };
+            let part = format!("{}/{key}", self.part);
+            owed.extend(self.one(id, item, &context, part, base_url, templates)?);
+        }
+        Ok(owed)
+    }
+
+    /// What one record (or item: `node`) owes of the part.
+    fn one(
+        &self,
+        id: &Arc<str>,
+        node: &Node<'_>,
+        context: &Lazy<'_>,
+        part: String,
+        base_url: &str,
+        templates: &Templates,
+    ) -> Result<Option<ContentDue>, String> {
         if let Some(when) = &self.when {
             let has = templates
                 .test(when, context.context())
@@ -153,59 +248,95 @@ impl CompiledContent {
                 return Ok(None);
             }
         }
-        let request = self
-            .request
-            .render(base_url, context.context(), templates, &[])
-            .map_err(|error| format!("content.request: {error}"))?;
-        let target = Target::new(raw);
-        let text = |what: &str, source: Option<&CompiledValue>| -> Result<Option<String>, String> {
-            let Some(source) = source else {
-                return Ok(None);
+        let target = Target::new(node);
+        let value =
+            |what: &str, source: Option<&CompiledValue>| -> Result<Option<String>, String> {
+                let Some(source) = source else {
+                    return Ok(None);
+                };
+                let value = source
+                    .value(&target, context, templates)
+                    .map_err(|error| format!("content.{what}: {error}"))?;
+                Ok(text(&value))
             };
-            let value = source
-                .value(&target, &context, templates)
-                .map_err(|error| format!("content.{what}: {error}"))?;
-            Ok(value.and_then(|value| match value.as_ref() {
-                serde_json::Value::String(text) if !text.is_empty() => Some(text.clone()),
-                serde_json::Value::Number(number) => Some(number.to_string()),
-                _ => None,
-            }))
-        };
-        let size = text("size", self.size.as_ref())?
-            .map(|size| {
-                size.trim()
-                    .parse::<u64>()
-                    .map_err(|_| format!("content.size: `{size}` is not a number of bytes"))
-            })
-            .transpose()?;
-        let checksum = match &self.checksum {
-            Some((kind, source)) => text("checksum", Some(source))?
-                .map(|hex| {
-                    Checksum::from_hex(kind.name(), &hex)
-                        .map_err(|error| format!("content.checksum: {error}"))?;
-                    Ok::<_, String>((kind.name().to_owned(), hex))
+        let mut order = Order {
+            method: String::new(),
+            url: String::new(),
+            headers: vec![],
+            json: None,
+            answer: None,
+            inline: None,
+            max_bytes: self.max_bytes,
+            size: value("size", self.size.as_ref())?
+                .map(|size| {
+                    size.trim()
+                        .parse::<u64>()
+                        .map_err(|_| format!("content.size: `{size}` is not a number of bytes"))
                 })
                 .transpose()?,
-            None => None,
-        };
-        let order = Order {
-            method: request.method.to_string(),
-            url: request.url.to_string(),
-            headers: request.headers,
-            json: match request.body {
-                Some(RequestBody::Json(value)) => Some(value),
-                Some(RequestBody::Form(_)) | None => None,
+            checksum: match &self.checksum {
+                Some((kind, source)) => value("checksum", Some(source))?
+                    .map(|hex| {
+                        Checksum::from_hex(kind.name(), &hex)
+                            .map_err(|error| format!("content.checksum: {error}"))?;
+                        Ok::<_, String>((kind.name().to_owned(), hex))
+                    })
+                    .transpose()?,
+                None => None,
             },
-            max_bytes: self.max_bytes,
-            size,
-            checksum,
-            content_type: text("content_type", self.content_type.as_ref())?,
+            content_type: value("content_type", self.content_type.as_ref())?,
         };
+        match &self.source {
+            Source::Request(plan, answer) => {
+                let request = plan
+                    .render(base_url, context.context(), templates, &[])
+                    .map_err(|error| format!("content.request: {error}"))?;
+                order.method = request.method.to_string();
+                order.url = request.url.to_string();
+                order.headers = request.headers;
+                order.json = match request.body {
+                    Some(RequestBody::Json(value)) => Some(value),
+                    Some(RequestBody::Form(_)) | None => None,
+                };
+                order.answer = answer.clone();
+            }
+            Source::Inline(source, encoding) => {
+                // A record without the bytes has no such part (Gmail: a message without an
+                // HTML body).
+                let Some(data) = value("inline", Some(source))? else {
+                    return Ok(None);
+                };
+                // Encoded bytes are at least three quarters of their text.
+                let least = if *encoding == Encoding::Text {
+                    data.len()
+                } else {
+                    data.len() / 4 * 3
+                };
+                if least as u64 > self.max_bytes.saturating_add(2) {
+                    return Err(format!(
+                        "content.inline: the content is larger than {} bytes, the part's `max_bytes`",
+                        self.max_bytes
+                    ));
+                }
+                order.inline = Some((data, *encoding));
+            }
+        }
         Ok(Some(ContentDue {
             id: Arc::clone(id),
-            version: text("version", self.version.as_ref())?.unwrap_or_default(),
+            part,
+            file_name: value("file_name", self.file_name.as_ref())?,
+            version: value("version", self.version.as_ref())?.unwrap_or_default(),
             request: serde_json::to_string(&order).map_err(|error| error.to_string())?,
         }))
+    }
+}
+
+/// A value as the text a download keeps: a string or a number; nothing for anything else.
+fn text(value: &Option<std::borrow::Cow<'_, serde_json::Value>>) -> Option<String> {
+    match value.as_deref()? {
+        serde_json::Value::String(text) if !text.is_empty() => Some(text.clone()),
+        serde_json::Value::Number(number) => Some(number.to_string()),
+        _ => None,
     }
 }
 
@@ -234,7 +365,7 @@ impl<S: Sink> Downloader<'_, S> {
         // Each download is tried once a run: one that failed stays owed for the next run, and
         // one owed again while it was made (another version listed meanwhile) waits for it too,
         // so the loop ends whatever the store answers.
-        let mut tried: std::collections::HashSet<(String, String)> =
+        let mut tried: std::collections::HashSet<(String, String, String)> =
             std::collections::HashSet::new();
         loop {
             let due = self
@@ -247,7 +378,7 @@ impl<S: Sink> Downloader<'_, S> {
                 .await?;
             let due: Vec<DueDownload> = due
                 .into_iter()
-                .filter(|due| tried.insert((due.model.clone(), due.id.clone())))
+                .filter(|due| tried.insert((due.model.clone(), due.id.clone(), due.part.clone())))
                 .collect();
             if due.is_empty() {
                 return Ok(());
@@ -291,34 +422,52 @@ impl<S: Sink> Downloader<'_, S> {
         }
     }
 
-    /// One download into the blob store; the error says why it failed and what to do.
+    /// One download into the blob store (or, for a part that is in its record, its bytes
+    /// kept); the error says why it failed and what to do.
     async fn download(&self, due: &DueDownload) -> Result<BlobRef, String> {
         let order: Order = serde_json::from_str(&due.request)
             .map_err(|error| format!("the owed request is unreadable: {error}"))?;
+        let checksum = order
+            .checksum
+            .as_ref()
+            .map(|(kind, hex)| Checksum::from_hex(kind, hex))
+            .transpose()?;
+        if let Some((data, encoding)) = &order.inline {
+            let bytes = encoding
+                .decode(data)
+                .map_err(|error| format!("the record's content is {error}"))?;
+            return self
+                .keep(&bytes, &order, checksum, None)
+                .await
+                .map_err(|error| error.to_string());
+        }
         let url =
             url::Url::parse(&order.url).map_err(|error| format!("`{}`: {error}", order.url))?;
         let method = reqwest::Method::from_bytes(order.method.as_bytes())
             .map_err(|_| format!("`{}` is not an HTTP method", order.method))?;
         let mut headers = self.headers.clone();
         headers.extend(order.headers.iter().cloned());
+        // JSON around the bytes is larger than they are: base64 by a third.
+        let max_body = match order.answer {
+            Some(_) => order.max_bytes.saturating_mul(4) / 3 + 64 * 1024,
+            None => order.max_bytes,
+        };
         let request = HttpRequest {
             method,
             url,
             headers,
             body: order.json.clone().map(RequestBody::Json),
-            max_body: Some(order.max_bytes),
+            max_body: Some(max_body),
         };
-        let checksum = order
-            .checksum
-            .as_ref()
-            .map(|(kind, hex)| Checksum::from_hex(kind, hex))
-            .transpose()?;
         let order = &order;
         let checksum = &checksum;
         let downloaded = self
             .http
             .download(&request, self.auth, self.observer, |answer| async move {
-                self.store(answer, order, checksum.clone()).await
+                match &order.answer {
+                    Some(encoded) => self.unwrap(answer, order, encoded, checksum.clone()).await,
+                    None => self.store(answer, order, checksum.clone()).await,
+                }
             })
             .await;
         match downloaded {
@@ -331,6 +480,66 @@ impl<S: Sink> Downloader<'_, S> {
             )),
             Err(error) => Err(format!("{error} ({})", error.hint())),
         }
+    }
+
+    /// Reads an answer whose JSON carries the bytes encoded (Gmail's attachments), and keeps
+    /// them. An answer without them, or not JSON, is refused without retrying: asking again
+    /// would get the same.
+    async fn unwrap(
+        &self,
+        mut answer: Streaming,
+        order: &Order,
+        encoded: &Encoded,
+        checksum: Option<Checksum>,
+    ) -> Result<Result<BlobRef, BlobError>, Refusal> {
+        let mut body = Vec::new();
+        while let Some(chunk) = answer.chunk().await? {
+            body.extend_from_slice(&chunk);
+        }
+        let refuse = |reason: String| {
+            Refusal::Stop(HttpError::Unexpected {
+                url: answer.url().to_owned(),
+                reason,
+            })
+        };
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|error| refuse(format!("the answer is not JSON: {error}")))?;
+        drop(body);
+        let path = serde_json_path::JsonPath::parse(&encoded.json)
+            .map_err(|error| refuse(format!("`{}`: {error}", encoded.json)))?;
+        let Some(serde_json::Value::String(data)) = path.query(&value).first() else {
+            return Err(refuse(format!(
+                "the answer has no string at `{}` (the content's `answer.json`)",
+                encoded.json
+            )));
+        };
+        let bytes = encoded
+            .encoding
+            .decode(data)
+            .map_err(|error| refuse(format!("`{}` is {error}", encoded.json)))?;
+        drop(value);
+        let declared = declared_type(&answer.headers).filter(|kind| kind != "application/json");
+        Ok(self.keep(&bytes, order, checksum, declared).await)
+    }
+
+    /// Keeps bytes already in memory (a part in its record, or decoded from an answer).
+    async fn keep(
+        &self,
+        bytes: &[u8],
+        order: &Order,
+        checksum: Option<Checksum>,
+        declared: Option<String>,
+    ) -> Result<BlobRef, BlobError> {
+        let mut writer = self.blobs.writer(order.max_bytes).await?;
+        writer.verify(checksum.as_ref());
+        writer.write(bytes).await?;
+        let sniffed = infer::get(bytes).map(|kind| kind.mime_type().to_owned());
+        let expected = Expected {
+            size: order.size,
+            checksum,
+            content_type: order.content_type.clone().or(declared).or(sniffed),
+        };
+        writer.finish(self.blobs, expected).await
     }
 
     /// Streams one answer into a staged blob and commits it. A failing blob store comes back
@@ -365,12 +574,7 @@ impl<S: Sink> Downloader<'_, S> {
                 Err(error) => return Ok(Err(error)),
             }
         }
-        let declared = answer
-            .headers
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .map(|value| value.split(';').next().unwrap_or(value).trim().to_owned())
-            .filter(|value| !value.is_empty() && value != "application/octet-stream");
+        let declared = declared_type(&answer.headers);
         let content_type = order
             .content_type
             .clone()
@@ -387,4 +591,21 @@ impl<S: Sink> Downloader<'_, S> {
             finished => Ok(finished),
         }
     }
+}
+
+/// The type an answer declares for its body, without parameters; none for the generic
+/// `application/octet-stream` (Dropbox sends every file as it).
+fn declared_type(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| {
+            value
+                .split(';')
+                .next()
+                .unwrap_or(value)
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|value| !value.is_empty() && value != "application/octet-stream")
 }

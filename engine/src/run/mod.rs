@@ -778,13 +778,14 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         batch.records.reserve(records.len());
         let mut scope =
             PageScope::new(&walk.parent, &self.fetcher.config).with_entry(walk.entry.as_ref());
-        let content = walk.stream.content.as_ref();
         for raw in records {
             match mapper.map(raw, &mut scope, provenance, templates) {
                 Mapped::Record(record) => {
                     let record: crate::record::StoredRecord = record.into();
-                    if let Some(content) = content.filter(|_| !record.deleted) {
-                        self.owe_content(content, &record.id, raw, batch);
+                    if !record.deleted {
+                        for content in &walk.stream.content {
+                            self.owe_content(content, &record.id, raw, batch);
+                        }
                     }
                     batch.records.push(record);
                 }
@@ -828,16 +829,41 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 .map_or("", |url| url.as_str()),
             &connector.templates,
         ) {
-            Ok(Some(due)) => batch.downloads.push(due),
-            Ok(None) => {}
+            Ok(due) => batch.downloads.extend(due),
             Err(error) => tracing::warn!(
                 connector = %self.scope.platform,
                 stream = %batch.stream,
                 record = %id,
+                part = content.part(),
                 %error,
                 "the record is stored, but its content cannot be requested"
             ),
         }
+    }
+
+    /// Those of `records` for which condition `when` (the spec's `what`) is true; all of them
+    /// without one. The error is the condition's, named.
+    fn those_where<'n>(
+        &self,
+        when: Option<&crate::template::TemplateId>,
+        what: &str,
+        records: &[&'n Node<'n>],
+    ) -> Result<Vec<&'n Node<'n>>, String> {
+        let Some(when) = when else {
+            return Ok(records.to_vec());
+        };
+        let mut chosen = Vec::with_capacity(records.len());
+        for raw in records {
+            let context = minijinja::context! { record => minijinja::Value::from(minijinja::value::Serde(raw)) };
+            let templates = &self.fetcher.connector.templates;
+            if templates
+                .test(when, &context)
+                .map_err(|error| format!("{what}: {error}"))?
+            {
+                chosen.push(*raw);
+            }
+        }
+        Ok(chosen)
     }
 
     /// Runs what a page's records lead to: each substream once per record (a few parent records
@@ -854,11 +880,17 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             let Some(child) = connector.streams.get(child_name) else {
                 continue;
             };
+            let parents = self
+                .those_where(child.parent_when.as_ref(), "parent.when", records)
+                .map_err(|error| {
+                    self.fetcher
+                        .error(child_name, None, SyncErrorKind::Template(error))
+                })?;
             let child_ended = self
                 .run_for_each(
                     child_name,
                     &child.parent_fields,
-                    records,
+                    &parents,
                     child.concurrency,
                     0,
                 )
@@ -874,25 +906,12 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         else {
             return Ok(ended);
         };
-        let mut followed = Vec::with_capacity(records.len());
-        for raw in records {
-            let follow = match &recurse.when {
-                Some(when) => {
-                    let context = minijinja::context! { record => minijinja::Value::from(minijinja::value::Serde(raw)) };
-                    connector.templates.test(when, &context).map_err(|error| {
-                        self.fetcher.error(
-                            name,
-                            None,
-                            SyncErrorKind::Template(format!("recurse.when: {error}")),
-                        )
-                    })?
-                }
-                None => true,
-            };
-            if follow {
-                followed.push(*raw);
-            }
-        }
+        let followed = self
+            .those_where(recurse.when.as_ref(), "recurse.when", records)
+            .map_err(|error| {
+                self.fetcher
+                    .error(name, None, SyncErrorKind::Template(error))
+            })?;
         let recursed = self
             .run_for_each(
                 name,

@@ -37,6 +37,8 @@ pub(super) struct CompiledStream {
     pub(super) mapper: Option<RecordMapper>,
     /// This stream's `parent.fields`, evaluated on each parent record.
     pub(super) parent_fields: Vec<(String, CompiledValue)>,
+    /// Which parent records have children of this stream (`parent.when`).
+    pub(super) parent_when: Option<TemplateId>,
     pub(super) children: Vec<String>,
     pub(super) is_root: bool,
     pub(super) incremental: Option<CompiledIncremental>,
@@ -45,8 +47,8 @@ pub(super) struct CompiledStream {
     pub(super) concurrency: usize,
     pub(super) recurse: Option<CompiledRecurse>,
     pub(super) gone: Option<CompiledGone>,
-    /// How its records' content is downloaded.
-    pub(super) content: Option<super::content::CompiledContent>,
+    /// How its records' content is kept: each part.
+    pub(super) content: Vec<super::content::CompiledContent>,
 }
 
 /// A stream's `gone`, compiled.
@@ -320,6 +322,12 @@ impl CompiledConnector {
                     .map(|model| RecordMapper::compile(model, stream, &mut templates))
                     .transpose()?,
                 parent_fields,
+                parent_when: stream
+                    .parent
+                    .as_ref()
+                    .and_then(|parent| parent.when.as_ref())
+                    .map(|when| templates.add_condition(when.as_str()))
+                    .transpose()?,
                 children,
                 is_root: stream.parent.is_none(),
                 incremental: stream
@@ -375,11 +383,12 @@ impl CompiledConnector {
                     .transpose()?,
                 content: stream
                     .content
-                    .as_ref()
+                    .iter()
+                    .flat_map(|contents| contents.parts())
                     .map(|content| {
                         super::content::CompiledContent::compile(content, &mut templates)
                     })
-                    .transpose()?,
+                    .collect::<Result<_, _>>()?,
             };
             streams.insert(name.clone(), compiled);
         }

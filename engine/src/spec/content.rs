@@ -5,7 +5,28 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::stream::Request;
-use super::values::{ByteSize, Condition, ValueSource};
+use super::values::{ByteSize, Condition, JsonPath, ValueSource};
+
+/// A stream's `content`: one (the record's own content) or a list of parts, each named by its
+/// `part` (Gmail: the HTML body, and each attachment).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Contents {
+    /// The record's content.
+    One(Box<Content>),
+    /// Several parts, each with its own `part` name.
+    Many(Vec<Content>),
+}
+
+impl Contents {
+    /// Every part.
+    pub fn parts(&self) -> &[Content] {
+        match self {
+            Self::One(content) => std::slice::from_ref(content),
+            Self::Many(contents) => contents,
+        }
+    }
+}
 
 /// How a record's content is downloaded into the blob store, once its record is stored: the
 /// bytes a record points at (Google Photos' `baseUrl`, Drive's `alt=media`) are kept, since a
@@ -16,11 +37,35 @@ use super::values::{ByteSize, Condition, ValueSource};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Content {
+    /// The part's name, unique in the stream: `[a-z0-9_]`, 1 to 32 characters. Default: none,
+    /// the record's own content (the photo, the file).
+    #[serde(default)]
+    pub part: Option<String>,
+    /// A part per item: each node this path selects in the record (Gmail's MIME parts that
+    /// have an `attachmentId`: `$..parts[?@.body.attachmentId]`). In such a part, the paths of
+    /// `key`, `size`, `checksum`, `content_type`, `file_name` and `inline` select from the item,
+    /// and templates see it as `item` beside `record`.
+    #[serde(default)]
+    pub for_each: Option<JsonPath>,
+    /// With `for_each`: what tells the item apart from the record's other items, kept as the
+    /// part's key (Gmail's `partId`). Default: its position.
+    #[serde(default)]
+    pub key: Option<ValueSource>,
     /// The request for the bytes. Its templates see `record` (the provider's record, as
     /// `map` sees it) and `config`, not `secrets`: a request waits in the store until it is
     /// made, and credentials are added only when it is sent (the connector's auth, and the
-    /// connector's `headers`).
-    pub request: Request,
+    /// connector's `headers`). Exactly one of `request` and `inline`.
+    #[serde(default)]
+    pub request: Option<Request>,
+    /// The bytes are in the record itself, encoded (Gmail's `body.data`, base64url; Graph's
+    /// `body.content`, text): they are kept as a blob like downloaded ones.
+    #[serde(default)]
+    pub inline: Option<Inline>,
+    /// Where the bytes are in the request's answer, when it is not the bytes themselves
+    /// (Gmail's attachments answer `{"size": ..., "data": "<base64url>"}`). Such an answer is
+    /// read whole (it is at most `max_bytes`, encoded), not streamed.
+    #[serde(default)]
+    pub answer: Option<Encoded>,
     /// Only records for which this is true have content (Drive: not folders). Default: every
     /// record of the stream.
     #[serde(default)]
@@ -45,6 +90,76 @@ pub struct Content {
     /// never changes under one id (a photo, an attachment); a record is downloaded once.
     #[serde(default)]
     pub version: Option<ValueSource>,
+    /// The content's file name as the record says it (an attachment's `filename`), kept with
+    /// the blob and given to whoever downloads it.
+    #[serde(default)]
+    pub file_name: Option<ValueSource>,
+}
+
+/// Content kept in the record itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Inline {
+    /// Where the encoded bytes are (`$.payload.body.data`). A record without a value there has
+    /// no such content.
+    pub from: ValueSource,
+    /// How they are encoded.
+    pub encoding: Encoding,
+}
+
+/// Bytes carried as a JSON string in an answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Encoded {
+    /// Where the string is in the answer (`$.data`).
+    pub json: JsonPath,
+    /// How the bytes are encoded in it.
+    pub encoding: Encoding,
+}
+
+/// How bytes are written as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// Base64 (RFC 4648 section 4), padded or not (Graph's `contentBytes`).
+    Base64,
+    /// Base64 with the URL-safe alphabet (RFC 4648 section 5), padded or not (Gmail's `data`).
+    Base64url,
+    /// The text itself, kept as UTF-8 (Graph's `body.content`).
+    Text,
+}
+
+impl Encoding {
+    /// The bytes `text` encodes.
+    pub fn decode(self, text: &str) -> Result<Vec<u8>, String> {
+        use base64::Engine as _;
+        use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+        let config =
+            GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+        let engine = match self {
+            Self::Text => return Ok(text.as_bytes().to_vec()),
+            Self::Base64 => GeneralPurpose::new(&base64::alphabet::STANDARD, config),
+            Self::Base64url => GeneralPurpose::new(&base64::alphabet::URL_SAFE, config),
+        };
+        // Some providers wrap long base64 in lines (MIME does at 76 columns).
+        let text: std::borrow::Cow<'_, str> = if text.contains(['\r', '\n']) {
+            text.replace(['\r', '\n'], "").into()
+        } else {
+            text.into()
+        };
+        engine
+            .decode(text.as_bytes())
+            .map_err(|error| format!("not {}: {error}", self.name()))
+    }
+
+    /// Its name in the spec.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Base64 => "base64",
+            Self::Base64url => "base64url",
+            Self::Text => "text",
+        }
+    }
 }
 
 /// The largest `content.max_bytes` a spec may set.

@@ -27,7 +27,9 @@ pub use auth::{
     OAuth2Auth, ParamNames, Pkce, Refresh, RevocationMethod, RevocationRequest, ScopeSeparator,
     SignatureMethod, TokenMethod, TokenRequest, TokenResponse,
 };
-pub use content::{ChecksumKind, Content, ContentChecksum, MAX_CONTENT_BYTES};
+pub use content::{
+    ChecksumKind, Content, ContentChecksum, Contents, Encoded, Encoding, Inline, MAX_CONTENT_BYTES,
+};
 pub use diagnostic::{Diagnostic, Position};
 
 /// How to recognise an error inside a successful HTTP answer.

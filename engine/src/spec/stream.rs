@@ -82,10 +82,10 @@ pub struct Stream {
     /// between), and that record's id. The record is marked deleted and the run goes on.
     #[serde(default)]
     pub gone: Option<Gone>,
-    /// How each record's content (the photo, the file) is downloaded into the blob store.
-    /// Needs `model` and `request`.
+    /// How each record's content (the photo, the file; or several parts, such as a message's
+    /// HTML body and attachments) is kept in the blob store. Needs `model`.
     #[serde(default)]
-    pub content: Option<super::Content>,
+    pub content: Option<super::Contents>,
 }
 
 fn yes() -> bool {
@@ -105,6 +105,10 @@ pub struct Parent {
     #[serde(default = "default_concurrency")]
     #[schemars(range(min = 1, max = 16))]
     pub concurrency: u8,
+    /// Only parent records for which this is true have children (Strava: `record.total_photo_count > 0`
+    /// before asking for an activity's photos). Default: every parent record.
+    #[serde(default)]
+    pub when: Option<Condition>,
 }
 
 fn default_concurrency() -> u8 {
@@ -635,6 +639,9 @@ pub enum Conversion {
     /// The text of HTML (Evernote's ENML, a mail's HTML body): tags dropped, blocks as line
     /// breaks, `script` and `style` left out, entities decoded.
     HtmlText,
+    /// Text from base64 in either alphabet, padded or not (Gmail's `body.data` is base64url),
+    /// read as UTF-8 (bytes that are not are replaced with U+FFFD).
+    Base64Text,
     /// The raw JSON value, unchanged.
     Json,
 }
@@ -643,9 +650,11 @@ impl Conversion {
     /// The kind of value the conversion produces.
     pub fn output(self) -> ValueKind {
         match self {
-            Self::String | Self::HtmlUnescape | Self::HtmlText | Self::Latin1Utf8 => {
-                ValueKind::String
-            }
+            Self::String
+            | Self::HtmlUnescape
+            | Self::HtmlText
+            | Self::Base64Text
+            | Self::Latin1Utf8 => ValueKind::String,
             Self::ClockDuration => ValueKind::Integer,
             Self::Amount => ValueKind::Number,
             Self::Integer => ValueKind::Integer,

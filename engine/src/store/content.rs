@@ -28,7 +28,7 @@ impl Store {
         let owed: Vec<_> = group.iter().flat_map(|batch| &batch.downloads).collect();
         for chunk in owed.chunks(DOWNLOADS_PER_STATEMENT) {
             let mut query = QueryBuilder::<DB>::new(
-                "INSERT INTO downloads (integration_id, stream, model, queued_at, source_object_id, version, request) SELECT ",
+                "INSERT INTO downloads (integration_id, stream, model, queued_at, source_object_id, part, version, request, file_name) SELECT ",
             );
             query
                 .separated(", ")
@@ -36,11 +36,13 @@ impl Store {
                 .push_bind(&*batch.stream)
                 .push_bind(model)
                 .push_bind(at);
-            query.push(", page.column1, page.column2, page.column3 FROM (");
+            query.push(", page.column1, page.column2, page.column3, page.column4, page.column5 FROM (");
             query.push_values(chunk, |mut row, due| {
                 row.push_bind(&*due.id)
+                    .push_bind(due.part.as_str())
                     .push_bind(due.version.as_str())
-                    .push_bind(due.request.as_str());
+                    .push_bind(due.request.as_str())
+                    .push_bind(due.file_name.as_deref());
             });
             query
                 .push(") AS page WHERE NOT EXISTS (SELECT 1 FROM record_blobs b WHERE b.user_id = ")
@@ -50,9 +52,11 @@ impl Store {
                 .push(" AND b.model = ")
                 .push_bind(model)
                 .push(
-                    " AND b.source_object_id = page.column1 AND b.version = page.column2) \
-                     ON CONFLICT (integration_id, model, source_object_id) DO UPDATE SET \
-                     stream = excluded.stream, version = excluded.version, request = excluded.request",
+                    " AND b.source_object_id = page.column1 AND b.part = page.column2 \
+                     AND b.version = page.column3) \
+                     ON CONFLICT (integration_id, model, source_object_id, part) DO UPDATE SET \
+                     stream = excluded.stream, version = excluded.version, request = excluded.request, \
+                     file_name = excluded.file_name",
                 );
             query.build().execute(&mut *connection).await?;
         }
@@ -66,13 +70,13 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<DueDownload>, StoreError> {
         let mut query = QueryBuilder::<DB>::new(
-            "SELECT stream, model, source_object_id, version, request, attempts FROM downloads WHERE integration_id = ",
+            "SELECT stream, model, source_object_id, part, file_name, version, request, attempts FROM downloads WHERE integration_id = ",
         );
         query
             .push_bind(integration_id)
             .push(" AND attempts < ")
             .push_bind(max_attempts)
-            .push(" ORDER BY queued_at, source_object_id LIMIT ")
+            .push(" ORDER BY queued_at, source_object_id, part LIMIT ")
             .push_bind(limit);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter()
@@ -81,9 +85,11 @@ impl Store {
                     stream: row.try_get(0usize)?,
                     model: row.try_get(1usize)?,
                     id: row.try_get(2usize)?,
-                    version: row.try_get(3usize)?,
-                    request: row.try_get(4usize)?,
-                    attempts: row.try_get(5usize)?,
+                    part: row.try_get(3usize)?,
+                    file_name: row.try_get(4usize)?,
+                    version: row.try_get(5usize)?,
+                    request: row.try_get(6usize)?,
+                    attempts: row.try_get(7usize)?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -104,7 +110,7 @@ impl Store {
         let size = i64::try_from(blob.size).unwrap_or(i64::MAX);
         let mut transaction = self.pool.begin().await?;
         let mut query = QueryBuilder::<DB>::new(
-            "INSERT INTO record_blobs (user_id, source_platform, model, source_object_id, integration_id, hash, size, content_type, version, stored_at) VALUES (",
+            "INSERT INTO record_blobs (user_id, source_platform, model, source_object_id, part, integration_id, hash, size, content_type, file_name, version, stored_at) VALUES (",
         );
         query
             .separated(", ")
@@ -112,16 +118,19 @@ impl Store {
             .push_bind(&*scope.platform)
             .push_bind(due.model.as_str())
             .push_bind(due.id.as_str())
+            .push_bind(due.part.as_str())
             .push_bind(&*scope.integration_id)
             .push_bind(hash.as_str())
             .push_bind(size)
             .push_bind(blob.content_type.as_deref())
+            .push_bind(due.file_name.as_deref())
             .push_bind(due.version.as_str())
             .push_bind(at.as_str());
         query.push(
-            ") ON CONFLICT (user_id, source_platform, model, source_object_id) DO UPDATE SET \
+            ") ON CONFLICT (user_id, source_platform, model, source_object_id, part) DO UPDATE SET \
              integration_id = excluded.integration_id, hash = excluded.hash, size = excluded.size, \
-             content_type = excluded.content_type, version = excluded.version, stored_at = excluded.stored_at",
+             content_type = excluded.content_type, file_name = excluded.file_name, \
+             version = excluded.version, stored_at = excluded.stored_at",
         );
         query.build().execute(&mut *transaction).await?;
         let mut query =
@@ -132,6 +141,8 @@ impl Store {
             .push_bind(due.model.as_str())
             .push(" AND source_object_id = ")
             .push_bind(due.id.as_str())
+            .push(" AND part = ")
+            .push_bind(due.part.as_str())
             .push(" AND version = ")
             .push_bind(due.version.as_str());
         query.build().execute(&mut *transaction).await?;
@@ -155,7 +166,9 @@ impl Store {
             .push(" AND model = ")
             .push_bind(due.model.as_str())
             .push(" AND source_object_id = ")
-            .push_bind(due.id.as_str());
+            .push_bind(due.id.as_str())
+            .push(" AND part = ")
+            .push_bind(due.part.as_str());
         query.build().execute(&self.pool).await?;
         self.committed();
         Ok(())

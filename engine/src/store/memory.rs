@@ -34,10 +34,21 @@ pub struct MemoryContents {
     pub writes: Vec<usize>,
     /// Ids seen by unfinished full passes, by (stream, pass).
     seen: BTreeMap<(String, i64), BTreeSet<String>>,
-    /// Records' content stored, by (stream, record id), with its version.
-    pub content: BTreeMap<(String, String), (BlobRef, String)>,
-    /// Content owed, by (model, record id), with the errors of its failed attempts.
-    pub owed: BTreeMap<(String, String), (DueDownload, Vec<String>)>,
+    /// Records' content stored, by (stream, record id, part), with its version and file name.
+    pub content: BTreeMap<(String, String, String), StoredContent>,
+    /// Content owed, by (model, record id, part), with the errors of its failed attempts.
+    pub owed: BTreeMap<(String, String, String), (DueDownload, Vec<String>)>,
+}
+
+/// A part of a record's content, as a [`MemorySink`] keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredContent {
+    /// The blob.
+    pub blob: BlobRef,
+    /// The version it was downloaded in.
+    pub version: String,
+    /// Its file name, where the record gives one.
+    pub file_name: Option<String>,
 }
 
 impl MemorySink {
@@ -90,13 +101,15 @@ impl MemorySink {
                 .extend(batch.rejects.iter().cloned());
             let model = batch.model.map_or("", |model| model.name());
             for due in &batch.downloads {
-                let stored = contents
-                    .content
-                    .get(&(batch.stream.to_string(), due.id.to_string()));
-                if stored.is_some_and(|(_, version)| *version == due.version) {
+                let stored = contents.content.get(&(
+                    batch.stream.to_string(),
+                    due.id.to_string(),
+                    due.part.clone(),
+                ));
+                if stored.is_some_and(|stored| stored.version == due.version) {
                     continue;
                 }
-                let key = (model.to_owned(), due.id.to_string());
+                let key = (model.to_owned(), due.id.to_string(), due.part.clone());
                 let attempts = contents.owed.get(&key).map_or(0, |(owed, _)| owed.attempts);
                 let errors = contents.owed.remove(&key).map(|(_, errors)| errors);
                 contents.owed.insert(
@@ -106,6 +119,8 @@ impl MemorySink {
                             stream: batch.stream.to_string(),
                             model: model.to_owned(),
                             id: due.id.to_string(),
+                            part: due.part.clone(),
+                            file_name: due.file_name.clone(),
                             version: due.version.clone(),
                             request: due.request.clone(),
                             attempts,
@@ -208,10 +223,16 @@ impl Sink for MemorySink {
         blob: &BlobRef,
     ) -> Result<(), StoreError> {
         let mut contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
-        contents.owed.remove(&(due.model.clone(), due.id.clone()));
+        contents
+            .owed
+            .remove(&(due.model.clone(), due.id.clone(), due.part.clone()));
         contents.content.insert(
-            (due.stream.clone(), due.id.clone()),
-            (blob.clone(), due.version.clone()),
+            (due.stream.clone(), due.id.clone(), due.part.clone()),
+            StoredContent {
+                blob: blob.clone(),
+                version: due.version.clone(),
+                file_name: due.file_name.clone(),
+            },
         );
         Ok(())
     }
@@ -223,7 +244,11 @@ impl Sink for MemorySink {
         error: &str,
     ) -> Result<(), StoreError> {
         let mut contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((owed, errors)) = contents.owed.get_mut(&(due.model.clone(), due.id.clone())) {
+        if let Some((owed, errors)) =
+            contents
+                .owed
+                .get_mut(&(due.model.clone(), due.id.clone(), due.part.clone()))
+        {
             owed.attempts += 1;
             errors.push(error.to_owned());
         }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 pub use backend::Backend;
 pub use http::HttpSink;
 pub use integrations::{IntegrationStatus, StoredIntegration};
-pub use memory::{MemoryContents, MemorySink};
+pub use memory::{MemoryContents, MemorySink, StoredContent};
 pub use open::{AnyStore, redact};
 pub use runs::{AuditEntry, RunStatus, RunTotals, SyncRunRow};
 pub use write::stamp;
@@ -132,6 +132,10 @@ pub struct Batch {
 pub struct ContentDue {
     /// The record's id.
     pub id: Arc<str>,
+    /// Which part of its content (`""` for the record's own; `attachments/1.2`).
+    pub part: String,
+    /// The part's file name as the record gives it.
+    pub file_name: Option<String>,
     /// What the spec's `content.version` rendered (`""` without one).
     pub version: String,
     /// The rendered request, as JSON (no credentials).
@@ -147,6 +151,10 @@ pub struct DueDownload {
     pub model: String,
     /// The record's id.
     pub id: String,
+    /// Which part of its content (`""` for the record's own).
+    pub part: String,
+    /// The part's file name as the record gives it.
+    pub file_name: Option<String>,
     /// The content's version.
     pub version: String,
     /// The rendered request, as JSON.

@@ -16,6 +16,8 @@
 
 use engine::on_every_backend;
 use engine::store::{AnyStore, IntegrationStatus, Store, StoreError, stamp};
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{ColumnIndex, Decode, QueryBuilder, Row, Type};
@@ -306,6 +308,10 @@ pub struct RecordRow {
     /// Its content (the photo, the file) in the blob store, once downloaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<RecordContent>,
+    /// Its content's other parts (a message's HTML body, its attachments), by part name
+    /// (`html`, `attachments/1.2`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub parts: BTreeMap<String, RecordContent>,
 }
 
 /// A record's content in the blob store.
@@ -317,8 +323,33 @@ pub struct RecordContent {
     pub size: i64,
     /// Their MIME type, when known.
     pub content_type: Option<String>,
+    /// Their file name as the provider gives it (an attachment's), when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
     /// Where the owner fetches them: `/blobs/{hash}`.
     pub url: String,
+}
+
+impl RecordContent {
+    /// Read from a row's columns `hash, size, content_type, file_name` starting at `at`;
+    /// `None` when the hash is (a record without content).
+    fn read<R: Row>(row: &R, at: usize) -> Result<Option<Self>, sqlx::Error>
+    where
+        usize: sqlx::ColumnIndex<R>,
+        for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        let Some(hash) = row.try_get::<Option<String>, _>(at)? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            url: format!("/blobs/{hash}"),
+            hash,
+            size: row.try_get::<Option<i64>, _>(at + 1)?.unwrap_or_default(),
+            content_type: row.try_get(at + 2)?,
+            file_name: row.try_get(at + 3)?,
+        }))
+    }
 }
 
 /// A page of records and where the next one starts.
@@ -575,6 +606,41 @@ impl Tables {
         Ok(Some((row.try_get(0usize)?, row.try_get(1usize)?)))
     }
 
+    /// Adds the content parts other than the record's own to `records`, the rows `ids` (in
+    /// the same order).
+    async fn add_parts(
+        &self,
+        user_id: &str,
+        ids: &[i64],
+        records: &mut [RecordRow],
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut query = QueryBuilder::<DB>::new(
+            "SELECT r.id, b.part, b.hash, b.size, b.content_type, b.file_name FROM records r \
+             JOIN record_blobs b ON b.user_id = r.user_id AND b.source_platform = r.source_platform \
+             AND b.model = r.model AND b.source_object_id = r.source_object_id AND b.part <> '' \
+             WHERE r.user_id = ",
+        );
+        query.push_bind(user_id).push(" AND r.id IN (");
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        query.push(") ORDER BY r.id, b.part");
+        let rows = query.build().fetch_all(self.store.pool()).await?;
+        for row in &rows {
+            let id: i64 = row.try_get(0usize)?;
+            let (Ok(at), Some(content)) = (ids.binary_search(&id), RecordContent::read(row, 2)?)
+            else {
+                continue;
+            };
+            records[at].parts.insert(row.try_get(1usize)?, content);
+        }
+        Ok(())
+    }
+
     /// A user's records, in the order they were first stored, `limit` at a time; `model` and
     /// `since` (an RFC 3339 time: records changed at or after it) narrow them.
     pub async fn records_page(
@@ -591,10 +657,10 @@ impl Tables {
         query
             .push(DB::JSON_TEXT_SUFFIX)
             .push(
-                ", r.updated_at, r.deleted_at, b.hash, b.size, b.content_type FROM records r \
-                 LEFT JOIN record_blobs b ON b.user_id = r.user_id \
+                ", r.updated_at, r.deleted_at, b.hash, b.size, b.content_type, b.file_name \
+                 FROM records r LEFT JOIN record_blobs b ON b.user_id = r.user_id \
                  AND b.source_platform = r.source_platform AND b.model = r.model \
-                 AND b.source_object_id = r.source_object_id WHERE r.user_id = ",
+                 AND b.source_object_id = r.source_object_id AND b.part = '' WHERE r.user_id = ",
             )
             .push_bind(user_id)
             .push(" AND r.id > ")
@@ -612,6 +678,7 @@ impl Tables {
             .push_bind(i64::from(limit) + 1);
         let rows = query.build().fetch_all(self.store.pool()).await?;
         let mut records = Vec::with_capacity(rows.len());
+        let mut ids = Vec::with_capacity(rows.len());
         let mut last = None;
         for row in rows.iter().take(limit as usize) {
             let data: String = row.try_get(5usize)?;
@@ -639,17 +706,12 @@ impl Tables {
                 data: serde_json::Value::Object(data),
                 updated_at: row.try_get(6usize)?,
                 deleted_at: row.try_get(7usize)?,
-                content: match row.try_get::<Option<String>, _>(8usize)? {
-                    Some(hash) => Some(RecordContent {
-                        url: format!("/blobs/{hash}"),
-                        hash,
-                        size: row.try_get::<Option<i64>, _>(9usize)?.unwrap_or_default(),
-                        content_type: row.try_get(10usize)?,
-                    }),
-                    None => None,
-                },
+                content: RecordContent::read(row, 8)?,
+                parts: BTreeMap::new(),
             });
+            ids.push(last.unwrap_or_default());
         }
+        self.add_parts(user_id, &ids, &mut records).await?;
         let next_cursor = (rows.len() > limit as usize)
             .then_some(last)
             .flatten()

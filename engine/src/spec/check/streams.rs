@@ -225,13 +225,15 @@ impl Checker<'_> {
         }
     }
 
-    /// A stream's `content`: it belongs to stored records, its templates see the record and
-    /// `config` (never `secrets`: rendered requests wait in the store), its cap is bounded.
+    /// A stream's `content`: it belongs to stored records, its parts are named apart, each has
+    /// one source (a request or the record itself), its templates see the record (and the
+    /// item, for a part per item) and `config` (never `secrets`: rendered requests wait in the
+    /// store), its cap is bounded.
     fn content(
         &mut self,
         base: &str,
         stream: &Stream,
-        content: &crate::spec::Content,
+        contents: &crate::spec::Contents,
         config: &[String],
     ) {
         let at = format!("{base}/content");
@@ -245,11 +247,94 @@ impl Checker<'_> {
                 .expected("`model:` on the stream"),
             );
         }
-        let scope =
+        let many = matches!(contents, crate::spec::Contents::Many(_));
+        let mut names: Vec<&str> = Vec::new();
+        for (index, content) in contents.parts().iter().enumerate() {
+            let at = if many {
+                format!("{at}/{index}")
+            } else {
+                at.clone()
+            };
+            let name = content.part.as_deref().unwrap_or("");
+            let valid = name.len() <= 32
+                && name
+                    .bytes()
+                    .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
+            if !valid || (content.part.is_some() && name.is_empty()) {
+                self.push(
+                    Problem::at(format!("{at}/part"), format!("`{name}` is not a part name"))
+                        .expected("1 to 32 of `a-z`, `0-9` and `_`, such as `attachments`"),
+                );
+            } else if names.contains(&name) {
+                self.push(
+                    Problem::at(
+                        format!("{at}/part"),
+                        if name.is_empty() {
+                            "two parts are the record's own content (neither has a `part` name)"
+                                .to_owned()
+                        } else {
+                            format!("the part `{name}` is named twice")
+                        },
+                    )
+                    .on_key()
+                    .expected("a `part` name for each part, different from the others'"),
+                );
+            }
+            names.push(name);
+            self.content_part(&at, content, config);
+        }
+    }
+
+    /// One part of a stream's `content`.
+    fn content_part(&mut self, at: &str, content: &crate::spec::Content, config: &[String]) {
+        let mut scope =
             Scope::default()
                 .with("record", Fields::Any)
                 .only("config", CONFIG, config.to_vec());
-        self.request(&format!("{at}/request"), &content.request, &scope);
+        match &content.for_each {
+            Some(path) => {
+                self.json_path(&format!("{at}/for_each"), path);
+                scope = scope.with("item", Fields::Any);
+            }
+            None => {
+                if content.key.is_some() {
+                    self.push(
+                        Problem::at(
+                            format!("{at}/key"),
+                            "`key` tells apart the items of `for_each`, and this part has none",
+                        )
+                        .on_key()
+                        .expected("`for_each:` beside `key:`, or no `key:`"),
+                    );
+                }
+            }
+        }
+        match (&content.request, &content.inline) {
+            (Some(request), None) => self.request(&format!("{at}/request"), request, &scope),
+            (None, Some(inline)) => {
+                self.value_source(&format!("{at}/inline/from"), &inline.from, &scope);
+                if content.answer.is_some() {
+                    self.push(
+                        Problem::at(format!("{at}/answer"), "`answer` reads a request's answer, and this part is inline")
+                            .on_key()
+                            .expected("no `answer:` beside `inline:`"),
+                    );
+                }
+            }
+            (Some(_), Some(_)) => self.push(
+                Problem::at(format!("{at}/inline"), "a part has one source, and this one has both `request` and `inline`")
+                    .on_key()
+                    .expected("`request:` (the bytes are downloaded) or `inline:` (they are in the record)"),
+            ),
+            (None, None) => self.push(
+                Problem::at(at.to_owned(), "the part does not say where its bytes are")
+                    .on_key()
+                    .expected("`request:` (the bytes are downloaded) or `inline:` (they are in the record)"),
+            ),
+        }
+        if let Some(answer) = &content.answer {
+            self.json_path(&format!("{at}/answer/json"), &answer.json);
+        }
         if let Some(when) = &content.when {
             self.condition(&format!("{at}/when"), when.as_str(), &scope);
         }
@@ -264,9 +349,11 @@ impl Checker<'_> {
             );
         }
         let sources = [
+            ("key", content.key.as_ref()),
             ("size", content.size.as_ref()),
             ("content_type", content.content_type.as_ref()),
             ("version", content.version.as_ref()),
+            ("file_name", content.file_name.as_ref()),
             (
                 "checksum/value",
                 content.checksum.as_ref().map(|checksum| &checksum.value),
@@ -476,6 +563,13 @@ impl Checker<'_> {
     }
 
     fn parent(&mut self, base: &str, name: &str, parent: &Parent, config: &[String]) {
+        if let Some(when) = &parent.when {
+            self.condition(
+                &format!("{base}/parent/when"),
+                when.as_str(),
+                &Scope::default().with("record", Fields::Any),
+            );
+        }
         let at = format!("{base}/parent/stream");
         if parent.stream == name {
             self.push(
