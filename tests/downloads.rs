@@ -341,3 +341,112 @@ async fn downloads_count_against_the_runs_request_limit_and_what_is_left_stays_o
         assert_eq!(recorder.totals().contents, 3, "{}", test.backend);
     }
 }
+
+/// A listing whose `baseUrl`s have expired by the time they are downloaded (Google answers an
+/// expired one 403): the record is fetched again (`mediaItems.get`) for a fresh URL.
+#[tokio::test]
+async fn an_expired_url_is_made_fresh_by_fetching_the_record_again() {
+    const FRESH: &str = "AF1QipO5r2Lk8wQz-3mYt7VbX1nCe9PdJu4HfGa6Ks0";
+    const GONE: &str = "AF1QipTq7Wm2nXs9-kLr4YbV0cPe6ZdHu3JfGi8Ao1N";
+    let spec = spec_from(&SPEC.replace(
+        "      content_type: $.mimeType\n",
+        "      content_type: $.mimeType\n      refresh:\n        request: { path: \"/v1/mediaItems/{{ record.id }}\" }\n        on: [403]\n",
+    ));
+    let item = |id: &str, file: &str| {
+        serde_json::json!({
+            "id": id,
+            "productUrl": format!("https://photos.google.com/lr/photo/{id}"),
+            "baseUrl": format!("https://lh3.googleusercontent.com/lr/{file}"),
+            "mimeType": "image/jpeg",
+            "filename": "IMG_0100.JPG",
+        })
+    };
+    let listing = serde_json::json!({"mediaItems": [
+        item(FRESH, "expired-IMG_0100.JPG"),
+        item(GONE, "expired-IMG_0101.JPG"),
+    ]});
+    let asked: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let router = Router::new()
+        .route(
+            "/v1/mediaItems",
+            get(move || async move { axum::Json(listing) }),
+        )
+        .route(
+            "/v1/mediaItems/{id}",
+            get({
+                let asked = Arc::clone(&asked);
+                move |Path(id): Path<String>| async move {
+                    asked.lock().unwrap().push(format!("get {id}"));
+                    if id == FRESH {
+                        axum::Json(item(FRESH, "fresh-IMG_0100.JPG")).into_response()
+                    } else {
+                        StatusCode::NOT_FOUND.into_response()
+                    }
+                }
+            }),
+        )
+        .route(
+            "/lr/{file}",
+            get({
+                let asked = Arc::clone(&asked);
+                move |Path(file): Path<String>| async move {
+                    asked.lock().unwrap().push(file.clone());
+                    if file.starts_with("expired-") {
+                        StatusCode::FORBIDDEN.into_response()
+                    } else {
+                        ([(header::CONTENT_TYPE, "image/jpeg")], photo(7, 5_000)).into_response()
+                    }
+                }
+            }),
+        );
+    let server = serve(router).await;
+    for test in test_stores("refresh").await {
+        let store = &test.store;
+        asked.lock().unwrap().clear();
+        let kept = test_blob_stores("refresh").remove(0);
+        let (result, recorder) = run(
+            &spec,
+            &server,
+            store,
+            RunOptions {
+                blobs: Some(kept.blobs.clone()),
+                ..RunOptions::default()
+            },
+        )
+        .await;
+        result.unwrap();
+        assert_eq!(recorder.totals().contents, 1, "{}", test.backend);
+        assert_eq!(
+            stored(store).await,
+            vec![(FRESH.to_owned(), BlobHash::of(&photo(7, 5_000)).to_hex())],
+            "{}",
+            test.backend
+        );
+        let mut asked_now = asked.lock().unwrap().clone();
+        asked_now.sort();
+        assert_eq!(
+            asked_now,
+            vec![
+                "expired-IMG_0100.JPG=d".to_owned(),
+                "expired-IMG_0101.JPG=d".to_owned(),
+                "fresh-IMG_0100.JPG=d".to_owned(),
+                format!("get {FRESH}"),
+                format!("get {GONE}"),
+            ],
+            "{}",
+            test.backend
+        );
+        // The record that could not be fetched again stays owed, saying both.
+        let owed_now = owed(store).await;
+        assert_eq!(owed_now.len(), 1, "{}", test.backend);
+        assert_eq!(owed_now[0].0, GONE);
+        assert!(
+            owed_now[0].1.contains("answered 403")
+                && owed_now[0]
+                    .1
+                    .contains("its URL had expired, and fetching the record again failed: the provider answered 404"),
+            "{}",
+            owed_now[0].1
+        );
+    }
+}

@@ -46,8 +46,18 @@ pub(super) struct CompiledContent {
     content_type: Option<CompiledValue>,
     version: Option<CompiledValue>,
     file_name: Option<CompiledValue>,
+    /// How a fresh URL is had when the request's has expired.
+    refresh: Option<CompiledRefresh>,
     /// What of the record the templates read.
     fields: RecordFields,
+}
+
+/// A part's `refresh`, compiled.
+#[derive(Debug)]
+struct CompiledRefresh {
+    request: RequestPlan,
+    record: Option<CompiledPath>,
+    on: Vec<u16>,
 }
 
 /// Where a part's bytes are.
@@ -92,6 +102,21 @@ struct Order {
     checksum: Option<(String, String)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     content_type: Option<String>,
+    /// The request for the record again, when the URL has expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh: Option<RefreshOrder>,
+}
+
+/// The rendered request for a record again, and the statuses that call for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RefreshOrder {
+    method: String,
+    url: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    json: Option<serde_json::Value>,
+    on: Vec<u16>,
 }
 
 impl CompiledContent {
@@ -150,6 +175,33 @@ impl CompiledContent {
             }
             None => None,
         };
+        let refresh = match &content.refresh {
+            Some(refresh) => {
+                let texts = std::iter::once(refresh.request.path.as_str())
+                    .chain(refresh.request.query.values().map(|value| value.as_str()))
+                    .chain(refresh.request.headers.values().map(|value| value.as_str()));
+                for text in texts {
+                    fields.add(text, false);
+                }
+                if refresh.request.body.is_some() {
+                    fields = RecordFields::All;
+                }
+                Some(CompiledRefresh {
+                    request: RequestPlan::compile(
+                        &refresh.request,
+                        &indexmap::IndexMap::new(),
+                        templates,
+                    )?,
+                    record: refresh
+                        .record
+                        .as_ref()
+                        .map(|path| CompiledPath::compile(path.as_str()))
+                        .transpose()?,
+                    on: refresh.on.clone(),
+                })
+            }
+            None => None,
+        };
         let mut optional = |source: Option<&crate::spec::ValueSource>| {
             source
                 .map(|source| value(source, templates, &mut fields))
@@ -185,6 +237,7 @@ impl CompiledContent {
             content_type,
             version,
             file_name,
+            refresh,
             fields,
         })
     }
@@ -228,6 +281,31 @@ impl CompiledContent {
             owed.extend(self.one(id, item, &context, part, base_url, templates)?);
         }
         Ok(owed)
+    }
+
+    /// The download a record fetched again owes (`fresh`, the answer to its refresh request),
+    /// for a part that is not per item; `None` when the fresh record has none.
+    fn again(
+        &self,
+        id: &Arc<str>,
+        fresh: &Node<'_>,
+        config: &minijinja::Value,
+        base_url: &str,
+        templates: &Templates,
+    ) -> Result<Option<ContentDue>, String> {
+        let record = match self
+            .refresh
+            .as_ref()
+            .and_then(|refresh| refresh.record.as_ref())
+        {
+            Some(path) => path.first(&Target::new(fresh)).ok_or_else(|| {
+                "the record is not in the answer to its refresh request".to_owned()
+            })?,
+            None => fresh,
+        };
+        let parent = minijinja::Value::from(());
+        let context = Lazy::new(record, &self.fields, &parent, config);
+        self.one(id, record, &context, self.part.clone(), base_url, templates)
     }
 
     /// What one record (or item: `node`) owes of the part.
@@ -285,6 +363,7 @@ impl CompiledContent {
                 None => None,
             },
             content_type: value("content_type", self.content_type.as_ref())?,
+            refresh: None,
         };
         match &self.source {
             Source::Request(plan, answer) => {
@@ -299,6 +378,22 @@ impl CompiledContent {
                     Some(RequestBody::Form(_)) | None => None,
                 };
                 order.answer = answer.clone();
+                if let Some(refresh) = &self.refresh {
+                    let request = refresh
+                        .request
+                        .render(base_url, context.context(), templates, &[])
+                        .map_err(|error| format!("content.refresh.request: {error}"))?;
+                    order.refresh = Some(RefreshOrder {
+                        method: request.method.to_string(),
+                        url: request.url.to_string(),
+                        headers: request.headers,
+                        json: match request.body {
+                            Some(RequestBody::Json(value)) => Some(value),
+                            Some(RequestBody::Form(_)) | None => None,
+                        },
+                        on: refresh.on.clone(),
+                    });
+                }
             }
             Source::Inline(source, encoding) => {
                 // A record without the bytes has no such part (Gmail: a message without an
@@ -355,6 +450,25 @@ pub(super) struct Downloader<'a, S: Sink> {
     pub(super) budget: &'a super::fetch::Budget,
     /// The run's counts so far (its requests).
     pub(super) counters: &'a crate::events::Counters,
+    /// The streams' content parts, to make a request again from a record fetched again.
+    pub(super) connector: &'a super::plan::CompiledConnector,
+    /// The integration's config, as templates see it.
+    pub(super) config: &'a minijinja::Value,
+}
+
+/// Why a download failed: what to say, and the status the provider answered, if that is why.
+struct Failed {
+    reason: String,
+    status: Option<u16>,
+}
+
+impl From<String> for Failed {
+    fn from(reason: String) -> Self {
+        Self {
+            reason,
+            status: None,
+        }
+    }
 }
 
 impl<S: Sink> Downloader<'_, S> {
@@ -423,10 +537,93 @@ impl<S: Sink> Downloader<'_, S> {
     }
 
     /// One download into the blob store (or, for a part that is in its record, its bytes
-    /// kept); the error says why it failed and what to do.
+    /// kept); the error says why it failed and what to do. A request whose URL has expired (the
+    /// part's `refresh.on`) is made again once, from the record fetched again.
     async fn download(&self, due: &DueDownload) -> Result<BlobRef, String> {
         let order: Order = serde_json::from_str(&due.request)
             .map_err(|error| format!("the owed request is unreadable: {error}"))?;
+        let failed = match self.fetch(&order).await {
+            Ok(blob) => return Ok(blob),
+            Err(failed) => failed,
+        };
+        let expired = order.refresh.as_ref().filter(|refresh| {
+            failed
+                .status
+                .is_some_and(|status| refresh.on.contains(&status))
+        });
+        let Some(refresh) = expired else {
+            return Err(failed.reason);
+        };
+        tracing::info!(
+            connector = %self.scope.platform,
+            stream = %due.stream,
+            record = %due.id,
+            "the content's URL has expired; the record is fetched again for a fresh one"
+        );
+        let fresh = self.refreshed(due, refresh).await.map_err(|error| {
+            format!(
+                "{} (its URL had expired, and fetching the record again failed: {error})",
+                failed.reason
+            )
+        })?;
+        self.fetch(&fresh).await.map_err(|failed| failed.reason)
+    }
+
+    /// The record of `due` fetched again, and the download made from it.
+    async fn refreshed(&self, due: &DueDownload, refresh: &RefreshOrder) -> Result<Order, String> {
+        let part = self
+            .connector
+            .streams
+            .get(&due.stream)
+            .and_then(|stream| stream.content.iter().find(|part| part.part == due.part))
+            .ok_or_else(|| {
+                format!(
+                    "the stream `{}` has no content part `{}` any more",
+                    due.stream, due.part
+                )
+            })?;
+        let mut headers = self.headers.clone();
+        headers.extend(refresh.headers.iter().cloned());
+        let request = HttpRequest {
+            method: reqwest::Method::from_bytes(refresh.method.as_bytes())
+                .map_err(|_| format!("`{}` is not an HTTP method", refresh.method))?,
+            url: url::Url::parse(&refresh.url)
+                .map_err(|error| format!("`{}`: {error}", refresh.url))?,
+            headers,
+            body: refresh.json.clone().map(RequestBody::Json),
+            max_body: None,
+        };
+        let document = self
+            .http
+            .fetch(&request, self.auth, self.observer, |answer| {
+                let text = String::from_utf8(answer.body.to_vec())
+                    .map_err(|_| "the answer is not UTF-8 text".to_owned())?;
+                crate::decode::document::Document::json(text)
+                    .map_err(|error| format!("the answer is not JSON: {error}"))
+            })
+            .await
+            .map_err(|error| format!("{error} ({})", error.hint()))?;
+        let spec = &self.connector.spec;
+        let base_url = spec.base_url.as_ref().map_or("", |url| url.as_str());
+        let id: Arc<str> = Arc::from(due.id.as_str());
+        let owed = part
+            .again(
+                &id,
+                document.root(),
+                self.config,
+                base_url,
+                &self.connector.templates,
+            )?
+            .ok_or_else(|| "the record fetched again has no such content".to_owned())?;
+        let mut order: Order =
+            serde_json::from_str(&owed.request).map_err(|error| error.to_string())?;
+        // Made once: a fresh URL that has expired too is not refreshed again.
+        order.refresh = None;
+        Ok(order)
+    }
+
+    /// Makes one download (or keeps a part's bytes from its record).
+    async fn fetch(&self, order: &Order) -> Result<BlobRef, Failed> {
         let checksum = order
             .checksum
             .as_ref()
@@ -437,9 +634,9 @@ impl<S: Sink> Downloader<'_, S> {
                 .decode(data)
                 .map_err(|error| format!("the record's content is {error}"))?;
             return self
-                .keep(&bytes, &order, checksum, None)
+                .keep(&bytes, order, checksum, None)
                 .await
-                .map_err(|error| error.to_string());
+                .map_err(|error| Failed::from(error.to_string()));
         }
         let url =
             url::Url::parse(&order.url).map_err(|error| format!("`{}`: {error}", order.url))?;
@@ -459,7 +656,6 @@ impl<S: Sink> Downloader<'_, S> {
             body: order.json.clone().map(RequestBody::Json),
             max_body: Some(max_body),
         };
-        let order = &order;
         let checksum = &checksum;
         let downloaded = self
             .http
@@ -472,13 +668,19 @@ impl<S: Sink> Downloader<'_, S> {
             .await;
         match downloaded {
             Ok(Ok(blob)) => Ok(blob),
-            Ok(Err(error)) => Err(format!(
+            Ok(Err(error)) => Err(Failed::from(format!(
                 "{error} (check the blob store: its disk's free space and permissions, or the S3 server)"
-            )),
-            Err(HttpError::TooLarge { url, limit }) => Err(format!(
+            ))),
+            Err(HttpError::TooLarge { url, limit }) => Err(Failed::from(format!(
                 "the content at {url} is larger than {limit} bytes, the stream's `content.max_bytes`; raise it if such files are expected"
-            )),
-            Err(error) => Err(format!("{error} ({})", error.hint())),
+            ))),
+            Err(error) => Err(Failed {
+                status: match &error {
+                    HttpError::Status { status, .. } => Some(*status),
+                    _ => None,
+                },
+                reason: format!("{error} ({})", error.hint()),
+            }),
         }
     }
 

@@ -346,6 +346,8 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             headers,
             budget: &self.fetcher.budget,
             counters: &self.fetcher.tally.counters,
+            connector,
+            config: &self.fetcher.config,
         }
         .run()
         .await

@@ -94,6 +94,32 @@ pub struct Content {
     /// the blob and given to whoever downloads it.
     #[serde(default)]
     pub file_name: Option<ValueSource>,
+    /// What to do when the request's URL has expired (Google Photos' `baseUrl` lasts about an
+    /// hour, and a long listing or a run that resumes the next day finds it gone): fetch the
+    /// record again and make the request from the fresh one. Not for a part per item.
+    #[serde(default)]
+    pub refresh: Option<ContentRefresh>,
+}
+
+/// How a record is fetched again for a fresh content URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContentRefresh {
+    /// The request for the record (Google Photos: `/v1/mediaItems/{{ record.id }}`); its
+    /// templates see `record` and `config`, like the content's.
+    pub request: Request,
+    /// Where the record is in the answer. Default: the answer is the record.
+    #[serde(default)]
+    pub record: Option<JsonPath>,
+    /// The statuses with which the content's request says its URL has expired.
+    #[serde(default = "ContentRefresh::default_on")]
+    pub on: Vec<u16>,
+}
+
+impl ContentRefresh {
+    fn default_on() -> Vec<u16> {
+        vec![403, 410]
+    }
 }
 
 /// Content kept in the record itself.

@@ -28,7 +28,8 @@ pub use auth::{
     SignatureMethod, TokenMethod, TokenRequest, TokenResponse,
 };
 pub use content::{
-    ChecksumKind, Content, ContentChecksum, Contents, Encoded, Encoding, Inline, MAX_CONTENT_BYTES,
+    ChecksumKind, Content, ContentChecksum, ContentRefresh, Contents, Encoded, Encoding, Inline,
+    MAX_CONTENT_BYTES,
 };
 pub use diagnostic::{Diagnostic, Position};
 

@@ -335,6 +335,41 @@ impl Checker<'_> {
         if let Some(answer) = &content.answer {
             self.json_path(&format!("{at}/answer/json"), &answer.json);
         }
+        if let Some(refresh) = &content.refresh {
+            let refresh_at = format!("{at}/refresh");
+            if content.for_each.is_some() || content.request.is_none() {
+                self.push(
+                    Problem::at(
+                        refresh_at.clone(),
+                        "a fresh URL is made for a record's own request, and this part is per item or inline",
+                    )
+                    .on_key()
+                    .expected("`refresh:` on a part with a `request` and no `for_each`"),
+                );
+            }
+            let record_scope = Scope::default().with("record", Fields::Any).only(
+                "config",
+                CONFIG,
+                config.to_vec(),
+            );
+            self.request(
+                &format!("{refresh_at}/request"),
+                &refresh.request,
+                &record_scope,
+            );
+            if let Some(path) = &refresh.record {
+                self.json_path(&format!("{refresh_at}/record"), path);
+            }
+            if refresh.on.is_empty() {
+                self.push(
+                    Problem::at(format!("{refresh_at}/on"), "no status means \"expired\"")
+                        .expected("at least one status, such as 403"),
+                );
+            }
+            for (index, status) in refresh.on.iter().enumerate() {
+                self.status(&format!("{refresh_at}/on/{index}"), *status);
+            }
+        }
         if let Some(when) = &content.when {
             self.condition(&format!("{at}/when"), when.as_str(), &scope);
         }
