@@ -205,7 +205,7 @@ async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() 
     for _ in 0..100 {
         decoded = client
             .execute(
-                "return [...document.querySelectorAll('#photos img')].map(i => [i.alt, i.complete, i.naturalWidth]);",
+                "return [...document.querySelectorAll('#photos img')].map(i => [i.alt, i.complete, i.naturalWidth, i.currentSrc]);",
                 vec![],
             )
             .await
@@ -225,8 +225,15 @@ async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() 
         .iter()
         .find(|image| image[0] == "Screenshot_20231224-200117.png")
         .unwrap_or_else(|| panic!("no screenshot among {decoded}"));
-    // The PNG fixture is 4 pixels wide: the browser read the bytes the service served.
+    // The PNG fixture is 4 pixels wide: the browser drew the thumbnail the service made of it
+    // (a JPEG as wide, since a thumbnail is never larger than its photo).
     assert_eq!(png[2], serde_json::json!(4), "{decoded}");
+    assert!(
+        png[3]
+            .as_str()
+            .is_some_and(|src| src.contains("/media/") && src.ends_with("?thumbnail=true")),
+        "{decoded}"
+    );
 
     // Sync now: a second run, which finds nothing new.
     click(&client, &format!("{card} button.sync-now")).await;

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use engine::store::AnyStore;
 use hypernet_tests::{TestStore, repo_root, test_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -310,6 +311,92 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
 
+        // The same by record: `GET /media/{id}`, the record's id as the listing gives it.
+        let media = format!("/media/{}", jpeg["id"].as_str().unwrap());
+        let response = service
+            .client
+            .get(service.url(&media))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "image/jpeg");
+        assert_eq!(response.bytes().await.unwrap().to_vec(), want);
+        let (status, body) = service.get(&media, &bob).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (status, _) = service.get("/media/999999999", &key).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = service.get(&format!("{media}?part=.thumbnail"), &key).await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "the thumbnail is not a part to ask for"
+        );
+        // A thumbnail of the PNG: made on the first ask, a JPEG, kept as a blob of its own and
+        // served again without being made again; none of a photo's owner only.
+        let png = with_content
+            .iter()
+            .find(|record| record["content"]["content_type"] == "image/png")
+            .expect("the PNG");
+        let thumbnail = png["content"]["thumbnail_url"].as_str().unwrap().to_owned();
+        assert_eq!(
+            thumbnail,
+            format!("/media/{}?thumbnail=true", png["id"].as_str().unwrap())
+        );
+        let mut made = Vec::new();
+        for _ in 0..2 {
+            let response = service
+                .client
+                .get(service.url(&thumbnail))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers()["content-type"], "image/jpeg");
+            made.push(response.bytes().await.unwrap().to_vec());
+        }
+        assert_eq!(&made[0][..3], &[0xFF, 0xD8, 0xFF], "a JPEG");
+        assert_eq!(made[0], made[1]);
+        let kept: (String, String) = match &store.store {
+            AnyStore::Sqlite(db) => {
+                sqlx::query_as("SELECT hash, version FROM record_blobs WHERE part = '.thumbnail'")
+                    .fetch_one(db.pool())
+                    .await
+            }
+            AnyStore::Postgres(db) => {
+                sqlx::query_as("SELECT hash, version FROM record_blobs WHERE part = '.thumbnail'")
+                    .fetch_one(db.pool())
+                    .await
+            }
+        }
+        .unwrap();
+        assert_eq!(kept.0, engine::blobs::BlobHash::of(&made[0]).to_hex());
+        assert_eq!(
+            kept.1,
+            png["content"]["hash"].as_str().unwrap(),
+            "made of the PNG's blob"
+        );
+        let (status, _) = service.get(&thumbnail, &bob).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let heic = with_content
+            .iter()
+            .find(|record| record["content"]["content_type"] == "image/heif")
+            .expect("the HEIC");
+        assert!(heic["content"]["thumbnail_url"].is_null(), "{heic}");
+        let (status, _) = service
+            .get(
+                &format!("/media/{}?thumbnail=true", heic["id"].as_str().unwrap()),
+                &key,
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "no thumbnail is made of HEIC"
+        );
+
         // Its own interval, instead of the connector's daily one.
         for bad in [
             json!({"sync_every": "soon"}),
@@ -405,8 +492,9 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
             .await;
         assert_eq!(status, StatusCode::OK, "{gone}");
         assert_eq!(gone["records_deleted"], 5);
-        // The four photos' bytes went with them: no other record used them.
-        assert_eq!(gone["blobs_deleted"], 4, "{gone}");
+        // The four photos' bytes went with them (no other record used them), and the PNG's
+        // thumbnail.
+        assert_eq!(gone["blobs_deleted"], 5, "{gone}");
         assert!(service.all_records(&key, "model=media").await.is_empty());
         let (status, _) = service.get(url, &key).await;
         assert_eq!(status, StatusCode::NOT_FOUND);

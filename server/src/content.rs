@@ -1,7 +1,8 @@
-//! `GET /blobs/{hash}`: a record's content (the photo, the file), to its owner only.
+//! `GET /blobs/{hash}` and `GET /media/{record}`: a record's content (the photo, the file, an
+//! attachment, a thumbnail), to its owner only.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use engine::blobs::BlobHash;
@@ -41,6 +42,123 @@ pub async fn blob(
     let Some((_, content_type)) = state.tables.owned_blob(&user, &hash).await? else {
         return Err(not_found());
     };
+    serve(&state, &parsed, content_type.as_deref(), None, &headers).await
+}
+
+/// What `GET /media/{record}` may ask for.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct MediaQuery {
+    /// The part of the record's content (`html`, `attachments/1`, as `parts` in `GET /records`
+    /// names them). Default: the record's own content.
+    pub part: Option<String>,
+    /// A thumbnail of the record's own photo (JPEG, at most 320 pixels on its longer side),
+    /// made the first time it is asked for and kept.
+    #[serde(default)]
+    pub thumbnail: bool,
+}
+
+/// The content of one of the user's records: its own (the photo, the file), one of its other
+/// parts, or a thumbnail of its photo. With the content's type, its file name (as a download
+/// takes it) and the caching and range support of `GET /blobs/{hash}`.
+#[utoipa::path(
+    get,
+    path = "/media/{record}",
+    tag = "records",
+    params(("record" = String, Path, description = "The record's `id`, as `GET /records` gives it"), MediaQuery),
+    responses(
+        (status = 200, description = "The bytes", content_type = "application/octet-stream"),
+        (status = 206, description = "The asked range of the bytes", content_type = "application/octet-stream"),
+        (status = 304, description = "Not modified (`If-None-Match` named this content)"),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 404, description = "No record of the user's with this id has such content (or no thumbnail can be made of it)", body = ErrorBody),
+        (status = 416, description = "The range is outside the content"),
+        (status = 500, description = "The service failed (its database or its blob store)", body = ErrorBody)
+    )
+)]
+pub async fn media(
+    State(state): State<AppState>,
+    User(user): User,
+    Path(record): Path<String>,
+    Query(query): Query<MediaQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let part = query.part.as_deref().unwrap_or("");
+    let not_found = || {
+        ApiError::not_found(format!(
+            "no record of yours with id `{record}` has content{}",
+            if part.is_empty() {
+                String::new()
+            } else {
+                format!(" `{part}`")
+            }
+        ))
+    };
+    // The thumbnail is asked for as such, not as a part.
+    let (Ok(id), false) = (record.parse::<i64>(), part.starts_with('.')) else {
+        return Err(not_found());
+    };
+    let Some(stored) = state.tables.record_part(&user, id, part).await? else {
+        return Err(not_found());
+    };
+    let Ok(hash) = stored.hash.parse::<BlobHash>() else {
+        return Err(ApiError::internal(format!(
+            "a stored hash is unreadable: `{}`",
+            stored.hash
+        )));
+    };
+    if !query.thumbnail {
+        return serve(
+            &state,
+            &hash,
+            stored.content_type.as_deref(),
+            stored.file_name.as_deref(),
+            &headers,
+        )
+        .await;
+    }
+    let no_thumbnail = || {
+        ApiError::not_found(format!(
+            "no thumbnail can be made of record `{record}`'s content"
+        ))
+    };
+    if !part.is_empty() {
+        return Err(no_thumbnail());
+    }
+    let thumbnail = match stored.thumbnail.as_deref().map(str::parse::<BlobHash>) {
+        Some(Ok(thumbnail)) => thumbnail,
+        _ => {
+            let content_type = stored.content_type.as_deref().unwrap_or("");
+            if !engine::blobs::can_thumbnail(content_type) {
+                return Err(no_thumbnail());
+            }
+            let _turn = state
+                .thumbnails
+                .acquire()
+                .await
+                .map_err(|error| ApiError::internal(error.to_string()))?;
+            let made = state
+                .blobs
+                .make_thumbnail(&hash, content_type)
+                .await
+                .map_err(|error| ApiError::internal(format!("the blob store: {error}")))?
+                .ok_or_else(no_thumbnail)?;
+            state.tables.keep_thumbnail(&user, &stored, &made).await?;
+            made.hash
+        }
+    };
+    serve(&state, &thumbnail, Some("image/jpeg"), None, &headers).await
+}
+
+/// Answers with blob `hash`: whole or one range, cacheable for good (its name is its hash),
+/// never to be run as a page of ours.
+async fn serve(
+    state: &AppState,
+    parsed: &BlobHash,
+    content_type: Option<&str>,
+    file_name: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let hash = parsed.to_hex();
     let etag = format!("\"{hash}\"");
     let mut common = HeaderMap::new();
     if let Ok(value) = HeaderValue::from_str(&etag) {
@@ -74,7 +192,7 @@ pub async fn blob(
     }
     let size = state
         .blobs
-        .size(&parsed)
+        .size(parsed)
         .await
         .map_err(|error| ApiError::internal(format!("the blob store: {error}")))?;
     let range = match headers
@@ -95,13 +213,33 @@ pub async fn blob(
     };
     let chunks = state
         .blobs
-        .read(&parsed, range.clone())
+        .read(parsed, range.clone())
         .await
         .map_err(|error| ApiError::internal(format!("the blob store: {error}")))?;
     let content_type = content_type
-        .and_then(|text| HeaderValue::from_str(&text).ok())
+        .and_then(|text| HeaderValue::from_str(text).ok())
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     common.insert(header::CONTENT_TYPE, content_type);
+    if let Some(name) = file_name {
+        // RFC 6266 with RFC 8187's UTF-8 form: any name, quoted safely.
+        let ascii: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let encoded =
+            percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+        if let Ok(value) = HeaderValue::from_str(&format!(
+            "inline; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
+        )) {
+            common.insert(header::CONTENT_DISPOSITION, value);
+        }
+    }
     let status = match &range {
         Some(range) => {
             if let Ok(value) =

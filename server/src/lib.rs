@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/integrations/{id}/callback", get(connect::callback))
         .route("/records", get(api::records))
         .route("/blobs/{hash}", get(content::blob))
+        .route("/media/{record}", get(content::media))
         .route("/audit", get(api::audit))
         .fallback(api::fallback)
         // The API's bodies are a few config values: 64 KiB is far above any, and far below what
@@ -132,6 +133,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
         .map_err(|error| format!("cannot open the blob store at {blobs_at}: {error}"))?;
     let state = Arc::new(Service {
         blobs,
+        thumbnails: tokio::sync::Semaphore::new(2),
         tables: ServiceTables::on(&store),
         store,
         catalog,

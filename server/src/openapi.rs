@@ -54,6 +54,7 @@ gateway header when the service is configured so. Another user's integrations ar
         crate::connect::callback,
         crate::api::records,
         crate::content::blob,
+        crate::content::media,
         crate::api::audit
     ),
     components(schemas(

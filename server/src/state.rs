@@ -169,6 +169,9 @@ pub struct Service {
     pub config: Config,
     /// Where records' content is kept.
     pub blobs: engine::blobs::BlobStore,
+    /// Thumbnails made at once: each decodes a photo on a blocking thread, and a page of a
+    /// grid asks for dozens.
+    pub thumbnails: tokio::sync::Semaphore,
 }
 
 /// The shared state handlers get.

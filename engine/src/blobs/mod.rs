@@ -13,6 +13,7 @@
 //! only keeps bytes, and deletes what it is told no record uses.
 
 mod location;
+mod thumbnail;
 mod writer;
 
 use std::fmt;
@@ -26,6 +27,7 @@ use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _};
 
 pub use location::{BlobLocation, S3Location};
+pub use thumbnail::{THUMBNAIL_SIDE, ThumbnailError, can_thumbnail, render as render_thumbnail};
 pub use writer::{BlobWriter, Checksum, Expected};
 
 /// The BLAKE3 hash of a blob's bytes: its name in the store.

@@ -174,6 +174,26 @@ impl ServiceTables {
         on_tables!(self, tables => tables.owned_blob(user_id, hash).await)
     }
 
+    /// See [`Tables::record_part`].
+    pub async fn record_part(
+        &self,
+        user_id: &str,
+        record: i64,
+        part: &str,
+    ) -> Result<Option<StoredPart>, StoreError> {
+        on_tables!(self, tables => tables.record_part(user_id, record, part).await)
+    }
+
+    /// See [`Tables::keep_thumbnail`].
+    pub async fn keep_thumbnail(
+        &self,
+        user_id: &str,
+        of: &StoredPart,
+        thumbnail: &engine::blobs::BlobRef,
+    ) -> Result<(), StoreError> {
+        on_tables!(self, tables => tables.keep_thumbnail(user_id, of, thumbnail).await)
+    }
+
     /// See [`Tables::save_pending`].
     pub async fn save_pending(
         &self,
@@ -290,6 +310,8 @@ pub struct IntegrationSummary {
 /// One stored record, as the API serves it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RecordRow {
+    /// The record's id in this service (`GET /media/{id}` serves its content).
+    pub id: String,
     /// The integration that imported it.
     pub integration_id: String,
     /// The connector.
@@ -328,6 +350,10 @@ pub struct RecordContent {
     pub file_name: Option<String>,
     /// Where the owner fetches them: `/blobs/{hash}`.
     pub url: String,
+    /// For a photo of a type thumbnails are made of (JPEG, PNG, GIF, WebP), where its
+    /// thumbnail is: `/media/{id}?thumbnail=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnail_url: Option<String>,
 }
 
 impl RecordContent {
@@ -348,9 +374,35 @@ impl RecordContent {
             size: row.try_get::<Option<i64>, _>(at + 1)?.unwrap_or_default(),
             content_type: row.try_get(at + 2)?,
             file_name: row.try_get(at + 3)?,
+            thumbnail_url: None,
         }))
     }
 }
+
+/// The part of a record's content a user asked for, as `record_blobs` keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPart {
+    /// The record's connector, model and provider id (the blob's row's key).
+    pub source_platform: String,
+    /// The record's model.
+    pub model: String,
+    /// The provider's id of the record.
+    pub source_object_id: String,
+    /// The integration that imported it.
+    pub integration_id: String,
+    /// The part's blob.
+    pub hash: String,
+    /// Its MIME type, when known.
+    pub content_type: Option<String>,
+    /// Its file name, when the provider gives one.
+    pub file_name: Option<String>,
+    /// For the record's own content: the thumbnail made of this very blob, if one was.
+    pub thumbnail: Option<String>,
+}
+
+/// The `part` under which a record's thumbnail is kept: a spec's part names are `[a-z0-9_]`, so
+/// none is this. Its `version` is the hash of the blob it was made of.
+pub const THUMBNAIL_PART: &str = ".thumbnail";
 
 /// A page of records and where the next one starts.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -621,7 +673,7 @@ impl Tables {
             "SELECT r.id, b.part, b.hash, b.size, b.content_type, b.file_name FROM records r \
              JOIN record_blobs b ON b.user_id = r.user_id AND b.source_platform = r.source_platform \
              AND b.model = r.model AND b.source_object_id = r.source_object_id AND b.part <> '' \
-             WHERE r.user_id = ",
+             AND b.part <> '.thumbnail' WHERE r.user_id = ",
         );
         query.push_bind(user_id).push(" AND r.id IN (");
         let mut list = query.separated(", ");
@@ -638,6 +690,82 @@ impl Tables {
             };
             records[at].parts.insert(row.try_get(1usize)?, content);
         }
+        Ok(())
+    }
+
+    /// Part `part` of the content of the user's record `record` (the row id `GET /records`
+    /// gives); `None` when the record is not theirs or has no such part.
+    pub async fn record_part(
+        &self,
+        user_id: &str,
+        record: i64,
+        part: &str,
+    ) -> Result<Option<StoredPart>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(
+            "SELECT b.source_platform, b.model, b.source_object_id, b.integration_id, b.hash, \
+             b.content_type, b.file_name, t.hash FROM records r JOIN record_blobs b \
+             ON b.user_id = r.user_id AND b.source_platform = r.source_platform \
+             AND b.model = r.model AND b.source_object_id = r.source_object_id \
+             LEFT JOIN record_blobs t ON t.user_id = b.user_id \
+             AND t.source_platform = b.source_platform AND t.model = b.model \
+             AND t.source_object_id = b.source_object_id AND t.part = ",
+        );
+        query
+            .push_bind(THUMBNAIL_PART)
+            .push(" AND t.version = b.hash WHERE r.user_id = ")
+            .push_bind(user_id)
+            .push(" AND r.id = ")
+            .push_bind(record)
+            .push(" AND b.part = ")
+            .push_bind(part);
+        let Some(row) = query.build().fetch_optional(self.store.pool()).await? else {
+            return Ok(None);
+        };
+        Ok(Some(StoredPart {
+            source_platform: row.try_get(0usize)?,
+            model: row.try_get(1usize)?,
+            source_object_id: row.try_get(2usize)?,
+            integration_id: row.try_get(3usize)?,
+            hash: row.try_get(4usize)?,
+            content_type: row.try_get(5usize)?,
+            file_name: row.try_get(6usize)?,
+            thumbnail: row.try_get(7usize)?,
+        }))
+    }
+
+    /// Keeps `thumbnail` as the thumbnail of the record whose content is `of`, made of its
+    /// blob (a later blob of the record gets a thumbnail of its own).
+    pub async fn keep_thumbnail(
+        &self,
+        user_id: &str,
+        of: &StoredPart,
+        thumbnail: &engine::blobs::BlobRef,
+    ) -> Result<(), StoreError> {
+        let hash = thumbnail.hash.to_hex();
+        let at = now();
+        let mut query = QueryBuilder::<DB>::new(
+            "INSERT INTO record_blobs (user_id, source_platform, model, source_object_id, part, \
+             integration_id, hash, size, content_type, version, stored_at) VALUES (",
+        );
+        query
+            .separated(", ")
+            .push_bind(user_id)
+            .push_bind(of.source_platform.as_str())
+            .push_bind(of.model.as_str())
+            .push_bind(of.source_object_id.as_str())
+            .push_bind(THUMBNAIL_PART)
+            .push_bind(of.integration_id.as_str())
+            .push_bind(hash.as_str())
+            .push_bind(i64::try_from(thumbnail.size).unwrap_or(i64::MAX))
+            .push_bind("image/jpeg")
+            .push_bind(of.hash.as_str())
+            .push_bind(at.as_str());
+        query.push(
+            ") ON CONFLICT (user_id, source_platform, model, source_object_id, part) DO UPDATE SET \
+             hash = excluded.hash, size = excluded.size, version = excluded.version, \
+             stored_at = excluded.stored_at",
+        );
+        query.build().execute(self.store.pool()).await?;
         Ok(())
     }
 
@@ -698,7 +826,18 @@ impl Tables {
                 what: "record",
                 reason: error.to_string(),
             })?;
+            let id: i64 = row.try_get(0usize)?;
+            let mut content = RecordContent::read(row, 8)?;
+            if let Some(content) = &mut content
+                && content
+                    .content_type
+                    .as_deref()
+                    .is_some_and(engine::blobs::can_thumbnail)
+            {
+                content.thumbnail_url = Some(format!("/media/{id}?thumbnail=true"));
+            }
             records.push(RecordRow {
+                id: id.to_string(),
                 integration_id,
                 source_platform,
                 model: row.try_get(3usize)?,
@@ -706,7 +845,7 @@ impl Tables {
                 data: serde_json::Value::Object(data),
                 updated_at: row.try_get(6usize)?,
                 deleted_at: row.try_get(7usize)?,
-                content: RecordContent::read(row, 8)?,
+                content,
                 parts: BTreeMap::new(),
             });
             ids.push(last.unwrap_or_default());
