@@ -253,3 +253,185 @@ async fn a_records_parts_are_kept_apart_each_from_its_source_and_stored_once_by_
         );
     }
 }
+
+const NOTES_SPEC: &str = r##"
+id: notes_api
+name: Notes API
+version: 1.0.0
+category: productivity
+description: Pages, with their content put together from their blocks.
+docs_url: https://developers.notion.com/reference/get-block-children
+auth: { kind: none }
+base_url: https://api.notion.com
+allowed_hosts: [api.notion.com]
+retry: { max_attempts: 2, backoff: { initial: 10ms, max: 20ms } }
+streams:
+  pages:
+    model: note
+    request: { path: /v1/pages }
+    records: $.results[*]
+    id: $.id
+    map:
+      title: $.title
+    content:
+      part: markdown
+      collect:
+        request:
+          path: "/v1/blocks/{{ node.id }}/children"
+        paginate: { token: $.next_cursor, param: start_cursor }
+        records: $.results[*]
+        children: node.has_children
+        max_depth: 1
+        max_nodes: MAX_NODES
+        render:
+          text: "{% for t in node[node.type].rich_text %}{{ t.plain_text }}{% endfor %}"
+          kind: "{{ node.type }}"
+          kinds:
+            heading_1: "# {{ text }}"
+            bulleted_list_item: "- {{ text }}"
+          default: "{{ text }}"
+          spaced: [heading_1]
+          indent: "  "
+      content_type: text/markdown
+"##;
+
+/// A block as Notion's `blocks.children.list` gives it.
+fn block(id: &str, kind: &str, text: &str, children: bool) -> serde_json::Value {
+    serde_json::json!({
+        "object": "block", "id": id, "type": kind, "has_children": children,
+        kind: {"rich_text": [{"type": "text", "plain_text": text, "href": null}]}
+    })
+}
+
+async fn notes_provider() -> (url::Url, Arc<std::sync::Mutex<Vec<String>>>) {
+    let asked: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let children = {
+        let asked = Arc::clone(&asked);
+        move |Path(id): Path<String>,
+              axum::extract::Query(query): axum::extract::Query<
+            std::collections::HashMap<String, String>,
+        >| async move {
+            let cursor = query.get("start_cursor").cloned();
+            asked.lock().unwrap().push(format!(
+                "{id}{}",
+                cursor
+                    .as_deref()
+                    .map(|c| format!("@{c}"))
+                    .unwrap_or_default()
+            ));
+            let (results, next) = match (id.as_str(), cursor.as_deref()) {
+                ("page-1", None) => (
+                    vec![
+                        block("b1", "heading_1", "Lisbon", false),
+                        block("b2", "bulleted_list_item", "Day 1", true),
+                    ],
+                    Some("c2"),
+                ),
+                ("page-1", Some("c2")) => (vec![block("b3", "paragraph", "The end.", false)], None),
+                ("b2", None) => (
+                    vec![block("b4", "bulleted_list_item", "Tram 28", true)],
+                    None,
+                ),
+                // Deeper than `max_depth`: never asked for.
+                ("b4", None) => (vec![block("b5", "paragraph", "too deep", false)], None),
+                _ => (vec![], None),
+            };
+            axum::Json(serde_json::json!({
+                "object": "list", "results": results, "next_cursor": next, "has_more": next.is_some()
+            }))
+        }
+    };
+    let router = Router::new()
+        .route(
+            "/v1/pages",
+            get(|| async {
+                axum::Json(serde_json::json!({"results": [{"id": "page-1", "title": "Trip"}]}))
+            }),
+        )
+        .route("/v1/blocks/{id}/children", get(children));
+    (serve(router).await, asked)
+}
+
+#[tokio::test]
+async fn a_document_is_collected_from_a_tree_of_blocks_depth_first_and_bounded() {
+    for test in test_stores("collect").await {
+        let store = &test.store;
+        let kept = test_blob_stores("collect").remove(0);
+        let (server, asked) = notes_provider().await;
+        let spec = spec_from(&NOTES_SPEC.replace("MAX_NODES", "100"));
+        let (result, recorder) = run(
+            &spec,
+            &server,
+            store,
+            RunOptions {
+                blobs: Some(kept.blobs.clone()),
+                ..RunOptions::default()
+            },
+        )
+        .await;
+        result.unwrap();
+        assert_eq!(recorder.totals().contents, 1, "{}", test.backend);
+        let markdown = "# Lisbon\n\n- Day 1\n  - Tram 28\nThe end.\n";
+        let stored = rows(
+            store,
+            "SELECT source_object_id, part, hash, COALESCE(content_type, '') FROM record_blobs",
+        )
+        .await;
+        assert_eq!(stored.len(), 1, "{}", test.backend);
+        let hash: BlobHash = stored[0].2.parse().unwrap();
+        assert_eq!(
+            String::from_utf8(kept.blobs.read_all(&hash).await.unwrap().to_vec()).unwrap(),
+            markdown,
+            "{}",
+            test.backend
+        );
+        assert_eq!(
+            (
+                stored[0].0.as_str(),
+                stored[0].1.as_str(),
+                stored[0].3.as_str()
+            ),
+            ("page-1", "markdown", "text/markdown")
+        );
+        // Every page of a node's children, then theirs in order (the document is depth first
+        // all the same); nothing below `max_depth` (b4's children).
+        assert_eq!(
+            *asked.lock().unwrap(),
+            vec!["page-1", "page-1@c2", "b2"],
+            "{}",
+            test.backend
+        );
+
+        // Bounded: a document of more nodes than `max_nodes` is refused and stays owed.
+        let small = spec_from(
+            &NOTES_SPEC
+                .replace("MAX_NODES", "3")
+                .replace("id: notes_api", "id: notes_small"),
+        );
+        let (result, recorder) = run(
+            &small,
+            &server,
+            store,
+            RunOptions {
+                blobs: Some(kept.blobs.clone()),
+                ..RunOptions::default()
+            },
+        )
+        .await;
+        result.unwrap();
+        assert_eq!(recorder.totals().contents_failed, 1, "{}", test.backend);
+        let owed = rows(
+            store,
+            "SELECT source_object_id, part, COALESCE(last_error, ''), stream FROM downloads",
+        )
+        .await;
+        assert_eq!(owed.len(), 1, "{}", test.backend);
+        assert!(
+            owed[0]
+                .2
+                .contains("the document has more than 3 nodes, the part's `collect.max_nodes`"),
+            "{}",
+            owed[0].2
+        );
+    }
+}

@@ -67,6 +67,112 @@ enum Source {
     Request(RequestPlan, Option<Encoded>),
     /// In the record, encoded.
     Inline(CompiledValue, Encoding),
+    /// A document made of a tree the provider serves.
+    Collect(Box<CompiledCollect>),
+}
+
+/// A part's `collect`, compiled.
+#[derive(Debug)]
+struct CompiledCollect {
+    request: RequestPlan,
+    paging: Option<(serde_json_path::JsonPath, String)>,
+    records: serde_json_path::JsonPath,
+    children: Option<TemplateId>,
+    max_depth: u8,
+    max_nodes: u32,
+    text: Option<TemplateId>,
+    kind: TemplateId,
+    kinds: std::collections::HashMap<String, TemplateId>,
+    default: Option<TemplateId>,
+    indent: String,
+    spaced: std::collections::HashSet<String>,
+}
+
+/// How many pages of one node's children are read, at most.
+const MAX_CHILD_PAGES: usize = 1_000;
+
+impl CompiledCollect {
+    fn compile(
+        collect: &crate::spec::Collect,
+        templates: &mut Templates,
+    ) -> Result<Self, BuildError> {
+        let path = |text: &str| {
+            serde_json_path::JsonPath::parse(text)
+                .map_err(|error| BuildError::Invalid(format!("`{text}`: {error}")))
+        };
+        let render = &collect.render;
+        Ok(Self {
+            request: RequestPlan::compile(&collect.request, &indexmap::IndexMap::new(), templates)?,
+            paging: collect
+                .paginate
+                .as_ref()
+                .map(|paging| {
+                    Ok::<_, BuildError>((path(paging.token.as_str())?, paging.param.clone()))
+                })
+                .transpose()?,
+            records: path(collect.records.as_str())?,
+            children: collect
+                .children
+                .as_ref()
+                .map(|children| templates.add_condition(children.as_str()))
+                .transpose()?,
+            max_depth: collect.max_depth,
+            max_nodes: collect.max_nodes,
+            text: render
+                .text
+                .as_ref()
+                .map(|text| templates.add(text.as_str()))
+                .transpose()?,
+            kind: templates.add(render.kind.as_str())?,
+            kinds: render
+                .kinds
+                .iter()
+                .map(|(kind, template)| Ok((kind.clone(), templates.add(template.as_str())?)))
+                .collect::<Result<_, BuildError>>()?,
+            default: render
+                .default
+                .as_ref()
+                .map(|text| templates.add(text.as_str()))
+                .transpose()?,
+            indent: render.indent.clone(),
+            spaced: render.spaced.iter().cloned().collect(),
+        })
+    }
+
+    /// The line `node` (at `depth`) becomes; `None` for a kind with no template.
+    fn line(
+        &self,
+        node: &minijinja::Value,
+        depth: u8,
+        config: &minijinja::Value,
+        templates: &Templates,
+    ) -> Result<Option<String>, String> {
+        let base = minijinja::context! { node => node.clone(), config => config.clone() };
+        let text = match &self.text {
+            Some(id) => templates
+                .render(id, &base)
+                .map_err(|error| format!("render.text: {error}"))?,
+            None => String::new(),
+        };
+        let kind = templates
+            .render(&self.kind, &base)
+            .map_err(|error| format!("render.kind: {error}"))?;
+        let Some(template) = self.kinds.get(kind.trim()).or(self.default.as_ref()) else {
+            return Ok(None);
+        };
+        let context = minijinja::context! {
+            node => node.clone(), text => text, depth => depth, config => config.clone()
+        };
+        let line = templates
+            .render(template, &context)
+            .map_err(|error| format!("render of a `{kind}`: {error}"))?;
+        let mut indented = self.indent.repeat(usize::from(depth));
+        indented.push_str(&line);
+        if self.spaced.contains(kind.trim()) {
+            indented.push('\n');
+        }
+        Ok(Some(indented))
+    }
 }
 
 /// A string of encoded bytes in a JSON answer.
@@ -95,6 +201,9 @@ struct Order {
     /// The bytes, encoded, for a part that is in its record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     inline: Option<(String, Encoding)>,
+    /// The request is the top of a tree to collect (the part's `collect`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    collect: bool,
     max_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     size: Option<u64>,
@@ -162,6 +271,15 @@ impl CompiledContent {
                 value(&inline.from, templates, &mut fields)?,
                 inline.encoding,
             ),
+            (None, None) if content.collect.is_some() => {
+                // The top request reads the record as `node`: whole.
+                fields = RecordFields::All;
+                let collect = content
+                    .collect
+                    .as_ref()
+                    .ok_or_else(|| BuildError::Invalid(String::new()))?;
+                Source::Collect(Box::new(CompiledCollect::compile(collect, templates)?))
+            }
             (None, None) => {
                 return Err(BuildError::Invalid(
                     "a content part has neither `request` nor `inline`".to_owned(),
@@ -261,7 +379,15 @@ impl CompiledContent {
         let parent = minijinja::Value::from(());
         let Some((path, key)) = &self.for_each else {
             let context = Lazy::new(raw, &self.fields, &parent, config);
-            let due = self.one(id, raw, &context, self.part.clone(), base_url, templates)?;
+            let due = self.one(
+                id,
+                raw,
+                &context,
+                config,
+                self.part.clone(),
+                base_url,
+                templates,
+            )?;
             return Ok(due.into_iter().collect());
         };
         let mut items = Vec::new();
@@ -278,7 +404,7 @@ impl CompiledContent {
                 None => index.to_string(),
             };
             let part = format!("{}/{key}", self.part);
-            owed.extend(self.one(id, item, &context, part, base_url, templates)?);
+            owed.extend(self.one(id, item, &context, config, part, base_url, templates)?);
         }
         Ok(owed)
     }
@@ -305,15 +431,25 @@ impl CompiledContent {
         };
         let parent = minijinja::Value::from(());
         let context = Lazy::new(record, &self.fields, &parent, config);
-        self.one(id, record, &context, self.part.clone(), base_url, templates)
+        self.one(
+            id,
+            record,
+            &context,
+            config,
+            self.part.clone(),
+            base_url,
+            templates,
+        )
     }
 
     /// What one record (or item: `node`) owes of the part.
+    #[allow(clippy::too_many_arguments)]
     fn one(
         &self,
         id: &Arc<str>,
         node: &Node<'_>,
         context: &Lazy<'_>,
+        config: &minijinja::Value,
         part: String,
         base_url: &str,
         templates: &Templates,
@@ -344,6 +480,7 @@ impl CompiledContent {
             json: None,
             answer: None,
             inline: None,
+            collect: false,
             max_bytes: self.max_bytes,
             size: value("size", self.size.as_ref())?
                 .map(|size| {
@@ -394,6 +531,24 @@ impl CompiledContent {
                         on: refresh.on.clone(),
                     });
                 }
+            }
+            Source::Collect(collect) => {
+                let top = minijinja::context! {
+                    node => minijinja::Value::from(minijinja::value::Serde(node)),
+                    config => config.clone(),
+                };
+                let request = collect
+                    .request
+                    .render(base_url, &top, templates, &[])
+                    .map_err(|error| format!("content.collect.request: {error}"))?;
+                order.method = request.method.to_string();
+                order.url = request.url.to_string();
+                order.headers = request.headers;
+                order.json = match request.body {
+                    Some(RequestBody::Json(value)) => Some(value),
+                    Some(RequestBody::Form(_)) | None => None,
+                };
+                order.collect = true;
             }
             Source::Inline(source, encoding) => {
                 // A record without the bytes has no such part (Gmail: a message without an
@@ -542,6 +697,9 @@ impl<S: Sink> Downloader<'_, S> {
     async fn download(&self, due: &DueDownload) -> Result<BlobRef, String> {
         let order: Order = serde_json::from_str(&due.request)
             .map_err(|error| format!("the owed request is unreadable: {error}"))?;
+        if order.collect {
+            return self.collect(due, &order).await;
+        }
         let failed = match self.fetch(&order).await {
             Ok(blob) => return Ok(blob),
             Err(failed) => failed,
@@ -569,10 +727,9 @@ impl<S: Sink> Downloader<'_, S> {
         self.fetch(&fresh).await.map_err(|failed| failed.reason)
     }
 
-    /// The record of `due` fetched again, and the download made from it.
-    async fn refreshed(&self, due: &DueDownload, refresh: &RefreshOrder) -> Result<Order, String> {
-        let part = self
-            .connector
+    /// The compiled part `due` was owed by: the spec as it is now.
+    fn part_of(&self, due: &DueDownload) -> Result<&CompiledContent, String> {
+        self.connector
             .streams
             .get(&due.stream)
             .and_then(|stream| stream.content.iter().find(|part| part.part == due.part))
@@ -581,18 +738,170 @@ impl<S: Sink> Downloader<'_, S> {
                     "the stream `{}` has no content part `{}` any more",
                     due.stream, due.part
                 )
-            })?;
-        let mut headers = self.headers.clone();
-        headers.extend(refresh.headers.iter().cloned());
-        let request = HttpRequest {
-            method: reqwest::Method::from_bytes(refresh.method.as_bytes())
-                .map_err(|_| format!("`{}` is not an HTTP method", refresh.method))?,
-            url: url::Url::parse(&refresh.url)
-                .map_err(|error| format!("`{}`: {error}", refresh.url))?,
-            headers,
-            body: refresh.json.clone().map(RequestBody::Json),
-            max_body: None,
+            })
+    }
+
+    /// A document collected from the tree whose top request `order` holds: the nodes' lines,
+    /// depth first, kept as one blob.
+    async fn collect(&self, due: &DueDownload, order: &Order) -> Result<BlobRef, String> {
+        let Source::Collect(collect) = &self.part_of(due)?.source else {
+            return Err(format!(
+                "the content part `{}` no longer collects a tree",
+                due.part
+            ));
         };
+        let collect = &**collect;
+        let templates = &self.connector.templates;
+        let base_url = self
+            .connector
+            .spec
+            .base_url
+            .as_ref()
+            .map_or("", |url| url.as_str());
+        let top = self.request_of(
+            &order.method,
+            &order.url,
+            &order.headers,
+            order.json.as_ref(),
+        )?;
+        let mut document = String::new();
+        let mut nodes: u32 = 0;
+        let mut levels = vec![(self.children(collect, top).await?.into_iter(), 0u8)];
+        while let Some((level, depth)) = levels.last_mut() {
+            let depth = *depth;
+            let Some(node) = level.next() else {
+                levels.pop();
+                continue;
+            };
+            nodes += 1;
+            if nodes > collect.max_nodes {
+                return Err(format!(
+                    "the document has more than {} nodes, the part's `collect.max_nodes`",
+                    collect.max_nodes
+                ));
+            }
+            let node = minijinja::Value::from(minijinja::value::Serde(&node));
+            if let Some(line) = collect.line(&node, depth, self.config, templates)? {
+                document.push_str(&line);
+                document.push('\n');
+                if document.len() as u64 > order.max_bytes {
+                    return Err(format!(
+                        "the document is larger than {} bytes, the part's `max_bytes`",
+                        order.max_bytes
+                    ));
+                }
+            }
+            let context = minijinja::context! { node => node, config => self.config.clone() };
+            let has_children = match &collect.children {
+                Some(children) => templates
+                    .test(children, &context)
+                    .map_err(|error| format!("collect.children: {error}"))?,
+                None => false,
+            };
+            if has_children && depth < collect.max_depth {
+                let request = collect
+                    .request
+                    .render(base_url, &context, templates, &[])
+                    .map_err(|error| format!("collect.request: {error}"))?;
+                let json = match &request.body {
+                    Some(RequestBody::Json(value)) => Some(value),
+                    _ => None,
+                };
+                let request = self.request_of(
+                    request.method.as_str(),
+                    request.url.as_str(),
+                    &request.headers,
+                    json,
+                )?;
+                let children = self.children(collect, request).await?;
+                levels.push((children.into_iter(), depth + 1));
+            }
+        }
+        self.keep(document.as_bytes(), order, None, None)
+            .await
+            .map_err(|error| error.to_string())
+    }
+
+    /// A node's children: every page of them.
+    async fn children(
+        &self,
+        collect: &CompiledCollect,
+        mut request: HttpRequest,
+    ) -> Result<Vec<serde_json::Value>, String> {
+        let mut nodes = Vec::new();
+        for _ in 0..MAX_CHILD_PAGES {
+            if let Some(spent) = self.budget.spent(self.counters.totals().requests) {
+                return Err(format!(
+                    "{spent}; the document is made again by the next run"
+                ));
+            }
+            let page: serde_json::Value = self
+                .http
+                .fetch(&request, self.auth, self.observer, |answer| {
+                    serde_json::from_slice(&answer.body)
+                        .map_err(|error| format!("the answer is not JSON: {error}"))
+                })
+                .await
+                .map_err(|error| format!("{error} ({})", error.hint()))?;
+            nodes.extend(collect.records.query(&page).all().into_iter().cloned());
+            let cursor = collect.paging.as_ref().and_then(|(token, param)| {
+                match token.query(&page).first() {
+                    Some(serde_json::Value::String(cursor)) if !cursor.is_empty() => {
+                        Some((param, cursor.clone()))
+                    }
+                    _ => None,
+                }
+            });
+            let Some((param, cursor)) = cursor else {
+                return Ok(nodes);
+            };
+            let kept: Vec<(String, String)> = request
+                .url
+                .query_pairs()
+                .filter(|(name, _)| name != param.as_str())
+                .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                .collect();
+            request
+                .url
+                .query_pairs_mut()
+                .clear()
+                .extend_pairs(kept)
+                .append_pair(param, &cursor);
+        }
+        Err(format!(
+            "a node has more than {MAX_CHILD_PAGES} pages of children"
+        ))
+    }
+
+    /// A request to send: the connector's headers added to those rendered.
+    fn request_of(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(String, String)],
+        json: Option<&serde_json::Value>,
+    ) -> Result<HttpRequest, String> {
+        let mut all = self.headers.clone();
+        all.extend(headers.iter().cloned());
+        Ok(HttpRequest {
+            method: reqwest::Method::from_bytes(method.as_bytes())
+                .map_err(|_| format!("`{method}` is not an HTTP method"))?,
+            url: url::Url::parse(url).map_err(|error| format!("`{url}`: {error}"))?,
+            headers: all,
+            body: json.cloned().map(RequestBody::Json),
+            max_body: None,
+        })
+    }
+
+    /// The record of `due` fetched again, and the download made from it.
+    async fn refreshed(&self, due: &DueDownload, refresh: &RefreshOrder) -> Result<Order, String> {
+        let part = self.part_of(due)?;
+        let request = self.request_of(
+            &refresh.method,
+            &refresh.url,
+            &refresh.headers,
+            refresh.json.as_ref(),
+        )?;
         let document = self
             .http
             .fetch(&request, self.auth, self.observer, |answer| {

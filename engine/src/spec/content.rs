@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::stream::Request;
-use super::values::{ByteSize, Condition, JsonPath, ValueSource};
+use super::values::{ByteSize, Condition, JsonPath, Template, ValueSource};
 
 /// A stream's `content`: one (the record's own content) or a list of parts, each named by its
 /// `part` (Gmail: the HTML body, and each attachment).
@@ -57,6 +57,11 @@ pub struct Content {
     /// connector's `headers`). Exactly one of `request` and `inline`.
     #[serde(default)]
     pub request: Option<Request>,
+    /// The content is a document put together from a tree the provider serves a level at a
+    /// time (Notion: a page's blocks, and their children), each node rendered as text. Exactly
+    /// one of `request`, `inline` and `collect`.
+    #[serde(default)]
+    pub collect: Option<Collect>,
     /// The bytes are in the record itself, encoded (Gmail's `body.data`, base64url; Graph's
     /// `body.content`, text): they are kept as a blob like downloaded ones.
     #[serde(default)]
@@ -120,6 +125,81 @@ impl ContentRefresh {
     fn default_on() -> Vec<u16> {
         vec![403, 410]
     }
+}
+
+/// A document made of a tree of nodes, read a level at a time: the record's children, then
+/// each child's, depth first, in the provider's order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Collect {
+    /// The request for a node's children. Its templates see `node` (the record itself at the
+    /// top, then each node that has children) and `config`.
+    pub request: Request,
+    /// Where the next page's cursor is, and the query parameter that sends it back (Notion:
+    /// `$.next_cursor` as `start_cursor`). Default: one page.
+    #[serde(default)]
+    pub paginate: Option<CollectPaging>,
+    /// Where the nodes are in an answer (`$.results[*]`).
+    pub records: JsonPath,
+    /// Which nodes have children to ask for (`node.has_children`). Default: none.
+    #[serde(default)]
+    pub children: Option<Condition>,
+    /// How deep the tree is followed below the record's own children (1 to 20; default 10).
+    #[serde(default = "Collect::default_max_depth")]
+    #[schemars(range(min = 1, max = 20))]
+    pub max_depth: u8,
+    /// The most nodes one document is made of (1 to 100000; default 10000): more is refused.
+    #[serde(default = "Collect::default_max_nodes")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_nodes: u32,
+    /// How each node becomes text; the document is the nodes' texts, one per line.
+    pub render: Render,
+}
+
+impl Collect {
+    fn default_max_depth() -> u8 {
+        10
+    }
+
+    fn default_max_nodes() -> u32 {
+        10_000
+    }
+}
+
+/// Paging of a node's children by cursor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CollectPaging {
+    /// Where the next page's cursor is; none, null or empty ends the children.
+    pub token: JsonPath,
+    /// The query parameter it is sent back as.
+    pub param: String,
+}
+
+/// How a node of a collected tree becomes a line of text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Render {
+    /// The node's text, made once and seen by the templates of `kinds` as `text` (Notion: its
+    /// rich text runs, with their bold, italic, code and links). Sees `node`.
+    #[serde(default)]
+    pub text: Option<Template>,
+    /// The node's kind, which picks its template in `kinds` (`{{ node.type }}`). Sees `node`.
+    pub kind: Template,
+    /// A template by kind (`heading_1: "# {{ text }}"`). They see `node`, `text`, `depth` (0
+    /// for the record's own children) and `config`.
+    pub kinds: indexmap::IndexMap<String, Template>,
+    /// The template of kinds `kinds` does not name. Default: such nodes are left out (their
+    /// children are still read).
+    #[serde(default)]
+    pub default: Option<Template>,
+    /// Put before a node's text once per level of depth (`"  "`: nested lists). Default none.
+    #[serde(default)]
+    pub indent: String,
+    /// The kinds followed by a blank line (Markdown's paragraphs, headings, code blocks; not
+    /// list items, so that a list stays one list). Default none.
+    #[serde(default)]
+    pub spaced: Vec<String>,
 }
 
 /// Content kept in the record itself.

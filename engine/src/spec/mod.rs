@@ -28,8 +28,8 @@ pub use auth::{
     SignatureMethod, TokenMethod, TokenRequest, TokenResponse,
 };
 pub use content::{
-    ChecksumKind, Content, ContentChecksum, ContentRefresh, Contents, Encoded, Encoding, Inline,
-    MAX_CONTENT_BYTES,
+    ChecksumKind, Collect, CollectPaging, Content, ContentChecksum, ContentRefresh, Contents,
+    Encoded, Encoding, Inline, MAX_CONTENT_BYTES, Render,
 };
 pub use diagnostic::{Diagnostic, Position};
 

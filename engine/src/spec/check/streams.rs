@@ -309,28 +309,48 @@ impl Checker<'_> {
                 }
             }
         }
-        match (&content.request, &content.inline) {
-            (Some(request), None) => self.request(&format!("{at}/request"), request, &scope),
-            (None, Some(inline)) => {
-                self.value_source(&format!("{at}/inline/from"), &inline.from, &scope);
-                if content.answer.is_some() {
-                    self.push(
-                        Problem::at(format!("{at}/answer"), "`answer` reads a request's answer, and this part is inline")
-                            .on_key()
-                            .expected("no `answer:` beside `inline:`"),
-                    );
-                }
-            }
-            (Some(_), Some(_)) => self.push(
-                Problem::at(format!("{at}/inline"), "a part has one source, and this one has both `request` and `inline`")
-                    .on_key()
-                    .expected("`request:` (the bytes are downloaded) or `inline:` (they are in the record)"),
-            ),
-            (None, None) => self.push(
+        let sources: Vec<&str> = [
+            ("request", content.request.is_some()),
+            ("inline", content.inline.is_some()),
+            ("collect", content.collect.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect();
+        match sources.as_slice() {
+            [_] => {}
+            [] => self.push(
                 Problem::at(at.to_owned(), "the part does not say where its bytes are")
                     .on_key()
-                    .expected("`request:` (the bytes are downloaded) or `inline:` (they are in the record)"),
+                    .expected("`request:` (the bytes are downloaded), `inline:` (they are in the record) or `collect:` (a document made of a tree the provider serves)"),
             ),
+            [_, second, ..] => self.push(
+                Problem::at(
+                    format!("{at}/{second}"),
+                    format!("a part has one source, and this one has {}", sources.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(" and ")),
+                )
+                .on_key()
+                .expected("one of `request:` (the bytes are downloaded), `inline:` (they are in the record) and `collect:` (a document made of a tree the provider serves)"),
+            ),
+        }
+        if let Some(request) = &content.request {
+            self.request(&format!("{at}/request"), request, &scope);
+        }
+        if let Some(inline) = &content.inline {
+            self.value_source(&format!("{at}/inline/from"), &inline.from, &scope);
+        }
+        if let Some(collect) = &content.collect {
+            self.collect(&format!("{at}/collect"), collect, config);
+        }
+        if content.answer.is_some() && content.request.is_none() {
+            self.push(
+                Problem::at(
+                    format!("{at}/answer"),
+                    "`answer` reads a request's answer, and this part makes no request of its own",
+                )
+                .on_key()
+                .expected("`answer:` beside `request:` only"),
+            );
         }
         if let Some(answer) = &content.answer {
             self.json_path(&format!("{at}/answer/json"), &answer.json);
@@ -338,6 +358,7 @@ impl Checker<'_> {
         if let Some(refresh) = &content.refresh {
             let refresh_at = format!("{at}/refresh");
             if content.for_each.is_some() || content.request.is_none() {
+                // (`collect` and `inline` parts have no one request to make again.)
                 self.push(
                     Problem::at(
                         refresh_at.clone(),
@@ -398,6 +419,54 @@ impl Checker<'_> {
             if let Some(source) = source {
                 self.value_source(&format!("{at}/{key}"), source, &scope);
             }
+        }
+    }
+
+    /// A content part's `collect`: its templates see the node (and the render's, `text` and
+    /// `depth`), its bounds are in range.
+    fn collect(&mut self, at: &str, collect: &crate::spec::Collect, config: &[String]) {
+        let node =
+            Scope::default()
+                .with("node", Fields::Any)
+                .only("config", CONFIG, config.to_vec());
+        self.request(&format!("{at}/request"), &collect.request, &node);
+        self.json_path(&format!("{at}/records"), &collect.records);
+        if let Some(paginate) = &collect.paginate {
+            self.json_path(&format!("{at}/paginate/token"), &paginate.token);
+        }
+        if let Some(children) = &collect.children {
+            self.condition(&format!("{at}/children"), children.as_str(), &node);
+        }
+        for (key, value, low, high) in [
+            ("max_depth", u64::from(collect.max_depth), 1, 20),
+            ("max_nodes", u64::from(collect.max_nodes), 1, 100_000),
+        ] {
+            if !(low..=high).contains(&value) {
+                self.push(
+                    Problem::at(format!("{at}/{key}"), format!("`{value}` is out of range"))
+                        .expected(format!("from {low} to {high}")),
+                );
+            }
+        }
+        let render = &collect.render;
+        if let Some(text) = &render.text {
+            self.template(&format!("{at}/render/text"), text.as_str(), &node);
+        }
+        self.template(&format!("{at}/render/kind"), render.kind.as_str(), &node);
+        let line = Scope::default()
+            .with("node", Fields::Any)
+            .with("text", Fields::Any)
+            .with("depth", Fields::Any)
+            .only("config", CONFIG, config.to_vec());
+        for (kind, template) in &render.kinds {
+            self.template(
+                &format!("{at}/render/kinds/{kind}"),
+                template.as_str(),
+                &line,
+            );
+        }
+        if let Some(default) = &render.default {
+            self.template(&format!("{at}/render/default"), default.as_str(), &line);
         }
     }
 
