@@ -133,6 +133,8 @@ pub struct RunOptions {
     pub integration_id: String,
     /// Where records' content is downloaded to (none: content is owed, not downloaded).
     pub blobs: Option<engine::blobs::BlobStore>,
+    /// The root streams to run, by name (none: the default ones).
+    pub streams: Vec<String>,
 }
 
 impl Default for RunOptions {
@@ -143,6 +145,7 @@ impl Default for RunOptions {
             access_token: Some("test-token".to_owned()),
             integration_id: "integration-1".to_owned(),
             blobs: None,
+            streams: Vec::new(),
         }
     }
 }
@@ -187,7 +190,7 @@ pub async fn run<S: Sink>(
     if let Some(blobs) = options.blobs {
         sync = sync.with_blobs(blobs);
     }
-    let result = sync.run(&[]).await;
+    let result = sync.run(&options.streams).await;
     (result, recorder)
 }
 

@@ -49,6 +49,13 @@ pub enum Event<'a> {
     },
     /// A record's content could not be downloaded; it stays owed.
     ContentFailed,
+    /// A stream's session waits for the person at `url` (Google Photos' Picker): tell them.
+    SessionOpened {
+        /// The stream.
+        stream: &'a str,
+        /// The page they open.
+        url: &'a str,
+    },
 }
 
 /// What writing one page did.
@@ -194,6 +201,7 @@ impl Observer for Counters {
                 add(&self.content_bytes, *bytes)
             }
             Event::ContentFailed => add(&self.contents_failed, 1),
+            Event::SessionOpened { .. } => 0,
         };
     }
 }

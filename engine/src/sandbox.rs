@@ -174,6 +174,14 @@ pub async fn test_connector(
         .map_err(|error| error.to_string())?;
     // A connector that only reads exports has nothing to sync: its exports are imported below.
     let syncs = spec.streams.values().any(|stream| stream.request.is_some());
+    // Every stream that reads the API, named: those with a session run only when named, and
+    // the sandbox's fixtures stand in for the person who completes it.
+    let api_roots: Vec<String> = spec
+        .streams
+        .iter()
+        .filter(|(_, stream)| stream.request.is_some() && stream.parent.is_none())
+        .map(|(name, _)| name.clone())
+        .collect();
     let first = if !syncs {
         Ok(())
     } else {
@@ -186,7 +194,7 @@ pub async fn test_connector(
             sink.clone(),
         )
         .with_blobs(blobs.clone())
-        .run(&[])
+        .run(&api_roots)
         .await
         .and_then(RunReport::require_all)
     };
@@ -206,7 +214,7 @@ pub async fn test_connector(
             sink.clone(),
         )
         .with_blobs(blobs.clone())
-        .run(&[])
+        .run(&api_roots)
         .await
         .and_then(RunReport::require_all)
         .err(),

@@ -165,7 +165,8 @@ impl Observer for SyncMetrics {
             Event::Stored(_)
             | Event::Read { .. }
             | Event::ContentStored { .. }
-            | Event::ContentFailed => {}
+            | Event::ContentFailed
+            | Event::SessionOpened { .. } => {}
         }
     }
 }

@@ -87,6 +87,17 @@ impl Observer for Progress {
                 "attempt {attempt} failed ({reason}); retrying in {:.1}s",
                 wait.as_secs_f64()
             )),
+            // The person has to act: said whether or not a progress bar is shown.
+            Event::SessionOpened { stream, url } => {
+                let message = format!(
+                    "Open this page to choose what `{stream}` imports, then come back (waiting until you are done):\n  {url}"
+                );
+                if self.bar.is_hidden() {
+                    eprintln!("{message}");
+                } else {
+                    self.bar.println(message);
+                }
+            }
             Event::Read { read, total, .. } => {
                 if let Some(total) = total {
                     self.bar.set_length(*total);

@@ -43,6 +43,10 @@ pub enum SyncErrorKind {
     /// in an import.
     #[error("{0}")]
     WrongSource(&'static str),
+    /// The stream's session was not completed (the person did not finish in time, or the
+    /// provider's answer lacked what the spec reads).
+    #[error("{0}")]
+    Session(String),
     /// Reading a data export failed for the stream this one shares its read with (the error is
     /// told in full there).
     #[error("reading the export, shared with the stream `{stream}`, failed: {reason}")]
@@ -83,6 +87,7 @@ impl SyncError {
             SyncErrorKind::Archive(crate::source::archive::ArchiveReadError::Archive(_)) => "download the export again from the provider and import the new file; nothing of this one was changed".to_owned(),
             SyncErrorKind::Archive(_) => "what was imported is kept; if the file came from the provider as it is, report it to the connector's authors with this message".to_owned(),
             SyncErrorKind::SharedRead { stream, .. } => format!("see the error of the stream `{stream}`"),
+            SyncErrorKind::Session(_) => "sync the stream again for a new session, and finish choosing on the page it names before it times out".to_owned(),
             SyncErrorKind::WrongSource(_) => "import a stream that reads an export with `connector import CONNECTOR FILE`; sync the others with `connector sync`".to_owned(),
         }
     }

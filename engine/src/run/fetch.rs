@@ -32,6 +32,8 @@ pub(super) struct Fetcher<'a> {
     pub(super) config: minijinja::Value,
     pub(super) secrets: minijinja::Value,
     pub(super) budget: Budget,
+    /// The open sessions of the run's streams (`session` in their templates), by stream.
+    pub(super) sessions: std::sync::Mutex<std::collections::HashMap<String, minijinja::Value>>,
 }
 
 /// What a run may still spend, by the connector's `limits`: requests, time, and requests in
@@ -155,11 +157,19 @@ impl Fetcher<'_> {
         cursor: &PageCursor,
     ) -> Result<(HttpRequest, Page), SyncError> {
         let source = self.source();
+        let session = self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
         let context = minijinja::context! {
             config => self.config.clone(),
             secrets => self.secrets.clone(),
             state => pass.template_state.clone(),
             parent => parent.clone(),
+            session => session,
         };
         let ask = Ask {
             context: &context,

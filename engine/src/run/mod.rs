@@ -13,6 +13,7 @@ mod fetch;
 mod import;
 mod pass;
 mod plan;
+mod session;
 mod writer;
 
 use std::future::Future;
@@ -129,6 +130,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             config: minijinja::Value::from(minijinja::value::Serde(&integration.config)),
             secrets: minijinja::Value::from(minijinja::value::Serde(&integration.secrets)),
             budget: Budget::new(&connector.spec.limits),
+            sessions: std::sync::Mutex::default(),
         };
         Self {
             scope: Arc::new(RunScope {
@@ -223,6 +225,14 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         Ok(connector
             .root_streams()
             .filter(|name| only.is_empty() || only.iter().any(|wanted| wanted == name))
+            // A stream with a session waits for a person: it runs when asked for by name.
+            .filter(|name| {
+                !only.is_empty()
+                    || connector
+                        .streams
+                        .get(*name)
+                        .is_none_or(|stream| stream.session.is_none())
+            })
             .filter(|name| {
                 connector
                     .streams
@@ -248,6 +258,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
         self.writer = WriteQueue::start(self.sink.clone());
         let mut fatal = None;
         let mut imported = 0;
+        let mut opened = Vec::new();
         // An import reads the streams that read the same files in one pass of the export.
         let groups = match export {
             Some(_) => plan::read_groups(&self.fetcher.connector.spec, roots),
@@ -258,10 +269,15 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 Some(export) => self.import_streams(&group, export).await,
                 None => {
                     let name = &group[0];
-                    let ran = self
-                        .run_stream(name, minijinja::Value::from(()), String::new(), 0)
-                        .await
-                        .map(|_| ());
+                    let ran = match self.open_session_of(name).await {
+                        Ok(session) => {
+                            opened.extend(session);
+                            self.run_stream(name, minijinja::Value::from(()), String::new(), 0)
+                                .await
+                                .map(|_| ())
+                        }
+                        Err(error) => Err(error),
+                    };
                     vec![(name.clone(), ran)]
                 }
             };
@@ -288,6 +304,10 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             && let Err(error) = self.download_content(blobs).await
         {
             fatal = Some(self.fetcher.error("", None, error.into()));
+        }
+        // The sessions' media stay reachable until their downloads are done.
+        for session in &opened {
+            self.fetcher.close_session(session).await;
         }
         let mut failed = std::mem::take(
             self.failures
@@ -318,6 +338,26 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             (Ok(_), Err(error)) => Err(self.fetcher.error("", None, error.into())),
             (Ok(report), Ok(())) => Ok(report),
         }
+    }
+
+    /// Opens stream `name`'s session, if it has one, for its requests to see.
+    async fn open_session_of(&self, name: &str) -> Result<Option<session::OpenSession>, SyncError> {
+        let Some(compiled) = self
+            .fetcher
+            .connector
+            .streams
+            .get(name)
+            .and_then(|stream| stream.session.as_ref())
+        else {
+            return Ok(None);
+        };
+        let opened = self.fetcher.open_session(name, compiled).await?;
+        self.fetcher
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned(), opened.value.clone());
+        Ok(Some(opened))
     }
 
     /// Makes the downloads the integration owes into `blobs`.

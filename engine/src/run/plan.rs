@@ -49,6 +49,8 @@ pub(super) struct CompiledStream {
     pub(super) gone: Option<CompiledGone>,
     /// How its records' content is kept: each part.
     pub(super) content: Vec<super::content::CompiledContent>,
+    /// The session opened before it lists, if any.
+    pub(super) session: Option<super::session::CompiledSession>,
 }
 
 /// A stream's `gone`, compiled.
@@ -389,6 +391,17 @@ impl CompiledConnector {
                         super::content::CompiledContent::compile(content, &mut templates)
                     })
                     .collect::<Result<_, _>>()?,
+                session: stream
+                    .session
+                    .as_ref()
+                    .map(|session| {
+                        super::session::CompiledSession::compile(
+                            session,
+                            &spec.headers,
+                            &mut templates,
+                        )
+                    })
+                    .transpose()?,
             };
             streams.insert(name.clone(), compiled);
         }

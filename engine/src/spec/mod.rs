@@ -8,6 +8,7 @@
 mod auth;
 mod content;
 mod limits;
+mod session;
 mod stream;
 mod values;
 
@@ -32,6 +33,7 @@ pub use content::{
     Encoded, Encoding, Inline, MAX_CONTENT_BYTES, Render,
 };
 pub use diagnostic::{Diagnostic, Position};
+pub use session::Session;
 
 /// How to recognise an error inside a successful HTTP answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

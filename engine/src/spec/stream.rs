@@ -86,6 +86,10 @@ pub struct Stream {
     /// HTML body and attachments) is kept in the blob store. Needs `model`.
     #[serde(default)]
     pub content: Option<super::Contents>,
+    /// A step the person completes before the stream lists (Google Photos' Picker); its
+    /// requests then see `session`. Only for a root stream; it runs when asked for by name.
+    #[serde(default)]
+    pub session: Option<super::Session>,
 }
 
 fn yes() -> bool {
@@ -166,6 +170,9 @@ pub enum Method {
     Put,
     /// PATCH.
     Patch,
+    /// DELETE: only to delete what the engine made itself (a stream's `session.delete`);
+    /// refused anywhere else, since an import never deletes a person's data.
+    Delete,
 }
 
 /// A request body.

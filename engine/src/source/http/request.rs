@@ -85,6 +85,7 @@ impl RequestPlan {
                 Method::Post => reqwest::Method::POST,
                 Method::Put => reqwest::Method::PUT,
                 Method::Patch => reqwest::Method::PATCH,
+                Method::Delete => reqwest::Method::DELETE,
             },
             path: templates.add(request.path.as_str())?,
             query: pairs(&request.query, templates)?,

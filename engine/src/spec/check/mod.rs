@@ -91,6 +91,7 @@ const ENTRY: (&str, &str) = (
     "the export's file a record was read from",
 );
 const PAGE: (&str, &str) = ("page value", "the stream's paginator");
+const SESSION: (&str, &str) = ("session value", "the stream's `session` (`id`, `url`)");
 const TOKEN: (&str, &str) = ("token value", "the token response");
 const CLIENT: (&str, &str) = ("client value", "the deployment's OAuth client");
 

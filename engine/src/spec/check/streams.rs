@@ -59,12 +59,17 @@ impl Checker<'_> {
             }
         };
         let credentials = self.credentials_scope();
+        let session_fields: Vec<String> = match &stream.session {
+            Some(_) => vec!["id".to_owned(), "url".to_owned()],
+            None => vec![],
+        };
         let scope_for = |paginate: &Paginate| {
             credentials
                 .clone()
                 .only("state", STATE, state_fields.clone())
                 .only("parent", PARENT, parent_fields.clone())
                 .only("page", PAGE, page_fields(paginate))
+                .only("session", SESSION, session_fields.clone())
         };
         let request_scope = scope_for(&stream.paginate);
         let mut record_scope = Scope::default()
@@ -82,6 +87,9 @@ impl Checker<'_> {
 
         if let Some(parent) = &stream.parent {
             self.parent(&base, name, parent, &config);
+        }
+        if let Some(session) = &stream.session {
+            self.session(&base, stream, session, &config);
         }
         match (&stream.request, &stream.archive) {
             (Some(request), None) => {
@@ -470,6 +478,61 @@ impl Checker<'_> {
         }
     }
 
+    /// A stream's `session`: on a root stream that sends requests; its templates see what they
+    /// may; its waits are bounded.
+    fn session(
+        &mut self,
+        base: &str,
+        stream: &Stream,
+        session: &crate::spec::Session,
+        config: &[String],
+    ) {
+        let at = format!("{base}/session");
+        if stream.parent.is_some() || stream.archive.is_some() {
+            self.push(
+                Problem::at(
+                    at.clone(),
+                    "a session is opened once before a root stream that sends requests lists",
+                )
+                .on_key()
+                .expected("`session:` on a stream with a `request` and no `parent`"),
+            );
+        }
+        let config_only = Scope::default().only("config", CONFIG, config.to_vec());
+        let with_session = Scope::default()
+            .only("session", SESSION, ["id".to_owned(), "url".to_owned()])
+            .only("config", CONFIG, config.to_vec());
+        let answer = Scope::default().with("answer", Fields::Any);
+        self.request(&format!("{at}/create"), &session.create, &config_only);
+        self.json_path(&format!("{at}/id"), &session.id);
+        self.template(&format!("{at}/url"), session.url.as_str(), &answer);
+        self.request(&format!("{at}/poll"), &session.poll, &with_session);
+        self.condition(&format!("{at}/ready"), session.ready.as_str(), &answer);
+        if let Some(delete) = &session.delete {
+            self.request_any(&format!("{at}/delete"), delete, &with_session);
+        }
+        let second = super::Duration::from_secs(1);
+        let two_hours = super::Duration::from_secs(2 * 60 * 60);
+        if session.interval < second || session.interval > two_hours {
+            self.push(
+                Problem::at(
+                    format!("{at}/interval"),
+                    format!("`{}` is out of range", session.interval),
+                )
+                .expected("from `1s` to `2h`"),
+            );
+        }
+        if session.timeout < second || session.timeout > two_hours {
+            self.push(
+                Problem::at(
+                    format!("{at}/timeout"),
+                    format!("`{}` is out of range", session.timeout),
+                )
+                .expected("from `1s` to `2h`: a person picking photos, not a background job"),
+            );
+        }
+    }
+
     /// An archive stream: its globs compile, its split fits its format, and it uses none of what
     /// only requests have (paging, incremental cursors, parents).
     fn archive(&mut self, base: &str, stream: &Stream, archive: &ArchiveEntries) {
@@ -754,6 +817,20 @@ impl Checker<'_> {
     }
 
     fn request(&mut self, at: &str, request: &Request, scope: &Scope) {
+        if request.method == crate::spec::Method::Delete {
+            self.push(
+                Problem::at(
+                    format!("{at}/method"),
+                    "an import never deletes a person's data at the provider",
+                )
+                .expected("`GET`, `POST`, `PUT` or `PATCH` (`DELETE` only in `session.delete`)"),
+            );
+        }
+        self.request_any(at, request, scope);
+    }
+
+    /// A request of any method (`session.delete` deletes what the engine made).
+    fn request_any(&mut self, at: &str, request: &Request, scope: &Scope) {
         let path = request.path.as_str();
         if path.starts_with("http://") || path.starts_with("https://") {
             self.absolute_template_url(&format!("{at}/path"), path);
