@@ -235,6 +235,38 @@ async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() 
         "{decoded}"
     );
 
+    // Choose photos in Google Photos' picker: its own button starts a sync of the stream
+    // that waits for the person (the sandbox's session is done at once), and the two picked
+    // items join the grid.
+    click(
+        &client,
+        &format!("{card} button.session-start[data-stream=picked_media]"),
+    )
+    .await;
+    wait_text(&client, "#banner", |text| {
+        text.contains("a link to choose will appear")
+    })
+    .await;
+    wait_text(
+        &client,
+        &format!("{card}[data-status=ok] .progress"),
+        |text| text.contains("Last run succeeded: 2 new"),
+    )
+    .await;
+    let mut figures = 0;
+    for _ in 0..100 {
+        figures = client
+            .find_all(Locator::Css("#photos figure.photo"))
+            .await
+            .unwrap()
+            .len();
+        if figures == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(figures, 6, "{}", client.source().await.unwrap_or_default());
+
     // Sync now: a second run, which finds nothing new.
     click(&client, &format!("{card} button.sync-now")).await;
     wait_text(&client, "#banner", |text| text.contains("Sync started")).await;
@@ -249,8 +281,9 @@ async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() 
     click(&client, &format!("{card} button.disconnect")).await;
     click(&client, "#delete-data").await;
     click(&client, "#disconnect-confirm").await;
+    // The library's five and the two picked.
     wait_text(&client, "#banner", |text| {
-        text.contains("5 records deleted")
+        text.contains("7 records deleted")
     })
     .await;
     gone(&client, card).await;

@@ -397,6 +397,50 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
             "no thumbnail is made of HEIC"
         );
 
+        // The Picker: a stream that waits for the person runs only when a sync names it (the
+        // sandbox's session is done at once), and the catalog says which streams those are.
+        let picker = photos["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|stream| stream["name"] == "picked_media")
+            .expect("picked_media in the catalog")
+            .clone();
+        assert_eq!(picker["session"], true, "{picker}");
+        assert_eq!(
+            service.all_records(&key, "model=media").await.len(),
+            5,
+            "the scheduled sync did not open a session"
+        );
+        let (status, body) = service
+            .call(
+                "POST",
+                "/integrations/google_photos:alice/sync",
+                &key,
+                Some(json!({"streams": ["no_such_stream"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let (status, body) = service
+            .call(
+                "POST",
+                "/integrations/google_photos:alice/sync",
+                &key,
+                Some(json!({"streams": ["picked_media"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let picked = service
+            .wait_for("google_photos:alice", &key, |body| {
+                body["running"] == false && body["last_run"]["totals"]["written"]["new"] == 2
+            })
+            .await;
+        assert!(
+            picked["session"].is_null(),
+            "the session is gone with its run: {picked}"
+        );
+        assert_eq!(service.all_records(&key, "model=media").await.len(), 7);
+
         // Its own interval, instead of the connector's daily one.
         for bad in [
             json!({"sync_every": "soon"}),
@@ -433,7 +477,7 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
         assert_eq!(status, StatusCode::ACCEPTED);
         let again = service
             .wait_for("google_photos:alice", &key, |body| {
-                imported(body) && body["last_run"]["id"] != integration["last_run"]["id"]
+                imported(body) && body["last_run"]["id"] != picked["last_run"]["id"]
             })
             .await;
         // Google Photos has no incremental API: the run reads everything again and writes
@@ -459,12 +503,13 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
         let metrics = metrics.as_str().unwrap().to_owned();
         assert!(
             metrics.contains(
-                r#"hypernet_syncs_total{connector="google_photos",outcome="succeeded"} 2"#
+                r#"hypernet_syncs_total{connector="google_photos",outcome="succeeded"} 3"#
             ),
             "{metrics}"
         );
         assert!(
-            metrics.contains(r#"hypernet_records_total{connector="google_photos"} 10"#),
+            // The first sync's 5, the picker's 2, the last sync's 5 unchanged.
+            metrics.contains(r#"hypernet_records_total{connector="google_photos"} 12"#),
             "{metrics}"
         );
 
@@ -474,7 +519,7 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
             .await;
         assert_eq!(status, StatusCode::OK, "{gone}");
         assert_eq!(gone["records_deleted"], 0);
-        assert_eq!(service.all_records(&key, "model=media").await.len(), 5);
+        assert_eq!(service.all_records(&key, "model=media").await.len(), 7);
         let (status, _) = service.get("/integrations/google_photos:alice", &key).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
 
@@ -491,9 +536,9 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{gone}");
-        assert_eq!(gone["records_deleted"], 5);
-        // The four photos' bytes went with them (no other record used them), and the PNG's
-        // thumbnail.
+        assert_eq!(gone["records_deleted"], 7);
+        // The photos' and videos' bytes went with them (no other record used them; the two
+        // picked items' bytes are two of the library's, stored once), and the PNG's thumbnail.
         assert_eq!(gone["blobs_deleted"], 5, "{gone}");
         assert!(service.all_records(&key, "model=media").await.is_empty());
         let (status, _) = service.get(url, &key).await;

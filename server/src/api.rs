@@ -134,6 +134,10 @@ pub struct IntegrationView {
     /// retries, rate-limit waits, and what was written.
     #[schema(value_type = Option<Object>)]
     progress: Option<Totals>,
+    /// A session of its running sync waiting for the person (Google Photos' Picker): the page
+    /// they open to finish it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<crate::state::SessionWaiting>,
     /// Whether it syncs from the provider's API on a schedule (`false`: its connector only
     /// imports data exports, and `next_sync_at` is `null`).
     syncs: bool,
@@ -175,12 +179,19 @@ async fn view(
         None
     };
     let progress = state.progress_of(&summary.id);
+    let session = state
+        .sessions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&summary.id)
+        .cloned();
     Ok(IntegrationView {
         summary,
         name,
         what_to_do,
         last_run,
         progress,
+        session,
         syncs,
         imports,
     })
@@ -271,8 +282,10 @@ pub struct SyncScheduled {
     path = "/integrations/{id}/sync",
     tag = "integrations",
     params(("id" = String, Path, description = "The integration id")),
+    request_body(content = Option<SyncRequest>, description = "Optional: the streams to run instead of the chosen ones", content_type = "application/json"),
     responses(
         (status = 202, description = "Scheduled", body = SyncScheduled),
+        (status = 400, description = "A stream the connector does not sync", body = ErrorBody),
         (status = 401, description = "No or unknown credentials", body = ErrorBody),
         (status = 404, description = "No such integration of the user's", body = ErrorBody),
         (status = 409, description = "It needs to be connected again before it can sync, or its connector only imports data exports", body = ErrorBody),
@@ -283,8 +296,28 @@ pub async fn sync_now(
     State(state): State<AppState>,
     User(user): User,
     Path(id): Path<String>,
+    body: Option<Json<SyncRequest>>,
 ) -> Result<Response, ApiError> {
     let summary = owned(&state, &user, &id).await?;
+    let streams = body
+        .map(|Json(request)| request.streams)
+        .unwrap_or_default();
+    if let Some(entry) = state.catalog.get(&summary.connector) {
+        for name in &streams {
+            let known = entry.spec.root_streams().any(|root| root == name)
+                && entry
+                    .spec
+                    .streams
+                    .get(name)
+                    .is_some_and(|stream| stream.archive.is_none());
+            if !known {
+                return Err(ApiError::bad_request(format!(
+                    "{} has no stream `{name}` that syncs (GET /connectors lists its streams)",
+                    entry.spec.name
+                )));
+            }
+        }
+    }
     if let Some(entry) = state.catalog.get(&summary.connector)
         && !entry.syncs()
     {
@@ -299,6 +332,13 @@ pub async fn sync_now(
             summary.connector
         )));
     }
+    if !streams.is_empty() {
+        state
+            .requested
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.clone(), streams);
+    }
     state.tables.schedule(&id, jiff::Timestamp::now()).await?;
     state.wake.notify_one();
     Ok((
@@ -310,6 +350,18 @@ pub async fn sync_now(
         }),
     )
         .into_response())
+}
+
+/// The body of `POST /integrations/{id}/sync`, which may be left out.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    /// The root streams this sync runs instead of the chosen ones: how a stream that waits
+    /// for the person (a session, such as Google Photos' `picked_media`) is run. While it
+    /// waits, the integration's `session.url` is the page to open.
+    #[serde(default)]
+    #[schema(max_items = 32)]
+    pub streams: Vec<String>,
 }
 
 /// The body of `PATCH /integrations/{id}`.

@@ -94,6 +94,10 @@ impl Entry {
                         .get(name)
                         .and_then(|stream| stream.description.clone()),
                     scopes: spec.scopes_of(name),
+                    session: spec
+                        .streams
+                        .get(name)
+                        .is_some_and(|stream| stream.session.is_some()),
                 })
                 .collect(),
         }
@@ -140,6 +144,10 @@ pub struct StreamChoice {
     pub description: Option<String>,
     /// The OAuth scopes it (with its substreams) needs.
     pub scopes: Vec<String>,
+    /// Whether it waits for the person (a session, such as Google Photos' Picker): it runs
+    /// only when a sync names it (`POST /integrations/{id}/sync` with `streams`), never on the
+    /// schedule.
+    pub session: bool,
 }
 
 /// Every connector the service offers, by id.

@@ -562,6 +562,7 @@ async fn import(state: &Service, claim: &ImportClaim) -> (ImportStatus, Option<S
     let live = Live {
         counters,
         metrics: state.metrics.observer(&entry.spec.id),
+        sessions: None,
     };
     let result = SyncRun::new(
         &entry.compiled,

@@ -134,6 +134,8 @@ pub async fn start(config: Config) -> Result<Running, String> {
     let state = Arc::new(Service {
         blobs,
         thumbnails: tokio::sync::Semaphore::new(2),
+        requested: std::sync::Mutex::default(),
+        sessions: Arc::default(),
         tables: ServiceTables::on(&store),
         store,
         catalog,

@@ -72,6 +72,8 @@ gateway header when the service is configured so. Another user's integrations ar
         crate::connect::NewIntegration,
         crate::api::Changes,
         crate::api::SyncScheduled,
+        crate::api::SyncRequest,
+        crate::state::SessionWaiting,
         crate::api::Disconnection,
         crate::imports::ImportView,
         crate::imports::FolderImport,

@@ -47,16 +47,33 @@ impl Outcome {
     }
 }
 
-/// Passes a sync's events to its live counters and to the service's metrics.
+/// Passes a sync's events to its live counters and to the service's metrics, and a session's
+/// page to the service's list of sessions waiting for their person.
 pub(crate) struct Live {
     pub(crate) counters: Arc<Counters>,
     pub(crate) metrics: crate::metrics::SyncMetrics,
+    /// Where a session's page is told, by integration (`None`: not told, an import).
+    pub(crate) sessions: Option<(String, crate::state::Sessions)>,
 }
 
 impl Observer for Live {
     fn event(&self, event: &Event<'_>) {
         self.counters.event(event);
         self.metrics.event(event);
+        if let (Event::SessionOpened { stream, url }, Some((integration, sessions))) =
+            (event, &self.sessions)
+        {
+            sessions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(
+                    integration.clone(),
+                    crate::state::SessionWaiting {
+                        stream: (*stream).to_owned(),
+                        url: (*url).to_owned(),
+                    },
+                );
+        }
     }
 }
 
@@ -207,15 +224,31 @@ pub async fn run(service: &Service, claim: &Claim) -> Outcome {
     let live = Live {
         counters,
         metrics: service.metrics.observer(&spec.id),
+        sessions: Some((stored.id.clone(), Arc::clone(&service.sessions))),
     };
-    // The streams the person chose, of those the connector still has (a stream removed from
-    // the spec since is dropped; if none is left, every stream runs).
-    let chosen: Vec<String> = claim
-        .streams
-        .iter()
-        .filter(|name| spec.root_streams().any(|root| root == name.as_str()))
-        .cloned()
-        .collect();
+    // The streams a person asked this sync for (a session stream: Google Photos' Picker), or
+    // else those they chose, of those the connector still has (a stream removed from the spec
+    // since is dropped; if none is left, every stream runs). A session waits for a person, so
+    // a scheduled sync never runs one.
+    let requested = service
+        .requested
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&stored.id);
+    let chosen: Vec<String> = match requested {
+        Some(requested) => requested,
+        None => claim
+            .streams
+            .iter()
+            .filter(|name| spec.root_streams().any(|root| root == name.as_str()))
+            .filter(|name| {
+                spec.streams
+                    .get(name.as_str())
+                    .is_some_and(|stream| stream.session.is_none())
+            })
+            .cloned()
+            .collect(),
+    };
     let result = SyncRun::new(
         &entry.compiled,
         &integration,
@@ -230,6 +263,11 @@ pub async fn run(service: &Service, claim: &Claim) -> Outcome {
     .await;
     service
         .progress
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&stored.id);
+    service
+        .sessions
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .remove(&stored.id);

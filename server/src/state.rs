@@ -169,6 +169,12 @@ pub struct Service {
     pub config: Config,
     /// Where records' content is kept.
     pub blobs: engine::blobs::BlobStore,
+    /// The streams a person asked the next sync of an integration to run (a session stream,
+    /// such as Google Photos' Picker), by integration. In memory: an interactive request that
+    /// a restart forgets, as the person's waiting page would be.
+    pub requested: Mutex<HashMap<String, Vec<String>>>,
+    /// The sessions waiting for their person now, by integration: the stream and the page.
+    pub sessions: Sessions,
     /// Thumbnails made at once: each decodes a photo on a blocking thread, and a page of a
     /// grid asks for dozens.
     pub thumbnails: tokio::sync::Semaphore,
@@ -176,6 +182,18 @@ pub struct Service {
 
 /// The shared state handlers get.
 pub type AppState = Arc<Service>;
+
+/// The sessions waiting for their person, by integration.
+pub type Sessions = Arc<Mutex<HashMap<String, SessionWaiting>>>;
+
+/// A stream's session waiting for the person (Google Photos' Picker): where they go.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct SessionWaiting {
+    /// The stream.
+    pub stream: String,
+    /// The page the person opens to finish it.
+    pub url: String,
+}
 
 impl Service {
     /// The live counters of a sync of `integration_id` running in this process.
