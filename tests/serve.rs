@@ -426,6 +426,22 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
                 "POST",
                 "/integrations/google_photos:alice/sync",
                 &key,
+                Some(json!({"streams": "picked_media", "extra": 1})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not a sync request"),
+            "{body}"
+        );
+        let (status, body) = service
+            .call(
+                "POST",
+                "/integrations/google_photos:alice/sync",
+                &key,
                 Some(json!({"streams": ["picked_media"]})),
             )
             .await;

@@ -285,7 +285,7 @@ pub struct SyncScheduled {
     request_body(content = Option<SyncRequest>, description = "Optional: the streams to run instead of the chosen ones", content_type = "application/json"),
     responses(
         (status = 202, description = "Scheduled", body = SyncScheduled),
-        (status = 400, description = "A stream the connector does not sync", body = ErrorBody),
+        (status = 400, description = "A body that is not a sync request, or a stream the connector does not sync", body = ErrorBody),
         (status = 401, description = "No or unknown credentials", body = ErrorBody),
         (status = 404, description = "No such integration of the user's", body = ErrorBody),
         (status = 409, description = "It needs to be connected again before it can sync, or its connector only imports data exports", body = ErrorBody),
@@ -296,12 +296,20 @@ pub async fn sync_now(
     State(state): State<AppState>,
     User(user): User,
     Path(id): Path<String>,
-    body: Option<Json<SyncRequest>>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    // No body, or `null`, is a plain "sync now".
+    let request: Option<SyncRequest> = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice(&body).map_err(|error| {
+            ApiError::bad_request(format!(
+                "the body is not a sync request (`{{\"streams\": [...]}}`): {error}"
+            ))
+        })?
+    };
     let summary = owned(&state, &user, &id).await?;
-    let streams = body
-        .map(|Json(request)| request.streams)
-        .unwrap_or_default();
+    let streams = request.map(|request| request.streams).unwrap_or_default();
     if let Some(entry) = state.catalog.get(&summary.connector) {
         for name in &streams {
             let known = entry.spec.root_streams().any(|root| root == name)
