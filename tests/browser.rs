@@ -160,6 +160,28 @@ async fn signed_in(
     (running, key_dir)
 }
 
+/// Waits until the photo grid has `want` photos (it is drawn after each refresh).
+async fn wait_figures(client: &Client, want: usize) {
+    let mut figures = 0;
+    for _ in 0..100 {
+        figures = client
+            .find_all(Locator::Css("#photos figure.photo"))
+            .await
+            .unwrap()
+            .len();
+        if figures == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        figures,
+        want,
+        "{}",
+        client.source().await.unwrap_or_default()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() {
     let Some((_driver, client)) = browser().await else {
@@ -188,19 +210,7 @@ async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() 
     assert!(rows[0].text().await.unwrap().contains("google_photos"));
     // The photos themselves, drawn from their stored bytes: four have content (a video still
     // processing has none), and the JPEG is decoded by the browser at its EXIF-declared size.
-    let mut figures = 0;
-    for _ in 0..100 {
-        figures = client
-            .find_all(Locator::Css("#photos figure.photo"))
-            .await
-            .unwrap()
-            .len();
-        if figures == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(figures, 4, "{}", client.source().await.unwrap_or_default());
+    wait_figures(&client, 4).await;
     let mut decoded = serde_json::Value::Null;
     for _ in 0..100 {
         decoded = client
@@ -253,19 +263,7 @@ async fn a_person_connects_syncs_and_disconnects_google_photos_in_the_browser() 
         |text| text.contains("Last run succeeded: 2 new"),
     )
     .await;
-    let mut figures = 0;
-    for _ in 0..100 {
-        figures = client
-            .find_all(Locator::Css("#photos figure.photo"))
-            .await
-            .unwrap()
-            .len();
-        if figures == 6 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(figures, 6, "{}", client.source().await.unwrap_or_default());
+    wait_figures(&client, 6).await;
 
     // Sync now: a second run, which finds nothing new.
     click(&client, &format!("{card} button.sync-now")).await;

@@ -187,14 +187,9 @@ struct Encoded {
 /// bytes themselves for a part that is in its record, and what the content must be.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Order {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    method: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    url: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    headers: Vec<(String, String)>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    json: Option<serde_json::Value>,
+    /// The request (none for a part that is in its record).
+    #[serde(flatten)]
+    request: KeptRequest,
     /// Where the bytes are in the answer, when it is JSON around them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     answer: Option<Encoded>,
@@ -219,13 +214,37 @@ struct Order {
 /// The rendered request for a record again, and the statuses that call for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct RefreshOrder {
+    #[serde(flatten)]
+    request: KeptRequest,
+    on: Vec<u16>,
+}
+
+/// A rendered request as an owed download keeps it: without credentials (the connector's
+/// auth and headers are added when it is sent) and with a JSON body only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct KeptRequest {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     method: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     url: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     headers: Vec<(String, String)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     json: Option<serde_json::Value>,
-    on: Vec<u16>,
+}
+
+impl KeptRequest {
+    fn of(request: crate::http::HttpRequest) -> Self {
+        Self {
+            method: request.method.to_string(),
+            url: request.url.to_string(),
+            headers: request.headers,
+            json: match request.body {
+                Some(RequestBody::Json(value)) => Some(value),
+                Some(RequestBody::Form(_)) | None => None,
+            },
+        }
+    }
 }
 
 impl CompiledContent {
@@ -242,8 +261,8 @@ impl CompiledContent {
             }
             CompiledValue::compile(source, templates)
         };
-        let source = match (&content.request, &content.inline) {
-            (Some(request), _) => {
+        let source = match (&content.request, &content.inline, &content.collect) {
+            (Some(request), _, _) => {
                 // The connector's own `headers` may hold secrets: they are added when the
                 // request is sent, not kept with it.
                 let plan = RequestPlan::compile(request, &indexmap::IndexMap::new(), templates)?;
@@ -267,22 +286,18 @@ impl CompiledContent {
                 }
                 Source::Request(plan, answer)
             }
-            (None, Some(inline)) => Source::Inline(
+            (None, Some(inline), _) => Source::Inline(
                 value(&inline.from, templates, &mut fields)?,
                 inline.encoding,
             ),
-            (None, None) if content.collect.is_some() => {
+            (None, None, Some(collect)) => {
                 // The top request reads the record as `node`: whole.
                 fields = RecordFields::All;
-                let collect = content
-                    .collect
-                    .as_ref()
-                    .ok_or_else(|| BuildError::Invalid(String::new()))?;
                 Source::Collect(Box::new(CompiledCollect::compile(collect, templates)?))
             }
-            (None, None) => {
+            (None, None, None) => {
                 return Err(BuildError::Invalid(
-                    "a content part has neither `request` nor `inline`".to_owned(),
+                    "a content part has no `request`, `inline` or `collect`".to_owned(),
                 ));
             }
         };
@@ -474,10 +489,7 @@ impl CompiledContent {
                 Ok(text(&value))
             };
         let mut order = Order {
-            method: String::new(),
-            url: String::new(),
-            headers: vec![],
-            json: None,
+            request: KeptRequest::default(),
             answer: None,
             inline: None,
             collect: false,
@@ -507,13 +519,7 @@ impl CompiledContent {
                 let request = plan
                     .render(base_url, context.context(), templates, &[])
                     .map_err(|error| format!("content.request: {error}"))?;
-                order.method = request.method.to_string();
-                order.url = request.url.to_string();
-                order.headers = request.headers;
-                order.json = match request.body {
-                    Some(RequestBody::Json(value)) => Some(value),
-                    Some(RequestBody::Form(_)) | None => None,
-                };
+                order.request = KeptRequest::of(request);
                 order.answer = answer.clone();
                 if let Some(refresh) = &self.refresh {
                     let request = refresh
@@ -521,13 +527,7 @@ impl CompiledContent {
                         .render(base_url, context.context(), templates, &[])
                         .map_err(|error| format!("content.refresh.request: {error}"))?;
                     order.refresh = Some(RefreshOrder {
-                        method: request.method.to_string(),
-                        url: request.url.to_string(),
-                        headers: request.headers,
-                        json: match request.body {
-                            Some(RequestBody::Json(value)) => Some(value),
-                            Some(RequestBody::Form(_)) | None => None,
-                        },
+                        request: KeptRequest::of(request),
                         on: refresh.on.clone(),
                     });
                 }
@@ -541,13 +541,7 @@ impl CompiledContent {
                     .request
                     .render(base_url, &top, templates, &[])
                     .map_err(|error| format!("content.collect.request: {error}"))?;
-                order.method = request.method.to_string();
-                order.url = request.url.to_string();
-                order.headers = request.headers;
-                order.json = match request.body {
-                    Some(RequestBody::Json(value)) => Some(value),
-                    Some(RequestBody::Form(_)) | None => None,
-                };
+                order.request = KeptRequest::of(request);
                 order.collect = true;
             }
             Source::Inline(source, encoding) => {
@@ -758,12 +752,7 @@ impl<S: Sink> Downloader<'_, S> {
             .base_url
             .as_ref()
             .map_or("", |url| url.as_str());
-        let top = self.request_of(
-            &order.method,
-            &order.url,
-            &order.headers,
-            order.json.as_ref(),
-        )?;
+        let top = self.request_of(&order.request)?;
         let mut document = String::new();
         let mut nodes: u32 = 0;
         let mut levels = vec![(self.children(collect, top).await?.into_iter(), 0u8)];
@@ -803,16 +792,7 @@ impl<S: Sink> Downloader<'_, S> {
                     .request
                     .render(base_url, &context, templates, &[])
                     .map_err(|error| format!("collect.request: {error}"))?;
-                let json = match &request.body {
-                    Some(RequestBody::Json(value)) => Some(value),
-                    _ => None,
-                };
-                let request = self.request_of(
-                    request.method.as_str(),
-                    request.url.as_str(),
-                    &request.headers,
-                    json,
-                )?;
+                let request = self.request_of(&KeptRequest::of(request))?;
                 let children = self.children(collect, request).await?;
                 levels.push((children.into_iter(), depth + 1));
             }
@@ -874,21 +854,15 @@ impl<S: Sink> Downloader<'_, S> {
     }
 
     /// A request to send: the connector's headers added to those rendered.
-    fn request_of(
-        &self,
-        method: &str,
-        url: &str,
-        headers: &[(String, String)],
-        json: Option<&serde_json::Value>,
-    ) -> Result<HttpRequest, String> {
-        let mut all = self.headers.clone();
-        all.extend(headers.iter().cloned());
+    fn request_of(&self, kept: &KeptRequest) -> Result<HttpRequest, String> {
+        let mut headers = self.headers.clone();
+        headers.extend(kept.headers.iter().cloned());
         Ok(HttpRequest {
-            method: reqwest::Method::from_bytes(method.as_bytes())
-                .map_err(|_| format!("`{method}` is not an HTTP method"))?,
-            url: url::Url::parse(url).map_err(|error| format!("`{url}`: {error}"))?,
-            headers: all,
-            body: json.cloned().map(RequestBody::Json),
+            method: reqwest::Method::from_bytes(kept.method.as_bytes())
+                .map_err(|_| format!("`{}` is not an HTTP method", kept.method))?,
+            url: url::Url::parse(&kept.url).map_err(|error| format!("`{}`: {error}", kept.url))?,
+            headers,
+            body: kept.json.clone().map(RequestBody::Json),
             max_body: None,
         })
     }
@@ -896,12 +870,7 @@ impl<S: Sink> Downloader<'_, S> {
     /// The record of `due` fetched again, and the download made from it.
     async fn refreshed(&self, due: &DueDownload, refresh: &RefreshOrder) -> Result<Order, String> {
         let part = self.part_of(due)?;
-        let request = self.request_of(
-            &refresh.method,
-            &refresh.url,
-            &refresh.headers,
-            refresh.json.as_ref(),
-        )?;
+        let request = self.request_of(&refresh.request)?;
         let document = self
             .http
             .fetch(&request, self.auth, self.observer, |answer| {
@@ -947,24 +916,12 @@ impl<S: Sink> Downloader<'_, S> {
                 .await
                 .map_err(|error| Failed::from(error.to_string()));
         }
-        let url =
-            url::Url::parse(&order.url).map_err(|error| format!("`{}`: {error}", order.url))?;
-        let method = reqwest::Method::from_bytes(order.method.as_bytes())
-            .map_err(|_| format!("`{}` is not an HTTP method", order.method))?;
-        let mut headers = self.headers.clone();
-        headers.extend(order.headers.iter().cloned());
+        let mut request = self.request_of(&order.request)?;
         // JSON around the bytes is larger than they are: base64 by a third.
-        let max_body = match order.answer {
+        request.max_body = Some(match order.answer {
             Some(_) => order.max_bytes.saturating_mul(4) / 3 + 64 * 1024,
             None => order.max_bytes,
-        };
-        let request = HttpRequest {
-            method,
-            url,
-            headers,
-            body: order.json.clone().map(RequestBody::Json),
-            max_body: Some(max_body),
-        };
+        });
         let checksum = &checksum;
         let downloaded = self
             .http

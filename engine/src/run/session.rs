@@ -20,7 +20,8 @@ pub(super) struct CompiledSession {
     poll: RequestPlan,
     ready: TemplateId,
     interval: Duration,
-    timeout: Duration,
+    /// As the spec writes it, for the person's message.
+    timeout: crate::spec::Duration,
     delete: Option<RequestPlan>,
 }
 
@@ -46,7 +47,7 @@ impl CompiledSession {
             poll: RequestPlan::compile(&session.poll, headers, templates)?,
             ready: templates.add_condition(session.ready.as_str())?,
             interval: session.interval.get(),
-            timeout: session.timeout.get(),
+            timeout: session.timeout,
             delete: session
                 .delete
                 .as_ref()
@@ -115,7 +116,7 @@ impl Fetcher<'_> {
             stream: name,
             url: &url,
         });
-        let deadline = tokio::time::Instant::now() + session.timeout;
+        let deadline = tokio::time::Instant::now() + session.timeout.get();
         loop {
             let request = session
                 .poll
@@ -134,7 +135,7 @@ impl Fetcher<'_> {
                 self.close_session(&opened).await;
                 return Err(fail(format!(
                     "the session was not completed within {} at {url}",
-                    humantime_like(session.timeout)
+                    session.timeout
                 )));
             }
             tokio::time::sleep(session.interval).await;
@@ -173,17 +174,5 @@ impl Fetcher<'_> {
             })
             .await
             .map_err(|error| self.error(name, Some(shown), error.into()))
-    }
-}
-
-/// A duration as a person reads it: `30m`, `1h 30m`, `45s`.
-fn humantime_like(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    match (seconds / 3600, seconds % 3600 / 60, seconds % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (h, 0, 0) => format!("{h}h"),
-        (h, m, _) if h > 0 => format!("{h}h {m}m"),
-        (_, m, s) => format!("{m}m {s}s"),
     }
 }
