@@ -414,8 +414,28 @@ pub struct Timed {
     pub seconds: f64,
     /// Peak resident memory, in MiB.
     pub peak_rss_mib: f64,
+    /// CPU time, user and system, in seconds.
+    pub cpu_seconds: f64,
     /// What it printed.
     pub output: String,
+}
+
+/// The release `connector` binary of this workspace (the command a person runs), for the
+/// benches; they ask for it to be built first rather than build it themselves.
+/// `HYPERNET_CONNECTOR_BINARY` names another (a build from before a change, to compare the two
+/// interleaved in one session).
+pub fn connector_binary() -> std::path::PathBuf {
+    let binary = match std::env::var_os("HYPERNET_CONNECTOR_BINARY") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/connector")
+        }
+    };
+    assert!(
+        binary.exists(),
+        "build the release binary first: cargo build --release -p hypernet-cli (or name one in HYPERNET_CONNECTOR_BINARY)"
+    );
+    binary
 }
 
 /// Runs `program` under `/usr/bin/time -v` (wall time and peak RSS, for the benches), after the
@@ -452,9 +472,14 @@ pub fn timed(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Timed {
     let peak_kib: f64 = field("Maximum resident set size (kbytes):")
         .parse()
         .unwrap_or(0.0);
+    let cpu_seconds = ["User time (seconds):", "System time (seconds):"]
+        .iter()
+        .map(|name| field(name).parse::<f64>().unwrap_or(0.0))
+        .sum();
     Timed {
         seconds,
         peak_rss_mib: peak_kib / 1024.0,
+        cpu_seconds,
         output: String::from_utf8_lossy(&output.stdout).into_owned(),
     }
 }

@@ -820,3 +820,118 @@ fn note_n1_of(record: &serde_json::Map<String, Value>, integration: &str) -> Bat
         vec![],
     )
 }
+
+/// The run's writer keeps a transaction open while pages keep coming and commits many pages at
+/// once. Pages written uncommitted are kept together or not at all: a handle dropped before its
+/// commit (a killed run) leaves no record and no checkpoint of them. Within a write, records go
+/// in the order of their ids; an id listed twice keeps its later listing whatever ids stand
+/// between, and a download owed twice is owed once, as the later listing asks.
+#[tokio::test]
+async fn uncommitted_pages_are_committed_together_or_not_at_all() {
+    use engine::store::ContentDue;
+    for test in test_stores("uncommitted").await {
+        let page = |records: Vec<(&str, &str)>, token: &str| {
+            let mut batch = notes_page(0);
+            let mut downloads = Vec::new();
+            let records = records
+                .into_iter()
+                .map(|(id, title)| {
+                    downloads.push(ContentDue {
+                        id: Arc::from(id),
+                        part: String::new(),
+                        file_name: None,
+                        version: String::new(),
+                        request: json!({"url": format!("https://example.com/{id}/{title}")})
+                            .to_string(),
+                    });
+                    MappedRecord::from_data(
+                        id.to_owned(),
+                        json!({"title": title}).as_object().unwrap(),
+                        false,
+                    )
+                })
+                .collect::<Vec<_>>();
+            batch.records = records.into_iter().map(Into::into).collect();
+            batch.downloads = downloads;
+            batch.checkpoint = Some(Checkpoint {
+                stream: Arc::from("notes"),
+                partition: String::new(),
+                state: StreamState {
+                    sync_token: Some(token.into()),
+                    ..StreamState::default()
+                },
+            });
+            batch
+        };
+        let first = page(vec![("z", "Z"), ("a", "A1"), ("m", "M"), ("a", "A2")], "t1");
+        let second = page(vec![("b", "B")], "t2");
+
+        // Written, never committed: gone with the handle.
+        let mut killed = test.store.clone();
+        let written = killed
+            .write_pages_uncommitted(std::slice::from_ref(&first))
+            .await
+            .unwrap();
+        assert_eq!((written.new, written.updated), (3, 1), "{}", test.backend);
+        drop(killed);
+        assert_eq!(
+            test.store.count(PLATFORM).await.unwrap(),
+            0,
+            "{}",
+            test.backend
+        );
+        let checkpoint = test
+            .store
+            .checkpoint("integration-1", "notes", "")
+            .await
+            .unwrap();
+        assert_eq!(checkpoint, None, "{}", test.backend);
+
+        // Two writes, one commit.
+        let mut writer = test.store.clone();
+        writer.write_pages_uncommitted(&[first]).await.unwrap();
+        writer.write_pages_uncommitted(&[second]).await.unwrap();
+        writer.commit().await.unwrap();
+        assert_eq!(
+            test.store.count(PLATFORM).await.unwrap(),
+            4,
+            "{}",
+            test.backend
+        );
+        assert_eq!(
+            stored(&test.store, "a").await,
+            Some((json!("A2"), false)),
+            "{}",
+            test.backend
+        );
+        let checkpoint = test
+            .store
+            .checkpoint("integration-1", "notes", "")
+            .await
+            .unwrap();
+        assert_eq!(
+            checkpoint.and_then(|state| state.sync_token).as_deref(),
+            Some("t2"),
+            "{}",
+            test.backend
+        );
+        let owed = test
+            .store
+            .due_downloads("integration-1", 5, 100)
+            .await
+            .unwrap();
+        let mut requests: Vec<(String, String)> =
+            owed.into_iter().map(|due| (due.id, due.request)).collect();
+        requests.sort();
+        let expected: Vec<(String, String)> = [("a", "A2"), ("b", "B"), ("m", "M"), ("z", "Z")]
+            .iter()
+            .map(|(id, title)| {
+                let url = format!("https://example.com/{id}/{title}");
+                (id.to_string(), json!({"url": url}).to_string())
+            })
+            .collect();
+        assert_eq!(requests, expected, "{}", test.backend);
+        // Nothing left open: committing again is nothing.
+        writer.commit().await.unwrap();
+    }
+}

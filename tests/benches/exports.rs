@@ -23,7 +23,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use hypernet_tests::{Timed, timed};
+use hypernet_tests::{Timed, connector_binary, timed};
 use rand::{Rng, SeedableRng};
 
 fn workspace() -> PathBuf {
@@ -260,15 +260,6 @@ fn spotify_export(plays: usize) -> PathBuf {
     }
     zip.finish().expect("finish the zip");
     path
-}
-
-fn connector_binary() -> PathBuf {
-    let binary = workspace().join("target/release/connector");
-    assert!(
-        binary.exists(),
-        "build the release binary first: cargo build --release -p hypernet-cli"
-    );
-    binary
 }
 
 /// Imports `export` with `connector import CONNECTOR` into a fresh SQLite file.

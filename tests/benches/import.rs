@@ -3,8 +3,16 @@
 //! spec through the real engine (HTTP, JSONPath, templates, conversions, model validation) into
 //! an SQLite file.
 //!
-//! `cargo bench -p hypernet-tests --bench import` runs N = 10k, 100k and 1M, each in a fresh
-//! process so that its peak RSS is its own, and prints a table. `-- --records N` runs one size;
+//! Ids are Google's: `AF1Qip` and 38 random base64url characters, in no order, as the Library
+//! API lists them (a new id lands on a random leaf of the store's index). `--ordered-ids` serves
+//! ids that grow with the page instead, every insert at the index's right edge: a labelled
+//! comparison, not what a person's library looks like.
+//!
+//! `cargo bench -p hypernet-tests --bench import` runs N = 10k, 100k and 1M, each twice: the
+//! release `connector sync google_photos --via <the server> --no-content` (the command a person
+//! runs, with its progress reporting and rate limiter; build it first), timed with
+//! `/usr/bin/time -v`, and the same import in-process (each in a fresh process, so that its peak
+//! RSS is its own). `-- --records N` runs one size in-process, `-- --cli N` through the binary;
 //! `-- --store-only N` times the store's share alone (N mapped records written page by page);
 //! `-- --sqlite-floor N` times SQLite alone writing the same rows (generated inside SQLite);
 //! `-- --stages N` times decoding and mapping alone, on one thread.
@@ -28,11 +36,68 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const PAGE_SIZE: usize = 100;
 
-/// The width of the page number inside every id; ids are `AKfRoY` + page + position.
-const PAGE_DIGITS: usize = 12;
+/// How the served ids are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ids {
+    /// Google's shape, in no order: `AF1Qip` + 38 base64url characters drawn from the record's
+    /// number (the same every run).
+    Random,
+    /// `AF1Qip` + the page (12 digits) + the position (26 digits): ascending.
+    Ordered,
+}
 
-fn record(page: usize, position: usize) -> String {
-    let id = format!("AKfRoY{page:0>PAGE_DIGITS$}{position:0>28}");
+impl Ids {
+    fn from_args(args: &[String]) -> Self {
+        match args.iter().any(|arg| arg == "--ordered-ids") {
+            true => Ids::Ordered,
+            false => Ids::Random,
+        }
+    }
+
+    fn flag(self) -> Option<&'static str> {
+        (self == Ids::Ordered).then_some("--ordered-ids")
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Ids::Random => "random ids",
+            Ids::Ordered => "ordered ids",
+        }
+    }
+
+    /// The id of the record at `position` of `page`: 44 characters either way.
+    fn id(self, page: usize, position: usize) -> String {
+        match self {
+            Ids::Ordered => format!("AF1Qip{page:0>12}{position:0>26}"),
+            Ids::Random => {
+                const BASE64URL: &[u8; 64] =
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+                // splitmix64 over the record's number: random-looking, and the same each run.
+                let mut state = (page * PAGE_SIZE + position) as u64;
+                let mut next = || {
+                    state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    let mut z = state;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    z ^ (z >> 31)
+                };
+                let mut id = String::with_capacity(44);
+                id.push_str("AF1Qip");
+                let mut bits = 0_u64;
+                for index in 0..38 {
+                    if index % 10 == 0 {
+                        bits = next();
+                    }
+                    id.push(char::from(BASE64URL[(bits & 63) as usize]));
+                    bits >>= 6;
+                }
+                id
+            }
+        }
+    }
+}
+
+fn record(id: &str, position: usize) -> String {
     let (mime, metadata) = if position.is_multiple_of(10) {
         (
             "video/mp4",
@@ -52,26 +117,32 @@ fn record(page: usize, position: usize) -> String {
     )
 }
 
-/// A full page rendered once; each request copies it and writes its page number into every id,
-/// so serving costs a memcpy and the figures are the engine's, not the test server's.
+/// A full page rendered once; each request copies it and writes its ids into it, so serving
+/// costs a memcpy and the figures are the engine's, not the test server's.
 struct PageTemplate {
+    ids: Ids,
     body: Vec<u8>,
-    /// Where page-number digits stand in `body`.
-    slots: Vec<usize>,
+    /// Where each position's id stands in `body` (three times: the id and two URLs).
+    slots: Vec<Vec<usize>>,
 }
 
 impl PageTemplate {
-    fn new() -> Self {
-        let marker = "9".repeat(PAGE_DIGITS);
+    fn new(ids: Ids) -> Self {
+        // A placeholder per position, as long as an id, found again below.
+        let placeholder = |position: usize| format!("@{position:0>43}");
         let records: Vec<String> = (0..PAGE_SIZE)
-            .map(|position| record(999_999_999_999, position))
+            .map(|position| record(&placeholder(position), position))
             .collect();
         let body = format!(r#"{{"mediaItems": [{}]"#, records.join(","));
-        let slots = body
-            .match_indices(&format!("AKfRoY{marker}"))
-            .map(|(at, _)| at + "AKfRoY".len())
+        let slots = (0..PAGE_SIZE)
+            .map(|position| {
+                body.match_indices(&placeholder(position))
+                    .map(|(at, _)| at)
+                    .collect()
+            })
             .collect();
         Self {
+            ids,
             body: body.into_bytes(),
             slots,
         }
@@ -79,9 +150,11 @@ impl PageTemplate {
 
     fn page(&self, page: usize, next: Option<usize>) -> Vec<u8> {
         let mut body = self.body.clone();
-        let digits = format!("{page:0>PAGE_DIGITS$}");
-        for &slot in &self.slots {
-            body[slot..slot + PAGE_DIGITS].copy_from_slice(digits.as_bytes());
+        for (position, slots) in self.slots.iter().enumerate() {
+            let id = self.ids.id(page, position);
+            for &slot in slots {
+                body[slot..slot + id.len()].copy_from_slice(id.as_bytes());
+            }
         }
         match next {
             Some(next) => {
@@ -94,9 +167,9 @@ impl PageTemplate {
 }
 
 /// The server process: `total / PAGE_SIZE` pages; the token is the next page's number.
-fn serve(total: usize) {
+fn serve(total: usize, ids: Ids) {
     let pages = total.div_ceil(PAGE_SIZE);
-    let template = Arc::new(PageTemplate::new());
+    let template = Arc::new(PageTemplate::new(ids));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -164,11 +237,12 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// One import of `total` records; prints one result line.
-fn import(total: usize) {
+/// The server, in its own process (its CPU is not the importer's), serving `total` records.
+fn start_server(total: usize, ids: Ids) -> (std::process::Child, url::Url) {
     let exe = std::env::current_exe().expect("own path");
     let mut server = Command::new(exe)
         .args(["--serve", &total.to_string()])
+        .args(ids.flag())
         .stdout(Stdio::piped())
         .spawn()
         .expect("server process");
@@ -177,9 +251,65 @@ fn import(total: usize) {
         .read_line(&mut address)
         .expect("server address");
     let base = url::Url::parse(&format!("http://{}", address.trim())).expect("server URL");
+    (server, base)
+}
+
+fn result_line(how: &str, ids: Ids, total: usize, seconds: f64, cpu: f64, peak_rss_mib: f64) {
+    println!(
+        "{how:<14} {:<11} {total:>9} records  {seconds:>7.2} s  {:>9.0} records/s  CPU {:>5.1} µs/record  peak RSS {peak_rss_mib:>6.1} MiB",
+        ids.label(),
+        total as f64 / seconds,
+        cpu * 1e6 / total as f64,
+    );
+}
+
+/// `connector sync google_photos` as a person runs it (the release binary), through the bench's
+/// server, into a fresh SQLite file; prints one result line.
+fn cli_sync(total: usize, ids: Ids) {
+    let (mut server, base) = start_server(total, ids);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = |name: &str| dir.path().join(name).to_str().expect("UTF-8").to_owned();
+    let connectors = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../connectors");
+    let run = hypernet_tests::timed(
+        hypernet_tests::connector_binary(),
+        &[
+            "sync",
+            "google_photos",
+            "--via",
+            base.as_str(),
+            "--access-token",
+            "bench",
+            "--no-content",
+            "--db",
+            &path("bench.sqlite"),
+            "--key-file",
+            &path("key"),
+            "--connectors-root",
+            connectors.to_str().expect("UTF-8"),
+            "--json",
+        ],
+    );
+    server.kill().ok();
+    server.wait().ok();
+    let summary: serde_json::Value = serde_json::from_str(&run.output).expect("a JSON summary");
+    assert_eq!(summary["status"], "succeeded", "{summary}");
+    assert_eq!(summary["new"], total, "every record stored: {summary}");
+    result_line(
+        "connector sync",
+        ids,
+        total,
+        run.seconds,
+        run.cpu_seconds,
+        run.peak_rss_mib,
+    );
+}
+
+/// One import of `total` records in this process; prints one result line.
+fn import(total: usize, ids: Ids) {
+    let (mut server, base) = start_server(total, ids);
 
     let runtime = importer_runtime();
-    let (seconds, cpu, requests, records) = runtime.block_on(async move {
+    let (seconds, cpu, records) = runtime.block_on(async move {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../connectors/google_photos/connector.yaml");
         let spec = Arc::new(engine::spec::load(&root).expect("the google_photos spec"));
@@ -224,15 +354,18 @@ fn import(total: usize) {
             reopened.count("google_photos").await.expect("count") as usize,
             total
         );
-        (seconds, cpu, totals.requests, totals.records)
+        (seconds, cpu, totals.records)
     });
     server.kill().ok();
     server.wait().ok();
-    println!(
-        "{total:>9} records  {seconds:>7.2} s  {:>9.0} records/s  {requests:>6} requests  CPU {:>5.1} µs/record  peak RSS {:>6.1} MiB",
-        records as f64 / seconds,
-        cpu * 1e6 / records as f64,
-        peak_rss_kib() as f64 / 1024.0
+    assert_eq!(records as usize, total);
+    result_line(
+        "in-process",
+        ids,
+        total,
+        seconds,
+        cpu,
+        peak_rss_kib() as f64 / 1024.0,
     );
 }
 
@@ -256,7 +389,7 @@ fn stored_json(id: &str, position: usize) -> String {
 /// and rows (the JSON of `--store-only`), one page of 100 with its checkpoint per transaction,
 /// but every row generated inside SQLite by one statement, so that no client work is counted.
 /// No importer can write faster into this database on this machine.
-fn sqlite_floor(total: usize) {
+fn sqlite_floor(total: usize, ids: Ids) {
     let runtime = importer_runtime();
     let seconds = runtime.block_on(async move {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -267,6 +400,11 @@ fn sqlite_floor(total: usize) {
         // The id is the only part that varies, as in `--store-only`. The template goes into the
         // SQL as a literal: it is the bench's own text and holds no single quote.
         let json = stored_json("{id}", 7);
+        // Ids of the bench's shape and order, made by SQLite (random ones are 38 hex digits).
+        let id = match ids {
+            Ids::Ordered => "printf('AF1Qip%038d', i)",
+            Ids::Random => "'AF1Qip' || substr(hex(randomblob(19)), 1, 38)",
+        };
         let started = Instant::now();
         for page in 0..total.div_ceil(PAGE_SIZE) {
             let first = page * PAGE_SIZE;
@@ -275,7 +413,7 @@ fn sqlite_floor(total: usize) {
                 "BEGIN;
                  INSERT INTO records (user_id, source_platform, model, integration_id, stream, first_seen_at, updated_at, source_object_id, data)
                  SELECT 'bench', 'google_photos', 'media', 'bench', 'media_items', '2026-11-26T00:00:00.000000Z', '2026-11-26T00:00:00.000000Z', id, replace('{json}', '{{id}}', id)
-                 FROM (WITH RECURSIVE n(i) AS (SELECT {first} UNION ALL SELECT i + 1 FROM n WHERE i < {last}) SELECT printf('AKfRoY%040d', i) AS id FROM n) WHERE true
+                 FROM (WITH RECURSIVE n(i) AS (SELECT {first} UNION ALL SELECT i + 1 FROM n WHERE i < {last}) SELECT {id} AS id FROM n) WHERE true
                  ON CONFLICT (user_id, source_platform, model, source_object_id) DO NOTHING;
                  INSERT INTO checkpoints (integration_id, stream, partition_key, state, updated_at) VALUES ('bench', 'media_items', '', '{{}}', '2026-11-26T00:00:00.000000Z')
                  ON CONFLICT (integration_id, stream, partition_key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at;
@@ -296,7 +434,8 @@ fn sqlite_floor(total: usize) {
         seconds
     });
     println!(
-        "sqlite floor {total:>9} records  {seconds:>7.2} s  {:>9.0} records/s",
+        "sqlite floor   {:<11} {total:>9} records  {seconds:>7.2} s  {:>9.0} records/s",
+        ids.label(),
         total as f64 / seconds
     );
 }
@@ -305,7 +444,7 @@ fn sqlite_floor(total: usize) {
 /// records), each page with its checkpoint, committed eight pages at a time as the import's
 /// writer commits them when pages come faster than it writes (a first import, nothing to sweep).
 /// The clock covers the log copy left at the end, as in the import.
-fn store_only(total: usize) {
+fn store_only(total: usize, ids: Ids) {
     use engine::models::ModelKind;
     use engine::record::StoredRecord;
     use engine::state::{Checkpoint, StreamState};
@@ -329,7 +468,7 @@ fn store_only(total: usize) {
                 model: Some(ModelKind::Media),
                 records: (0..PAGE_SIZE)
                     .map(|position| {
-                        let id = format!("AKfRoY{page:0>PAGE_DIGITS$}{position:0>28}");
+                        let id = ids.id(page, position);
                         let json = stored_json(&id, position);
                         StoredRecord::from(engine::record::MappedRecord::from_data(
                             id,
@@ -359,7 +498,8 @@ fn store_only(total: usize) {
         started.elapsed().as_secs_f64()
     });
     println!(
-        "store only {total:>9} records  {seconds:>7.2} s  {:>9.0} records/s",
+        "store only     {:<11} {total:>9} records  {seconds:>7.2} s  {:>9.0} records/s",
+        ids.label(),
         total as f64 / seconds
     );
 }
@@ -367,7 +507,7 @@ fn store_only(total: usize) {
 /// The run thread's stages alone, on one thread with no I/O: each page decoded from the bytes the
 /// server sends, then its records mapped into the rows the store binds. Prints the CPU time a
 /// record costs in each, which is steadier than the import's rate on a shared machine.
-fn stages(total: usize) {
+fn stages(total: usize, ids: Ids) {
     use engine::extract::{CompiledPath, Target};
     use engine::map::{Mapped, PageScope, RecordMapper};
     use engine::record::Provenance;
@@ -383,7 +523,7 @@ fn stages(total: usize) {
     let records = CompiledPath::compile(stream.records.as_str()).expect("records path");
     let provenance = Provenance::new("bench", "bench", "google_photos");
     let none = minijinja::Value::from(());
-    let template = PageTemplate::new();
+    let template = PageTemplate::new(ids);
     let pages = total.div_ceil(PAGE_SIZE);
     let (mut decoding, mut mapping) = (0.0, 0.0);
     let mut stored = 0usize;
@@ -422,32 +562,40 @@ fn main() {
             .and_then(|index| args.get(index + 1))
             .and_then(|text| text.parse::<usize>().ok())
     };
+    let ids = Ids::from_args(&args);
     if let Some(total) = value("--serve") {
-        return serve(total);
+        return serve(total, ids);
     }
     if let Some(total) = value("--records") {
-        return import(total);
+        return import(total, ids);
+    }
+    if let Some(total) = value("--cli") {
+        return cli_sync(total, ids);
     }
     if let Some(total) = value("--store-only") {
-        return store_only(total);
+        return store_only(total, ids);
     }
     if let Some(total) = value("--sqlite-floor") {
-        return sqlite_floor(total);
+        return sqlite_floor(total, ids);
     }
     if let Some(total) = value("--stages") {
-        return stages(total);
+        return stages(total, ids);
     }
     println!(
-        "import benchmark: google_photos spec, {PAGE_SIZE} records per page, loopback HTTP, SQLite file"
+        "import benchmark: google_photos spec, {PAGE_SIZE} records per page, loopback HTTP, SQLite file, {}",
+        ids.label()
     );
     let exe = std::env::current_exe().expect("own path");
     for total in [10_000, 100_000, 1_000_000] {
-        let status = Command::new(&exe)
-            .args(["--records", &total.to_string()])
-            .status()
-            .expect("bench process");
-        if !status.success() {
-            std::process::exit(1);
+        for how in ["--cli", "--records"] {
+            let status = Command::new(&exe)
+                .args([how, &total.to_string()])
+                .args(ids.flag())
+                .status()
+                .expect("bench process");
+            if !status.success() {
+                std::process::exit(1);
+            }
         }
     }
 }

@@ -184,11 +184,7 @@ fn bench(files: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = |name: &str| dir.path().join(name).to_str().expect("UTF-8").to_owned();
 
-    let binary = workspace().join("target/release/connector");
-    assert!(
-        binary.exists(),
-        "build the release binary first: cargo build --release -p hypernet-cli"
-    );
+    let binary = hypernet_tests::connector_binary();
     let connectors = workspace().join("connectors");
     let ours = timed(
         binary.to_str().expect("UTF-8"),

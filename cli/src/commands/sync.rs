@@ -42,6 +42,10 @@ pub struct Args {
     /// Only these root streams (repeatable); default: all.
     #[arg(long = "stream", value_name = "NAME")]
     streams: Vec<String>,
+    /// Store the records only: the content they point at (photos, files, attachments) stays
+    /// owed, in the `downloads` table, and the next sync without this flag downloads it.
+    #[arg(long)]
+    no_content: bool,
     /// Print a JSON summary instead of text.
     #[arg(long)]
     json: bool,
@@ -210,20 +214,25 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
         Err(error) => return Err(Failure::problem(format!("{}: {error}", spec.id))),
     };
 
-    let blobs = args.account.blob_store()?;
+    let blobs = match args.no_content {
+        true => None,
+        false => Some(args.account.blob_store()?),
+    };
     let started = Instant::now();
     let progress = Progress::new(&format!("syncing {}", spec.id), args.json);
-    let result = SyncRun::new(
+    let run = SyncRun::new(
         &connector,
         &integration,
         &http,
         auth.as_ref(),
         &progress,
         store.clone(),
-    )
-    .with_blobs(blobs)
-    .run(&args.streams)
-    .await;
+    );
+    let mut run = match blobs {
+        Some(blobs) => run.with_blobs(blobs),
+        None => run,
+    };
+    let result = run.run(&args.streams).await;
     progress.finish();
     if let (Err(error), Some(_)) = (&result, &stored) {
         // Refused credentials that could not be renewed: the user must connect again. The

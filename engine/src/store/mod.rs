@@ -42,14 +42,25 @@ pub struct Store<DB: sqlx::Database> {
     pool: sqlx::Pool<DB>,
     /// For an SQLite file: the connection that checkpoints its log (see [`wal`]).
     wal: Option<Arc<wal::Checkpointer>>,
+    /// The transaction [`Sink::write_pages_uncommitted`] left open for [`Sink::commit`]: this
+    /// handle's own (a clone starts with none). Only `&mut self` methods touch it, through
+    /// `Mutex::get_mut`, so it is never locked; the mutex makes the handle `Sync`.
+    open: std::sync::Mutex<Option<sqlx::Transaction<'static, DB>>>,
+}
+
+impl<DB: sqlx::Database> Store<DB> {
+    fn with_pool(pool: sqlx::Pool<DB>, wal: Option<Arc<wal::Checkpointer>>) -> Self {
+        Self {
+            pool,
+            wal,
+            open: std::sync::Mutex::new(None),
+        }
+    }
 }
 
 impl<DB: sqlx::Database> Clone for Store<DB> {
     fn clone(&self) -> Self {
-        Self {
-            pool: self.pool.clone(),
-            wal: self.wal.clone(),
-        }
+        Self::with_pool(self.pool.clone(), self.wal.clone())
     }
 }
 
@@ -242,6 +253,25 @@ pub trait Sink: Clone + Send + Sync + 'static {
         &mut self,
         batches: &[Batch],
     ) -> impl Future<Output = Result<WriteCounts, StoreError>> + Send;
+
+    /// Writes pages as [`Sink::write_pages`] does, into a transaction left open for the pages
+    /// that follow until [`Sink::commit`] (a sink without transactions writes them at once).
+    /// The run's writer keeps one open while pages keep coming, so that a commit carries many
+    /// pages: a provider's ids are random, and each commit rewrites every index leaf its records
+    /// landed on. What is not committed is lost with the process, checkpoints included, so a
+    /// killed run resumes from the last commit. After an error the open transaction is gone
+    /// (rolled back).
+    fn write_pages_uncommitted(
+        &mut self,
+        batches: &[Batch],
+    ) -> impl Future<Output = Result<WriteCounts, StoreError>> + Send {
+        self.write_pages(batches)
+    }
+
+    /// Commits what [`Sink::write_pages_uncommitted`] wrote; nothing to do when nothing is open.
+    fn commit(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
 
     /// Writes one page and its checkpoint in one transaction; says what it did.
     fn write(

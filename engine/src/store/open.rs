@@ -66,10 +66,7 @@ impl SqliteStore {
         let wal = Arc::new(super::wal::Checkpointer::start(path).await?);
         // The migrations are in the log.
         wal.committed();
-        Ok(Self {
-            pool,
-            wal: Some(wal),
-        })
+        Ok(Self::with_pool(pool, Some(wal)))
     }
 }
 
@@ -84,7 +81,7 @@ impl PostgresStore {
         <sqlx::Postgres as super::Backend>::migrator()
             .run(&pool)
             .await?;
-        Ok(Self { pool, wal: None })
+        Ok(Self::with_pool(pool, None))
     }
 }
 
@@ -230,6 +227,17 @@ impl AnyStore {
 impl Sink for AnyStore {
     async fn write_pages(&mut self, batches: &[Batch]) -> Result<WriteCounts, StoreError> {
         on_store!(self, store => store.write_pages(batches).await)
+    }
+
+    async fn write_pages_uncommitted(
+        &mut self,
+        batches: &[Batch],
+    ) -> Result<WriteCounts, StoreError> {
+        on_store!(self, store => store.write_pages_uncommitted(batches).await)
+    }
+
+    async fn commit(&mut self) -> Result<(), StoreError> {
+        on_store!(self, store => store.commit().await)
     }
 
     async fn checkpoint(

@@ -252,17 +252,50 @@ fn latest_checkpoints(batches: &[Batch]) -> Vec<(&RunScope, &super::Checkpoint)>
 on_every_backend! {
 impl Sink for Store {
     async fn write_pages(&mut self, batches: &[Batch]) -> Result<WriteCounts, StoreError> {
+        let counts = self.write_pages_uncommitted(batches).await?;
+        self.commit().await?;
+        Ok(counts)
+    }
+
+    async fn commit(&mut self) -> Result<(), StoreError> {
+        let open = self.open.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(transaction) = open.take() {
+            transaction.commit().await?;
+            self.committed();
+        }
+        Ok(())
+    }
+
+    async fn write_pages_uncommitted(
+        &mut self,
+        batches: &[Batch],
+    ) -> Result<WriteCounts, StoreError> {
         let mut counts = WriteCounts::default();
         let at: Arc<str> = Arc::from(now());
-        let mut transaction = self.pool.begin().await?;
+        // The transaction an earlier write left open, or a new one. It goes back only when
+        // everything here succeeded: on an error it is dropped, which rolls it back.
+        let open = self.open.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut transaction = match open.take() {
+            Some(transaction) => transaction,
+            None => self.pool.begin().await?,
+        };
         for group in batches.chunk_by(one_statement) {
             // `one_statement` puts every batch of a group in the same scope and stream.
             let Some(batch) = group.last() else { continue };
             let scope = &*batch.scope;
 
             if let Some(model) = batch.model {
-                let records: Vec<&StoredRecord> =
+                let mut records: Vec<&StoredRecord> =
                     group.iter().flat_map(|batch| &batch.records).collect();
+                // Each run of records (or of tombstones) in the order of their ids, the order
+                // of the identity index: a provider's ids are random (Google's, Spotify's), and
+                // rows given in the index's order update each of its leaves once per
+                // statement, where rows in listing order visit a random leaf each, read it again
+                // and write it again. Ids listed twice keep their order (the sort is stable), so
+                // the later listing still wins.
+                for run in records.chunk_by_mut(|record, next| record.deleted == next.deleted) {
+                    run.sort_by(|a, b| a.id.cmp(&b.id));
+                }
                 let shared = SharedColumns {
                     user_id: Arc::clone(&scope.user_id),
                     platform: Arc::clone(&scope.platform),
@@ -378,8 +411,7 @@ impl Sink for Store {
             );
             query.build().execute(&mut *transaction).await?;
         }
-        transaction.commit().await?;
-        self.committed();
+        *self.open.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(transaction);
         Ok(counts)
     }
 
