@@ -18,10 +18,11 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// How long mimalloc keeps freed pages before giving them back, in milliseconds. Its default,
 /// 1000, holds on to what an import's pipeline frees for a second: a 1M-play Spotify import
-/// peaked at 75 MiB resident with a heap of about 24 MiB. 100 ms brought it to 60 MiB and Apple
-/// Health's from 57 to 48 MiB at the same speed; 10 ms and 0 cost 1-5 s more of system time
-/// (BENCHMARKS.md). `MIMALLOC_PURGE_DELAY` in the environment still wins.
-const PURGE_DELAY_MS: std::ffi::c_long = 100;
+/// peaked at 75 MiB resident with a heap of about 24 MiB. 100 ms gave 60-66 MiB, 50 ms 62-65,
+/// 25 ms 57-58 MiB, and Apple Health's 2M records 43-48 MiB instead of 56, at the same speed;
+/// 0 cost seconds of system time (BENCHMARKS.md). `MIMALLOC_PURGE_DELAY` in the environment
+/// still wins.
+const PURGE_DELAY_MS: std::ffi::c_long = 25;
 
 fn tune_allocator() {
     // mimalloc reads its environment when the process loads, before `main`: a default set now
