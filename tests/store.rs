@@ -821,6 +821,14 @@ fn note_n1_of(record: &serde_json::Map<String, Value>, integration: &str) -> Bat
     )
 }
 
+/// The stored checkpoint of the notes stream of `integration-1`.
+async fn notes_checkpoint(store: &AnyStore) -> Option<StreamState> {
+    store
+        .checkpoint("integration-1", "notes", "")
+        .await
+        .unwrap()
+}
+
 /// The run's writer keeps a transaction open while pages keep coming and commits many pages at
 /// once. Pages written uncommitted are kept together or not at all: a handle dropped before its
 /// commit (a killed run) leaves no record and no checkpoint of them. Within a write, records go
@@ -880,12 +888,12 @@ async fn uncommitted_pages_are_committed_together_or_not_at_all() {
             "{}",
             test.backend
         );
-        let checkpoint = test
-            .store
-            .checkpoint("integration-1", "notes", "")
-            .await
-            .unwrap();
-        assert_eq!(checkpoint, None, "{}", test.backend);
+        assert_eq!(
+            notes_checkpoint(&test.store).await,
+            None,
+            "{}",
+            test.backend
+        );
 
         // Two writes, one commit.
         let mut writer = test.store.clone();
@@ -904,13 +912,11 @@ async fn uncommitted_pages_are_committed_together_or_not_at_all() {
             "{}",
             test.backend
         );
-        let checkpoint = test
-            .store
-            .checkpoint("integration-1", "notes", "")
-            .await
-            .unwrap();
         assert_eq!(
-            checkpoint.and_then(|state| state.sync_token).as_deref(),
+            notes_checkpoint(&test.store)
+                .await
+                .and_then(|state| state.sync_token)
+                .as_deref(),
             Some("t2"),
             "{}",
             test.backend

@@ -214,13 +214,14 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
         Err(error) => return Err(Failure::problem(format!("{}: {error}", spec.id))),
     };
 
-    let blobs = match args.no_content {
-        true => None,
-        false => Some(args.account.blob_store()?),
+    let blobs = if args.no_content {
+        None
+    } else {
+        Some(args.account.blob_store()?)
     };
     let started = Instant::now();
     let progress = Progress::new(&format!("syncing {}", spec.id), args.json);
-    let run = SyncRun::new(
+    let mut run = SyncRun::new(
         &connector,
         &integration,
         &http,
@@ -228,10 +229,9 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
         &progress,
         store.clone(),
     );
-    let mut run = match blobs {
-        Some(blobs) => run.with_blobs(blobs),
-        None => run,
-    };
+    if let Some(blobs) = blobs {
+        run = run.with_blobs(blobs);
+    }
     let result = run.run(&args.streams).await;
     progress.finish();
     if let (Err(error), Some(_)) = (&result, &stored) {

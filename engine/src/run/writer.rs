@@ -1,8 +1,8 @@
 //! The writer task: mapped pages on their way to the sink.
 //!
 //! The writer is its own task, so the database works on one core while pages are fetched,
-//! decoded and mapped on the other. It writes pages in the order they were sent, and gathers
-//! those that arrive together into one commit.
+//! decoded and mapped on the other. It writes pages in the order they were sent, those that
+//! arrive together in one write, and commits many writes together while pages keep coming.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use crate::events::{Event, Observer, WriteCounts};
 use crate::store::{Batch, Sink, StoreError};
 
-/// How many mapped pages may wait for the writer, and how many it commits together at most:
-/// enough to make a commit worth its cost, few enough that memory stays a handful of pages (a
+/// How many mapped pages may wait for the writer, and how many it writes together at most
+/// (one statement per stream): enough to make a write worth its cost, few enough that memory stays a handful of pages (a
 /// mapped page of 100 records is about 100 KB). With the store's 16 KiB SQLite pages, eight a
 /// commit cost 12–25% less CPU per record than four on the import bench; sixteen did worse
 /// than eight.
@@ -43,7 +43,8 @@ const WRITE_QUEUE_BYTES: usize = 6 << 20;
 /// checkpointer copies it into the file; a provider's ids are random, so a commit of 800
 /// records (eight pages) rewrote about as many leaves of the identity index and as many of the
 /// owed downloads', where one of many thousands rewrites each leaf once for several records.
-/// Measured with `connector sync google_photos` on 100,000 random ids: see BENCHMARKS.md.
+/// Measured with `connector sync google_photos` on 100,000 random ids: see BENCHMARKS.md
+/// ("Random ids").
 const COMMIT_RECORDS: usize = 8_192;
 
 /// How long a transaction may stay open while pages keep coming: what a crash can cost (those

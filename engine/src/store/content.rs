@@ -25,18 +25,16 @@ impl Store {
             return Ok(());
         };
         let scope = &*batch.scope;
-        // In the order of the table's key, as records are written (see `write_pages`); a
-        // download owed twice is owed as the later one says (the sort is stable), and one
-        // statement may not update a row twice.
-        let mut owed: Vec<_> = group.iter().flat_map(|batch| &batch.downloads).collect();
+        // In the order of the table's key, as records are written (see `write_pages`). A
+        // download owed twice is owed as its later listing says (one statement may not update
+        // a row twice): latest first, a stable sort keeps them so, and `dedup` keeps the first.
+        let mut owed: Vec<_> = group
+            .iter()
+            .flat_map(|batch| &batch.downloads)
+            .rev()
+            .collect();
         owed.sort_by(|a, b| (&a.id, &a.part).cmp(&(&b.id, &b.part)));
-        owed.dedup_by(|later, earlier| {
-            let same = later.id == earlier.id && later.part == earlier.part;
-            if same {
-                std::mem::swap(later, earlier);
-            }
-            same
-        });
+        owed.dedup_by(|later, kept| later.id == kept.id && later.part == kept.part);
         for chunk in owed.chunks(DOWNLOADS_PER_STATEMENT) {
             let mut query = QueryBuilder::<DB>::new(
                 "INSERT INTO downloads (integration_id, stream, model, queued_at, source_object_id, part, version, request, file_name) SELECT ",

@@ -58,6 +58,15 @@ impl<DB: sqlx::Database> Store<DB> {
     }
 }
 
+impl<DB: sqlx::Database> Store<DB> {
+    /// This handle's open transaction, if a write left one (see the field `open`).
+    fn open_transaction(&mut self) -> &mut Option<sqlx::Transaction<'static, DB>> {
+        self.open
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 impl<DB: sqlx::Database> Clone for Store<DB> {
     fn clone(&self) -> Self {
         Self::with_pool(self.pool.clone(), self.wal.clone())

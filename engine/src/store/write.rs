@@ -258,8 +258,7 @@ impl Sink for Store {
     }
 
     async fn commit(&mut self) -> Result<(), StoreError> {
-        let open = self.open.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(transaction) = open.take() {
+        if let Some(transaction) = self.open_transaction().take() {
             transaction.commit().await?;
             self.committed();
         }
@@ -274,8 +273,7 @@ impl Sink for Store {
         let at: Arc<str> = Arc::from(now());
         // The transaction an earlier write left open, or a new one. It goes back only when
         // everything here succeeded: on an error it is dropped, which rolls it back.
-        let open = self.open.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut transaction = match open.take() {
+        let mut transaction = match self.open_transaction().take() {
             Some(transaction) => transaction,
             None => self.pool.begin().await?,
         };
@@ -411,7 +409,7 @@ impl Sink for Store {
             );
             query.build().execute(&mut *transaction).await?;
         }
-        *self.open.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(transaction);
+        *self.open_transaction() = Some(transaction);
         Ok(counts)
     }
 
