@@ -107,9 +107,10 @@ async fn upserts_are_idempotent_and_rewrite_only_changed_records() {
         );
         assert_eq!(store.count(PLATFORM).await.unwrap(), 4);
 
-        // The same provider id for another user is another record.
+        // The same provider id for another user (their own account) is another record.
         let other = Arc::new(RunScope {
             user_id: Arc::from("user-2"),
+            integration_id: Arc::from("integration-2"),
             ..(*scope).clone()
         });
         let written = store
@@ -801,6 +802,105 @@ async fn rows_written_with_their_provenance_lose_it_to_the_migration_and_stay_un
     assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 1, 0));
     let dumped = store.dump("notes_api").await.unwrap();
     assert_eq!(dumped[0].2["source_integration_id"], "notes:u:work");
+}
+
+/// Rows written before records were keyed by a 16-byte key of their identity are keyed when the
+/// store opens: the next listing of a record finds it (unchanged, not a second row); a pass
+/// under way keeps the ids it had seen, so its sweep marks only the others deleted; content owed
+/// stays owed.
+#[tokio::test]
+async fn rows_written_before_the_identity_key_are_found_by_it() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("older.sqlite");
+    let all = <sqlx::Sqlite as engine::store::Backend>::migrator();
+    let mut before = sqlx::migrate::Migrator::DEFAULT;
+    before.migrations = std::borrow::Cow::Owned(
+        all.migrations
+            .iter()
+            .filter(|migration| migration.version < 15)
+            .cloned()
+            .collect(),
+    );
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let pool = SqlitePool::connect_with(options).await.unwrap();
+    before.run(&pool).await.unwrap();
+    let data = r#"{"title":"Note"}"#;
+    for id in ["n1", "n2", "n3"] {
+        sqlx::query(
+            "INSERT INTO records (source_platform, model, source_object_id, user_id, integration_id, stream, data, first_seen_at, updated_at) \
+             VALUES ('notes_api', 'note', ?, 'u', 'notes:u', 'notes', ?, '2024-03-17T07:45:12.000000Z', '2024-03-17T07:45:12.000000Z')",
+        )
+        .bind(id)
+        .bind(data)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    // Pass 7 of the notes stream has seen n1 and n2 so far; n3's content is owed.
+    for id in ["n1", "n2"] {
+        sqlx::query("INSERT INTO sync_seen (integration_id, stream, pass_id, source_object_id) VALUES ('notes:u', 'notes', 7, ?)")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO downloads (integration_id, stream, model, source_object_id, part, version, request, queued_at) \
+         VALUES ('notes:u', 'notes', 'note', 'n3', '', 'v1', '{}', '2024-03-17T07:45:12.000000Z')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let mut store = engine::store::SqliteStore::open(&path).await.unwrap();
+    let (keyed,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM records WHERE length(identity) = 16")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(keyed, 3, "every row keyed");
+
+    // n1 listed again: found, unchanged.
+    let record: serde_json::Map<String, Value> = serde_json::from_str(data).unwrap();
+    let counts = store.write(&note_n1_of(&record, "notes:u")).await.unwrap();
+    assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 0, 1));
+
+    let owed = store.due_downloads("notes:u", 5, 10).await.unwrap();
+    assert_eq!(
+        owed.iter().map(|due| due.id.as_str()).collect::<Vec<_>>(),
+        ["n3"]
+    );
+
+    // Pass 7 completes: what it did not see (n3) is marked deleted, n1 and n2 are kept.
+    let mut sweep = note_n1_of(&record, "notes:u");
+    sweep.records.clear();
+    sweep.seen_in_pass = Some(7);
+    sweep.sweeps = vec![Sweep {
+        stream: Arc::from("notes"),
+        pass: 7,
+    }];
+    let counts = store.write(&sweep).await.unwrap();
+    assert_eq!(counts.deleted, 1);
+    let deleted: Vec<(String, bool)> = store
+        .dump("notes_api")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, id, _, deleted)| (id, deleted))
+        .collect();
+    assert_eq!(
+        deleted,
+        [
+            ("n1".to_owned(), false),
+            ("n2".to_owned(), false),
+            ("n3".to_owned(), true)
+        ]
+    );
 }
 
 /// A page holding note `n1` with the fields `record`, of user `u`'s integration `integration`.

@@ -4,6 +4,15 @@
 //! nothing to the end), 2 on usage errors (bad flags, missing files), 3 when a sync was partial
 //! (some streams failed, the others imported).
 
+/// `println!` for the command's output. Output nobody reads any more (`connector sync ... |
+/// head`) is dropped: the command still finishes what it was asked and exits with its own
+/// status, where `println!` panicked (exit 101, after the sync had stored everything).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::say_line(format_args!($($arg)*))
+    };
+}
+
 mod commands;
 
 /// The import allocates and frees many small values (decoded pages, mapped records) on one
@@ -197,5 +206,20 @@ fn main() -> ExitCode {
         Outcome::Problems => ExitCode::from(1),
         Outcome::UsageError => ExitCode::from(2),
         Outcome::Partial => ExitCode::from(3),
+    }
+}
+
+/// Writes one line of output (see [`say!`]).
+fn say_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "{line}") {
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        // A full disk under a redirect is worth saying, once, where it can still be read.
+        if error.kind() != std::io::ErrorKind::BrokenPipe
+            && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            eprintln!("error: writing the output failed: {error}");
+        }
     }
 }

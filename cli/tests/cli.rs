@@ -29,6 +29,33 @@ fn valid_connectors_exit_zero() {
     assert!(stdout(&output).contains("valid"));
 }
 
+/// Output nobody reads (`connector validate | head -1`, a closed pipe) is dropped: the command
+/// exits with its own status instead of panicking.
+#[test]
+fn a_closed_output_pipe_is_no_panic() {
+    for (args, status) in [
+        (&["validate", "connectors"][..], 0),
+        (
+            &["validate", "tests/specs/broken/09_auth_kind_typo.yaml"][..],
+            1,
+        ),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_connector"))
+            .args(args)
+            .current_dir(root())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reading end closes before the command writes anything.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(status), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn validate_defaults_to_the_connectors_folder() {
     let output = connector(&["validate"]);

@@ -263,12 +263,38 @@ fn result_line(how: &str, ids: Ids, total: usize, seconds: f64, cpu: f64, peak_r
     );
 }
 
+/// A fresh database named `hypernet_bench` on the PostgreSQL server of `url` (dropped first if
+/// a bench left one), and its URL.
+fn fresh_postgres(url: &str) -> String {
+    use sqlx::Connection as _;
+    importer_runtime().block_on(async {
+        let mut connection = sqlx::PgConnection::connect(url)
+            .await
+            .expect("connect to PostgreSQL");
+        for statement in [
+            "DROP DATABASE IF EXISTS hypernet_bench WITH (FORCE)",
+            "CREATE DATABASE hypernet_bench",
+        ] {
+            sqlx::raw_sql(statement)
+                .execute(&mut connection)
+                .await
+                .expect(statement);
+        }
+    });
+    let mut bench = url::Url::parse(url).expect("a PostgreSQL URL");
+    bench.set_path("/hypernet_bench");
+    bench.to_string()
+}
+
 /// `connector sync google_photos` as a person runs it (the release binary), through the bench's
-/// server, into a fresh SQLite file; prints one result line.
-fn cli_sync(total: usize, ids: Ids) {
+/// server, into a fresh SQLite file, or a fresh PostgreSQL database on the server of `postgres`;
+/// prints one result line.
+fn cli_sync(total: usize, ids: Ids, postgres: Option<&str>) {
+    let database = postgres.map(fresh_postgres);
     let (mut server, base) = start_server(total, ids);
     let dir = tempfile::tempdir().expect("temp dir");
     let path = |name: &str| dir.path().join(name).to_str().expect("UTF-8").to_owned();
+    let database = database.unwrap_or_else(|| path("bench.sqlite"));
     let connectors = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../connectors");
     let run = hypernet_tests::timed(
         hypernet_tests::connector_binary(),
@@ -281,7 +307,7 @@ fn cli_sync(total: usize, ids: Ids) {
             "bench",
             "--no-content",
             "--db",
-            &path("bench.sqlite"),
+            &database,
             "--key-file",
             &path("key"),
             "--connectors-root",
@@ -295,7 +321,11 @@ fn cli_sync(total: usize, ids: Ids) {
     assert_eq!(summary["status"], "succeeded", "{summary}");
     assert_eq!(summary["new"], total, "every record stored: {summary}");
     result_line(
-        "connector sync",
+        if postgres.is_some() {
+            "sync postgres"
+        } else {
+            "connector sync"
+        },
         ids,
         total,
         run.seconds,
@@ -400,7 +430,8 @@ fn sqlite_floor(total: usize, ids: Ids) {
         // The id is the only part that varies, as in `--store-only`. The template goes into the
         // SQL as a literal: it is the bench's own text and holds no single quote.
         let json = stored_json("{id}", 7);
-        // Ids of the bench's shape and order, made by SQLite (random ones are 38 hex digits).
+        // Ids of the bench's shape and order, made by SQLite (random ones are 38 hex digits);
+        // the identity's key is 16 random bytes whatever the order, as BLAKE3 makes it.
         let id = match ids {
             Ids::Ordered => "printf('AF1Qip%038d', i)",
             Ids::Random => "'AF1Qip' || substr(hex(randomblob(19)), 1, 38)",
@@ -411,10 +442,10 @@ fn sqlite_floor(total: usize, ids: Ids) {
             let last = first + PAGE_SIZE - 1;
             let sql = format!(
                 "BEGIN;
-                 INSERT INTO records (user_id, source_platform, model, integration_id, stream, first_seen_at, updated_at, source_object_id, data)
-                 SELECT 'bench', 'google_photos', 'media', 'bench', 'media_items', '2026-11-26T00:00:00.000000Z', '2026-11-26T00:00:00.000000Z', id, replace('{json}', '{{id}}', id)
+                 INSERT INTO records (user_id, source_platform, model, integration_id, stream, first_seen_at, updated_at, source_object_id, identity, data)
+                 SELECT 'bench', 'google_photos', 'media', 'bench', 'media_items', '2026-11-26T00:00:00.000000Z', '2026-11-26T00:00:00.000000Z', id, randomblob(16), replace('{json}', '{{id}}', id)
                  FROM (WITH RECURSIVE n(i) AS (SELECT {first} UNION ALL SELECT i + 1 FROM n WHERE i < {last}) SELECT {id} AS id FROM n) WHERE true
-                 ON CONFLICT (user_id, source_platform, model, source_object_id) DO NOTHING;
+                 ON CONFLICT (identity) DO NOTHING;
                  INSERT INTO checkpoints (integration_id, stream, partition_key, state, updated_at) VALUES ('bench', 'media_items', '', '{{}}', '2026-11-26T00:00:00.000000Z')
                  ON CONFLICT (integration_id, stream, partition_key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at;
                  COMMIT;"
@@ -570,8 +601,15 @@ fn main() {
     if let Some(total) = value("--records") {
         return import(total, ids);
     }
+    // A PostgreSQL server for `connector sync` rows into PostgreSQL: `--postgres URL`, or
+    // HYPERNET_BENCH_POSTGRES for the default run. The bench makes (and drops) a database named
+    // `hypernet_bench` on it.
+    let postgres = args
+        .iter()
+        .position(|arg| arg == "--postgres")
+        .and_then(|index| args.get(index + 1).cloned());
     if let Some(total) = value("--cli") {
-        return cli_sync(total, ids);
+        return cli_sync(total, ids, postgres.as_deref());
     }
     if let Some(total) = value("--store-only") {
         return store_only(total, ids);
@@ -587,10 +625,18 @@ fn main() {
         ids.label()
     );
     let exe = std::env::current_exe().expect("own path");
+    let postgres = std::env::var("HYPERNET_BENCH_POSTGRES").ok();
     for total in [10_000, 100_000, 1_000_000] {
-        for how in ["--cli", "--records"] {
+        let mut runs = vec![("--cli", vec![]), ("--records", vec![])];
+        if let Some(url) = &postgres
+            && total >= 100_000
+        {
+            runs.push(("--cli", vec!["--postgres", url.as_str()]));
+        }
+        for (how, more) in runs {
             let status = Command::new(&exe)
                 .args([how, &total.to_string()])
+                .args(more)
                 .args(ids.flag())
                 .status()
                 .expect("bench process");

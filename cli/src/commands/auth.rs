@@ -143,20 +143,21 @@ async fn save_connection(
         captured: captured.iter().collect(),
     };
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&connected).unwrap_or_default()
         );
     } else {
-        println!(
+        say!(
             "Connected {} for user {} (integration {id}).",
-            spec.name, args.account.user
+            spec.name,
+            args.account.user
         );
-        println!(
+        say!(
             "Granted scopes: {}",
             connected.scopes.unwrap_or("(the provider did not say)")
         );
-        println!(
+        say!(
             "Tokens are stored encrypted in {}; run `connector sync {}{}` to import.",
             engine::store::redact(&args.account.db),
             spec.id,

@@ -58,30 +58,30 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     .map_err(|error| Failure::problem(error.to_string()))?;
     let (revoked, records_deleted) = (report.revoked, report.records_deleted);
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        println!("Disconnected {id}; its tokens are deleted.");
+        say!("Disconnected {id}; its tokens are deleted.");
         match (&report.revocation_error, revoked) {
-            (Some(error), _) => println!(
+            (Some(error), _) => say!(
                 "Revoking at the provider failed ({error}); remove Hypernet's access in your {} account settings.",
                 spec.name
             ),
-            (None, true) => println!("Access was revoked at {}.", spec.name),
-            (None, false) => println!(
+            (None, true) => say!("Access was revoked at {}.", spec.name),
+            (None, false) => say!(
                 "{} has no revocation endpoint; remove Hypernet's access in your account settings there.",
                 spec.name
             ),
         }
         if args.delete_data {
-            println!(
+            say!(
                 "{records_deleted} imported records deleted, and {} files of their content no other record uses.",
                 report.blobs_deleted
             );
         } else {
-            println!("Imported records are kept; run again with --delete-data to delete them.");
+            say!("Imported records are kept; run again with --delete-data to delete them.");
         }
     }
     Ok(if report.revocation_error.is_some() {

@@ -45,12 +45,12 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
         .map_err(|error| Failure::problem(format!("the blob store at {location}: {error}")))?;
     store.close().await;
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&collected).unwrap_or_default()
         );
     } else {
-        println!(
+        say!(
             "{location}: {} blobs; {} unreferenced deleted ({:.1} MB freed), {} unreferenced kept for now (younger than {}), {} staged files removed",
             collected.blobs,
             collected.deleted,

@@ -44,17 +44,17 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
             runs,
             audit: &audit,
         };
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&history).unwrap_or_default()
         );
         return Ok(Outcome::Success);
     }
     let plural = if runs.len() == 1 { "" } else { "s" };
-    println!("{id}: the last {} run{plural}, newest first", runs.len());
+    say!("{id}: the last {} run{plural}, newest first", runs.len());
     for run in runs {
         let written = &run.totals.written;
-        println!(
+        say!(
             "  run {} {} {} → {}: new {} · updated {} · unchanged {} · deleted {} · rejected {} · pages {} · requests {}",
             run.id,
             run.status,
@@ -71,12 +71,12 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
             run.totals.requests,
         );
         if let Some(error) = &run.error {
-            println!("    error: {error}");
+            say!("    error: {error}");
         }
     }
-    println!("audit log:");
+    say!("audit log:");
     for entry in &audit {
-        println!("  {} {} {}", entry.at, entry.action, entry.detail);
+        say!("  {} {} {}", entry.at, entry.action, entry.detail);
     }
     Ok(Outcome::Success)
 }

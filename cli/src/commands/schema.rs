@@ -26,7 +26,7 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<Outcome, Failure> {
     if !args.write && !args.check {
         let text = serde_json::to_string_pretty(&schema::connector_schema()).unwrap_or_default();
-        println!("{text}");
+        say!("{text}");
         return Ok(Outcome::Success);
     }
     let mut files = schema::generated_files();
@@ -41,7 +41,7 @@ pub fn run(args: &Args) -> Result<Outcome, Failure> {
             continue;
         }
         if args.check {
-            println!(
+            say!(
                 "{} differs from what the code generates",
                 file.path.display()
             );
@@ -58,10 +58,10 @@ pub fn run(args: &Args) -> Result<Outcome, Failure> {
                 path.display()
             )));
         }
-        println!("wrote {}", file.path.display());
+        say!("wrote {}", file.path.display());
     }
     if drifted > 0 {
-        println!("run `connector schema --write` and commit the result");
+        say!("run `connector schema --write` and commit the result");
         return Ok(Outcome::Problems);
     }
     Ok(Outcome::Success)

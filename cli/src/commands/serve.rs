@@ -160,7 +160,7 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     }
     let connectors = running.state.catalog.iter().count();
     if args.json {
-        println!(
+        say!(
             "{}",
             json!({
                 "url": url.as_str(),
@@ -172,16 +172,16 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
             })
         );
     } else {
-        println!(
+        say!(
             "Hypernet Connect is serving {connectors} connectors at {url}{}",
             if args.sandbox { " (sandbox)" } else { "" }
         );
-        println!("Database: {}", engine::store::redact(&args.db));
+        say!("Database: {}", engine::store::redact(&args.db));
         if let Some((link, key)) = &login {
-            println!("Open this link to sign in as user `local`: {link}");
-            println!("API key for scripts (Authorization: Bearer): {key}");
+            say!("Open this link to sign in as user `local`: {link}");
+            say!("API key for scripts (Authorization: Bearer): {key}");
         }
-        println!("Press Ctrl-C to stop; running syncs resume from their checkpoints next time.");
+        say!("Press Ctrl-C to stop; running syncs resume from their checkpoints next time.");
     }
     tokio::select! {
         result = running.server => match result {
@@ -212,7 +212,7 @@ async fn create_key(db: &str, user: &str) -> Result<Outcome, Failure> {
         .add_api_key(&server::key_hash(&key), user)
         .await
         .map_err(|error| Failure::problem(error.to_string()))?;
-    println!("{key}");
+    say!("{key}");
     eprintln!("API key for user `{user}` created; it is shown once (only its hash is stored).");
     Ok(Outcome::Success)
 }

@@ -293,7 +293,7 @@ impl<'a> Summary<'a> {
     /// is reported, error and hints included: not an early exit.
     pub(super) fn report(&self, json: bool) -> Outcome {
         if json {
-            println!("{}", serde_json::to_string_pretty(self).unwrap_or_default());
+            say!("{}", serde_json::to_string_pretty(self).unwrap_or_default());
         } else {
             print_summary(self);
         }
@@ -333,7 +333,7 @@ fn print_summary(summary: &Summary<'_>) {
             }
         );
     }
-    println!(
+    say!(
         "{}{}: {} records in {:.1}s → {}",
         summary.connector,
         if summary.sandbox { " (sandbox)" } else { "" },
@@ -341,12 +341,16 @@ fn print_summary(summary: &Summary<'_>) {
         summary.seconds,
         summary.database
     );
-    println!(
+    say!(
         "  new {} · updated {} · unchanged {} · deleted {} · rejected {}",
-        written.new, written.updated, written.unchanged, written.deleted, written.rejected
+        written.new,
+        written.updated,
+        written.unchanged,
+        written.deleted,
+        written.rejected
     );
     if summary.export.is_empty() {
-        println!(
+        say!(
             "  pages {} · requests {} · retries {} · rate-limit waits {} ({:.1}s)",
             totals.pages,
             totals.requests,
@@ -355,14 +359,14 @@ fn print_summary(summary: &Summary<'_>) {
             totals.rate_limit_wait_ms as f64 / 1000.0
         );
     } else {
-        println!(
+        say!(
             "  pages {} · from {}",
             totals.pages,
             summary.export.join(", ")
         );
     }
     if totals.contents > 0 || totals.contents_failed > 0 {
-        println!(
+        say!(
             "  content: {} stored ({:.1} MB) · {} not downloaded",
             totals.contents,
             totals.content_bytes as f64 / 1e6,
@@ -370,12 +374,12 @@ fn print_summary(summary: &Summary<'_>) {
         );
     }
     if totals.contents_failed > 0 {
-        println!(
+        say!(
             "  the content not downloaded stays owed, with the reason, in the `downloads` table; the next sync tries it again"
         );
     }
     if written.rejected > 0 {
-        println!(
+        say!(
             "  {} records did not fit their model; they are kept with the reason in the `rejects` table",
             written.rejected
         );

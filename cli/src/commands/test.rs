@@ -58,7 +58,7 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
         reports.push(report);
     }
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&reports).unwrap_or_default()
         );
@@ -76,30 +76,30 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
 
 fn print_report(report: &TestReport) {
     let verdict = if report.passed { "ok" } else { "FAILED" };
-    println!("{}: {verdict}", report.connector);
+    say!("{}: {verdict}", report.connector);
     for stream in &report.streams {
-        println!("  stream {}: {}", stream.stream, stream.status);
+        say!("  stream {}: {}", stream.stream, stream.status);
         if let Some(diff) = &stream.diff {
             for line in diff.lines() {
-                println!("    {line}");
+                say!("    {line}");
             }
         }
     }
     for fixture in &report.unused_fixtures {
-        println!("  fixture never requested: {fixture}");
+        say!("  fixture never requested: {fixture}");
     }
     for request in &report.unmatched_requests {
-        println!("  request without a fixture: {request}");
+        say!("  request without a fixture: {request}");
     }
     if let Some(error) = &report.error {
-        println!("  sync failed: {error}");
+        say!("  sync failed: {error}");
     }
     if report
         .streams
         .iter()
         .any(|stream| stream.status == "new" || stream.status == "differs")
     {
-        println!(
+        say!(
             "  review the diff, then run `connector test {} --accept` to keep this run as the snapshot",
             report.connector
         );

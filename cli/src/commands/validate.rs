@@ -71,7 +71,7 @@ pub fn run(args: &Args) -> Result<Outcome, Failure> {
     if args.json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|error| Failure::problem(format!("cannot print the report: {error}")))?;
-        println!("{text}");
+        say!("{text}");
     } else {
         print_text(&report);
     }
@@ -111,10 +111,10 @@ fn check(file: PathBuf) -> SpecReport {
 fn print_text(report: &Report) {
     for spec in &report.specs {
         for diagnostic in &spec.diagnostics {
-            println!("{diagnostic}");
+            say!("{diagnostic}");
         }
         if let Some(error) = &spec.error {
-            println!("{error}");
+            say!("{error}");
         }
     }
     let problems: usize = report
@@ -128,9 +128,9 @@ fn print_text(report: &Report) {
         .sum();
     let total = report.valid + report.invalid;
     if report.invalid == 0 {
-        println!("{total} spec{} valid", if total == 1 { "" } else { "s" });
+        say!("{total} spec{} valid", if total == 1 { "" } else { "s" });
     } else {
-        println!(
+        say!(
             "{} of {total} spec{} invalid, {problems} problem{}",
             report.invalid,
             if total == 1 { "" } else { "s" },

@@ -676,7 +676,7 @@ impl<S: Sink> Downloader<'_, S> {
                             "the record's content was not downloaded; later runs retry it"
                         );
                         self.sink
-                            .download_failed(&self.scope.integration_id, &download, &error)
+                            .download_failed(self.scope, &download, &error)
                             .await?;
                         self.observer.event(&Event::ContentFailed);
                     }

@@ -3,6 +3,7 @@
 
 use sqlx::{QueryBuilder, Row};
 
+use super::identity::identity;
 use super::{Batch, DueDownload, RunScope, StoreError};
 use crate::blobs::BlobRef;
 use crate::on_every_backend;
@@ -25,19 +26,24 @@ impl Store {
             return Ok(());
         };
         let scope = &*batch.scope;
-        // In the order of the table's key, as records are written (see `write_pages`). A
+        // In the order of the records' keys, as records are written (see `write_pages`). A
         // download owed twice is owed as its later listing says (one statement may not update
         // a row twice): latest first, a stable sort keeps them so, and `dedup` keeps the first.
         let mut owed: Vec<_> = group
             .iter()
             .flat_map(|batch| &batch.downloads)
             .rev()
+            .map(|due| (identity(&scope.user_id, &scope.platform, model, &due.id), due))
             .collect();
-        owed.sort_by(|a, b| (&a.id, &a.part).cmp(&(&b.id, &b.part)));
-        owed.dedup_by(|later, kept| later.id == kept.id && later.part == kept.part);
+        owed.sort_by(|(a, a_due), (b, b_due)| (a, &a_due.part).cmp(&(b, &b_due.part)));
+        owed.dedup_by(|(later, later_due), (kept, kept_due)| {
+            later == kept && later_due.part == kept_due.part
+        });
         for chunk in owed.chunks(DOWNLOADS_PER_STATEMENT) {
+            // Keyed by the record's row: a new record's is the table's last, so a first import's
+            // downloads are appended, whatever the order of the provider's ids.
             let mut query = QueryBuilder::<DB>::new(
-                "INSERT INTO downloads (integration_id, stream, model, queued_at, source_object_id, part, version, request, file_name) SELECT ",
+                "INSERT INTO downloads (integration_id, stream, model, queued_at, record, source_object_id, part, version, request, file_name) SELECT ",
             );
             query
                 .separated(", ")
@@ -45,25 +51,26 @@ impl Store {
                 .push_bind(&*batch.stream)
                 .push_bind(model)
                 .push_bind(at);
-            query.push(", page.column1, page.column2, page.column3, page.column4, page.column5 FROM (");
-            query.push_values(chunk, |mut row, due| {
-                row.push_bind(&*due.id)
+            query.push(", r.id, r.source_object_id, page.column2, page.column3, page.column4, page.column5 FROM (");
+            query.push_values(chunk, |mut row, (key, due)| {
+                row.push_bind(&key[..])
                     .push_bind(due.part.as_str())
                     .push_bind(due.version.as_str())
                     .push_bind(due.request.as_str())
                     .push_bind(due.file_name.as_deref());
             });
             query
-                .push(") AS page WHERE NOT EXISTS (SELECT 1 FROM record_blobs b WHERE b.user_id = ")
+                .push(") AS page JOIN records r ON r.identity = page.column1 \
+                       WHERE NOT EXISTS (SELECT 1 FROM record_blobs b WHERE b.user_id = ")
                 .push_bind(&*scope.user_id)
                 .push(" AND b.source_platform = ")
                 .push_bind(&*scope.platform)
                 .push(" AND b.model = ")
                 .push_bind(model)
                 .push(
-                    " AND b.source_object_id = page.column1 AND b.part = page.column2 \
+                    " AND b.source_object_id = r.source_object_id AND b.part = page.column2 \
                      AND b.version = page.column3) \
-                     ON CONFLICT (integration_id, model, source_object_id, part) DO UPDATE SET \
+                     ON CONFLICT (integration_id, record, part) DO UPDATE SET \
                      stream = excluded.stream, version = excluded.version, request = excluded.request, \
                      file_name = excluded.file_name",
                 );
@@ -142,15 +149,14 @@ impl Store {
              version = excluded.version, stored_at = excluded.stored_at",
         );
         query.build().execute(&mut *transaction).await?;
+        let key = identity(&scope.user_id, &scope.platform, &due.model, &due.id);
         let mut query =
             QueryBuilder::<DB>::new("DELETE FROM downloads WHERE integration_id = ");
         query
             .push_bind(&*scope.integration_id)
-            .push(" AND model = ")
-            .push_bind(due.model.as_str())
-            .push(" AND source_object_id = ")
-            .push_bind(due.id.as_str())
-            .push(" AND part = ")
+            .push(" AND record = (SELECT id FROM records WHERE identity = ")
+            .push_bind(&key[..])
+            .push(") AND part = ")
             .push_bind(due.part.as_str())
             .push(" AND version = ")
             .push_bind(due.version.as_str());
@@ -162,21 +168,20 @@ impl Store {
 
     pub(super) async fn note_download_failure(
         &self,
-        integration_id: &str,
+        scope: &RunScope,
         due: &DueDownload,
         error: &str,
     ) -> Result<(), StoreError> {
+        let key = identity(&scope.user_id, &scope.platform, &due.model, &due.id);
         let mut query =
             QueryBuilder::<DB>::new("UPDATE downloads SET attempts = attempts + 1, last_error = ");
         query
             .push_bind(error)
             .push(" WHERE integration_id = ")
-            .push_bind(integration_id)
-            .push(" AND model = ")
-            .push_bind(due.model.as_str())
-            .push(" AND source_object_id = ")
-            .push_bind(due.id.as_str())
-            .push(" AND part = ")
+            .push_bind(&*scope.integration_id)
+            .push(" AND record = (SELECT id FROM records WHERE identity = ")
+            .push_bind(&key[..])
+            .push(") AND part = ")
             .push_bind(due.part.as_str());
         query.build().execute(&self.pool).await?;
         self.committed();

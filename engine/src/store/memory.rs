@@ -239,7 +239,7 @@ impl Sink for MemorySink {
 
     async fn download_failed(
         &self,
-        _integration_id: &str,
+        _scope: &RunScope,
         due: &DueDownload,
         error: &str,
     ) -> Result<(), StoreError> {

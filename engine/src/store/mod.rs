@@ -11,6 +11,7 @@
 mod backend;
 mod content;
 mod http;
+mod identity;
 mod integrations;
 mod memory;
 mod open;
@@ -337,11 +338,11 @@ pub trait Sink: Clone + Send + Sync + 'static {
     /// Says that a download failed (`error`); it stays owed, counted.
     fn download_failed(
         &self,
-        integration_id: &str,
+        scope: &RunScope,
         due: &DueDownload,
         error: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let _ = (integration_id, due, error);
+        let _ = (scope, due, error);
         async { Ok(()) }
     }
 

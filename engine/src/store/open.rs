@@ -63,10 +63,12 @@ impl SqliteStore {
         <sqlx::Sqlite as super::Backend>::migrator()
             .run(&pool)
             .await?;
+        let store = Self::with_pool(pool, None);
+        store.fill_identities().await?;
         let wal = Arc::new(super::wal::Checkpointer::start(path).await?);
         // The migrations are in the log.
         wal.committed();
-        Ok(Self::with_pool(pool, Some(wal)))
+        Ok(Self::with_pool(store.pool, Some(wal)))
     }
 }
 
@@ -81,7 +83,9 @@ impl PostgresStore {
         <sqlx::Postgres as super::Backend>::migrator()
             .run(&pool)
             .await?;
-        Ok(Self::with_pool(pool, None))
+        let store = Self::with_pool(pool, None);
+        store.fill_identities().await?;
+        Ok(store)
     }
 }
 
@@ -277,11 +281,11 @@ impl Sink for AnyStore {
 
     async fn download_failed(
         &self,
-        integration_id: &str,
+        scope: &RunScope,
         due: &super::DueDownload,
         error: &str,
     ) -> Result<(), StoreError> {
-        on_store!(self, store => store.download_failed(integration_id, due, error).await)
+        on_store!(self, store => store.download_failed(scope, due, error).await)
     }
 
     async fn finish_run(
