@@ -804,12 +804,12 @@ async fn rows_written_with_their_provenance_lose_it_to_the_migration_and_stay_un
     assert_eq!(dumped[0].2["source_integration_id"], "notes:u:work");
 }
 
-/// Rows written before records were keyed by a 16-byte key of their identity are keyed when the
-/// store opens: the next listing of a record finds it (unchanged, not a second row); a pass
-/// under way keeps the ids it had seen, so its sweep marks only the others deleted; content owed
-/// stays owed.
+/// Rows written before records were keyed by their scope (user, platform, model) get their
+/// scope when the store opens: the next listing of a record finds it (unchanged, not a second
+/// row); a pass under way keeps the ids it had seen, so its sweep marks only the others deleted;
+/// content owed stays owed.
 #[tokio::test]
-async fn rows_written_before_the_identity_key_are_found_by_it() {
+async fn rows_written_before_the_scope_key_are_found_by_it() {
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
     let dir = tempfile::tempdir().unwrap();
@@ -858,11 +858,10 @@ async fn rows_written_before_the_identity_key_are_found_by_it() {
     pool.close().await;
 
     let mut store = engine::store::SqliteStore::open(&path).await.unwrap();
-    let (keyed,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM records WHERE length(identity) = 16")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
+    let (keyed,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM records WHERE length(scope) = 16")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     assert_eq!(keyed, 3, "every row keyed");
 
     // n1 listed again: found, unchanged.

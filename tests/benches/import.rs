@@ -430,8 +430,7 @@ fn sqlite_floor(total: usize, ids: Ids) {
         // The id is the only part that varies, as in `--store-only`. The template goes into the
         // SQL as a literal: it is the bench's own text and holds no single quote.
         let json = stored_json("{id}", 7);
-        // Ids of the bench's shape and order, made by SQLite (random ones are 38 hex digits);
-        // the identity's key is 16 random bytes whatever the order, as BLAKE3 makes it.
+        // Ids of the bench's shape and order, made by SQLite (random ones are 38 hex digits).
         let id = match ids {
             Ids::Ordered => "printf('AF1Qip%038d', i)",
             Ids::Random => "'AF1Qip' || substr(hex(randomblob(19)), 1, 38)",
@@ -442,10 +441,10 @@ fn sqlite_floor(total: usize, ids: Ids) {
             let last = first + PAGE_SIZE - 1;
             let sql = format!(
                 "BEGIN;
-                 INSERT INTO records (user_id, source_platform, model, integration_id, stream, first_seen_at, updated_at, source_object_id, identity, data)
-                 SELECT 'bench', 'google_photos', 'media', 'bench', 'media_items', '2026-11-26T00:00:00.000000Z', '2026-11-26T00:00:00.000000Z', id, randomblob(16), replace('{json}', '{{id}}', id)
+                 INSERT INTO records (user_id, source_platform, model, integration_id, stream, first_seen_at, updated_at, source_object_id, scope, data)
+                 SELECT 'bench', 'google_photos', 'media', 'bench', 'media_items', '2026-11-26T00:00:00.000000Z', '2026-11-26T00:00:00.000000Z', id, x'00112233445566778899aabbccddeeff', replace('{json}', '{{id}}', id)
                  FROM (WITH RECURSIVE n(i) AS (SELECT {first} UNION ALL SELECT i + 1 FROM n WHERE i < {last}) SELECT {id} AS id FROM n) WHERE true
-                 ON CONFLICT (identity) DO NOTHING;
+                 ON CONFLICT (scope, source_object_id) DO NOTHING;
                  INSERT INTO checkpoints (integration_id, stream, partition_key, state, updated_at) VALUES ('bench', 'media_items', '', '{{}}', '2026-11-26T00:00:00.000000Z')
                  ON CONFLICT (integration_id, stream, partition_key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at;
                  COMMIT;"

@@ -3,7 +3,7 @@
 
 use sqlx::{QueryBuilder, Row};
 
-use super::identity::identity;
+use super::identity::scope_key;
 use super::{Batch, DueDownload, RunScope, StoreError};
 use crate::blobs::BlobRef;
 use crate::on_every_backend;
@@ -26,19 +26,17 @@ impl Store {
             return Ok(());
         };
         let scope = &*batch.scope;
-        // In the order of the records' keys, as records are written (see `write_pages`). A
+        // In the order of the records' ids, as records are written (see `write_pages`). A
         // download owed twice is owed as its later listing says (one statement may not update
         // a row twice): latest first, a stable sort keeps them so, and `dedup` keeps the first.
         let mut owed: Vec<_> = group
             .iter()
             .flat_map(|batch| &batch.downloads)
             .rev()
-            .map(|due| (identity(&scope.user_id, &scope.platform, model, &due.id), due))
             .collect();
-        owed.sort_by(|(a, a_due), (b, b_due)| (a, &a_due.part).cmp(&(b, &b_due.part)));
-        owed.dedup_by(|(later, later_due), (kept, kept_due)| {
-            later == kept && later_due.part == kept_due.part
-        });
+        owed.sort_by(|a, b| (&a.id, &a.part).cmp(&(&b.id, &b.part)));
+        owed.dedup_by(|later, kept| later.id == kept.id && later.part == kept.part);
+        let key = scope_key(&scope.user_id, &scope.platform, model);
         for chunk in owed.chunks(DOWNLOADS_PER_STATEMENT) {
             // Keyed by the record's row: a new record's is the table's last, so a first import's
             // downloads are appended, whatever the order of the provider's ids.
@@ -52,16 +50,20 @@ impl Store {
                 .push_bind(model)
                 .push_bind(at);
             query.push(", r.id, r.source_object_id, page.column2, page.column3, page.column4, page.column5 FROM (");
-            query.push_values(chunk, |mut row, (key, due)| {
-                row.push_bind(&key[..])
+            query.push_values(chunk, |mut row, due| {
+                row.push_bind(&*due.id)
                     .push_bind(due.part.as_str())
                     .push_bind(due.version.as_str())
                     .push_bind(due.request.as_str())
                     .push_bind(due.file_name.as_deref());
             });
             query
-                .push(") AS page JOIN records r ON r.identity = page.column1 \
-                       WHERE NOT EXISTS (SELECT 1 FROM record_blobs b WHERE b.user_id = ")
+                .push(") AS page JOIN records r ON r.scope = ")
+                .push_bind(&key[..])
+                .push(
+                    " AND r.source_object_id = page.column1 \
+                     WHERE NOT EXISTS (SELECT 1 FROM record_blobs b WHERE b.user_id = ",
+                )
                 .push_bind(&*scope.user_id)
                 .push(" AND b.source_platform = ")
                 .push_bind(&*scope.platform)
@@ -149,13 +151,15 @@ impl Store {
              version = excluded.version, stored_at = excluded.stored_at",
         );
         query.build().execute(&mut *transaction).await?;
-        let key = identity(&scope.user_id, &scope.platform, &due.model, &due.id);
+        let key = scope_key(&scope.user_id, &scope.platform, &due.model);
         let mut query =
             QueryBuilder::<DB>::new("DELETE FROM downloads WHERE integration_id = ");
         query
             .push_bind(&*scope.integration_id)
-            .push(" AND record = (SELECT id FROM records WHERE identity = ")
+            .push(" AND record = (SELECT id FROM records WHERE scope = ")
             .push_bind(&key[..])
+            .push(" AND source_object_id = ")
+            .push_bind(due.id.as_str())
             .push(") AND part = ")
             .push_bind(due.part.as_str())
             .push(" AND version = ")
@@ -172,15 +176,17 @@ impl Store {
         due: &DueDownload,
         error: &str,
     ) -> Result<(), StoreError> {
-        let key = identity(&scope.user_id, &scope.platform, &due.model, &due.id);
+        let key = scope_key(&scope.user_id, &scope.platform, &due.model);
         let mut query =
             QueryBuilder::<DB>::new("UPDATE downloads SET attempts = attempts + 1, last_error = ");
         query
             .push_bind(error)
             .push(" WHERE integration_id = ")
             .push_bind(&*scope.integration_id)
-            .push(" AND record = (SELECT id FROM records WHERE identity = ")
+            .push(" AND record = (SELECT id FROM records WHERE scope = ")
             .push_bind(&key[..])
+            .push(" AND source_object_id = ")
+            .push_bind(due.id.as_str())
             .push(") AND part = ")
             .push_bind(due.part.as_str());
         query.build().execute(&self.pool).await?;

@@ -1,17 +1,16 @@
-//! A record's identity as the store keys it: 16 bytes that stand for (user, platform, model,
-//! provider id).
+//! Which user's platform's model a record belongs to, as the store keys it: 16 bytes.
 //!
-//! A provider's ids are random (Google's `AF1Qip...`, Spotify's base62), so each new record
-//! lands on a random leaf of the unique index that finds a record by its identity, and every
-//! commit rewrites the leaves its records landed on. Keyed by the identity's four texts (about
-//! 80 bytes for a Google Photos item, 134 for an Apple Health sample) that index was as big as
-//! a fifth of the file and stayed out of SQLite's cache; keyed by 16 bytes it is a fifth to an
-//! eighth of that size, so a commit rewrites as many fewer leaves. The texts stay in the row,
-//! where readers find them.
+//! The unique index that finds a record was keyed by (user, platform, model, provider id), and
+//! every key of an import repeated the same three texts: an Apple Health sample's key was 134
+//! bytes, and the index a fifth of the file. Keyed by (scope, provider id) it is shorter by the
+//! texts' length, and keeps the ids' own order within a scope: a source whose ids grow (an export
+//! in time order, sequential or time-based ids) appends at the index's edge. (A hash of the whole
+//! identity would be shorter still for long ids, but it sent every insert to a random leaf:
+//! Apple Health's 2M-record import took four times as long.) The texts stay in the row, where
+//! readers find them.
 //!
-//! 128 bits of BLAKE3 make two identities that share a key as unlikely as a collision of
-//! any 128-bit hash: at a billion records, about 10^-21. Each text is length-prefixed, so no
-//! two different identities hash the same input.
+//! The key is 128 bits of BLAKE3 over the three texts, each length-prefixed: two scopes share
+//! one as unlikely as any 128-bit collision (at a hundred million users' models, about 10^-22).
 
 use sqlx::{QueryBuilder, Row};
 
@@ -21,13 +20,13 @@ use crate::on_every_backend;
 /// How many bytes of BLAKE3's output the key keeps.
 const KEY_BYTES: usize = 16;
 
-/// The key of a record's identity, as the `identity` column holds it.
-pub(crate) type Key = [u8; KEY_BYTES];
+/// The key of a scope, as the `scope` column holds it.
+pub(crate) type ScopeKey = [u8; KEY_BYTES];
 
-/// The key of a record's identity.
-pub(crate) fn identity(user_id: &str, platform: &str, model: &str, id: &str) -> Key {
+/// The key of a user's platform's model.
+pub(crate) fn scope_key(user_id: &str, platform: &str, model: &str) -> ScopeKey {
     let mut hasher = blake3::Hasher::new();
-    for text in [user_id, platform, model, id] {
+    for text in [user_id, platform, model] {
         hasher.update(&(text.len() as u64).to_le_bytes());
         hasher.update(text.as_bytes());
     }
@@ -36,63 +35,54 @@ pub(crate) fn identity(user_id: &str, platform: &str, model: &str, id: &str) -> 
     key
 }
 
-/// How many rows one transaction of [`fill_identities`] keys.
-const FILL_ROWS: i64 = 10_000;
-
 on_every_backend! {
 impl Store {
-    /// Keys the rows written before the store kept an identity (the migration adds the column
-    /// empty: SQL has no BLAKE3), a transaction of [`FILL_ROWS`] at a time. Runs when a store
-    /// opens, before anything writes, so that no upsert misses a row it should find.
-    pub(super) async fn fill_identities(&self) -> Result<(), StoreError> {
-        loop {
-            let mut transaction = self.pool.begin().await?;
-            let mut query = QueryBuilder::<DB>::new(
-                "SELECT id, user_id, source_platform, model, source_object_id FROM records \
-                 WHERE identity IS NULL ORDER BY id LIMIT ",
-            );
-            query.push_bind(FILL_ROWS);
-            let rows = query.build().fetch_all(&mut *transaction).await?;
-            if rows.is_empty() {
-                return Ok(());
-            }
-            for row in &rows {
-                let key = identity(
-                    &row.try_get::<String, _>(1usize)?,
-                    &row.try_get::<String, _>(2usize)?,
-                    &row.try_get::<String, _>(3usize)?,
-                    &row.try_get::<String, _>(4usize)?,
-                );
-                let mut update = QueryBuilder::<DB>::new("UPDATE records SET identity = ");
-                update
-                    .push_bind(&key[..])
-                    .push(" WHERE id = ")
-                    .push_bind(row.try_get::<i64, _>(0usize)?);
-                update.build().execute(&mut *transaction).await?;
-            }
-            transaction.commit().await?;
+    /// Keys the rows written before the store kept a scope (the migration adds the column
+    /// empty: SQL has no BLAKE3), one statement per scope. Runs when a store opens, before
+    /// anything writes, so that no upsert misses a row it should find.
+    pub(super) async fn fill_scopes(&self) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let scopes = sqlx::query(
+            "SELECT DISTINCT user_id, source_platform, model FROM records WHERE scope IS NULL",
+        )
+        .fetch_all(&mut *transaction)
+        .await?;
+        for row in &scopes {
+            let (user_id, platform, model): (String, String, String) =
+                (row.try_get(0usize)?, row.try_get(1usize)?, row.try_get(2usize)?);
+            let key = scope_key(&user_id, &platform, &model);
+            let mut update = QueryBuilder::<DB>::new("UPDATE records SET scope = ");
+            update
+                .push_bind(&key[..])
+                .push(" WHERE scope IS NULL AND user_id = ")
+                .push_bind(user_id.as_str())
+                .push(" AND source_platform = ")
+                .push_bind(platform.as_str())
+                .push(" AND model = ")
+                .push_bind(model.as_str());
+            update.build().execute(&mut *transaction).await?;
         }
+        transaction.commit().await?;
+        Ok(())
     }
 }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::identity;
+    use super::scope_key;
 
     #[test]
-    fn each_part_of_an_identity_counts_and_parts_do_not_run_together() {
-        let key = identity("u", "notes_api", "note", "n1");
-        assert_eq!(key.len(), 16);
-        assert_eq!(key, identity("u", "notes_api", "note", "n1"));
+    fn each_part_of_a_scope_counts_and_parts_do_not_run_together() {
+        let key = scope_key("u", "notes_api", "note");
+        assert_eq!(key, scope_key("u", "notes_api", "note"));
         for other in [
-            identity("v", "notes_api", "note", "n1"),
-            identity("u", "notes", "note", "n1"),
-            identity("u", "notes_api", "media", "n1"),
-            identity("u", "notes_api", "note", "n2"),
+            scope_key("v", "notes_api", "note"),
+            scope_key("u", "notes", "note"),
+            scope_key("u", "notes_api", "media"),
             // The same characters split differently.
-            identity("u", "notes_apin", "ote", "n1"),
-            identity("un", "otes_api", "note", "n1"),
+            scope_key("u", "notes_apin", "ote"),
+            scope_key("un", "otes_api", "note"),
         ] {
             assert_ne!(key, other);
         }

@@ -64,7 +64,7 @@ impl SqliteStore {
             .run(&pool)
             .await?;
         let store = Self::with_pool(pool, None);
-        store.fill_identities().await?;
+        store.fill_scopes().await?;
         let wal = Arc::new(super::wal::Checkpointer::start(path).await?);
         // The migrations are in the log.
         wal.committed();
@@ -84,7 +84,7 @@ impl PostgresStore {
             .run(&pool)
             .await?;
         let store = Self::with_pool(pool, None);
-        store.fill_identities().await?;
+        store.fill_scopes().await?;
         Ok(store)
     }
 }

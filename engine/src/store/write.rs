@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sqlx::{Arguments, AssertSqlSafe, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 
-use super::identity::{Key, identity};
+use super::identity::{ScopeKey, scope_key};
 use super::{
     Backend, Batch, RunScope, RunStatus, RunTotals, StoreError, StoredRecord, StreamState,
 };
@@ -31,24 +31,14 @@ pub fn stamp(at: jiff::Timestamp) -> String {
 /// `Arc<str>` hands the text to the driver without a copy (binding a `&str` copies it into a new
 /// allocation per row in sqlx's SQLite driver).
 struct SharedColumns {
+    /// The key of (user, platform, model): see [`scope_key`].
+    scope: ScopeKey,
     user_id: Arc<str>,
     platform: Arc<str>,
     model: Arc<str>,
     integration_id: Arc<str>,
     stream: Arc<str>,
     at: Arc<str>,
-}
-
-/// A value bound into [`insert_records`]' statement.
-enum Value<'v> {
-    Text(&'v Arc<str>),
-    Key(&'v Key),
-}
-
-/// A record to write, with the key of its identity.
-struct Keyed<'r> {
-    key: Key,
-    record: &'r StoredRecord,
 }
 
 /// Runs `INSERT INTO records` of `rows`, then `on_conflict`, and says how many rows it changed;
@@ -66,7 +56,7 @@ struct Keyed<'r> {
 async fn insert_records<DB>(
     connection: &mut DB::Connection,
     shared: &SharedColumns,
-    rows: &[&Keyed<'_>],
+    rows: &[&StoredRecord],
     tombstones: bool,
     on_conflict: &str,
 ) -> Result<u64, sqlx::Error>
@@ -77,33 +67,33 @@ where
     for<'q> Arc<str>: Encode<'q, DB> + Type<DB>,
     for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
 {
-    let mut sql = String::with_capacity(400 + rows.len() * 32);
+    let mut sql = String::with_capacity(400 + rows.len() * 24);
     let mut arguments = DB::Arguments::default();
-    let mut bind = |sql: &mut String, value: Value<'_>| -> Result<(), sqlx::Error> {
-        match value {
-            Value::Text(text) => arguments.add(Arc::clone(text)),
-            Value::Key(key) => arguments.add(&key[..]),
-        }
+    sql.push_str(
+        "INSERT INTO records (scope, user_id, source_platform, model, integration_id, stream, first_seen_at, updated_at, ",
+    );
+    // A tombstone keeps whatever data is stored: a new row gets an empty object.
+    if tombstones {
+        sql.push_str("deleted_at, source_object_id, data) SELECT shared.*, page.column1, '{}'");
+        sql.push_str(DB::JSON_PARAM_SUFFIX);
+    } else {
+        sql.push_str("source_object_id, data) SELECT shared.*, page.column1, page.column2");
+    }
+    sql.push_str(" FROM (SELECT ");
+    arguments
+        .add(&shared.scope[..])
         .map_err(sqlx::Error::Encode)?;
+    arguments
+        .format_placeholder(&mut sql)
+        .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+    let mut bind = |sql: &mut String, value: &Arc<str>| -> Result<(), sqlx::Error> {
+        arguments
+            .add(Arc::clone(value))
+            .map_err(sqlx::Error::Encode)?;
         arguments
             .format_placeholder(sql)
             .map_err(|error| sqlx::Error::Encode(Box::new(error)))
     };
-    sql.push_str(
-        "INSERT INTO records (user_id, source_platform, model, integration_id, stream, first_seen_at, updated_at, ",
-    );
-    // A tombstone keeps whatever data is stored: a new row gets an empty object.
-    if tombstones {
-        sql.push_str(
-            "deleted_at, identity, source_object_id, data) SELECT shared.*, page.column1, page.column2, '{}'",
-        );
-        sql.push_str(DB::JSON_PARAM_SUFFIX);
-    } else {
-        sql.push_str(
-            "identity, source_object_id, data) SELECT shared.*, page.column1, page.column2, page.column3",
-        );
-    }
-    sql.push_str(" FROM (SELECT ");
     let mut columns = vec![
         &shared.user_id,
         &shared.platform,
@@ -116,24 +106,20 @@ where
     if tombstones {
         columns.push(&shared.at);
     }
-    for (index, value) in columns.into_iter().enumerate() {
-        if index > 0 {
-            sql.push_str(", ");
-        }
-        bind(&mut sql, Value::Text(value))?;
+    for value in columns {
+        sql.push_str(", ");
+        bind(&mut sql, value)?;
     }
     sql.push_str(") AS shared, (VALUES ");
     // The provenance is in the row's columns: the JSON keeps the model fields only.
     let provenance = Provenance::new(&shared.user_id, &shared.integration_id, &shared.platform);
-    for (index, Keyed { key, record }) in rows.iter().enumerate() {
+    for (index, record) in rows.iter().enumerate() {
         sql.push_str(if index > 0 { ", (" } else { "(" });
-        bind(&mut sql, Value::Key(key))?;
-        sql.push_str(", ");
-        bind(&mut sql, Value::Text(&record.id))?;
+        bind(&mut sql, &record.id)?;
         if !tombstones {
             sql.push_str(", ");
             let fields: Arc<str> = Arc::from(provenance.fields_of(&record.id, &record.json));
-            bind(&mut sql, Value::Text(&fields))?;
+            bind(&mut sql, &fields)?;
             sql.push_str(DB::JSON_PARAM_SUFFIX);
         }
         sql.push(')');
@@ -161,7 +147,7 @@ where
 async fn write_listed<DB>(
     connection: &mut DB::Connection,
     shared: &SharedColumns,
-    listed: &[&Keyed<'_>],
+    listed: &[&StoredRecord],
     deleted: bool,
 ) -> Result<WriteCounts, sqlx::Error>
 where
@@ -178,7 +164,7 @@ where
             shared,
             &last_of_each(listed),
             true,
-            " ON CONFLICT (identity) DO UPDATE SET \
+            " ON CONFLICT (scope, source_object_id) DO UPDATE SET \
              deleted_at = excluded.deleted_at, updated_at = excluded.updated_at \
              WHERE records.deleted_at IS NULL",
         )
@@ -194,7 +180,7 @@ where
         shared,
         listed,
         false,
-        " ON CONFLICT (identity) DO NOTHING",
+        " ON CONFLICT (scope, source_object_id) DO NOTHING",
     )
     .await?;
     let updated = if new < count {
@@ -203,7 +189,7 @@ where
             shared,
             &last_of_each(listed),
             false,
-            " ON CONFLICT (identity) DO UPDATE SET \
+            " ON CONFLICT (scope, source_object_id) DO UPDATE SET \
              integration_id = excluded.integration_id, stream = excluded.stream, data = excluded.data, \
              updated_at = excluded.updated_at, deleted_at = NULL \
              WHERE records.data <> excluded.data OR records.deleted_at IS NOT NULL \
@@ -235,18 +221,20 @@ fn one_statement(batch: &Batch, next: &Batch) -> bool {
         && batch.seen_in_pass == next.seen_in_pass
 }
 
-/// The last of the records that share an identity, of `rows` in the order of their keys (as
-/// `write_pages_uncommitted` sorts them, stably: the later listing of an id stays after the
-/// earlier). An upsert names each row once: PostgreSQL refuses an `ON CONFLICT DO UPDATE` that
-/// would update one row twice, and a later listing of a record is the newer one (a change log
-/// lists a message once per change; offset pages overlap when items move).
-fn last_of_each<'k, 'r>(rows: &[&'k Keyed<'r>]) -> Vec<&'k Keyed<'r>> {
-    debug_assert!(rows.is_sorted_by_key(|row| row.key));
-    rows.iter()
-        .enumerate()
-        .filter(|(index, row)| rows.get(index + 1).is_none_or(|next| next.key != row.key))
-        .map(|(_, row)| *row)
-        .collect()
+/// The last of the records that share an id, in order. An upsert names each row once:
+/// PostgreSQL refuses an `ON CONFLICT DO UPDATE` that would update one row twice, and a later
+/// listing of a record is the newer one (a change log lists a message once per change; offset
+/// pages overlap when items move).
+fn last_of_each<'r>(records: &[&'r StoredRecord]) -> Vec<&'r StoredRecord> {
+    let mut seen = std::collections::HashSet::with_capacity(records.len());
+    let mut last: Vec<&StoredRecord> = records
+        .iter()
+        .rev()
+        .filter(|record| seen.insert(&*record.id))
+        .copied()
+        .collect();
+    last.reverse();
+    last
 }
 
 /// Each stream's (and partition's) last checkpoint in `batches`, in the order they first
@@ -304,26 +292,19 @@ impl Sink for Store {
             let scope = &*batch.scope;
 
             if let Some(model) = batch.model {
-                let keyed: Vec<Keyed> = group
-                    .iter()
-                    .flat_map(|batch| &batch.records)
-                    .map(|record| Keyed {
-                        key: identity(&scope.user_id, &scope.platform, model.name(), &record.id),
-                        record,
-                    })
-                    .collect();
-                let mut records: Vec<&Keyed> = keyed.iter().collect();
-                // Each run of records (or of tombstones) in the order of their keys, the order
+                let mut records: Vec<&StoredRecord> =
+                    group.iter().flat_map(|batch| &batch.records).collect();
+                // Each run of records (or of tombstones) in the order of their ids, the order
                 // of the identity index: a provider's ids are random (Google's, Spotify's), and
                 // rows given in the index's order update each of its leaves once per
                 // statement, where rows in listing order visit a random leaf each, read it again
                 // and write it again. Ids listed twice keep their order (the sort is stable), so
                 // the later listing still wins.
-                let deleted = |row: &&Keyed, next: &&Keyed| row.record.deleted == next.record.deleted;
-                for run in records.chunk_by_mut(deleted) {
-                    run.sort_by_key(|row| row.key);
+                for run in records.chunk_by_mut(|record, next| record.deleted == next.deleted) {
+                    run.sort_by(|a, b| a.id.cmp(&b.id));
                 }
                 let shared = SharedColumns {
+                    scope: scope_key(&scope.user_id, &scope.platform, model.name()),
                     user_id: Arc::clone(&scope.user_id),
                     platform: Arc::clone(&scope.platform),
                     model: Arc::from(model.name()),
@@ -334,8 +315,8 @@ impl Sink for Store {
                 // Records and tombstones in the order they were listed, so that a record
                 // deleted and then listed again ends up stored, and one listed and then deleted
                 // ends up deleted with its data kept.
-                for listed in records.chunk_by(deleted) {
-                    let deleted = listed.first().is_some_and(|row| row.record.deleted);
+                for listed in records.chunk_by(|record, next| record.deleted == next.deleted) {
+                    let deleted = listed.first().is_some_and(|record| record.deleted);
                     for chunk in listed.chunks(ROWS_PER_STATEMENT) {
                         let written =
                             write_listed::<DB>(&mut transaction, &shared, chunk, deleted).await?;
@@ -359,10 +340,13 @@ impl Sink for Store {
                             .push_bind(&*scope.integration_id)
                             .push_bind(&*batch.stream)
                             .push_bind(pass);
-                        query.push(" , r.id FROM records r WHERE r.identity IN (");
-                        let mut keys = query.separated(", ");
-                        for row in chunk {
-                            keys.push_bind(&row.key[..]);
+                        query
+                            .push(", r.id FROM records r WHERE r.scope = ")
+                            .push_bind(&shared.scope[..])
+                            .push(" AND r.source_object_id IN (");
+                        let mut ids = query.separated(", ");
+                        for record in chunk {
+                            ids.push_bind(Arc::clone(&record.id));
                         }
                         query.push(") ORDER BY r.id ON CONFLICT DO NOTHING");
                         query.build().execute(&mut *transaction).await?;

@@ -1,12 +1,12 @@
--- Records are found by a 16-byte key of their identity (BLAKE3 of user, platform, model and
--- provider id: see engine/src/store/identity.rs) instead of the four texts: a provider's ids are
--- random, each new record lands on a random leaf of this index, and a commit rewrites every leaf
--- it touched; a key a fifth of the size makes a fifth of the leaves. The texts stay in the row.
--- SQL has no BLAKE3: the store fills the key of the rows written before when it opens, before
+-- Records are found by (scope, provider id), the scope being 16 bytes of BLAKE3 over (user,
+-- platform, model) (see engine/src/store/identity.rs), instead of the four texts: every key of
+-- an import repeated the same user, platform and model, and the index was a fifth of the file.
+-- The ids' own order is kept within a scope, so ids that grow still append at the index's edge.
+-- SQL has no BLAKE3: the store fills the scope of the rows written before when it opens, before
 -- anything writes (NULLs do not collide in a unique index).
-ALTER TABLE records ADD COLUMN identity BYTEA;
+ALTER TABLE records ADD COLUMN scope BYTEA;
 DROP INDEX records_identity;
-CREATE UNIQUE INDEX records_by_identity ON records (identity);
+CREATE UNIQUE INDEX records_identity ON records (scope, source_object_id);
 
 -- The ids a pass has seen, and the content owed, name the record by its row: a new record's row
 -- is the table's last, so both are appended to where a key of the provider's random id made
