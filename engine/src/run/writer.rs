@@ -52,63 +52,37 @@ const COMMIT_RECORDS: usize = 8_192;
 /// pages are fetched again), and how long other writers of the same SQLite file wait.
 const COMMIT_AFTER: Duration = Duration::from_secs(1);
 
-/// How long an open transaction waits for the next page before it is committed. A source that
-/// pauses longer (an API's round trip, a rate limit's wait) has each page committed as it
-/// comes, and the store's connection is not held while nothing is written; one that pages
-/// faster (a loopback server, an export's files) fills its commits. Committing whenever the
-/// queue was empty instead made a commit of every page or two on `connector sync` (mapping a
-/// page takes about as long as writing it, so the writer often finds the queue empty for a
-/// moment), and each rewrote the leaves its random ids landed on.
-const COMMIT_WHEN_IDLE: Duration = Duration::from_millis(50);
-
 /// What the writer has written since its last commit.
 #[derive(Default)]
 struct Commits {
     records: usize,
-    /// When the open transaction's first and last writes were; `None` when none is open.
-    open: Option<(tokio::time::Instant, tokio::time::Instant)>,
+    since: Option<tokio::time::Instant>,
     counts: WriteCounts,
 }
 
 impl Commits {
     fn wrote(&mut self, records: usize, counts: WriteCounts) {
-        let now = tokio::time::Instant::now();
         self.records += records;
-        self.open = Some(self.open.map_or((now, now), |(first, _)| (first, now)));
+        self.since.get_or_insert_with(tokio::time::Instant::now);
         self.counts += counts;
     }
 
-    /// Whether the open transaction is big or old enough to commit however fast pages come.
-    fn full(&self) -> bool {
-        self.records >= COMMIT_RECORDS
+    /// Whether to commit now: when no page is waiting (a slow source: each write is committed
+    /// as before, and nothing waits on an open transaction), or the transaction is big or old.
+    /// Waiting up to 50 ms for the next page before committing changed nothing measurable on a
+    /// million random ids (28.2-28.9k against 28.7-29.8k records/s) and cost Apple Health's
+    /// import 3-5% and 3-5 MiB (BENCHMARKS.md, "The store's keys").
+    fn due(&self, idle: bool) -> bool {
+        idle || self.records >= COMMIT_RECORDS
             || self
-                .open
-                .is_some_and(|(first, _)| first.elapsed() >= COMMIT_AFTER)
-    }
-
-    /// When the open transaction is committed if no page comes before: [`COMMIT_WHEN_IDLE`]
-    /// after its last write, [`COMMIT_AFTER`] after its first at the latest.
-    fn deadline(&self) -> Option<tokio::time::Instant> {
-        self.open
-            .map(|(first, last)| (last + COMMIT_WHEN_IDLE).min(first + COMMIT_AFTER))
+                .since
+                .is_some_and(|since| since.elapsed() >= COMMIT_AFTER)
     }
 
     /// The counts of what was just committed, reported once it is.
     fn committed(&mut self) -> WriteCounts {
         std::mem::take(self).counts
     }
-}
-
-/// Commits the open transaction and reports what it held.
-async fn commit<S: Sink>(
-    sink: &mut S,
-    commits: &mut Commits,
-    report: &mpsc::UnboundedSender<WriteCounts>,
-) -> Result<(), StoreError> {
-    sink.commit().await?;
-    // The run may be gone; then nobody needs the report.
-    let _ = report.send(commits.committed());
-    Ok(())
 }
 
 /// The stream whose page could not be written, and why.
@@ -145,24 +119,7 @@ impl WriteQueue {
             let mut batches = Vec::with_capacity(WRITE_QUEUE_PAGES);
             let mut commits = Commits::default();
             let mut stream: Arc<str> = Arc::from("");
-            loop {
-                let next = pages.recv_many(&mut batches, WRITE_QUEUE_PAGES);
-                // With a transaction open, the next page is waited for until it is due.
-                let received = match commits.deadline() {
-                    None => next.await,
-                    Some(due) => match tokio::time::timeout_at(due, next).await {
-                        Ok(received) => received,
-                        Err(_) => {
-                            commit(&mut sink, &mut commits, &report)
-                                .await
-                                .map_err(|error| (Arc::clone(&stream), error))?;
-                            continue;
-                        }
-                    },
-                };
-                if received == 0 {
-                    break;
-                }
+            while pages.recv_many(&mut batches, WRITE_QUEUE_PAGES).await > 0 {
                 let deadline = tokio::time::Instant::now() + WRITE_GATHER;
                 // Pages that took the whole budget are all that can come: no waiting for more.
                 while batches.len() < WRITE_QUEUE_PAGES && spent.available_permits() > 0 {
@@ -188,15 +145,16 @@ impl WriteQueue {
                     Ok(counts) => commits.wrote(records, counts),
                     Err(error) => return Err((stream, error)),
                 }
-                if commits.full() {
-                    commit(&mut sink, &mut commits, &report)
+                if commits.due(pages.is_empty()) {
+                    sink.commit()
                         .await
                         .map_err(|error| (Arc::clone(&stream), error))?;
+                    // The run may be gone; then nobody needs the report.
+                    let _ = report.send(commits.committed());
                 }
             }
-            commit(&mut sink, &mut commits, &report)
-                .await
-                .map_err(|error| (stream, error))?;
+            sink.commit().await.map_err(|error| (stream, error))?;
+            let _ = report.send(commits.committed());
             Ok(())
         });
         Self {
@@ -302,96 +260,6 @@ mod tests {
         ) -> Result<(), StoreError> {
             Ok(())
         }
-    }
-
-    /// A sink that keeps transactions: how many pages each commit carried.
-    #[derive(Clone, Default)]
-    struct CommitLog {
-        open: usize,
-        commits: Arc<std::sync::Mutex<Vec<usize>>>,
-    }
-
-    impl Sink for CommitLog {
-        async fn write_pages(&mut self, batches: &[Batch]) -> Result<WriteCounts, StoreError> {
-            let counts = self.write_pages_uncommitted(batches).await?;
-            self.commit().await?;
-            Ok(counts)
-        }
-
-        async fn write_pages_uncommitted(
-            &mut self,
-            batches: &[Batch],
-        ) -> Result<WriteCounts, StoreError> {
-            self.open += batches.len();
-            Ok(WriteCounts::default())
-        }
-
-        async fn commit(&mut self) -> Result<(), StoreError> {
-            if self.open > 0 {
-                self.commits
-                    .lock()
-                    .unwrap()
-                    .push(std::mem::take(&mut self.open));
-            }
-            Ok(())
-        }
-
-        async fn checkpoint(
-            &self,
-            _: &str,
-            _: &str,
-            _: &str,
-        ) -> Result<Option<crate::state::StreamState>, StoreError> {
-            Ok(None)
-        }
-
-        async fn start_run(&self, _: &RunScope) -> Result<i64, StoreError> {
-            Ok(1)
-        }
-
-        async fn finish_run(
-            &self,
-            _: i64,
-            _: &crate::store::RunTotals,
-            _: crate::store::RunStatus,
-            _: Option<&str>,
-        ) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
-
-    /// Pages that keep coming, however far apart within [`COMMIT_WHEN_IDLE`], share a commit
-    /// (the queue may be empty between them); a pause longer than that commits what came; a
-    /// transaction never stays open longer than [`COMMIT_AFTER`]. Time is paused, so the
-    /// commits do not depend on the machine's speed.
-    #[tokio::test(start_paused = true)]
-    async fn a_commit_carries_the_pages_that_keep_coming() {
-        let sink = CommitLog::default();
-        let counters = Counters::default();
-        let mut queue = WriteQueue::start(sink.clone());
-        let apart = COMMIT_WHEN_IDLE / 2;
-        assert!(apart > WRITE_GATHER, "each page is a write of its own");
-        for _ in 0..3 {
-            queue.send(page(), &counters).await.unwrap();
-            tokio::time::sleep(apart).await;
-        }
-        // A pause: the three are committed, and nothing is open while it lasts.
-        tokio::time::sleep(COMMIT_WHEN_IDLE * 2).await;
-        assert_eq!(*sink.commits.lock().unwrap(), [3]);
-        // A source that never pauses long enough is committed every `COMMIT_AFTER`.
-        let pages = (COMMIT_AFTER.as_millis() / apart.as_millis()) as usize + 5;
-        for _ in 0..pages {
-            queue.send(page(), &counters).await.unwrap();
-            tokio::time::sleep(apart).await;
-        }
-        queue.finish(&counters).await.unwrap();
-        let commits = sink.commits.lock().unwrap().clone();
-        assert_eq!(commits.len(), 3, "{commits:?}");
-        assert_eq!(
-            commits[1],
-            (COMMIT_AFTER.as_millis() / apart.as_millis()) as usize + 1
-        );
-        assert_eq!(commits.iter().sum::<usize>(), 3 + pages);
     }
 
     /// A page of `records` records of about `bytes` bytes each.
