@@ -807,72 +807,79 @@ async fn rows_written_with_their_provenance_lose_it_to_the_migration_and_stay_un
 /// Rows written before records were keyed by their scope (user, platform, model) get their
 /// scope when the store opens: the next listing of a record finds it (unchanged, not a second
 /// row); a pass under way keeps the ids it had seen, so its sweep marks only the others deleted;
-/// content owed stays owed.
+/// content owed stays owed. On both backends: each migration copies the rows its own way.
 #[tokio::test]
 async fn rows_written_before_the_scope_key_are_found_by_it() {
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
+    // The rows as the store wrote them before: literal values, so one text serves both.
+    const OLDER_ROWS: &str = r#"
+        INSERT INTO records (source_platform, model, source_object_id, user_id, integration_id, stream, data, first_seen_at, updated_at) VALUES
+            ('notes_api', 'note', 'n1', 'u', 'notes:u', 'notes', '{"title":"Note"}', '2024-03-17T07:45:12.000000Z', '2024-03-17T07:45:12.000000Z'),
+            ('notes_api', 'note', 'n2', 'u', 'notes:u', 'notes', '{"title":"Note"}', '2024-03-17T07:45:12.000000Z', '2024-03-17T07:45:12.000000Z'),
+            ('notes_api', 'note', 'n3', 'u', 'notes:u', 'notes', '{"title":"Note"}', '2024-03-17T07:45:12.000000Z', '2024-03-17T07:45:12.000000Z');
+        INSERT INTO sync_seen (integration_id, stream, pass_id, source_object_id) VALUES
+            ('notes:u', 'notes', 7, 'n1'), ('notes:u', 'notes', 7, 'n2');
+        INSERT INTO downloads (integration_id, stream, model, source_object_id, part, version, request, queued_at) VALUES
+            ('notes:u', 'notes', 'note', 'n3', '', 'v1', '{}', '2024-03-17T07:45:12.000000Z');
+    "#;
+    /// The migrations before the scope key's.
+    fn before(all: &sqlx::migrate::Migrator, version: i64) -> sqlx::migrate::Migrator {
+        let mut before = sqlx::migrate::Migrator::DEFAULT;
+        before.migrations = std::borrow::Cow::Owned(
+            all.migrations
+                .iter()
+                .filter(|migration| migration.version < version)
+                .cloned()
+                .collect(),
+        );
+        before
+    }
+
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("older.sqlite");
-    let all = <sqlx::Sqlite as engine::store::Backend>::migrator();
-    let mut before = sqlx::migrate::Migrator::DEFAULT;
-    before.migrations = std::borrow::Cow::Owned(
-        all.migrations
-            .iter()
-            .filter(|migration| migration.version < 15)
-            .cloned()
-            .collect(),
-    );
     let options = SqliteConnectOptions::new()
         .filename(&path)
         .create_if_missing(true);
     let pool = SqlitePool::connect_with(options).await.unwrap();
-    before.run(&pool).await.unwrap();
-    let data = r#"{"title":"Note"}"#;
-    for id in ["n1", "n2", "n3"] {
-        sqlx::query(
-            "INSERT INTO records (source_platform, model, source_object_id, user_id, integration_id, stream, data, first_seen_at, updated_at) \
-             VALUES ('notes_api', 'note', ?, 'u', 'notes:u', 'notes', ?, '2024-03-17T07:45:12.000000Z', '2024-03-17T07:45:12.000000Z')",
-        )
-        .bind(id)
-        .bind(data)
-        .execute(&pool)
+    before(<sqlx::Sqlite as engine::store::Backend>::migrator(), 15)
+        .run(&pool)
         .await
         .unwrap();
-    }
-    // Pass 7 of the notes stream has seen n1 and n2 so far; n3's content is owed.
-    for id in ["n1", "n2"] {
-        sqlx::query("INSERT INTO sync_seen (integration_id, stream, pass_id, source_object_id) VALUES ('notes:u', 'notes', 7, ?)")
-            .bind(id)
-            .execute(&pool)
+    sqlx::raw_sql(OLDER_ROWS).execute(&pool).await.unwrap();
+    pool.close().await;
+    let location = path.to_string_lossy().into_owned();
+    older_rows_are_found(AnyStore::open(&location).await.unwrap(), "sqlite").await;
+
+    if let Some(location) = hypernet_tests::empty_postgres("older_rows").await {
+        let pool = sqlx::PgPool::connect(&location).await.unwrap();
+        before(<sqlx::Postgres as engine::store::Backend>::migrator(), 13)
+            .run(&pool)
             .await
             .unwrap();
+        sqlx::raw_sql(OLDER_ROWS).execute(&pool).await.unwrap();
+        pool.close().await;
+        older_rows_are_found(AnyStore::open(&location).await.unwrap(), "postgres").await;
     }
-    sqlx::query(
-        "INSERT INTO downloads (integration_id, stream, model, source_object_id, part, version, request, queued_at) \
-         VALUES ('notes:u', 'notes', 'note', 'n3', '', 'v1', '{}', '2024-03-17T07:45:12.000000Z')",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
+}
 
-    let mut store = engine::store::SqliteStore::open(&path).await.unwrap();
-    let (keyed,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM records WHERE length(scope) = 16")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-    assert_eq!(keyed, 3, "every row keyed");
-
+/// What [`rows_written_before_the_scope_key_are_found_by_it`] expects of the store it opened.
+async fn older_rows_are_found(mut store: AnyStore, backend: &str) {
     // n1 listed again: found, unchanged.
-    let record: serde_json::Map<String, Value> = serde_json::from_str(data).unwrap();
+    let record: serde_json::Map<String, Value> =
+        serde_json::from_str(r#"{"title":"Note"}"#).unwrap();
     let counts = store.write(&note_n1_of(&record, "notes:u")).await.unwrap();
-    assert_eq!((counts.new, counts.updated, counts.unchanged), (0, 0, 1));
+    assert_eq!(
+        (counts.new, counts.updated, counts.unchanged),
+        (0, 0, 1),
+        "{backend}"
+    );
 
     let owed = store.due_downloads("notes:u", 5, 10).await.unwrap();
     assert_eq!(
         owed.iter().map(|due| due.id.as_str()).collect::<Vec<_>>(),
-        ["n3"]
+        ["n3"],
+        "{backend}"
     );
 
     // Pass 7 completes: what it did not see (n3) is marked deleted, n1 and n2 are kept.
@@ -884,7 +891,7 @@ async fn rows_written_before_the_scope_key_are_found_by_it() {
         pass: 7,
     }];
     let counts = store.write(&sweep).await.unwrap();
-    assert_eq!(counts.deleted, 1);
+    assert_eq!(counts.deleted, 1, "{backend}");
     let deleted: Vec<(String, bool)> = store
         .dump("notes_api")
         .await
@@ -898,7 +905,8 @@ async fn rows_written_before_the_scope_key_are_found_by_it() {
             ("n1".to_owned(), false),
             ("n2".to_owned(), false),
             ("n3".to_owned(), true)
-        ]
+        ],
+        "{backend}"
     );
 }
 
