@@ -1,5 +1,5 @@
 -- Records are found by (scope, provider id), the scope being 16 bytes of BLAKE3 over (user,
--- platform, model) (see engine/src/store/identity.rs), instead of the four texts: every key of
+-- platform, model) (see engine/src/store/scope.rs), instead of the four texts: every key of
 -- an import repeated the same user, platform and model, and the index was a fifth of the file.
 -- The ids' own order is kept within a scope, so ids that grow still append at the index's edge.
 -- SQL has no BLAKE3: the store fills the scope of the rows written before when it opens, before

@@ -3,7 +3,7 @@
 
 use sqlx::{QueryBuilder, Row};
 
-use super::identity::scope_key;
+use super::scope::scope_key;
 use super::{Batch, DueDownload, RunScope, StoreError};
 use crate::blobs::BlobRef;
 use crate::on_every_backend;

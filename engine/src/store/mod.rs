@@ -11,12 +11,12 @@
 mod backend;
 mod content;
 mod http;
-mod identity;
 mod integrations;
 mod memory;
 mod open;
 mod rate_windows;
 mod runs;
+mod scope;
 mod wal;
 mod write;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sqlx::{Arguments, AssertSqlSafe, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 
-use super::identity::{ScopeKey, scope_key};
+use super::scope::{ScopeKey, scope_key};
 use super::{
     Backend, Batch, RunScope, RunStatus, RunTotals, StoreError, StoredRecord, StreamState,
 };
