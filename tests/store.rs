@@ -225,14 +225,8 @@ async fn upserts_are_idempotent_and_rewrite_only_changed_records() {
             "{}",
             test.backend
         );
-        let deleted: Vec<(String, bool)> = store
-            .dump(PLATFORM)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(_, id, _, deleted)| (id, deleted))
-            .collect();
-        // (Two records `a`: user-2's too, which the pass saw by its id.)
+        let deleted = ids_and_deletions(&store, PLATFORM).await;
+        // (Two records `a`: user-2's is in their own integration, outside this pass.)
         assert_eq!(
             deleted,
             [
@@ -892,13 +886,7 @@ async fn older_rows_are_found(mut store: AnyStore, backend: &str) {
     }];
     let counts = store.write(&sweep).await.unwrap();
     assert_eq!(counts.deleted, 1, "{backend}");
-    let deleted: Vec<(String, bool)> = store
-        .dump("notes_api")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, id, _, deleted)| (id, deleted))
-        .collect();
+    let deleted = ids_and_deletions(&store, "notes_api").await;
     assert_eq!(
         deleted,
         [
@@ -908,6 +896,17 @@ async fn older_rows_are_found(mut store: AnyStore, backend: &str) {
         ],
         "{backend}"
     );
+}
+
+/// Each stored record of `platform` as (provider id, deleted), in the store's order.
+async fn ids_and_deletions(store: &AnyStore, platform: &str) -> Vec<(String, bool)> {
+    store
+        .dump(platform)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, id, _, deleted)| (id, deleted))
+        .collect()
 }
 
 /// A page holding note `n1` with the fields `record`, of user `u`'s integration `integration`.

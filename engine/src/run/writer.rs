@@ -14,8 +14,8 @@ use crate::events::{Event, Observer, WriteCounts};
 use crate::store::{Batch, Sink, StoreError};
 
 /// How many mapped pages may wait for the writer, and how many it writes together at most
-/// (one statement per stream): enough to make a write worth its cost, few enough that memory stays a handful of pages (a
-/// mapped page of 100 records is about 100 KB). With the store's 16 KiB SQLite pages, eight a
+/// (one statement per stream): enough to make a write worth its cost, few enough that memory
+/// stays a handful of pages (a mapped page of 100 records is about 100 KB). With the store's 16 KiB SQLite pages, eight a
 /// commit cost 12–25% less CPU per record than four on the import bench; sixteen did worse
 /// than eight.
 const WRITE_QUEUE_PAGES: usize = 8;

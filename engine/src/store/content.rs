@@ -3,7 +3,7 @@
 
 use sqlx::{QueryBuilder, Row};
 
-use super::scope::scope_key;
+use super::scope::{ScopeKey, scope_key};
 use super::{Batch, DueDownload, RunScope, StoreError};
 use crate::blobs::BlobRef;
 use crate::on_every_backend;
@@ -157,13 +157,10 @@ impl Store {
         let key = scope_key(&scope.user_id, &scope.platform, &due.model);
         let mut query =
             QueryBuilder::<DB>::new("DELETE FROM downloads WHERE integration_id = ");
+        query.push_bind(&*scope.integration_id);
+        push_record_row(&mut query, &key, due);
         query
-            .push_bind(&*scope.integration_id)
-            .push(" AND record = (SELECT id FROM records WHERE scope = ")
-            .push_bind(&key[..])
-            .push(" AND source_object_id = ")
-            .push_bind(due.id.as_str())
-            .push(") AND part = ")
+            .push(" AND part = ")
             .push_bind(due.part.as_str())
             .push(" AND version = ")
             .push_bind(due.version.as_str());
@@ -185,13 +182,9 @@ impl Store {
         query
             .push_bind(error)
             .push(" WHERE integration_id = ")
-            .push_bind(&*scope.integration_id)
-            .push(" AND record = (SELECT id FROM records WHERE scope = ")
-            .push_bind(&key[..])
-            .push(" AND source_object_id = ")
-            .push_bind(due.id.as_str())
-            .push(") AND part = ")
-            .push_bind(due.part.as_str());
+            .push_bind(&*scope.integration_id);
+        push_record_row(&mut query, &key, due);
+        query.push(" AND part = ").push_bind(due.part.as_str());
         query.build().execute(&self.pool).await?;
         self.committed();
         Ok(())
@@ -230,4 +223,19 @@ impl Store {
         Ok(unreferenced)
     }
 }
+}
+
+/// ` AND record = <the row of `due`'s record>`, for a statement on `downloads`.
+fn push_record_row<DB>(query: &mut QueryBuilder<DB>, key: &ScopeKey, due: &DueDownload)
+where
+    DB: sqlx::Database,
+    for<'q> &'q [u8]: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    query
+        .push(" AND record = (SELECT id FROM records WHERE scope = ")
+        .push_bind(&key[..])
+        .push(" AND source_object_id = ")
+        .push_bind(due.id.as_str())
+        .push(")");
 }

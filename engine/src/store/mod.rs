@@ -57,9 +57,7 @@ impl<DB: sqlx::Database> Store<DB> {
             open: std::sync::Mutex::new(None),
         }
     }
-}
 
-impl<DB: sqlx::Database> Store<DB> {
     /// This handle's open transaction, if a write left one (see the field `open`).
     fn open_transaction(&mut self) -> &mut Option<sqlx::Transaction<'static, DB>> {
         self.open
