@@ -305,24 +305,68 @@ fn run_decoder((format, bytes): &(Decode, Vec<u8>)) {
     if let Ok(document) = decode(*format, bytes) {
         let _ = serde_json::Value::from(document.root());
     }
-    // An export's XML elements are written as JSON text rather than built as a tree: the two
+    // An export's XML documents are written onto a tape rather than built as a tree: the two
     // must agree, on the document or on refusing it.
     if *format == Decode::Xml {
-        let mut text = String::new();
-        let written = Decoder::from(Decode::Xml).push_json_text(bytes, &mut text);
-        match (decode(Decode::Xml, bytes), written) {
-            (Ok(tree), Ok(())) => {
-                let parsed: serde_json::Value =
-                    serde_json::from_str(&text).expect("the written text is JSON");
-                assert_eq!(
-                    parsed,
-                    tree.to_value(),
-                    "the XML as text and as a tree differ"
-                );
+        let decoder = Decoder::from(Decode::Xml);
+        let mut page = decoder
+            .page_builder()
+            .expect("XML pages are built together");
+        let mut frames = decoder
+            .frames(&bytes[..], FramePosition::default(), 1 << 20)
+            .expect("a whole body is one frame");
+        match (decode(Decode::Xml, bytes), page.read_next(&mut frames)) {
+            (Ok(tree), Ok(true)) => assert_eq!(
+                page.take().expect("a tape is a tree").to_value(),
+                serde_json::Value::Array(vec![tree.to_value()]),
+                "the XML on a tape and as a tree differ"
+            ),
+            (Err(_), Err(_)) => assert_eq!(page.documents(), 0, "a refused document was kept"),
+            (tree, read) => {
+                panic!("the XML on a tape and as a tree disagree: {tree:?} / {read:?}")
             }
-            (Err(_), Err(_)) => assert!(text.is_empty(), "a refused document wrote text"),
-            (tree, written) => {
-                panic!("the XML as text and as a tree disagree: {tree:?} / {written:?}")
+        }
+        // Split into elements, read onto a page in the pass that frames them, or framed and
+        // decoded one by one: the same documents, and the same refusal.
+        let split = Decoder::for_archive(&Split::Element("a".to_owned()), Decode::Xml)
+            .expect("an element split");
+        let one_by_one: Result<Vec<serde_json::Value>, String> = split
+            .documents_within(&bytes[..], FramePosition::default(), 1 << 20)
+            .map_err(|error| error.to_string())
+            .and_then(|documents| {
+                documents
+                    .take(1000)
+                    .map(|document| {
+                        document
+                            .map(|document| document.to_value())
+                            .map_err(|error| error.to_string())
+                    })
+                    .collect()
+            });
+        let mut page = split.page_builder().expect("XML pages are built together");
+        let onto_page = split
+            .frames(&bytes[..], FramePosition::default(), 1 << 20)
+            .map_err(|error| error.to_string())
+            .and_then(|mut frames| {
+                let mut read = 0;
+                while read < 1000
+                    && page
+                        .read_next(&mut frames)
+                        .map_err(|error| error.to_string())?
+                {
+                    read += 1;
+                }
+                Ok(page.take().expect("a tape is a tree").to_value())
+            });
+        match (one_by_one, onto_page) {
+            (Ok(documents), Ok(page)) => assert_eq!(
+                page,
+                serde_json::Value::Array(documents),
+                "elements onto a page and one by one differ"
+            ),
+            (Err(_), Err(_)) => {}
+            (one_by_one, page) => {
+                panic!("elements onto a page and one by one disagree: {one_by_one:?} / {page:?}")
             }
         }
     }

@@ -22,6 +22,8 @@ enum Source {
     JsonLines(String),
     /// A tree decoded from another format.
     Value(serde_json::Value),
+    /// XML documents written onto a tape.
+    Tape(super::xml::Tape),
 }
 
 impl Source {
@@ -35,6 +37,7 @@ impl Source {
                 .collect::<Result<Vec<_>, _>>()
                 .map(Node::Array),
             Self::Value(value) => Ok(Node::from(value)),
+            Self::Tape(tape) => Ok(tape.tree()),
         }
     }
 }
@@ -68,6 +71,14 @@ impl Document {
     pub fn from_value(value: serde_json::Value) -> Self {
         // Reading a tree cannot fail; only text can be malformed.
         Self(Parsed::new(Source::Value(value), |source| {
+            source.read().unwrap_or_default()
+        }))
+    }
+
+    /// A document over a tape of XML documents: the array of their trees.
+    pub(crate) fn tape(tape: super::xml::Tape) -> Self {
+        // Reading a tape cannot fail.
+        Self(Parsed::new(Source::Tape(tape), |source| {
             source.read().unwrap_or_default()
         }))
     }

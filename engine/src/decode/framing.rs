@@ -242,6 +242,96 @@ impl<R: BufRead> Frames<R> {
     }
 }
 
+impl<R: BufRead> Frames<R> {
+    /// For XML elements: the next element decoded straight onto `tape` as its next document,
+    /// in the same pass of the parser that finds it (no frame is copied out and parsed again);
+    /// `false` at the end of the input. Nothing is written when it fails. Other framings have
+    /// frames to decode ([`Frames::next_frame`]).
+    pub(super) fn next_onto(
+        &mut self,
+        tape: &mut super::xml::TapeWriter,
+    ) -> Result<bool, DecodeError> {
+        let Inner::Xml {
+            reader,
+            names,
+            events,
+        } = &mut self.inner
+        else {
+            return Err(DecodeError::new(
+                "input",
+                "only XML elements are read onto a tape",
+            ));
+        };
+        let mark = tape.mark();
+        let found = element_onto(reader, names, events, tape, self.limit);
+        if found.is_err() {
+            tape.rollback(mark);
+        }
+        // The reader counts from the input's start, what it skipped included.
+        self.position.offset = reader.buffer_position();
+        if found? {
+            self.position.frames += 1;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// Reads on to the next element with one of `names` and feeds it to `tape`: the rules of
+/// [`next_element`] and of [`super::xml::walk`] at once.
+fn element_onto<R: BufRead>(
+    reader: &mut quick_xml::Reader<R>,
+    names: &[Vec<u8>],
+    events: &mut Vec<u8>,
+    tape: &mut super::xml::TapeWriter,
+    limit: usize,
+) -> Result<bool, DecodeError> {
+    use quick_xml::events::Event;
+
+    let error = |reason: String| DecodeError::new("XML", reason);
+    let wanted = |name: &[u8]| names.iter().any(|wanted| wanted.as_slice() == name);
+    let mut depth = 0_usize;
+    let mut start = 0;
+    loop {
+        if depth == 0 {
+            start = reader.buffer_position();
+        }
+        events.clear();
+        let event = reader
+            .read_event_into(events)
+            .map_err(|e| error(e.to_string()))?;
+        match (&event, depth) {
+            (Event::Eof, 0) => return Ok(false),
+            (Event::Eof, _) => {
+                return Err(error(
+                    "the document ends inside an element (truncated?)".to_owned(),
+                ));
+            }
+            (Event::Empty(element), 0) if wanted(element.name().as_ref()) => {
+                if reader.buffer_position().saturating_sub(start) > limit as u64 {
+                    return Err(error(format!("an element is longer than {limit} bytes")));
+                }
+                super::xml::feed(&event, tape).map_err(error)?;
+                tape.end_document();
+                return Ok(true);
+            }
+            (Event::Start(element), 0) if !wanted(element.name().as_ref()) => continue,
+            (_, 0) if !matches!(event, Event::Start(_)) => continue,
+            (Event::Start(_), _) => depth += 1,
+            (Event::End(_), _) => depth -= 1,
+            _ => {}
+        }
+        super::xml::feed(&event, tape).map_err(error)?;
+        if reader.buffer_position().saturating_sub(start) > limit as u64 {
+            return Err(error(format!("an element is longer than {limit} bytes")));
+        }
+        if depth == 0 {
+            tape.end_document();
+            return Ok(true);
+        }
+    }
+}
+
 /// Reads into `frame` up to `end` (included) or the end of the input, refusing more than
 /// `limit` bytes; returns how many bytes were read.
 fn read_limited<R: BufRead>(
@@ -316,6 +406,9 @@ fn next_element<R: BufRead>(
                 writer
                     .write_event(event.borrow())
                     .map_err(|e| error(e.to_string()))?;
+                if writer.get_ref().len() > limit {
+                    return Err(error(format!("an element is longer than {limit} bytes")));
+                }
                 return Ok(true);
             }
             (Event::Start(start), 0) if !wanted(start.name().as_ref()) => continue,

@@ -159,25 +159,20 @@ impl Decoder {
             .resume(from)
     }
 
-    /// Whether a frame can be written as the JSON text of its document
-    /// ([`Decoder::push_json_text`]), so that frames are joined into one JSON array and parsed
-    /// once: JSON frames are their text; XML elements are written as it.
-    pub fn frames_as_json_text(&self) -> bool {
-        matches!(self.format, Format::Json | Format::Xml)
-    }
-
-    /// Appends the JSON text of `frame`'s document to `out` (see
-    /// [`Decoder::frames_as_json_text`]); nothing is appended when the frame does not decode.
-    pub fn push_json_text(&self, frame: &[u8], out: &mut String) -> Result<(), DecodeError> {
-        match self.format {
-            Format::Xml => xml::write_json(frame, out),
-            _ => {
-                out.push_str(
-                    std::str::from_utf8(frame).map_err(|error| DecodeError::new("JSON", error))?,
-                );
-                Ok(())
-            }
-        }
+    /// A page to read documents into and decode once ([`PageBuilder`]), where the format
+    /// allows: JSON frames are joined as one array's text, XML documents written onto a tape.
+    /// `None` for the formats whose frames decode one by one ([`Decoder::frame_value`]).
+    pub fn page_builder(&self) -> Option<PageBuilder> {
+        let kind = match (&self.framing, self.format) {
+            (Framing::XmlElements(_), Format::Xml) => Joined::XmlElements(Default::default()),
+            (_, Format::Xml) => Joined::XmlFrames(Default::default()),
+            (_, Format::Json) => Joined::Json(String::new()),
+            _ => return None,
+        };
+        Some(PageBuilder {
+            joined: kind,
+            documents: 0,
+        })
     }
 
     /// One frame as a value (a CSV row framed with its header: one object).
@@ -242,6 +237,82 @@ impl<R: BufRead> Iterator for Documents<R> {
             Ok(Some(frame)) => Some(format.decode(frame)),
             Ok(None) => None,
             Err(error) => Some(Err(error)),
+        }
+    }
+}
+
+/// The documents of a page, read one by one and decoded together when the page is taken
+/// ([`Decoder::page_builder`]): one tree a page instead of one a document.
+#[derive(Debug)]
+pub struct PageBuilder {
+    joined: Joined,
+    documents: usize,
+}
+
+#[derive(Debug)]
+enum Joined {
+    /// JSON frames, joined into one array's text, parsed once.
+    Json(String),
+    /// XML elements, decoded onto the tape by the pass that frames them.
+    XmlElements(xml::TapeWriter),
+    /// Other XML frames (whole files), each decoded onto the tape.
+    XmlFrames(xml::TapeWriter),
+}
+
+impl PageBuilder {
+    /// Reads the next document of `frames` into the page; `false` at the end of the input.
+    /// Nothing is added when it fails.
+    pub fn read_next<R: BufRead>(&mut self, frames: &mut Frames<R>) -> Result<bool, DecodeError> {
+        match &mut self.joined {
+            Joined::XmlElements(tape) => {
+                if !frames.next_onto(tape)? {
+                    return Ok(false);
+                }
+            }
+            Joined::XmlFrames(tape) => {
+                let Some(frame) = frames.next_frame()? else {
+                    return Ok(false);
+                };
+                tape.push_document(frame)?;
+            }
+            Joined::Json(text) => {
+                let Some(frame) = frames.next_frame()? else {
+                    return Ok(false);
+                };
+                let frame =
+                    std::str::from_utf8(frame).map_err(|error| DecodeError::new("JSON", error))?;
+                text.push(if self.documents == 0 { '[' } else { ',' });
+                text.push_str(frame);
+            }
+        }
+        self.documents += 1;
+        Ok(true)
+    }
+
+    /// How many documents the page holds.
+    pub fn documents(&self) -> usize {
+        self.documents
+    }
+
+    /// About how many bytes the page holds.
+    pub fn bytes(&self) -> usize {
+        match &self.joined {
+            Joined::Json(text) => text.len(),
+            Joined::XmlElements(tape) | Joined::XmlFrames(tape) => tape.bytes(),
+        }
+    }
+
+    /// The page read so far, decoded (the array of its documents); the builder starts a new
+    /// one.
+    pub fn take(&mut self) -> Result<Document, DecodeError> {
+        self.documents = 0;
+        match &mut self.joined {
+            Joined::Json(text) => {
+                let mut text = std::mem::take(text);
+                text.push_str(if text.is_empty() { "[]" } else { "]" });
+                Document::json(text).map_err(|error| DecodeError::new("JSON", error))
+            }
+            Joined::XmlElements(tape) | Joined::XmlFrames(tape) => Ok(Document::tape(tape.take())),
         }
     }
 }
@@ -363,6 +434,98 @@ mod tests {
                 {"Record": {"@type": "HR", "MetadataEntry": {"@key": "a", "@value": "&"}}}
             ])
         );
+    }
+
+    /// A page of XML elements read onto a tape in the pass that frames them holds what the
+    /// frames decode to one by one, stands at the same positions, and takes nothing of a
+    /// document that fails.
+    #[test]
+    fn xml_elements_read_onto_a_page_are_their_frames_decoded() {
+        let decoder = Decoder {
+            framing: Framing::XmlElements(vec!["Record".to_owned(), "Workout".to_owned()]),
+            format: Format::Xml,
+        };
+        let body = br#"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE HealthData [
+<!ATTLIST Record type CDATA #REQUIRED>
+]>
+<HealthData locale="en_GB">
+ <ExportDate value="2024-03-17 08:00:00 +0100"/>
+ <Me HKCharacteristicTypeIdentifierBiologicalSex="HKBiologicalSexFemale"/>
+ <Record type="Steps" sourceName="Anna&#8217;s iPhone" value="12"/>
+ <Workout type="Run"><Record type="x"/>
+  <WorkoutStatistics type="HR" average="141"/>
+  <WorkoutStatistics type="Energy" sum="310"/>
+  done
+ </Workout>
+ <Record type="HR"><MetadataEntry key="a" value="&amp;"/></Record>
+</HealthData>"#;
+        let mut one_by_one = Vec::new();
+        let mut positions = Vec::new();
+        let mut frames = decoder
+            .frames(&body[..], FramePosition::default(), 1 << 20)
+            .unwrap();
+        while let Some(frame) = frames.next_frame().unwrap() {
+            one_by_one.push(Format::Xml.value(frame).unwrap());
+            positions.push(frames.position());
+        }
+        assert_eq!(one_by_one.len(), 3);
+        let mut page = decoder.page_builder().unwrap();
+        let mut frames = decoder
+            .frames(&body[..], FramePosition::default(), 1 << 20)
+            .unwrap();
+        for position in &positions {
+            assert!(page.read_next(&mut frames).unwrap());
+            assert_eq!(frames.position(), *position);
+        }
+        assert!(!page.read_next(&mut frames).unwrap());
+        assert_eq!(page.documents(), 3);
+        assert_eq!(page.take().unwrap(), Value::Array(one_by_one.clone()));
+        assert_eq!(
+            one_by_one[0]["Record"]["@sourceName"],
+            "Anna\u{2019}s iPhone"
+        );
+        assert_eq!(
+            one_by_one[1]["Workout"]["WorkoutStatistics"][1]["@sum"],
+            "310"
+        );
+        assert_eq!(one_by_one[1]["Workout"]["$text"], "done");
+
+        // Resumed after the first element, the page holds the two after it.
+        let mut frames = decoder.frames(&body[..], positions[0], 1 << 20).unwrap();
+        while page.read_next(&mut frames).unwrap() {}
+        assert_eq!(page.take().unwrap(), Value::Array(one_by_one[1..].to_vec()));
+
+        // A truncated element, one too deep, one too long: refused, and the documents read
+        // before it are the page's, whole.
+        let deep = format!(
+            "<r><Record/><Record>{}{}</Record></r>",
+            "<a>".repeat(xml::MAX_XML_DEPTH),
+            "</a>".repeat(xml::MAX_XML_DEPTH)
+        );
+        let long = format!("<r><Record/><Record v=\"{}\"/></r>", "x".repeat(300));
+        for (body, limit, reason) in [
+            ("<r><Record/><Record><a>".to_owned(), 1 << 20, "truncated"),
+            (deep, 1 << 20, "nested more than"),
+            (long, 200, "longer than 200 bytes"),
+        ] {
+            let mut frames = decoder
+                .frames(body.as_bytes(), FramePosition::default(), limit)
+                .unwrap();
+            assert!(page.read_next(&mut frames).unwrap());
+            let error = page.read_next(&mut frames).unwrap_err();
+            assert!(error.to_string().contains(reason), "{error}");
+            assert_eq!(page.take().unwrap(), json!([{"Record": ""}]));
+            // Framed one by one, the same element is refused for the same reason.
+            let mut frames = decoder
+                .frames(body.as_bytes(), FramePosition::default(), limit)
+                .unwrap();
+            assert!(frames.next_frame().unwrap().is_some());
+            let refused = frames
+                .next_frame()
+                .and_then(|frame| frame.map(|frame| Format::Xml.value(frame)).transpose());
+            assert!(refused.unwrap_err().to_string().contains(reason));
+        }
     }
 
     /// A file read a document at a time, stopped, and read again from the stored position

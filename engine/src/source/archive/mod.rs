@@ -20,9 +20,9 @@ use tokio::sync::mpsc;
 pub use export::{ArchiveError, ArchiveLimits, EntryInfo, Export, Flow, inside_name};
 pub use join::{JoinError, JoinIndex, JoinPlan, MAX_JOIN_BYTES};
 
-use crate::decode::Decoder;
 use crate::decode::document::Document;
 use crate::decode::{DecodeError, FramePosition};
+use crate::decode::{Decoder, PageBuilder};
 use crate::extract::CompiledPath;
 use crate::spec::Selection;
 use crate::state::EntryCursor;
@@ -54,13 +54,6 @@ pub struct ArchivePlan {
     pub join: Option<JoinPlan>,
     /// Whether a record read again in the same import (a copy) is skipped.
     pub dedupe: bool,
-}
-
-impl ArchivePlan {
-    /// Whether a page is built as JSON text (frames joined, parsed once) rather than values.
-    fn as_text(&self) -> bool {
-        self.decoder.frames_as_json_text() && self.join.is_none()
-    }
 }
 
 /// `entry` in templates: the path inside the export of a file, with its `name`
@@ -207,10 +200,10 @@ struct PageReader<'r> {
     export: &'r Export,
     plan: &'r ArchivePlan,
     sender: &'r mpsc::Sender<PageResult>,
-    /// The page being filled: JSON texts joined (`frames_as_json_text`), or decoded values.
-    text: String,
+    /// The page being filled: its documents decoded together (`Decoder::page_builder`), or
+    /// one by one (a format without a page builder, a stream that joins other files).
+    joined: Option<PageBuilder>,
     values: Vec<serde_json::Value>,
-    documents: usize,
     /// The entry of the page's first document.
     first_entry: Option<String>,
     read: u64,
@@ -233,9 +226,11 @@ impl<'r> PageReader<'r> {
             export,
             plan,
             sender,
-            text: String::new(),
+            joined: match plan.join {
+                Some(_) => None,
+                None => plan.decoder.page_builder(),
+            },
             values: Vec::new(),
-            documents: 0,
             first_entry: None,
             read: 0,
             total: export.size_of(&|path| selection.matches(path)),
@@ -304,7 +299,7 @@ impl<'r> PageReader<'r> {
             None => decode_error(document, error),
         };
         // A page of one file only: the one being filled ends where this file begins.
-        if self.plan.page_per_entry && self.documents > 0 {
+        if self.plan.page_per_entry && self.documents() > 0 {
             let next = EntryCursor {
                 export: self.export.fingerprint().to_owned(),
                 entry: entry.ordinal,
@@ -325,21 +320,20 @@ impl<'r> PageReader<'r> {
         let mut file: Option<minijinja::Value> = None;
         loop {
             let document = frames.position().frames + 1;
-            let Some(frame) = frames
-                .next_frame()
-                .map_err(|error| decode_error(document, error))?
-            else {
-                break;
-            };
-            if self.first_entry.is_none() {
-                self.first_entry = Some(entry.path.clone());
-            }
-            if self.plan.as_text() {
-                self.text.push(if self.documents == 0 { '[' } else { ',' });
-                decoder
-                    .push_json_text(frame, &mut self.text)
-                    .map_err(|error| decode_error(document, error))?;
+            if let Some(joined) = &mut self.joined {
+                if !joined
+                    .read_next(&mut frames)
+                    .map_err(|error| decode_error(document, error))?
+                {
+                    break;
+                }
             } else {
+                let Some(frame) = frames
+                    .next_frame()
+                    .map_err(|error| decode_error(document, error))?
+                else {
+                    break;
+                };
                 let mut value = decoder
                     .frame_value(frame)
                     .map_err(|error| decode_error(document, error))?;
@@ -355,11 +349,14 @@ impl<'r> PageReader<'r> {
                 }
                 self.values.push(value);
             }
-            self.documents += 1;
+            if self.first_entry.is_none() {
+                self.first_entry = Some(entry.path.clone());
+            }
             let position = frames.position();
             self.read += position.offset - offset;
             offset = position.offset;
-            if self.documents >= PAGE_DOCUMENTS || self.text.len() >= PAGE_BYTES {
+            let bytes = self.joined.as_ref().map_or(0, PageBuilder::bytes);
+            if self.documents() >= PAGE_DOCUMENTS || bytes >= PAGE_BYTES {
                 let next = EntryCursor {
                     export: self.export.fingerprint().to_owned(),
                     entry: entry.ordinal,
@@ -376,19 +373,21 @@ impl<'r> PageReader<'r> {
         Ok(())
     }
 
+    /// The documents of the page filled so far.
+    fn documents(&self) -> usize {
+        self.joined
+            .as_ref()
+            .map_or(self.values.len(), PageBuilder::documents)
+    }
+
     /// Sends the page filled so far (with `next`, where the one after starts).
     fn send(&mut self, next: Option<EntryCursor>) -> Result<(), DecodeError> {
-        let body = if self.plan.as_text() {
-            let mut text = std::mem::take(&mut self.text);
-            text.push_str(if self.documents == 0 { "[]" } else { "]" });
-            match Document::json(text) {
-                Ok(body) => body,
-                Err(error) => return Err(DecodeError::new("JSON", error)),
+        let body = match &mut self.joined {
+            Some(joined) => joined.take()?,
+            None => {
+                Document::from_value(serde_json::Value::Array(std::mem::take(&mut self.values)))
             }
-        } else {
-            Document::from_value(serde_json::Value::Array(std::mem::take(&mut self.values)))
         };
-        self.documents = 0;
         let page = ArchivePage {
             body,
             next,
