@@ -436,7 +436,20 @@ async fn an_expired_url_is_made_fresh_by_fetching_the_record_again() {
             "{}",
             test.backend
         );
-        // The record that could not be fetched again stays owed, saying both.
+        // The record that could not be fetched again stays owed, saying both. What its
+        // refresh request reads of the record is kept with it, not the request rendered.
+        let requests = rows(
+            store,
+            "SELECT source_object_id, request FROM downloads ORDER BY source_object_id",
+        )
+        .await;
+        let request: serde_json::Value = serde_json::from_str(&requests[0].1).unwrap();
+        assert_eq!(
+            request["refresh"],
+            serde_json::json!({"record": {"id": GONE}, "on": [403]}),
+            "{}",
+            test.backend
+        );
         let owed_now = owed(store).await;
         assert_eq!(owed_now.len(), 1, "{}", test.backend);
         assert_eq!(owed_now[0].0, GONE);

@@ -219,6 +219,23 @@ impl RecordFields {
         }
     }
 
+    /// The parts of `record` read, kept as JSON (the whole record, or an object of the
+    /// attributes named that it has), to render the templates later from.
+    pub fn kept(&self, record: &Node<'_>) -> serde_json::Value {
+        match self {
+            Self::All => serde_json::Value::from(record),
+            Self::None => serde_json::Value::Object(serde_json::Map::new()),
+            Self::Only(names) => serde_json::Value::Object(
+                names
+                    .iter()
+                    .filter_map(|name| {
+                        Some((name.clone(), serde_json::Value::from(get(record, name)?)))
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
     fn value(&self, record: &Node<'_>) -> minijinja::Value {
         match self {
             Self::All => minijinja::Value::from(minijinja::value::Serde(record)),

@@ -58,6 +58,10 @@ struct CompiledRefresh {
     request: RequestPlan,
     record: Option<CompiledPath>,
     on: Vec<u16>,
+    /// What of the record its request reads: kept with each owed download, so that the
+    /// request is rendered only when a URL has expired (rendering it for every record was a
+    /// sixth of a listing's CPU: BENCHMARKS.md, "Owing content").
+    fields: RecordFields,
 }
 
 /// Where a part's bytes are.
@@ -211,9 +215,13 @@ struct Order {
     refresh: Option<RefreshOrder>,
 }
 
-/// The rendered request for a record again, and the statuses that call for it.
+/// How to fetch a record again, and the statuses that call for it: what its request reads of
+/// the record, rendered when needed. Downloads owed before 2026-12-08 hold the rendered request
+/// instead (`request`), which is still sent as it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct RefreshOrder {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    record: Option<serde_json::Value>,
     #[serde(flatten)]
     request: KeptRequest,
     on: Vec<u16>,
@@ -313,13 +321,15 @@ impl CompiledContent {
                 let texts = std::iter::once(refresh.request.path.as_str())
                     .chain(refresh.request.query.values().map(|value| value.as_str()))
                     .chain(refresh.request.headers.values().map(|value| value.as_str()));
+                let mut read = RecordFields::default();
                 for text in texts {
-                    fields.add(text, false);
+                    read.add(text, false);
                 }
                 if refresh.request.body.is_some() {
-                    fields = RecordFields::All;
+                    read = RecordFields::All;
                 }
                 Some(CompiledRefresh {
+                    fields: read,
                     request: RequestPlan::compile(
                         &refresh.request,
                         &indexmap::IndexMap::new(),
@@ -522,12 +532,9 @@ impl CompiledContent {
                 order.request = KeptRequest::of(request);
                 order.answer = answer.clone();
                 if let Some(refresh) = &self.refresh {
-                    let request = refresh
-                        .request
-                        .render(base_url, context.context(), templates, &[])
-                        .map_err(|error| format!("content.refresh.request: {error}"))?;
                     order.refresh = Some(RefreshOrder {
-                        request: KeptRequest::of(request),
+                        record: Some(refresh.fields.kept(node)),
+                        request: KeptRequest::default(),
                         on: refresh.on.clone(),
                     });
                 }
@@ -870,7 +877,28 @@ impl<S: Sink> Downloader<'_, S> {
     /// The record of `due` fetched again, and the download made from it.
     async fn refreshed(&self, due: &DueDownload, refresh: &RefreshOrder) -> Result<Order, String> {
         let part = self.part_of(due)?;
-        let request = self.request_of(&refresh.request)?;
+        let spec = &self.connector.spec;
+        let base_url = spec.base_url.as_ref().map_or("", |url| url.as_str());
+        let request = match &refresh.record {
+            Some(record) => {
+                let plan = part.refresh.as_ref().ok_or_else(|| {
+                    format!(
+                        "the content part `{}` no longer fetches its record again",
+                        due.part
+                    )
+                })?;
+                let context = minijinja::context! {
+                    record => minijinja::Value::from(minijinja::value::Serde(record)),
+                    config => self.config.clone(),
+                };
+                let rendered = plan
+                    .request
+                    .render(base_url, &context, &self.connector.templates, &[])
+                    .map_err(|error| format!("content.refresh.request: {error}"))?;
+                self.request_of(&KeptRequest::of(rendered))?
+            }
+            None => self.request_of(&refresh.request)?,
+        };
         let document = self
             .http
             .fetch(&request, self.auth, self.observer, |answer| {
@@ -881,8 +909,6 @@ impl<S: Sink> Downloader<'_, S> {
             })
             .await
             .map_err(|error| format!("{error} ({})", error.hint()))?;
-        let spec = &self.connector.spec;
-        let base_url = spec.base_url.as_ref().map_or("", |url| url.as_str());
         let id: Arc<str> = Arc::from(due.id.as_str());
         let owed = part
             .again(
@@ -1076,4 +1102,50 @@ fn declared_type(headers: &reqwest::header::HeaderMap) -> Option<String> {
                 .to_ascii_lowercase()
         })
         .filter(|value| !value.is_empty() && value != "application/octet-stream")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A download owes its refresh as what the request reads of the record; one owed before
+    /// (with the request rendered) is still read, and its request sent as it was kept.
+    #[test]
+    fn owed_refreshes_keep_the_record_and_old_ones_their_request() {
+        let order = Order {
+            request: KeptRequest {
+                method: "GET".to_owned(),
+                url: "https://lh3.googleusercontent.com/lr/AAJ1LKc=d".to_owned(),
+                ..KeptRequest::default()
+            },
+            answer: None,
+            inline: None,
+            collect: false,
+            max_bytes: 1 << 30,
+            size: None,
+            checksum: None,
+            content_type: Some("image/jpeg".to_owned()),
+            refresh: Some(RefreshOrder {
+                record: Some(serde_json::json!({"id": "AF1QipO5r2Lk8wQz"})),
+                request: KeptRequest::default(),
+                on: vec![403],
+            }),
+        };
+        let text = serde_json::to_string(&order).unwrap();
+        assert!(
+            text.contains(r#""refresh":{"record":{"id":"AF1QipO5r2Lk8wQz"},"on":[403]}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Order>(&text).unwrap(), order);
+
+        let before = r#"{"method":"GET","url":"https://lh3.googleusercontent.com/lr/AAJ1LKc=d","max_bytes":1073741824,"refresh":{"method":"GET","url":"https://photoslibrary.googleapis.com/v1/mediaItems/AF1QipO5r2Lk8wQz","on":[403]}}"#;
+        let kept: Order = serde_json::from_str(before).unwrap();
+        let refresh = kept.refresh.unwrap();
+        assert_eq!(refresh.record, None);
+        assert_eq!(
+            refresh.request.url,
+            "https://photoslibrary.googleapis.com/v1/mediaItems/AF1QipO5r2Lk8wQz"
+        );
+        assert_eq!(refresh.on, [403]);
+    }
 }
