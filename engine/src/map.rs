@@ -66,12 +66,69 @@ fn selected<'a>(node: Option<&Node<'_>>) -> Option<Cow<'a, Value>> {
         .map(|node| Cow::Owned(Value::from(node)))
 }
 
+/// A record attribute a template reads: whole, or only some of its own attributes (every read
+/// of it is `record.name.attribute`: Google Photos' `record.mediaMetadata.video`, where the
+/// whole `mediaMetadata` was converted for every item).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    name: String,
+    /// `None`: the whole attribute.
+    within: Option<Vec<String>>,
+}
+
+impl Read {
+    fn whole(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            within: None,
+        }
+    }
+
+    /// Adds `other`, a read of the same attribute.
+    fn merge(&mut self, other: Self) {
+        match (&mut self.within, other.within) {
+            (Some(mine), Some(theirs)) => {
+                for attribute in theirs {
+                    if !mine.contains(&attribute) {
+                        mine.push(attribute);
+                    }
+                }
+            }
+            (within, _) => *within = None,
+        }
+    }
+
+    /// What of `record` the read takes: the attribute made `whole`, or, when only some of its
+    /// own are read and it is an object, an `object` of those.
+    fn take<T>(
+        &self,
+        record: &Node<'_>,
+        whole: impl Fn(&Node<'_>) -> T,
+        object: impl Fn(Vec<(String, T)>) -> T,
+    ) -> Option<T> {
+        let value = get(record, &self.name)?;
+        Some(match &self.within {
+            Some(attributes) if value.is_object() => object(
+                attributes
+                    .iter()
+                    .filter_map(|attribute| {
+                        Some((attribute.clone(), whole(get(value, attribute)?)))
+                    })
+                    .collect(),
+            ),
+            _ => whole(value),
+        })
+    }
+}
+
 /// The record attributes a template's text reads, when every use of `record` in it is a read
-/// of one named attribute (`record.name`, `record['name']`, `record["name"]`); `None` when one is
-/// anything else (the whole record passed on, a dynamic subscript, `record` in a string).
-fn record_reads(source: &str) -> Option<Vec<String>> {
+/// of one named attribute (`record.name`, `record['name']`, `record["name"]`), or of one of its
+/// own (`record.name.attribute`); `None` when one is anything else (the whole record passed
+/// on, a dynamic subscript, a method called on the record, `record` in a string).
+fn record_reads(source: &str) -> Option<Vec<Read>> {
     let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let mut names: Vec<String> = Vec::new();
+    let name_end = |text: &str| text.find(|c: char| !is_name(c)).unwrap_or(text.len());
+    let mut reads: Vec<Read> = Vec::new();
     for (at, word) in source.match_indices("record") {
         let before = source[..at].chars().next_back();
         let rest = &source[at + word.len()..];
@@ -81,11 +138,26 @@ fn record_reads(source: &str) -> Option<Vec<String>> {
         {
             continue;
         }
-        let name = if let Some(attribute) = rest.strip_prefix('.') {
-            let end = attribute
-                .find(|c: char| !is_name(c))
-                .unwrap_or(attribute.len());
-            &attribute[..end]
+        let read = if let Some(attribute) = rest.strip_prefix('.') {
+            let (name, after) = attribute.split_at(name_end(attribute));
+            // `record.items()` is a method of the record, not an attribute.
+            if after.starts_with('(') {
+                return None;
+            }
+            // `record.name.attribute` reads that attribute alone, unless it is a method of
+            // `name` (`.items()`), which needs `name` whole.
+            match after
+                .strip_prefix('.')
+                .map(|inner| inner.split_at(name_end(inner)))
+            {
+                Some((attribute, after)) if !attribute.is_empty() && !after.starts_with('(') => {
+                    Read {
+                        name: name.to_owned(),
+                        within: Some(vec![attribute.to_owned()]),
+                    }
+                }
+                _ => Read::whole(name),
+            }
         } else if let Some(quote) = rest
             .strip_prefix('[')
             .and_then(|inside| inside.chars().next().filter(|c| *c == '\'' || *c == '"'))
@@ -96,18 +168,19 @@ fn record_reads(source: &str) -> Option<Vec<String>> {
             if name.contains('\\') || !after[1..].starts_with(']') {
                 return None;
             }
-            name
+            Read::whole(name)
         } else {
             return None;
         };
-        if name.is_empty() {
+        if read.name.is_empty() {
             return None;
         }
-        if !names.iter().any(|known| known == name) {
-            names.push(name.to_owned());
+        match reads.iter_mut().find(|known| known.name == read.name) {
+            Some(known) => known.merge(read),
+            None => reads.push(read),
         }
     }
-    Some(names)
+    Some(reads)
 }
 
 /// The text of `value` (a text, or a list of texts as a path selects them for a list field)
@@ -162,8 +235,8 @@ pub enum RecordFields {
     /// No template reads the record.
     #[default]
     None,
-    /// Only these top-level attributes.
-    Only(Vec<String>),
+    /// Only these top-level attributes (or some of their own).
+    Only(Vec<Read>),
     /// The whole record.
     All,
 }
@@ -188,15 +261,16 @@ impl RecordFields {
         match record_reads(source) {
             None => *self = Self::All,
             Some(found) => {
-                for name in found {
+                for read in found {
                     match &mut *self {
                         Self::All => {}
-                        Self::Only(names) => {
-                            if !names.contains(&name) {
-                                names.push(name);
+                        Self::Only(reads) => {
+                            match reads.iter_mut().find(|known| known.name == read.name) {
+                                Some(known) => known.merge(read),
+                                None => reads.push(read),
                             }
                         }
-                        Self::None => *self = Self::Only(vec![name]),
+                        Self::None => *self = Self::Only(vec![read]),
                     }
                 }
             }
@@ -214,7 +288,7 @@ impl RecordFields {
     fn names(self) -> Option<Vec<String>> {
         match self {
             Self::None => Some(vec![]),
-            Self::Only(names) => Some(names),
+            Self::Only(reads) => Some(reads.into_iter().map(|read| read.name).collect()),
             Self::All => None,
         }
     }
@@ -225,11 +299,16 @@ impl RecordFields {
         match self {
             Self::All => serde_json::Value::from(record),
             Self::None => serde_json::Value::Object(serde_json::Map::new()),
-            Self::Only(names) => serde_json::Value::Object(
-                names
+            Self::Only(reads) => serde_json::Value::Object(
+                reads
                     .iter()
-                    .filter_map(|name| {
-                        Some((name.clone(), serde_json::Value::from(get(record, name)?)))
+                    .filter_map(|read| {
+                        let value = read.take(
+                            record,
+                            |node| serde_json::Value::from(node),
+                            |members| serde_json::Value::Object(members.into_iter().collect()),
+                        )?;
+                        Some((read.name.clone(), value))
                     })
                     .collect(),
             ),
@@ -240,15 +319,22 @@ impl RecordFields {
         match self {
             Self::All => minijinja::Value::from(minijinja::value::Serde(record)),
             Self::None => minijinja::Value::from(()),
-            Self::Only(names) => minijinja::Value::from(
-                names
+            Self::Only(reads) => minijinja::Value::from(
+                reads
                     .iter()
-                    .filter_map(|name| {
-                        let value = get(record, name)?;
-                        Some((
-                            name.clone(),
-                            minijinja::Value::from(minijinja::value::Serde(value)),
-                        ))
+                    .filter_map(|read| {
+                        let value = read.take(
+                            record,
+                            |node| minijinja::Value::from(minijinja::value::Serde(node)),
+                            |members| {
+                                minijinja::Value::from(
+                                    members
+                                        .into_iter()
+                                        .collect::<std::collections::BTreeMap<_, _>>(),
+                                )
+                            },
+                        )?;
+                        Some((read.name.clone(), value))
                     })
                     .collect::<std::collections::BTreeMap<String, minijinja::Value>>(),
             ),
@@ -686,7 +772,7 @@ mod tests {
         fields.add("{{ parent.id }}", false);
         assert_eq!(
             fields,
-            RecordFields::Only(vec!["mimeType".to_owned(), "status".to_owned()])
+            RecordFields::Only(vec![Read::whole("mimeType"), Read::whole("status")])
         );
         let value = fields.value(&Node::from(
             &serde_json::json!({"mimeType": "video/mp4", "status": "ok", "big": [1, 2, 3]}),
@@ -709,6 +795,86 @@ mod tests {
             fields.add(dynamic, false);
             assert_eq!(fields, RecordFields::All, "{dynamic}");
         }
+    }
+
+    /// An attribute read only through its own attributes (`record.mediaMetadata.video`) is
+    /// converted with those alone; the templates render as they do over the whole record.
+    #[test]
+    fn attributes_read_only_through_their_own_are_converted_with_those() {
+        let templates_read = [
+            "{{ record.baseUrl }}={{ 'dv' if record.mimeType is startingwith('video/') else 'd' }}",
+            "record.mediaMetadata.video is not defined or record.mediaMetadata.video.status == 'READY'",
+            "{{ record.mediaMetadata.photo.cameraMake }}|{{ record.mediaMetadata.width }}",
+        ];
+        let mut fields = RecordFields::default();
+        for (at, text) in templates_read.iter().enumerate() {
+            fields.add(text, at == 1);
+        }
+        let within = |name: &str, attributes: &[&str]| Read {
+            name: name.to_owned(),
+            within: Some(attributes.iter().map(|a| (*a).to_owned()).collect()),
+        };
+        assert_eq!(
+            fields,
+            RecordFields::Only(vec![
+                Read::whole("baseUrl"),
+                Read::whole("mimeType"),
+                within("mediaMetadata", &["video", "photo", "width"]),
+            ])
+        );
+        let photo = serde_json::json!({
+            "baseUrl": "https://lh3.googleusercontent.com/lr/AAJ1",
+            "mimeType": "image/jpeg",
+            "mediaMetadata": {
+                "creationTime": "2024-03-17T06:45:12Z", "width": "4032", "height": "3024",
+                "photo": {"cameraMake": "Apple", "cameraModel": "iPhone 15", "isoEquivalent": 50}
+            },
+        });
+        let video = serde_json::json!({
+            "baseUrl": "https://lh3.googleusercontent.com/lr/AAJ2",
+            "mimeType": "video/mp4",
+            "mediaMetadata": {"video": {"fps": 30, "status": "PROCESSING"}},
+        });
+        let env = crate::template::environment();
+        for record in [photo, video, serde_json::json!({"mediaMetadata": [1, 2]})] {
+            let node = Node::from(&record);
+            let part = minijinja::context! { record => fields.value(&node) };
+            let whole = minijinja::context! { record => RecordFields::All.value(&node) };
+            for (at, text) in templates_read.iter().enumerate() {
+                let render = |context: &minijinja::Value| {
+                    if at == 1 {
+                        env.compile_expression(text)
+                            .unwrap()
+                            .eval(context)
+                            .unwrap()
+                            .to_string()
+                    } else {
+                        env.render_str(text, context).unwrap()
+                    }
+                };
+                assert_eq!(render(&part), render(&whole), "{text} over {record}");
+            }
+            let kept = fields.kept(&node);
+            assert_eq!(kept["mediaMetadata"].get("height"), None, "{kept}");
+        }
+        // Whole again when it is read whole, by subscript, or through a method.
+        for text in [
+            "{{ record.mediaMetadata.video }}{{ record.mediaMetadata }}",
+            "{{ record.mediaMetadata.video }}{{ record.mediaMetadata['photo'] }}",
+            "{{ record.mediaMetadata.items() | list }}",
+            "{{ record.mediaMetadata.video }}{{ record.mediaMetadata.get('photo') }}",
+        ] {
+            assert_eq!(
+                RecordFields::of(text),
+                RecordFields::Only(vec![Read::whole("mediaMetadata")]),
+                "{text}"
+            );
+        }
+        // A method of the record itself needs the whole record.
+        assert_eq!(
+            RecordFields::of("{{ record.items() | list }}"),
+            RecordFields::All
+        );
     }
 }
 

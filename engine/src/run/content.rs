@@ -19,7 +19,7 @@ use crate::http::{
     Authorizer, HttpClient, HttpError, HttpRequest, Refusal, RequestBody, Streaming,
 };
 use crate::map::{CompiledValue, Lazy, RecordFields};
-use crate::source::http::request::RequestPlan;
+use crate::source::http::request::{KeptRequest, RequestPlan};
 use crate::spec::{ChecksumKind, Content, Encoding};
 use crate::store::{ContentDue, DueDownload, RunScope, Sink, StoreError};
 use crate::template::{BuildError, TemplateId, Templates};
@@ -225,34 +225,6 @@ struct RefreshOrder {
     #[serde(flatten)]
     request: KeptRequest,
     on: Vec<u16>,
-}
-
-/// A rendered request as an owed download keeps it: without credentials (the connector's
-/// auth and headers are added when it is sent) and with a JSON body only.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct KeptRequest {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    method: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    url: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    headers: Vec<(String, String)>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    json: Option<serde_json::Value>,
-}
-
-impl KeptRequest {
-    fn of(request: crate::http::HttpRequest) -> Self {
-        Self {
-            method: request.method.to_string(),
-            url: request.url.to_string(),
-            headers: request.headers,
-            json: match request.body {
-                Some(RequestBody::Json(value)) => Some(value),
-                Some(RequestBody::Form(_)) | None => None,
-            },
-        }
-    }
 }
 
 impl CompiledContent {
@@ -526,10 +498,9 @@ impl CompiledContent {
         };
         match &self.source {
             Source::Request(plan, answer) => {
-                let request = plan
-                    .render(base_url, context.context(), templates, &[])
+                order.request = plan
+                    .render_kept(base_url, context.context(), templates)
                     .map_err(|error| format!("content.request: {error}"))?;
-                order.request = KeptRequest::of(request);
                 order.answer = answer.clone();
                 if let Some(refresh) = &self.refresh {
                     order.refresh = Some(RefreshOrder {
