@@ -463,3 +463,138 @@ async fn an_expired_url_is_made_fresh_by_fetching_the_record_again() {
         );
     }
 }
+
+/// A download cut off by the network is asked again from where it stopped, when the first
+/// answer named its version (`Range` with `If-Range`), on every store and blob store; without
+/// a version, or when the server answers whole, it starts over. Either way the blob is the
+/// file's bytes, whole.
+#[tokio::test]
+async fn a_cut_off_download_resumes_from_where_it_stopped() {
+    const ID: &str = "AF1QipUv5Lr8nXq2-tYw9ZsB3mKe6VcJd0HfGa4Pi7R";
+    let spec = spec_from(&SPEC.replace("max_bytes: 100KiB", "max_bytes: 10MiB"));
+    let file = Arc::new(photo(9, 300_000));
+    let listing = serde_json::json!({"mediaItems": [{
+        "id": ID,
+        "productUrl": format!("https://photos.google.com/lr/photo/{ID}"),
+        "baseUrl": "https://lh3.googleusercontent.com/lr/CUT.JPG",
+        "mimeType": "image/jpeg",
+        "filename": "CUT.JPG",
+    }]});
+    /// What the server was asked (`Range`, `If-Range`) and how it answered.
+    type Asked = Arc<std::sync::Mutex<Vec<(Option<String>, Option<String>, u16)>>>;
+    // `versioned`: the answers carry an ETag. The first whole answer is cut off after 100 KB.
+    let server = |versioned: bool, asked: Asked| {
+        let file = Arc::clone(&file);
+        let listing = listing.clone();
+        let router = Router::new()
+            .route(
+                "/v1/mediaItems",
+                get(move || async move { axum::Json(listing) }),
+            )
+            .route(
+                "/lr/{name}",
+                get(move |headers: axum::http::HeaderMap| async move {
+                    let header = |name: header::HeaderName| {
+                        headers
+                            .get(name)
+                            .and_then(|value| value.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    let (range, if_range) = (header(header::RANGE), header(header::IF_RANGE));
+                    let first = asked.lock().unwrap().is_empty();
+                    let from = range
+                        .as_deref()
+                        .and_then(|range| range.strip_prefix("bytes="))
+                        .and_then(|range| range.strip_suffix('-'))
+                        .and_then(|from| from.parse::<usize>().ok())
+                        .filter(|_| versioned && if_range.as_deref() == Some("\"v1\""));
+                    let status = if from.is_some() { 206 } else { 200 };
+                    asked.lock().unwrap().push((range, if_range, status));
+                    let mut response = axum::http::Response::builder()
+                        .header(header::CONTENT_TYPE, "image/jpeg")
+                        .header(header::ACCEPT_RANGES, "bytes");
+                    if versioned {
+                        response = response.header(header::ETAG, "\"v1\"");
+                    }
+                    if let Some(from) = from {
+                        return response
+                            .status(206)
+                            .header(
+                                header::CONTENT_RANGE,
+                                format!("bytes {from}-{}/{}", file.len() - 1, file.len()),
+                            )
+                            .header(header::CONTENT_LENGTH, file.len() - from)
+                            .body(axum::body::Body::from(file[from..].to_vec()))
+                            .unwrap();
+                    }
+                    let response = response.header(header::CONTENT_LENGTH, file.len());
+                    if first {
+                        // The connection drops after 100 KB of the announced 300 KB.
+                        let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
+                            Ok(bytes::Bytes::copy_from_slice(&file[..100_000])),
+                            Err(std::io::Error::other("the network went away")),
+                        ];
+                        // The error waits until the bytes before it are on their way.
+                        let paced = futures_util::StreamExt::then(
+                            futures_util::stream::iter(chunks),
+                            |chunk| async move {
+                                if chunk.is_err() {
+                                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                                }
+                                chunk
+                            },
+                        );
+                        return response.body(axum::body::Body::from_stream(paced)).unwrap();
+                    }
+                    response
+                        .body(axum::body::Body::from(file.to_vec()))
+                        .unwrap()
+                }),
+            );
+        serve(router)
+    };
+    for versioned in [true, false] {
+        for test in test_stores("resume").await {
+            let store = &test.store;
+            let asked: Asked = Arc::default();
+            let url = server(versioned, Arc::clone(&asked)).await;
+            let kept = test_blob_stores("resume").remove(0);
+            let (result, recorder) = run(
+                &spec,
+                &url,
+                store,
+                RunOptions {
+                    blobs: Some(kept.blobs.clone()),
+                    ..RunOptions::default()
+                },
+            )
+            .await;
+            result.unwrap();
+            let context = format!("{} versioned={versioned}", test.backend);
+            assert_eq!(recorder.totals().contents, 1, "{context}");
+            assert_eq!(
+                stored(store).await,
+                vec![(ID.to_owned(), BlobHash::of(&file).to_hex())],
+                "{context}"
+            );
+            let asked = asked.lock().unwrap().clone();
+            assert_eq!(asked.len(), 2, "{context}: {asked:?}");
+            assert_eq!(asked[0], (None, None, 200), "{context}");
+            if versioned {
+                let (range, if_range, status) = &asked[1];
+                let from: u64 = range
+                    .as_deref()
+                    .and_then(|range| range.strip_prefix("bytes="))
+                    .and_then(|range| range.strip_suffix('-'))
+                    .and_then(|from| from.parse().ok())
+                    .unwrap_or_else(|| panic!("{context}: no range asked: {asked:?}"));
+                assert!(from > 0 && from <= 100_000, "{context}: {from}");
+                assert_eq!(if_range.as_deref(), Some("\"v1\""), "{context}");
+                assert_eq!(*status, 206, "{context}");
+            } else {
+                // Nothing to name the version by: asked whole again.
+                assert_eq!(asked[1], (None, None, 200), "{context}");
+            }
+        }
+    }
+}

@@ -382,6 +382,7 @@ impl HttpClient {
     ) -> Result<T, HttpError> {
         self.send(
             request,
+            &Vec::new,
             auth,
             observer,
             Read::Whole,
@@ -415,6 +416,23 @@ impl HttpClient {
         request: &HttpRequest,
         auth: &dyn Authorizer,
         observer: &dyn Observer,
+        accept: impl FnMut(Streaming) -> F,
+    ) -> Result<T, HttpError>
+    where
+        F: Future<Output = Result<T, Refusal>>,
+    {
+        self.download_with(request, &Vec::new, auth, observer, accept)
+            .await
+    }
+
+    /// The same, with `headers` added to each attempt as it is sent: an answer cut off is
+    /// asked again from where it stopped (`Range`), which only the reader of the answers knows.
+    pub async fn download_with<T, F>(
+        &self,
+        request: &HttpRequest,
+        headers: &(dyn Fn() -> Vec<(String, String)> + Sync),
+        auth: &dyn Authorizer,
+        observer: &dyn Observer,
         mut accept: impl FnMut(Streaming) -> F,
     ) -> Result<T, HttpError>
     where
@@ -422,26 +440,33 @@ impl HttpClient {
     {
         let limit = request.max_body.unwrap_or(self.max_body);
         let url = redacted(&request.url);
-        self.send(request, auth, observer, Read::Open, |exchange: Exchange| {
-            let streaming = match exchange.body {
-                Body::Open(body) => Ok(Streaming {
-                    status: exchange.status,
-                    headers: exchange.headers,
-                    body,
-                    read: 0,
-                    limit,
-                    url: url.clone(),
-                }),
-                Body::Whole(_) => Err(Refusal::Retry("the answer was read whole".to_owned())),
-            };
-            let reading = streaming.map(&mut accept);
-            async move {
-                match reading {
-                    Ok(reading) => reading.await,
-                    Err(refusal) => Err(refusal),
+        self.send(
+            request,
+            headers,
+            auth,
+            observer,
+            Read::Open,
+            |exchange: Exchange| {
+                let streaming = match exchange.body {
+                    Body::Open(body) => Ok(Streaming {
+                        status: exchange.status,
+                        headers: exchange.headers,
+                        body,
+                        read: 0,
+                        limit,
+                        url: url.clone(),
+                    }),
+                    Body::Whole(_) => Err(Refusal::Retry("the answer was read whole".to_owned())),
+                };
+                let reading = streaming.map(&mut accept);
+                async move {
+                    match reading {
+                        Ok(reading) => reading.await,
+                        Err(refusal) => Err(refusal),
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -451,6 +476,7 @@ impl HttpClient {
     async fn send<T, F>(
         &self,
         request: &HttpRequest,
+        headers: &(dyn Fn() -> Vec<(String, String)> + Sync),
         auth: &dyn Authorizer,
         observer: &dyn Observer,
         read: Read,
@@ -480,7 +506,15 @@ impl HttpClient {
                 .await;
             auth.prepare().await.map_err(HttpError::Refresh)?;
             observer.event(&Event::Request);
-            let (reason, header_wait) = match self.exchange_following(request, auth, read).await {
+            let added = headers();
+            let request = if added.is_empty() {
+                std::borrow::Cow::Borrowed(request)
+            } else {
+                let mut with = request.clone();
+                with.headers.extend(added);
+                std::borrow::Cow::Owned(with)
+            };
+            let (reason, header_wait) = match self.exchange_following(&request, auth, read).await {
                 Ok(exchange) if (200..300).contains(&exchange.status) => {
                     match accept(exchange).await {
                         Ok(accepted) => return Ok(accepted),

@@ -193,6 +193,27 @@ impl BlobWriter {
         self.size
     }
 
+    /// Starts the content over, checked against `checksum`: what was written is dropped (a
+    /// download asked again whose answer does not continue it).
+    pub async fn restart(&mut self, checksum: Option<&Checksum>) -> Result<(), BlobError> {
+        use tokio::io::AsyncSeekExt as _;
+        self.file
+            .flush()
+            .await
+            .map_err(BlobError::io("writing the staged blob", &self.path))?;
+        let file = self.file.get_mut();
+        file.set_len(0)
+            .await
+            .map_err(BlobError::io("emptying the staged blob", &self.path))?;
+        file.seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(BlobError::io("emptying the staged blob", &self.path))?;
+        self.hasher.reset();
+        self.verifier = Some(Verifier::for_checksum(checksum));
+        self.size = 0;
+        Ok(())
+    }
+
     /// Writes the next chunk. Fails once the content passes the limit: the caller stops reading.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
         let size = self.size.saturating_add(chunk.len() as u64);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::blobs::{BlobError, BlobRef, BlobStore, Checksum, Expected};
+use crate::blobs::{BlobError, BlobRef, BlobStore, BlobWriter, Checksum, Expected};
 use crate::decode::document::Node;
 use crate::events::{Event, Observer};
 use crate::extract::{CompiledPath, Target};
@@ -920,14 +920,23 @@ impl<S: Sink> Downloader<'_, S> {
             None => order.max_bytes,
         });
         let checksum = &checksum;
+        let partial = &Partial::default();
         let downloaded = self
             .http
-            .download(&request, self.auth, self.observer, |answer| async move {
-                match &order.answer {
-                    Some(encoded) => self.unwrap(answer, order, encoded, checksum.clone()).await,
-                    None => self.store(answer, order, checksum.clone()).await,
-                }
-            })
+            .download_with(
+                &request,
+                &|| partial.range(),
+                self.auth,
+                self.observer,
+                |answer| async move {
+                    match &order.answer {
+                        Some(encoded) => {
+                            self.unwrap(answer, order, encoded, checksum.clone()).await
+                        }
+                        None => self.store(answer, order, checksum.clone(), partial).await,
+                    }
+                },
+            )
             .await;
         match downloaded {
             Ok(Ok(blob)) => Ok(blob),
@@ -1014,19 +1023,51 @@ impl<S: Sink> Downloader<'_, S> {
         mut answer: Streaming,
         order: &Order,
         checksum: Option<Checksum>,
+        partial: &Partial,
     ) -> Result<Result<BlobRef, BlobError>, Refusal> {
-        let writer = self.blobs.writer(order.max_bytes).await;
-        let mut writer = match writer {
-            Ok(writer) => writer,
-            Err(error) => return Ok(Err(error)),
+        let mut writer = match partial.take_writer() {
+            Some(writer) => writer,
+            None => match self.blobs.writer(order.max_bytes).await {
+                Ok(mut writer) => {
+                    writer.verify(checksum.as_ref());
+                    writer
+                }
+                Err(error) => return Ok(Err(error)),
+            },
         };
-        writer.verify(checksum.as_ref());
-        // What the bytes are, from the first of them, for an answer that does not say
-        // (Dropbox sends every file as application/octet-stream).
-        let mut sniffed: Option<&'static str> = None;
-        while let Some(chunk) = answer.chunk().await? {
+        // An answer to a `Range` that starts where the bytes so far end continues them;
+        // anything else (a whole answer: the file changed, or the server ignores ranges) starts
+        // over.
+        let continues = writer.size() > 0
+            && answer.status == 206
+            && range_start(&answer.headers) == Some(writer.size());
+        if !continues {
+            if answer.status == 206 {
+                partial.forget();
+                return Err(Refusal::Retry(
+                    "the server answered a part that does not continue the download".to_owned(),
+                ));
+            }
+            if writer.size() > 0
+                && let Err(error) = writer.restart(checksum.as_ref()).await
+            {
+                return Ok(Err(error));
+            }
+            partial.begin(&answer.headers);
+        }
+        loop {
+            let chunk = match answer.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                // Cut off: the next attempt asks for the rest (see `Partial`).
+                Err(Refusal::Retry(reason)) => {
+                    partial.keep(writer);
+                    return Err(Refusal::Retry(reason));
+                }
+                Err(refusal) => return Err(refusal),
+            };
             if writer.size() == 0 {
-                sniffed = infer::get(&chunk).map(|kind| kind.mime_type());
+                partial.sniff(&chunk);
             }
             match writer.write(&chunk).await {
                 Ok(()) => {}
@@ -1044,18 +1085,106 @@ impl<S: Sink> Downloader<'_, S> {
             .content_type
             .clone()
             .or(declared)
-            .or_else(|| sniffed.map(str::to_owned));
+            .or_else(|| partial.sniffed().map(str::to_owned));
         let expected = Expected {
             size: order.size,
             checksum,
             content_type,
         };
         match writer.finish(self.blobs, expected).await {
-            // A body that is not what was announced may have been cut short: asked again.
-            Err(BlobError::Mismatch(reason)) => Err(Refusal::Retry(reason)),
+            // A body that is not what was announced may have been cut short: asked again, whole.
+            Err(BlobError::Mismatch(reason)) => {
+                partial.forget();
+                Err(Refusal::Retry(reason))
+            }
             finished => Ok(finished),
         }
     }
+}
+
+/// What one download has of its bytes across the attempts of its request: an answer cut off
+/// is asked again from where it stopped (`Range: bytes=N-`), with the version the first answer
+/// named (its strong `ETag`, else its `Last-Modified`) as `If-Range`, so that a file changed in
+/// between comes whole and starts over. Without a version the request is made whole again.
+/// What a killed run had written is not kept: its staged file is removed, and the next run
+/// downloads the file from its start.
+#[derive(Default)]
+struct Partial {
+    /// The staged bytes, between attempts.
+    writer: std::sync::Mutex<Option<BlobWriter>>,
+    /// The offset the next attempt asks from, and the version it names.
+    resume: std::sync::Mutex<Option<(u64, String)>>,
+    /// The type the first bytes say, for an answer that says none.
+    sniffed: std::sync::Mutex<Option<&'static str>>,
+}
+
+impl Partial {
+    fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        mutex
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The headers of the next attempt: none, or the range after the bytes kept.
+    fn range(&self) -> Vec<(String, String)> {
+        match &*Self::lock(&self.resume) {
+            Some((from, version)) if *from > 0 => vec![
+                ("Range".to_owned(), format!("bytes={from}-")),
+                ("If-Range".to_owned(), version.clone()),
+            ],
+            _ => vec![],
+        }
+    }
+
+    fn take_writer(&self) -> Option<BlobWriter> {
+        Self::lock(&self.writer).take()
+    }
+
+    /// A whole answer begins: its version, if it names one, is what a resumed attempt asks
+    /// for.
+    fn begin(&self, headers: &reqwest::header::HeaderMap) {
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        };
+        // A weak ETag (`W/"..."`) may not be sent in `If-Range`.
+        let version = header(reqwest::header::ETAG)
+            .filter(|tag| tag.starts_with('"'))
+            .or_else(|| header(reqwest::header::LAST_MODIFIED));
+        *Self::lock(&self.resume) = version.map(|version| (0, version));
+        *Self::lock(&self.sniffed) = None;
+    }
+
+    /// Keeps `writer`'s bytes for the next attempt, which asks for the rest.
+    fn keep(&self, writer: BlobWriter) {
+        if let Some((from, _)) = &mut *Self::lock(&self.resume) {
+            *from = writer.size();
+        }
+        *Self::lock(&self.writer) = Some(writer);
+    }
+
+    /// The next attempt asks for the whole file.
+    fn forget(&self) {
+        *Self::lock(&self.resume) = None;
+        *Self::lock(&self.writer) = None;
+    }
+
+    fn sniff(&self, first: &[u8]) {
+        *Self::lock(&self.sniffed) = infer::get(first).map(|kind| kind.mime_type());
+    }
+
+    fn sniffed(&self) -> Option<&'static str> {
+        *Self::lock(&self.sniffed)
+    }
+}
+
+/// Where a `206` answer's part starts (`Content-Range: bytes 1048576-3145727/3145728`).
+fn range_start(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    let value = headers.get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?;
+    let (start, _) = value.trim().strip_prefix("bytes ")?.split_once('-')?;
+    start.trim().parse().ok()
 }
 
 /// The type an answer declares for its body, without parameters; none for the generic
