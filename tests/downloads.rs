@@ -598,3 +598,73 @@ async fn a_cut_off_download_resumes_from_where_it_stopped() {
         }
     }
 }
+
+/// Downloads run `limits.max_concurrent_downloads` at a time (default 4), on every store; one
+/// at a time when a connector says 1.
+#[tokio::test]
+async fn downloads_run_several_at_a_time_up_to_the_connector_limit() {
+    const PHOTOS: usize = 8;
+    let listing = serde_json::json!({"mediaItems": (0..PHOTOS).map(|index| serde_json::json!({
+        "id": format!("AF1QipSlow{index}x7RkV0_b2Yw8eUq5ZsKpT9mLcHd4Gf"),
+        "productUrl": format!("https://photos.google.com/lr/photo/{index}"),
+        "baseUrl": format!("https://lh3.googleusercontent.com/lr/SLOW_{index}.JPG"),
+        "mimeType": "image/jpeg",
+        "filename": format!("SLOW_{index}.JPG"),
+    })).collect::<Vec<_>>()});
+    // Content requests in flight now, and the most at once.
+    let in_flight: Arc<(AtomicUsize, AtomicUsize)> = Arc::default();
+    let router = Router::new()
+        .route(
+            "/v1/mediaItems",
+            get(move || async move { axum::Json(listing) }),
+        )
+        .route(
+            "/lr/{name}",
+            get({
+                let in_flight = Arc::clone(&in_flight);
+                move |Path(name): Path<String>| async move {
+                    let now = in_flight.0.fetch_add(1, Ordering::SeqCst) + 1;
+                    in_flight.1.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                    in_flight.0.fetch_sub(1, Ordering::SeqCst);
+                    let seed = name.as_bytes()[5];
+                    ([(header::CONTENT_TYPE, "image/jpeg")], photo(seed, 5_000)).into_response()
+                }
+            }),
+        );
+    let server = serve(router).await;
+    for (limits, most) in [("", 4), ("limits: { max_concurrent_downloads: 1 }\n", 1)] {
+        let spec = spec_from(&SPEC.replace("retry: {", &format!("{limits}retry: {{")));
+        for test in test_stores("concurrent").await {
+            in_flight.1.store(0, Ordering::SeqCst);
+            let kept = test_blob_stores("concurrent").remove(0);
+            let (result, recorder) = run(
+                &spec,
+                &server,
+                &test.store,
+                RunOptions {
+                    blobs: Some(kept.blobs.clone()),
+                    ..RunOptions::default()
+                },
+            )
+            .await;
+            result.unwrap();
+            assert_eq!(
+                recorder.totals().contents,
+                PHOTOS as u64,
+                "{}",
+                test.backend
+            );
+            assert_eq!(stored(&test.store).await.len(), PHOTOS, "{}", test.backend);
+            // Several at once (all four slots, unless the machine is slow to start them), never
+            // more than the limit.
+            let seen = in_flight.1.load(Ordering::SeqCst);
+            let least = if most == 1 { 1 } else { 2 };
+            assert!(
+                (least..=most).contains(&seen),
+                "{}: {limits}: {seen} at once",
+                test.backend
+            );
+        }
+    }
+}

@@ -518,6 +518,10 @@ base_url: https://api.example.com
 allowed_hosts: [api.example.com, media.example.com]
 retry:
   max_attempts: 1
+# One download at a time, so that the photos before the one that hangs are stored when the
+# process is killed (with several at once, those after it may be too).
+limits:
+  max_concurrent_downloads: 1
 streams:
   photos:
     model: media

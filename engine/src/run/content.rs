@@ -8,6 +8,9 @@
 //! its error and retried by the next runs, up to [`MAX_ATTEMPTS`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::{TryStreamExt as _, stream};
 
 use serde::{Deserialize, Serialize};
 
@@ -624,43 +627,62 @@ impl<S: Sink> Downloader<'_, S> {
             if due.is_empty() {
                 return Ok(());
             }
-            for download in due {
-                // Past the run's limits the rest stays owed, for the next run.
-                if let Some(spent) = self.budget.spent(self.counters.totals().requests) {
-                    tracing::warn!(connector = %self.scope.platform, "{spent}; the content not downloaded yet stays owed");
-                    return Ok(());
-                }
-                let deadline = self.budget.deadline();
-                let Ok(downloaded) =
-                    tokio::time::timeout_at(deadline, self.download(&download)).await
-                else {
-                    tracing::warn!(connector = %self.scope.platform, "the run reached the connector's time limit (`limits.max_run_time`); the content not downloaded yet stays owed");
-                    return Ok(());
-                };
-                match downloaded {
-                    Ok(blob) => {
-                        self.sink
-                            .content_stored(self.scope, &download, &blob)
-                            .await?;
-                        self.observer
-                            .event(&Event::ContentStored { bytes: blob.size });
-                    }
-                    Err(error) => {
-                        tracing::warn!(
-                            connector = %self.scope.platform,
-                            stream = %download.stream,
-                            record = %download.id,
-                            %error,
-                            "the record's content was not downloaded; later runs retry it"
-                        );
-                        self.sink
-                            .download_failed(self.scope, &download, &error)
-                            .await?;
-                        self.observer.event(&Event::ContentFailed);
-                    }
-                }
+            // `limits.max_concurrent_downloads` at a time; past the run's limits the rest stays
+            // owed, for the next run.
+            let stopped = AtomicBool::new(false);
+            let at_once = usize::from(self.connector.spec.limits.max_concurrent_downloads.max(1));
+            stream::iter(due.into_iter().map(Ok))
+                .try_for_each_concurrent(at_once, |download| self.one(download, &stopped))
+                .await?;
+            if stopped.load(Ordering::Relaxed) {
+                return Ok(());
             }
         }
+    }
+
+    /// Makes `download` and records how it went, unless the run's limits are reached (then
+    /// `stopped` says so, and it stays owed).
+    async fn one(&self, download: DueDownload, stopped: &AtomicBool) -> Result<(), StoreError> {
+        if stopped.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if let Some(spent) = self.budget.spent(self.counters.totals().requests) {
+            if !stopped.swap(true, Ordering::Relaxed) {
+                tracing::warn!(connector = %self.scope.platform, "{spent}; the content not downloaded yet stays owed");
+            }
+            return Ok(());
+        }
+        let deadline = self.budget.deadline();
+        let Ok(downloaded) = tokio::time::timeout_at(deadline, self.download(&download)).await
+        else {
+            if !stopped.swap(true, Ordering::Relaxed) {
+                tracing::warn!(connector = %self.scope.platform, "the run reached the connector's time limit (`limits.max_run_time`); the content not downloaded yet stays owed");
+            }
+            return Ok(());
+        };
+        match downloaded {
+            Ok(blob) => {
+                self.sink
+                    .content_stored(self.scope, &download, &blob)
+                    .await?;
+                self.observer
+                    .event(&Event::ContentStored { bytes: blob.size });
+            }
+            Err(error) => {
+                tracing::warn!(
+                    connector = %self.scope.platform,
+                    stream = %download.stream,
+                    record = %download.id,
+                    %error,
+                    "the record's content was not downloaded; later runs retry it"
+                );
+                self.sink
+                    .download_failed(self.scope, &download, &error)
+                    .await?;
+                self.observer.event(&Event::ContentFailed);
+            }
+        }
+        Ok(())
     }
 
     /// One download into the blob store (or, for a part that is in its record, its bytes

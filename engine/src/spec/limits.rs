@@ -187,6 +187,12 @@ pub struct Limits {
     #[serde(default = "Limits::default_max_concurrency")]
     #[schemars(range(min = 1, max = 64))]
     pub max_concurrency: u8,
+    /// Content downloads of one run in flight at once (after the listing; each under the
+    /// connector's rate limits). A photo library downloads several files at a time, as a
+    /// browser does; a provider that counts parallel downloads against a quota takes 1.
+    #[serde(default = "Limits::default_max_concurrent_downloads")]
+    #[schemars(range(min = 1, max = 16))]
+    pub max_concurrent_downloads: u8,
 }
 
 /// The largest `max_body` a spec may set.
@@ -215,6 +221,10 @@ impl Limits {
     fn default_max_concurrency() -> u8 {
         16
     }
+
+    fn default_max_concurrent_downloads() -> u8 {
+        4
+    }
 }
 
 impl Default for Limits {
@@ -225,6 +235,7 @@ impl Default for Limits {
             max_requests: Self::default_max_requests(),
             max_run_time: Self::default_max_run_time(),
             max_concurrency: Self::default_max_concurrency(),
+            max_concurrent_downloads: Self::default_max_concurrent_downloads(),
         }
     }
 }
