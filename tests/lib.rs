@@ -311,6 +311,15 @@ async fn postgres_database(admin: &str, name: &str) -> String {
     let mut connection = sqlx::PgConnection::connect(admin)
         .await
         .expect("connect to HYPERNET_TEST_POSTGRES");
+    // Databases are not dropped after a test (to look at after a failure), and process ids
+    // come round again on a server that outlives many runs: one of a run long gone may stand
+    // under this name.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+    )))
+    .execute(&mut connection)
+    .await
+    .expect("drop a test database of an earlier run");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "CREATE DATABASE \"{database}\""
     )))
