@@ -32,18 +32,24 @@ fn user_scoped_limits_are_shared_by_an_integrations_streams_only() {
     let stream_a = registry.gate(&spec, "alice");
     let stream_b = registry.gate(&spec, "alice");
     let other_user = registry.gate(&spec, "bob");
-    assert!(stream_a.check().is_ok());
-    assert!(stream_b.check().is_ok());
+    assert!(stream_a.check("api.example.com").is_ok());
+    assert!(stream_b.check("api.example.com").is_ok());
     // Two requests per minute: the third waits 30 s, whichever stream asks.
-    assert_eq!(stream_a.check(), Err(Duration::from_secs(30)));
-    assert_eq!(stream_b.check(), Err(Duration::from_secs(30)));
+    assert_eq!(
+        stream_a.check("api.example.com"),
+        Err(Duration::from_secs(30))
+    );
+    assert_eq!(
+        stream_b.check("api.example.com"),
+        Err(Duration::from_secs(30))
+    );
     assert!(
-        other_user.check().is_ok(),
+        other_user.check("api.example.com").is_ok(),
         "another integration has its own allowance"
     );
     clock.advance(Duration::from_secs(30));
-    assert!(stream_b.check().is_ok());
-    assert!(stream_a.check().is_err());
+    assert!(stream_b.check("api.example.com").is_ok());
+    assert!(stream_a.check("api.example.com").is_err());
 }
 
 #[test]
@@ -53,14 +59,17 @@ fn app_scoped_limits_are_shared_by_every_integration_of_a_connector() {
     let spec = limited_spec("app");
     let alice = registry.gate(&spec, "alice");
     let bob = registry.gate(&spec, "bob");
-    assert!(alice.check().is_ok());
-    assert!(bob.check().is_ok());
-    assert_eq!(alice.check(), Err(Duration::from_secs(30)));
-    assert_eq!(bob.check(), Err(Duration::from_secs(30)));
+    assert!(alice.check("api.example.com").is_ok());
+    assert!(bob.check("api.example.com").is_ok());
+    assert_eq!(alice.check("api.example.com"), Err(Duration::from_secs(30)));
+    assert_eq!(bob.check("api.example.com"), Err(Duration::from_secs(30)));
     let mut other_connector = (*spec).clone();
     other_connector.id = "another_api".to_owned();
     assert!(
-        registry.gate(&other_connector, "alice").check().is_ok(),
+        registry
+            .gate(&other_connector, "alice")
+            .check("api.example.com")
+            .is_ok(),
         "other connectors are not affected"
     );
 }
@@ -97,9 +106,12 @@ async fn waiting_for_a_rate_limit_is_reported_not_an_error() {
 /// then left waiting, and dropped).
 async fn goes_at_once(gate: &engine::ratelimit::RateGate) -> bool {
     let mut waited = false;
-    let went = tokio::time::timeout(Duration::from_millis(300), gate.acquire(|_| waited = true))
-        .await
-        .is_ok();
+    let went = tokio::time::timeout(
+        Duration::from_millis(300),
+        gate.acquire("api.example.com", |_| waited = true),
+    )
+    .await
+    .is_ok();
     went && !waited
 }
 
@@ -187,4 +199,41 @@ fn shared_windows_are_aligned_to_the_epoch() {
         window_at(later, Duration::from_secs(900)),
         (20_000 * 86_400 + 43_200, Duration::from_millis(889_500))
     );
+}
+
+/// A limit with `hosts` counts only the requests to them: Google Photos' API (10,000 a day)
+/// and its media bytes (75,000 a day) are two allowances, and a download does not spend the
+/// API's.
+#[test]
+fn a_limit_with_hosts_counts_only_their_requests() {
+    let clock = FakeRelativeClock::default();
+    let registry = RateLimitRegistry::with_fake_clock(clock.clone());
+    let spec = spec_from(
+        &spec_yaml(
+            "    request: { path: /items }\n    records: $.items[*]",
+            "rate_limits:\n  - { requests: 1, per: 1m, hosts: [api.example.com] }\n  - { requests: 2, per: 1m, hosts: ['*.media.example.com'] }",
+        )
+        .replace(
+            "allowed_hosts: [api.example.com]",
+            "allowed_hosts: [api.example.com, '*.media.example.com']",
+        ),
+    );
+    let gate = registry.gate(&spec, "alice");
+    // The API's one request a minute; then it waits, whatever the media host has left.
+    assert!(gate.check("api.example.com").is_ok());
+    assert_eq!(gate.check("api.example.com"), Err(Duration::from_secs(60)));
+    // The media hosts' two, which the API's wait does not hold up.
+    assert!(gate.check("eu.media.example.com").is_ok());
+    assert!(gate.check("us.media.example.com").is_ok());
+    assert_eq!(
+        gate.check("eu.media.example.com"),
+        Err(Duration::from_secs(30))
+    );
+    // A limit without hosts counts every request, whatever its host.
+    let every = limited_spec("user");
+    let gate = registry.gate(&every, "bob");
+    assert!(gate.check("api.example.com").is_ok());
+    assert!(gate.check("eu.media.example.com").is_ok());
+    assert!(gate.check("api.example.com").is_err());
+    assert!(gate.check("eu.media.example.com").is_err());
 }

@@ -495,7 +495,7 @@ impl HttpClient {
         loop {
             attempt += 1;
             self.gate
-                .acquire(|wait| {
+                .acquire(request.url.host_str().unwrap_or_default(), |wait| {
                     tracing::info!(
                         request = %request.describe(),
                         wait_ms = wait.as_millis(),

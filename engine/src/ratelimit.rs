@@ -24,7 +24,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-use crate::spec::{ConnectorSpec, RateLimit, RateLimitScope};
+use crate::spec::{ConnectorSpec, HostPattern, RateLimit, RateLimitScope};
 
 /// One limiter, whatever its clock.
 trait Limit: Send + Sync {
@@ -81,11 +81,18 @@ pub trait SharedWindows: Send + Sync {
     fn take<'a>(&'a self, limit: &'a SharedWindow) -> Taking<'a>;
 }
 
-/// The limits kept in shared windows, and where.
+/// The limits kept in shared windows (each with the hosts it counts), and where.
 #[derive(Clone)]
 struct Shared {
     windows: Arc<dyn SharedWindows>,
-    limits: Vec<SharedWindow>,
+    limits: Vec<(SharedWindow, Hosts)>,
+}
+
+/// The hosts a limit counts the requests of; empty for every request.
+type Hosts = Arc<[HostPattern]>;
+
+fn counts(hosts: &Hosts, host: &str) -> bool {
+    hosts.is_empty() || hosts.iter().any(|pattern| pattern.matches(host))
 }
 
 /// Limits of at least this window are counted in shared windows even when per user: a daily
@@ -95,7 +102,7 @@ const LONG_WINDOW: Duration = Duration::from_secs(3600);
 /// The limiters one integration's requests pass through.
 #[derive(Clone, Default)]
 pub struct RateGate {
-    limits: Vec<Arc<dyn Limit>>,
+    limits: Vec<(Arc<dyn Limit>, Hosts)>,
     shared: Option<Shared>,
 }
 
@@ -113,13 +120,17 @@ impl RateGate {
         Self::default()
     }
 
-    /// Takes a permit from every limiter, or says how long to wait for the slowest.
+    /// Takes a permit from every limiter that counts requests to `host`, or says how long to
+    /// wait for the slowest.
     ///
     /// Limiters are checked in turn, so a permit taken from an earlier one is not given back
     /// when a later one refuses: with several limits the gate errs on the slow side.
-    pub fn check(&self) -> Result<(), Duration> {
+    pub fn check(&self, host: &str) -> Result<(), Duration> {
         let mut wait = Duration::ZERO;
-        for limit in &self.limits {
+        for (limit, hosts) in &self.limits {
+            if !counts(hosts, host) {
+                continue;
+            }
             if let Err(needed) = limit.check() {
                 wait = wait.max(needed);
             }
@@ -132,13 +143,16 @@ impl RateGate {
     /// The shared windows are asked only once this process's limiters have room. When they
     /// cannot be asked (the database is down), the request goes: the process's own limiters
     /// still hold, and the run itself will fail on the same database soon enough.
-    pub async fn acquire(&self, mut waiting: impl FnMut(Duration)) {
+    pub async fn acquire(&self, host: &str, mut waiting: impl FnMut(Duration)) {
         loop {
-            let mut wait = self.check().err().unwrap_or_default();
+            let mut wait = self.check(host).err().unwrap_or_default();
             if wait.is_zero()
                 && let Some(shared) = &self.shared
             {
-                for limit in &shared.limits {
+                for (limit, hosts) in &shared.limits {
+                    if !counts(hosts, host) {
+                        continue;
+                    }
                     match shared.windows.take(limit).await {
                         Ok(Ok(())) => {}
                         Ok(Err(until_next)) => wait = wait.max(until_next),
@@ -170,7 +184,7 @@ pub fn window_at(now: std::time::SystemTime, per: Duration) -> (u64, Duration) {
     (start, end.saturating_sub(since_epoch))
 }
 
-type Limits = Vec<Arc<dyn Limit>>;
+type Limits = Vec<(Arc<dyn Limit>, Hosts)>;
 
 /// Hands out [`RateGate`]s, sharing limiters by scope. One registry per process (or per test).
 pub struct RateLimitRegistry<C: Clock = DefaultClock> {
@@ -215,7 +229,7 @@ where
     }
 
     /// The limits of `spec` counted in shared windows, for one integration.
-    fn shared_limits(spec: &ConnectorSpec, integration_id: &str) -> Vec<SharedWindow> {
+    fn shared_limits(spec: &ConnectorSpec, integration_id: &str) -> Vec<(SharedWindow, Hosts)> {
         spec.rate_limits
             .iter()
             .enumerate()
@@ -228,12 +242,13 @@ where
                 if per_user {
                     key = format!("{key}@{integration_id}");
                 }
-                SharedWindow {
+                let window = SharedWindow {
                     key,
                     integration_id: per_user.then(|| integration_id.to_owned()),
                     requests: limit.requests,
                     per: limit.per.get(),
-                }
+                };
+                (window, Hosts::from(limit.hosts.as_slice()))
             })
             .collect()
     }
@@ -242,13 +257,14 @@ where
         spec.rate_limits
             .iter()
             .filter(|limit| limit.scope == scope)
-            .filter_map(quota)
-            .map(|quota| {
+            .filter_map(|limit| Some((quota(limit)?, Hosts::from(limit.hosts.as_slice()))))
+            .map(|(quota, hosts)| {
                 let limiter = RateLimiter::direct_with_clock(quota, self.clock.clone());
-                Arc::new(GovernorLimit {
+                let limit = Arc::new(GovernorLimit {
                     limiter,
                     clock: self.clock.clone(),
-                }) as Arc<dyn Limit>
+                }) as Arc<dyn Limit>;
+                (limit, hosts)
             })
             .collect()
     }

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::values::{ByteSize, Duration};
+use super::values::{ByteSize, Duration, HostPattern};
 
 /// At most `requests` calls in any window of length `per`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -17,6 +17,18 @@ pub struct RateLimit {
     /// Who shares the allowance.
     #[serde(default)]
     pub scope: RateLimitScope,
+    /// The hosts whose requests it counts (entries of `allowed_hosts`). Default: every request.
+    /// A provider that counts downloads apart from its API (Google Photos: 10,000 API
+    /// requests a day, 75,000 for media bytes) has a limit for each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostPattern>,
+}
+
+impl RateLimit {
+    /// Whether it counts a request to `host`.
+    pub fn counts(&self, host: &str) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|pattern| pattern.matches(host))
+    }
 }
 
 /// Who shares a rate limit's allowance.

@@ -219,6 +219,19 @@ impl Checker<'_> {
             self.template(&pointer(&["headers", name]), value.as_str(), &scope);
         }
         for (index, limit) in spec.rate_limits.iter().enumerate() {
+            for (at, host) in limit.hosts.iter().enumerate() {
+                if !spec.allowed_hosts.contains(host) {
+                    self.push(
+                        Problem::at(
+                            pointer(&["rate_limits", &index.to_string(), "hosts", &at.to_string()]),
+                            format!(
+                                "`{host}` is not in `allowed_hosts`: the limit would count nothing"
+                            ),
+                        )
+                        .expected("an entry of `allowed_hosts`, written the same"),
+                    );
+                }
+            }
             if limit.per.get().is_zero() {
                 self.push(
                     Problem::at(
