@@ -364,3 +364,109 @@ async fn a_person_uploads_a_data_export_in_the_browser() {
     );
     client.close().await.unwrap();
 }
+
+/// Mail shows as sender, subject and date, its body a click away with its attachment as the
+/// stored file; a drive's files as a list with their bytes to download.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_reads_their_mail_and_downloads_their_files_in_the_browser() {
+    let Some((_driver, client)) = browser().await else {
+        return;
+    };
+    let (_running, _keys) = signed_in(&client, "browser_mail", |_| {}).await;
+    for connector in ["gmail", "google_drive"] {
+        let connect = format!("[data-connector={connector}].connector a.connect");
+        wait_text(&client, &connect, |text| text == "Connect").await;
+        click(&client, &connect).await;
+        wait_text(
+            &client,
+            &format!("[data-integration='{connector}:local'][data-status=ok] .progress"),
+            |text| text.contains("Last run succeeded"),
+        )
+        .await;
+    }
+
+    // The messages, newest first; the trip's itinerary opened: its body, and the PDF it carries.
+    let trip = "#mail details.message:has(.subject)";
+    wait_text(&client, trip, |text| !text.is_empty()).await;
+    let subjects = client
+        .execute(
+            "return [...document.querySelectorAll('#mail details.message .subject')].map(s => s.textContent);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let subjects: Vec<String> = serde_json::from_value(subjects).unwrap();
+    assert!(
+        subjects
+            .iter()
+            .any(|subject| subject == "Your trip: Lisbon & Porto"),
+        "{subjects:?}"
+    );
+    client
+        .execute(
+            "const open = [...document.querySelectorAll('#mail details.message')].find(d => d.querySelector('.subject').textContent === 'Your trip: Lisbon & Porto'); open.querySelector('summary').click(); open.id = 'opened';",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let body = wait_text(&client, "#opened .body", |text| !text.is_empty()).await;
+    assert!(body.contains("Flights land at 10:40."), "{body}");
+    let attachment = wait_text(&client, "#opened .parts", |text| {
+        text.contains("itinerary.pdf")
+    })
+    .await;
+    assert!(attachment.contains("itinerary.pdf"), "{attachment}");
+    // The link serves the stored attachment itself, to its owner.
+    let href: String = serde_json::from_value(
+        client
+            .execute(
+                "return [...document.querySelectorAll('#opened .parts a')].find(a => a.textContent.startsWith('itinerary.pdf')).getAttribute('href');",
+                vec![],
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        href.starts_with("/media/") && href.contains("part=attachments"),
+        "{href}"
+    );
+    let fetched: serde_json::Value = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; fetch(arguments[0]).then(r => r.arrayBuffer().then(b => done([r.status, r.headers.get('content-type'), b.byteLength]))).catch(e => done(String(e)));",
+            vec![serde_json::Value::String(href.clone())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fetched[0], 200, "{fetched}");
+    assert_eq!(fetched[1], "application/pdf", "{fetched}");
+    assert!(
+        fetched[2].as_u64().is_some_and(|size| size > 0),
+        "{fetched}"
+    );
+
+    // The drive's files, with their bytes: a receipt to download, a Doc exported.
+    let receipt = wait_text(&client, "#documents tr.document", |text| !text.is_empty()).await;
+    assert!(!receipt.is_empty());
+    let rows: Vec<String> = serde_json::from_value(
+        client
+            .execute(
+                "return [...document.querySelectorAll('#documents tr.document')].map(r => r.textContent);",
+                vec![],
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        rows.iter()
+            .any(|row| row.contains("receipt-march.pdf") && row.contains("download")),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|row| row.contains("Trip budget") && row.contains("export")),
+        "{rows:?}"
+    );
+    client.close().await.unwrap();
+}
