@@ -385,21 +385,32 @@ async fn a_person_reads_their_mail_and_downloads_their_files_in_the_browser() {
         .await;
     }
 
-    // The messages, newest first; the trip's itinerary opened: its body, and the PDF it carries.
-    let trip = "#mail details.message:has(.subject)";
-    wait_text(&client, trip, |text| !text.is_empty()).await;
-    let subjects = client
-        .execute(
-            "return [...document.querySelectorAll('#mail details.message .subject')].map(s => s.textContent);",
-            vec![],
+    // The messages, newest first; the trip's itinerary opened: its body, and the PDF it carries
+    // (listed once its bytes are stored: the list is redrawn as the page refreshes).
+    let mut subjects: Vec<String> = Vec::new();
+    for _ in 0..300 {
+        subjects = serde_json::from_value(
+            client
+                .execute(
+                    "return [...document.querySelectorAll('#mail details.message')].map(d => d.querySelector('.subject').textContent + '|' + d.querySelector('.parts').textContent);",
+                    vec![],
+                )
+                .await
+                .unwrap(),
         )
-        .await
         .unwrap();
-    let subjects: Vec<String> = serde_json::from_value(subjects).unwrap();
+        if subjects.iter().any(|subject| {
+            subject.starts_with("Your trip: Lisbon & Porto|") && subject.contains("itinerary.pdf")
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         subjects
             .iter()
-            .any(|subject| subject == "Your trip: Lisbon & Porto"),
+            .any(|subject| subject.starts_with("Your trip: Lisbon & Porto|")
+                && subject.contains("itinerary.pdf")),
         "{subjects:?}"
     );
     client
@@ -445,19 +456,31 @@ async fn a_person_reads_their_mail_and_downloads_their_files_in_the_browser() {
         "{fetched}"
     );
 
-    // The drive's files, with their bytes: a receipt to download, a Doc exported.
-    let receipt = wait_text(&client, "#documents tr.document", |text| !text.is_empty()).await;
-    assert!(!receipt.is_empty());
-    let rows: Vec<String> = serde_json::from_value(
-        client
-            .execute(
-                "return [...document.querySelectorAll('#documents tr.document')].map(r => r.textContent);",
-                vec![],
-            )
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    // The drive's files, with their bytes: a receipt to download, a Doc exported. The list is
+    // redrawn as the page refreshes, so it may first show them before their bytes are stored.
+    let mut rows: Vec<String> = Vec::new();
+    for _ in 0..300 {
+        rows = serde_json::from_value(
+            client
+                .execute(
+                    "return [...document.querySelectorAll('#documents tr.document')].map(r => r.textContent);",
+                    vec![],
+                )
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let receipt = rows
+            .iter()
+            .any(|row| row.contains("receipt-march.pdf") && row.contains("download"));
+        let doc = rows
+            .iter()
+            .any(|row| row.contains("Trip budget") && row.contains("export"));
+        if receipt && doc {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         rows.iter()
             .any(|row| row.contains("receipt-march.pdf") && row.contains("download")),
