@@ -592,3 +592,193 @@ async fn streams_that_read_one_file_share_one_read() {
         );
     }
 }
+
+/// Apple's iCloud Photos export, as the connector's fixture lays it out.
+fn icloud_photos_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../connectors/apple_photos/fixtures/exports/2024_icloud_photos")
+}
+
+/// `(id, hash, file name)` of every record's file the store refers to, in id order.
+async fn referred(store: &engine::store::AnyStore) -> Vec<(String, String, String)> {
+    const QUERY: &str = "SELECT source_object_id, hash, COALESCE(file_name, '') FROM record_blobs WHERE part = '' ORDER BY source_object_id";
+    match store {
+        engine::store::AnyStore::Sqlite(store) => {
+            sqlx::query_as(QUERY).fetch_all(store.pool()).await
+        }
+        engine::store::AnyStore::Postgres(store) => {
+            sqlx::query_as(QUERY).fetch_all(store.pool()).await
+        }
+    }
+    .expect(QUERY)
+}
+
+/// The files the blob store holds, by hash, and what its staging folder still holds.
+fn blob_files(root: &Path) -> (std::collections::BTreeSet<String>, usize) {
+    let mut hashes = std::collections::BTreeSet::new();
+    let mut staged = 0;
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+                continue;
+            }
+            let hash = engine::blobs::BlobHash::of(&std::fs::read(&path).unwrap()).to_hex();
+            if path.to_string_lossy().contains(&hash) {
+                hashes.insert(hash);
+            } else {
+                staged += 1;
+            }
+        }
+    }
+    (hashes, staged)
+}
+
+#[tokio::test]
+async fn an_exports_photos_are_stored_with_their_records_once_and_within_their_cap() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../connectors/apple_photos/connector.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    let spec = std::sync::Arc::new(engine::spec::load(&path).expect("the Apple Photos spec"));
+    // The photos and videos the stream reads, by hash (the two copies of IMG_4830.JPG in two
+    // parts are one file; `IMG_4821-1.MOV` is a copy of `IMG_4821.MOV`).
+    let media: Vec<(String, Vec<u8>)> = files_of(&icloud_photos_fixture())
+        .into_iter()
+        .filter(|(name, _)| {
+            name.contains("/Photos/") && !name.ends_with(".csv") && !name.contains("Deleted")
+        })
+        .collect();
+    let hashes: std::collections::BTreeSet<String> = media
+        .iter()
+        .map(|(_, bytes)| engine::blobs::BlobHash::of(bytes).to_hex())
+        .collect();
+    assert!(
+        hashes.len() >= 3,
+        "the fixture has photos and a video: {media:?}"
+    );
+    let export = open_export(&[&icloud_photos_fixture()]).unwrap();
+    for test in test_stores("archive_media").await {
+        let root = tempfile::tempdir().unwrap();
+        let blobs = engine::blobs::BlobStore::folder(root.path()).unwrap();
+        let (result, recorder) =
+            hypernet_tests::import_with_blobs(&spec, &export, &test.store, Some(&blobs)).await;
+        result.unwrap_or_else(|error| panic!("{}: {error}", test.backend));
+        let records = test.store.dump("apple_photos").await.unwrap();
+        let stored = referred(&test.store).await;
+        // Every record refers to its own file's bytes, under the file's name (two parts may
+        // each have an `IMG_4830.JPG`, different photos).
+        assert_eq!(stored.len(), records.len(), "{}: {stored:?}", test.backend);
+        for (id, hash, name) in &stored {
+            let (_, _, data, _) = records.iter().find(|record| &record.1 == id).unwrap();
+            let path = data["file_path"].as_str().unwrap();
+            let file = media
+                .iter()
+                .find(|(name, _)| name == path)
+                .unwrap_or_else(|| panic!("{}: no file {path}", test.backend));
+            assert!(path.ends_with(&format!("/{name}")), "{path}: {name}");
+            let want = engine::blobs::BlobHash::of(&file.1).to_hex();
+            assert_eq!(hash, &want, "{path}");
+            assert_eq!(data["file_size_bytes"], json!(file.1.len()), "{path}");
+        }
+        let (kept, staged) = blob_files(root.path());
+        assert_eq!(kept, hashes, "{}: each file's bytes once", test.backend);
+        assert_eq!(staged, 0, "{}: nothing left staged", test.backend);
+        assert!(recorder.totals().written.new > 0);
+
+        // The same export again: nothing written, nothing more stored.
+        let (result, recorder) =
+            hypernet_tests::import_with_blobs(&spec, &export, &test.store, Some(&blobs)).await;
+        result.unwrap();
+        let written = recorder.totals().written;
+        assert_eq!((written.new, written.updated), (0, 0), "{}", test.backend);
+        assert_eq!(referred(&test.store).await, stored, "{}", test.backend);
+        assert_eq!(
+            blob_files(root.path()),
+            (hashes.clone(), 0),
+            "{}",
+            test.backend
+        );
+    }
+
+    // A cap below the videos' size: the photos are stored, the videos' records are imported
+    // without their bytes (and nothing of them is left staged).
+    let capped = spec_from(&yaml.replace(
+        "content: { entry: true }",
+        "content: { entry: true, max_bytes: 1KiB }",
+    ));
+    for test in test_stores("archive_media_capped").await {
+        let root = tempfile::tempdir().unwrap();
+        let blobs = engine::blobs::BlobStore::folder(root.path()).unwrap();
+        let (result, _) =
+            hypernet_tests::import_with_blobs(&capped, &export, &test.store, Some(&blobs)).await;
+        result.unwrap_or_else(|error| panic!("{}: {error}", test.backend));
+        let records = test.store.dump("apple_photos").await.unwrap();
+        let stored = referred(&test.store).await;
+        let small: std::collections::BTreeSet<String> = media
+            .iter()
+            .filter(|(_, bytes)| bytes.len() <= 1024)
+            .map(|(_, bytes)| engine::blobs::BlobHash::of(bytes).to_hex())
+            .collect();
+        assert!(!small.is_empty() && small.len() < hashes.len());
+        assert_eq!(
+            blob_files(root.path()),
+            (small.clone(), 0),
+            "{}",
+            test.backend
+        );
+        let referred_hashes: std::collections::BTreeSet<String> =
+            stored.iter().map(|(_, hash, _)| hash.clone()).collect();
+        assert_eq!(referred_hashes, small, "{}", test.backend);
+        assert!(
+            stored.len() < records.len(),
+            "{}: the videos have no file",
+            test.backend
+        );
+    }
+}
+
+#[test]
+fn an_archive_streams_content_is_its_own_file_and_only_that() {
+    let problems = |content: &str, decode: &str| -> Vec<String> {
+        let yaml = format!(
+            "id: photos_export\nname: Photos export\nversion: 1.0.0\ncategory: media\n\
+             description: Photos.\ndocs_url: https://example.com/\nstreams:\n  photos:\n    \
+             model: media\n    archive:\n      entries: [\"Photos/*.jpg\"]\n      split: whole\n    \
+             decode: {decode}\n    records: $[*]\n    id: \"{{{{ record.blake3 }}}}\"\n    \
+             map:\n      media_type: photo\n      file_path: \"{{{{ entry.path }}}}\"\n    \
+             content: {content}\n"
+        );
+        let source = engine::spec::SpecSource {
+            path: PathBuf::from("photos.yaml"),
+            text: yaml,
+        };
+        match engine::spec::parse(&source) {
+            Ok(_) => vec![],
+            Err(diagnostics) => diagnostics.iter().map(ToString::to_string).collect(),
+        }
+    };
+    assert_eq!(problems("{ entry: true }", "media"), Vec::<String>::new());
+    let request = problems("{ request: { path: /x } }", "media");
+    assert!(
+        request.len() == 1
+            && request[0]
+                .contains("content.request: `request` content is for streams that send requests"),
+        "{request:?}"
+    );
+    let json = problems("{ entry: true }", "json");
+    assert!(
+        json.len() == 1
+            && json[0]
+                .contains("content.entry: a record's file is stored when each file is a record"),
+        "{json:?}"
+    );
+    let named = problems("{ entry: true, file_name: $.name }", "media");
+    assert!(
+        named.len() == 1
+            && named[0]
+                .contains("content.file_name: `file_name` is for content the engine requests"),
+        "{named:?}"
+    );
+}

@@ -200,6 +200,16 @@ pub async fn import<S: Sink>(
     export: &Arc<engine::source::archive::Export>,
     sink: &S,
 ) -> (Result<RunReport, SyncError>, Recorder) {
+    import_with_blobs(spec, export, sink, None).await
+}
+
+/// [`import`], copying the files that are records' content (`content.entry`) into `blobs`.
+pub async fn import_with_blobs<S: Sink>(
+    spec: &Arc<ConnectorSpec>,
+    export: &Arc<engine::source::archive::Export>,
+    sink: &S,
+    blobs: Option<&engine::blobs::BlobStore>,
+) -> (Result<RunReport, SyncError>, Recorder) {
     let connector = CompiledConnector::compile(Arc::clone(spec)).unwrap();
     let integration =
         Integration::configure(spec, "user-1", "integration-1", &serde_json::Map::new()).unwrap();
@@ -210,16 +220,18 @@ pub async fn import<S: Sink>(
     )
     .unwrap();
     let recorder = Recorder::default();
-    let result = SyncRun::new(
+    let mut run = SyncRun::new(
         &connector,
         &integration,
         &http,
         &engine::http::NoCredentials,
         &recorder,
         sink.clone(),
-    )
-    .import(Arc::clone(export), &[])
-    .await;
+    );
+    if let Some(blobs) = blobs {
+        run = run.with_blobs(blobs.clone());
+    }
+    let result = run.import(Arc::clone(export), &[]).await;
     (result, recorder)
 }
 

@@ -224,13 +224,13 @@ pub async fn test_connector(
     // nothing).
     if error.is_none() {
         error = import_fixture_exports(
-            files,
+            &files.fixtures().join("exports"),
             &connector,
             &integration,
             &http,
-            observer,
-            &second,
+            [observer, &second],
             &sink,
+            &blobs,
         )
         .await
         .err();
@@ -309,19 +309,19 @@ pub async fn test_connector(
     })
 }
 
-/// Imports each export under `fixtures/exports/` (a folder in the export's documented layout,
-/// or a zip), in name order, then again, counting the second pass into `again`.
+/// Imports each export in `folder` (the connector's `fixtures/exports/`: a folder in the
+/// export's documented layout, or a zip), in name order, then again: the first import counted
+/// into `passes[0]`, the second into `passes[1]`.
 async fn import_fixture_exports(
-    files: &ConnectorFiles,
+    folder: &std::path::Path,
     connector: &CompiledConnector,
     integration: &Integration,
     http: &HttpClient,
-    observer: &dyn Observer,
-    again: &Counters,
+    passes: [&dyn Observer; 2],
     sink: &MemorySink,
+    blobs: &crate::blobs::BlobStore,
 ) -> Result<(), String> {
-    let folder = files.fixtures().join("exports");
-    let Ok(listing) = std::fs::read_dir(&folder) else {
+    let Ok(listing) = std::fs::read_dir(folder) else {
         return Ok(()); // no exports: the connector has no archive streams to test
     };
     let mut exports: Vec<std::path::PathBuf> = listing
@@ -334,7 +334,7 @@ async fn import_fixture_exports(
             Export::open(std::slice::from_ref(&path), ArchiveLimits::default())
                 .map_err(|error| error.to_string())?,
         );
-        for counted in [observer, again as &dyn Observer] {
+        for counted in passes {
             SyncRun::new(
                 connector,
                 integration,
@@ -343,6 +343,7 @@ async fn import_fixture_exports(
                 counted,
                 sink.clone(),
             )
+            .with_blobs(blobs.clone())
             .import(Arc::clone(&export), &[])
             .await
             .and_then(RunReport::require_all)

@@ -573,6 +573,7 @@ async fn import(state: &Service, claim: &ImportClaim) -> (ImportStatus, Option<S
         state.store.clone(),
     )
     .by_worker(&state.config.worker)
+    .with_blobs(state.blobs.clone())
     .import(export, &chosen)
     .await;
     match result {

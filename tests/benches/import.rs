@@ -518,6 +518,7 @@ fn store_only(total: usize, ids: Ids) {
                 }),
                 sweeps: vec![],
                 downloads: vec![],
+                stored: vec![],
             })
             .collect();
         let started = Instant::now();

@@ -31,6 +31,10 @@ pub struct Args {
     /// A config value, as NAME=VALUE (repeatable).
     #[arg(long = "config", value_name = "NAME=VALUE")]
     config: Vec<String>,
+    /// Import the records only: the files that are records' content (photos, videos) are
+    /// not copied into the blob store.
+    #[arg(long)]
+    no_content: bool,
     /// Print a JSON summary instead of text.
     #[arg(long)]
     json: bool,
@@ -65,18 +69,25 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     // An import sends no request; the client only completes the run's parts.
     let http = HttpClient::for_connector(&spec, RateGate::unlimited(), Transport::Direct)
         .map_err(|error| Failure::problem(format!("{}: {error}", spec.id)))?;
+    let blobs = if args.no_content {
+        None
+    } else {
+        Some(args.account.blob_store()?)
+    };
     let started = Instant::now();
     let progress = Progress::of_import(&format!("importing {}", spec.id), args.json);
-    let result = SyncRun::new(
+    let mut run = SyncRun::new(
         &connector,
         &integration,
         &http,
         &NoCredentials,
         &progress,
         store.clone(),
-    )
-    .import(Arc::new(export), &args.streams)
-    .await;
+    );
+    if let Some(blobs) = blobs {
+        run = run.with_blobs(blobs);
+    }
+    let result = run.import(Arc::new(export), &args.streams).await;
     progress.finish();
     store.close().await;
     let mut summary = Summary::of(&spec.id, &args.account.db, &result, &progress, started);

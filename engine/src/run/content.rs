@@ -76,6 +76,8 @@ enum Source {
     Inline(CompiledValue, Encoding),
     /// A document made of a tree the provider serves.
     Collect(Box<CompiledCollect>),
+    /// The export's file the record was read from, copied as it was read: nothing is owed.
+    Entry,
 }
 
 /// A part's `collect`, compiled.
@@ -278,6 +280,7 @@ impl CompiledContent {
                 fields = RecordFields::All;
                 Source::Collect(Box::new(CompiledCollect::compile(collect, templates)?))
             }
+            (None, None, None) if content.entry => Source::Entry,
             (None, None, None) => {
                 return Err(BuildError::Invalid(
                     "a content part has no `request`, `inline` or `collect`".to_owned(),
@@ -363,6 +366,60 @@ impl CompiledContent {
     /// The part's name.
     pub(super) fn part(&self) -> &str {
         &self.part
+    }
+
+    /// Whether the part is the export's file the record was read from (`entry`).
+    pub(super) fn is_entry(&self) -> bool {
+        matches!(self.source, Source::Entry)
+    }
+
+    /// The content of `record` (listed as `raw`, a file's media facts) stored while its page
+    /// was read, for a part that is its file (`entry`): the copy of `copied` whose hash is
+    /// the facts' `blake3`. `None` when the file was not copied (larger than `max_bytes`).
+    pub(super) fn copied(
+        &self,
+        id: &Arc<str>,
+        raw: &Node<'_>,
+        copied: &[crate::source::archive::CopiedEntry],
+        config: &minijinja::Value,
+        templates: &Templates,
+    ) -> Result<Option<crate::store::ContentStored>, String> {
+        use crate::decode::document::get;
+        let Some(hash) = get(raw, "blake3").and_then(|hash| hash.as_str()) else {
+            return Ok(None);
+        };
+        let Some(file) = copied.iter().find(|file| file.hash == hash) else {
+            return Ok(None);
+        };
+        let content_type = match &self.content_type {
+            Some(source) => {
+                let parent = minijinja::Value::from(());
+                let context = Lazy::new(raw, &self.fields, &parent, config);
+                text(
+                    &source
+                        .value(&Target::new(raw), &context, templates)
+                        .map_err(|error| format!("content.content_type: {error}"))?,
+                )
+            }
+            None => get(raw, "content_type")
+                .and_then(|kind| kind.as_str())
+                .map(str::to_owned),
+        };
+        let name = file.path.rsplit('/').next().unwrap_or(&file.path);
+        let hash = file
+            .hash
+            .parse()
+            .map_err(|_| format!("the file's copy is kept under `{}`, not a hash", file.hash))?;
+        Ok(Some(crate::store::ContentStored {
+            id: Arc::clone(id),
+            part: self.part.clone(),
+            file_name: Some(name.to_owned()),
+            blob: BlobRef {
+                hash,
+                size: file.size,
+                content_type,
+            },
+        }))
     }
 
     /// What `record` (listed as `raw`) owes of this part: nothing when `when` says it has none
@@ -525,6 +582,7 @@ impl CompiledContent {
                 order.request = KeptRequest::of(request);
                 order.collect = true;
             }
+            Source::Entry => return Ok(None),
             Source::Inline(source, encoding) => {
                 // A record without the bytes has no such part (Gmail: a message without an
                 // HTML body).

@@ -6,10 +6,14 @@ use std::sync::Arc;
 use super::pass::PassState;
 use super::plan::Reads;
 use super::{SyncError, SyncErrorKind, SyncRun, Walk};
+use crate::blobs::{BlobStore, BlobWriter, Expected};
 use crate::decode::document::Node;
 use crate::events::{Event, Observer};
 use crate::extract::Target;
-use crate::source::archive::{ArchivePage, ArchivePlan, ArchiveReadError, Export, read_pages};
+use crate::source::archive::{
+    ArchivePage, ArchivePlan, ArchiveReadError, CopyError, EntryCopies, EntryCopy, Export,
+    read_pages,
+};
 use crate::state::{EntryCursor, PageCursor};
 use crate::store::Sink;
 
@@ -80,6 +84,7 @@ impl<S: Sink> SyncRun<'_, S> {
             stream,
             parent: minijinja::Value::from(()),
             entry: None,
+            copied: Vec::new(),
             written: plan.dedupe.then(std::sync::Mutex::default),
             partition: String::new(),
             depth: 0,
@@ -114,7 +119,16 @@ impl<S: Sink> SyncRun<'_, S> {
             return outcomes;
         };
         let plan = Arc::clone(first.plan);
-        let mut pages = read_pages(Arc::clone(export), Arc::clone(&plan), from.clone());
+        let copies = self.blobs.as_ref().map(|blobs| {
+            Arc::new(BlobCopies {
+                blobs: blobs.clone(),
+                runtime: tokio::runtime::Handle::current(),
+            }) as Arc<dyn EntryCopies>
+        });
+        let read = |from: Option<EntryCursor>| {
+            read_pages(Arc::clone(export), Arc::clone(&plan), from, copies.clone())
+        };
+        let mut pages = read(from.clone());
         let mut at = from.map(|at| at.path);
         loop {
             let page = match pages.recv().await {
@@ -144,7 +158,7 @@ impl<S: Sink> SyncRun<'_, S> {
                                 .clear();
                         }
                     }
-                    pages = read_pages(Arc::clone(export), Arc::clone(&plan), None);
+                    pages = read(None);
                     at = None;
                     continue;
                 }
@@ -184,6 +198,7 @@ impl<S: Sink> SyncRun<'_, S> {
                 if reader.plan.page_per_entry {
                     reader.walk.entry = Some(crate::source::archive::entry_value(&page.entry));
                 }
+                reader.walk.copied.clone_from(&page.copied);
                 match self
                     .import_page(&reader.walk, &mut reader.pass, reader.plan, &page)
                     .await
@@ -275,5 +290,61 @@ impl<S: Sink> SyncRun<'_, S> {
             error.request = Some(format!("reading after `{at}`"));
         }
         error
+    }
+}
+
+/// The blob store as the reading thread copies an export's files into it: each file staged as
+/// it is read and stored under its hash once read whole. The reading thread is a blocking one,
+/// so the store's writes are run to completion on the runtime from there.
+struct BlobCopies {
+    blobs: BlobStore,
+    runtime: tokio::runtime::Handle,
+}
+
+impl EntryCopies for BlobCopies {
+    fn begin(&self, limit: u64) -> Result<Box<dyn EntryCopy>, CopyError> {
+        let writer = self
+            .runtime
+            .block_on(self.blobs.writer(limit))
+            .map_err(|error| CopyError::Failed(error.to_string()))?;
+        Ok(Box::new(BlobCopy {
+            writer,
+            blobs: self.blobs.clone(),
+            runtime: self.runtime.clone(),
+        }))
+    }
+}
+
+/// One file being copied into the blob store.
+struct BlobCopy {
+    writer: BlobWriter,
+    blobs: BlobStore,
+    runtime: tokio::runtime::Handle,
+}
+
+impl EntryCopy for BlobCopy {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), CopyError> {
+        self.runtime
+            .block_on(self.writer.write(bytes))
+            .map_err(copy_error)
+    }
+
+    fn keep(self: Box<Self>) -> Result<String, CopyError> {
+        let Self {
+            writer,
+            blobs,
+            runtime,
+        } = *self;
+        let blob = runtime
+            .block_on(writer.finish(&blobs, Expected::default()))
+            .map_err(copy_error)?;
+        Ok(blob.hash.to_hex())
+    }
+}
+
+fn copy_error(error: crate::blobs::BlobError) -> CopyError {
+    match error {
+        crate::blobs::BlobError::TooLarge { .. } => CopyError::TooLarge,
+        other => CopyError::Failed(other.to_string()),
     }
 }

@@ -87,6 +87,8 @@ struct Walk<'w> {
     parent: minijinja::Value,
     /// `entry` in templates: the export's file the page was read from (archive streams).
     entry: Option<minijinja::Value>,
+    /// The export's files copied with the page (archive streams whose content is the file).
+    copied: Vec<crate::source::archive::CopiedEntry>,
     /// For an archive stream with `dedupe`: the ids written so far in this import (hashed), so
     /// that a copy of a record read again is skipped.
     written: Option<std::sync::Mutex<std::collections::HashSet<u64>>>,
@@ -540,6 +542,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 stream,
                 parent,
                 entry: None,
+                copied: Vec::new(),
                 written: None,
                 partition,
                 depth,
@@ -762,6 +765,7 @@ impl<'a, S: Sink> SyncRun<'a, S> {
             checkpoint: None,
             sweeps: vec![],
             downloads: vec![],
+            stored: vec![],
         }
     }
 
@@ -826,7 +830,11 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                     let record: crate::record::StoredRecord = record.into();
                     if !record.deleted {
                         for content in &walk.stream.content {
-                            self.owe_content(content, &record.id, raw, batch);
+                            if content.is_entry() {
+                                self.refer_copied(content, walk, &record.id, raw, batch);
+                            } else {
+                                self.owe_content(content, &record.id, raw, batch);
+                            }
                         }
                     }
                     batch.records.push(record);
@@ -879,6 +887,44 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 part = content.part(),
                 %error,
                 "the record is stored, but its content cannot be requested"
+            ),
+        }
+    }
+
+    /// Adds to `batch` the reference of `raw`'s record to its file, copied with the page (an
+    /// export's file whose record it is); a file not copied is noted (the record is stored
+    /// without it).
+    fn refer_copied(
+        &self,
+        content: &content::CompiledContent,
+        walk: &Walk<'_>,
+        id: &Arc<str>,
+        raw: &Node<'_>,
+        batch: &mut Batch,
+    ) {
+        let connector = self.fetcher.connector;
+        match content.copied(
+            id,
+            raw,
+            &walk.copied,
+            &self.fetcher.config,
+            &connector.templates,
+        ) {
+            Ok(Some(stored)) => batch.stored.push(stored),
+            // Without a blob store (`--no-content`) nothing is copied, and nothing is missed.
+            Ok(None) if self.blobs.is_none() => {}
+            Ok(None) => tracing::warn!(
+                connector = %self.scope.platform,
+                stream = %batch.stream,
+                record = %id,
+                "the record is stored without its file, which is larger than the content's `max_bytes`"
+            ),
+            Err(error) => tracing::warn!(
+                connector = %self.scope.platform,
+                stream = %batch.stream,
+                record = %id,
+                %error,
+                "the record is stored without its file"
             ),
         }
     }

@@ -99,6 +99,13 @@ fn compile_archive(
         complete: archive.complete,
         page_per_entry: reads_entry(stream),
         dedupe: archive.dedupe,
+        // Checked to be the only part (spec check): the file's own bytes.
+        copy_entries: stream
+            .content
+            .iter()
+            .flat_map(|contents| contents.parts())
+            .find(|content| content.entry)
+            .map(|content| content.max_bytes.get()),
         join: archive
             .join
             .as_ref()

@@ -54,7 +54,7 @@ pub struct Content {
     /// The request for the bytes. Its templates see `record` (the provider's record, as
     /// `map` sees it) and `config`, not `secrets`: a request waits in the store until it is
     /// made, and credentials are added only when it is sent (the connector's auth, and the
-    /// connector's `headers`). Exactly one of `request` and `inline`.
+    /// connector's `headers`). Exactly one of `request`, `inline`, `collect` and `entry`.
     #[serde(default)]
     pub request: Option<Request>,
     /// The content is a document put together from a tree the provider serves a level at a
@@ -66,6 +66,14 @@ pub struct Content {
     /// `body.content`, text): they are kept as a blob like downloaded ones.
     #[serde(default)]
     pub inline: Option<Inline>,
+    /// The content is the file of the export the record was read from (an archive stream
+    /// whose files are records: `split: whole` with `decode: media`, such as Takeout's or
+    /// iCloud's photos): its bytes are stored as the import reads them, and the record refers
+    /// to them. Exactly one of `request`, `inline`, `collect` and `entry`; such a part has no
+    /// `when`, `for_each`, `size`, `checksum`, `version`, `file_name` or `refresh` (the file
+    /// is its own version and name). Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub entry: bool,
     /// Where the bytes are in the request's answer, when it is not the bytes themselves
     /// (Gmail's attachments answer `{"size": ..., "data": "<base64url>"}`). Such an answer is
     /// read whole (it is at most `max_bytes`, encoded), not streamed.

@@ -127,33 +127,16 @@ impl Store {
         blob: &BlobRef,
     ) -> Result<(), StoreError> {
         let at = super::write::now();
-        let hash = blob.hash.to_hex();
-        let size = i64::try_from(blob.size).unwrap_or(i64::MAX);
         let mut transaction = self.pool.begin().await?;
-        let mut query = QueryBuilder::<DB>::new(
-            "INSERT INTO record_blobs (user_id, source_platform, model, source_object_id, part, integration_id, hash, size, content_type, file_name, version, stored_at) VALUES (",
-        );
-        query
-            .separated(", ")
-            .push_bind(&*scope.user_id)
-            .push_bind(&*scope.platform)
-            .push_bind(due.model.as_str())
-            .push_bind(due.id.as_str())
-            .push_bind(due.part.as_str())
-            .push_bind(&*scope.integration_id)
-            .push_bind(hash.as_str())
-            .push_bind(size)
-            .push_bind(blob.content_type.as_deref())
-            .push_bind(due.file_name.as_deref())
-            .push_bind(due.version.as_str())
-            .push_bind(at.as_str());
-        query.push(
-            ") ON CONFLICT (user_id, source_platform, model, source_object_id, part) DO UPDATE SET \
-             integration_id = excluded.integration_id, hash = excluded.hash, size = excluded.size, \
-             content_type = excluded.content_type, file_name = excluded.file_name, \
-             version = excluded.version, stored_at = excluded.stored_at",
-        );
-        query.build().execute(&mut *transaction).await?;
+        let stored = Refers {
+            model: &due.model,
+            id: &due.id,
+            part: &due.part,
+            file_name: due.file_name.as_deref(),
+            version: &due.version,
+            blob,
+        };
+        Self::refer(&mut transaction, scope, &stored, &at).await?;
         let key = scope_key(&scope.user_id, &scope.platform, &due.model);
         let mut query =
             QueryBuilder::<DB>::new("DELETE FROM downloads WHERE integration_id = ");
@@ -167,6 +150,68 @@ impl Store {
         query.build().execute(&mut *transaction).await?;
         transaction.commit().await?;
         self.committed();
+        Ok(())
+    }
+
+    /// The records of a group of batches (one scope, stream and model) refer to the content
+    /// stored with their page (an export's files, copied as they were read), inside the page's
+    /// transaction.
+    pub(super) async fn refer_stored(
+        connection: &mut DB::Connection,
+        group: &[Batch],
+        model: &str,
+        at: &str,
+    ) -> Result<(), sqlx::Error> {
+        for batch in group {
+            for stored in &batch.stored {
+                let refers = Refers {
+                    model,
+                    id: &stored.id,
+                    part: &stored.part,
+                    file_name: stored.file_name.as_deref(),
+                    version: "",
+                    blob: &stored.blob,
+                };
+                Self::refer(&mut *connection, &batch.scope, &refers, at).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The record refers to the blob (in place of what it referred to before).
+    async fn refer(
+        connection: &mut DB::Connection,
+        scope: &RunScope,
+        refers: &Refers<'_>,
+        at: &str,
+    ) -> Result<(), sqlx::Error> {
+        let blob = refers.blob;
+        let hash = blob.hash.to_hex();
+        let size = i64::try_from(blob.size).unwrap_or(i64::MAX);
+        let mut query = QueryBuilder::<DB>::new(
+            "INSERT INTO record_blobs (user_id, source_platform, model, source_object_id, part, integration_id, hash, size, content_type, file_name, version, stored_at) VALUES (",
+        );
+        query
+            .separated(", ")
+            .push_bind(&*scope.user_id)
+            .push_bind(&*scope.platform)
+            .push_bind(refers.model)
+            .push_bind(refers.id)
+            .push_bind(refers.part)
+            .push_bind(&*scope.integration_id)
+            .push_bind(hash.as_str())
+            .push_bind(size)
+            .push_bind(blob.content_type.as_deref())
+            .push_bind(refers.file_name)
+            .push_bind(refers.version)
+            .push_bind(at);
+        query.push(
+            ") ON CONFLICT (user_id, source_platform, model, source_object_id, part) DO UPDATE SET \
+             integration_id = excluded.integration_id, hash = excluded.hash, size = excluded.size, \
+             content_type = excluded.content_type, file_name = excluded.file_name, \
+             version = excluded.version, stored_at = excluded.stored_at",
+        );
+        query.build().execute(&mut *connection).await?;
         Ok(())
     }
 
@@ -226,6 +271,17 @@ impl Store {
 }
 
 /// ` AND record = <the row of `due`'s record>`, for a statement on `downloads`.
+/// A record's reference to the blob that holds a part of its content.
+struct Refers<'r> {
+    model: &'r str,
+    id: &'r str,
+    part: &'r str,
+    file_name: Option<&'r str>,
+    /// The version the content was downloaded in (`""` for content that has none).
+    version: &'r str,
+    blob: &'r BlobRef,
+}
+
 fn push_record_row<DB>(query: &mut QueryBuilder<DB>, key: &ScopeKey, due: &DueDownload)
 where
     DB: sqlx::Database,

@@ -130,6 +130,20 @@ impl MemorySink {
                 );
             }
         }
+        for stored in &batch.stored {
+            contents.content.insert(
+                (
+                    batch.stream.to_string(),
+                    stored.id.to_string(),
+                    stored.part.clone(),
+                ),
+                StoredContent {
+                    blob: stored.blob.clone(),
+                    version: String::new(),
+                    file_name: stored.file_name.clone(),
+                },
+            );
+        }
         if let Some(pass) = batch.seen_in_pass {
             let ids = batch.records.iter().map(|record| record.id.to_string());
             contents

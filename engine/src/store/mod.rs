@@ -144,6 +144,22 @@ pub struct Batch {
     /// same version), kept with the page so that a stored record always has its content stored
     /// or owed.
     pub downloads: Vec<ContentDue>,
+    /// The content of this page's records stored already (an export's files, copied as they
+    /// were read), referred to in the page's transaction.
+    pub stored: Vec<ContentStored>,
+}
+
+/// A record's content already in the blob store, as its page hands it to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentStored {
+    /// The record's id.
+    pub id: Arc<str>,
+    /// Which part of its content (`""` for the record's own).
+    pub part: String,
+    /// The part's file name.
+    pub file_name: Option<String>,
+    /// The blob.
+    pub blob: crate::blobs::BlobRef,
 }
 
 /// A record's content to download into the blob store, as its page hands it to the store.
@@ -201,6 +217,7 @@ impl Batch {
             checkpoint: None,
             sweeps: vec![],
             downloads: vec![],
+            stored: vec![],
         }
     }
 }

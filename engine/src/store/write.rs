@@ -327,6 +327,9 @@ impl Sink for Store {
                 if group.iter().any(|batch| !batch.downloads.is_empty()) {
                     Self::owe_content(&mut transaction, group, model.name(), &at).await?;
                 }
+                if group.iter().any(|batch| !batch.stored.is_empty()) {
+                    Self::refer_stored(&mut transaction, group, model.name(), &at).await?;
+                }
 
                 if let Some(pass) = batch.seen_in_pass {
                     // By the records' rows: a new record's is the table's last, so the ids a

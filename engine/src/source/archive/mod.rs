@@ -54,6 +54,107 @@ pub struct ArchivePlan {
     pub join: Option<JoinPlan>,
     /// Whether a record read again in the same import (a copy) is skipped.
     pub dedupe: bool,
+    /// When the stream's content is its files (`content.entry`): the largest file copied, in
+    /// bytes. Larger files are read (their records are imported) but not copied.
+    pub copy_entries: Option<u64>,
+}
+
+/// Where the files of a stream whose content is its files (`content.entry`) are copied as they
+/// are read: the blob store, which the import provides (this stage knows nothing of it). A
+/// file is copied on the reading thread, in the same pass that decodes it, and kept before the
+/// page with its record is sent: a stored record's content is always stored.
+pub trait EntryCopies: Send + Sync {
+    /// Starts copying a file of at most `limit` bytes.
+    fn begin(&self, limit: u64) -> Result<Box<dyn EntryCopy>, CopyError>;
+}
+
+/// One file being copied.
+pub trait EntryCopy: Send {
+    /// Copies the next bytes of the file.
+    fn write(&mut self, bytes: &[u8]) -> Result<(), CopyError>;
+    /// The file went by whole: keeps the copy, and says the hex BLAKE3 hash it is kept under.
+    fn keep(self: Box<Self>) -> Result<String, CopyError>;
+}
+
+/// Why a file was not copied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CopyError {
+    /// It is larger than the content's `max_bytes`: its record is imported without it.
+    #[error("the file is larger than the content's `max_bytes`")]
+    TooLarge,
+    /// The copy could not be written (a full disk, an unreachable object store): the import
+    /// stops, to be resumed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A file of a page copied whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedEntry {
+    /// Its path inside the export.
+    pub path: String,
+    /// The hex BLAKE3 hash the copy is kept under (the `blake3` of its media facts).
+    pub hash: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A file's copy as it is read.
+#[derive(Default)]
+struct CopyState {
+    copy: Option<Box<dyn EntryCopy>>,
+    size: u64,
+    /// The whole file went by.
+    ended: bool,
+    /// Why the copy stopped early, if it did.
+    stopped: Option<CopyError>,
+}
+
+impl CopyState {
+    fn pass(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if let Some(copy) = &mut self.copy {
+            match copy.write(bytes) {
+                Ok(()) => self.size += bytes.len() as u64,
+                Err(error) => {
+                    self.copy = None;
+                    self.stopped = Some(error);
+                }
+            }
+        }
+    }
+
+    /// Keeps the copy of `entry` once it went by whole, adding it to `copied`.
+    fn settle(
+        &mut self,
+        entry: &EntryInfo,
+        copied: &mut Vec<CopiedEntry>,
+    ) -> Result<(), ArchiveReadError> {
+        let failed = |reason: String| ArchiveReadError::Copy {
+            entry: entry.path.clone(),
+            reason,
+        };
+        if let Some(CopyError::Failed(reason)) = self.stopped.take() {
+            return Err(failed(reason));
+        }
+        if !self.ended {
+            return Ok(());
+        }
+        if let Some(copy) = self.copy.take() {
+            match copy.keep() {
+                Ok(hash) => copied.push(CopiedEntry {
+                    path: entry.path.clone(),
+                    hash,
+                    size: self.size,
+                }),
+                Err(CopyError::TooLarge) => {}
+                Err(CopyError::Failed(reason)) => return Err(failed(reason)),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `entry` in templates: the path inside the export of a file, with its `name`
@@ -90,6 +191,8 @@ pub struct ArchivePage {
     /// The selected entries begun so far: 0 on the last page of an export that has none of
     /// the stream's files (a Takeout of other products).
     pub entries: u64,
+    /// The files copied with this page (see [`EntryCopies`]).
+    pub copied: Vec<CopiedEntry>,
 }
 
 /// Why an export's documents could not be read.
@@ -111,6 +214,14 @@ pub enum ArchiveReadError {
     /// The files joined could not be indexed.
     #[error(transparent)]
     Join(#[from] JoinError),
+    /// A file could not be copied into the store.
+    #[error("`{entry}`: its bytes could not be stored: {reason}")]
+    Copy {
+        /// The entry.
+        entry: String,
+        /// Why.
+        reason: String,
+    },
     /// The stored cursor names an entry the export does not have at that place.
     #[error(
         "the import was resuming at `{0}`, which this export does not have there; it starts again"
@@ -123,15 +234,18 @@ pub type PageResult = Result<ArchivePage, ArchiveReadError>;
 
 /// Reads the pages of what `plan` selects in `export`, from `from` (`None`: the first entry),
 /// on a blocking thread, sending each page to the returned channel; reading stops when the
-/// receiver is dropped.
+/// receiver is dropped. With `copies`, the files of a stream whose content is its files are
+/// copied there as they are read.
 pub fn read_pages(
     export: Arc<Export>,
     plan: Arc<ArchivePlan>,
     from: Option<EntryCursor>,
+    copies: Option<Arc<dyn EntryCopies>>,
 ) -> mpsc::Receiver<PageResult> {
     let (sender, pages) = mpsc::channel(2);
     tokio::task::spawn_blocking(move || {
         let mut reader = PageReader::new(&export, &plan, &sender);
+        reader.copies = copies.filter(|_| plan.copy_entries.is_some());
         let result = reader.read_all(from);
         match result {
             Ok(()) => reader.finish(),
@@ -143,10 +257,12 @@ pub fn read_pages(
     pages
 }
 
-/// An entry's reader that keeps the first I/O error it gives.
+/// An entry's reader that keeps the first I/O error it gives, and copies what it reads when
+/// the entry is copied.
 struct Watched<'w> {
     inner: &'w mut dyn std::io::BufRead,
     failure: &'w std::cell::RefCell<Option<std::io::Error>>,
+    copy: Option<&'w std::cell::RefCell<CopyState>>,
 }
 
 impl Watched<'_> {
@@ -165,6 +281,13 @@ impl Watched<'_> {
 impl std::io::Read for Watched<'_> {
     fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
         let result = self.inner.read(buffer);
+        if let (Ok(read), Some(copy)) = (&result, self.copy) {
+            let mut copy = copy.borrow_mut();
+            if *read == 0 && !buffer.is_empty() {
+                copy.ended = true;
+            }
+            copy.pass(&buffer[..*read]);
+        }
         self.watch(result)
     }
 }
@@ -175,10 +298,26 @@ impl std::io::BufRead for Watched<'_> {
         if let Err(error) = self.inner.fill_buf() {
             return Err(self.watch::<()>(Err(error)).unwrap_err());
         }
-        self.inner.fill_buf()
+        let buffer = self.inner.fill_buf()?;
+        if buffer.is_empty()
+            && let Some(copy) = self.copy
+        {
+            copy.borrow_mut().ended = true;
+        }
+        Ok(buffer)
     }
 
     fn consume(&mut self, amount: usize) {
+        if let Some(copy) = self.copy {
+            // The bytes consumed are still the buffer's: `fill_buf` reads nothing more until
+            // they are.
+            match self.inner.fill_buf() {
+                Ok(buffer) => copy.borrow_mut().pass(&buffer[..amount.min(buffer.len())]),
+                Err(error) => {
+                    copy.borrow_mut().stopped = Some(CopyError::Failed(error.to_string()));
+                }
+            }
+        }
         self.inner.consume(amount);
     }
 }
@@ -213,6 +352,10 @@ struct PageReader<'r> {
     closed: bool,
     /// The joined documents, when the stream joins any.
     join: Option<JoinIndex>,
+    /// Where the stream's files are copied, when its content is its files.
+    copies: Option<Arc<dyn EntryCopies>>,
+    /// The files copied since the last page was sent.
+    copied: Vec<CopiedEntry>,
 }
 
 impl<'r> PageReader<'r> {
@@ -237,6 +380,8 @@ impl<'r> PageReader<'r> {
             entries: 0,
             closed: false,
             join: None,
+            copies: None,
+            copied: Vec::new(),
         }
     }
 
@@ -290,9 +435,25 @@ impl<'r> PageReader<'r> {
         // An I/O error under the decoder (a refusal, a damaged archive) is told as what it is,
         // not as a document that does not decode.
         let failure = std::cell::RefCell::new(None);
+        let copy = match (&self.copies, self.plan.copy_entries) {
+            (Some(copies), Some(limit)) => {
+                let copy = copies
+                    .begin(limit)
+                    .map_err(|error| ArchiveReadError::Copy {
+                        entry: entry.path.clone(),
+                        reason: error.to_string(),
+                    })?;
+                Some(std::cell::RefCell::new(CopyState {
+                    copy: Some(copy),
+                    ..CopyState::default()
+                }))
+            }
+            _ => None,
+        };
         let mut watched = Watched {
             inner: reader,
             failure: &failure,
+            copy: copy.as_ref(),
         };
         let decode_error = |document: u64, error: DecodeError| match failure.borrow_mut().take() {
             Some(io) => ArchiveReadError::Archive(as_archive_error(io, entry)),
@@ -352,6 +513,12 @@ impl<'r> PageReader<'r> {
             if self.first_entry.is_none() {
                 self.first_entry = Some(entry.path.clone());
             }
+            // The file went by whole with its document: its copy is kept before the page with
+            // its record is sent. (A file whose document was read before a resume is not copied
+            // again: it was kept with its page.)
+            if let Some(copy) = &copy {
+                copy.borrow_mut().settle(entry, &mut self.copied)?;
+            }
             let position = frames.position();
             self.read += position.offset - offset;
             offset = position.offset;
@@ -395,6 +562,7 @@ impl<'r> PageReader<'r> {
             read: self.read,
             total: self.total,
             entries: self.entries,
+            copied: std::mem::take(&mut self.copied),
         };
         if self.sender.blocking_send(Ok(page)).is_err() {
             self.closed = true;

@@ -289,12 +289,34 @@ impl Checker<'_> {
                 );
             }
             names.push(name);
-            self.content_part(&at, content, config);
+            self.content_part(&at, stream, content, config);
+        }
+        if let Some(second) = contents
+            .parts()
+            .iter()
+            .enumerate()
+            .filter(|(_, content)| content.entry)
+            .nth(1)
+        {
+            self.push(
+                Problem::at(
+                    format!("{at}/{}/entry", second.0),
+                    "two parts are the record's file",
+                )
+                .on_key()
+                .expected("`entry: true` on one part"),
+            );
         }
     }
 
     /// One part of a stream's `content`.
-    fn content_part(&mut self, at: &str, content: &crate::spec::Content, config: &[String]) {
+    fn content_part(
+        &mut self,
+        at: &str,
+        stream: &Stream,
+        content: &crate::spec::Content,
+        config: &[String],
+    ) {
         let mut scope =
             Scope::default()
                 .with("record", Fields::Any)
@@ -321,6 +343,7 @@ impl Checker<'_> {
             ("request", content.request.is_some()),
             ("inline", content.inline.is_some()),
             ("collect", content.collect.is_some()),
+            ("entry", content.entry),
         ]
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))
@@ -330,7 +353,7 @@ impl Checker<'_> {
             [] => self.push(
                 Problem::at(at.to_owned(), "the part does not say where its bytes are")
                     .on_key()
-                    .expected("`request:` (the bytes are downloaded), `inline:` (they are in the record) or `collect:` (a document made of a tree the provider serves)"),
+                    .expected("`request:` (the bytes are downloaded), `inline:` (they are in the record), `collect:` (a document made of a tree the provider serves) or `entry: true` (the export's file the record was read from)"),
             ),
             [_, second, ..] => self.push(
                 Problem::at(
@@ -338,9 +361,10 @@ impl Checker<'_> {
                     format!("a part has one source, and this one has {}", sources.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(" and ")),
                 )
                 .on_key()
-                .expected("one of `request:` (the bytes are downloaded), `inline:` (they are in the record) and `collect:` (a document made of a tree the provider serves)"),
+                .expected("one of `request:` (the bytes are downloaded), `inline:` (they are in the record), `collect:` (a document made of a tree the provider serves) and `entry: true` (the export's file the record was read from)"),
             ),
         }
+        self.content_source_fits(at, stream, content, &sources);
         if let Some(request) = &content.request {
             self.request(&format!("{at}/request"), request, &scope);
         }
@@ -426,6 +450,81 @@ impl Checker<'_> {
         for (key, source) in sources {
             if let Some(source) = source {
                 self.value_source(&format!("{at}/{key}"), source, &scope);
+            }
+        }
+    }
+
+    /// A content part's source fits its stream: an archive stream's content is the file a
+    /// record was read from (`entry`), read whole as a media file, and only that; a stream
+    /// that sends requests has no file.
+    fn content_source_fits(
+        &mut self,
+        at: &str,
+        stream: &Stream,
+        content: &crate::spec::Content,
+        sources: &[&str],
+    ) {
+        let Some(archive) = &stream.archive else {
+            if content.entry {
+                self.push(
+                    Problem::at(
+                        format!("{at}/entry"),
+                        "`entry` is the export's file a record was read from, and this stream reads the provider's API",
+                    )
+                    .on_key()
+                    .expected("`request:`, `inline:` or `collect:` on a stream that sends requests"),
+                );
+            }
+            return;
+        };
+        if let [source] = sources
+            && *source != "entry"
+        {
+            self.push(
+                Problem::at(
+                    format!("{at}/{source}"),
+                    format!("`{source}` content is for streams that send requests, and this one reads an archive"),
+                )
+                .on_key()
+                .expected("`entry: true` (the record's own file, stored as the import reads it)"),
+            );
+        }
+        if !content.entry {
+            return;
+        }
+        let whole_media = archive.split == crate::spec::Split::Whole
+            && stream.decode == crate::spec::Decode::Media;
+        if !whole_media {
+            self.push(
+                Problem::at(
+                    format!("{at}/entry"),
+                    "a record's file is stored when each file is a record, and this stream splits its files or does not read them as media",
+                )
+                .on_key()
+                .expected("`entry: true` on a stream with `archive.split: whole` and `decode: media`"),
+            );
+        }
+        let not_for_files = [
+            ("for_each", content.for_each.is_some()),
+            ("key", content.key.is_some()),
+            ("when", content.when.is_some()),
+            ("answer", content.answer.is_some()),
+            ("size", content.size.is_some()),
+            ("checksum", content.checksum.is_some()),
+            ("version", content.version.is_some()),
+            ("file_name", content.file_name.is_some()),
+            ("refresh", content.refresh.is_some()),
+        ];
+        for (key, present) in not_for_files {
+            if present {
+                self.push(
+                    Problem::at(
+                        format!("{at}/{key}"),
+                        format!("`{key}` is for content the engine requests, and this part is the export's own file"),
+                    )
+                    .on_key()
+                    .expected("with `entry: true`, only `part`, `content_type` and `max_bytes`"),
+                );
             }
         }
     }
@@ -569,7 +668,6 @@ impl Checker<'_> {
             ("recurse", stream.recurse.is_some()),
             ("gone", stream.gone.is_some()),
             ("scopes", !stream.scopes.is_empty()),
-            ("content", stream.content.is_some()),
         ];
         for (key, present) in only_requests {
             if present {
