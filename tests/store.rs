@@ -869,7 +869,7 @@ async fn older_rows_are_found(mut store: AnyStore, backend: &str) {
         "{backend}"
     );
 
-    let owed = store.due_downloads("notes:u", 5, 10).await.unwrap();
+    let owed = store.due_downloads("notes:u", 5, None, 10).await.unwrap();
     assert_eq!(
         owed.iter().map(|due| due.id.as_str()).collect::<Vec<_>>(),
         ["n3"],
@@ -1029,7 +1029,7 @@ async fn uncommitted_pages_are_committed_together_or_not_at_all() {
         );
         let owed = test
             .store
-            .due_downloads("integration-1", 5, 100)
+            .due_downloads("integration-1", 5, None, 100)
             .await
             .unwrap();
         let mut requests: Vec<(String, String)> =
@@ -1045,5 +1045,88 @@ async fn uncommitted_pages_are_committed_together_or_not_at_all() {
         assert_eq!(requests, expected, "{}", test.backend);
         // Nothing left open: committing again is nothing.
         writer.commit().await.unwrap();
+    }
+}
+
+/// Owed downloads are read a few at a time, each read after where the last ended, in the order
+/// their records were first stored: 250 owed come in three reads, each once, and one that
+/// failed (still owed) is not read again by the reads after it.
+#[tokio::test]
+async fn owed_downloads_are_read_in_order_a_few_at_a_time() {
+    use engine::store::ContentDue;
+    for test in test_stores("owed_in_reads").await {
+        let mut store = test.store.clone();
+        // Ids in no order of their own, as a provider's are.
+        let ids: Vec<String> = (0..250)
+            .map(|n: u64| format!("{:016x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .collect();
+        let mut batch = notes_page(0);
+        batch.records = ids
+            .iter()
+            .map(|id| {
+                MappedRecord::from_data(
+                    id.clone(),
+                    json!({"title": id}).as_object().unwrap(),
+                    false,
+                )
+                .into()
+            })
+            .collect();
+        batch.downloads = ids
+            .iter()
+            .map(|id| ContentDue {
+                id: Arc::from(id.as_str()),
+                part: String::new(),
+                file_name: None,
+                version: String::new(),
+                request: json!({"url": format!("https://example.com/{id}")}).to_string(),
+            })
+            .collect();
+        store.write(&batch).await.unwrap();
+
+        let mut after = None;
+        let mut reads = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let due = store
+                .due_downloads("integration-1", 5, after.as_ref(), 100)
+                .await
+                .unwrap();
+            let Some(last) = due.last() else { break };
+            after = Some(last.at.clone());
+            reads.push(due.len());
+            // The first of each read fails: it stays owed.
+            let scope = batch.scope.clone();
+            store
+                .download_failed(&scope, &due[0], "refused")
+                .await
+                .unwrap();
+            seen.extend(due.into_iter().map(|due| due.id));
+        }
+        assert_eq!(reads, [100, 100, 50], "{}", test.backend);
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 250, "{}: each once", test.backend);
+        // In the order the records were stored (rows), not the ids' order.
+        let mut stored_order = ids.clone();
+        stored_order.sort();
+        assert_eq!(
+            seen, stored_order,
+            "{}: the page's rows are in id order",
+            test.backend
+        );
+        // The three that failed are still owed, for the next run.
+        let again = store
+            .due_downloads("integration-1", 5, None, 1000)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 250, "{}", test.backend);
+        assert_eq!(
+            again.iter().filter(|due| due.attempts == 1).count(),
+            3,
+            "{}",
+            test.backend
+        );
     }
 }

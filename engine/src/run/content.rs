@@ -24,7 +24,7 @@ use crate::http::{
 use crate::map::{CompiledValue, Lazy, RecordFields};
 use crate::source::http::request::{KeptRequest, RequestPlan};
 use crate::spec::{ChecksumKind, Content, Encoding};
-use crate::store::{ContentDue, DueDownload, RunScope, Sink, StoreError};
+use crate::store::{ContentDue, DueAt, DueDownload, RunScope, Sink, StoreError};
 use crate::template::{BuildError, TemplateId, Templates};
 
 /// How many times a download may fail (over as many runs) before it is left alone; its error
@@ -660,31 +660,28 @@ impl From<String> for Failed {
 }
 
 impl<S: Sink> Downloader<'_, S> {
-    /// Makes every download the integration owes, oldest first, until none is left that has not
-    /// failed too often. Fails only when the store does; a failed download is noted and the
-    /// others go on.
+    /// Makes every download the integration owes, in their order (see [`DueAt`]), until none
+    /// is left that has not failed too often. Fails only when the store does; a failed download
+    /// is noted and the others go on.
     pub(super) async fn run(&self) -> Result<(), StoreError> {
-        // Each download is tried once a run: one that failed stays owed for the next run, and
-        // one owed again while it was made (another version listed meanwhile) waits for it too,
-        // so the loop ends whatever the store answers.
-        let mut tried: std::collections::HashSet<(String, String, String)> =
-            std::collections::HashSet::new();
+        // Each download is tried once a run: each read starts after the last one's end, so one
+        // that failed (still owed) or was owed again meanwhile waits for the next run, and the
+        // loop ends whatever the store answers; the run holds one read's downloads at a time.
+        let mut after: Option<DueAt> = None;
         loop {
             let due = self
                 .sink
                 .due_downloads(
                     &self.scope.integration_id,
                     MAX_ATTEMPTS,
-                    DUE_PER_READ + tried.len() as i64,
+                    after.as_ref(),
+                    DUE_PER_READ,
                 )
                 .await?;
-            let due: Vec<DueDownload> = due
-                .into_iter()
-                .filter(|due| tried.insert((due.model.clone(), due.id.clone(), due.part.clone())))
-                .collect();
-            if due.is_empty() {
+            let Some(last) = due.last() else {
                 return Ok(());
-            }
+            };
+            after = Some(last.at.clone());
             // `limits.max_concurrent_downloads` at a time; past the run's limits the rest stays
             // owed, for the next run.
             let stopped = AtomicBool::new(false);

@@ -4,7 +4,7 @@
 use sqlx::{QueryBuilder, Row};
 
 use super::scope::{ScopeKey, scope_key};
-use super::{Batch, DueDownload, RunScope, StoreError};
+use super::{Batch, DueAt, DueDownload, RunScope, StoreError};
 use crate::blobs::BlobRef;
 use crate::on_every_backend;
 
@@ -88,16 +88,30 @@ impl Store {
         &self,
         integration_id: &str,
         max_attempts: i64,
+        after: Option<&DueAt>,
         limit: i64,
     ) -> Result<Vec<DueDownload>, StoreError> {
         let mut query = QueryBuilder::<DB>::new(
-            "SELECT stream, model, source_object_id, part, file_name, version, request, attempts FROM downloads WHERE integration_id = ",
+            "SELECT stream, model, source_object_id, part, file_name, version, request, attempts, record FROM downloads WHERE integration_id = ",
         );
         query
             .push_bind(integration_id)
             .push(" AND attempts < ")
-            .push_bind(max_attempts)
-            .push(" ORDER BY queued_at, source_object_id, part LIMIT ")
+            .push_bind(max_attempts);
+        // In the key's order (integration, record, part): each read starts where the last
+        // ended, on the key's index.
+        if let Some(after) = after {
+            query
+                .push(" AND (record > ")
+                .push_bind(after.record)
+                .push(" OR (record = ")
+                .push_bind(after.record)
+                .push(" AND part > ")
+                .push_bind(after.part.as_str())
+                .push("))");
+        }
+        query
+            .push(" ORDER BY record, part LIMIT ")
             .push_bind(limit);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter()
@@ -111,6 +125,10 @@ impl Store {
                     version: row.try_get(5usize)?,
                     request: row.try_get(6usize)?,
                     attempts: row.try_get(7usize)?,
+                    at: DueAt {
+                        record: row.try_get(8usize)?,
+                        part: row.try_get(3usize)?,
+                    },
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{
-    Batch, DueDownload, RunScope, RunStatus, RunTotals, Sink, StoreError, StoredRecord, StreamState,
+    Batch, DueAt, DueDownload, RunScope, RunStatus, RunTotals, Sink, StoreError, StoredRecord,
+    StreamState,
 };
 use crate::blobs::BlobRef;
 use crate::events::WriteCounts;
@@ -38,6 +39,9 @@ pub struct MemoryContents {
     pub content: BTreeMap<(String, String, String), StoredContent>,
     /// Content owed, by (model, record id, part), with the errors of its failed attempts.
     pub owed: BTreeMap<(String, String, String), (DueDownload, Vec<String>)>,
+    /// The row number of each (model, record id) that owed content, in the order they first
+    /// did: the order downloads are made in (a database's record rows).
+    rows: BTreeMap<(String, String), i64>,
 }
 
 /// A part of a record's content, as a [`MemorySink`] keeps it.
@@ -112,6 +116,11 @@ impl MemorySink {
                 let key = (model.to_owned(), due.id.to_string(), due.part.clone());
                 let attempts = contents.owed.get(&key).map_or(0, |(owed, _)| owed.attempts);
                 let errors = contents.owed.remove(&key).map(|(_, errors)| errors);
+                let next = contents.rows.len() as i64 + 1;
+                let record = *contents
+                    .rows
+                    .entry((model.to_owned(), due.id.to_string()))
+                    .or_insert(next);
                 contents.owed.insert(
                     key,
                     (
@@ -124,6 +133,10 @@ impl MemorySink {
                             version: due.version.clone(),
                             request: due.request.clone(),
                             attempts,
+                            at: DueAt {
+                                record,
+                                part: due.part.clone(),
+                            },
                         },
                         errors.unwrap_or_default(),
                     ),
@@ -217,14 +230,19 @@ impl Sink for MemorySink {
         &self,
         _integration_id: &str,
         max_attempts: i64,
+        after: Option<&DueAt>,
         limit: i64,
     ) -> Result<Vec<DueDownload>, StoreError> {
         let contents = self.contents.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(contents
+        let mut due: Vec<&DueDownload> = contents
             .owed
             .values()
             .map(|(due, _)| due)
-            .filter(|due| due.attempts < max_attempts)
+            .filter(|due| due.attempts < max_attempts && after.is_none_or(|after| due.at > *after))
+            .collect();
+        due.sort_by(|a, b| a.at.cmp(&b.at));
+        Ok(due
+            .into_iter()
             .take(usize::try_from(limit).unwrap_or(0))
             .cloned()
             .collect())

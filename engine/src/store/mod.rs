@@ -196,6 +196,20 @@ pub struct DueDownload {
     pub request: String,
     /// How many times it failed before.
     pub attempts: i64,
+    /// Where it stands in the order downloads are made.
+    pub at: DueAt,
+}
+
+/// Where a download stands in the order downloads are made: its record's row (the order in
+/// which records were first stored), then its part. A run reads its downloads a few at a time,
+/// each read after where the last one ended, so it holds a few whatever it owes, and tries each
+/// once (one that fails is behind the reads that follow).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DueAt {
+    /// The record's row.
+    pub record: i64,
+    /// The part.
+    pub part: String,
 }
 
 impl Batch {
@@ -327,14 +341,16 @@ pub trait Sink: Clone + Send + Sync + 'static {
     }
 
     /// Up to `limit` downloads owed for an integration's records that failed fewer than
-    /// `max_attempts` times, oldest first. A sink that keeps no content owes none.
+    /// `max_attempts` times, in their order ([`DueAt`]), after `after`. A sink that keeps no
+    /// content owes none.
     fn due_downloads(
         &self,
         integration_id: &str,
         max_attempts: i64,
+        after: Option<&DueAt>,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<DueDownload>, StoreError>> + Send {
-        let _ = (integration_id, max_attempts, limit);
+        let _ = (integration_id, max_attempts, after, limit);
         async { Ok(vec![]) }
     }
 

@@ -265,9 +265,10 @@ impl Sink for AnyStore {
         &self,
         integration_id: &str,
         max_attempts: i64,
+        after: Option<&super::DueAt>,
         limit: i64,
     ) -> Result<Vec<super::DueDownload>, StoreError> {
-        on_store!(self, store => store.due_downloads(integration_id, max_attempts, limit).await)
+        on_store!(self, store => store.due_downloads(integration_id, max_attempts, after, limit).await)
     }
 
     async fn content_stored(

@@ -479,9 +479,11 @@ impl Sink for Store {
         &self,
         integration_id: &str,
         max_attempts: i64,
+        after: Option<&super::DueAt>,
         limit: i64,
     ) -> Result<Vec<super::DueDownload>, StoreError> {
-        self.select_due_downloads(integration_id, max_attempts, limit).await
+        self.select_due_downloads(integration_id, max_attempts, after, limit)
+            .await
     }
 
     async fn content_stored(
