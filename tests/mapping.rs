@@ -192,3 +192,75 @@ async fn tombstones_mark_stored_records_deleted_and_keep_their_data() {
         "the tombstone keeps what was imported"
     );
 }
+
+/// Mail as Graph and Gmail send it: addresses become names and addresses apart (Graph's
+/// recipient objects, Gmail's header text with a quoted comma and an encoded name), a draft
+/// without a sender has no `from` (not `" <>"`), and the time it was sent is kept apart from
+/// the time it arrived.
+#[tokio::test]
+async fn mail_keeps_names_and_addresses_apart_and_when_it_was_sent_and_received() {
+    let spec = spec_from(&spec_yaml("", "").replace(
+        "    model: note\n    id: $.id\n    map:\n      title: $.title\n",
+        r#"    model: email
+    request: { path: /messages }
+    records: $.value[*]
+    id: $.id
+    map:
+      sent_at: { from: "{{ record.sentDateTime or record.receivedDateTime or record.date }}", as: timestamp }
+      received_at: { from: $.receivedDateTime, as: rfc3339 }
+      from: { from: $.from.emailAddress, as: address }
+      to: { from: "$.toRecipients[*].emailAddress", as: addresses }
+      cc: { from: "$.headers[?match(@.name, '(?i)cc')].value", as: addresses }
+"#,
+    ));
+    let app = axum::Router::new().route(
+        "/messages",
+        get(|| async {
+            Json(json!({"value": [
+                {"id": "sent", "sentDateTime": "2024-05-21T09:00:54Z", "receivedDateTime": "2024-05-21T09:01:01Z",
+                 "from": {"emailAddress": {"name": "Megan Bowen", "address": "MeganB@contoso.com"}},
+                 "toRecipients": [{"emailAddress": {"name": "Ana Lima", "address": "ana@contoso.com"}},
+                                  {"emailAddress": {"name": "", "address": "bo@contoso.com"}}],
+                 "headers": [{"name": "CC", "value": "\"Silva, João\" <joao@example.pt>, =?UTF-8?Q?Beatriz_Gon=C3=A7alves?= <bea@example.pt>"}]},
+                {"id": "draft", "receivedDateTime": "2024-05-22T10:00:00Z", "from": null, "toRecipients": []},
+                {"id": "header-date", "date": "Tue, 21 May 2024 11:01:01 +0200"}
+            ]}))
+        }),
+    );
+    let server = serve(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("test.sqlite"))
+        .await
+        .unwrap();
+    let (result, recorder) = run(&spec, &server, &store, RunOptions::default()).await;
+    result.unwrap();
+    assert_eq!(recorder.totals().written.rejected, 0);
+    let records = store.dump("test_api").await.unwrap();
+    let data = |id: &str| {
+        let (_, _, data, _) = records.iter().find(|record| record.1 == id).unwrap();
+        data.clone()
+    };
+    let sent = data("sent");
+    assert_eq!(sent["sent_at"], "2024-05-21T09:00:54Z");
+    assert_eq!(sent["received_at"], "2024-05-21T09:01:01Z");
+    assert_eq!(
+        sent["from"],
+        json!({"name": "Megan Bowen", "address": "MeganB@contoso.com"})
+    );
+    assert_eq!(
+        sent["to"],
+        json!([{"name": "Ana Lima", "address": "ana@contoso.com"}, {"address": "bo@contoso.com"}])
+    );
+    assert_eq!(
+        sent["cc"],
+        json!([
+            {"name": "Silva, João", "address": "joao@example.pt"},
+            {"name": "Beatriz Gonçalves", "address": "bea@example.pt"}
+        ])
+    );
+    let draft = data("draft");
+    assert!(draft.get("from").is_none(), "{draft}");
+    assert_eq!(draft["sent_at"], "2024-05-22T10:00:00Z");
+    assert!(draft.get("to").is_none(), "{draft}");
+    assert_eq!(data("header-date")["sent_at"], "2024-05-21T09:01:01Z");
+}

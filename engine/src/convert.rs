@@ -68,7 +68,7 @@ impl Converter {
                 | Conversion::Rfc2822
                 | Conversion::Timestamp => Output::DateTime,
                 Conversion::Date => Output::Date,
-                Conversion::Json => Output::Any,
+                Conversion::Addresses | Conversion::Address | Conversion::Json => Output::Any,
             },
             Self::ByKind(kind) => match kind {
                 ValueKind::String => Output::Text,
@@ -82,6 +82,15 @@ impl Converter {
                 | ValueKind::Object
                 | ValueKind::Any => Output::Any,
             },
+        }
+    }
+
+    /// Whether the value is a list of what the field's path selects, all of it (a list field,
+    /// or a conversion that makes one), rather than its first node.
+    pub fn gathers(self) -> bool {
+        match self {
+            Self::ByKind(kind) => kind == ValueKind::Array,
+            Self::Explicit(conversion) => conversion.output() == ValueKind::Array,
         }
     }
 
@@ -105,7 +114,9 @@ impl Converter {
                 | Conversion::Base64Text
                 | Conversion::Latin1Utf8
                 | Conversion::ClockDuration
-                | Conversion::Amount => false,
+                | Conversion::Amount
+                | Conversion::Addresses
+                | Conversion::Address => false,
             },
             Self::ByKind(kind) => match kind {
                 ValueKind::String | ValueKind::Any => true,
@@ -562,8 +573,15 @@ pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
                 convert(Conversion::EpochSeconds, value)
             } else {
                 convert(Conversion::Rfc3339, value)
+                    .or_else(|_| convert(Conversion::Rfc2822, value))
+                    .or_else(|_| fail("epoch seconds, an RFC 3339 date-time or an RFC 2822 date"))
             }
         }
+        Conversion::Addresses => mailboxes(value).map(Value::Array),
+        Conversion::Address => match mailboxes(value)?.into_iter().next() {
+            Some(first) => Ok(first),
+            None => fail("an address"),
+        },
         Conversion::Rfc3339 => match text(value).map(jiff::Timestamp::from_str) {
             Some(result) => timestamp(result),
             None => fail("an RFC 3339 date-time"),
@@ -578,6 +596,49 @@ pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
             _ => fail("a date (YYYY-MM-DD)"),
         },
     }
+}
+
+/// The mailboxes `value` names, each as `{name, address}` (no `name` when there is none): an
+/// address header's text, a mailbox object (Graph's `emailAddress`), or a list of either.
+fn mailboxes(value: &Value) -> Result<Vec<Value>, String> {
+    let mailbox = |name: Option<&str>, address: &str| {
+        let mut object = serde_json::Map::new();
+        if let Some(name) = name.map(str::trim).filter(|name| !name.is_empty()) {
+            object.insert("name".to_owned(), Value::String(name.to_owned()));
+        }
+        object.insert(
+            "address".to_owned(),
+            Value::String(address.trim().to_owned()),
+        );
+        Value::Object(object)
+    };
+    let mut found = Vec::new();
+    let mut add = |value: &Value| -> Result<(), String> {
+        match value {
+            Value::String(text) => found.extend(
+                crate::decode::email::mailboxes(text)
+                    .iter()
+                    .map(|(name, address)| mailbox(name.as_deref(), address)),
+            ),
+            Value::Object(object) => {
+                if let Some(address) = object
+                    .get("address")
+                    .and_then(Value::as_str)
+                    .filter(|address| !address.trim().is_empty())
+                {
+                    found.push(mailbox(object.get("name").and_then(Value::as_str), address));
+                }
+            }
+            Value::Null => {}
+            other => return Err(format!("{} is not an address header", shown(other))),
+        }
+        Ok(())
+    };
+    match value {
+        Value::Array(items) => items.iter().try_for_each(&mut add)?,
+        other => add(other)?,
+    }
+    Ok(found)
 }
 
 /// RFC 3339 writes years 0000 to 9999; jiff reaches back to -9999 and writes such years with a
@@ -600,6 +661,61 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// Address headers as mail has them: quoted names with commas, bare addresses, RFC 2047
+    /// encoded names, groups, an empty group; Graph's mailbox objects kept; no address, none.
+    #[test]
+    fn address_headers_become_names_and_addresses() {
+        let addresses = |value: Value| convert(Conversion::Addresses, &value);
+        assert_eq!(
+            addresses(json!(
+                r#""Lee, Ann" <ann@example.com>, bob@example.org, =?UTF-8?Q?Ren=C3=A9e?= <renee@example.fr>"#
+            )),
+            Ok(json!([
+                {"name": "Lee, Ann", "address": "ann@example.com"},
+                {"address": "bob@example.org"},
+                {"name": "Renée", "address": "renee@example.fr"}
+            ]))
+        );
+        assert_eq!(
+            addresses(json!(
+                "Team: carol@example.com, dan@example.com;, undisclosed-recipients:;"
+            )),
+            Ok(json!([{"address": "carol@example.com"}, {"address": "dan@example.com"}]))
+        );
+        // Graph's recipients, a draft's empty sender, and several headers.
+        assert_eq!(
+            addresses(json!([
+                {"name": "Ann Lee", "address": "ann@example.com"},
+                {"name": "", "address": ""},
+                "Bob <bob@example.org>"
+            ])),
+            Ok(json!([
+                {"name": "Ann Lee", "address": "ann@example.com"},
+                {"name": "Bob", "address": "bob@example.org"}
+            ]))
+        );
+        assert_eq!(addresses(json!("")), Ok(json!([])));
+        assert!(addresses(json!(7)).is_err());
+        let address = |value: Value| convert(Conversion::Address, &value);
+        assert_eq!(
+            address(json!("Ann Lee <ann@example.com>, bob@example.org")),
+            Ok(json!({"name": "Ann Lee", "address": "ann@example.com"}))
+        );
+        assert!(address(json!({"name": "", "address": ""})).is_err());
+        // A `Date` header where a time is taken from either of two sources.
+        assert_eq!(
+            convert(
+                Conversion::Timestamp,
+                &json!("Tue, 1 Jul 2003 10:52:37 +0200")
+            ),
+            Ok(json!("2003-07-01T08:52:37Z"))
+        );
+        assert_eq!(
+            convert(Conversion::Timestamp, &json!("1710668712.5")),
+            Ok(json!("2024-03-17T09:45:12.5Z"))
+        );
+    }
 
     /// What the fixed-shape reader reads, it reads as jiff's strftime reader does: for the
     /// awkward cases and for a million texts of that shape with random digits (invalid dates,

@@ -19,7 +19,7 @@ use crate::models::ModelKind;
 use crate::record::{
     MappedRecord, Provenance, Reject, close, into_text, push_json, push_json_str, push_value,
 };
-use crate::spec::{FieldMapping, Stream, ValueKind, ValueSource};
+use crate::spec::{FieldMapping, Stream, ValueSource};
 use crate::template::{BuildError, TemplateId, Templates};
 use crate::validate::{FieldCheck, misfit};
 use interpolation::Interpolation;
@@ -1147,8 +1147,9 @@ impl RecordMapper {
                 .and_then(|interpolation| interpolation.render(raw));
             let finished = match (joined, &field.source, field.converter, &field.reads) {
                 (Some(text), ..) => field.finish(Ok(rendered(text)), &mut json),
-                // A list field gathers every node its path selects (`$.labels[*].name`).
-                (None, CompiledValue::Path(path), Converter::ByKind(ValueKind::Array), _) => {
+                // A list field gathers every node its path selects (`$.labels[*].name`), as
+                // does a conversion into a list (Graph's recipients `as: addresses`).
+                (None, CompiledValue::Path(path), converter, _) if converter.gathers() => {
                     field.finish(Ok(gather(path, &target)), &mut json)
                 }
                 (None, CompiledValue::Path(path), _, _) => match path.first(&target) {

@@ -52,6 +52,31 @@ pub fn decode(frame: &[u8]) -> Result<Value, DecodeError> {
     Ok(Value::Object(object))
 }
 
+/// The mailboxes of an address header's text (`"Lee, Ann" <ann@example.com>, bob@example.com`),
+/// as `(name, address)`, read by mail-parser as the header of a message: RFC 2047 encoded names
+/// decoded, groups flattened, mailboxes without an address left out.
+pub fn mailboxes(text: &str) -> Vec<(Option<String>, String)> {
+    // One header line: a line break in the text would end it.
+    let header = format!("To: {}\r\n\r\n", text.replace(['\r', '\n'], " "));
+    let Some(message) = MessageParser::default().parse(header.as_bytes()) else {
+        return Vec::new();
+    };
+    message
+        .to()
+        .into_iter()
+        .flat_map(Address::iter)
+        .filter_map(|mailbox| {
+            let address = mailbox.address()?.trim();
+            (!address.is_empty()).then(|| {
+                (
+                    mailbox.name().map(|name| name.trim().to_owned()),
+                    address.to_owned(),
+                )
+            })
+        })
+        .collect()
+}
+
 fn addresses(value: Option<&Address<'_>>) -> Value {
     Value::Array(
         value

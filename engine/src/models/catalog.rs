@@ -57,21 +57,45 @@ model! {
     }
 }
 
+/// A mailbox as an address header names it: a display name and an address, apart
+/// (`"Ann Lee" <ann@example.com>` is `{"name": "Ann Lee", "address": "ann@example.com"}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mailbox {
+    /// The display name, where the header gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The address.
+    pub address: String,
+}
+
+impl super::FieldType for Mailbox {
+    const KIND: ValueKind = ValueKind::Object;
+}
+
 model! {
     /// An email message (Gmail, Outlook).
     Email {
-        /// When the message was sent or received.
+        /// When the message was sent: its `Date` header (Graph's `sentDateTime`), else when it
+        /// arrived.
         sent_at: Timestamp,
+        /// When it arrived in the mailbox (Gmail's `internalDate`, Graph's
+        /// `receivedDateTime`), where the provider says.
+        received_at: Option<Timestamp>,
         /// The conversation the message belongs to.
         thread_id: Option<String>,
         /// The subject line.
         subject: Option<String>,
-        /// The sender, as in the `From` header.
-        from: Option<String>,
+        /// The sender (`From`), its name and address apart.
+        from: Option<Mailbox>,
         /// The `To` recipients.
-        to: Option<Vec<String>>,
+        to: Option<Vec<Mailbox>>,
         /// The `Cc` recipients.
-        cc: Option<Vec<String>>,
+        cc: Option<Vec<Mailbox>>,
+        /// The `Bcc` recipients (a message the person sent, or a draft).
+        bcc: Option<Vec<Mailbox>>,
+        /// Where replies go (`Reply-To`), when not to the sender.
+        reply_to: Option<Vec<Mailbox>>,
         /// A short plain-text excerpt.
         snippet: Option<String>,
         /// The plain-text body.

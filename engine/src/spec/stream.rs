@@ -625,9 +625,10 @@ pub enum Conversion {
     Rfc3339,
     /// A date-time from RFC 2822 (email `Date` headers).
     Rfc2822,
-    /// A date-time from either epoch seconds (a number, or text of digits) or RFC 3339 text,
-    /// whichever the value is: for a template that takes the first of two sources (a sidecar's
-    /// `photoTakenTime.timestamp`, else the photo's own EXIF time).
+    /// A date-time from epoch seconds (a number, or its text, fractions allowed), RFC 3339 text
+    /// or RFC 2822 text, whichever the value is: for a template that takes the first of two
+    /// sources (a sidecar's `photoTakenTime.timestamp`, else the photo's own EXIF time; a
+    /// message's `Date` header, else when it arrived).
     Timestamp,
     /// Text whose UTF-8 bytes were written one escape a byte, as if Latin-1 (Facebook's and
     /// Instagram's exports: `Caf\u00c3\u00a9` is `Café`), repaired; text that is not so is
@@ -649,6 +650,13 @@ pub enum Conversion {
     /// Text from base64 in either alphabet, padded or not (Gmail's `body.data` is base64url),
     /// read as UTF-8 (bytes that are not are replaced with U+FFFD).
     Base64Text,
+    /// The mailboxes of an address header's text (RFC 5322: `"Lee, Ann" <ann@example.com>,
+    /// bob@example.com`; RFC 2047 encoded names decoded; groups flattened), each as `{name,
+    /// address}`; a list of such texts gives all their mailboxes. Mailboxes without an address
+    /// are left out. Objects that already have an `address` are kept as they are.
+    Addresses,
+    /// The first mailbox of an address header's text (`From`), as for `addresses`.
+    Address,
     /// The raw JSON value, unchanged.
     Json,
 }
@@ -673,6 +681,8 @@ impl Conversion {
             | Self::Rfc2822
             | Self::Timestamp => ValueKind::DateTime,
             Self::Date => ValueKind::Date,
+            Self::Addresses => ValueKind::Array,
+            Self::Address => ValueKind::Object,
             Self::Json => ValueKind::Any,
         }
     }
