@@ -151,6 +151,7 @@ async fn a_second_sync_of_unchanged_data_writes_nothing_and_changes_are_updates(
 
 #[tokio::test]
 async fn tombstones_mark_stored_records_deleted_and_keep_their_data() {
+    // (A record first seen deleted keeps what its deletion's payload says.)
     let cancelled = Arc::new(AtomicUsize::new(0));
     let flag = Arc::clone(&cancelled);
     let app = axum::Router::new().route(
@@ -158,8 +159,20 @@ async fn tombstones_mark_stored_records_deleted_and_keep_their_data() {
         get(move || {
             let cancelled = flag.load(Ordering::SeqCst) == 1;
             async move {
-                let second = if cancelled { json!({"id": "n1", "status": "cancelled"}) } else { json!({"id": "n1", "title": "Note 1", "status": "confirmed"}) };
-                Json(json!({"items": [{"id": "n0", "title": "Note 0", "status": "confirmed"}, second]}))
+                // Cancelled, n1 says another title: the tombstone keeps the last known state.
+                let second = if cancelled {
+                    json!({"id": "n1", "title": "Renamed while cancelled", "status": "cancelled"})
+                } else {
+                    json!({"id": "n1", "title": "Note 1", "status": "confirmed"})
+                };
+                // Never seen before, already deleted: kept with what the deletion says (n3
+                // says no title, which the model requires: a deletion is not refused for it).
+                Json(json!({"items": [
+                    {"id": "n0", "title": "Note 0", "status": "confirmed"},
+                    second,
+                    {"id": "n2", "title": "Gone before it was imported", "status": "cancelled"},
+                    {"id": "n3", "status": "cancelled"}
+                ]}))
             }
         }),
     );
@@ -175,8 +188,10 @@ async fn tombstones_mark_stored_records_deleted_and_keep_their_data() {
         let store = SqliteStore::open(&path).await.unwrap();
         let (result, recorder) = run(&spec, &server, &store, RunOptions::default()).await;
         result.unwrap();
+        let written = recorder.totals().written;
+        assert_eq!(written.rejected, 0);
         if round == 1 {
-            assert_eq!(recorder.totals().written.deleted, 1);
+            assert_eq!(written.deleted, 1, "{written:?}");
         }
     }
     let store = SqliteStore::open(&path).await.unwrap();
@@ -190,6 +205,23 @@ async fn tombstones_mark_stored_records_deleted_and_keep_their_data() {
         serde_json::from_str::<Value>(&data).unwrap()["title"],
         "Note 1",
         "the tombstone keeps what was imported"
+    );
+    let first_seen_deleted: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT source_object_id, data, deleted_at FROM records WHERE source_object_id IN ('n2', 'n3') ORDER BY source_object_id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let data: Vec<Value> = first_seen_deleted
+        .iter()
+        .map(|(_, data, deleted_at)| {
+            assert!(deleted_at.is_some());
+            serde_json::from_str(data).unwrap()
+        })
+        .collect();
+    assert_eq!(
+        data,
+        [json!({"title": "Gone before it was imported"}), json!({})]
     );
 }
 

@@ -1084,8 +1084,8 @@ impl RecordMapper {
         self.model
     }
 
-    /// The record with provider id `id`, marked deleted. A tombstone carries only its identity:
-    /// providers send little else with a deletion (often only the id).
+    /// The record with provider id `id`, marked deleted, with nothing but its identity (a change
+    /// log that names deleted records by id alone).
     pub fn tombstone(id: String, provenance: &Provenance) -> MappedRecord {
         let json = close(provenance.open(&id, 0));
         MappedRecord::from_json(id, json, true)
@@ -1126,19 +1126,25 @@ impl RecordMapper {
             Ok(_) => return reject(None, "the record has no id".to_owned()),
             Err(error) => return reject(None, format!("id: {error}")),
         };
-        if let Some(condition) = &self.deleted {
-            match templates.test(condition, context.get()) {
-                Ok(true) => return Mapped::Record(Self::tombstone(id, provenance)),
-                Ok(false) => {}
+        // A deletion keeps what its payload still says (a deleted Dropbox file's name and path,
+        // a cancelled instance's series and original start): its fields are mapped as far as
+        // they go, and one that is missing or does not fit is left out rather than refused.
+        let deleted = match &self.deleted {
+            Some(condition) => match templates.test(condition, context.get()) {
+                Ok(deleted) => deleted,
                 Err(error) => return reject(Some(id), format!("deleted: {error}")),
-            }
-        }
+            },
+            None => false,
+        };
         // Fields that do not fit the model are all named, not only the first.
-        let mut misfits: Vec<String> = self
-            .unmapped
-            .iter()
-            .map(|name| format!("\"{name}\" is a required property"))
-            .collect();
+        let mut misfits: Vec<String> = match deleted {
+            true => Vec::new(),
+            false => self
+                .unmapped
+                .iter()
+                .map(|name| format!("\"{name}\" is a required property"))
+                .collect(),
+        };
         let mut json = provenance.open(&id, self.size_hint.load(Ordering::Relaxed));
         for (slot, field) in self.fields.iter().enumerate() {
             let joined = field
@@ -1183,9 +1189,13 @@ impl RecordMapper {
             };
             match finished {
                 Ok(()) => {}
+                Err(_) if deleted => {}
                 Err(Failure::Misfit(reason)) => misfits.push(reason),
                 Err(Failure::Refused(reason)) => return reject(Some(id), reason),
             }
+        }
+        if deleted {
+            return Mapped::Record(MappedRecord::from_json(id, close(json), true));
         }
         if !misfits.is_empty() {
             misfits.truncate(5);

@@ -55,7 +55,10 @@ pub struct Stream {
     #[serde(default)]
     pub incremental: Option<Incremental>,
     /// True for a record that says it was deleted at the provider; the stored record is kept
-    /// and marked deleted. `record` is the raw record.
+    /// as it was last known and marked deleted. A record first seen deleted is kept with what
+    /// its payload still says (a deleted file's name and path): its fields are mapped as far as
+    /// they go, and one missing or not fitting is left out rather than refused. `record` is the
+    /// raw record.
     #[serde(default)]
     pub deleted: Option<Condition>,
     /// For a root stream without `incremental`: whether a pass lists every record that exists,

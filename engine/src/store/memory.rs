@@ -79,6 +79,15 @@ impl MemorySink {
                 .or_default();
             for record in batch.records.iter().map(StoredRecord::mapped) {
                 match stored.iter_mut().find(|existing| existing.id == record.id) {
+                    // A tombstone keeps the record's last known state, as a database does.
+                    Some(existing) if record.deleted => {
+                        if existing.deleted {
+                            counts.unchanged += 1;
+                        } else {
+                            existing.deleted = true;
+                            counts.deleted += 1;
+                        }
+                    }
                     Some(existing) if *existing == record => counts.unchanged += 1,
                     Some(existing) => {
                         if record.deleted {

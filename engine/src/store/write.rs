@@ -72,13 +72,12 @@ where
     sql.push_str(
         "INSERT INTO records (scope, user_id, source_platform, model, integration_id, stream, first_seen_at, updated_at, ",
     );
-    // A tombstone keeps whatever data is stored: a new row gets an empty object.
+    // A tombstone keeps whatever data is stored (see `write_listed`): a new row gets what the
+    // deletion's payload said.
     if tombstones {
-        sql.push_str("deleted_at, source_object_id, data) SELECT shared.*, page.column1, '{}'");
-        sql.push_str(DB::JSON_PARAM_SUFFIX);
-    } else {
-        sql.push_str("source_object_id, data) SELECT shared.*, page.column1, page.column2");
+        sql.push_str("deleted_at, ");
     }
+    sql.push_str("source_object_id, data) SELECT shared.*, page.column1, page.column2");
     sql.push_str(" FROM (SELECT ");
     arguments
         .add(&shared.scope[..])
@@ -116,12 +115,10 @@ where
     for (index, record) in rows.iter().enumerate() {
         sql.push_str(if index > 0 { ", (" } else { "(" });
         bind(&mut sql, &record.id)?;
-        if !tombstones {
-            sql.push_str(", ");
-            let fields: Arc<str> = Arc::from(provenance.fields_of(&record.id, &record.json));
-            bind(&mut sql, &fields)?;
-            sql.push_str(DB::JSON_PARAM_SUFFIX);
-        }
+        sql.push_str(", ");
+        let fields: Arc<str> = Arc::from(provenance.fields_of(&record.id, &record.json));
+        bind(&mut sql, &fields)?;
+        sql.push_str(DB::JSON_PARAM_SUFFIX);
         sql.push(')');
     }
     sql.push_str(") AS page WHERE true");
@@ -137,7 +134,8 @@ where
 /// Writes `listed`: records, or tombstones when `deleted` (at most [`ROWS_PER_STATEMENT`]), and
 /// says what happened to them.
 ///
-/// A tombstone keeps the data already stored and only says when it was deleted. Records take two
+/// A tombstone keeps the data already stored (the record's last known state) and only says when
+/// it was deleted; a record first seen deleted keeps what its deletion said. Records take two
 /// statements whose row counts say what happened, so that no row has to come back (returning a
 /// row per record cost a third of the write): the first inserts the new records; the second,
 /// only when some were already stored, rewrites those whose content changed or that were
