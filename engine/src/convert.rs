@@ -32,7 +32,12 @@ impl Converter {
                 ValueKind::Date => Conversion::Date,
                 ValueKind::DateOrDateTime => match value.as_str() {
                     Some(text) if text.len() == 10 => Conversion::Date,
-                    _ => Conversion::Rfc3339,
+                    // A time with no zone stays one: none is invented for it.
+                    Some(text) => match local_date_time(text) {
+                        Some(local) => return Ok(Cow::Owned(local)),
+                        None => Conversion::Rfc3339,
+                    },
+                    None => Conversion::Rfc3339,
                 },
                 ValueKind::Array if !value.is_array() => {
                     return Err(format!("{} is not a list", shown(&value)));
@@ -596,6 +601,21 @@ pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
             _ => fail("a date (YYYY-MM-DD)"),
         },
     }
+}
+
+/// `text` as a local date-time (`2024-03-22T18:00:00`, seconds optional, no offset), written
+/// with its seconds; `None` for text with an offset or `Z`, or that is not a date-time.
+fn local_date_time(text: &str) -> Option<Value> {
+    let text = text.trim();
+    let time = text.get(11..)?;
+    if text.as_bytes().get(10) != Some(&b'T')
+        || time.contains(['Z', 'z', '+'])
+        || time.get(1..).is_some_and(|rest| rest.contains('-'))
+    {
+        return None;
+    }
+    let local: jiff::civil::DateTime = text.parse().ok()?;
+    (local.year() >= 0).then(|| Value::String(local.strftime("%Y-%m-%dT%H:%M:%S%.f").to_string()))
 }
 
 /// The mailboxes `value` names, each as `{name, address}` (no `name` when there is none): an
@@ -1175,6 +1195,30 @@ mod tests {
                 .unwrap()
                 .into_owned(),
             json!("2026-03-01T14:00:00Z")
+        );
+        // A floating time (Todoist's due `2024-03-22T18:00:00`) stays local; a time with an
+        // offset or `Z` is an instant.
+        for (given, kept) in [
+            ("2024-03-22T18:00:00", "2024-03-22T18:00:00"),
+            ("2024-03-22T18:00", "2024-03-22T18:00:00"),
+            ("2024-03-22T18:00:00.250", "2024-03-22T18:00:00.25"),
+            ("2024-03-22T18:00:00Z", "2024-03-22T18:00:00Z"),
+            ("2024-03-22T18:00:00+01:00", "2024-03-22T17:00:00Z"),
+            ("2024-03-22T18:00:00-05:00", "2024-03-22T23:00:00Z"),
+        ] {
+            assert_eq!(
+                all_day
+                    .apply(Cow::Owned(json!(given)))
+                    .unwrap()
+                    .into_owned(),
+                json!(kept),
+                "{given}"
+            );
+        }
+        assert!(
+            all_day
+                .apply(Cow::Owned(json!("2024-02-30T18:00:00")))
+                .is_err()
         );
         assert_eq!(
             Converter::ByKind(ValueKind::String)

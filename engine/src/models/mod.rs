@@ -78,7 +78,9 @@ impl<T> FieldType for Vec<T> {
     const KIND: ValueKind = ValueKind::Array;
 }
 
-/// A calendar date (`2026-03-01`) for all-day values, or an RFC 3339 date-time.
+/// A calendar date (`2026-03-01`) for all-day values, an RFC 3339 date-time, or a local
+/// date-time with no zone (`2026-03-01T18:00:00`: a floating time, such as a Todoist task due
+/// at six wherever the person is, or an iCalendar time without `TZID`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum DateOrDateTime {
@@ -86,7 +88,14 @@ pub enum DateOrDateTime {
     Date(jiff::civil::Date),
     /// An instant.
     DateTime(jiff::Timestamp),
+    /// A wall-clock time in no zone, kept as such: no zone is invented for it.
+    Local(jiff::civil::DateTime),
 }
+
+/// What a local date-time looks like as stored: `YYYY-MM-DDTHH:MM:SS` with optional fractional
+/// seconds, and no offset.
+pub const LOCAL_DATE_TIME_PATTERN: &str =
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?$";
 
 impl JsonSchema for DateOrDateTime {
     fn schema_name() -> Cow<'static, str> {
@@ -95,9 +104,13 @@ impl JsonSchema for DateOrDateTime {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "description": "A calendar date (`2026-03-01`) for all-day values, or an RFC 3339 date-time.",
+            "description": "A calendar date (`2026-03-01`) for all-day values, an RFC 3339 date-time, or a local date-time with no zone (`2026-03-01T18:00:00`) for a floating time.",
             "type": "string",
-            "anyOf": [{ "format": "date" }, { "format": "date-time" }]
+            "anyOf": [
+                { "format": "date" },
+                { "format": "date-time" },
+                { "pattern": LOCAL_DATE_TIME_PATTERN }
+            ]
         })
     }
 }
