@@ -582,6 +582,33 @@ async fn connecting_starts_the_import_and_the_records_are_served() {
     }
 }
 
+/// A stream whose records are stored by more than the provider's id (Google Calendar: the
+/// calendar and the event's id) serves each record's `provider_id`, the event's own id, beside
+/// that identity, in the record and at its top.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_keep_the_providers_own_id_beside_their_key() {
+    for store in test_stores("serve_provider_id").await {
+        let service = Service::start_with(&store, &repo_root().join("connectors"), |config| {
+            config.sandbox = true;
+        })
+        .await;
+        let key = service.key_for("alice").await;
+        service.connect("google_calendar", &key).await;
+        service
+            .wait_for("google_calendar:alice", &key, imported)
+            .await;
+        let events = service.all_records(&key, "model=event").await;
+        assert!(!events.is_empty(), "{}", store.backend);
+        for event in &events {
+            let identity = event["source_object_id"].as_str().unwrap();
+            let own = event["provider_id"].as_str().unwrap();
+            assert_ne!(identity, own, "{event}");
+            assert_eq!(identity.rsplit_once('/').unwrap().1, own, "{event}");
+            assert_eq!(event["data"]["provider_id"], own, "{event}");
+        }
+    }
+}
+
 /// The service connects an OAuth 1.0a connector (Trello) through the browser as it does an
 /// OAuth 2.0 one: temporary credentials, the user's authorization, the access token sealed, the
 /// import started; then its signed requests import the records.

@@ -1023,3 +1023,42 @@ fn gc_removes_the_content_no_record_refers_to_and_what_a_crash_staged() {
     assert!(!left.contains(&orphan));
     assert!(hypernet_tests::files_of(&blobs.join(".staging")).is_empty());
 }
+
+#[test]
+fn connector_test_fails_when_a_mapped_field_never_has_a_value() {
+    // A misspelt path maps nothing in any record, which the snapshot alone would not show.
+    let dir = scratch_connector();
+    let folder = dir.path().join("google_photos");
+    let spec = folder.join("connector.yaml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    assert!(
+        text.contains("$.mediaMetadata.width"),
+        "the spec maps the width"
+    );
+    std::fs::write(
+        &spec,
+        text.replace("$.mediaMetadata.width", "$.mediaMetadata.widht"),
+    )
+    .unwrap();
+    let output = connector(&["test", folder.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let printed = stdout(&output);
+    assert!(
+        printed.contains("stream media_items: `map.width` has a value in none of its"),
+        "{printed}"
+    );
+
+    // Marked `rare`, the same field passes the check (the snapshot still differs: no width).
+    let marked = text.replace(
+        "width: { from: $.mediaMetadata.width, as: integer }",
+        "width: { from: $.mediaMetadata.widht, as: integer, rare: true }",
+    );
+    assert_ne!(marked, text, "the spec maps the width as an integer");
+    std::fs::write(&spec, marked).unwrap();
+    let output = connector(&["test", folder.to_str().unwrap()]);
+    assert!(
+        !stdout(&output).contains("has a value in none"),
+        "{}",
+        stdout(&output)
+    );
+}

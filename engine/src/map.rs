@@ -975,6 +975,8 @@ pub struct RecordMapper {
     id: CompiledValue,
     /// The key's template, when it only joins record attributes: made without minijinja.
     id_interpolation: Option<Interpolation>,
+    /// The record's identity, when the stream's `key` says it apart from the provider's id.
+    key: Option<(CompiledValue, Option<Interpolation>)>,
     fields: Vec<FieldPlan>,
     /// Required model fields the stream does not map (refused when a spec is checked; a mapper
     /// compiled from an unchecked stream refuses its records).
@@ -993,9 +995,15 @@ impl RecordMapper {
         templates: &mut Templates,
     ) -> Result<Self, BuildError> {
         let id = CompiledValue::compile(&stream.id, templates)?;
+        let key = stream
+            .key
+            .as_ref()
+            .map(|key| CompiledValue::compile(key, templates))
+            .transpose()?;
         let mut record_fields = RecordFields::default();
-        let sources =
-            std::iter::once(&stream.id).chain(stream.map.values().map(FieldMapping::source));
+        let sources = std::iter::once(&stream.id)
+            .chain(stream.key.as_ref())
+            .chain(stream.map.values().map(FieldMapping::source));
         for source in sources {
             if let ValueSource::Template(text) = source {
                 record_fields.add(text.as_str(), false);
@@ -1063,14 +1071,17 @@ impl RecordMapper {
             .filter(|info| info.required && !fields.iter().any(|field| field.name == info.name))
             .map(|info| info.name)
             .collect();
-        let id_interpolation = match &stream.id {
+        let interpolation = |source: &ValueSource| match source {
             ValueSource::Template(text) => Interpolation::parse(text.as_str()),
             ValueSource::Path(_) => None,
         };
+        let id_interpolation = interpolation(&stream.id);
+        let key = key.zip(stream.key.as_ref().map(interpolation));
         Ok(Self {
             model,
             id,
             id_interpolation,
+            key,
             fields,
             unmapped,
             deleted,
@@ -1109,22 +1120,36 @@ impl RecordMapper {
                 raw: Value::from(raw),
             })
         };
-        let joined = self
-            .id_interpolation
-            .as_ref()
-            .and_then(|interpolation| interpolation.render(raw));
-        let id = match joined.map_or_else(
-            || {
-                self.id
-                    .value(&target, &context, templates)
-                    .map(|id| id.map(Cow::into_owned))
-            },
-            |text| Ok(rendered(text).map(Cow::into_owned)),
-        ) {
-            Ok(Some(Value::String(id))) => id,
-            Ok(Some(Value::Number(number))) => number.to_string(),
-            Ok(_) => return reject(None, "the record has no id".to_owned()),
+        // The text of `source` for this record (`None`: it has none).
+        let text_of = |source: &CompiledValue, interpolation: Option<&Interpolation>| {
+            let joined = interpolation.and_then(|interpolation| interpolation.render(raw));
+            match joined.map_or_else(
+                || {
+                    source
+                        .value(&target, &context, templates)
+                        .map(|id| id.map(Cow::into_owned))
+                },
+                |text| Ok(rendered(text).map(Cow::into_owned)),
+            ) {
+                Ok(Some(Value::String(id))) => Ok(Some(id)),
+                Ok(Some(Value::Number(number))) => Ok(Some(number.to_string())),
+                Ok(_) => Ok(None),
+                Err(error) => Err(error.to_string()),
+            }
+        };
+        let id = match text_of(&self.id, self.id_interpolation.as_ref()) {
+            Ok(Some(id)) => id,
+            Ok(None) => return reject(None, "the record has no id".to_owned()),
             Err(error) => return reject(None, format!("id: {error}")),
+        };
+        // With a `key`, the record is stored by it, and the provider's id kept beside it.
+        let (id, provider_id) = match &self.key {
+            None => (id, None),
+            Some((key, interpolation)) => match text_of(key, interpolation.as_ref()) {
+                Ok(Some(key)) => (key, Some(id)),
+                Ok(None) => return reject(Some(id), "the record has no key".to_owned()),
+                Err(error) => return reject(Some(id), format!("key: {error}")),
+            },
         };
         // A deletion keeps what its payload still says (a deleted Dropbox file's name and path,
         // a cancelled instance's series and original start): its fields are mapped as far as
@@ -1146,6 +1171,12 @@ impl RecordMapper {
                 .collect(),
         };
         let mut json = provenance.open(&id, self.size_hint.load(Ordering::Relaxed));
+        if let Some(provider_id) = &provider_id {
+            json.extend_from_slice(b",");
+            push_json(&mut json, crate::models::PROVIDER_ID);
+            json.push(b':');
+            push_json_str(&mut json, provider_id);
+        }
         for (slot, field) in self.fields.iter().enumerate() {
             let joined = field
                 .interpolation

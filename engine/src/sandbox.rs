@@ -256,6 +256,10 @@ pub async fn test_connector(
         ));
     }
 
+    if error.is_none() {
+        error = dead_mappings(&spec, &sink);
+    }
+
     let mut streams = Vec::new();
     for (name, stream) in &spec.streams {
         if stream.model.is_none() {
@@ -307,6 +311,31 @@ pub async fn test_connector(
         unmatched_requests,
         error,
     })
+}
+
+/// The first mapped field of a stream with records that has a value in none of them, unless it
+/// is marked `rare`: a path that never matches (a misspelt member, a field the provider sends
+/// elsewhere) maps nothing, and a snapshot without the field shows nothing wrong.
+fn dead_mappings(spec: &ConnectorSpec, sink: &MemoryContents) -> Option<String> {
+    for (name, stream) in &spec.streams {
+        let Some(records) = sink.records.get(name).filter(|records| !records.is_empty()) else {
+            continue;
+        };
+        let data: Vec<Map<String, Value>> = records
+            .iter()
+            .filter_map(|record| record.data().ok())
+            .collect();
+        for (field, mapping) in &stream.map {
+            if mapping.rare() || data.iter().any(|record| record.contains_key(field)) {
+                continue;
+            }
+            return Some(format!(
+                "stream {name}: `map.{field}` has a value in none of its {} records: its source never matches the fixtures\n  what to do: fix the source, add a fixture record in the provider's documented shape that has it, or mark the field `rare: true` if the provider only sends it in cases the fixtures cannot show",
+                records.len()
+            ));
+        }
+    }
+    None
 }
 
 /// Imports each export in `folder` (the connector's `fixtures/exports/`: a folder in the

@@ -3,7 +3,8 @@
 //! Each model is a Rust struct (its JSON Schema is generated into `schemas/models/`), and every
 //! model carries the same provenance fields, which the engine fills in and specs never map:
 //! `user_id`, `source_integration_id`, `source_platform` (the connector id) and
-//! `source_object_id` (the stream's `id`).
+//! `source_object_id` (the stream's `key`, else its `id`), and `provider_id` where a stream's
+//! `key` is more than the provider's id.
 
 mod catalog;
 
@@ -15,6 +16,10 @@ use serde::{Deserialize, Serialize};
 use crate::spec::ValueKind;
 
 pub use catalog::*;
+
+/// The field that keeps the provider's own id beside a stream's `key` (see
+/// [`crate::spec::Stream::key`]); the engine sets it, in the record's data.
+pub const PROVIDER_ID: &str = "provider_id";
 
 /// The provenance fields every model has; the engine sets them.
 pub const PROVENANCE_FIELDS: [&str; 4] = [
@@ -145,8 +150,14 @@ macro_rules! model {
             pub source_integration_id: String,
             /// The connector id of the service the record came from, such as `google_photos`.
             pub source_platform: String,
-            /// The record's id at the source service.
+            /// The record's id at the source service: its identity among the stream's records
+            /// (the stream's `key`, else its `id`).
             pub source_object_id: String,
+            /// The source service's own id for the record, where its identity is more than that
+            /// id (a Google Calendar event's id, unique in its calendar); absent where
+            /// `source_object_id` is the service's id.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub provider_id: Option<String>,
             $($(#[doc = $fdoc])+ pub $field: $ty,)*
         }
 
@@ -267,7 +278,9 @@ mod tests {
                 .collect();
             assert_eq!(
                 properties.len(),
-                model.fields().len() + PROVENANCE_FIELDS.len()
+                model.fields().len() + PROVENANCE_FIELDS.len() + 1,
+                "{}: its fields, the provenance and `provider_id`",
+                model.name()
             );
             for field in model.fields() {
                 assert!(

@@ -222,8 +222,8 @@ impl ReadKey {
 /// Whether the stream's templates may read `entry` (the name standing alone, not a record's
 /// attribute `record.entry`): a guess on the side of yes, which costs only smaller pages.
 fn reads_entry(stream: &crate::spec::Stream) -> bool {
-    let text =
-        serde_json::to_string(&(&stream.id, &stream.map, &stream.deleted)).unwrap_or_default();
+    let text = serde_json::to_string(&(&stream.id, &stream.key, &stream.map, &stream.deleted))
+        .unwrap_or_default();
     text.match_indices("entry").any(|(at, _)| {
         let before = text[..at].chars().next_back();
         let after = text[at + "entry".len()..].chars().next();

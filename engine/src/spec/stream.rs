@@ -44,8 +44,17 @@ pub struct Stream {
     /// Selects the records in a decoded page: each node it selects is one record. `$` makes the
     /// whole body one record; `$.items[*]` makes each element of `items` one.
     pub records: JsonPath,
-    /// The record's id at the provider, unique within this stream's model.
+    /// The record's id at the provider. Without `key`, it is also the record's identity, unique
+    /// within this stream's model.
     pub id: ValueSource,
+    /// The record's identity when the provider's id is not unique alone (Google Calendar's
+    /// event ids are unique in their calendar: `"{{ parent.calendar_id }}/{{ record.id }}"`;
+    /// Slack's `ts` in its channel): records are stored, updated and deleted by it (their
+    /// `source_object_id`), and `id` is kept beside it as the record's `provider_id`, so that
+    /// the provider's own id is found, linked and searched by. A change log's `deleted_ids` and
+    /// a `gone` id name records by this key. Default: `id`.
+    #[serde(default)]
+    pub key: Option<ValueSource>,
     /// Model field → where its value comes from. Required with `model`, absent without. A
     /// JSONPath selecting nothing or null leaves an optional field out; for a list field the
     /// JSONPath's selected nodes are gathered into the list (`$.labels[*].name`).
@@ -577,6 +586,14 @@ impl FieldMapping {
             Self::Full(rule) => rule.conversion,
         }
     }
+
+    /// Whether the field may have no value in any fixture (see [`FieldRule::rare`]).
+    pub fn rare(&self) -> bool {
+        match self {
+            Self::Short(_) => false,
+            Self::Full(rule) => rule.rare,
+        }
+    }
 }
 
 /// A field mapping with a conversion or a default.
@@ -605,6 +622,12 @@ pub struct FieldRule {
     /// Gmail's `X-Gmail-Labels: Inbox,Important`, a CSV column of tags. Only for list fields.
     #[serde(default)]
     pub split: Option<String>,
+    /// The field is legitimately absent from every fixture (a value the provider sends in
+    /// cases the fixtures cannot show). `connector test` fails when a mapped field has no value
+    /// in any record of its stream's fixtures (a path that never matches is a mistake the
+    /// snapshots do not show); this says the field is known to be so. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rare: bool,
 }
 
 /// A typed conversion of a raw value. Date-times come out as RFC 3339 in UTC and dates as

@@ -318,8 +318,11 @@ pub struct RecordRow {
     pub source_platform: String,
     /// The model.
     pub model: String,
-    /// The provider's id.
+    /// The record's identity at the provider: the stream's `key`, else the provider's id.
     pub source_object_id: String,
+    /// The provider's own id for the record (the same as `source_object_id` unless the
+    /// stream's `key` is more than that id, such as a calendar and an event id).
+    pub provider_id: String,
     /// The model record.
     #[schema(value_type = Object)]
     pub data: Value,
@@ -826,6 +829,11 @@ impl Tables {
                 what: "record",
                 reason: error.to_string(),
             })?;
+            let provider_id = data
+                .get(engine::models::PROVIDER_ID)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(&source_object_id)
+                .to_owned();
             let id: i64 = row.try_get(0usize)?;
             let mut content = RecordContent::read(row, 8)?;
             if let Some(content) = &mut content
@@ -842,6 +850,7 @@ impl Tables {
                 source_platform,
                 model: row.try_get(3usize)?,
                 source_object_id,
+                provider_id,
                 data: serde_json::Value::Object(data),
                 updated_at: row.try_get(6usize)?,
                 deleted_at: row.try_get(7usize)?,

@@ -127,6 +127,9 @@ impl Checker<'_> {
         );
         self.json_path(&format!("{base}/records"), &stream.records);
         self.value_source(&format!("{base}/id"), &stream.id, &record_scope);
+        if let Some(key) = &stream.key {
+            self.value_source(&format!("{base}/key"), key, &record_scope);
+        }
         self.map(&base, name, stream, &record_scope);
         match &stream.incremental {
             None => {}
@@ -1153,9 +1156,13 @@ impl Checker<'_> {
         };
         for (field_name, mapping) in &stream.map {
             let at = format!("{base}/map/{}", pointer_segment(field_name));
-            if PROVENANCE_FIELDS.contains(&field_name.as_str()) {
+            if PROVENANCE_FIELDS.contains(&field_name.as_str())
+                || field_name == crate::models::PROVIDER_ID
+            {
                 let expected = if field_name == "source_object_id" {
                     "the stream's `id` to say where the record's id is"
+                } else if field_name == crate::models::PROVIDER_ID {
+                    "the stream's `id` (the provider's id) beside its `key` (the record's identity)"
                 } else {
                     "no mapping: the engine sets it"
                 };
