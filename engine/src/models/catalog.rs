@@ -164,6 +164,17 @@ model! {
         status: Option<String>,
         /// The provider's page for the event.
         url: Option<String>,
+        /// When the event last changed at the provider.
+        updated_at: Option<Timestamp>,
+        /// For one occurrence of a recurring event: the series' id at the provider (Google's
+        /// `recurringEventId`, Graph's `seriesMasterId`).
+        recurring_event_id: Option<String>,
+        /// For one occurrence of a recurring event: when the series had it start (it may have
+        /// been moved since): what tells a cancelled occurrence apart.
+        original_start: Option<DateOrDateTime>,
+        /// How the time shows to others: `free`, `busy`, `tentative`, `oof`,
+        /// `workingElsewhere` (Graph's `showAs`; Google's transparency as `free` or `busy`).
+        show_as: Option<String>,
     }
 }
 
@@ -188,6 +199,9 @@ model! {
         modified_at: Option<Timestamp>,
         /// A content hash, where the provider gives one.
         content_hash: Option<String>,
+        /// When the file last changed on the person's own device, as the provider was told
+        /// (Dropbox's `client_modified`), where it differs from `modified_at`.
+        client_modified_at: Option<Timestamp>,
     }
 }
 
@@ -258,6 +272,14 @@ model! {
         labels: Option<Vec<String>>,
         /// The provider's page for it.
         url: Option<String>,
+        /// The provider's id of its project or list.
+        project_id: Option<String>,
+        /// For a subtask: the provider's id of the task it belongs to.
+        parent_id: Option<String>,
+        /// How long it is planned to take, in minutes.
+        duration_minutes: Option<f64>,
+        /// The date it must be done by (beside `due`, when it is planned).
+        deadline: Option<Date>,
     }
 }
 
@@ -278,6 +300,11 @@ model! {
         edited_at: Option<Timestamp>,
         /// URLs of attached files.
         attachment_urls: Option<Vec<String>>,
+        /// How many replies its thread has, for a message that starts one.
+        reply_count: Option<i64>,
+        /// What kind of message it is when not a plain one, as the provider names it (Slack's
+        /// `channel_join`, `bot_message`, `thread_broadcast`).
+        subtype: Option<String>,
     }
 }
 
@@ -330,6 +357,9 @@ model! {
         max_heart_rate: Option<f64>,
         /// The `source_object_id` of its GPS track, a [`Route`] record of the same integration.
         route_id: Option<String>,
+        /// Who may see it, as the provider says (Strava: `everyone`, `followers_only`,
+        /// `only_me`).
+        visibility: Option<String>,
     }
 }
 
