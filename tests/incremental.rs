@@ -1047,3 +1047,92 @@ async fn a_change_log_marks_deleted_ids_and_a_resumed_full_pass_keeps_its_positi
         );
     }
 }
+
+/// A cursor on the update time never hears of a deletion. With `reconcile`, a pass lists
+/// everything again once `every` has passed, and what it does not see is marked deleted; before
+/// then the stream stays incremental, and a reconciling pass that fails marks nothing (its
+/// next run goes on with it).
+#[tokio::test]
+async fn reconcile_lists_everything_again_and_marks_what_is_gone() {
+    for test in test_stores("reconcile").await {
+        let notes = || {
+            vec![
+                note(0, "2026-03-01T10:00:00Z"),
+                note(1, "2026-03-02T10:00:00Z"),
+                note(2, "2026-03-03T10:00:00Z"),
+                note(3, "2026-03-04T10:00:00Z"),
+                note(4, "2026-03-05T10:00:00Z"),
+            ]
+        };
+        let (provider, server) = provider(notes()).await;
+        let incremental =
+            "    incremental: { kind: cursor, field: $.updated, param: updated_min }\n";
+        let weekly = spec(&format!("{incremental}    reconcile: {{ every: 7d }}\n"));
+        let at_once = spec(&format!("{incremental}    reconcile: {{ every: 1ms }}\n"));
+        run(&weekly, &server, &test.store, RunOptions::default())
+            .await
+            .0
+            .unwrap();
+        requests(&provider);
+
+        // n1 is deleted at the provider: a cursor pass does not list it, and nothing changes.
+        provider.lock().unwrap().notes.remove(1);
+        let (result, recorder) = run(&weekly, &server, &test.store, RunOptions::default()).await;
+        result.unwrap();
+        assert!(
+            requests(&provider)[0].contains_key("updated_min"),
+            "{}: before a week, incremental",
+            test.backend
+        );
+        assert_eq!(recorder.totals().written.deleted, 0, "{}", test.backend);
+
+        // Due, and failing on its second page: nothing is marked.
+        provider.lock().unwrap().fail_once.insert("2".into());
+        let (result, recorder) = run(&at_once, &server, &test.store, RunOptions::default()).await;
+        assert!(result.is_err(), "{}", test.backend);
+        assert!(
+            requests(&provider)
+                .iter()
+                .all(|query| !query.contains_key("updated_min")),
+            "{}: a reconciling pass sends no cursor",
+            test.backend
+        );
+        assert_eq!(recorder.totals().written.deleted, 0, "{}", test.backend);
+        let dump = test.store.dump(PLATFORM).await.unwrap();
+        assert!(
+            dump.iter().all(|(_, _, _, deleted)| !deleted),
+            "{}",
+            test.backend
+        );
+
+        // The next run completes that pass: n1 is marked deleted, the rest kept.
+        let (result, recorder) = run(&at_once, &server, &test.store, RunOptions::default()).await;
+        result.unwrap();
+        assert_eq!(recorder.totals().written.deleted, 1, "{}", test.backend);
+        let dump = test.store.dump(PLATFORM).await.unwrap();
+        let deleted: Vec<&str> = dump
+            .iter()
+            .filter(|(_, _, _, deleted)| *deleted)
+            .map(|(_, id, _, _)| id.as_str())
+            .collect();
+        assert_eq!(deleted, ["n1"], "{}", test.backend);
+        assert!(
+            requests(&provider)
+                .iter()
+                .all(|query| !query.contains_key("updated_min")),
+            "{}: the reconciling pass went on without a cursor",
+            test.backend
+        );
+
+        // Reconciled just now: the weekly stream is incremental again.
+        run(&weekly, &server, &test.store, RunOptions::default())
+            .await
+            .0
+            .unwrap();
+        assert!(
+            requests(&provider)[0].contains_key("updated_min"),
+            "{}",
+            test.backend
+        );
+    }
+}

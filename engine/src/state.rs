@@ -21,6 +21,10 @@ pub struct StreamState {
     /// An unfinished pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
+    /// For a stream that reconciles (`reconcile`): when its last pass that listed everything
+    /// completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed_all_at: Option<jiff::Timestamp>,
 }
 
 /// Where an unfinished pass goes on. A pass sends the same `cursor`/`sync_token` on every page,

@@ -501,6 +501,18 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 (pass, resume.page, true)
             }
             None => {
+                // Time to list everything again (`reconcile`): the pass starts as a first one
+                // would, sending no cursor or token, and marks what it does not see deleted.
+                if stream.incremental.is_some()
+                    && stored != StreamState::default()
+                    && stream.reconciles_now(&stored, jiff::Timestamp::now())
+                {
+                    tracing::info!(connector = %self.fetcher.connector.spec.id, stream = name, "listing everything again (`reconcile`): what is not listed is marked deleted");
+                    stored = StreamState {
+                        listed_all_at: stored.listed_all_at,
+                        ..StreamState::default()
+                    };
+                }
                 // A kept page token (Dropbox's cursor) continues the listing where the last
                 // completed pass ended.
                 let start = stream

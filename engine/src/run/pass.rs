@@ -58,6 +58,9 @@ pub(super) struct PassState {
     /// and only when the stream held records as it began: a first import has nothing to sweep,
     /// so it keeps no list of the ids it sees.
     pub(super) sweeps: bool,
+    /// Whether the pass lists everything (it sends no cursor or token and continues no earlier
+    /// listing), whether or not it sweeps.
+    pub(super) lists_all: bool,
     /// For a full pass of a change-log stream: the log's position asked before the pass listed
     /// anything, kept when the pass completes.
     pub(super) start_token: Option<String>,
@@ -138,6 +141,7 @@ impl PassState {
         Self {
             stored: before.clone(),
             sweeps: injection.is_none() && !continues,
+            lists_all: injection.is_none() && !continues,
             start_token: None,
             pages: PagesFollowed::default(),
             injection,
@@ -184,17 +188,24 @@ impl PassState {
                 }),
                 ..self.before.clone()
             },
-            None => CompiledIncremental::completed(
-                stream.incremental.as_ref(),
-                &self.before,
-                self.newest.clone(),
-                self.start_token.clone().or_else(|| {
-                    stream
-                        .incremental
-                        .as_ref()
-                        .and_then(|incremental| incremental.page_token(body))
-                }),
-            ),
+            None => {
+                let mut state = CompiledIncremental::completed(
+                    stream.incremental.as_ref(),
+                    &self.before,
+                    self.newest.clone(),
+                    self.start_token.clone().or_else(|| {
+                        stream
+                            .incremental
+                            .as_ref()
+                            .and_then(|incremental| incremental.page_token(body))
+                    }),
+                );
+                // A stream that reconciles notes when it last listed everything.
+                if stream.reconcile.is_some() && self.lists_all {
+                    state.listed_all_at = Some(jiff::Timestamp::now());
+                }
+                state
+            }
         };
         let sweeps = match (next, stream.sweeps() && self.sweeps) {
             (None, true) => vec![Sweep {
@@ -248,5 +259,6 @@ pub(super) fn full_pass_after(
             before.cursor.clone()
         },
         resume: None,
+        listed_all_at: before.listed_all_at,
     })
 }

@@ -43,6 +43,8 @@ pub(super) struct CompiledStream {
     pub(super) is_root: bool,
     pub(super) incremental: Option<CompiledIncremental>,
     pub(super) unseen_deleted: bool,
+    /// How often a pass lists everything again (`reconcile.every`).
+    pub(super) reconcile: Option<std::time::Duration>,
     /// How many parent records' requests run at once.
     pub(super) concurrency: usize,
     pub(super) recurse: Option<CompiledRecurse>,
@@ -258,6 +260,23 @@ impl CompiledStream {
     pub(super) fn sweeps(&self) -> bool {
         self.is_root && self.unseen_deleted && self.mapper.is_some()
     }
+
+    /// Whether the next pass of a stream that reconciles lists everything, from its stored
+    /// state: it never has, or its last such pass is `reconcile.every` old.
+    pub(super) fn reconciles_now(
+        &self,
+        state: &crate::state::StreamState,
+        now: jiff::Timestamp,
+    ) -> bool {
+        let Some(every) = self.reconcile else {
+            return false;
+        };
+        state.listed_all_at.is_none_or(|at| {
+            now.duration_since(at)
+                .try_into()
+                .is_ok_and(|since: std::time::Duration| since >= every)
+        })
+    }
 }
 
 /// A connector with every path, template and request compiled, ready to run many times.
@@ -351,6 +370,10 @@ impl CompiledConnector {
                     Some(archive) => archive.complete,
                     None => stream.unseen_deleted,
                 },
+                reconcile: stream
+                    .reconcile
+                    .as_ref()
+                    .map(|reconcile| reconcile.every.get()),
                 max_body: stream.max_body.map(crate::spec::ByteSize::get),
                 concurrency: stream
                     .parent

@@ -76,6 +76,13 @@ pub struct Stream {
     /// plays". A failed or partial pass marks nothing.
     #[serde(default = "yes")]
     pub unseen_deleted: bool,
+    /// For a root stream with `incremental`, which only hears of what changed: how often a pass
+    /// lists everything again instead, sending no cursor or token (`every: 7d`), so that what
+    /// was deleted at the provider without a trace in the changes (Todoist's, Strava's, Slack's
+    /// deletions: a cursor on the update time never sees them) is marked deleted once that
+    /// pass completes. A failed or partial pass marks nothing. Default: never.
+    #[serde(default)]
+    pub reconcile: Option<Reconcile>,
     /// Follow the stream's records into their own children (needs `parent`).
     #[serde(default)]
     pub recurse: Option<Recurse>,
@@ -594,6 +601,15 @@ impl FieldMapping {
             Self::Full(rule) => rule.rare,
         }
     }
+}
+
+/// How often an incremental stream lists everything again (see [`Stream::reconcile`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reconcile {
+    /// The time between two passes that list everything: a run after it has passed lists
+    /// everything (`7d`, `24h`).
+    pub every: super::values::Duration,
 }
 
 /// A field mapping with a conversion or a default.

@@ -266,6 +266,7 @@ impl CompiledIncremental {
             cursor,
             sync_token: last_page_token.or_else(|| before.sync_token.clone()),
             resume: None,
+            listed_all_at: before.listed_all_at,
         }
     }
 }

@@ -125,6 +125,21 @@ impl Checker<'_> {
             &request_scope,
             json_body,
         );
+        if stream.reconcile.is_some() && (stream.incremental.is_none() || stream.parent.is_some()) {
+            let why = if stream.parent.is_some() {
+                "this stream is a substream, whose partitions do not mark what they do not see"
+            } else {
+                "this stream lists everything on every run already"
+            };
+            self.push(
+                Problem::at(
+                    format!("{base}/reconcile"),
+                    format!("`reconcile` lists everything again from time to time, and {why}"),
+                )
+                .on_key()
+                .expected("`reconcile:` on a root stream with `incremental`"),
+            );
+        }
         self.json_path(&format!("{base}/records"), &stream.records);
         self.value_source(&format!("{base}/id"), &stream.id, &record_scope);
         if let Some(key) = &stream.key {
