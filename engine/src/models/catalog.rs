@@ -108,6 +108,9 @@ model! {
         is_read: Option<bool>,
         /// Size of the whole message in bytes.
         size_bytes: Option<i64>,
+        /// How important the sender marked it: `low`, `normal` or `high` (Graph's
+        /// `importance`; a message's `Importance` header).
+        importance: Option<String>,
     }
 }
 
