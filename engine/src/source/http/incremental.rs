@@ -275,8 +275,15 @@ impl CompiledIncremental {
 fn instant(value: &Value, format: CursorFormat) -> Option<jiff::Timestamp> {
     match value {
         Value::String(text) => text.parse::<jiff::Timestamp>().ok().or_else(|| {
+            // Whole, or with a fraction (Slack's `ts`: "1512085950.000216"), cut to the unit.
             text.parse::<i64>()
                 .ok()
+                .or_else(|| {
+                    text.parse::<f64>()
+                        .ok()
+                        .filter(|number| number.is_finite() && number.abs() < 1e17)
+                        .map(|number| number.floor() as i64)
+                })
                 .and_then(|number| epoch(number, format))
         }),
         Value::Number(number) => number.as_i64().and_then(|number| epoch(number, format)),
@@ -355,6 +362,15 @@ mod tests {
         assert_eq!(
             format_cursor(&json!("abc"), CursorFormat::Raw, hour),
             json!("abc")
+        );
+        // Slack's `ts`, seconds with a fraction, a day back: whole seconds.
+        assert_eq!(
+            format_cursor(
+                &json!("1512104434.000490"),
+                CursorFormat::EpochSeconds,
+                hour * 24
+            ),
+            json!(1_512_018_034)
         );
     }
 
