@@ -179,15 +179,27 @@ async fn next_url_from_the_link_header() {
         "/repos",
         get(|Query(query): Query<HashMap<String, String>>| async move {
             let mut headers = HeaderMap::new();
+            // Page 2's next URL has a comma in its query, as a URI may: the paging goes on past
+            // it (it was cut at the comma and the sync stopped, silently, after page 2).
             let body = match query.get("page").map(String::as_str) {
                 None => {
                     headers.insert(
                         "link",
-                        "<https://api.example.com/repos?page=2>; rel=\"next\", <https://api.example.com/repos?page=2>; rel=\"last\"".parse().unwrap(),
+                        "<https://api.example.com/repos?page=2>; rel=\"next\", <https://api.example.com/repos?page=3>; rel=\"last\"".parse().unwrap(),
                     );
                     json!(notes(0..2))
                 }
-                Some("2") => json!(notes(2..3)),
+                Some("2") => {
+                    headers.insert(
+                        "link",
+                        "<https://api.example.com/repos?fields=id,title&page=3>; rel=\"next\", <https://api.example.com/repos?page=1>; rel=\"first\"".parse().unwrap(),
+                    );
+                    json!(notes(2..3))
+                }
+                Some("3") => {
+                    assert_eq!(query.get("fields").map(String::as_str), Some("id,title"));
+                    json!(notes(3..4))
+                }
                 Some(other) => panic!("unexpected page {other}"),
             };
             (headers, Json(body))
@@ -201,7 +213,7 @@ async fn next_url_from_the_link_header() {
     let sink = MemorySink::default();
     let (result, _) = run(&spec, &server, &sink, RunOptions::default()).await;
     result.unwrap();
-    assert_eq!(ids(&sink), expected_ids(0..3));
+    assert_eq!(ids(&sink), expected_ids(0..4));
 }
 
 #[tokio::test]

@@ -328,17 +328,106 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
         .iter()
         .filter_map(|value| value.to_str().ok())
         .find_map(|value| {
-            value.split(',').find_map(|link| {
-                let (target, params) = link.split_once(';')?;
-                let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-                let is_next = params.split(';').any(|param| {
-                    let param = param.trim().replace(' ', "");
-                    param.eq_ignore_ascii_case("rel=next")
-                        || param.eq_ignore_ascii_case("rel=\"next\"")
-                });
-                is_next.then(|| target.to_owned())
-            })
+            links(value)
+                .into_iter()
+                .find(|(_, rels)| rels.iter().any(|rel| rel.eq_ignore_ascii_case("next")))
+                .map(|(target, _)| target.to_owned())
         })
+}
+
+/// The link-values of a `Link` header (RFC 8288, section 3): each target with its `rel` values.
+///
+/// Written here rather than taken from a crate: `parse_link_header` splits the header at every
+/// comma, so a next URL with a comma in its query (`?ids=1,2&page=3`, legal in a URI) was cut
+/// and paging stopped after the first page; the other parsers found are unmaintained. A target
+/// runs from `<` to the first `>` (which a URI cannot hold); parameters follow, their values
+/// tokens or quoted strings (which may hold `,` and `;`); a comma outside them ends a link.
+/// A link-value that does not parse ends the reading: the links before it are kept.
+fn links(header: &str) -> Vec<(&str, Vec<String>)> {
+    let bytes = header.as_bytes();
+    let mut found = Vec::new();
+    let mut at = 0;
+    let skip_space = |at: &mut usize| {
+        while *at < bytes.len() && matches!(bytes[*at], b' ' | b'\t') {
+            *at += 1;
+        }
+    };
+    loop {
+        // Empty list elements are allowed (`#rule`).
+        while at < bytes.len() && matches!(bytes[at], b' ' | b'\t' | b',') {
+            at += 1;
+        }
+        if at >= bytes.len() || bytes[at] != b'<' {
+            return found;
+        }
+        let Some(length) = header[at + 1..].find('>') else {
+            return found;
+        };
+        let target = &header[at + 1..at + 1 + length];
+        at += length + 2;
+        let mut rels = Vec::new();
+        loop {
+            skip_space(&mut at);
+            if at >= bytes.len() || bytes[at] == b',' {
+                break;
+            }
+            if bytes[at] != b';' {
+                return found;
+            }
+            at += 1;
+            skip_space(&mut at);
+            let name_start = at;
+            while at < bytes.len() && !matches!(bytes[at], b'=' | b';' | b',' | b' ' | b'\t') {
+                at += 1;
+            }
+            let name = &header[name_start..at];
+            skip_space(&mut at);
+            let mut value = String::new();
+            if at < bytes.len() && bytes[at] == b'=' {
+                at += 1;
+                skip_space(&mut at);
+                if at < bytes.len() && bytes[at] == b'"' {
+                    // A quoted string: `\` escapes the next character.
+                    at += 1;
+                    let mut closed = false;
+                    while at < bytes.len() {
+                        match bytes[at] {
+                            b'\\' if at + 1 < bytes.len() => {
+                                at += 1;
+                                let next = header[at..].chars().next().unwrap_or_default();
+                                value.push(next);
+                                at += next.len_utf8();
+                            }
+                            b'"' => {
+                                at += 1;
+                                closed = true;
+                                break;
+                            }
+                            _ => {
+                                let next = header[at..].chars().next().unwrap_or_default();
+                                value.push(next);
+                                at += next.len_utf8();
+                            }
+                        }
+                    }
+                    if !closed {
+                        return found;
+                    }
+                } else {
+                    let start = at;
+                    while at < bytes.len() && !matches!(bytes[at], b';' | b',' | b' ' | b'\t') {
+                        at += 1;
+                    }
+                    value.push_str(&header[start..at]);
+                }
+            }
+            // `rel` holds space-separated relation types; only its first occurrence counts.
+            if name.eq_ignore_ascii_case("rel") && rels.is_empty() {
+                rels = value.split_ascii_whitespace().map(str::to_owned).collect();
+            }
+        }
+        found.push((target, rels));
+    }
 }
 
 #[cfg(test)]
@@ -357,5 +446,41 @@ mod tests {
             Some("https://api.example.com/items?page=3")
         );
         assert_eq!(next_link(&HeaderMap::new()), None);
+    }
+
+    /// The awkward cases of real headers: a comma in the next URL's query (the defect: paging
+    /// stopped after page one), commas and semicolons in quoted parameters, several relation
+    /// types in one `rel`, no quotes, other spacing and case, empty elements, and headers that
+    /// are broken part of the way.
+    #[test]
+    fn link_headers_are_read_as_rfc_8288_writes_them() {
+        let next = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(reqwest::header::LINK, value.parse().unwrap());
+            next_link(&headers)
+        };
+        assert_eq!(
+            next("<https://api.example.com/items?ids=1,2,3&page=2>; rel=\"next\", <https://api.example.com/items?ids=1,2,3&page=9>; rel=\"last\"").as_deref(),
+            Some("https://api.example.com/items?ids=1,2,3&page=2")
+        );
+        assert_eq!(
+            next("<https://a.example/p1>; title=\"a, b; c\"; rel=\"prev\", <https://a.example/p3>;title=\"x\\\"y\";REL=\"Next last\"").as_deref(),
+            Some("https://a.example/p3")
+        );
+        assert_eq!(
+            next(" , <https://a.example/p2> ;rel=next").as_deref(),
+            Some("https://a.example/p2")
+        );
+        assert_eq!(next("<https://a.example/p2>; rel=\"nextpage\""), None);
+        assert_eq!(
+            links("<https://a.example/1>; rel=next, garbage <x>"),
+            [("https://a.example/1", vec!["next".to_owned()])]
+        );
+        assert_eq!(links("<https://a.example/1; rel=next"), vec![]);
+        assert_eq!(links("<https://a.example/1>; title=\"open"), vec![]);
+        assert_eq!(
+            links("<https://a.example/é>; rel=\"nexté\""),
+            [("https://a.example/é", vec!["nexté".to_owned()])]
+        );
     }
 }
