@@ -1062,3 +1062,44 @@ fn connector_test_fails_when_a_mapped_field_never_has_a_value() {
         stdout(&output)
     );
 }
+
+#[test]
+fn a_mistyped_connector_or_stream_is_a_usage_error_that_names_the_nearest() {
+    let output = connector(&["sync", "google_photoss", "--sandbox"]);
+    assert_eq!(output.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        said.contains("no connector `google_photoss` (did you mean `google_photos`?)"),
+        "{said}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hypernet.sqlite");
+    let output = connector(&[
+        "sync",
+        "google_photos",
+        "--sandbox",
+        "--db",
+        db.to_str().unwrap(),
+        "--stream",
+        "media_itemz",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        said.contains("google_photos has no stream `media_itemz` (did you mean `media_items`?); the streams that read its API: media_items, picked_media"),
+        "{said}"
+    );
+    assert!(!db.exists(), "nothing was run, no database made");
+}
+
+#[test]
+fn history_of_a_database_that_does_not_exist_makes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nowhere.sqlite");
+    let output = connector(&["history", "google_photos", "--db", db.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(said.contains("no database at"), "{said}");
+    assert!(!db.exists());
+}

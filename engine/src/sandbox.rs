@@ -43,13 +43,25 @@ impl ConnectorFiles {
         };
         let spec = folder.join("connector.yaml");
         if spec.is_file() {
-            Ok(Self { folder, spec })
-        } else {
-            Err(format!(
-                "no connector `{name}`: {} does not exist",
-                spec.display()
-            ))
+            return Ok(Self { folder, spec });
         }
+        // A mistyped id: the nearest connector under the root, if one is near.
+        let ids: Vec<String> = std::fs::read_dir(connectors_root)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|entry| entry.path().join("connector.yaml").is_file())
+                    .filter_map(|entry| entry.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let suggestion = crate::spec::did_you_mean(name, ids.iter().map(String::as_str))
+            .map(|id| format!(" (did you mean `{id}`?)"))
+            .unwrap_or_default();
+        Err(format!(
+            "no connector `{name}`{suggestion}: {} does not exist",
+            spec.display()
+        ))
     }
 
     /// The fixtures folder.

@@ -77,6 +77,19 @@ impl Account {
     }
 
     /// Opens (and migrates) the database.
+    /// The database `--db` names, for a command that only reads it: an SQLite file that does
+    /// not exist is an error, not a new empty database.
+    pub async fn open_existing_store(&self) -> Result<AnyStore, crate::Failure> {
+        let postgres = self.db.starts_with("postgres://") || self.db.starts_with("postgresql://");
+        if !postgres && !std::path::Path::new(&self.db).exists() {
+            return Err(crate::Failure::usage(format!(
+                "no database at {}: nothing was imported there (pass the `--db` a sync or import used)",
+                self.db
+            )));
+        }
+        self.open_store().await.map_err(crate::Failure::problem)
+    }
+
     pub async fn open_store(&self) -> Result<AnyStore, String> {
         AnyStore::open(&self.db).await.map_err(|error| {
             format!(

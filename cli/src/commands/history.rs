@@ -31,7 +31,7 @@ struct History<'a> {
 /// Runs the command.
 pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     let (_, spec) = super::open_connector(&args.connector, &args.account.connectors_root)?;
-    let store = args.account.open_store().await.map_err(Failure::problem)?;
+    let store = args.account.open_existing_store().await?;
     let id = integration_id(&spec, &args.account);
     let (runs, audit) = match (store.runs(&id).await, store.audit_log(&id).await) {
         (Ok(runs), Ok(audit)) => (runs, audit),

@@ -45,6 +45,7 @@ pub struct Args {
 /// Runs the command.
 pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     let (_, spec) = super::open_connector(&args.connector, &args.account.connectors_root)?;
+    super::check_streams(&spec, &args.streams, true)?;
     let spec = Arc::new(spec);
     let given = config_values(&spec, &args.config).map_err(Failure::usage)?;
     let integration_id = integration_id(&spec, &args.account);

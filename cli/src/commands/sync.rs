@@ -108,6 +108,7 @@ pub(super) fn config_values(
 /// Runs the command.
 pub async fn run(args: &Args) -> Result<Outcome, Failure> {
     let (files, spec) = super::open_connector(&args.connector, &args.account.connectors_root)?;
+    super::check_streams(&spec, &args.streams, false)?;
     let spec = Arc::new(spec);
     let mut given = config_values(&spec, &args.config).map_err(Failure::usage)?;
     if args.sandbox {

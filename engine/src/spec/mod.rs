@@ -32,7 +32,7 @@ pub use content::{
     ChecksumKind, Collect, CollectPaging, Content, ContentChecksum, ContentRefresh, Contents,
     Encoded, Encoding, Inline, MAX_CONTENT_BYTES, Render,
 };
-pub use diagnostic::{Diagnostic, Position};
+pub use diagnostic::{Diagnostic, Position, did_you_mean};
 pub use session::Session;
 
 /// How to recognise an error inside a successful HTTP answer.
