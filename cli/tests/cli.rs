@@ -1103,3 +1103,26 @@ fn history_of_a_database_that_does_not_exist_makes_none() {
     assert!(said.contains("no database at"), "{said}");
     assert!(!db.exists());
 }
+
+#[test]
+fn an_unknown_config_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hypernet.sqlite");
+    let db = db.to_str().unwrap();
+    let output = connector(&[
+        "sync",
+        "google_photos",
+        "--sandbox",
+        "--db",
+        db,
+        "--config",
+        "page_sise=10",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        said.contains("`--config page_sise`: google_photos takes no config values"),
+        "{said}"
+    );
+    assert!(!std::path::Path::new(db).exists());
+}

@@ -100,6 +100,22 @@ pub(super) fn config_values(
         let (name, value) = pair
             .split_once('=')
             .ok_or_else(|| format!("`--config {pair}` is not NAME=VALUE"))?;
+        // A name the connector does not take would be ignored: a typo that goes unnoticed.
+        if !spec.config.contains_key(name) {
+            let names: Vec<&str> = spec.config.keys().map(String::as_str).collect();
+            let near = spec::did_you_mean(name, names.iter().copied())
+                .map(|near| format!(" (did you mean `{near}`?)"))
+                .unwrap_or_default();
+            return Err(if names.is_empty() {
+                format!("`--config {name}`: {} takes no config values", spec.id)
+            } else {
+                format!(
+                    "`--config {name}`: {} has no config value `{name}`{near}; it takes: {}",
+                    spec.id,
+                    names.join(", ")
+                )
+            });
+        }
         values.insert(name.to_owned(), Value::String(value.to_owned()));
     }
     Ok(values)
@@ -335,10 +351,10 @@ fn print_summary(summary: &Summary<'_>) {
         );
     }
     say!(
-        "{}{}: {} records in {:.1}s → {}",
+        "{}{}: {} in {:.1}s → {}",
         summary.connector,
         if summary.sandbox { " (sandbox)" } else { "" },
-        totals.records,
+        counted(totals.records, "record", "records"),
         summary.seconds,
         summary.database
     );
@@ -381,8 +397,26 @@ fn print_summary(summary: &Summary<'_>) {
     }
     if written.rejected > 0 {
         say!(
-            "  {} records did not fit their model; they are kept with the reason in the `rejects` table",
-            written.rejected
+            "  {} not fit their model; they are kept with the reason in the `rejects` table",
+            counted(written.rejected, "record did", "records did")
+        );
+    }
+}
+
+/// `count` with the noun that agrees with it: "1 record", "5 records".
+fn counted(count: u64, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_record_is_one_record() {
+        assert_eq!(super::counted(1, "record", "records"), "1 record");
+        assert_eq!(super::counted(0, "record", "records"), "0 records");
+        assert_eq!(
+            super::counted(5, "record did", "records did"),
+            "5 records did"
         );
     }
 }
