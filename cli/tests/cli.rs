@@ -223,6 +223,11 @@ fn connector_test_passes_on_the_catalog() {
     let output = connector(&["test", "google_photos"]);
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
     assert!(stdout(&output).contains("stream media_items: matches"));
+    assert!(
+        stdout(&output).ends_with("1 connector tested: all passed\n"),
+        "{}",
+        stdout(&output)
+    );
 }
 
 #[test]
@@ -238,6 +243,10 @@ fn connector_test_fails_when_a_snapshot_changes() {
     let text = stdout(&output);
     assert!(
         text.contains("-      \"width\": 4000,") && text.contains("+      \"width\": 4032,"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("1 connector tested: 0 passed, 1 failed (google_photos)\n"),
         "{text}"
     );
 }

@@ -66,6 +66,26 @@ pub async fn run(args: &Args) -> Result<Outcome, Failure> {
         for report in &reports {
             print_report(report);
         }
+        // The tally, last: what a person reads after a long run.
+        let failed: Vec<&str> = reports
+            .iter()
+            .filter(|report| !report.passed)
+            .map(|report| report.connector.as_str())
+            .collect();
+        let tested = match reports.len() {
+            1 => "1 connector".to_owned(),
+            count => format!("{count} connectors"),
+        };
+        if failed.is_empty() {
+            say!("{tested} tested: all passed");
+        } else {
+            say!(
+                "{tested} tested: {} passed, {} failed ({})",
+                reports.len() - failed.len(),
+                failed.len(),
+                failed.join(", ")
+            );
+        }
     }
     Ok(if reports.iter().all(|report| report.passed) {
         Outcome::Success
