@@ -556,6 +556,10 @@ fn oauth_tokens_are_stored_encrypted_and_never_appear_in_the_database_or_logs() 
     );
     let (auth_out, auth_err) = authorize_in_sandbox(&db, &key);
     assert!(
+        auth_out.contains("run `connector sync google_photos --sandbox"),
+        "the next command is the sandbox's: {auth_out}"
+    );
+    assert!(
         auth_out
             .contains("Connected Google Photos for user local (integration google_photos:local)"),
         "{auth_out}"

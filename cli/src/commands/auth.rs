@@ -157,10 +157,13 @@ async fn save_connection(
             "Granted scopes: {}",
             connected.scopes.unwrap_or("(the provider did not say)")
         );
+        // The command to run next, as this one was run: a sandbox account syncs from the
+        // sandbox (its tokens are the stand-in provider's, which the real API refuses).
         say!(
-            "Tokens are stored encrypted in {}; run `connector sync {}{}` to import.",
+            "Tokens are stored encrypted in {}; run `connector sync {}{}{}` to import.",
             engine::store::redact(&args.account.db),
             spec.id,
+            if args.sandbox { " --sandbox" } else { "" },
             args.account.flag()
         );
     }
