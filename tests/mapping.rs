@@ -254,7 +254,7 @@ async fn mail_keeps_names_and_addresses_apart_and_when_it_was_sent_and_received(
                  "toRecipients": [{"emailAddress": {"name": "Ana Lima", "address": "ana@contoso.com"}},
                                   {"emailAddress": {"name": "", "address": "bo@contoso.com"}}],
                  "headers": [{"name": "CC", "value": "\"Silva, João\" <joao@example.pt>, =?UTF-8?Q?Beatriz_Gon=C3=A7alves?= <bea@example.pt>"}]},
-                {"id": "draft", "receivedDateTime": "2024-05-22T10:00:00Z", "from": null, "toRecipients": []},
+                {"id": "draft", "receivedDateTime": "2024-05-22T10:00:00Z", "from": {"emailAddress": {"name": "", "address": ""}}, "toRecipients": []},
                 {"id": "header-date", "date": "Tue, 21 May 2024 11:01:01 +0200"}
             ]}))
         }),

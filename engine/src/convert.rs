@@ -138,8 +138,9 @@ impl Converter {
     }
 }
 
-/// What every value a converter gives back is, whatever it was given (a converter never gives
-/// back `null`): a field whose schema takes every value of that kind needs no check of it.
+/// What every value a converter gives back is, whatever it was given (a converter gives back
+/// `null` only for `address`/`addresses` that found no mailbox, which leaves the field out): a
+/// field whose schema takes every value of that kind needs no check of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Output {
     /// A string.
@@ -582,11 +583,17 @@ pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
                     .or_else(|_| fail("epoch seconds, an RFC 3339 date-time or an RFC 2822 date"))
             }
         }
-        Conversion::Addresses => mailboxes(value).map(Value::Array),
-        Conversion::Address => match mailboxes(value)?.into_iter().next() {
-            Some(first) => Ok(first),
-            None => fail("an address"),
-        },
+        // No mailbox (a draft's empty sender, `undisclosed-recipients:;`, a bounce's name
+        // alone): nothing, which leaves the field out, not a refused record.
+        Conversion::Addresses => {
+            let found = mailboxes(value)?;
+            Ok(if found.is_empty() {
+                Value::Null
+            } else {
+                Value::Array(found)
+            })
+        }
+        Conversion::Address => Ok(mailboxes(value)?.into_iter().next().unwrap_or(Value::Null)),
         Conversion::Rfc3339 => match text(value).map(jiff::Timestamp::from_str) {
             Some(result) => timestamp(result),
             None => fail("an RFC 3339 date-time"),
@@ -608,8 +615,9 @@ pub fn convert(conversion: Conversion, value: &Value) -> Result<Value, String> {
 fn local_date_time(text: &str) -> Option<Value> {
     let text = text.trim();
     let time = text.get(11..)?;
+    // A zone named in brackets (`...T18:00:00[Europe/Paris]`) is not a floating time.
     if text.as_bytes().get(10) != Some(&b'T')
-        || time.contains(['Z', 'z', '+'])
+        || time.contains(['Z', 'z', '+', '['])
         || time.get(1..).is_some_and(|rest| rest.contains('-'))
     {
         return None;
@@ -703,6 +711,15 @@ mod tests {
             )),
             Ok(json!([{"address": "carol@example.com"}, {"address": "dan@example.com"}]))
         );
+        // No address at all: nothing (the field is left out), not an error.
+        assert_eq!(
+            addresses(json!("undisclosed-recipients:;")),
+            Ok(Value::Null)
+        );
+        assert_eq!(
+            convert(Conversion::Address, &json!("\"Mail Delivery System\"")),
+            Ok(Value::Null)
+        );
         // Graph's recipients, a draft's empty sender, and several headers.
         assert_eq!(
             addresses(json!([
@@ -715,14 +732,14 @@ mod tests {
                 {"name": "Bob", "address": "bob@example.org"}
             ]))
         );
-        assert_eq!(addresses(json!("")), Ok(json!([])));
+        assert_eq!(addresses(json!("")), Ok(Value::Null));
         assert!(addresses(json!(7)).is_err());
         let address = |value: Value| convert(Conversion::Address, &value);
         assert_eq!(
             address(json!("Ann Lee <ann@example.com>, bob@example.org")),
             Ok(json!({"name": "Ann Lee", "address": "ann@example.com"}))
         );
-        assert!(address(json!({"name": "", "address": ""})).is_err());
+        assert_eq!(address(json!({"name": "", "address": ""})), Ok(Value::Null));
         // A `Date` header where a time is taken from either of two sources.
         assert_eq!(
             convert(
@@ -1218,6 +1235,11 @@ mod tests {
         assert!(
             all_day
                 .apply(Cow::Owned(json!("2024-02-30T18:00:00")))
+                .is_err()
+        );
+        assert!(
+            all_day
+                .apply(Cow::Owned(json!("2024-03-22T18:00:00[Europe/Paris]")))
                 .is_err()
         );
         assert_eq!(

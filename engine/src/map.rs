@@ -950,6 +950,14 @@ impl FieldPlan {
         if let Some(scale) = self.scale {
             converted = Cow::Owned(scaled(&converted, scale).map_err(|error| refused(&error))?);
         }
+        // A conversion that found nothing to make (an address header with no address in it)
+        // leaves the field out, as a source that selects nothing does.
+        if converted.is_null() {
+            return match self.required {
+                true => Err(refused(&"required, but the record has no value for it")),
+                false => Ok(()),
+            };
+        }
         if self.checked {
             self.check.check(&converted).map_err(Failure::Misfit)?;
         }

@@ -812,6 +812,15 @@ impl<'a, S: Sink> SyncRun<'a, S> {
                 record.id.hash(&mut hasher);
                 written.insert(hasher.finish())
             });
+            // And the copies' files: the first copy's stands (its stored content was pushed
+            // first), a skipped copy's would overwrite it.
+            let kept: std::collections::HashSet<&Arc<str>> =
+                batch.records.iter().map(|record| &record.id).collect();
+            let mut referred = std::collections::HashSet::new();
+            batch.stored.retain(|stored| {
+                kept.contains(&stored.id)
+                    && referred.insert((stored.id.clone(), stored.part.clone()))
+            });
         }
         if batch.model.is_some() || batch.checkpoint.is_some() || !batch.sweeps.is_empty() {
             self.send(walk.name, batch).await?;

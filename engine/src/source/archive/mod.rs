@@ -435,8 +435,10 @@ impl<'r> PageReader<'r> {
         // An I/O error under the decoder (a refusal, a damaged archive) is told as what it is,
         // not as a document that does not decode.
         let failure = std::cell::RefCell::new(None);
+        // A file whose document was read before a resume was copied with its page: it is read
+        // again to find where to go on (whole files are one document), not copied again.
         let copy = match (&self.copies, self.plan.copy_entries) {
-            (Some(copies), Some(limit)) => {
+            (Some(copies), Some(limit)) if skip == 0 => {
                 let copy = copies
                     .begin(limit)
                     .map_err(|error| ArchiveReadError::Copy {
