@@ -13,7 +13,9 @@ use axum::routing::get;
 use base64::Engine as _;
 use engine::blobs::BlobHash;
 use engine::store::AnyStore;
-use hypernet_tests::{RunOptions, run, serve, spec_from, test_blob_stores, test_stores};
+use hypernet_tests::{
+    RunOptions, run, run_with_blobs, serve, spec_from, test_blob_stores, test_stores,
+};
 
 const SPEC: &str = r#"
 id: mail_api
@@ -359,16 +361,7 @@ async fn a_document_is_collected_from_a_tree_of_blocks_depth_first_and_bounded()
         let kept = test_blob_stores("collect").remove(0);
         let (server, asked) = notes_provider().await;
         let spec = spec_from(&NOTES_SPEC.replace("MAX_NODES", "100"));
-        let (result, recorder) = run(
-            &spec,
-            &server,
-            store,
-            RunOptions {
-                blobs: Some(kept.blobs.clone()),
-                ..RunOptions::default()
-            },
-        )
-        .await;
+        let (result, recorder) = run_with_blobs(&spec, &server, store, &kept.blobs).await;
         result.unwrap();
         assert_eq!(recorder.totals().contents, 1, "{}", test.backend);
         let markdown = "# Lisbon\n\n- Day 1\n  - Tram 28\nThe end.\n";

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use engine::blobs::{BlobHash, BlobStore};
 use engine::store::AnyStore;
-use hypernet_tests::{RunOptions, run, serve, spec_from, test_blob_stores, test_stores};
+use hypernet_tests::{
+    RunOptions, run, run_with_blobs, serve, spec_from, test_blob_stores, test_stores,
+};
 
 const SPEC: &str = r#"
 id: photos_api
@@ -404,16 +406,7 @@ async fn an_expired_url_is_made_fresh_by_fetching_the_record_again() {
         let store = &test.store;
         asked.lock().unwrap().clear();
         let kept = test_blob_stores("refresh").remove(0);
-        let (result, recorder) = run(
-            &spec,
-            &server,
-            store,
-            RunOptions {
-                blobs: Some(kept.blobs.clone()),
-                ..RunOptions::default()
-            },
-        )
-        .await;
+        let (result, recorder) = run_with_blobs(&spec, &server, store, &kept.blobs).await;
         result.unwrap();
         assert_eq!(recorder.totals().contents, 1, "{}", test.backend);
         assert_eq!(
@@ -559,16 +552,7 @@ async fn a_cut_off_download_resumes_from_where_it_stopped() {
             let asked: Asked = Arc::default();
             let url = server(versioned, Arc::clone(&asked)).await;
             let kept = test_blob_stores("resume").remove(0);
-            let (result, recorder) = run(
-                &spec,
-                &url,
-                store,
-                RunOptions {
-                    blobs: Some(kept.blobs.clone()),
-                    ..RunOptions::default()
-                },
-            )
-            .await;
+            let (result, recorder) = run_with_blobs(&spec, &url, store, &kept.blobs).await;
             result.unwrap();
             let context = format!("{} versioned={versioned}", test.backend);
             assert_eq!(recorder.totals().contents, 1, "{context}");
@@ -638,16 +622,7 @@ async fn downloads_run_several_at_a_time_up_to_the_connector_limit() {
         for test in test_stores("concurrent").await {
             in_flight.1.store(0, Ordering::SeqCst);
             let kept = test_blob_stores("concurrent").remove(0);
-            let (result, recorder) = run(
-                &spec,
-                &server,
-                &test.store,
-                RunOptions {
-                    blobs: Some(kept.blobs.clone()),
-                    ..RunOptions::default()
-                },
-            )
-            .await;
+            let (result, recorder) = run_with_blobs(&spec, &server, &test.store, &kept.blobs).await;
             result.unwrap();
             assert_eq!(
                 recorder.totals().contents,

@@ -150,6 +150,20 @@ impl Default for RunOptions {
     }
 }
 
+/// [`run`] with the records' content downloaded into `blobs`, and nothing else changed.
+pub async fn run_with_blobs<S: Sink>(
+    spec: &Arc<ConnectorSpec>,
+    server: &url::Url,
+    sink: &S,
+    blobs: &engine::blobs::BlobStore,
+) -> (Result<RunReport, SyncError>, Recorder) {
+    let options = RunOptions {
+        blobs: Some(blobs.clone()),
+        ..RunOptions::default()
+    };
+    run(spec, server, sink, options).await
+}
+
 /// Runs every stream of `spec` against the server at `server` (all hosts redirected there).
 pub async fn run<S: Sink>(
     spec: &Arc<ConnectorSpec>,

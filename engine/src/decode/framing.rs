@@ -286,50 +286,13 @@ fn element_onto<R: BufRead>(
     tape: &mut super::xml::TapeWriter,
     limit: usize,
 ) -> Result<bool, DecodeError> {
-    use quick_xml::events::Event;
-
-    let error = |reason: String| DecodeError::new("XML", reason);
-    let wanted = |name: &[u8]| names.iter().any(|wanted| wanted.as_slice() == name);
-    let mut depth = 0_usize;
-    let mut start = 0;
-    loop {
-        if depth == 0 {
-            start = reader.buffer_position();
-        }
-        events.clear();
-        let event = reader
-            .read_event_into(events)
-            .map_err(|e| error(e.to_string()))?;
-        match (&event, depth) {
-            (Event::Eof, 0) => return Ok(false),
-            (Event::Eof, _) => {
-                return Err(error(
-                    "the document ends inside an element (truncated?)".to_owned(),
-                ));
-            }
-            (Event::Empty(element), 0) if wanted(element.name().as_ref()) => {
-                if reader.buffer_position().saturating_sub(start) > limit as u64 {
-                    return Err(error(format!("an element is longer than {limit} bytes")));
-                }
-                super::xml::feed(&event, tape).map_err(error)?;
-                tape.end_document();
-                return Ok(true);
-            }
-            (Event::Start(element), 0) if !wanted(element.name().as_ref()) => continue,
-            (_, 0) if !matches!(event, Event::Start(_)) => continue,
-            (Event::Start(_), _) => depth += 1,
-            (Event::End(_), _) => depth -= 1,
-            _ => {}
-        }
-        super::xml::feed(&event, tape).map_err(error)?;
-        if reader.buffer_position().saturating_sub(start) > limit as u64 {
-            return Err(error(format!("an element is longer than {limit} bytes")));
-        }
-        if depth == 0 {
-            tape.end_document();
-            return Ok(true);
-        }
+    let found = next_wanted(reader, names, events, limit, &mut |event| {
+        super::xml::feed(event, tape)
+    })?;
+    if found {
+        tape.end_document();
     }
+    Ok(found)
 }
 
 /// Reads into `frame` up to `end` (included) or the end of the input, refusing more than
@@ -384,13 +347,35 @@ fn next_element<R: BufRead>(
     frame: &mut Vec<u8>,
     limit: usize,
 ) -> Result<bool, DecodeError> {
+    let mut writer = quick_xml::Writer::new(frame);
+    next_wanted(reader, names, events, limit, &mut |event| {
+        writer
+            .write_event(event.borrow())
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Reads on to the next element with one of `names` (at any depth outside another wanted one),
+/// handing each of its events to `take`; `false` at the end of the input. Everything between
+/// wanted elements is skipped. An element is refused past `limit` bytes of input or
+/// [`MAX_XML_DEPTH`] levels, and a document that ends inside one is refused as truncated.
+fn next_wanted<R: BufRead>(
+    reader: &mut quick_xml::Reader<R>,
+    names: &[Vec<u8>],
+    events: &mut Vec<u8>,
+    limit: usize,
+    take: &mut dyn FnMut(&quick_xml::events::Event<'_>) -> Result<(), String>,
+) -> Result<bool, DecodeError> {
     use quick_xml::events::Event;
 
     let error = |reason: String| DecodeError::new("XML", reason);
     let wanted = |name: &[u8]| names.iter().any(|wanted| wanted.as_slice() == name);
-    let mut writer = quick_xml::Writer::new(frame);
     let mut depth = 0_usize;
+    let mut start = 0;
     loop {
+        if depth == 0 {
+            start = reader.buffer_position();
+        }
         events.clear();
         let event = reader
             .read_event_into(events)
@@ -402,16 +387,14 @@ fn next_element<R: BufRead>(
                     "the document ends inside an element (truncated?)".to_owned(),
                 ));
             }
-            (Event::Empty(start), 0) if wanted(start.name().as_ref()) => {
-                writer
-                    .write_event(event.borrow())
-                    .map_err(|e| error(e.to_string()))?;
-                if writer.get_ref().len() > limit {
+            (Event::Empty(element), 0) if wanted(element.name().as_ref()) => {
+                if reader.buffer_position().saturating_sub(start) > limit as u64 {
                     return Err(error(format!("an element is longer than {limit} bytes")));
                 }
+                take(&event).map_err(error)?;
                 return Ok(true);
             }
-            (Event::Start(start), 0) if !wanted(start.name().as_ref()) => continue,
+            (Event::Start(element), 0) if !wanted(element.name().as_ref()) => continue,
             (_, 0) if !matches!(event, Event::Start(_)) => continue,
             (Event::Start(_), _) => depth += 1,
             (Event::End(_), _) => depth -= 1,
@@ -422,10 +405,9 @@ fn next_element<R: BufRead>(
                 "elements nest deeper than {MAX_XML_DEPTH} levels"
             )));
         }
-        writer
-            .write_event(event.borrow())
-            .map_err(|e| error(e.to_string()))?;
-        if writer.get_ref().len() > limit {
+        take(&event).map_err(error)?;
+        // The input's bytes, which the frame or tape holds: quick-xml writes events as read.
+        if reader.buffer_position().saturating_sub(start) > limit as u64 {
             return Err(error(format!("an element is longer than {limit} bytes")));
         }
         if depth == 0 {
